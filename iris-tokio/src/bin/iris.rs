@@ -1,0 +1,158 @@
+//! `iris`: the Iris node command.
+
+use clap::Parser;
+use iris_tokio::driver::{self, NodeOptions};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// Iris node: decentralized messaging for backend services.
+///
+/// Applications attach to their local node over the relay protocol (TCP on 127.0.0.1 and
+/// [::1]) and address each other by cluster and topic names. The original's single-dash
+/// flags (`iris -dev -port 3333`) work too.
+#[derive(Debug, Parser)]
+#[command(name = "iris", version, about, long_about)]
+struct Args {
+    /// Run a lone development node: random network name and key, no peers, no discovery.
+    #[arg(long)]
+    dev: bool,
+
+    /// Network name; nodes join only nodes of the same network. Not yet used: peer
+    /// networking is not implemented, so only --dev runs for now.
+    #[arg(long, value_name = "NAME")]
+    net: Option<String>,
+
+    /// Path of the network's shared RSA private key (PEM or DER). Not yet used (see --net).
+    #[arg(long, value_name = "PATH")]
+    rsa: Option<std::path::PathBuf>,
+
+    /// Relay port for local clients, on 127.0.0.1 and [::1]. 0 picks a free port.
+    #[arg(long, default_value_t = 55555, value_name = "PORT")]
+    port: u16,
+
+    /// Log filter, e.g. `info`, `debug`, `iris_tokio=trace` (RUST_LOG overrides it).
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    log: String,
+
+    /// Largest message, request, reply or event a client may send, in bytes.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    max_message_size: u64,
+
+    /// Most relay clients at once.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    max_clients: usize,
+
+    /// Milliseconds a new client has to complete its handshake.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    handshake_timeout_ms: u64,
+}
+
+/// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
+fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
+    const LONG: [&str; 8] = [
+        "dev",
+        "net",
+        "rsa",
+        "port",
+        "log",
+        "max-message-size",
+        "max-clients",
+        "handshake-timeout-ms",
+    ];
+    args.map(|a| {
+        let body = a.strip_prefix('-').filter(|b| !b.starts_with('-'));
+        match body {
+            Some(b) if LONG.contains(&b.split('=').next().unwrap_or(b)) => format!("-{a}"),
+            _ => a,
+        }
+    })
+    .collect()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse_from(normalize(std::env::args()));
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
+
+    if !args.dev {
+        eprintln!(
+            "iris: peer networking (--net/--rsa) is not implemented yet; run a lone node with --dev"
+        );
+        return ExitCode::from(2);
+    }
+    let seed = driver::random_seed();
+    let network = format!(
+        "dev-{:02x}{:02x}{:02x}{:02x}",
+        seed[0], seed[1], seed[2], seed[3]
+    );
+    tracing::info!("development mode: lone node of network {network:?}, no peers");
+    let mut opts = NodeOptions {
+        port: args.port,
+        seed,
+        ..NodeOptions::default()
+    };
+    opts.config.limits.max_message_size = args.max_message_size;
+    opts.config.max_clients = args.max_clients;
+    opts.config.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
+    if let Err(e) = opts.config.validate() {
+        eprintln!("iris: {e}");
+        return ExitCode::from(2);
+    }
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iris: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(driver::run(opts, None, shutdown_signal()));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iris: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM with the reason clients are told.
+async fn shutdown_signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without signal handlers, run until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "node shutting down (SIGINT)".into(),
+        _ = term.recv() => "node shutting down (SIGTERM)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_flags_of_the_original_still_parse() {
+        let argv = ["iris", "-dev", "-port", "3333", "-net=x"].map(String::from);
+        let args = Args::parse_from(normalize(argv.into_iter()));
+        assert!(args.dev);
+        assert_eq!(args.port, 3333);
+        assert_eq!(args.net.as_deref(), Some("x"));
+        // Short options and values that start with one dash are left alone.
+        assert_eq!(normalize(["-h".to_string()].into_iter()), vec!["-h"]);
+    }
+}

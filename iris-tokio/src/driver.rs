@@ -1,0 +1,474 @@
+//! The tokio driver: relay sockets and timers feeding one [`Node`].
+//!
+//! The node is a single state machine, so the driver runs it on one thread (a
+//! `current_thread` runtime with a `LocalSet`): every connection has a reader task that feeds
+//! bytes into the node and a writer task that drains what the node queued for it, and no
+//! channel sits between them and the node. Each wake-up handles at most one read of
+//! [`READ_CHUNK`] bytes, so one busy client cannot starve the others.
+
+use bytes::{Bytes, BytesMut};
+use iris_proto::{CloseReason, Config, ConnId, Event, Input, Instant, Node, Output, Stats};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::{AbortHandle, LocalSet};
+use tracing::{debug, info, warn};
+
+/// Most bytes read from one client per wake-up.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// How long shutdown waits for clients to take their CLOSE before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(2500);
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Relay port on 127.0.0.1 and [::1]; 0 picks a free one (reported by [`NodeHandle::port`]).
+    pub port: u16,
+    /// The core's bounds and timeouts.
+    pub config: Config,
+    /// Seed of the node's randomness.
+    pub seed: [u8; 32],
+}
+
+impl Default for NodeOptions {
+    fn default() -> NodeOptions {
+        NodeOptions {
+            port: 55555,
+            config: Config::default(),
+            seed: random_seed(),
+        }
+    }
+}
+
+/// A seed from the operating system (the driver may read OS randomness; the core may not).
+pub fn random_seed() -> [u8; 32] {
+    use rand::TryRng;
+    let mut seed = [0u8; 32];
+    if rand::rngs::SysRng.try_fill_bytes(&mut seed).is_err() {
+        // No OS randomness: fall back to the clock, which still differs between runs.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        seed[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    seed
+}
+
+/// Binds the relay listeners: 127.0.0.1 and [::1] on one port. Fails only if both fail.
+pub async fn bind_relay(port: u16) -> io::Result<(Vec<TcpListener>, u16)> {
+    let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await;
+    // With port 0, IPv6 takes the port IPv4 got so that both name one relay.
+    let port6 = match &v4 {
+        Ok(l) => l.local_addr()?.port(),
+        Err(_) => port,
+    };
+    let v6 = TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port6))).await;
+    match (v4, v6) {
+        (Ok(a), Ok(b)) => Ok((vec![a, b], port6)),
+        (Ok(a), Err(e)) => {
+            debug!("relay not on [::1]: {e}");
+            Ok((vec![a], port6))
+        }
+        (Err(e), Ok(b)) => {
+            debug!("relay not on 127.0.0.1: {e}");
+            let p = b.local_addr()?.port();
+            Ok((vec![b], p))
+        }
+        (Err(e), Err(_)) => Err(e),
+    }
+}
+
+/// Runs a node until `shutdown` completes, then closes every client (with `CLOSE
+/// "<reason>"`) and returns the node's counters. Must run inside a `current_thread` runtime;
+/// `ready` is told the relay port once it is open.
+pub async fn run(
+    opts: NodeOptions,
+    ready: Option<oneshot::Sender<u16>>,
+    shutdown: impl Future<Output = String>,
+) -> io::Result<Stats> {
+    let local = LocalSet::new();
+    local.run_until(run_local(opts, ready, shutdown)).await
+}
+
+/// A node running on its own thread, for tests, benchmarks and embedding.
+#[derive(Debug)]
+pub struct NodeHandle {
+    port: u16,
+    stop: Option<oneshot::Sender<String>>,
+    thread: Option<std::thread::JoinHandle<io::Result<Stats>>>,
+}
+
+impl NodeHandle {
+    /// Starts a node on a new thread and waits until its relay port is open.
+    pub fn spawn(opts: NodeOptions) -> io::Result<NodeHandle> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<String>();
+        let thread = std::thread::Builder::new()
+            .name("iris-node".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let (tx, rx) = oneshot::channel();
+                let ready_ok = ready_tx.clone();
+                let result = rt.block_on(async move {
+                    let forward = async move {
+                        if let Ok(port) = rx.await {
+                            let _ = ready_ok.send(Ok(port));
+                        }
+                    };
+                    let stop = async move {
+                        stop_rx
+                            .await
+                            .unwrap_or_else(|_| "node handle dropped".into())
+                    };
+                    let (result, ()) = tokio::join!(run(opts, Some(tx), stop), forward);
+                    result
+                });
+                if let Err(e) = &result {
+                    let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                }
+                result
+            })?;
+        let port = match ready_rx.recv() {
+            Ok(Ok(port)) => port,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(io::Error::other("node thread ended before it was ready")),
+        };
+        Ok(NodeHandle {
+            port,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The relay port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Shuts the node down gracefully and returns its counters.
+    pub fn stop(mut self, reason: &str) -> io::Result<Stats> {
+        self.stop_inner(reason)
+    }
+
+    fn stop_inner(&mut self, reason: &str) -> io::Result<Stats> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(reason.to_string());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| io::Error::other("node thread panicked"))?,
+            None => Ok(Stats::default()),
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_inner("node handle dropped");
+    }
+}
+
+/// What the tasks of one node share. Never borrowed across an await.
+struct Shared {
+    node: Node,
+    epoch: std::time::Instant,
+    conns: HashMap<ConnId, Rc<RefCell<ConnIo>>>,
+    /// Wakes the timer task when the node's deadline may have moved.
+    timer_wake: Rc<Notify>,
+    ready: bool,
+    ready_wake: Rc<Notify>,
+    /// Writer tasks still running, and the notice that the last one ended.
+    live_writers: Rc<Cell<usize>>,
+    writers_done: Rc<Notify>,
+}
+
+/// The driver's side of one client connection.
+struct ConnIo {
+    /// Transmits not yet written.
+    queue: VecDeque<Bytes>,
+    /// The node asked to close once `queue` is written.
+    closing: bool,
+    /// The socket is gone: drop whatever is queued.
+    gone: bool,
+    wake: Rc<Notify>,
+    reader: Option<AbortHandle>,
+}
+
+type SharedRc = Rc<RefCell<Shared>>;
+
+async fn run_local(
+    opts: NodeOptions,
+    ready: Option<oneshot::Sender<u16>>,
+    shutdown: impl Future<Output = String>,
+) -> io::Result<Stats> {
+    let epoch = std::time::Instant::now();
+    let node = Node::new(opts.config, opts.seed, Instant::ZERO)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let shared = Rc::new(RefCell::new(Shared {
+        node,
+        epoch,
+        conns: HashMap::new(),
+        timer_wake: Rc::new(Notify::new()),
+        ready: false,
+        ready_wake: Rc::new(Notify::new()),
+        live_writers: Rc::new(Cell::new(0)),
+        writers_done: Rc::new(Notify::new()),
+    }));
+    pump(&shared);
+    let timer = tokio::task::spawn_local(timer_task(shared.clone()));
+
+    // The relay port opens only once the node says it serves.
+    let ready_wake = shared.borrow().ready_wake.clone();
+    let notified = ready_wake.notified();
+    if !shared.borrow().ready {
+        notified.await;
+    }
+    let (listeners, port) = bind_relay(opts.port).await?;
+    info!("iris successfully booted, listening on port {port}.");
+    if let Some(ready) = ready {
+        let _ = ready.send(port);
+    }
+    let mut acceptors = Vec::new();
+    for listener in listeners {
+        acceptors.push(tokio::task::spawn_local(accept_task(
+            shared.clone(),
+            listener,
+        )));
+    }
+
+    let reason = shutdown.await;
+    info!("shutting down: {reason}");
+    for a in &acceptors {
+        a.abort();
+    }
+    let done = shared.borrow().writers_done.clone();
+    let live = shared.borrow().live_writers.clone();
+    let all_done = done.notified();
+    handle(&shared, Input::Shutdown(&reason));
+    if live.get() > 0
+        && tokio::time::timeout(SHUTDOWN_GRACE, all_done)
+            .await
+            .is_err()
+    {
+        warn!("{} clients did not take their CLOSE in time", live.get());
+    }
+    timer.abort();
+    let stats = shared.borrow().node.stats().clone();
+    info!("node stopped: {stats:?}");
+    Ok(stats)
+}
+
+/// Feeds one input and carries out everything the node asks for.
+fn handle(shared: &SharedRc, input: Input<'_>) {
+    {
+        let mut s = shared.borrow_mut();
+        let now = Instant::from_nanos(s.epoch.elapsed().as_nanos() as u64);
+        s.node.handle(now, input);
+    }
+    pump(shared);
+}
+
+fn pump(shared: &SharedRc) {
+    let mut s = shared.borrow_mut();
+    while let Some(out) = s.node.poll_output() {
+        match out {
+            Output::Transmit(conn, data) => {
+                if let Some(io) = s.conns.get(&conn) {
+                    let mut io = io.borrow_mut();
+                    io.queue.push_back(data);
+                    io.wake.notify_one();
+                }
+            }
+            Output::Close(conn) => {
+                if let Some(io) = s.conns.remove(&conn) {
+                    let mut io = io.borrow_mut();
+                    io.closing = true;
+                    io.wake.notify_one();
+                }
+            }
+            Output::Event(e) => log_event(&mut s, e),
+        }
+    }
+    s.timer_wake.notify_one();
+}
+
+fn log_event(s: &mut Shared, e: Event) {
+    match e {
+        Event::Ready => {
+            s.ready = true;
+            s.ready_wake.notify_waiters();
+        }
+        Event::ClientAttached { conn, cluster } if cluster.is_empty() => {
+            debug!(conn = conn.0, "client attached")
+        }
+        Event::ClientAttached { conn, cluster } => {
+            debug!(conn = conn.0, %cluster, "service registered")
+        }
+        Event::ClientClosed { conn, reason } => match reason {
+            CloseReason::Violation(why) => warn!(conn = conn.0, "client dropped: {why}"),
+            CloseReason::SlowConsumer => warn!(conn = conn.0, "client dropped: slow consumer"),
+            CloseReason::Refused(why) => debug!(conn = conn.0, "connection refused: {why}"),
+            other => debug!(conn = conn.0, "client closed: {other:?}"),
+        },
+        Event::Stopped => debug!("all clients closed"),
+    }
+}
+
+async fn timer_task(shared: SharedRc) {
+    let wake = shared.borrow().timer_wake.clone();
+    loop {
+        let notified = wake.notified();
+        let deadline = {
+            let s = shared.borrow();
+            s.node
+                .poll_timeout()
+                .map(|at| s.epoch + Duration::from_nanos(at.as_nanos()))
+        };
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => handle(&shared, Input::Timeout),
+                    _ = notified => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
+
+async fn accept_task(shared: SharedRc, listener: TcpListener) {
+    let mut next = 0u64;
+    let base = listener
+        .local_addr()
+        .map(|a| u64::from(a.is_ipv6()))
+        .unwrap_or(0);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Two listeners share one id space: even ids for IPv4, odd for IPv6.
+        let conn = ConnId(next * 2 + base);
+        next += 1;
+        start_conn(&shared, conn, stream);
+    }
+}
+
+fn start_conn(shared: &SharedRc, conn: ConnId, stream: TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!("TCP_NODELAY failed: {e}");
+    }
+    let (rd, wr) = stream.into_split();
+    let io = Rc::new(RefCell::new(ConnIo {
+        queue: VecDeque::new(),
+        closing: false,
+        gone: false,
+        wake: Rc::new(Notify::new()),
+        reader: None,
+    }));
+    {
+        let s = shared.borrow();
+        s.live_writers.set(s.live_writers.get() + 1);
+    }
+    shared.borrow_mut().conns.insert(conn, io.clone());
+    tokio::task::spawn_local(writer_task(shared.clone(), conn, io.clone(), wr));
+    let reader = tokio::task::spawn_local(reader_task(shared.clone(), conn, rd));
+    io.borrow_mut().reader = Some(reader.abort_handle());
+    handle(shared, Input::ClientConnected(conn));
+}
+
+async fn reader_task(shared: SharedRc, conn: ConnId, mut rd: OwnedReadHalf) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        buf.clear();
+        buf.reserve(READ_CHUNK);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if !shared.borrow().conns.contains_key(&conn) {
+                    return;
+                }
+                handle(&shared, Input::ClientData(conn, &buf));
+            }
+        }
+    }
+    let io = shared.borrow_mut().conns.remove(&conn);
+    if let Some(io) = io {
+        let mut io = io.borrow_mut();
+        io.gone = true;
+        io.wake.notify_one();
+    }
+    handle(&shared, Input::ClientGone(conn));
+}
+
+async fn writer_task(
+    shared: SharedRc,
+    conn: ConnId,
+    io: Rc<RefCell<ConnIo>>,
+    mut wr: OwnedWriteHalf,
+) {
+    let wake = io.borrow().wake.clone();
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        let notified = wake.notified();
+        let closing = {
+            let mut io = io.borrow_mut();
+            if io.gone {
+                break;
+            }
+            batch.extend(io.queue.drain(..));
+            io.closing
+        };
+        if batch.is_empty() {
+            if closing {
+                let _ = wr.shutdown().await;
+                break;
+            }
+            notified.await;
+            continue;
+        }
+        let mut written = 0;
+        let mut failed = false;
+        for data in batch.drain(..) {
+            if wr.write_all(&data).await.is_err() {
+                failed = true;
+                break;
+            }
+            written += data.len();
+        }
+        if failed {
+            // The reader will see the socket fail too and report it gone.
+            io.borrow_mut().gone = true;
+            break;
+        }
+        handle(&shared, Input::ClientFlushed(conn, written));
+    }
+    // Both halves must go for the socket to close: stop the reader too (a no-op if it
+    // already ended).
+    let reader = io.borrow_mut().reader.take();
+    if let Some(reader) = reader {
+        reader.abort();
+    }
+    let s = shared.borrow();
+    s.live_writers.set(s.live_writers.get() - 1);
+    if s.live_writers.get() == 0 {
+        s.writers_done.notify_waiters();
+    }
+}

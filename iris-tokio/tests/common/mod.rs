@@ -1,0 +1,207 @@
+//! Shared by the integration tests: the real `iris` binary on a free loopback port, and a
+//! raw relay client that speaks the wire protocol byte by byte.
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::{Bytes, BytesMut};
+use iris_proto::relay::codec::{Limits, decode_node};
+use iris_proto::relay::{ClientPacket, NodePacket};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should happen "at once" on loopback.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// The `iris` binary in dev mode on a free port; killed when dropped.
+pub struct IrisProcess {
+    pub child: Child,
+    pub port: u16,
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl IrisProcess {
+    pub fn start(extra: &[&str]) -> IrisProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iris"))
+            .args(["--dev", "--port", "0", "--log", "info"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start iris");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("iris did not report its port");
+            if let Some(rest) = line.split("listening on port ").nth(1) {
+                break rest.trim_end_matches('.').parse().expect("port number");
+            }
+        };
+        IrisProcess {
+            child,
+            port,
+            log: rx,
+        }
+    }
+
+    pub fn connect(&self, cluster: &str) -> RawClient {
+        let mut c = RawClient::open(self.port);
+        c.handshake(cluster);
+        c
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns how long that took.
+    pub fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
+        let t = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok);
+        let status = self.child.wait().expect("wait for iris");
+        (t.elapsed(), status)
+    }
+
+    /// Resident memory of the node process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for IrisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking relay client that sends exactly the bytes it is told to.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    limits: Limits,
+}
+
+/// What a read from the node turned up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Got {
+    Packet(NodePacket),
+    /// The node closed the socket.
+    Eof,
+    /// Nothing within the wait.
+    Nothing,
+}
+
+impl RawClient {
+    pub fn open(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn handshake(&mut self, cluster: &str) {
+        let mut b = BytesMut::new();
+        iris_proto::relay::client::ClientSession::encode_init(cluster, &mut b);
+        self.write(&b);
+        match self.recv() {
+            NodePacket::Init { magic, version } => {
+                assert_eq!(&magic[..], b"iris-relay-magic");
+                assert_eq!(&version[..], b"v1.0-draft2");
+            }
+            other => panic!("expected INIT, got {other:?}"),
+        }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to node");
+    }
+
+    pub fn send(&mut self, p: ClientPacket) {
+        let mut b = BytesMut::new();
+        p.encode(&mut b);
+        self.write(&b);
+    }
+
+    /// The next packet, or EOF, or nothing within `wait`.
+    pub fn poll(&mut self, wait: Duration) -> Got {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(p) = decode_node(&mut self.buf, &self.limits).expect("node sent garbage") {
+                return Got::Packet(p);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Got::Nothing;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Got::Eof,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Got::Nothing;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Got::Eof,
+                Err(e) => panic!("read from node: {e}"),
+            }
+        }
+    }
+
+    /// The next packet; fails the test if none comes promptly.
+    pub fn recv(&mut self) -> NodePacket {
+        match self.poll(PROMPT) {
+            Got::Packet(p) => p,
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives for `wait`.
+    pub fn expect_silence(&mut self, wait: Duration) {
+        assert_eq!(self.poll(wait), Got::Nothing);
+    }
+
+    /// Asserts the node closes the socket promptly, after any packets; returns those.
+    pub fn expect_eof(&mut self) -> Vec<NodePacket> {
+        let mut got = Vec::new();
+        loop {
+            match self.poll(PROMPT) {
+                Got::Packet(p) => got.push(p),
+                Got::Eof => return got,
+                Got::Nothing => panic!("node did not close the connection; got {got:?}"),
+            }
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+pub fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
