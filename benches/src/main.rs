@@ -1,1 +1,2 @@
+//! End-to-end benchmark harness (filled in below).
 fn main() {}

@@ -3,4 +3,5 @@
 //! - [`driver`] runs an [`iris_proto::Node`] on real sockets and timers;
 //! - [`client`] is the Rust client library, modeled on the original Go client.
 
+pub mod client;
 pub mod driver;
