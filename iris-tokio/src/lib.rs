@@ -5,3 +5,8 @@
 
 pub mod client;
 pub mod driver;
+
+/// The README's Rust snippets, compiled as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,10 +1,12 @@
-//! The Rust client against a node running in-process on a free loopback port.
+//! The Rust client against the real `iris` binary on a free loopback port.
+
+mod common;
 
 use bytes::Bytes;
+use common::IrisProcess;
 use iris_tokio::client::{
     Connection, Error, Limits, ServiceHandler, ServiceLimits, TopicHandler, Tunnel,
 };
-use iris_tokio::driver::{NodeHandle, NodeOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,12 +14,11 @@ use tokio::sync::{Semaphore, mpsc};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn node() -> NodeHandle {
-    NodeHandle::spawn(NodeOptions {
-        port: 0,
-        ..NodeOptions::default()
-    })
-    .expect("start node")
+/// Starts the binary on a blocking thread (it waits for the boot line).
+async fn node() -> IrisProcess {
+    tokio::task::spawn_blocking(|| IrisProcess::start(&[]))
+        .await
+        .expect("start iris")
 }
 
 /// A service that echoes requests, fails on "fail", reports broadcasts and tunnels.
@@ -78,12 +79,12 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn request_reply_fault_and_timeout() {
-    let node = node();
+    let node = node().await;
     let (h, _ch) = echo();
-    let svc = Connection::register(node.port(), "echo", h, ServiceLimits::default())
+    let svc = Connection::register(node.port, "echo", h, ServiceLimits::default())
         .await
         .unwrap();
-    let c = Connection::connect(node.port()).await.unwrap();
+    let c = Connection::connect(node.port).await.unwrap();
     let reply = c.request("echo", "hello", SECOND).await.unwrap();
     assert_eq!(&reply[..], b"hello");
     assert_eq!(
@@ -101,8 +102,8 @@ async fn request_reply_fault_and_timeout() {
 
 #[tokio::test]
 async fn arguments_are_checked_before_sending() {
-    let node = node();
-    let c = Connection::connect(node.port()).await.unwrap();
+    let node = node().await;
+    let c = Connection::connect(node.port).await.unwrap();
     let bad = |r: Result<_, Error>| matches!(r, Err(Error::InvalidArgument(_)));
     assert!(bad(c.broadcast("", "x").await));
     assert!(bad(c.broadcast("c", Bytes::new()).await));
@@ -122,13 +123,13 @@ async fn arguments_are_checked_before_sending() {
 
 #[tokio::test]
 async fn broadcast_reaches_every_member_including_the_sender() {
-    let node = node();
+    let node = node().await;
     let (h1, mut ch1) = echo();
     let (h2, mut ch2) = echo();
-    let s1 = Connection::register(node.port(), "group", h1, ServiceLimits::default())
+    let s1 = Connection::register(node.port, "group", h1, ServiceLimits::default())
         .await
         .unwrap();
-    let _s2 = Connection::register(node.port(), "group", h2, ServiceLimits::default())
+    let _s2 = Connection::register(node.port, "group", h2, ServiceLimits::default())
         .await
         .unwrap();
     s1.broadcast("group", "all").await.unwrap();
@@ -146,8 +147,8 @@ impl TopicHandler for Events {
 
 #[tokio::test]
 async fn publish_subscribe_and_local_double_subscribe_refusal() {
-    let node = node();
-    let c = Connection::connect(node.port()).await.unwrap();
+    let node = node().await;
+    let c = Connection::connect(node.port).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     c.subscribe("news", Events(tx.clone()), Limits::default())
         .await
@@ -167,12 +168,12 @@ async fn publish_subscribe_and_local_double_subscribe_refusal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_carries_16_mib_and_small_messages_in_order() {
-    let node = node();
+    let node = node().await;
     let (h, mut ch) = echo();
-    let _svc = Connection::register(node.port(), "tun", h, ServiceLimits::default())
+    let _svc = Connection::register(node.port, "tun", h, ServiceLimits::default())
         .await
         .unwrap();
-    let c = Connection::connect(node.port()).await.unwrap();
+    let c = Connection::connect(node.port).await.unwrap();
     let t = c.tunnel("tun", SECOND).await.unwrap();
     let remote = within(ch.tunnels.recv()).await.unwrap();
     let big: Bytes = (0..16u32 << 20)
@@ -203,12 +204,12 @@ async fn tunnel_carries_16_mib_and_small_messages_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_64_mib_send_leaves_the_tunnel_usable() {
-    let node = node();
+    let node = node().await;
     let (h, mut ch) = echo();
-    let _svc = Connection::register(node.port(), "tun64", h, ServiceLimits::default())
+    let _svc = Connection::register(node.port, "tun64", h, ServiceLimits::default())
         .await
         .unwrap();
-    let c = Connection::connect(node.port()).await.unwrap();
+    let c = Connection::connect(node.port).await.unwrap();
     let t = c.tunnel("tun64", SECOND).await.unwrap();
     let remote = within(ch.tunnels.recv()).await.unwrap();
     let huge = Bytes::from(vec![7u8; 64 << 20]);
@@ -230,8 +231,8 @@ async fn a_timed_out_64_mib_send_leaves_the_tunnel_usable() {
 
 #[tokio::test]
 async fn tunnel_to_an_empty_cluster_times_out() {
-    let node = node();
-    let c = Connection::connect(node.port()).await.unwrap();
+    let node = node().await;
+    let c = Connection::connect(node.port).await.unwrap();
     assert!(matches!(
         c.tunnel("nobody", SECOND).await,
         Err(Error::TimedOut)
@@ -270,7 +271,7 @@ impl ServiceHandler for Slow {
 
 #[tokio::test]
 async fn failed_init_fails_registration_and_early_deliveries_wait_for_init() {
-    let node = node();
+    let node = node().await;
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let make = |fail, gate: &Arc<Semaphore>| Slow {
@@ -283,7 +284,7 @@ async fn failed_init_fails_registration_and_early_deliveries_wait_for_init() {
     let gate = Arc::new(Semaphore::new(0));
     assert_eq!(
         Connection::register(
-            node.port(),
+            node.port,
             "svc",
             make(true, &gate),
             ServiceLimits::default()
@@ -292,7 +293,7 @@ async fn failed_init_fails_registration_and_early_deliveries_wait_for_init() {
         .err(),
         Some(Error::Init("no config".into()))
     );
-    let port = node.port();
+    let port = node.port;
     let slow = make(false, &gate);
     let registering = tokio::spawn(async move {
         Connection::register(port, "svc", slow, ServiceLimits::default()).await
@@ -338,7 +339,7 @@ impl ServiceHandler for Blocked {
 
 #[tokio::test]
 async fn memory_limit_drops_broadcasts_beyond_the_cap() {
-    let node = node();
+    let node = node().await;
     let gate = Arc::new(Semaphore::new(0));
     let handled = Arc::new(AtomicUsize::new(0));
     let limits = ServiceLimits {
@@ -354,10 +355,10 @@ async fn memory_limit_drops_broadcasts_beyond_the_cap() {
         gate: gate.clone(),
         handled: handled.clone(),
     };
-    let svc = Connection::register(node.port(), "capped", h, limits)
+    let svc = Connection::register(node.port, "capped", h, limits)
         .await
         .unwrap();
-    let c = Connection::connect(node.port()).await.unwrap();
+    let c = Connection::connect(node.port).await.unwrap();
     // One runs (blocked); then three fit in 3000 bytes and the other six are dropped.
     c.broadcast("capped", vec![0u8; 1000]).await.unwrap();
     within(started.recv()).await.unwrap();
@@ -379,13 +380,17 @@ async fn memory_limit_drops_broadcasts_beyond_the_cap() {
 
 #[tokio::test]
 async fn node_shutdown_reaches_the_drop_handler_with_its_reason() {
-    let node = node();
+    let node = node().await;
     let (h, mut ch) = echo();
-    let svc = Connection::register(node.port(), "d", h, ServiceLimits::default())
+    let svc = Connection::register(node.port, "d", h, ServiceLimits::default())
         .await
         .unwrap();
-    node.stop("maintenance").unwrap();
+    let mut node = node;
+    let (_, status) = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
     let why = within(ch.drops.recv()).await.unwrap();
-    assert_eq!(why, Error::Dropped("maintenance".into()));
+    assert_eq!(why, Error::Dropped("node shutting down (SIGTERM)".into()));
     assert_eq!(svc.broadcast("d", "x").await, Err(Error::Closed));
 }
