@@ -189,6 +189,9 @@ struct Shared {
     timer_wake: Rc<Notify>,
     ready: bool,
     ready_wake: Rc<Notify>,
+    /// Whether the node asked to stop reading clients, and the notice that it no longer does.
+    paused: bool,
+    resume: Rc<Notify>,
     /// Writer tasks still running, and the notice that the last one ended.
     live_writers: Rc<Cell<usize>>,
     writers_done: Rc<Notify>,
@@ -204,6 +207,7 @@ struct ConnIo {
     gone: bool,
     wake: Rc<Notify>,
     reader: Option<AbortHandle>,
+    writer: Option<AbortHandle>,
 }
 
 type SharedRc = Rc<RefCell<Shared>>;
@@ -223,6 +227,8 @@ async fn run_local(
         timer_wake: Rc::new(Notify::new()),
         ready: false,
         ready_wake: Rc::new(Notify::new()),
+        paused: false,
+        resume: Rc::new(Notify::new()),
         live_writers: Rc::new(Cell::new(0)),
         writers_done: Rc::new(Notify::new()),
     }));
@@ -298,7 +304,28 @@ fn pump(shared: &SharedRc) {
                     io.wake.notify_one();
                 }
             }
+            Output::Abort(conn) => {
+                if let Some(io) = s.conns.remove(&conn) {
+                    let mut io = io.borrow_mut();
+                    io.gone = true;
+                    io.queue.clear();
+                    // The writer may be stuck in a write the client will never read: stop
+                    // both tasks so the socket is dropped now.
+                    for task in [io.writer.take(), io.reader.take()].into_iter().flatten() {
+                        task.abort();
+                    }
+                }
+            }
             Output::Event(e) => log_event(&mut s, e),
+        }
+    }
+    let paused = s.node.reading_paused();
+    if paused != s.paused {
+        s.paused = paused;
+        if paused {
+            debug!("a client is congested: reading paused");
+        } else {
+            s.resume.notify_waiters();
         }
     }
     s.timer_wake.notify_one();
@@ -382,21 +409,32 @@ fn start_conn(shared: &SharedRc, conn: ConnId, stream: TcpStream) {
         gone: false,
         wake: Rc::new(Notify::new()),
         reader: None,
+        writer: None,
     }));
     {
         let s = shared.borrow();
         s.live_writers.set(s.live_writers.get() + 1);
     }
     shared.borrow_mut().conns.insert(conn, io.clone());
-    tokio::task::spawn_local(writer_task(shared.clone(), conn, io.clone(), wr));
+    let writer = tokio::task::spawn_local(writer_task(shared.clone(), conn, io.clone(), wr));
     let reader = tokio::task::spawn_local(reader_task(shared.clone(), conn, rd));
     io.borrow_mut().reader = Some(reader.abort_handle());
+    io.borrow_mut().writer = Some(writer.abort_handle());
     handle(shared, Input::ClientConnected(conn));
 }
 
 async fn reader_task(shared: SharedRc, conn: ConnId, mut rd: OwnedReadHalf) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let resume = shared.borrow().resume.clone();
     loop {
+        // While a consumer is congested, producers wait here and TCP pushes back on them.
+        loop {
+            let resumed = resume.notified();
+            if !shared.borrow().paused {
+                break;
+            }
+            resumed.await;
+        }
         buf.clear();
         buf.reserve(READ_CHUNK);
         match rd.read_buf(&mut buf).await {
@@ -418,12 +456,43 @@ async fn reader_task(shared: SharedRc, conn: ConnId, mut rd: OwnedReadHalf) {
     handle(&shared, Input::ClientGone(conn));
 }
 
+/// How long a closing connection may take to accept its last bytes.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
+/// Bookkeeping that must happen however a writer task ends, aborted included.
+struct WriterGuard {
+    shared: SharedRc,
+    io: Rc<RefCell<ConnIo>>,
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        // Both halves must go for the socket to close: stop the reader too (a no-op if it
+        // already ended).
+        if let Ok(mut io) = self.io.try_borrow_mut() {
+            if let Some(reader) = io.reader.take() {
+                reader.abort();
+            }
+        }
+        if let Ok(s) = self.shared.try_borrow() {
+            s.live_writers.set(s.live_writers.get() - 1);
+            if s.live_writers.get() == 0 {
+                s.writers_done.notify_waiters();
+            }
+        }
+    }
+}
+
 async fn writer_task(
     shared: SharedRc,
     conn: ConnId,
     io: Rc<RefCell<ConnIo>>,
     mut wr: OwnedWriteHalf,
 ) {
+    let _guard = WriterGuard {
+        shared: shared.clone(),
+        io: io.clone(),
+    };
     let wake = io.borrow().wake.clone();
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
@@ -431,44 +500,37 @@ async fn writer_task(
         let closing = {
             let mut io = io.borrow_mut();
             if io.gone {
-                break;
+                return;
             }
             batch.extend(io.queue.drain(..));
             io.closing
         };
         if batch.is_empty() {
             if closing {
-                let _ = wr.shutdown().await;
-                break;
+                let _ = tokio::time::timeout(CLOSE_FLUSH, wr.shutdown()).await;
+                return;
             }
             notified.await;
             continue;
         }
         let mut written = 0;
-        let mut failed = false;
         for data in batch.drain(..) {
-            if wr.write_all(&data).await.is_err() {
-                failed = true;
-                break;
+            let write = wr.write_all(&data);
+            // A closing client that stops reading must not hold its socket for ever.
+            let result = if closing {
+                tokio::time::timeout(CLOSE_FLUSH, write)
+                    .await
+                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            } else {
+                write.await
+            };
+            if result.is_err() {
+                // The reader sees the socket fail too and reports it gone.
+                io.borrow_mut().gone = true;
+                return;
             }
             written += data.len();
         }
-        if failed {
-            // The reader will see the socket fail too and report it gone.
-            io.borrow_mut().gone = true;
-            break;
-        }
         handle(&shared, Input::ClientFlushed(conn, written));
-    }
-    // Both halves must go for the socket to close: stop the reader too (a no-op if it
-    // already ended).
-    let reader = io.borrow_mut().reader.take();
-    if let Some(reader) = reader {
-        reader.abort();
-    }
-    let s = shared.borrow();
-    s.live_writers.set(s.live_writers.get() - 1);
-    if s.live_writers.get() == 0 {
-        s.writers_done.notify_waiters();
     }
 }

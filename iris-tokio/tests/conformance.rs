@@ -582,3 +582,91 @@ fn eof_from_a_client_does_not_disturb_others() {
         }
     }
 }
+
+/// Floods `cluster` from a new plain client on its own thread: `n` broadcasts of `size`
+/// bytes, each starting with its sequence number.
+fn flood(port: u16, cluster: &'static str, n: u32, size: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut p = RawClient::open(port);
+        p.handshake("");
+        let mut wire = BytesMut::new();
+        for i in 0..n {
+            let mut msg = vec![0u8; size];
+            msg[..4].copy_from_slice(&i.to_be_bytes());
+            ClientPacket::Broadcast {
+                cluster: cluster.into(),
+                message: msg.into(),
+            }
+            .encode(&mut wire);
+            if wire.len() > 256 << 10 {
+                p.write(&wire);
+                wire.clear();
+            }
+        }
+        p.write(&wire);
+    })
+}
+
+#[test]
+fn a_flood_to_a_slow_consumer_is_throttled_not_dropped() {
+    // Caps far below the 32 MiB flood: without throttling the consumer would be cut off.
+    let iris = IrisProcess::start(&[
+        "--client-backlog-high",
+        "1048576",
+        "--max-client-backlog",
+        "4194304",
+    ]);
+    let mut consumer = iris.connect("flood");
+    let producer = flood(iris.port, "flood", 32 * 1024, 1024);
+    for i in 0..32 * 1024u32 {
+        match consumer.recv() {
+            NodePacket::Broadcast { message } => {
+                assert_eq!(message.len(), 1024);
+                assert_eq!(&message[..4], &i.to_be_bytes(), "out of order or lost");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A slow application: it takes a break every 2048 messages.
+        if i % 2048 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    producer.join().unwrap();
+    consumer.expect_silence(Duration::from_millis(50));
+}
+
+#[test]
+fn a_stuck_consumer_is_cut_at_its_deadline_and_the_node_carries_on() {
+    let iris = IrisProcess::start(&[
+        "--client-backlog-high",
+        "1048576",
+        "--slow-consumer-timeout-ms",
+        "300",
+    ]);
+    let mut stuck = iris.connect("stuck");
+    let mut bystander = iris.connect("calm");
+    // 16 MiB at a consumer that reads nothing: the producer stalls, then the deadline cuts
+    // the consumer and the producer finishes.
+    let t = Instant::now();
+    flood(iris.port, "stuck", 16 * 1024, 1024).join().unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "producer was never throttled"
+    );
+    bystander.send(ClientPacket::Broadcast {
+        cluster: "calm".into(),
+        message: b("fine"),
+    });
+    assert_eq!(
+        bystander.recv(),
+        NodePacket::Broadcast { message: b("fine") }
+    );
+    // The stuck client finds its connection gone once it reads what was in flight.
+    loop {
+        match stuck.poll(PROMPT) {
+            Got::Packet(NodePacket::Broadcast { .. }) => {}
+            Got::Eof => break,
+            other => panic!("expected broadcasts then EOF, got {other:?}"),
+        }
+    }
+}

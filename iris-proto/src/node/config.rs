@@ -19,8 +19,14 @@ pub struct Config {
     pub tunnel_window: u64,
     /// Most relay clients at once; more are refused at connect.
     pub max_clients: usize,
-    /// Most bytes handed to the driver for one client and not yet written. A client that lets
-    /// more pile up is dropped as a slow consumer rather than growing the node's memory.
+    /// Unwritten bytes for one client above which the node is congested: it asks its driver
+    /// to stop reading from clients ([`crate::Node::reading_paused`]) until the backlog falls
+    /// to half of this. Producers are throttled instead of messages being lost.
+    pub client_backlog_high: usize,
+    /// A client congested for this long is dropped as a slow consumer, so that one stuck
+    /// reader cannot stall the node for ever.
+    pub slow_consumer_timeout: Duration,
+    /// Hard cap on unwritten bytes for one client; beyond it the client is dropped at once.
     pub max_client_backlog: usize,
     /// Most requests one client may have awaiting a reply; more are answered "timed out" at once.
     pub max_pending_requests: usize,
@@ -38,6 +44,8 @@ impl Default for Config {
             tunnel_confirm_timeout: Duration::from_secs(5),
             tunnel_window: 4 << 20,
             max_clients: 4096,
+            client_backlog_high: 8 << 20,
+            slow_consumer_timeout: Duration::from_secs(10),
             max_client_backlog: 256 << 20,
             max_pending_requests: 1 << 16,
             max_tunnels_per_client: 1 << 12,
@@ -65,6 +73,14 @@ pub enum ConfigError {
         /// Configured chunk limit.
         chunk: u64,
     },
+    /// The congestion watermark must not exceed the hard cap.
+    #[error("client_backlog_high {high} exceeds max_client_backlog {max}")]
+    Backlog {
+        /// Configured watermark.
+        high: usize,
+        /// Configured cap.
+        max: usize,
+    },
     /// A bound that must be positive is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
@@ -89,6 +105,7 @@ impl Config {
         for (v, name) in [
             (self.max_clients, "max_clients"),
             (self.max_client_backlog, "max_client_backlog"),
+            (self.client_backlog_high, "client_backlog_high"),
             (self.max_pending_requests, "max_pending_requests"),
             (self.max_tunnels_per_client, "max_tunnels_per_client"),
             (
@@ -99,6 +116,12 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.client_backlog_high > self.max_client_backlog {
+            return Err(ConfigError::Backlog {
+                high: self.client_backlog_high,
+                max: self.max_client_backlog,
+            });
         }
         if l.max_name_size == 0 {
             return Err(ConfigError::Zero("max_name_size"));

@@ -53,6 +53,9 @@ pub enum Output {
     Transmit(ConnId, Bytes),
     /// Close the client's socket once everything transmitted before is written.
     Close(ConnId),
+    /// Drop the client's socket at once, discarding whatever is not yet written: it stopped
+    /// reading, so a graceful close could wait for ever.
+    Abort(ConnId),
     /// Something worth logging or counting happened.
     Event(Event),
 }
@@ -103,6 +106,7 @@ pub enum CloseReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Handshake(ConnId),
+    SlowConsumer(ConnId),
     Request(u64),
     TunnelBuild(u64),
 }
@@ -127,6 +131,8 @@ pub struct Node {
     dirty: VecDeque<ConnId>,
     /// Connections to drop as slow consumers once the current input is handled.
     doomed: Vec<ConnId>,
+    /// Connections whose unwritten bytes passed the high watermark, with their deadline.
+    congested: BTreeMap<ConnId, Instant>,
     /// Reused encode buffer for packets sent to many connections.
     scratch: BytesMut,
     stats: Stats,
@@ -151,6 +157,7 @@ impl Node {
             outputs: VecDeque::new(),
             dirty: VecDeque::new(),
             doomed: Vec::new(),
+            congested: BTreeMap::new(),
             scratch: BytesMut::new(),
             stats: Stats::default(),
             stopped: false,
@@ -170,6 +177,10 @@ impl Node {
             Input::ClientFlushed(conn, n) => {
                 if let Some(s) = self.sessions.get_mut(&conn) {
                     s.backlog = s.backlog.saturating_sub(n);
+                    // Hysteresis: resume at half the watermark, not just below it.
+                    if s.backlog + s.out.len() <= self.cfg.client_backlog_high / 2 {
+                        self.uncongest(conn);
+                    }
                 }
             }
             Input::ClientGone(conn) => self.close(conn, CloseReason::Gone),
@@ -179,6 +190,16 @@ impl Node {
         for conn in std::mem::take(&mut self.doomed) {
             self.close(conn, CloseReason::SlowConsumer);
         }
+        self.note_congestion();
+    }
+
+    /// True while some client has more than `client_backlog_high` bytes unwritten: the
+    /// driver should then stop reading from clients (feed no [`Input::ClientData`]) until
+    /// this turns false, which can only happen in a later `handle`. Producers are throttled
+    /// through TCP instead of the node buffering without bound or dropping messages.
+    #[must_use]
+    pub fn reading_paused(&self) -> bool {
+        !self.congested.is_empty()
     }
 
     /// The next thing for the driver to do; call until `None` after every `handle`.
@@ -410,6 +431,10 @@ impl Node {
                     self.stats.handshake_timeouts += 1;
                     self.close(conn, CloseReason::Refused("handshake timed out".into()));
                 }
+                Timer::SlowConsumer(conn) => {
+                    self.congested.remove(&conn);
+                    self.close(conn, CloseReason::SlowConsumer);
+                }
                 Timer::Request(key) => self.expire_request(key),
                 Timer::TunnelBuild(key) => self.expire_build(key),
             }
@@ -471,6 +496,7 @@ impl Node {
         if let Phase::Handshake { deadline } = s.phase {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
+        self.uncongest(conn);
         if let Some(cluster) = s.cluster.take() {
             remove_member(&mut self.clusters, &cluster, conn);
         }
@@ -479,7 +505,9 @@ impl Node {
         }
         self.forget_requests(&mut s);
         self.forget_tunnels(&mut s);
-        if reason != CloseReason::Gone {
+        if reason == CloseReason::SlowConsumer {
+            self.outputs.push_back(Output::Abort(conn));
+        } else if reason != CloseReason::Gone {
             if !s.out.is_empty() {
                 let data = s.out.split().freeze();
                 self.stats.bytes_out += data.len() as u64;
@@ -505,6 +533,29 @@ impl Node {
         packet.encode(&mut s.out);
         if s.out.len() + s.backlog > self.cfg.max_client_backlog {
             self.doom(conn);
+        }
+    }
+
+    /// Marks clients whose unwritten bytes passed the watermark (checked once per input, so
+    /// the hot send path stays a copy).
+    fn note_congestion(&mut self) {
+        let high = self.cfg.client_backlog_high;
+        // Only connections written to since the last drain can have grown.
+        for &conn in &self.dirty {
+            let Some(s) = self.sessions.get(&conn) else {
+                continue;
+            };
+            if s.backlog + s.out.len() > high && !self.congested.contains_key(&conn) {
+                let deadline = self.now + self.cfg.slow_consumer_timeout;
+                self.congested.insert(conn, deadline);
+                self.timers.insert((deadline, Timer::SlowConsumer(conn)));
+            }
+        }
+    }
+
+    fn uncongest(&mut self, conn: ConnId) {
+        if let Some(deadline) = self.congested.remove(&conn) {
+            self.timers.remove(&(deadline, Timer::SlowConsumer(conn)));
         }
     }
 

@@ -95,7 +95,7 @@ impl Harness {
                     self.node
                         .handle(self.now, Input::ClientFlushed(conn, data.len()));
                 }
-                Output::Close(conn) => {
+                Output::Close(conn) | Output::Abort(conn) => {
                     assert!(self.closed.insert(conn), "closed twice");
                 }
                 Output::Event(e) => self.events.push(e),
@@ -461,13 +461,14 @@ fn violation_closes_only_that_client_with_a_reason() {
 #[test]
 fn slow_consumer_is_dropped_at_the_backlog_cap() {
     let cfg = Config {
+        client_backlog_high: 5_000,
         max_client_backlog: 10_000,
         ..Config::default()
     };
     let mut h = Harness::with(cfg, [1; 32]);
     let slow = h.connect("svc");
     let sender = h.connect("");
-    // Deliver without reporting flushes: the backlog grows until the cap.
+    // A driver ignoring `reading_paused`, never reporting flushes: the hard cap still holds.
     for _ in 0..30 {
         let mut b = BytesMut::new();
         ClientPacket::Broadcast {
@@ -477,7 +478,7 @@ fn slow_consumer_is_dropped_at_the_backlog_cap() {
         .encode(&mut b);
         h.node.handle(h.now, Input::ClientData(sender, &b));
         while let Some(o) = h.node.poll_output() {
-            if let Output::Close(c) = o {
+            if let Output::Close(c) | Output::Abort(c) = o {
                 h.closed.insert(c);
             }
         }
@@ -797,4 +798,75 @@ fn same_seed_same_outputs() {
     }
     assert_eq!(run([3; 32]), run([3; 32]));
     assert_ne!(run([3; 32]), run([4; 32]));
+}
+
+/// Sends `n` broadcasts of 1000 bytes from `from` to cluster "svc" without flushing anything.
+fn flood(h: &mut Harness, from: ConnId, n: usize) -> Vec<(ConnId, usize)> {
+    let mut transmitted = Vec::new();
+    for _ in 0..n {
+        let mut b = BytesMut::new();
+        ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: Bytes::from(vec![0u8; 1000]),
+        }
+        .encode(&mut b);
+        h.node.handle(h.now, Input::ClientData(from, &b));
+        while let Some(o) = h.node.poll_output() {
+            match o {
+                Output::Transmit(c, d) => transmitted.push((c, d.len())),
+                Output::Close(c) | Output::Abort(c) => {
+                    h.closed.insert(c);
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+    transmitted
+}
+
+fn throttled() -> Config {
+    Config {
+        client_backlog_high: 10_000,
+        slow_consumer_timeout: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn congestion_pauses_reading_until_the_backlog_halves_and_loses_nothing() {
+    let mut h = Harness::with(throttled(), [1; 32]);
+    let consumer = h.connect("svc");
+    let producer = h.connect("");
+    let sent = flood(&mut h, producer, 9);
+    assert!(!h.node.reading_paused(), "9 KB is under the watermark");
+    let more = flood(&mut h, producer, 2);
+    assert!(h.node.reading_paused(), "11 KB is over it");
+    // The consumer's socket drains: 5 KB written is not enough (hysteresis at half)...
+    let total: usize = sent.iter().chain(&more).map(|(_, n)| n).sum();
+    h.node.handle(h.now, Input::ClientFlushed(consumer, 5_000));
+    assert!(h.node.reading_paused());
+    // ...but down to half the watermark resumes reading.
+    h.node
+        .handle(h.now, Input::ClientFlushed(consumer, total - 5_000));
+    assert!(!h.node.reading_paused());
+    // Nothing was dropped and the deadline no longer applies.
+    h.advance(Duration::from_secs(60));
+    assert!(h.closed.is_empty());
+    assert_eq!(h.node.stats().slow_consumers, 0);
+}
+
+#[test]
+fn a_consumer_stuck_past_the_deadline_is_dropped_and_reading_resumes() {
+    let mut h = Harness::with(throttled(), [1; 32]);
+    let stuck = h.connect("svc");
+    let producer = h.connect("");
+    flood(&mut h, producer, 11);
+    assert!(h.node.reading_paused());
+    h.advance(Duration::from_millis(9_999));
+    assert!(!h.closed.contains(&stuck));
+    h.advance(Duration::from_millis(1));
+    assert!(h.closed.contains(&stuck));
+    assert!(!h.closed.contains(&producer));
+    assert!(!h.node.reading_paused());
+    assert_eq!(h.node.stats().slow_consumers, 1);
 }

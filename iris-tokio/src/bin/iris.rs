@@ -42,6 +42,19 @@ struct Args {
     #[arg(long, default_value_t = 4096, value_name = "N")]
     max_clients: usize,
 
+    /// Unwritten bytes for one client above which the node stops reading from clients
+    /// until that client catches up (throttling producers instead of dropping messages).
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
+    client_backlog_high: usize,
+
+    /// Milliseconds a client may stay congested before it is dropped as a slow consumer.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    slow_consumer_timeout_ms: u64,
+
+    /// Hard cap on unwritten bytes for one client; beyond it the client is dropped at once.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    max_client_backlog: usize,
+
     /// Milliseconds a new client has to complete its handshake.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     handshake_timeout_ms: u64,
@@ -49,7 +62,7 @@ struct Args {
 
 /// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
 fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 8] = [
+    const LONG: [&str; 11] = [
         "dev",
         "net",
         "rsa",
@@ -58,6 +71,9 @@ fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
         "max-message-size",
         "max-clients",
         "handshake-timeout-ms",
+        "client-backlog-high",
+        "slow-consumer-timeout-ms",
+        "max-client-backlog",
     ];
     args.map(|a| {
         let body = a.strip_prefix('-').filter(|b| !b.starts_with('-'));
@@ -100,6 +116,10 @@ fn main() -> ExitCode {
     opts.config.limits.max_message_size = args.max_message_size;
     opts.config.max_clients = args.max_clients;
     opts.config.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
+    opts.config.client_backlog_high = args.client_backlog_high;
+    opts.config.slow_consumer_timeout =
+        std::time::Duration::from_millis(args.slow_consumer_timeout_ms);
+    opts.config.max_client_backlog = args.max_client_backlog;
     if let Err(e) = opts.config.validate() {
         eprintln!("iris: {e}");
         return ExitCode::from(2);
