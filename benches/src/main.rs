@@ -31,6 +31,9 @@ struct Args {
     /// Smaller message counts, for a quick look.
     #[arg(long)]
     quick: bool,
+    /// Scenarios to run (all by default): request, broadcast, publish, tunnel.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Payload sizes in bytes.
     #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024, 65536])]
     sizes: Vec<usize>,
@@ -74,53 +77,65 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             None
         };
 
+        let run = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
         report.latency(
             "tcp ping-pong 64 B (baseline)",
             tcp::ping_pong(if args.quick { 5_000 } else { 20_000 }).await?,
         );
+        // Latency first: the floods below leave the process with big, fragmented heaps.
+        if run("request") {
+            let rounds = if args.quick { 5_000 } else { 20_000 };
+            if let Some(server) = &nats {
+                report.latency(
+                    "nats request 64 B (baseline)",
+                    nats::request(server.port, 64, rounds).await?,
+                );
+            }
+            for &size in &args.sizes {
+                let rounds = if size > 4096 { rounds / 10 } else { rounds };
+                report.latency(
+                    &format!("iris request {size} B"),
+                    iris::request_latency(port, size, rounds).await?,
+                );
+                report.rate(
+                    &format!("iris request {size} B, 32 in flight"),
+                    size,
+                    iris::request_rate(port, size, rounds * 2, 32).await?,
+                );
+            }
+        }
         for &size in &args.sizes {
             let n = count_for(size, args.quick);
             if let Some(server) = &nats {
+                if run("broadcast") || run("publish") {
+                    report.rate(
+                        &format!("nats pub/sub {size} B (baseline)"),
+                        size,
+                        nats::pub_sub(server.port, size, n).await?,
+                    );
+                }
+            }
+            if run("broadcast") {
                 report.rate(
-                    &format!("nats pub/sub {size} B (baseline)"),
+                    &format!("iris broadcast {size} B"),
                     size,
-                    nats::pub_sub(server.port, size, n).await?,
+                    iris::broadcast(port, size, n).await?,
                 );
             }
-            report.rate(
-                &format!("iris broadcast {size} B"),
-                size,
-                iris::broadcast(port, size, n).await?,
-            );
-            report.rate(
-                &format!("iris publish {size} B"),
-                size,
-                iris::publish(port, size, n).await?,
-            );
-            report.rate(
-                &format!("iris tunnel {size} B"),
-                size,
-                iris::tunnel(port, size, n.min(200_000)).await?,
-            );
-        }
-        let rounds = if args.quick { 5_000 } else { 20_000 };
-        if let Some(server) = &nats {
-            report.latency(
-                "nats request 64 B (baseline)",
-                nats::request(server.port, 64, rounds).await?,
-            );
-        }
-        for &size in &args.sizes {
-            let rounds = if size > 4096 { rounds / 10 } else { rounds };
-            report.latency(
-                &format!("iris request {size} B"),
-                iris::request_latency(port, size, rounds).await?,
-            );
-            report.rate(
-                &format!("iris request {size} B, 32 in flight"),
-                size,
-                iris::request_rate(port, size, rounds * 2, 32).await?,
-            );
+            if run("publish") {
+                report.rate(
+                    &format!("iris publish {size} B"),
+                    size,
+                    iris::publish(port, size, n).await?,
+                );
+            }
+            if run("tunnel") {
+                report.rate(
+                    &format!("iris tunnel {size} B"),
+                    size,
+                    iris::tunnel(port, size, n.min(200_000)).await?,
+                );
+            }
         }
         if let Some(node) = node {
             node.stop("benchmark finished")?;
