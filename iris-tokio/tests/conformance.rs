@@ -670,3 +670,51 @@ fn a_stuck_consumer_is_cut_at_its_deadline_and_the_node_carries_on() {
         }
     }
 }
+
+#[test]
+fn sigint_also_shuts_down_gracefully() {
+    let mut iris = IrisProcess::start(&[]);
+    let mut c = iris.connect("");
+    let (took, status) = iris.signal("INT");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let got = c.expect_eof();
+    assert!(
+        matches!(&got[..], [NodePacket::Close { reason }] if reason.as_str().contains("SIGINT"))
+    );
+}
+
+#[test]
+fn the_relay_listens_on_ipv6_loopback_too() {
+    // Hosts without IPv6 loopback cannot test this; the node then serves IPv4 only.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this host: skipped");
+        return;
+    }
+    let iris = IrisProcess::start(&[]);
+    let stream = std::net::TcpStream::connect(("::1", iris.port)).expect("connect to [::1]");
+    let mut c = RawClient::from_stream(stream);
+    c.handshake("v6");
+    c.send(ClientPacket::Broadcast {
+        cluster: "v6".into(),
+        message: b("over ipv6"),
+    });
+    assert_eq!(
+        c.recv(),
+        NodePacket::Broadcast {
+            message: b("over ipv6")
+        }
+    );
+    // And an IPv4 client reaches the same node.
+    let mut v4 = iris.connect("");
+    v4.send(ClientPacket::Broadcast {
+        cluster: "v6".into(),
+        message: b("from v4"),
+    });
+    assert_eq!(
+        c.recv(),
+        NodePacket::Broadcast {
+            message: b("from v4")
+        }
+    );
+}

@@ -62,9 +62,14 @@ impl IrisProcess {
 
     /// Sends SIGTERM and waits for the process to exit; returns how long that took.
     pub fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
+        self.signal("TERM")
+    }
+
+    /// Sends a signal (`TERM`, `INT`) and waits for the process to exit.
+    pub fn signal(&mut self, sig: &str) -> (Duration, std::process::ExitStatus) {
         let t = Instant::now();
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
             .expect("run kill")
             .success();
@@ -110,7 +115,10 @@ pub enum Got {
 
 impl RawClient {
     pub fn open(port: u16) -> RawClient {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        RawClient::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         stream.set_nodelay(true).unwrap();
         RawClient {
             stream,
