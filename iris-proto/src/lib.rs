@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fuzzing;
+pub mod link;
 pub mod node;
 pub mod relay;
 pub mod time;

@@ -1,0 +1,31 @@
+//! Secure links between nodes, without IO.
+//!
+//! - [`key`]: the network's shared RSA key (PKCS#1 or PKCS#8, PEM or DER);
+//! - [`handshake`]: ephemeral X25519, both sides signing the transcript with the network key
+//!   (RSA-PSS, SHA-256), session keys from HKDF-SHA256;
+//! - [`frame`]: `version | kind | length` framing, bounded before buffering;
+//! - [`record`]: ChaCha20-Poly1305 records with per-direction keys and counter nonces, keys
+//!   ratcheted before a record or byte limit;
+//! - grouping: queued small messages share one record, large ones are cut into bounded parts;
+//! - [`Link`]: all of it as one state machine, with control messages always sealed before
+//!   data, and pulled by the driver only when the socket can take more.
+//!
+//! Control before data is one link with strict priority and bounded records (16 KiB by
+//! default), not two sockets: a heartbeat waits at most for the record being written, and
+//! one handshake per peer suffices.
+
+pub mod frame;
+mod grouping;
+pub mod handshake;
+pub mod key;
+pub mod record;
+mod session;
+
+#[cfg(test)]
+mod tests;
+
+pub use handshake::Role;
+pub use key::{KeyError, NetworkKey};
+pub use session::{
+    HANDSHAKE_VERSION, Link, LinkConfig, LinkError, LinkEvent, LinkStats, SendError,
+};

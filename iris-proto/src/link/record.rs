@@ -1,0 +1,153 @@
+//! Records: ChaCha20-Poly1305 with a key per direction and counter nonces. A record's nonce
+//! is its position in the stream, never sent, so a replayed, reordered or dropped record
+//! fails authentication. Keys ratchet forward (HKDF) before a record or byte limit.
+
+use super::frame::{FrameKind, HEADER_LEN, header};
+use bytes::{BufMut, BytesMut};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+/// Bytes of the Poly1305 tag after every record.
+pub const TAG_LEN: usize = 16;
+
+/// When keys are replaced, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyLimits {
+    /// Records sealed under one key.
+    pub records: u64,
+    /// Plaintext bytes sealed under one key.
+    pub bytes: u64,
+}
+
+impl Default for RekeyLimits {
+    fn default() -> RekeyLimits {
+        // Far inside ChaCha20-Poly1305's per-key limits; rekeying is cheap (one HKDF).
+        RekeyLimits {
+            records: 1 << 32,
+            bytes: 1 << 40,
+        }
+    }
+}
+
+/// The next key of a direction: both ends derive it alike, so no exchange is needed.
+fn next_key(key: &[u8; 32]) -> [u8; 32] {
+    let mut next = [0u8; 32];
+    Hkdf::<Sha256>::new(None, key)
+        .expand(b"iris-link rekey", &mut next)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    next
+}
+
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::from(n)
+}
+
+/// The sending half of a link's record layer.
+#[derive(Debug)]
+pub struct Sealer {
+    key: [u8; 32],
+    cipher: ChaCha20Poly1305,
+    counter: u64,
+    bytes: u64,
+    limits: RekeyLimits,
+}
+
+impl Sealer {
+    /// A sealer starting at record 0 under `key`.
+    pub fn new(key: [u8; 32], limits: RekeyLimits) -> Sealer {
+        Sealer {
+            cipher: ChaCha20Poly1305::new(&Key::from(key)),
+            key,
+            counter: 0,
+            bytes: 0,
+            limits,
+        }
+    }
+
+    /// True when the record about to be sealed must be the last under this key (the
+    /// caller then puts a rekey marker in it and calls [`Sealer::rekey`] after sealing).
+    pub fn rekey_due(&self, next_plaintext: usize) -> bool {
+        self.counter + 1 >= self.limits.records
+            || self.bytes + next_plaintext as u64 >= self.limits.bytes
+    }
+
+    /// Seals the record being built in `out[start..]`: a header placeholder of
+    /// [`HEADER_LEN`] bytes followed by the plaintext. Fills in the header, encrypts in
+    /// place and appends the tag.
+    pub fn seal(&mut self, out: &mut BytesMut, start: usize) {
+        let plain_len = out.len() - start - HEADER_LEN;
+        let hdr = header(FrameKind::Record, plain_len + TAG_LEN);
+        out[start..start + HEADER_LEN].copy_from_slice(&hdr);
+        let body = &mut out[start + HEADER_LEN..];
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(&nonce(self.counter), &hdr, body.into())
+            .expect("records are far below ChaCha20-Poly1305's message limit");
+        out.put_slice(&tag);
+        self.counter += 1;
+        self.bytes += plain_len as u64;
+    }
+
+    /// Moves to the next key.
+    pub fn rekey(&mut self) {
+        self.key = next_key(&self.key);
+        self.cipher = ChaCha20Poly1305::new(&Key::from(self.key));
+        self.counter = 0;
+        self.bytes = 0;
+    }
+}
+
+/// Why a record was rejected: always the peer's (or an attacker's) doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("record failed authentication (tampered, replayed, reordered or truncated)")]
+pub struct BadRecord;
+
+/// The receiving half of a link's record layer.
+#[derive(Debug)]
+pub struct Opener {
+    key: [u8; 32],
+    cipher: ChaCha20Poly1305,
+    counter: u64,
+}
+
+impl Opener {
+    /// An opener expecting record 0 under `key`.
+    pub fn new(key: [u8; 32]) -> Opener {
+        Opener {
+            cipher: ChaCha20Poly1305::new(&Key::from(key)),
+            key,
+            counter: 0,
+        }
+    }
+
+    /// Authenticates and decrypts a record's payload in place, leaving the plaintext.
+    pub fn open(
+        &mut self,
+        header: &[u8; HEADER_LEN],
+        payload: &mut BytesMut,
+    ) -> Result<(), BadRecord> {
+        if payload.len() < TAG_LEN {
+            return Err(BadRecord);
+        }
+        let tag_at = payload.len() - TAG_LEN;
+        let tag = Tag::try_from(&payload[tag_at..]).map_err(|_| BadRecord)?;
+        let body = &mut payload[..tag_at];
+        self.cipher
+            .decrypt_inout_detached(&nonce(self.counter), header, body.into(), &tag)
+            .map_err(|_| BadRecord)?;
+        payload.truncate(tag_at);
+        self.counter += 1;
+        Ok(())
+    }
+
+    /// Moves to the next key, as the sender did after its marked record.
+    pub fn rekey(&mut self) {
+        self.key = next_key(&self.key);
+        self.cipher = ChaCha20Poly1305::new(&Key::from(self.key));
+        self.counter = 0;
+    }
+}

@@ -1,0 +1,508 @@
+//! [`Link`]: one authenticated, encrypted connection to a peer node, as a state machine.
+
+use super::frame::{FrameKind, HEADER_LEN, decode_frame, put_header};
+use super::grouping::{fits, item_len, parse_items, put_item, tag};
+use super::handshake::{HELLO_LEN, Handshake, HandshakeError, Hello, MAX_AUTH_LEN, Role};
+use super::key::NetworkKey;
+use super::record::{BadRecord, Opener, RekeyLimits, Sealer, TAG_LEN};
+use crate::time::Instant;
+use bytes::{Bytes, BytesMut};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// The handshake protocol version this build speaks.
+pub const HANDSHAKE_VERSION: u16 = 1;
+
+/// Bounds and timers of a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// The network name; peers of another network are refused.
+    pub network: String,
+    /// The handshake protocol version announced (tests change it; nodes should not).
+    pub version: u16,
+    /// A handshake not done by then fails.
+    pub handshake_timeout: Duration,
+    /// Largest record plaintext. Bounds how long a control message can wait behind data.
+    pub max_record: usize,
+    /// Largest message, reassembled from parts.
+    pub max_message: usize,
+    /// Bytes of control messages queued before `send_control` refuses more.
+    pub max_control_queue: usize,
+    /// Bytes of data messages queued before `send_data` refuses more.
+    pub max_data_queue: usize,
+    /// When keys are ratcheted.
+    pub rekey: RekeyLimits,
+}
+
+impl Default for LinkConfig {
+    fn default() -> LinkConfig {
+        LinkConfig {
+            network: String::new(),
+            version: HANDSHAKE_VERSION,
+            handshake_timeout: Duration::from_secs(10),
+            max_record: 16 << 10,
+            max_message: 64 << 20,
+            max_control_queue: 1 << 20,
+            max_data_queue: 16 << 20,
+            rekey: RekeyLimits::default(),
+        }
+    }
+}
+
+/// Why a link ended.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LinkError {
+    /// The handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// A frame that does not parse or is too long.
+    #[error("bad frame: {0}")]
+    Frame(#[from] super::frame::FrameError),
+    /// A record that fails authentication.
+    #[error(transparent)]
+    Record(#[from] BadRecord),
+    /// An authenticated record whose content is malformed.
+    #[error("malformed record content: {0}")]
+    Malformed(&'static str),
+    /// A message larger than `max_message`.
+    #[error("message exceeds {0} bytes")]
+    MessageTooLarge(usize),
+    /// The stream ended without the peer's close: cut off, or truncated by an attacker.
+    #[error("stream truncated")]
+    Truncated,
+    /// The peer closed the link, saying why (empty: graceful).
+    #[error("closed by peer: {0:?}")]
+    ClosedByPeer(String),
+}
+
+/// What a link reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The handshake succeeded; messages may flow.
+    Established,
+    /// A control message (heartbeats, overlay maintenance).
+    Control(Bytes),
+    /// A data message.
+    Data(Bytes),
+    /// The link is over; transmit nothing more and close the socket.
+    Closed(LinkError),
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// The queue is full: back off until `poll_transmit` has drained it.
+    #[error("link queue full")]
+    Full,
+    /// The link is closed or not yet established.
+    #[error("link not open")]
+    NotOpen,
+    /// Larger than `max_message`.
+    #[error("message too large")]
+    TooLarge,
+}
+
+/// Counters of one link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Handshakes that failed (any reason, timeout included).
+    pub handshake_failures: u64,
+    /// Records rejected (authentication or content).
+    pub records_rejected: u64,
+    /// Streams that ended without a close.
+    pub truncations: u64,
+    /// Records sealed.
+    pub records_sealed: u64,
+    /// Records opened.
+    pub records_opened: u64,
+    /// Key ratchets, both directions.
+    pub rekeys: u64,
+    /// Messages sent (control, data).
+    pub sent: (u64, u64),
+    /// Messages received (control, data).
+    pub received: (u64, u64),
+}
+
+enum State {
+    Handshaking(Box<Handshake>),
+    Open { sealer: Sealer, opener: Opener },
+    Closed,
+}
+
+/// One link to a peer node. Feed it the socket's bytes, drain [`Link::poll_transmit`] when
+/// the socket can take more (pull, so control messages never wait behind a deep queue of
+/// data), and handle [`Link::poll_event`].
+pub struct Link {
+    cfg: LinkConfig,
+    key: Arc<NetworkKey>,
+    rng: ChaCha8Rng,
+    state: State,
+    deadline: Option<Instant>,
+    rbuf: BytesMut,
+    /// Handshake frames not yet transmitted.
+    out: BytesMut,
+    control: VecDeque<Bytes>,
+    control_bytes: usize,
+    data: VecDeque<Bytes>,
+    data_bytes: usize,
+    /// Bytes of the front data message already sent as parts.
+    data_offset: usize,
+    /// A data message being reassembled from parts.
+    partial: BytesMut,
+    close: Option<String>,
+    events: VecDeque<LinkEvent>,
+    stats: LinkStats,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("open", &self.is_open())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// A link just connected (`Initiator` if we dialed). Its HELLO is ready to transmit.
+    pub fn new(
+        role: Role,
+        key: Arc<NetworkKey>,
+        cfg: LinkConfig,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Link {
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        let hs = Handshake::new(role, cfg.version, &cfg.network, &mut rng);
+        let mut out = BytesMut::new();
+        put_header(&mut out, FrameKind::Hello, HELLO_LEN);
+        hs.hello.encode(&mut out);
+        Link {
+            deadline: Some(now + cfg.handshake_timeout),
+            cfg,
+            key,
+            rng,
+            state: State::Handshaking(Box::new(hs)),
+            rbuf: BytesMut::new(),
+            out,
+            control: VecDeque::new(),
+            control_bytes: 0,
+            data: VecDeque::new(),
+            data_bytes: 0,
+            data_offset: 0,
+            partial: BytesMut::new(),
+            close: None,
+            events: VecDeque::new(),
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// True once established and until closed.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open { .. })
+    }
+
+    /// True once the link has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
+    /// The handshake deadline while handshaking.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Fails the handshake if its deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.fail(LinkError::HandshakeTimeout);
+        }
+    }
+
+    /// Bytes from the socket, in order.
+    pub fn handle_bytes(&mut self, data: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        self.rbuf.extend_from_slice(data);
+        while !self.is_closed() {
+            // Handshake frames are small; records are bounded by the record size.
+            let max = match self.state {
+                State::Handshaking(_) => MAX_AUTH_LEN,
+                _ => self.cfg.max_record + TAG_LEN,
+            };
+            match decode_frame(&mut self.rbuf, max) {
+                Ok(None) => return,
+                Ok(Some(frame)) => self.on_frame(frame.kind, &frame.header, frame.payload),
+                Err(e) => self.fail(e.into()),
+            }
+        }
+    }
+
+    /// The socket reached end of stream.
+    pub fn handle_eof(&mut self) {
+        match self.state {
+            State::Handshaking(_) => self.fail(HandshakeError::PeerClosed.into()),
+            State::Open { .. } => self.fail(LinkError::Truncated),
+            State::Closed => {}
+        }
+    }
+
+    /// Queues a control message; control always goes out before data.
+    pub fn send_control(&mut self, msg: Bytes) -> Result<(), SendError> {
+        self.check_send(&msg)?;
+        // A control message must fit one record: it is never cut into parts.
+        if item_len(msg.len()) + 2 > self.cfg.max_record {
+            return Err(SendError::TooLarge);
+        }
+        if self.control_bytes + msg.len() > self.cfg.max_control_queue {
+            return Err(SendError::Full);
+        }
+        self.control_bytes += msg.len();
+        self.control.push_back(msg);
+        Ok(())
+    }
+
+    /// Queues a data message.
+    pub fn send_data(&mut self, msg: Bytes) -> Result<(), SendError> {
+        self.check_send(&msg)?;
+        if self.data_bytes + msg.len() > self.cfg.max_data_queue && !self.data.is_empty() {
+            return Err(SendError::Full);
+        }
+        self.data_bytes += msg.len();
+        self.data.push_back(msg);
+        Ok(())
+    }
+
+    /// Bytes of data queued and not yet sealed.
+    pub fn data_queued(&self) -> usize {
+        self.data_bytes - self.data_offset
+    }
+
+    /// Ends the link gracefully once what is queued has gone out.
+    pub fn close(&mut self, reason: &str) {
+        if self.is_open() {
+            self.close = Some(reason.to_string());
+        } else {
+            self.state = State::Closed;
+            self.deadline = None;
+        }
+    }
+
+    /// The next frame to write, if any: handshake frames, then records, control first.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if !self.out.is_empty() {
+            return Some(self.out.split().freeze());
+        }
+        let State::Open { sealer, .. } = &mut self.state else {
+            return None;
+        };
+        if self.control.is_empty() && self.data.is_empty() && self.close.is_none() {
+            return None;
+        }
+        let mut rec = BytesMut::with_capacity(HEADER_LEN + self.cfg.max_record + TAG_LEN);
+        rec.extend_from_slice(&[0; HEADER_LEN]);
+        // Two bytes stay free for a rekey marker.
+        let limit = HEADER_LEN + self.cfg.max_record - 2;
+        while let Some(msg) = self.control.front() {
+            if rec.len() + item_len(msg.len()) > limit {
+                break;
+            }
+            put_item(&mut rec, tag::CONTROL, msg);
+            self.control_bytes -= msg.len();
+            self.control.pop_front();
+            self.stats.sent.0 += 1;
+        }
+        while let Some(msg) = self.data.front() {
+            let room = limit - rec.len();
+            if self.data_offset == 0 && item_len(msg.len()) <= room {
+                put_item(&mut rec, tag::DATA, msg);
+                self.data_bytes -= msg.len();
+                self.data.pop_front();
+                self.stats.sent.1 += 1;
+                continue;
+            }
+            // Too big for the room left: send a part, unless the room is too small to bother.
+            let n = fits(room).min(msg.len() - self.data_offset);
+            if n < 64.min(msg.len() - self.data_offset) {
+                break;
+            }
+            let last = self.data_offset + n == msg.len();
+            let part = &msg[self.data_offset..self.data_offset + n];
+            put_item(
+                &mut rec,
+                if last { tag::DATA_END } else { tag::DATA_PART },
+                part,
+            );
+            if last {
+                self.data_bytes -= msg.len();
+                self.data_offset = 0;
+                self.data.pop_front();
+                self.stats.sent.1 += 1;
+            } else {
+                self.data_offset += n;
+                break;
+            }
+        }
+        let closing = match &self.close {
+            Some(reason) if self.control.is_empty() && self.data.is_empty() => {
+                let room = limit - rec.len();
+                (item_len(reason.len()) <= room).then(|| reason.clone())
+            }
+            _ => None,
+        };
+        if let Some(reason) = &closing {
+            put_item(&mut rec, tag::CLOSE, reason.as_bytes());
+        }
+        let rekey = sealer.rekey_due(rec.len() - HEADER_LEN);
+        if rekey {
+            put_item(&mut rec, tag::REKEY, &[]);
+        }
+        sealer.seal(&mut rec, 0);
+        self.stats.records_sealed += 1;
+        if rekey {
+            sealer.rekey();
+            self.stats.rekeys += 1;
+        }
+        if closing.is_some() {
+            self.state = State::Closed;
+        }
+        Some(rec.freeze())
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
+    fn check_send(&self, msg: &Bytes) -> Result<(), SendError> {
+        if !self.is_open() || self.close.is_some() {
+            return Err(SendError::NotOpen);
+        }
+        if msg.len() > self.cfg.max_message {
+            return Err(SendError::TooLarge);
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, kind: FrameKind, header: &[u8; HEADER_LEN], mut payload: BytesMut) {
+        match (&mut self.state, kind) {
+            (State::Handshaking(hs), FrameKind::Hello) => {
+                let Some(peer) = Hello::decode(&payload) else {
+                    return self.fail(HandshakeError::Malformed("HELLO").into());
+                };
+                match hs.on_hello(&peer, &self.key, &mut self.rng) {
+                    Ok(signature) => {
+                        put_header(&mut self.out, FrameKind::Auth, signature.len());
+                        self.out.extend_from_slice(&signature);
+                    }
+                    Err(e) => self.fail(e.into()),
+                }
+            }
+            (State::Handshaking(hs), FrameKind::Auth) => match hs.on_auth(&payload, &self.key) {
+                Ok((send, recv)) => {
+                    self.state = State::Open {
+                        sealer: Sealer::new(send, self.cfg.rekey),
+                        opener: Opener::new(recv),
+                    };
+                    self.deadline = None;
+                    self.events.push_back(LinkEvent::Established);
+                }
+                Err(e) => self.fail(e.into()),
+            },
+            (State::Open { opener, .. }, FrameKind::Record) => {
+                if let Err(e) = opener.open(header, &mut payload) {
+                    return self.fail(e.into());
+                }
+                self.stats.records_opened += 1;
+                self.on_record(payload.freeze());
+            }
+            (State::Handshaking(_), FrameKind::Record) => {
+                self.fail(HandshakeError::Malformed("record before the handshake finished").into())
+            }
+            (State::Open { .. }, _) => {
+                self.fail(LinkError::Malformed("handshake frame on an open link"))
+            }
+            (State::Closed, _) => {}
+        }
+    }
+
+    fn on_record(&mut self, plain: Bytes) {
+        let Some(items) = parse_items(plain) else {
+            return self.fail(LinkError::Malformed("items"));
+        };
+        let n = items.len();
+        for (i, item) in items.into_iter().enumerate() {
+            match item.tag {
+                tag::CONTROL => {
+                    self.stats.received.0 += 1;
+                    self.events.push_back(LinkEvent::Control(item.payload));
+                }
+                tag::DATA if self.partial.is_empty() => {
+                    self.stats.received.1 += 1;
+                    self.events.push_back(LinkEvent::Data(item.payload));
+                }
+                tag::DATA_PART | tag::DATA_END => {
+                    if self.partial.len() + item.payload.len() > self.cfg.max_message {
+                        return self.fail(LinkError::MessageTooLarge(self.cfg.max_message));
+                    }
+                    self.partial.extend_from_slice(&item.payload);
+                    if item.tag == tag::DATA_END {
+                        self.stats.received.1 += 1;
+                        let msg = self.partial.split().freeze();
+                        self.events.push_back(LinkEvent::Data(msg));
+                    }
+                }
+                tag::REKEY if i + 1 == n => {
+                    if let State::Open { opener, .. } = &mut self.state {
+                        opener.rekey();
+                        self.stats.rekeys += 1;
+                    }
+                }
+                tag::CLOSE => {
+                    let reason = String::from_utf8_lossy(&item.payload).into_owned();
+                    self.state = State::Closed;
+                    self.events
+                        .push_back(LinkEvent::Closed(LinkError::ClosedByPeer(reason)));
+                    return;
+                }
+                _ => return self.fail(LinkError::Malformed("unexpected item")),
+            }
+        }
+    }
+
+    fn fail(&mut self, e: LinkError) {
+        if self.is_closed() {
+            return;
+        }
+        match &e {
+            LinkError::Handshake(_) | LinkError::HandshakeTimeout => {
+                self.stats.handshake_failures += 1
+            }
+            LinkError::Frame(_) if !self.is_open() => self.stats.handshake_failures += 1,
+            LinkError::Truncated => self.stats.truncations += 1,
+            _ => self.stats.records_rejected += 1,
+        }
+        self.state = State::Closed;
+        self.deadline = None;
+        self.out.clear();
+        self.control.clear();
+        self.data.clear();
+        self.events.push_back(LinkEvent::Closed(e));
+    }
+}

@@ -1,0 +1,498 @@
+//! Links in virtual time, two ends joined by an in-memory pipe.
+
+use super::frame::{FrameError, HEADER_LEN};
+use super::handshake::HandshakeError;
+use super::record::{BadRecord, RekeyLimits};
+use super::*;
+use crate::time::Instant;
+use bytes::Bytes;
+use proptest::prelude::*;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+fn load(name: &str) -> Arc<NetworkKey> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    Arc::new(NetworkKey::from_bytes(&std::fs::read(path).unwrap()).unwrap())
+}
+
+fn net_key() -> Arc<NetworkKey> {
+    static KEY: OnceLock<Arc<NetworkKey>> = OnceLock::new();
+    KEY.get_or_init(|| load("net-pkcs8.pem")).clone()
+}
+
+fn cfg() -> LinkConfig {
+    LinkConfig {
+        network: "test net".into(),
+        ..LinkConfig::default()
+    }
+}
+
+fn pair_with(a: (LinkConfig, Arc<NetworkKey>), b: (LinkConfig, Arc<NetworkKey>)) -> (Link, Link) {
+    (
+        Link::new(Role::Initiator, a.1, a.0, [1; 32], Instant::ZERO),
+        Link::new(Role::Responder, b.1, b.0, [2; 32], Instant::ZERO),
+    )
+}
+
+fn pair() -> (Link, Link) {
+    pair_with((cfg(), net_key()), (cfg(), net_key()))
+}
+
+/// Moves every pending frame both ways until nothing moves; returns the events of each end.
+fn run(a: &mut Link, b: &mut Link) -> (Vec<LinkEvent>, Vec<LinkEvent>) {
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    loop {
+        let mut moved = false;
+        while let Some(f) = a.poll_transmit() {
+            b.handle_bytes(&f);
+            moved = true;
+        }
+        while let Some(f) = b.poll_transmit() {
+            a.handle_bytes(&f);
+            moved = true;
+        }
+        while let Some(e) = a.poll_event() {
+            ea.push(e);
+        }
+        while let Some(e) = b.poll_event() {
+            eb.push(e);
+        }
+        if !moved {
+            return (ea, eb);
+        }
+    }
+}
+
+fn established() -> (Link, Link) {
+    let (mut a, mut b) = pair();
+    let (ea, eb) = run(&mut a, &mut b);
+    assert_eq!(ea, vec![LinkEvent::Established]);
+    assert_eq!(eb, vec![LinkEvent::Established]);
+    (a, b)
+}
+
+#[test]
+fn handshake_then_messages_both_ways() {
+    let (mut a, mut b) = established();
+    a.send_control(Bytes::from_static(b"ping")).unwrap();
+    a.send_data(Bytes::from_static(b"payload")).unwrap();
+    b.send_data(Bytes::from_static(b"back")).unwrap();
+    let (ea, eb) = run(&mut a, &mut b);
+    assert_eq!(
+        eb,
+        vec![
+            LinkEvent::Control(Bytes::from_static(b"ping")),
+            LinkEvent::Data(Bytes::from_static(b"payload"))
+        ]
+    );
+    assert_eq!(ea, vec![LinkEvent::Data(Bytes::from_static(b"back"))]);
+}
+
+/// Runs a handshake that must fail with one of `want` on at least one end; the other end,
+/// whose peer then closes the socket, fails too.
+fn assert_handshake_fails(
+    a: (LinkConfig, Arc<NetworkKey>),
+    b: (LinkConfig, Arc<NetworkKey>),
+    want: &[HandshakeError],
+) {
+    let (mut a, mut b) = pair_with(a, b);
+    let (mut ea, mut eb) = run(&mut a, &mut b);
+    let failed = |e: &[LinkEvent]| {
+        want.iter()
+            .any(|w| e.contains(&LinkEvent::Closed(LinkError::Handshake(w.clone()))))
+    };
+    assert!(failed(&ea) || failed(&eb), "{ea:?} / {eb:?}");
+    // The driver closes a failed link's socket: the other end sees EOF.
+    for (link, events) in [(&mut a, &mut ea), (&mut b, &mut eb)] {
+        if !link.is_closed() {
+            link.handle_eof();
+            events.extend(std::iter::from_fn(|| link.poll_event()));
+        }
+    }
+    assert!(a.is_closed() && b.is_closed());
+    assert!(!ea.contains(&LinkEvent::Established) || !eb.contains(&LinkEvent::Established));
+    assert_eq!(a.stats().handshake_failures, 1);
+    assert_eq!(b.stats().handshake_failures, 1);
+    // Nothing can be sent on a failed link.
+    assert_eq!(
+        a.send_data(Bytes::from_static(b"x"))
+            .err()
+            .or(b.send_data(Bytes::from_static(b"x")).err()),
+        Some(SendError::NotOpen)
+    );
+}
+
+#[test]
+fn wrong_key_is_rejected() {
+    assert_handshake_fails(
+        (cfg(), net_key()),
+        (cfg(), load("other-pkcs8.pem")),
+        &[HandshakeError::Signature],
+    );
+}
+
+#[test]
+fn wrong_network_name_is_rejected() {
+    let other = LinkConfig {
+        network: "another net".into(),
+        ..cfg()
+    };
+    assert_handshake_fails(
+        (cfg(), net_key()),
+        (other, net_key()),
+        &[HandshakeError::Network],
+    );
+}
+
+#[test]
+fn wrong_version_is_rejected() {
+    let newer = LinkConfig {
+        version: 2,
+        ..cfg()
+    };
+    assert_handshake_fails(
+        (cfg(), net_key()),
+        (newer, net_key()),
+        &[
+            HandshakeError::Version { ours: 1, theirs: 2 },
+            HandshakeError::Version { ours: 2, theirs: 1 },
+        ],
+    );
+}
+
+#[test]
+fn stalled_handshake_times_out() {
+    let (mut a, _b) = pair();
+    let _ = a.poll_transmit(); // HELLO goes nowhere: the peer stalls.
+    a.handle_timeout(Instant::ZERO + Duration::from_millis(9_999));
+    assert!(!a.is_closed());
+    a.handle_timeout(Instant::ZERO + Duration::from_secs(10));
+    assert_eq!(
+        a.poll_event(),
+        Some(LinkEvent::Closed(LinkError::HandshakeTimeout))
+    );
+    assert_eq!(a.stats().handshake_failures, 1);
+    assert_eq!(a.poll_timeout(), None);
+}
+
+#[test]
+fn oversized_handshake_frame_is_refused_before_buffering() {
+    let (mut a, _b) = pair();
+    a.handle_bytes(&[1, 2, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(
+        a.poll_event(),
+        Some(LinkEvent::Closed(LinkError::Frame(FrameError::TooLong {
+            len: u32::MAX as usize,
+            max: 1024
+        })))
+    );
+    assert_eq!(a.stats().handshake_failures, 1);
+}
+
+/// Seals `n` records of one data message each from `a` and returns them.
+fn records(a: &mut Link, n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| {
+            a.send_data(Bytes::from(format!("message {i}"))).unwrap();
+            a.poll_transmit().unwrap()
+        })
+        .collect()
+}
+
+fn rejected(b: &mut Link) {
+    let mut last = None;
+    while let Some(e) = b.poll_event() {
+        last = Some(e);
+    }
+    assert_eq!(last, Some(LinkEvent::Closed(LinkError::Record(BadRecord))));
+    assert!(b.is_closed());
+    assert_eq!(b.stats().records_rejected, 1);
+}
+
+#[test]
+fn flipped_byte_is_rejected() {
+    for at in [0, 3, HEADER_LEN, HEADER_LEN + 2, 20] {
+        let (mut a, mut b) = established();
+        let rec = records(&mut a, 1).remove(0);
+        let mut bad = rec.to_vec();
+        let at = at.min(bad.len() - 1);
+        bad[at] ^= 0x01;
+        b.handle_bytes(&bad);
+        assert!(b.is_closed(), "flip at {at} went unnoticed");
+        assert_eq!(b.stats().records_rejected + b.stats().handshake_failures, 1);
+    }
+}
+
+#[test]
+fn replayed_record_is_rejected() {
+    let (mut a, mut b) = established();
+    let recs = records(&mut a, 2);
+    b.handle_bytes(&recs[0]);
+    assert_eq!(
+        b.poll_event(),
+        Some(LinkEvent::Data(Bytes::from_static(b"message 0")))
+    );
+    b.handle_bytes(&recs[0]);
+    rejected(&mut b);
+}
+
+#[test]
+fn reordered_records_are_rejected() {
+    let (mut a, mut b) = established();
+    let recs = records(&mut a, 2);
+    b.handle_bytes(&recs[1]);
+    rejected(&mut b);
+}
+
+#[test]
+fn truncated_stream_is_detected_and_a_graceful_close_is_not_truncation() {
+    let (mut a, mut b) = established();
+    let rec = records(&mut a, 1).remove(0);
+    b.handle_bytes(&rec[..rec.len() - 5]);
+    b.handle_eof();
+    assert_eq!(
+        b.poll_event(),
+        Some(LinkEvent::Closed(LinkError::Truncated))
+    );
+    assert_eq!(b.stats().truncations, 1);
+
+    let (mut a, mut b) = established();
+    a.send_data(Bytes::from_static(b"last words")).unwrap();
+    a.close("leaving");
+    let (_, eb) = run(&mut a, &mut b);
+    assert_eq!(
+        eb,
+        vec![
+            LinkEvent::Data(Bytes::from_static(b"last words")),
+            LinkEvent::Closed(LinkError::ClosedByPeer("leaving".into()))
+        ]
+    );
+    b.handle_eof();
+    assert_eq!(b.stats().truncations, 0);
+}
+
+#[test]
+fn keys_ratchet_before_the_limit_and_old_records_die_with_them() {
+    let small = LinkConfig {
+        rekey: RekeyLimits {
+            records: 3,
+            bytes: 1 << 40,
+        },
+        ..cfg()
+    };
+    let (mut a, mut b) = pair_with((small.clone(), net_key()), (small, net_key()));
+    run(&mut a, &mut b);
+    let recs = records(&mut a, 10);
+    for (i, r) in recs.iter().enumerate() {
+        b.handle_bytes(r);
+        assert_eq!(
+            b.poll_event(),
+            Some(LinkEvent::Data(Bytes::from(format!("message {i}"))))
+        );
+    }
+    assert_eq!(a.stats().rekeys, 3);
+    assert_eq!(b.stats().rekeys, 3);
+    // Record 1 again, now that both have moved on: its key is gone.
+    b.handle_bytes(&recs[1]);
+    rejected(&mut b);
+
+    let by_bytes = LinkConfig {
+        rekey: RekeyLimits {
+            records: 1 << 40,
+            bytes: 100,
+        },
+        ..cfg()
+    };
+    let (mut a, mut b) = pair_with((by_bytes.clone(), net_key()), (by_bytes, net_key()));
+    run(&mut a, &mut b);
+    for _ in 0..5 {
+        a.send_data(Bytes::from(vec![9u8; 60])).unwrap();
+        let (_, eb) = run(&mut a, &mut b);
+        assert_eq!(eb.len(), 1);
+    }
+    assert!(a.stats().rekeys >= 2);
+}
+
+#[test]
+fn small_messages_share_one_record() {
+    let (mut a, mut b) = established();
+    for i in 0..1000u32 {
+        a.send_data(Bytes::from(i.to_be_bytes().to_vec())).unwrap();
+    }
+    let before = a.stats().records_sealed;
+    let (_, eb) = run(&mut a, &mut b);
+    assert_eq!(eb.len(), 1000);
+    // 1000 x 6-byte items in 16 KiB records: one record.
+    assert_eq!(a.stats().records_sealed - before, 1);
+    for (i, e) in eb.iter().enumerate() {
+        assert_eq!(
+            e,
+            &LinkEvent::Data(Bytes::from((i as u32).to_be_bytes().to_vec()))
+        );
+    }
+}
+
+#[test]
+fn large_messages_go_in_bounded_records_and_come_back_whole() {
+    let (mut a, mut b) = established();
+    let big = Bytes::from((0..1_000_000u32).map(|i| i as u8).collect::<Vec<_>>());
+    a.send_data(big.clone()).unwrap();
+    a.send_control(Bytes::from_static(b"hb")).unwrap();
+    let mut max_frame = 0;
+    let mut events = Vec::new();
+    while let Some(f) = a.poll_transmit() {
+        max_frame = max_frame.max(f.len());
+        b.handle_bytes(&f);
+        while let Some(e) = b.poll_event() {
+            events.push(e);
+        }
+    }
+    assert!(
+        max_frame <= HEADER_LEN + 16 * 1024 + 16,
+        "record of {max_frame} bytes"
+    );
+    // The control message, queued after the data, overtook it.
+    assert_eq!(events[0], LinkEvent::Control(Bytes::from_static(b"hb")));
+    assert_eq!(events[1], LinkEvent::Data(big));
+}
+
+#[test]
+fn data_queue_is_bounded() {
+    let small = LinkConfig {
+        max_data_queue: 1000,
+        ..cfg()
+    };
+    let (mut a, mut b) = pair_with((small.clone(), net_key()), (small, net_key()));
+    run(&mut a, &mut b);
+    a.send_data(Bytes::from(vec![0u8; 800])).unwrap();
+    assert_eq!(
+        a.send_data(Bytes::from(vec![0u8; 300])),
+        Err(SendError::Full)
+    );
+    // Draining makes room again.
+    run(&mut a, &mut b);
+    a.send_data(Bytes::from(vec![0u8; 300])).unwrap();
+}
+
+/// A link saturated with data over a 1 MB/s pipe; a heartbeat is queued every 100 ms.
+/// Returns the worst delay from queueing a heartbeat to its arrival.
+fn worst_heartbeat_delay(heartbeats_as_data: bool) -> Duration {
+    let (mut a, mut b) = established();
+    let rate = 1_000_000.0; // bytes per second
+    let period = Duration::from_millis(100);
+    let mut now = Duration::ZERO;
+    let mut next_beat = Duration::ZERO;
+    let mut sent_at = std::collections::VecDeque::new();
+    let mut worst = Duration::ZERO;
+    let mut beats = 0;
+    while now < Duration::from_secs(5) {
+        // Keep the data queue full: the producer always has more.
+        while a.data_queued() < 1 << 20 {
+            a.send_data(Bytes::from(vec![0u8; 4096])).unwrap();
+        }
+        if now >= next_beat {
+            let hb = Bytes::from_static(b"heartbeat");
+            if heartbeats_as_data {
+                a.send_data(hb).unwrap();
+            } else {
+                a.send_control(hb).unwrap();
+            }
+            sent_at.push_back(now);
+            next_beat += period;
+        }
+        // The socket takes one frame at a time; the wire is busy for its length.
+        let frame = a.poll_transmit().unwrap();
+        now += Duration::from_secs_f64(frame.len() as f64 / rate);
+        b.handle_bytes(&frame);
+        while let Some(e) = b.poll_event() {
+            let is_beat =
+                matches!(&e, LinkEvent::Control(m) | LinkEvent::Data(m) if &m[..] == b"heartbeat");
+            if is_beat {
+                worst = worst.max(now - sent_at.pop_front().unwrap());
+                beats += 1;
+            }
+        }
+    }
+    assert!(
+        beats >= 40 || heartbeats_as_data,
+        "only {beats} heartbeats arrived"
+    );
+    worst
+}
+
+#[test]
+fn heartbeats_arrive_within_their_period_on_a_saturated_link() {
+    let worst = worst_heartbeat_delay(false);
+    eprintln!("worst heartbeat delay with priority: {worst:?}");
+    // At most one 16 KiB record ahead of it at 1 MB/s: ~17 ms, well inside 100 ms.
+    assert!(
+        worst < Duration::from_millis(100),
+        "worst heartbeat delay {worst:?}"
+    );
+    assert!(
+        worst <= Duration::from_millis(35),
+        "worst heartbeat delay {worst:?}"
+    );
+    // The same heartbeats queued behind the data would miss their period by far.
+    let fifo = worst_heartbeat_delay(true);
+    eprintln!("worst heartbeat delay behind data (FIFO): {fifo:?}");
+    assert!(fifo > Duration::from_millis(500), "FIFO delay {fifo:?}");
+}
+
+fn message() -> impl Strategy<Value = (bool, Vec<u8>)> {
+    (
+        any::<bool>(),
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::collection::vec(any::<u8>(), 0..40_000),
+        ],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Any sequence of messages, with transmits interleaved anywhere and the byte stream cut
+    /// at any points, arrives complete and in order on each channel.
+    #[test]
+    fn seal_open_round_trips(
+        msgs in proptest::collection::vec(message(), 1..40),
+        flush_after in proptest::collection::vec(any::<bool>(), 40),
+        cuts in proptest::collection::vec(1usize..5000, 1..20),
+    ) {
+        let (mut a, mut b) = established();
+        let mut wire = Vec::new();
+        let (mut want_c, mut want_d) = (Vec::new(), Vec::new());
+        for (i, (control, body)) in msgs.iter().enumerate() {
+            let body = Bytes::from(body.clone());
+            if *control && body.len() < 8000 {
+                a.send_control(body.clone()).unwrap();
+                want_c.push(body);
+            } else {
+                a.send_data(body.clone()).unwrap();
+                want_d.push(body);
+            }
+            if flush_after[i % flush_after.len()] {
+                while let Some(f) = a.poll_transmit() { wire.extend_from_slice(&f); }
+            }
+        }
+        while let Some(f) = a.poll_transmit() { wire.extend_from_slice(&f); }
+        let mut pos = 0;
+        let mut cut = cuts.iter().cycle();
+        while pos < wire.len() {
+            let n = (*cut.next().unwrap()).min(wire.len() - pos);
+            b.handle_bytes(&wire[pos..pos + n]);
+            pos += n;
+        }
+        let (mut got_c, mut got_d) = (Vec::new(), Vec::new());
+        while let Some(e) = b.poll_event() {
+            match e {
+                LinkEvent::Control(m) => got_c.push(m),
+                LinkEvent::Data(m) => got_d.push(m),
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+        prop_assert_eq!(got_c, want_c);
+        prop_assert_eq!(got_d, want_d);
+    }
+}
