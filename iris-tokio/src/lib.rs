@@ -1,10 +1,12 @@
 //! The tokio driver of the Iris node, the `iris` binary, and the async Rust client.
 //!
 //! - [`driver`] runs an [`iris_proto::Node`] on real sockets and timers;
-//! - [`client`] is the Rust client library, modeled on the original Go client.
+//! - [`client`] is the Rust client library, modeled on the original Go client;
+//! - [`key_file`] loads the network key with clear errors.
 
 pub mod client;
 pub mod driver;
+pub mod key_file;
 
 /// The README's Rust snippets, compiled as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

@@ -10,7 +10,7 @@
 //! - [`Link`]: all of it as one state machine, with control messages always sealed before
 //!   data, and pulled by the driver only when the socket can take more.
 //!
-//! Control before data is one link with strict priority and bounded records (16 KiB by
+//! Control before data is one link with strict priority and bounded records (64 KiB by
 //! default), not two sockets: a heartbeat waits at most for the record being written, and
 //! one handshake per peer suffices.
 

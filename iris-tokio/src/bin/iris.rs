@@ -17,12 +17,13 @@ struct Args {
     #[arg(long)]
     dev: bool,
 
-    /// Network name; nodes join only nodes of the same network. Not yet used: peer
-    /// networking is not implemented, so only --dev runs for now.
+    /// Network name; nodes join only nodes of the same network. Peer networking is not
+    /// implemented yet: with --net and --rsa the key is checked, then the node refuses to start.
     #[arg(long, value_name = "NAME")]
     net: Option<String>,
 
-    /// Path of the network's shared RSA private key (PEM or DER). Not yet used (see --net).
+    /// Path of the network's shared RSA private key: PKCS#1 or PKCS#8, PEM or DER, at least
+    /// 2048 bits (`openssl genrsa -out net.pem 2048`).
     #[arg(long, value_name = "PATH")]
     rsa: Option<std::path::PathBuf>,
 
@@ -97,8 +98,16 @@ fn main() -> ExitCode {
         .init();
 
     if !args.dev {
+        let (Some(_net), Some(rsa)) = (&args.net, &args.rsa) else {
+            eprintln!("iris: a network node needs --net NAME and --rsa KEY (or use --dev)");
+            return ExitCode::from(2);
+        };
+        if let Err(e) = iris_tokio::key_file::load_network_key(rsa) {
+            eprintln!("iris: {e}");
+            return ExitCode::from(2);
+        }
         eprintln!(
-            "iris: peer networking (--net/--rsa) is not implemented yet; run a lone node with --dev"
+            "iris: the key is valid, but peer networking is not implemented yet; run a lone node with --dev"
         );
         return ExitCode::from(2);
     }
