@@ -13,32 +13,23 @@ pub fn fuzz_limits() -> Limits {
     }
 }
 
+/// A decoder of one direction.
+type Decode<P> = fn(&mut BytesMut, &Limits) -> Result<Option<P>, crate::relay::DecodeError>;
+
 /// Decodes `data` as a stream of packets in both directions. Panics only if the decoder
 /// breaks its contract: consumed bytes plus what is left must equal the input.
 pub fn decode_stream(data: &[u8]) {
+    check_stream(data, decode_client);
+    check_stream(data, decode_node);
+}
+
+fn check_stream<P>(data: &[u8], decode: Decode<P>) {
     let limits = fuzz_limits();
     let mut buf = BytesMut::from(data);
     let mut consumed = 0;
     loop {
         let before = buf.len();
-        match decode_client(&mut buf, &limits) {
-            Ok(Some(_)) => {
-                assert!(buf.len() < before, "a packet consumed nothing");
-                consumed += before - buf.len();
-            }
-            Ok(None) | Err(_) => {
-                assert_eq!(buf.len(), before, "a failed decode consumed bytes");
-                break;
-            }
-        }
-    }
-    assert_eq!(consumed + buf.len(), data.len());
-
-    let mut buf = BytesMut::from(data);
-    let mut consumed = 0;
-    loop {
-        let before = buf.len();
-        match decode_node(&mut buf, &limits) {
+        match decode(&mut buf, &limits) {
             Ok(Some(_)) => {
                 assert!(buf.len() < before, "a packet consumed nothing");
                 consumed += before - buf.len();
@@ -55,20 +46,21 @@ pub fn decode_stream(data: &[u8]) {
 /// Every packet decoded from `data` (either direction) encodes to bytes that decode to the
 /// same packet, with nothing left over.
 pub fn round_trip(data: &[u8]) {
+    check_round_trip(data, decode_client, crate::relay::ClientPacket::encode);
+    check_round_trip(data, decode_node, crate::relay::NodePacket::encode);
+}
+
+fn check_round_trip<P: PartialEq + std::fmt::Debug>(
+    data: &[u8],
+    decode: Decode<P>,
+    encode: fn(&P, &mut BytesMut),
+) {
     let limits = fuzz_limits();
     let mut buf = BytesMut::from(data);
-    while let Ok(Some(p)) = decode_client(&mut buf, &limits) {
+    while let Ok(Some(p)) = decode(&mut buf, &limits) {
         let mut wire = BytesMut::new();
-        p.encode(&mut wire);
-        let again = decode_client(&mut wire, &limits);
-        assert_eq!(again, Ok(Some(p)));
-        assert!(wire.is_empty());
-    }
-    let mut buf = BytesMut::from(data);
-    while let Ok(Some(p)) = decode_node(&mut buf, &limits) {
-        let mut wire = BytesMut::new();
-        p.encode(&mut wire);
-        let again = decode_node(&mut wire, &limits);
+        encode(&p, &mut wire);
+        let again = decode(&mut wire, &limits);
         assert_eq!(again, Ok(Some(p)));
         assert!(wire.is_empty());
     }

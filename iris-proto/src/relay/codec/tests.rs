@@ -308,6 +308,36 @@ fn node_packet() -> impl Strategy<Value = NodePacket> {
     ]
 }
 
+/// Encodes `packets`, feeds the bytes in pieces of the `cuts` sizes, and checks that the
+/// decoder gives back exactly the packets.
+fn split_round_trip<P: PartialEq + std::fmt::Debug>(
+    packets: &[P],
+    cuts: &[usize],
+    encode: fn(&P, &mut BytesMut),
+    decode: fn(&mut BytesMut, &Limits) -> Result<Option<P>, DecodeError>,
+) -> Result<(), TestCaseError> {
+    let mut wire = BytesMut::new();
+    for p in packets {
+        encode(p, &mut wire);
+    }
+    let wire = wire.freeze();
+    let mut buf = BytesMut::new();
+    let mut got = Vec::new();
+    let mut pos = 0;
+    let mut cut = cuts.iter().cycle();
+    while pos < wire.len() {
+        let n = (*cut.next().unwrap()).min(wire.len() - pos);
+        buf.extend_from_slice(&wire[pos..pos + n]);
+        pos += n;
+        while let Some(p) = decode(&mut buf, &limits()).unwrap() {
+            got.push(p);
+        }
+    }
+    prop_assert!(buf.is_empty());
+    prop_assert_eq!(&got[..], packets);
+    Ok(())
+}
+
 proptest! {
     /// Any sequence of packets, delivered in arbitrary read sizes, decodes back to itself.
     #[test]
@@ -315,21 +345,7 @@ proptest! {
         packets in proptest::collection::vec(client_packet(), 1..20),
         cuts in proptest::collection::vec(1usize..64, 1..50),
     ) {
-        let mut wire = BytesMut::new();
-        for p in &packets { p.encode(&mut wire); }
-        let wire = wire.freeze();
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        let mut pos = 0;
-        let mut cut = cuts.iter().cycle();
-        while pos < wire.len() {
-            let n = (*cut.next().unwrap()).min(wire.len() - pos);
-            buf.extend_from_slice(&wire[pos..pos + n]);
-            pos += n;
-            while let Some(p) = decode_client(&mut buf, &limits()).unwrap() { got.push(p); }
-        }
-        prop_assert!(buf.is_empty());
-        prop_assert_eq!(got, packets);
+        split_round_trip(&packets, &cuts, ClientPacket::encode, decode_client)?;
     }
 
     /// Same for the node's direction.
@@ -338,21 +354,7 @@ proptest! {
         packets in proptest::collection::vec(node_packet(), 1..20),
         cuts in proptest::collection::vec(1usize..64, 1..50),
     ) {
-        let mut wire = BytesMut::new();
-        for p in &packets { p.encode(&mut wire); }
-        let wire = wire.freeze();
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        let mut pos = 0;
-        let mut cut = cuts.iter().cycle();
-        while pos < wire.len() {
-            let n = (*cut.next().unwrap()).min(wire.len() - pos);
-            buf.extend_from_slice(&wire[pos..pos + n]);
-            pos += n;
-            while let Some(p) = decode_node(&mut buf, &limits()).unwrap() { got.push(p); }
-        }
-        prop_assert!(buf.is_empty());
-        prop_assert_eq!(got, packets);
+        split_round_trip(&packets, &cuts, NodePacket::encode, decode_node)?;
     }
 
     /// Arbitrary bytes never panic, and consumed lengths add up.
