@@ -37,6 +37,7 @@
 pub mod fuzzing;
 pub mod link;
 pub mod node;
+pub mod overlay;
 pub mod relay;
 pub mod time;
 

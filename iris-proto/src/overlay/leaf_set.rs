@@ -1,0 +1,123 @@
+//! The leaf set: the nodes numerically nearest to this one, half on each side of the ring.
+//! It alone makes routing correct: a key within its range is delivered to the nearest leaf.
+
+use super::id::NodeId;
+
+/// The nearest known nodes on each side of `own`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafSet {
+    own: NodeId,
+    half: usize,
+    /// Counter-clockwise neighbours (smaller ids, wrapping), nearest first.
+    left: Vec<NodeId>,
+    /// Clockwise neighbours (larger ids, wrapping), nearest first.
+    right: Vec<NodeId>,
+}
+
+impl LeafSet {
+    /// An empty leaf set of `size` entries (`size / 2` each side; the default is 16).
+    pub fn new(own: NodeId, size: usize) -> LeafSet {
+        let half = (size / 2).max(1);
+        LeafSet {
+            own,
+            half,
+            left: Vec::with_capacity(half + 1),
+            right: Vec::with_capacity(half + 1),
+        }
+    }
+
+    /// Offers a node; returns true if the leaf set changed.
+    pub fn insert(&mut self, id: NodeId) -> bool {
+        if id == self.own {
+            return false;
+        }
+        let own = self.own;
+        // A node may sit on both sides while the ring holds few nodes.
+        let r = insert_sorted(&mut self.right, id, self.half, |x| own.cw(x));
+        let l = insert_sorted(&mut self.left, id, self.half, |x| x.cw(own));
+        r || l
+    }
+
+    /// Forgets a node; returns true if it was a leaf.
+    pub fn remove(&mut self, id: NodeId) -> bool {
+        let before = self.left.len() + self.right.len();
+        self.left.retain(|&x| x != id);
+        self.right.retain(|&x| x != id);
+        before != self.left.len() + self.right.len()
+    }
+
+    /// True if `id` is a leaf.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.left.contains(&id) || self.right.contains(&id)
+    }
+
+    /// Every leaf once, left side first.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let left = self.left.iter().copied();
+        left.chain(
+            self.right
+                .iter()
+                .copied()
+                .filter(|id| !self.left.contains(id)),
+        )
+    }
+
+    /// Counter-clockwise leaves, nearest first.
+    pub fn left(&self) -> &[NodeId] {
+        &self.left
+    }
+
+    /// Clockwise leaves, nearest first.
+    pub fn right(&self) -> &[NodeId] {
+        &self.right
+    }
+
+    /// True if a side is not full, which means this node knows every node on the ring
+    /// (as far as it can tell) and the leaf set covers every key.
+    pub fn is_partial(&self) -> bool {
+        self.left.len() < self.half || self.right.len() < self.half
+    }
+
+    /// True if `key` falls between the farthest leaves, through this node.
+    pub fn covers(&self, key: NodeId) -> bool {
+        if self.is_partial() {
+            return true;
+        }
+        let (Some(&far_left), Some(&far_right)) = (self.left.last(), self.right.last()) else {
+            return true;
+        };
+        // When the two sides reach past each other, the leaves are the whole ring.
+        if self.own.cw(far_right) >= self.own.cw(far_left) {
+            return true;
+        }
+        far_left.cw(key) <= far_left.cw(far_right)
+    }
+
+    /// This node or the leaf numerically closest to `key`.
+    pub fn closest(&self, key: NodeId) -> NodeId {
+        self.members().fold(
+            self.own,
+            |best, id| if key.prefers(id, best) { id } else { best },
+        )
+    }
+}
+
+/// Inserts `id` into `side` (sorted by `dist`, nearest first), keeping at most `cap`.
+fn insert_sorted(
+    side: &mut Vec<NodeId>,
+    id: NodeId,
+    cap: usize,
+    dist: impl Fn(NodeId) -> u128,
+) -> bool {
+    if side.contains(&id) {
+        return false;
+    }
+    let d = dist(id);
+    let at = side.partition_point(|&x| dist(x) < d);
+    if at >= cap {
+        return false;
+    }
+    side.insert(at, id);
+    side.truncate(cap);
+    true
+}

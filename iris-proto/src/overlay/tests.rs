@@ -1,0 +1,202 @@
+//! The overlay's state and routing against brute-force models.
+
+use super::id::{BASE, DIGITS};
+use super::*;
+use proptest::prelude::*;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use std::collections::BTreeSet;
+
+/// The true leaf set of `own` among `ids`: the `half` nearest on each side.
+fn model_leaves(own: NodeId, ids: &BTreeSet<NodeId>, half: usize) -> (Vec<NodeId>, Vec<NodeId>) {
+    let others: Vec<NodeId> = ids.iter().copied().filter(|&x| x != own).collect();
+    let mut right = others.clone();
+    right.sort_by_key(|&x| own.cw(x));
+    right.truncate(half);
+    let mut left = others;
+    left.sort_by_key(|&x| x.cw(own));
+    left.truncate(half);
+    (left, right)
+}
+
+/// The node of `ids` numerically closest to `key` (ties to the smaller id).
+fn model_closest(key: NodeId, ids: &BTreeSet<NodeId>) -> NodeId {
+    ids.iter()
+        .copied()
+        .fold(None, |best: Option<NodeId>, id| match best {
+            Some(b) if !key.prefers(id, b) => Some(b),
+            _ => Some(id),
+        })
+        .unwrap()
+}
+
+fn ids_strategy(max: usize) -> impl Strategy<Value = BTreeSet<NodeId>> {
+    // Some ids clustered (shared prefixes, wrap-around), some spread.
+    let id = prop_oneof![
+        any::<u128>().prop_map(NodeId),
+        (0u128..64).prop_map(NodeId),
+        (0u128..64).prop_map(|x| NodeId(u128::MAX - x)),
+        any::<u16>().prop_map(|x| NodeId(0xabcd_u128 << 112 | u128::from(x) << 60)),
+    ];
+    proptest::collection::btree_set(id, 2..max)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// After any inserts and removals the leaf set is exactly the true nearest nodes.
+    #[test]
+    fn leaf_set_matches_the_brute_force_model(
+        ids in ids_strategy(60),
+        removals in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+        size in prop_oneof![Just(4usize), Just(8), Just(16)],
+    ) {
+        let all: Vec<NodeId> = ids.iter().copied().collect();
+        let own = all[0];
+        let mut live = ids.clone();
+        let mut ls = LeafSet::new(own, size);
+        for &id in &all {
+            ls.insert(id);
+        }
+        for r in removals {
+            let victim = all[r.index(all.len())];
+            if victim == own || !live.remove(&victim) {
+                continue;
+            }
+            ls.remove(victim);
+            // Repair as a node would: offer every live node it still knows of.
+            for &id in &live {
+                ls.insert(id);
+            }
+        }
+        let (left, right) = model_leaves(own, &live, size / 2);
+        prop_assert_eq!(ls.left(), &left[..]);
+        prop_assert_eq!(ls.right(), &right[..]);
+        // The closest leaf to any key within range is the true closest node.
+        for &k in &all {
+            if ls.covers(k) {
+                let known: BTreeSet<NodeId> = ls.members().chain([own]).collect();
+                prop_assert_eq!(ls.closest(k), model_closest(k, &known));
+            }
+        }
+    }
+
+    /// Every routing table entry sits in the row of its shared prefix and the column of its
+    /// next digit, and no slot stays empty that an offered node could fill.
+    #[test]
+    fn routing_table_slots_are_right_and_filled(ids in ids_strategy(200)) {
+        let all: Vec<NodeId> = ids.iter().copied().collect();
+        let own = all[0];
+        let mut t = RoutingTable::new(own);
+        for &id in &all {
+            t.insert(id);
+        }
+        for r in 0..DIGITS {
+            for (d, slot) in t.row(r).iter().enumerate() {
+                if let Some(id) = slot {
+                    prop_assert_eq!(own.shared_prefix(*id), r);
+                    prop_assert_eq!(id.digit(r), d);
+                }
+            }
+        }
+        for &id in &all[1..] {
+            let r = own.shared_prefix(id);
+            prop_assert!(t.row(r)[id.digit(r)].is_some());
+        }
+        // Removing an entry empties its slot; removing a stranger changes nothing.
+        let victim = all[1];
+        prop_assert!(t.remove(victim));
+        prop_assert!(!t.remove(victim));
+    }
+
+    /// With true leaf sets and any partial routing tables, every key routed from every node
+    /// reaches the numerically closest node, never visiting a node twice.
+    #[test]
+    fn routing_reaches_the_closest_node_without_loops(
+        ids in ids_strategy(120),
+        keep in 0.0f64..1.0,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nodes = build(&ids, 16, keep, &mut rng);
+        for _ in 0..20 {
+            let key = NodeId(rng.random::<u64>() as u128 * rng.random::<u64>() as u128);
+            let start = rng.random_range(0..nodes.len());
+            let (dest, _) = route(&nodes, start, key).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(dest, model_closest(key, &ids));
+        }
+    }
+}
+
+/// A node's state, for tests: its id, leaf set and routing table.
+struct State {
+    id: NodeId,
+    leaves: LeafSet,
+    table: RoutingTable,
+}
+
+/// True leaf sets; each other node enters a routing table with probability `keep`.
+fn build(ids: &BTreeSet<NodeId>, leaf_size: usize, keep: f64, rng: &mut ChaCha8Rng) -> Vec<State> {
+    ids.iter()
+        .map(|&own| {
+            let mut leaves = LeafSet::new(own, leaf_size);
+            let mut table = RoutingTable::new(own);
+            for &id in ids {
+                leaves.insert(id);
+                if rng.random_bool(keep) {
+                    table.insert(id);
+                }
+            }
+            State {
+                id: own,
+                leaves,
+                table,
+            }
+        })
+        .collect()
+}
+
+/// Routes `key` from `nodes[start]`; returns the destination and the hop count, or the loop.
+fn route(nodes: &[State], start: usize, key: NodeId) -> Result<(NodeId, usize), String> {
+    let index = |id: NodeId| {
+        nodes
+            .binary_search_by_key(&id, |s| s.id)
+            .expect("known node")
+    };
+    let mut at = start;
+    let mut seen = BTreeSet::new();
+    let mut hops = 0;
+    loop {
+        let s = &nodes[at];
+        if !seen.insert(s.id) {
+            return Err(format!("routing loop at {:?} for key {:?}", s.id, key));
+        }
+        match next_hop(s.id, &s.leaves, &s.table, key) {
+            None => return Ok((s.id, hops)),
+            Some(next) => {
+                at = index(next);
+                hops += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_thousand_nodes_route_in_about_log16_n_hops() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let ids: BTreeSet<NodeId> = (0..1000).map(|_| NodeId(rng.random())).collect();
+    // Every node knows a fifth of the others: far from complete tables, as after a join.
+    let nodes = build(&ids, 16, 0.2, &mut rng);
+    let mut total = 0;
+    let trials = 2000;
+    for _ in 0..trials {
+        let key = NodeId(rng.random());
+        let (dest, hops) = route(&nodes, rng.random_range(0..nodes.len()), key).unwrap();
+        assert_eq!(dest, model_closest(key, &ids));
+        total += hops;
+    }
+    let mean = total as f64 / trials as f64;
+    let bound = (1000f64).log(BASE as f64) + 1.0;
+    eprintln!("mean hops over {trials} routes among 1000 nodes: {mean:.2} (bound {bound:.2})");
+    assert!(mean <= bound, "mean hops {mean}");
+}
