@@ -1,0 +1,151 @@
+//! The oracle: checks made from outside the nodes, against the true set of live nodes.
+
+use iris_proto::overlay::{NodeId, Overlay};
+use rand::RngExt;
+use rand::rngs::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Something that must never happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// A node lists itself in its own leaf set.
+    SelfInLeafSet(NodeId),
+    /// After quiescence a leaf set differs from the true nearest live nodes.
+    WrongLeafSet {
+        /// The node.
+        node: NodeId,
+        /// Leaves it lacks.
+        missing: usize,
+        /// Leaves it should not have (dead or not nearest).
+        extra: usize,
+    },
+    /// A route went round in a circle.
+    RoutingLoop {
+        /// The key.
+        key: NodeId,
+    },
+    /// A route ended elsewhere than at the numerically closest live node.
+    WrongDestination {
+        /// The key.
+        key: NodeId,
+        /// Where it ended.
+        got: NodeId,
+        /// Where it should have.
+        want: NodeId,
+    },
+    /// A route was sent to a node that is not alive.
+    DeadHop {
+        /// The key.
+        key: NodeId,
+    },
+    /// Not every node converged within the quiet phase.
+    NotConverged,
+}
+
+/// Cheap checks, after every event.
+pub(crate) fn check_cheap<'a>(nodes: impl Iterator<Item = &'a Overlay>, out: &mut Vec<Violation>) {
+    for n in nodes {
+        if n.leaves().contains(n.id()) {
+            out.push(Violation::SelfInLeafSet(n.id()));
+        }
+    }
+}
+
+/// Full checks at quiescence; returns the hop counts of the routes taken.
+pub(crate) fn check_final(
+    live: &[&Overlay],
+    keys_per_node: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<u32>, Vec<Violation>) {
+    let mut out = Vec::new();
+    let ids: BTreeSet<NodeId> = live.iter().map(|n| n.id()).collect();
+    let by_id: BTreeMap<NodeId, &Overlay> = live.iter().map(|n| (n.id(), *n)).collect();
+    let sorted: Vec<NodeId> = ids.iter().copied().collect();
+    for n in live {
+        let half = n.leaves().left().len().max(n.leaves().right().len()).max(1);
+        let want = true_leaves(n.id(), &sorted, configured_half(n).max(half));
+        let have: BTreeSet<NodeId> = n.leaves().members().collect();
+        let missing = want.difference(&have).count();
+        let extra = have.difference(&want).count();
+        if missing + extra > 0 {
+            out.push(Violation::WrongLeafSet {
+                node: n.id(),
+                missing,
+                extra,
+            });
+        }
+    }
+    let mut hops = Vec::new();
+    for n in live {
+        for _ in 0..keys_per_node {
+            let key = NodeId(rng.random());
+            match route(&by_id, n.id(), key) {
+                Ok((dest, h)) => {
+                    let want = closest(&sorted, key);
+                    if dest != want {
+                        out.push(Violation::WrongDestination {
+                            key,
+                            got: dest,
+                            want,
+                        });
+                    }
+                    hops.push(h);
+                }
+                Err(v) => out.push(v),
+            }
+        }
+    }
+    (hops, out)
+}
+
+fn configured_half(n: &Overlay) -> usize {
+    // A full side tells the configured half; a partial one means few nodes exist.
+    n.leaves().left().len().max(n.leaves().right().len())
+}
+
+/// The `half` nearest live ids on each side of `own`.
+fn true_leaves(own: NodeId, sorted: &[NodeId], half: usize) -> BTreeSet<NodeId> {
+    let n = sorted.len();
+    let at = sorted.binary_search(&own).unwrap_or(0);
+    let take = half.min(n.saturating_sub(1));
+    let mut set = BTreeSet::new();
+    for i in 1..=take {
+        set.insert(sorted[(at + i) % n]);
+        set.insert(sorted[(at + n - i) % n]);
+    }
+    set
+}
+
+fn closest(sorted: &[NodeId], key: NodeId) -> NodeId {
+    // The closest is a ring neighbour of the key's insertion point.
+    let n = sorted.len();
+    let at = sorted.partition_point(|&x| x < key);
+    let a = sorted[at % n];
+    let b = sorted[(at + n - 1) % n];
+    if key.prefers(a, b) { a } else { b }
+}
+
+fn route(
+    by_id: &BTreeMap<NodeId, &Overlay>,
+    from: NodeId,
+    key: NodeId,
+) -> Result<(NodeId, u32), Violation> {
+    let mut at = from;
+    let mut seen = BTreeSet::new();
+    let mut hops = 0;
+    loop {
+        if !seen.insert(at) {
+            return Err(Violation::RoutingLoop { key });
+        }
+        let Some(node) = by_id.get(&at) else {
+            return Err(Violation::DeadHop { key });
+        };
+        match node.next_hop(key) {
+            None => return Ok((at, hops)),
+            Some(next) => {
+                at = next;
+                hops += 1;
+            }
+        }
+    }
+}
