@@ -182,7 +182,9 @@ pub fn run(cfg: &SimConfig) -> Summary {
     }
     sim.run_until(sim.churn_until);
     // Quiet phase: no churn; wait for every node to converge (or give up after a while).
-    let detect = cfg.overlay.heartbeat_period * (cfg.overlay.heartbeat_misses + 2);
+    // The slowest failure detection: table entries, pinged every few periods.
+    let o = &cfg.overlay;
+    let detect = o.heartbeat_period * (o.heartbeat_misses * o.table_ping_every.max(1) + 2);
     let limit = sim.churn_until + (detect * 6 + cfg.overlay.boot_quiet).as_nanos() as u64;
     let mut converged_at = None;
     let step = 1_000_000_000;

@@ -37,6 +37,10 @@ pub enum Violation {
     DeadHop {
         /// The key.
         key: NodeId,
+        /// The node that chose the hop.
+        at: NodeId,
+        /// The dead node it chose.
+        dead: NodeId,
     },
     /// Not every node converged within the quiet phase.
     NotConverged,
@@ -137,11 +141,16 @@ fn route(
         if !seen.insert(at) {
             return Err(Violation::RoutingLoop { key });
         }
-        let Some(node) = by_id.get(&at) else {
-            return Err(Violation::DeadHop { key });
-        };
+        let node = by_id[&at];
         match node.next_hop(key) {
             None => return Ok((at, hops)),
+            Some(next) if !by_id.contains_key(&next) => {
+                return Err(Violation::DeadHop {
+                    key,
+                    at,
+                    dead: next,
+                });
+            }
             Some(next) => {
                 at = next;
                 hops += 1;

@@ -38,6 +38,18 @@ impl LeafSet {
         r || l
     }
 
+    /// True if `id` would become a leaf if offered.
+    pub fn wants(&self, id: NodeId) -> bool {
+        if id == self.own || self.contains(id) {
+            return false;
+        }
+        let own = self.own;
+        let fits = |side: &[NodeId], dist: &dyn Fn(NodeId) -> u128| {
+            side.len() < self.half || side.last().is_some_and(|&far| dist(id) < dist(far))
+        };
+        fits(&self.right, &|x| own.cw(x)) || fits(&self.left, &|x| x.cw(own))
+    }
+
     /// Forgets a node; returns true if it was a leaf.
     pub fn remove(&mut self, id: NodeId) -> bool {
         let before = self.left.len() + self.right.len();

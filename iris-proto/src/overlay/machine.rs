@@ -11,6 +11,9 @@
 //!   and the leaf set repaired by asking the leaves for theirs.
 //! - Gossip: a pong carries the responder's leaf set whenever it changed since it last told
 //!   that peer, so leaf sets converge without a flood of announcements.
+//! - Trust: an id heard of second-hand (join state, gossip, repair) is only probed; it
+//!   enters the leaf set or the table when it answers itself. Stale gossip about a dead node
+//!   therefore never brings it back, however long it circulates.
 //! - Leave: a leaving node tells its peers, who forget and repair at once.
 //! - Convergence: no change for `boot_quiet` after start, then `change_quiet` after each change.
 
@@ -138,6 +141,8 @@ pub struct Overlay {
     peers: BTreeMap<NodeId, Peer>,
     /// Recently dead or departed peers, until the instant they may be learned again.
     dead: BTreeMap<NodeId, Instant>,
+    /// Ids heard of second-hand and pinged, until when their answer is awaited.
+    probing: BTreeMap<NodeId, Instant>,
     leaf_version: u64,
     outbox: VecDeque<(NodeId, OverlayMsg)>,
     events: VecDeque<OverlayEvent>,
@@ -159,6 +164,7 @@ impl Overlay {
             table: RoutingTable::new(own),
             peers: BTreeMap::new(),
             dead: BTreeMap::new(),
+            probing: BTreeMap::new(),
             leaf_version: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -203,8 +209,7 @@ impl Overlay {
     }
 
     /// Joins the ring through `contact`, any node already on it.
-    pub fn join(&mut self, now: Instant, contact: NodeId) {
-        self.learn(now, contact);
+    pub fn join(&mut self, _now: Instant, contact: NodeId) {
         self.send(contact, OverlayMsg::Join { joiner: self.own });
     }
 
@@ -225,23 +230,26 @@ impl Overlay {
         if let Some(p) = self.peers.get_mut(&from) {
             p.last_heard = now;
         }
+        // Any message but a farewell is first-hand proof that its sender is alive.
+        if !matches!(msg, OverlayMsg::Leave) {
+            self.probing.remove(&from);
+            self.learn(now, from);
+        }
         match msg {
             OverlayMsg::Join { joiner } => self.on_join(now, joiner),
             OverlayMsg::JoinState { rows, leaves } => {
-                self.learn(now, from);
                 for id in rows.into_iter().chain(leaves.into_iter().flatten()) {
-                    self.learn(now, id);
+                    self.hear_of(now, id);
                 }
             }
             OverlayMsg::Ping => {
-                self.learn(now, from);
                 let leaves = self.leaves_for(from);
                 self.send(from, OverlayMsg::Pong { leaves });
             }
             OverlayMsg::Pong { leaves } => {
                 if self.cfg.repair {
                     for id in leaves.into_iter().flatten() {
-                        self.learn(now, id);
+                        self.hear_of(now, id);
                     }
                 }
             }
@@ -251,7 +259,7 @@ impl Overlay {
             }
             OverlayMsg::LeafReply { leaves } => {
                 for id in leaves {
-                    self.learn(now, id);
+                    self.hear_of(now, id);
                 }
             }
             OverlayMsg::Leave => self.forget(now, from),
@@ -264,6 +272,7 @@ impl Overlay {
             return;
         }
         self.dead.retain(|_, until| *until > now);
+        self.probing.retain(|_, until| *until > now);
         if now >= self.next_ping {
             self.next_ping = now + self.cfg.heartbeat_period;
             self.ticks += 1;
@@ -347,11 +356,28 @@ impl Overlay {
         match next {
             Some(hop) => self.send(hop, OverlayMsg::Join { joiner }),
             // The closest node learns the joiner last, so the join is not routed to it.
-            None => self.learn(now, joiner),
+            None => self.hear_of(now, joiner),
         }
     }
 
-    /// Offers a node to the leaf set and the table; tracks it if either keeps it.
+    /// Someone mentioned `id`: if it would be useful, ask it directly; it is learned when
+    /// it answers.
+    fn hear_of(&mut self, now: Instant, id: NodeId) {
+        if id == self.own
+            || self.peers.contains_key(&id)
+            || self.dead.contains_key(&id)
+            || self.probing.contains_key(&id)
+            || !(self.leaves.wants(id) || self.table.wants(id))
+        {
+            return;
+        }
+        let patience = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
+        self.probing.insert(id, now + patience);
+        self.send(id, OverlayMsg::Ping);
+    }
+
+    /// Offers a node that has just spoken to us to the leaf set and the table; tracks it if
+    /// either keeps it.
     fn learn(&mut self, now: Instant, id: NodeId) {
         if id == self.own || self.dead.contains_key(&id) {
             return;

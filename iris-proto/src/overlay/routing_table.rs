@@ -33,6 +33,15 @@ impl RoutingTable {
         true
     }
 
+    /// True if `id` would take an empty slot if offered.
+    pub fn wants(&self, id: NodeId) -> bool {
+        if id == self.own {
+            return false;
+        }
+        let row = self.own.shared_prefix(id);
+        self.rows[row][id.digit(row)].is_none()
+    }
+
     /// Forgets a node; returns true if it was in the table.
     pub fn remove(&mut self, id: NodeId) -> bool {
         if id == self.own {
