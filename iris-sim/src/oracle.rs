@@ -18,6 +18,10 @@ pub enum Violation {
         missing: usize,
         /// Leaves it should not have (dead or not nearest).
         extra: usize,
+        /// One leaf it lacks, to start an investigation from.
+        a_missing: Option<NodeId>,
+        /// One leaf it should not have.
+        an_extra: Option<NodeId>,
     },
     /// A route went round in a circle.
     RoutingLoop {
@@ -76,6 +80,8 @@ pub(crate) fn check_final(
                 node: n.id(),
                 missing,
                 extra,
+                a_missing: want.difference(&have).next().copied(),
+                an_extra: have.difference(&want).next().copied(),
             });
         }
     }

@@ -91,3 +91,69 @@ fn a_thousand_nodes_join_and_churn() {
         s.maintenance_bytes_per_node_per_sec
     );
 }
+
+fn faulty(seed: u64) -> SimConfig {
+    SimConfig {
+        nodes: 60,
+        minutes: 2.0,
+        churn: 0.05,
+        seed,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn a_partition_heals_into_one_ring() {
+    use iris_sim::Partition;
+    use std::time::Duration;
+    for seed in [1, 2] {
+        let cfg = SimConfig {
+            partition: Some(Partition {
+                start: Duration::from_secs(20),
+                length: Duration::from_secs(90),
+                fraction: 0.4,
+            }),
+            ..faulty(seed)
+        };
+        let s = run(&cfg);
+        assert!(
+            s.violations.is_empty(),
+            "seed {seed}: {:?}",
+            &s.violations[..s.violations.len().min(5)]
+        );
+        assert!(s.nodes >= 55, "seed {seed}");
+    }
+}
+
+#[test]
+fn broken_links_and_limited_bandwidth_are_survived() {
+    let cfg = SimConfig {
+        link_breaks: 30.0,
+        bandwidth: Some(20_000),
+        ..faulty(3)
+    };
+    let s = run(&cfg);
+    assert!(
+        s.violations.is_empty(),
+        "{:?}",
+        &s.violations[..s.violations.len().min(5)]
+    );
+}
+
+#[test]
+fn delay_spikes_shorter_than_the_detector_kill_nobody_and_longer_ones_do() {
+    use std::time::Duration;
+    let spiky = |delay| SimConfig {
+        churn: 0.0,
+        spike_rate: 0.002,
+        spike_delay: Duration::from_secs(delay),
+        ..faulty(4)
+    };
+    // Leaves are declared dead after 3 silent 3 s periods: a 5 s spike is merely slow.
+    let s = run(&spiky(5));
+    assert_eq!(s.false_deaths, 0, "{}", s.to_json());
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    // A 20 s spike on a FIFO link silences it past the detector: the count shows it.
+    let s = run(&spiky(20));
+    assert!(s.false_deaths > 0, "{}", s.to_json());
+}

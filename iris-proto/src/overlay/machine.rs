@@ -6,21 +6,28 @@
 //! - Join: a new node sends JOIN to any known node; it is routed toward the joiner's id, and
 //!   every node on the path sends the joiner the routing-table rows it shares with it; the
 //!   last one (the closest) adds its leaf set. The joiner then pings everyone it learned of.
-//! - Liveness: every known peer is pinged each period; a peer silent for `misses` periods is
-//!   dead: forgotten, remembered as dead for a while (so stale gossip cannot bring it back),
-//!   and the leaf set repaired by asking the leaves for theirs.
+//! - Liveness: leaves are pinged each period, table entries every few; a peer silent for
+//!   `misses` of its periods is dead: forgotten, not probed on hearsay for a while, and the
+//!   leaf set repaired by asking the leaves for theirs. Any message from a node itself
+//!   brings it back at once (it restarted, or its link healed).
 //! - Gossip: a pong carries the responder's leaf set whenever it changed since it last told
 //!   that peer, so leaf sets converge without a flood of announcements.
 //! - Trust: an id heard of second-hand (join state, gossip, repair) is only probed; it
 //!   enters the leaf set or the table when it answers itself. Stale gossip about a dead node
 //!   therefore never brings it back, however long it circulates.
 //! - Leave: a leaving node tells its peers, who forget and repair at once.
+//! - Healing: forgotten peers wait in a small graveyard; now and then one is pinged, and if
+//!   it answers (a partition healed, a link came back) it is learned again, and the next
+//!   self-lookup through it merges the two rings.
 //! - Convergence: no change for `boot_quiet` after start, then `change_quiet` after each change.
 
 use super::{LeafSet, NodeId, RoutingTable, next_hop};
 use crate::time::Instant;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+/// Forgotten peers remembered for healing.
+const GRAVEYARD: usize = 32;
 
 /// Timers and sizes of the overlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +128,10 @@ pub enum OverlayEvent {
     },
     /// A peer was found dead or left.
     PeerDown(NodeId),
+    /// The node has joined through a contact but knows nobody: the join was lost, or the
+    /// contact is gone. It retries through the same contact each period; the driver may
+    /// offer another (discovery, seeds) with [`Overlay::join`].
+    Alone,
 }
 
 #[derive(Debug, Clone)]
@@ -139,10 +150,15 @@ pub struct Overlay {
     table: RoutingTable,
     /// Every peer in the leaf set or the table, with liveness.
     peers: BTreeMap<NodeId, Peer>,
-    /// Recently dead or departed peers, until the instant they may be learned again.
+    /// Recently dead or departed peers, not probed on hearsay until then (they answer
+    /// nothing, and gossip about them circulates for a while).
     dead: BTreeMap<NodeId, Instant>,
     /// Ids heard of second-hand and pinged, until when their answer is awaited.
     probing: BTreeMap<NodeId, Instant>,
+    /// Peers forgotten for silence, oldest first, probed now and then (bounded).
+    graveyard: VecDeque<NodeId>,
+    /// The contact of the last join, retried while the node knows nobody.
+    contact: Option<NodeId>,
     leaf_version: u64,
     outbox: VecDeque<(NodeId, OverlayMsg)>,
     events: VecDeque<OverlayEvent>,
@@ -165,6 +181,8 @@ impl Overlay {
             peers: BTreeMap::new(),
             dead: BTreeMap::new(),
             probing: BTreeMap::new(),
+            graveyard: VecDeque::new(),
+            contact: None,
             leaf_version: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -210,6 +228,7 @@ impl Overlay {
 
     /// Joins the ring through `contact`, any node already on it.
     pub fn join(&mut self, _now: Instant, contact: NodeId) {
+        self.contact = Some(contact);
         self.send(contact, OverlayMsg::Join { joiner: self.own });
     }
 
@@ -224,16 +243,25 @@ impl Overlay {
 
     /// A message from `from`.
     pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: OverlayMsg) {
-        if self.left || self.dead.contains_key(&from) && !matches!(msg, OverlayMsg::Join { .. }) {
+        if self.left {
             return;
         }
         if let Some(p) = self.peers.get_mut(&from) {
             p.last_heard = now;
         }
-        // Any message but a farewell is first-hand proof that its sender is alive.
+        // Any message but a farewell is first-hand proof that its sender is alive, even one
+        // declared dead a moment ago (it restarted, or its link or partition healed).
         if !matches!(msg, OverlayMsg::Leave) {
             self.probing.remove(&from);
+            self.dead.remove(&from);
+            let revived = !self.peers.contains_key(&from) && self.graveyard.contains(&from);
             self.learn(now, from);
+            if revived && self.cfg.repair {
+                // A peer given up for dead answers: the rings may have been apart. Look
+                // ourselves up through it now rather than at the next scheduled lookup.
+                self.graveyard.retain(|&g| g != from);
+                self.send(from, OverlayMsg::Join { joiner: self.own });
+            }
         }
         match msg {
             OverlayMsg::Join { joiner } => self.on_join(now, joiner),
@@ -262,7 +290,7 @@ impl Overlay {
                     self.hear_of(now, id);
                 }
             }
-            OverlayMsg::Leave => self.forget(now, from),
+            OverlayMsg::Leave => self.forget(now, from, false),
         }
     }
 
@@ -293,7 +321,7 @@ impl Overlay {
                 .map(|(&id, _)| id)
                 .collect();
             for id in silent {
-                self.forget(now, id);
+                self.forget(now, id, true);
             }
             let table_turn = self.ticks % every == 0;
             let peers: Vec<NodeId> = self
@@ -305,7 +333,16 @@ impl Overlay {
             for p in peers {
                 self.send(p, OverlayMsg::Ping);
             }
+            if self.peers.is_empty() {
+                if let Some(contact) = self.contact {
+                    self.send(contact, OverlayMsg::Join { joiner: self.own });
+                    self.events.push_back(OverlayEvent::Alone);
+                }
+            }
             let lookup = u64::from(self.cfg.self_lookup_every.max(1));
+            if self.ticks % lookup == lookup / 2 {
+                self.probe_graveyard(now);
+            }
             if self.cfg.repair && self.ticks % lookup == 0 && !self.peers.is_empty() {
                 // Rotate through the peers so that lookups start from all over the ring.
                 let i = (self.ticks / lookup) as usize % self.peers.len();
@@ -379,7 +416,7 @@ impl Overlay {
     /// Offers a node that has just spoken to us to the leaf set and the table; tracks it if
     /// either keeps it.
     fn learn(&mut self, now: Instant, id: NodeId) {
-        if id == self.own || self.dead.contains_key(&id) {
+        if id == self.own {
             return;
         }
         let leaf = self.leaves.insert(id);
@@ -396,13 +433,41 @@ impl Overlay {
         }
     }
 
-    /// Drops a dead or departed peer and repairs.
-    fn forget(&mut self, now: Instant, id: NodeId) {
+    /// Pings the oldest forgotten peer whose tombstone has expired; it goes to the back of
+    /// the graveyard, so every entry gets its turn.
+    fn probe_graveyard(&mut self, now: Instant) {
+        for _ in 0..self.graveyard.len() {
+            let Some(id) = self.graveyard.pop_front() else {
+                return;
+            };
+            if self.peers.contains_key(&id) {
+                continue; // already back
+            }
+            self.graveyard.push_back(id);
+            if !self.dead.contains_key(&id) {
+                let patience = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
+                self.probing.insert(id, now + patience);
+                self.send(id, OverlayMsg::Ping);
+                return;
+            }
+        }
+    }
+
+    /// Drops a dead (`silent`) or departed peer and repairs.
+    fn forget(&mut self, now: Instant, id: NodeId, silent: bool) {
         let was_leaf = self.leaves.remove(id);
         let was_entry = self.table.remove(id);
-        self.peers.remove(&id);
+        let known = self.peers.remove(&id).is_some();
         let detection = self.cfg.heartbeat_period * (self.cfg.heartbeat_misses + 2);
         self.dead.insert(id, now + detection * 2);
+        // Only the silent go to the graveyard: a node that said goodbye is not coming back.
+        if silent && known {
+            self.graveyard.retain(|&g| g != id);
+            self.graveyard.push_back(id);
+            if self.graveyard.len() > GRAVEYARD {
+                self.graveyard.pop_front();
+            }
+        }
         if !(was_leaf || was_entry) {
             return;
         }
