@@ -66,6 +66,35 @@ fn check_round_trip<P: PartialEq + std::fmt::Debug>(
     }
 }
 
+/// Arbitrary bytes as plain overlay frames: no panic, consumed lengths add up (a bad
+/// message inside a well-formed frame consumes that frame; the link then closes), and every
+/// decoded message encodes back to the same bytes.
+pub fn overlay_decode(data: &[u8]) {
+    use crate::overlay::wire::{decode, encode};
+    let mut buf = BytesMut::from(data);
+    let mut consumed = 0;
+    loop {
+        let before = buf.len();
+        match decode(&mut buf) {
+            Ok(Some((from, msg))) => {
+                let used = before - buf.len();
+                consumed += used;
+                let mut again = BytesMut::new();
+                encode(from, &msg, &mut again);
+                assert_eq!(again.len(), used, "re-encoding changed the size");
+                assert_eq!(again.len(), crate::overlay::wire::size(&msg));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                assert!(buf.len() <= before);
+                consumed += before - buf.len();
+                break;
+            }
+        }
+    }
+    assert_eq!(consumed + buf.len(), data.len());
+}
+
 #[cfg(any(test, fuzzing))]
 pub use links::{link_handshake, link_records};
 
@@ -179,6 +208,11 @@ mod tests {
     #[test]
     fn link_handshake_corpus() {
         assert!(replay("link_handshake", super::link_handshake) >= 5);
+    }
+
+    #[test]
+    fn overlay_decode_corpus() {
+        assert!(replay("overlay_decode", super::overlay_decode) >= 5);
     }
 
     #[test]

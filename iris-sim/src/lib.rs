@@ -11,8 +11,9 @@
 
 mod oracle;
 
+use bytes::BytesMut;
 use iris_proto::Instant;
-use iris_proto::overlay::{NodeId, Overlay, OverlayConfig, OverlayEvent, OverlayMsg};
+use iris_proto::overlay::{NodeId, Overlay, OverlayConfig, OverlayEvent, wire};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::cmp::Reverse;
@@ -144,12 +145,11 @@ impl Summary {
 enum Event {
     /// A node takes `slot` and joins (a new id, or an old one restarting).
     Join { slot: usize },
-    /// A message arrives (if its addressee is still the node in `slot`).
+    /// A framed message arrives (if its addressee is still the node in `slot`).
     Deliver {
         slot: usize,
         to: NodeId,
-        from: NodeId,
-        msg: OverlayMsg,
+        frame: BytesMut,
     },
     /// A node's deadline.
     Timer { slot: usize, id: NodeId },
@@ -438,14 +438,19 @@ impl Sim {
             Event::Deliver {
                 slot,
                 to,
-                from,
-                msg,
+                mut frame,
             } => {
                 self.trace(2, slot);
                 let Some(node) = self.slots[slot].as_mut().filter(|n| n.overlay.id() == to) else {
                     return; // the addressee is gone: the message is lost
                 };
-                node.overlay.handle_message(now, from, msg);
+                // Every message crosses the wire format, as it will between real nodes.
+                match wire::decode(&mut frame) {
+                    Ok(Some((from, msg))) if frame.is_empty() => {
+                        node.overlay.handle_message(now, from, msg)
+                    }
+                    other => self.violations.push(Violation::Wire(format!("{other:?}"))),
+                }
                 self.after(slot);
             }
             Event::Timer { slot, id } => {
@@ -613,7 +618,9 @@ impl Sim {
             }
         }
         for (to, msg) in out {
-            let size = msg.wire_size();
+            let mut frame = BytesMut::with_capacity(msg.wire_size());
+            wire::encode(from, &msg, &mut frame);
+            let size = frame.len();
             self.bytes_sent += size as u64;
             let Some(&to_slot) = self.by_id.get(&to) else {
                 continue; // no such live node: lost on the way
@@ -627,8 +634,7 @@ impl Sim {
                 Event::Deliver {
                     slot: to_slot,
                     to,
-                    from,
-                    msg,
+                    frame,
                 },
             );
         }

@@ -48,6 +48,8 @@ pub enum Violation {
     },
     /// Not every node converged within the quiet phase.
     NotConverged,
+    /// A message did not survive the wire format.
+    Wire(String),
 }
 
 /// Cheap checks, after every event.

@@ -19,6 +19,8 @@ pub enum FrameKind {
     Auth = 2,
     /// An AEAD-sealed record of grouped messages.
     Record = 3,
+    /// A plain (unsealed) overlay message, for links without security (simulation, tests).
+    Plain = 4,
 }
 
 /// Why bytes are not a frame.
@@ -75,6 +77,7 @@ pub fn decode_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>,
         1 => FrameKind::Hello,
         2 => FrameKind::Auth,
         3 => FrameKind::Record,
+        4 => FrameKind::Plain,
         k => return Err(FrameError::Kind(k)),
     };
     let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;

@@ -482,8 +482,11 @@ impl Link {
             (State::Handshaking(_), FrameKind::Record) => {
                 self.fail(HandshakeError::Malformed("record before the handshake finished").into())
             }
+            (State::Handshaking(_), FrameKind::Plain) => {
+                self.fail(HandshakeError::Malformed("plain frame on a secure link").into())
+            }
             (State::Open { .. }, _) => {
-                self.fail(LinkError::Malformed("handshake frame on an open link"))
+                self.fail(LinkError::Malformed("unexpected frame on an open link"))
             }
             (State::Closed, _) => {}
         }

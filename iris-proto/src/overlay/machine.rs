@@ -102,19 +102,9 @@ pub enum OverlayMsg {
 }
 
 impl OverlayMsg {
-    /// Bytes on the wire in the plain framing (header, tag, ids), for traffic accounting.
+    /// Bytes on the wire in the plain framing, header included.
     pub fn wire_size(&self) -> usize {
-        let ids = match self {
-            OverlayMsg::Join { .. } => 1,
-            OverlayMsg::JoinState { rows, leaves } => {
-                rows.len() + leaves.as_ref().map_or(0, Vec::len)
-            }
-            OverlayMsg::Pong { leaves } => leaves.as_ref().map_or(0, Vec::len),
-            OverlayMsg::LeafReply { leaves } => leaves.len(),
-            OverlayMsg::Ping | OverlayMsg::LeafRequest | OverlayMsg::Leave => 0,
-        };
-        // Frame header (6), sender id (16), message tag (1), then ids.
-        6 + 16 + 1 + 16 * ids
+        super::wire::size(self)
     }
 }
 

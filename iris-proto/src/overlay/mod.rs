@@ -9,6 +9,7 @@ pub mod leaf_set;
 pub mod machine;
 pub mod route;
 pub mod routing_table;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
