@@ -279,7 +279,12 @@ pub fn run(cfg: &SimConfig) -> Summary {
     }
     // The oracle draws its keys from a generator of its own, derived from the seed.
     let mut keys = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6f72_6163_6c65);
-    let (hops, mut violations) = oracle::check_final(&sim.live(), cfg.keys_per_node, &mut keys);
+    let (hops, mut violations) = oracle::check_final(
+        &sim.live(),
+        cfg.overlay.leaf_set_size / 2,
+        cfg.keys_per_node,
+        &mut keys,
+    );
     sim.violations.append(&mut violations);
     let mut sorted = hops.clone();
     sorted.sort_unstable();

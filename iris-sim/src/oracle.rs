@@ -64,6 +64,7 @@ pub(crate) fn check_cheap<'a>(nodes: impl Iterator<Item = &'a Overlay>, out: &mu
 /// Full checks at quiescence; returns the hop counts of the routes taken.
 pub(crate) fn check_final(
     live: &[&Overlay],
+    half: usize,
     keys_per_node: usize,
     rng: &mut ChaCha8Rng,
 ) -> (Vec<u32>, Vec<Violation>) {
@@ -72,8 +73,8 @@ pub(crate) fn check_final(
     let by_id: BTreeMap<NodeId, &Overlay> = live.iter().map(|n| (n.id(), *n)).collect();
     let sorted: Vec<NodeId> = ids.iter().copied().collect();
     for n in live {
-        let half = n.leaves().left().len().max(n.leaves().right().len()).max(1);
-        let want = true_leaves(n.id(), &sorted, configured_half(n).max(half));
+        // Judged against the configured size, not the node's own view of it.
+        let want = true_leaves(n.id(), &sorted, half);
         let have: BTreeSet<NodeId> = n.leaves().members().collect();
         let missing = want.difference(&have).count();
         let extra = have.difference(&want).count();
@@ -108,11 +109,6 @@ pub(crate) fn check_final(
         }
     }
     (hops, out)
-}
-
-fn configured_half(n: &Overlay) -> usize {
-    // A full side tells the configured half; a partial one means few nodes exist.
-    n.leaves().left().len().max(n.leaves().right().len())
 }
 
 /// The `half` nearest live ids on each side of `own`.

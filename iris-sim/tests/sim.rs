@@ -157,3 +157,22 @@ fn delay_spikes_shorter_than_the_detector_kill_nobody_and_longer_ones_do() {
     let s = run(&spiky(20));
     assert!(s.false_deaths > 0, "{}", s.to_json());
 }
+
+#[test]
+fn a_hundred_nodes_joining_at_once_converge() {
+    let cfg = SimConfig {
+        nodes: 100,
+        minutes: 0.5,
+        churn: 0.05,
+        join_spread: std::time::Duration::ZERO,
+        seed: 12,
+        ..SimConfig::default()
+    };
+    let s = run(&cfg);
+    assert!(
+        s.violations.is_empty(),
+        "{:?}",
+        &s.violations[..s.violations.len().min(5)]
+    );
+    assert!(s.nodes >= 95);
+}
