@@ -524,16 +524,14 @@ impl Node {
 
     /// Encodes `packet` into the connection's outgoing bytes.
     fn send(&mut self, conn: ConnId, packet: &NodePacket) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        if s.out.is_empty() {
-            self.dirty.push_back(conn);
-        }
-        packet.encode(&mut s.out);
-        if s.out.len() + s.backlog > self.cfg.max_client_backlog {
-            self.doom(conn);
-        }
+        write_to(
+            &mut self.sessions,
+            &mut self.dirty,
+            &mut self.doomed,
+            self.cfg.max_client_backlog,
+            conn,
+            |out| packet.encode(out),
+        );
     }
 
     /// Marks clients whose unwritten bytes passed the watermark (checked once per input, so
@@ -556,12 +554,6 @@ impl Node {
     fn uncongest(&mut self, conn: ConnId) {
         if let Some(deadline) = self.congested.remove(&conn) {
             self.timers.remove(&(deadline, Timer::SlowConsumer(conn)));
-        }
-    }
-
-    fn doom(&mut self, conn: ConnId) {
-        if !self.doomed.contains(&conn) {
-            self.doomed.push(conn);
         }
     }
 
@@ -615,16 +607,31 @@ fn fan_out(
     conns: &[ConnId],
     packet: &[u8],
 ) {
-    for conn in conns {
-        let Some(s) = sessions.get_mut(conn) else {
-            continue;
-        };
-        if s.out.is_empty() {
-            dirty.push_back(*conn);
-        }
-        s.out.extend_from_slice(packet);
-        if s.out.len() + s.backlog > max_backlog && !doomed.contains(conn) {
-            doomed.push(*conn);
-        }
+    for &conn in conns {
+        write_to(sessions, dirty, doomed, max_backlog, conn, |out| {
+            out.extend_from_slice(packet)
+        });
+    }
+}
+
+/// The one way bytes reach a connection: appended to its outgoing buffer, the connection
+/// marked for transmission, and doomed if its unwritten bytes pass the hard cap.
+fn write_to(
+    sessions: &mut BTreeMap<ConnId, Session>,
+    dirty: &mut VecDeque<ConnId>,
+    doomed: &mut Vec<ConnId>,
+    max_backlog: usize,
+    conn: ConnId,
+    write: impl FnOnce(&mut BytesMut),
+) {
+    let Some(s) = sessions.get_mut(&conn) else {
+        return;
+    };
+    if s.out.is_empty() {
+        dirty.push_back(conn);
+    }
+    write(&mut s.out);
+    if s.out.len() + s.backlog > max_backlog && !doomed.contains(&conn) {
+        doomed.push(conn);
     }
 }

@@ -2,10 +2,11 @@
 //! forced-continuation rule, and close acknowledgement.
 
 use super::session::Session;
-use super::{ConnId, Node, Timer, fan_out};
+use super::{ConnId, Node, Timer, write_to};
+use crate::relay::codec::{encode_tun_allow, encode_tun_transfer};
 use crate::relay::{Name, NodePacket};
 use crate::time::Instant;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -360,7 +361,7 @@ impl Node {
         };
         let (src_conn, src_tun) = (src.conn, src.tun_id);
         let end = &mut t.ends[dest];
-        let mut packet = BytesMut::new();
+        let cap = cfg.max_client_backlog;
         let mut forwarded = 0u64;
         while let Some(front) = end.queue.front() {
             let len = front.payload.len() as u64;
@@ -382,38 +383,16 @@ impl Node {
                 end.remaining.saturating_sub(len)
             };
             forwarded += len;
-            packet.clear();
-            NodePacket::TunTransfer {
-                tun_id: dest_tun,
-                size_or_cont: chunk.size_or_cont,
-                payload: chunk.payload,
-            }
-            .encode(&mut packet);
-            fan_out(
-                sessions,
-                dirty,
-                doomed,
-                cfg.max_client_backlog,
-                &[end.conn],
-                &packet,
-            );
+            // Straight into the receiver's buffer: one copy of the chunk, no scratch buffer.
+            write_to(sessions, dirty, doomed, cap, end.conn, |out| {
+                encode_tun_transfer(out, dest_tun, chunk.size_or_cont, &chunk.payload)
+            });
         }
         if forwarded > 0 && !force {
             if let Some(src_tun) = src_tun {
-                packet.clear();
-                NodePacket::TunAllow {
-                    tun_id: src_tun,
-                    space: forwarded,
-                }
-                .encode(&mut packet);
-                fan_out(
-                    sessions,
-                    dirty,
-                    doomed,
-                    cfg.max_client_backlog,
-                    &[src_conn],
-                    &packet,
-                );
+                write_to(sessions, dirty, doomed, cap, src_conn, |out| {
+                    encode_tun_allow(out, src_tun, forwarded)
+                });
             }
         }
     }

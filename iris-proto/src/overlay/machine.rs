@@ -481,13 +481,12 @@ impl Overlay {
             return None;
         }
         let version = self.leaf_version;
-        let members: Vec<NodeId> = self.leaves.members().collect();
         let p = self.peers.get_mut(&to)?;
         if p.told == version {
             return None;
         }
         p.told = version;
-        Some(members)
+        Some(self.leaves.members().collect())
     }
 
     fn changed(&mut self, now: Instant) {

@@ -334,7 +334,7 @@ impl ClientPacket {
                 put_binary(out, version);
                 put_binary(out, cluster.as_bytes());
             }
-            ClientPacket::Close => out.put_u8(op::CLOSE),
+            ClientPacket::Close => encode_close_request(out),
             ClientPacket::Broadcast { cluster, message } => {
                 encode_broadcast(out, cluster.as_str(), message)
             }
@@ -358,14 +358,8 @@ impl ClientPacket {
                     }
                 }
             }
-            ClientPacket::Subscribe { topic } => {
-                out.put_u8(op::SUBSCRIBE);
-                put_binary(out, topic.as_bytes());
-            }
-            ClientPacket::Unsubscribe { topic } => {
-                out.put_u8(op::UNSUBSCRIBE);
-                put_binary(out, topic.as_bytes());
-            }
+            ClientPacket::Subscribe { topic } => encode_subscribe(out, topic.as_str()),
+            ClientPacket::Unsubscribe { topic } => encode_unsubscribe(out, topic.as_str()),
             ClientPacket::Publish { topic, event } => {
                 encode_publish_client(out, topic.as_str(), event)
             }
@@ -373,16 +367,9 @@ impl ClientPacket {
                 tun_id,
                 cluster,
                 timeout_ms,
-            } => {
-                out.put_u8(op::TUN_INIT);
-                put_varint(out, *tun_id);
-                put_binary(out, cluster.as_bytes());
-                put_varint(out, *timeout_ms);
-            }
+            } => encode_tun_init(out, *tun_id, cluster.as_str(), *timeout_ms),
             ClientPacket::TunConfirm { build_id, tun_id } => {
-                out.put_u8(op::TUN_CONFIRM);
-                put_varint(out, *build_id);
-                put_varint(out, *tun_id);
+                encode_tun_confirm(out, *build_id, *tun_id)
             }
             ClientPacket::TunAllow { tun_id, space } => encode_tun_allow(out, *tun_id, *space),
             ClientPacket::TunTransfer {
@@ -390,10 +377,7 @@ impl ClientPacket {
                 size_or_cont,
                 payload,
             } => encode_tun_transfer(out, *tun_id, *size_or_cont, payload),
-            ClientPacket::TunClose { tun_id } => {
-                out.put_u8(op::TUN_CLOSE);
-                put_varint(out, *tun_id);
-            }
+            ClientPacket::TunClose { tun_id } => encode_tun_close_request(out, *tun_id),
         }
     }
 }
@@ -508,6 +492,44 @@ pub fn encode_publish_client(out: &mut BytesMut, topic: &str, event: &[u8]) {
     out.put_u8(op::PUBLISH);
     put_binary(out, topic.as_bytes());
     put_binary(out, event);
+}
+
+/// Encodes a client CLOSE.
+pub fn encode_close_request(out: &mut BytesMut) {
+    out.put_u8(op::CLOSE);
+}
+
+/// Encodes a client SUBSCRIBE.
+pub fn encode_subscribe(out: &mut BytesMut, topic: &str) {
+    out.put_u8(op::SUBSCRIBE);
+    put_binary(out, topic.as_bytes());
+}
+
+/// Encodes a client UNSUBSCRIBE.
+pub fn encode_unsubscribe(out: &mut BytesMut, topic: &str) {
+    out.put_u8(op::UNSUBSCRIBE);
+    put_binary(out, topic.as_bytes());
+}
+
+/// Encodes a client TUN_INIT.
+pub fn encode_tun_init(out: &mut BytesMut, tun_id: u64, cluster: &str, timeout_ms: u64) {
+    out.put_u8(op::TUN_INIT);
+    put_varint(out, tun_id);
+    put_binary(out, cluster.as_bytes());
+    put_varint(out, timeout_ms);
+}
+
+/// Encodes a client TUN_CONFIRM.
+pub fn encode_tun_confirm(out: &mut BytesMut, build_id: u64, tun_id: u64) {
+    out.put_u8(op::TUN_CONFIRM);
+    put_varint(out, build_id);
+    put_varint(out, tun_id);
+}
+
+/// Encodes a client TUN_CLOSE (no reason in this direction).
+pub fn encode_tun_close_request(out: &mut BytesMut, tun_id: u64) {
+    out.put_u8(op::TUN_CLOSE);
+    put_varint(out, tun_id);
 }
 
 /// Encodes TUN_ALLOW (same layout in both directions).

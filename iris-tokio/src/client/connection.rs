@@ -8,8 +8,7 @@ use super::{Error, Result};
 use bytes::{Bytes, BytesMut};
 use iris_proto::relay::client::{ClientSession, SessionEvent};
 use iris_proto::relay::codec::{
-    self, encode_broadcast, encode_publish_client, encode_request, encode_tun_allow, put_binary,
-    put_varint,
+    self, encode_broadcast, encode_publish_client, encode_request, encode_tun_allow,
 };
 use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};
 use std::collections::HashMap;
@@ -224,10 +223,7 @@ impl Connection {
             async move { h.handle_event(e).await }
         });
         self.inner.wait_for_space().await?;
-        self.inner.push(|out| {
-            out.extend_from_slice(&[codec::op::SUBSCRIBE]);
-            put_binary(out, topic.as_bytes());
-        })
+        self.inner.push(|out| codec::encode_subscribe(out, topic))
     }
 
     /// Stops the subscription to `topic`.
@@ -237,10 +233,7 @@ impl Connection {
         };
         pool.close();
         self.inner.wait_for_space().await?;
-        self.inner.push(|out| {
-            out.extend_from_slice(&[codec::op::UNSUBSCRIBE]);
-            put_binary(out, topic.as_bytes());
-        })
+        self.inner.push(|out| codec::encode_unsubscribe(out, topic))
     }
 
     /// Opens a tunnel to one member of `cluster`, waiting at most `timeout` for it.
@@ -253,12 +246,9 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.tunnels).insert(id, shared.clone());
         lock(&self.inner.builds).insert(id, tx);
-        let sent = self.inner.push(|out| {
-            out.extend_from_slice(&[codec::op::TUN_INIT]);
-            put_varint(out, id);
-            put_binary(out, cluster.as_bytes());
-            put_varint(out, ms);
-        });
+        let sent = self
+            .inner
+            .push(|out| codec::encode_tun_init(out, id, cluster, ms));
         if let Err(e) = sent {
             lock(&self.inner.tunnels).remove(&id);
             lock(&self.inner.builds).remove(&id);
@@ -290,8 +280,7 @@ impl Connection {
             return Ok(());
         }
         self.inner.closing.store(true, Ordering::SeqCst);
-        self.inner
-            .push(|out| out.extend_from_slice(&[codec::op::CLOSE]))?;
+        self.inner.push(codec::encode_close_request)?;
         let _ = tokio::time::timeout(CLOSE_WAIT, ended).await;
         Ok(())
     }
@@ -567,10 +556,7 @@ fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> Option<Error> {
             if !delivered && chunk_limit.is_some() {
                 // The builder gave up waiting: close what it will never use.
                 lock(&inner.tunnels).remove(&tun_id);
-                let _ = inner.push(|out| {
-                    out.extend_from_slice(&[codec::op::TUN_CLOSE]);
-                    put_varint(out, tun_id);
-                });
+                let _ = inner.push(|out| codec::encode_tun_close_request(out, tun_id));
             }
         }
         NodePacket::TunAllow { tun_id, space } => {
@@ -623,10 +609,9 @@ impl Drop for Tunnel {
         if open {
             lock(&self.conn.tunnels).remove(&self.shared.id);
             let id = self.shared.id;
-            let _ = self.conn.push(|out| {
-                out.extend_from_slice(&[codec::op::TUN_CLOSE]);
-                put_varint(out, id);
-            });
+            let _ = self
+                .conn
+                .push(|out| codec::encode_tun_close_request(out, id));
         }
     }
 }

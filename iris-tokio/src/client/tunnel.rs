@@ -4,7 +4,9 @@ use super::connection::Inner;
 use super::{Error, Result};
 use bytes::{Bytes, BytesMut};
 use iris_proto::relay::client::{Reassembly, chunks};
-use iris_proto::relay::codec::{Limits, encode_tun_allow, encode_tun_transfer, put_varint};
+use iris_proto::relay::codec::{
+    Limits, encode_tun_allow, encode_tun_close_request, encode_tun_confirm, encode_tun_transfer,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -172,10 +174,8 @@ impl Tunnel {
         if self.shared.lock().closed.is_some() {
             return Ok(());
         }
-        self.conn.push(|out| {
-            out.extend_from_slice(&[iris_proto::relay::codec::op::TUN_CLOSE]);
-            put_varint(out, self.shared.id);
-        })?;
+        self.conn
+            .push(|out| encode_tun_close_request(out, self.shared.id))?;
         loop {
             if self.shared.lock().closed.is_some() {
                 return Ok(());
@@ -194,8 +194,6 @@ impl Tunnel {
 
 /// Builds the packets that accept an inbound tunnel: TUN_CONFIRM then our window.
 pub(crate) fn encode_accept(out: &mut BytesMut, build_id: u64, tun_id: u64) {
-    out.extend_from_slice(&[iris_proto::relay::codec::op::TUN_CONFIRM]);
-    put_varint(out, build_id);
-    put_varint(out, tun_id);
+    encode_tun_confirm(out, build_id, tun_id);
     encode_tun_allow(out, tun_id, TUNNEL_WINDOW);
 }
