@@ -36,10 +36,12 @@
 
 pub mod fuzzing;
 pub mod link;
+pub mod mesh;
 pub mod node;
 pub mod overlay;
 pub mod relay;
 pub mod time;
 
+pub use mesh::{DialId, LinkId, MeshConfig, MeshEvent, Security};
 pub use node::{CloseReason, Config, ConfigError, ConnId, Event, Input, Node, Output, Stats};
 pub use time::Instant;

@@ -1,23 +1,33 @@
-//! Many Iris overlay nodes in one thread, in virtual time.
+//! Many Iris nodes in one thread, in virtual time.
 //!
-//! One event queue ordered by (time, sequence number); nodes are called directly; every
-//! random choice (ids, latencies, churn, faults) comes from the seed, so a seed replays a run
-//! exactly and its trace hash proves it. The network model gives each link a base latency
-//! drawn once, jitter, FIFO order, an optional bandwidth, breaks that heal, a partition that
-//! heals and delay spikes. An oracle outside the nodes checks cheap invariants after every
+//! Each simulated machine runs a real [`iris_proto::Node`] with its mesh: the simulator is
+//! its driver. It answers the node's dials with connections, carries the bytes of every link
+//! (handshake, records, overlay messages) and reports closes, exactly as the tokio driver
+//! does with sockets. One event queue ordered by (time, sequence number); nodes are called
+//! directly; every random choice (ids, latencies, churn, faults) comes from the seed, so a
+//! seed replays a run exactly and its trace hash proves it. The network model gives each
+//! pair of machines a base latency drawn once, jitter, FIFO byte streams, an optional
+//! bandwidth per connection, link breaks and a partition that heal (connections across
+//! them are cut and dials time out meanwhile) and delay spikes. Links are plain (no
+//! cryptography) unless [`SimConfig::security`] says otherwise: the real handshake costs
+//! two RSA signatures per link, too many for thousands of nodes on one core. An oracle outside the nodes checks cheap invariants after every
 //! event and, once the network has been quiet, that every leaf set is the true nearest live
 //! nodes and that keys routed from every node reach the numerically closest live node
 //! without loops.
 
 mod oracle;
 
-use bytes::BytesMut;
-use iris_proto::Instant;
-use iris_proto::overlay::{NodeId, Overlay, OverlayConfig, OverlayEvent, wire};
+use bytes::Bytes;
+use iris_proto::overlay::{NodeId, Overlay, OverlayConfig};
+use iris_proto::{
+    Config, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig, MeshEvent, Node,
+    Output, Security,
+};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 pub use oracle::Violation;
@@ -55,6 +65,8 @@ pub struct SimConfig {
     pub spike_rate: f64,
     /// How long a spike delays.
     pub spike_delay: Duration,
+    /// How links authenticate: plain by default (see the crate docs).
+    pub security: Security,
 }
 
 /// A partition: from `start` after the joins, for `length`, a `fraction` of the nodes cannot
@@ -86,6 +98,7 @@ impl Default for SimConfig {
             link_breaks: 0.0,
             spike_rate: 0.0,
             spike_delay: Duration::from_secs(5),
+            security: Security::Plain,
         }
     }
 }
@@ -109,7 +122,8 @@ pub struct Summary {
     pub p99_hops: u32,
     /// Virtual seconds from the last fault until every live node was converged.
     pub convergence_secs: f64,
-    /// Overlay bytes sent per node per virtual second, churn phase included.
+    /// Bytes written to links (handshakes, framing and overlay messages) per node per
+    /// virtual second, churn phase included.
     pub maintenance_bytes_per_node_per_sec: f64,
     /// Live, reachable peers declared dead after they had been up longer than the failure
     /// detector needs (a slow link must not kill a node).
@@ -141,18 +155,36 @@ impl Summary {
     }
 }
 
+/// A map for lookups; iterated only after sorting, so runs stay deterministic.
+type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A dial fails after this long when the network drops its packets (a partition, a break).
+const CONNECT_TIMEOUT: u64 = 5_000_000_000;
+
 #[derive(Debug)]
 enum Event {
     /// A node takes `slot` and joins (a new id, or an old one restarting).
     Join { slot: usize },
-    /// A framed message arrives (if its addressee is still the node in `slot`).
-    Deliver {
-        slot: usize,
-        to: NodeId,
-        frame: BytesMut,
-    },
     /// A node's deadline.
-    Timer { slot: usize, id: NodeId },
+    Timer { slot: usize, inc: u64 },
+    /// A connection attempt reaches the machine in slot `to`.
+    Syn {
+        from: usize,
+        inc: u64,
+        dial: DialId,
+        to: usize,
+    },
+    /// The dialer learns the outcome: a connection, or a failure.
+    Dialed {
+        slot: usize,
+        inc: u64,
+        dial: DialId,
+        conn: Option<u64>,
+    },
+    /// Bytes arrive at one end of a connection.
+    Deliver { conn: u64, side: usize, data: Bytes },
+    /// One end learns that the connection is gone.
+    Fin { conn: u64, side: usize },
     /// Churn: a random live node crashes or leaves, and another will take its slot.
     Churn,
     /// The partition starts or heals.
@@ -185,8 +217,32 @@ impl Ord for Queued {
 }
 
 struct SimNode {
-    overlay: Overlay,
+    node: Node,
+    /// Which incarnation of the slot this is: events for an earlier one are dropped.
+    inc: u64,
     timer_at: Option<u64>,
+}
+
+impl SimNode {
+    fn overlay(&self) -> &Overlay {
+        self.node
+            .mesh()
+            .expect("simulated nodes are networked")
+            .overlay()
+    }
+}
+
+/// A TCP connection between two machines. Side 0 dialed, side 1 accepted; side `s` knows
+/// it as `LinkId(2 * id + s)`.
+struct Conn {
+    /// Each end's slot and incarnation.
+    ends: [(usize, u64); 2],
+    /// Each end still holds it.
+    open: [bool; 2],
+    /// Per direction (by receiving side): when the sender may send again (bandwidth),
+    /// and the last arrival (FIFO).
+    free: [u64; 2],
+    last: [u64; 2],
 }
 
 /// A simulation in progress.
@@ -197,18 +253,20 @@ struct Sim {
     seq: u64,
     queue: BinaryHeap<Reverse<Queued>>,
     slots: Vec<Option<SimNode>>,
+    incarnations: Vec<u64>,
+    addrs: HashMap<SocketAddr, usize>,
     by_id: BTreeMap<NodeId, usize>,
+    conns: Map<u64, Conn>,
+    next_conn: u64,
     events: u64,
     bytes_sent: u64,
     hash: u64,
     violations: Vec<Violation>,
     churn_until: u64,
-    /// Per directed link: when it is free to send again, and its last delivery (FIFO).
-    links: HashMap<(NodeId, NodeId), (u64, u64)>,
-    /// Broken links (smaller id first) and when they heal.
-    broken: HashMap<(NodeId, NodeId), u64>,
-    /// During a partition: the ids on the minority side.
-    minority: Option<BTreeSet<NodeId>>,
+    /// Broken machine pairs (smaller slot first) and when they heal.
+    broken: HashMap<(usize, usize), u64>,
+    /// During a partition: the slots on the minority side.
+    minority: Option<BTreeSet<usize>>,
     /// When each live id (re)joined, to tell false deaths from real ones.
     born: BTreeMap<NodeId, u64>,
     false_deaths: u64,
@@ -277,6 +335,16 @@ pub fn run(cfg: &SimConfig) -> Summary {
     if converged_at.is_none() {
         sim.violations.push(Violation::NotConverged);
     }
+    // Peers never send what does not parse: any such message is a bug in the core.
+    for n in sim.slots.iter().flatten() {
+        let bad = n.node.mesh().map_or(0, |m| m.stats().bad_messages);
+        if bad > 0 {
+            sim.violations.push(Violation::Wire(format!(
+                "node {} received {bad} malformed peer messages",
+                n.overlay().id()
+            )));
+        }
+    }
     // The oracle draws its keys from a generator of its own, derived from the seed.
     let mut keys = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6f72_6163_6c65);
     let (hops, mut violations) = oracle::check_final(
@@ -310,6 +378,15 @@ pub fn run(cfg: &SimConfig) -> Summary {
     }
 }
 
+/// The address of the machine in `slot` (never dialed for real: the simulator routes it).
+fn addr_of(slot: usize) -> SocketAddr {
+    let n = slot as u32 + 1;
+    SocketAddr::from((
+        Ipv4Addr::new(127, (n >> 16) as u8, (n >> 8) as u8, n as u8),
+        7000,
+    ))
+}
+
 impl Sim {
     fn new(cfg: SimConfig) -> Sim {
         let o = &cfg.overlay;
@@ -317,18 +394,21 @@ impl Sim {
         Sim {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             slots: (0..cfg.nodes).map(|_| None).collect(),
+            incarnations: vec![0; cfg.nodes],
+            addrs: (0..cfg.nodes).map(|s| (addr_of(s), s)).collect(),
             detect: detect.as_nanos() as u64,
             cfg,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
             by_id: BTreeMap::new(),
+            conns: Map::default(),
+            next_conn: 0,
             events: 0,
             bytes_sent: 0,
             hash: 0xcbf2_9ce4_8422_2325,
             violations: Vec::new(),
             churn_until: 0,
-            links: HashMap::new(),
             broken: HashMap::new(),
             minority: None,
             born: BTreeMap::new(),
@@ -365,8 +445,8 @@ impl Sim {
         }
     }
 
-    /// True if messages between `a` and `b` cannot pass now.
-    fn cut(&self, a: NodeId, b: NodeId) -> bool {
+    /// True if packets between machines `a` and `b` are dropped now.
+    fn cut(&self, a: usize, b: usize) -> bool {
         let split = self
             .minority
             .as_ref()
@@ -378,30 +458,41 @@ impl Sim {
                 .is_some_and(|&until| until > self.now)
     }
 
-    /// When a message of `size` bytes sent now from `from` arrives at `to`.
-    fn arrival(&mut self, from: NodeId, to: NodeId, size: usize) -> u64 {
+    /// One-way latency between two machines now: a base drawn once per pair, plus jitter.
+    fn latency(&mut self, a: usize, b: usize) -> u64 {
         let (lo, hi) = (
             self.cfg.latency.0.as_nanos() as u64,
             self.cfg.latency.1.as_nanos() as u64,
         );
-        // Each link has its own base latency, drawn once from the seed; messages add jitter.
         let span = hi.saturating_sub(lo);
-        let base = lo + mix(self.cfg.seed, pair(from, to)) % (span + 1);
-        let jitter = self.rng.random_range(0..=span / 10);
+        let base = lo + mix(self.cfg.seed, pair(a, b)) % (span + 1);
+        base + self.rng.random_range(0..=span / 10)
+    }
+
+    /// When `size` bytes written now on `conn` arrive at `side`.
+    fn arrival(&mut self, conn: u64, side: usize, size: usize) -> u64 {
+        let Some(c) = self.conns.get(&conn) else {
+            return self.now;
+        };
+        let (a, b) = (c.ends[0].0, c.ends[1].0);
+        let (free, last) = (c.free[side], c.last[side]);
+        let lat = self.latency(a, b);
         let spike = if self.cfg.spike_rate > 0.0 && self.rng.random_bool(self.cfg.spike_rate) {
             self.cfg.spike_delay.as_nanos() as u64
         } else {
             0
         };
-        let (free, last) = self.links.get(&(from, to)).copied().unwrap_or((0, 0));
         let tx = self
             .cfg
             .bandwidth
             .map_or(0, |bw| size as u64 * 1_000_000_000 / bw.max(1));
         let depart = self.now.max(free) + tx;
-        // TCP keeps a link's messages in order: nothing overtakes a delayed one.
-        let at = (depart + base + jitter + spike).max(last);
-        self.links.insert((from, to), (depart, at));
+        // A byte stream: nothing overtakes a delayed segment.
+        let at = (depart + lat + spike).max(last);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.free[side] = depart;
+            c.last[side] = at;
+        }
         at
     }
 
@@ -420,59 +511,147 @@ impl Sim {
         self.now = self.now.max(until);
     }
 
+    /// The live node in `slot` if it is incarnation `inc`.
+    fn node(&mut self, slot: usize, inc: u64) -> Option<&mut SimNode> {
+        self.slots[slot].as_mut().filter(|n| n.inc == inc)
+    }
+
     fn step(&mut self, event: Event) {
         let now = Instant::from_nanos(self.now);
         match event {
             Event::Join { slot } => {
                 self.trace(1, slot);
-                let id = self.new_id();
-                let mut overlay = Overlay::new(id, self.cfg.overlay.clone(), now);
-                let live: Vec<NodeId> = self.by_id.keys().copied().collect();
-                if !live.is_empty() {
-                    let contact = live[self.rng.random_range(0..live.len())];
-                    overlay.join(now, contact);
-                }
-                self.slots[slot] = Some(SimNode {
-                    overlay,
-                    timer_at: None,
-                });
-                self.by_id.insert(id, slot);
-                self.born.insert(id, self.now);
-                self.after(slot);
+                self.spawn(slot);
             }
-            Event::Deliver {
-                slot,
-                to,
-                mut frame,
-            } => {
+            Event::Timer { slot, inc } => {
                 self.trace(2, slot);
-                let Some(node) = self.slots[slot].as_mut().filter(|n| n.overlay.id() == to) else {
-                    return; // the addressee is gone: the message is lost
-                };
-                // Every message crosses the wire format, as it will between real nodes.
-                match wire::decode(&mut frame) {
-                    Ok(Some((from, msg))) if frame.is_empty() => {
-                        node.overlay.handle_message(now, from, msg)
-                    }
-                    other => self.violations.push(Violation::Wire(format!("{other:?}"))),
-                }
-                self.after(slot);
-            }
-            Event::Timer { slot, id } => {
-                self.trace(3, slot);
                 let at = self.now;
-                let Some(node) = self.slots[slot].as_mut().filter(|n| n.overlay.id() == id) else {
+                let Some(n) = self.node(slot, inc) else {
                     return;
                 };
-                if node.timer_at != Some(at) {
+                if n.timer_at != Some(at) {
                     return; // superseded by an earlier deadline
                 }
-                node.timer_at = None;
-                node.overlay.handle_timeout(now);
+                n.timer_at = None;
+                n.node.handle(now, Input::Timeout);
                 self.after(slot);
             }
+            Event::Syn {
+                from,
+                inc,
+                dial,
+                to,
+            } => {
+                self.trace(3, to);
+                let back = self.now + self.latency(from, to);
+                let Some(to_inc) = self.slots[to].as_ref().map(|n| n.inc) else {
+                    // Nobody listens there: refused.
+                    self.push(
+                        back,
+                        Event::Dialed {
+                            slot: from,
+                            inc,
+                            dial,
+                            conn: None,
+                        },
+                    );
+                    return;
+                };
+                let id = self.next_conn;
+                self.next_conn += 1;
+                self.conns.insert(
+                    id,
+                    Conn {
+                        ends: [(from, inc), (to, to_inc)],
+                        open: [true, true],
+                        free: [0, 0],
+                        // The dialer hears of the connection before any of its bytes.
+                        last: [back, 0],
+                    },
+                );
+                self.push(
+                    back,
+                    Event::Dialed {
+                        slot: from,
+                        inc,
+                        dial,
+                        conn: Some(id),
+                    },
+                );
+                if let Some(n) = self.node(to, to_inc) {
+                    n.node.handle(
+                        now,
+                        Input::PeerConnected {
+                            link: LinkId(2 * id + 1),
+                            dial: None,
+                        },
+                    );
+                }
+                self.after(to);
+            }
+            Event::Dialed {
+                slot,
+                inc,
+                dial,
+                conn,
+            } => {
+                self.trace(4, slot);
+                let alive = self.node(slot, inc).is_some();
+                match conn {
+                    Some(id) if alive => {
+                        if let Some(n) = self.node(slot, inc) {
+                            n.node.handle(
+                                now,
+                                Input::PeerConnected {
+                                    link: LinkId(2 * id),
+                                    dial: Some(dial),
+                                },
+                            );
+                        }
+                    }
+                    Some(id) => self.close_end(id, 0),
+                    None => {
+                        if let Some(n) = self.node(slot, inc) {
+                            n.node.handle(now, Input::DialFailed(dial));
+                        }
+                    }
+                }
+                self.after(slot);
+            }
+            Event::Deliver { conn, side, data } => {
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
+                let (slot, inc) = c.ends[side];
+                let open = c.open[side];
+                self.trace(5, slot);
+                if !open {
+                    return;
+                }
+                if let Some(n) = self.node(slot, inc) {
+                    n.node
+                        .handle(now, Input::PeerData(LinkId(2 * conn + side as u64), &data));
+                    self.after(slot);
+                }
+            }
+            Event::Fin { conn, side } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let (slot, inc) = c.ends[side];
+                let was_open = std::mem::replace(&mut c.open[side], false);
+                if !c.open[0] && !c.open[1] {
+                    self.conns.remove(&conn);
+                }
+                self.trace(6, slot);
+                if was_open && let Some(n) = self.node(slot, inc) {
+                    n.node
+                        .handle(now, Input::PeerGone(LinkId(2 * conn + side as u64)));
+                    self.after(slot);
+                }
+            }
             Event::Churn => {
-                self.trace(4, 0);
+                self.trace(7, 0);
                 self.churn_one();
                 let next = self.now + self.churn_gap();
                 if next < self.churn_until {
@@ -480,25 +659,62 @@ impl Sim {
                 }
             }
             Event::Partition { on } => {
-                self.trace(5, usize::from(on));
+                self.trace(8, usize::from(on));
                 self.last_fault = self.now;
                 self.minority = on.then(|| {
                     let fraction = self.cfg.partition.map_or(0.5, |p| p.fraction);
-                    let ids: Vec<NodeId> = self.by_id.keys().copied().collect();
-                    ids.into_iter()
+                    let slots: Vec<usize> = self.by_id.values().copied().collect();
+                    slots
+                        .into_iter()
                         .filter(|_| self.rng.random_bool(fraction))
                         .collect()
                 });
+                self.cut_connections();
             }
             Event::LinkBreak => {
-                self.trace(6, 0);
+                self.trace(9, 0);
                 self.break_a_link();
+                self.cut_connections();
                 let next = self.now + self.gap(self.cfg.link_breaks / 60.0);
                 if next < self.churn_until {
                     self.push(next, Event::LinkBreak);
                 }
             }
         }
+    }
+
+    /// Starts a node in `slot`: a new id or (a restart) an old one, joining through a
+    /// random live node.
+    fn spawn(&mut self, slot: usize) {
+        let id = self.new_id();
+        self.incarnations[slot] += 1;
+        let inc = self.incarnations[slot];
+        let mut mesh = MeshConfig::new("sim", addr_of(slot));
+        mesh.id = Some(id);
+        mesh.overlay = self.cfg.overlay.clone();
+        let live: Vec<usize> = self.by_id.values().copied().collect();
+        if !live.is_empty() {
+            mesh.seeds = vec![addr_of(live[self.rng.random_range(0..live.len())])];
+        }
+        let mut seed = [0u8; 32];
+        rand::Rng::fill_bytes(&mut self.rng, &mut seed);
+        let now = Instant::from_nanos(self.now);
+        let node = Node::networked(
+            Config::default(),
+            mesh,
+            self.cfg.security.clone(),
+            seed,
+            now,
+        )
+        .expect("valid configuration");
+        self.slots[slot] = Some(SimNode {
+            node,
+            inc,
+            timer_at: None,
+        });
+        self.by_id.insert(id, slot);
+        self.born.insert(id, self.now);
+        self.after(slot);
     }
 
     /// A fresh id, or (a restart) the id of a node that left earlier.
@@ -526,20 +742,70 @@ impl Sim {
         }
         let slot = live[self.rng.random_range(0..live.len())];
         if self.rng.random_bool(0.5) {
-            if let Some(node) = self.slots[slot].as_mut() {
-                node.overlay.leave();
+            // Graceful: the node tells its peers and closes its links.
+            if let Some(n) = self.slots[slot].as_mut() {
+                n.node
+                    .handle(Instant::from_nanos(self.now), Input::Shutdown("leaving"));
             }
             self.after(slot);
         }
-        if let Some(node) = self.slots[slot].take() {
-            let id = node.overlay.id();
+        if let Some(n) = self.slots[slot].take() {
+            let id = n.overlay().id();
             self.by_id.remove(&id);
             self.born.remove(&id);
             self.departed.push(id);
         }
+        // The process is gone: the kernel closes whatever it still held.
+        let mut held: Vec<(u64, usize)> = self
+            .conns
+            .iter()
+            .flat_map(|(&id, c)| {
+                (0..2)
+                    .filter(move |&s| c.ends[s].0 == slot && c.open[s])
+                    .map(move |s| (id, s))
+            })
+            .collect();
+        held.sort_unstable();
+        for (id, side) in held {
+            self.close_end(id, side);
+        }
         self.last_fault = self.now;
         let delay = self.rng.random_range(1_000_000_000..10_000_000_000u64);
         self.push(self.now + delay, Event::Join { slot });
+    }
+
+    /// Closes one end of a connection: the other end hears of it after the data in flight.
+    fn close_end(&mut self, conn: u64, side: usize) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.open[side] = false;
+        let other = 1 - side;
+        if !c.open[other] {
+            self.conns.remove(&conn);
+            return;
+        }
+        let at = self.arrival(conn, other, 0);
+        self.push(at, Event::Fin { conn, side: other });
+    }
+
+    /// Connections across a cut die: both ends hear of it at once (a reset after the
+    /// network dropped their packets; real TCP would take longer to notice).
+    fn cut_connections(&mut self) {
+        let mut dead: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| self.cut(c.ends[0].0, c.ends[1].0))
+            .map(|(&id, _)| id)
+            .collect();
+        dead.sort_unstable();
+        for conn in dead {
+            for side in 0..2 {
+                if self.conns.get(&conn).is_some_and(|c| c.open[side]) {
+                    self.push(self.now, Event::Fin { conn, side });
+                }
+            }
+        }
     }
 
     /// Breaks the link between a random live node and one of its leaves for 10 to 60 s.
@@ -549,99 +815,126 @@ impl Sim {
             return;
         }
         let slot = live[self.rng.random_range(0..live.len())];
-        let Some(node) = self.slots[slot].as_ref() else {
+        let Some(n) = self.slots[slot].as_ref() else {
             return;
         };
-        let a = node.overlay.id();
-        let peers: Vec<NodeId> = node.overlay.leaves().members().collect();
+        let peers: Vec<NodeId> = n.overlay().leaves().members().collect();
         if peers.is_empty() {
             return;
         }
         let b = peers[self.rng.random_range(0..peers.len())];
+        let Some(&b) = self.by_id.get(&b) else {
+            return;
+        };
         let until = self.now + self.rng.random_range(10_000_000_000..60_000_000_000u64);
-        self.broken.insert(pair(a, b), until);
+        self.broken.insert(pair(slot, b), until);
         self.last_fault = self.last_fault.max(until);
     }
 
-    /// After a node was called: check it, ship its messages, note its verdicts, schedule
-    /// its deadline.
+    /// After a node was called: check it, carry out its outputs, note its verdicts,
+    /// schedule its deadline.
     fn after(&mut self, slot: usize) {
-        let Some(node) = self.slots[slot].as_mut() else {
+        let Some(n) = self.slots[slot].as_mut() else {
             return;
         };
         // Cheap invariants of the node just touched: the only one that can have changed.
-        oracle::check_cheap(std::iter::once(&node.overlay), &mut self.violations);
-        let from = node.overlay.id();
-        let mut out = Vec::new();
-        while let Some(m) = node.overlay.poll_send() {
-            out.push(m);
+        oracle::check_cheap(std::iter::once(n.overlay()), &mut self.violations);
+        let from = n.overlay().id();
+        let inc = n.inc;
+        let mut outs = Vec::new();
+        while let Some(o) = n.node.poll_output() {
+            outs.push(o);
         }
-        let mut downs = Vec::new();
-        let mut alone = false;
-        while let Some(e) = node.overlay.poll_event() {
-            match e {
-                OverlayEvent::PeerDown(id) => downs.push(id),
-                OverlayEvent::Alone => alone = true,
-                OverlayEvent::Converged { .. } => {}
-            }
-        }
-        if alone {
-            // Discovery's part: offer another live node to join through.
-            let live: Vec<NodeId> = self
-                .by_id
-                .keys()
-                .copied()
-                .filter(|&id| id != node.overlay.id())
-                .collect();
-            if !live.is_empty() {
-                let contact = live[self.rng.random_range(0..live.len())];
-                node.overlay.join(Instant::from_nanos(self.now), contact);
-            }
-        }
-        let deadline = node
-            .overlay
-            .poll_timeout()
-            .map(|t| t.as_nanos().max(self.now));
-        let reschedule = match (deadline, node.timer_at) {
+        let deadline = n.node.poll_timeout().map(|t| t.as_nanos().max(self.now));
+        let reschedule = match (deadline, n.timer_at) {
             (Some(d), Some(t)) => d < t,
             (Some(_), None) => true,
             _ => false,
         };
         if reschedule {
-            node.timer_at = deadline;
+            n.timer_at = deadline;
         }
         if let (true, Some(d)) = (reschedule, deadline) {
-            self.push(d, Event::Timer { slot, id: from });
+            self.push(d, Event::Timer { slot, inc });
         }
-        for id in downs {
-            let up_long = self
-                .born
-                .get(&id)
-                .is_some_and(|&b| self.now.saturating_sub(b) > self.detect);
-            if up_long && !self.cut(from, id) {
-                self.false_deaths += 1;
+        let mut alone = false;
+        for o in outs {
+            match o {
+                Output::PeerTransmit(link, data) => {
+                    let (conn, side) = (link.0 / 2, (link.0 % 2) as usize);
+                    self.bytes_sent += data.len() as u64;
+                    let other = 1 - side;
+                    if !self.conns.get(&conn).is_some_and(|c| c.open[other]) {
+                        continue; // the peer is gone: lost
+                    }
+                    let at = self.arrival(conn, other, data.len());
+                    self.push(
+                        at,
+                        Event::Deliver {
+                            conn,
+                            side: other,
+                            data,
+                        },
+                    );
+                }
+                Output::PeerClose(link) => self.close_end(link.0 / 2, (link.0 % 2) as usize),
+                Output::Dial(dial, addr) => {
+                    let to = self.addrs.get(&addr).copied();
+                    match to {
+                        Some(to) if !self.cut(slot, to) => {
+                            let at = self.now + self.latency(slot, to);
+                            self.push(
+                                at,
+                                Event::Syn {
+                                    from: slot,
+                                    inc,
+                                    dial,
+                                    to,
+                                },
+                            );
+                        }
+                        // Packets dropped (or an address nobody has): the dial times out.
+                        _ => self.push(
+                            self.now + CONNECT_TIMEOUT,
+                            Event::Dialed {
+                                slot,
+                                inc,
+                                dial,
+                                conn: None,
+                            },
+                        ),
+                    }
+                }
+                Output::Event(NodeEvent::Mesh(MeshEvent::PeerDown(id))) => {
+                    let up_long = self
+                        .born
+                        .get(&id)
+                        .is_some_and(|&b| self.now.saturating_sub(b) > self.detect);
+                    let cut = self.by_id.get(&id).is_some_and(|&s| self.cut(slot, s));
+                    if up_long && !cut {
+                        self.false_deaths += 1;
+                    }
+                }
+                Output::Event(NodeEvent::Mesh(MeshEvent::Alone)) => alone = true,
+                Output::Transmit(..) | Output::Close(_) | Output::Abort(_) | Output::Event(_) => {}
             }
         }
-        for (to, msg) in out {
-            let mut frame = BytesMut::with_capacity(msg.wire_size());
-            wire::encode(from, &msg, &mut frame);
-            let size = frame.len();
-            self.bytes_sent += size as u64;
-            let Some(&to_slot) = self.by_id.get(&to) else {
-                continue; // no such live node: lost on the way
-            };
-            if self.cut(from, to) {
-                continue; // partitioned or broken: lost
+        if alone {
+            // Discovery's part: offer another live node to join through.
+            let live: Vec<usize> = self
+                .by_id
+                .iter()
+                .filter(|&(&id, _)| id != from)
+                .map(|(_, &s)| s)
+                .collect();
+            if !live.is_empty() {
+                let contact = addr_of(live[self.rng.random_range(0..live.len())]);
+                if let Some(n) = self.slots[slot].as_mut() {
+                    n.node
+                        .handle(Instant::from_nanos(self.now), Input::JoinVia(contact));
+                }
+                self.after(slot);
             }
-            let at = self.arrival(from, to, size);
-            self.push(
-                at,
-                Event::Deliver {
-                    slot: to_slot,
-                    to,
-                    frame,
-                },
-            );
         }
     }
 
@@ -649,26 +942,26 @@ impl Sim {
         self.by_id.values().all(|&s| {
             self.slots[s]
                 .as_ref()
-                .is_some_and(|n| n.overlay.is_converged())
+                .is_some_and(|n| n.overlay().is_converged())
         })
     }
 
     fn live(&self) -> Vec<&Overlay> {
         self.by_id
             .values()
-            .filter_map(|&s| self.slots[s].as_ref().map(|n| &n.overlay))
+            .filter_map(|&s| self.slots[s].as_ref().map(SimNode::overlay))
             .collect()
     }
 }
 
-/// A link's key, the same both ways.
-fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
+/// A pair's key, the same both ways.
+fn pair(a: usize, b: usize) -> (usize, usize) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
-/// A stable pseudo-random number for a link (SplitMix64 over the seed and both ids).
-fn mix(seed: u64, (a, b): (NodeId, NodeId)) -> u64 {
-    let mut x = seed ^ (a.0 as u64) ^ ((b.0 >> 64) as u64).rotate_left(17);
+/// A stable pseudo-random number for a pair of machines (SplitMix64 over the seed and both).
+fn mix(seed: u64, (a, b): (usize, usize)) -> u64 {
+    let mut x = seed ^ (a as u64) ^ (b as u64).rotate_left(17);
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

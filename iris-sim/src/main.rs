@@ -31,6 +31,11 @@ struct Args {
     no_repair: bool,
 }
 
+/// The simulator allocates many small buffers (one per record) on one thread: mimalloc
+/// is markedly faster at that than the system allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut cfg = SimConfig {

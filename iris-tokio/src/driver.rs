@@ -1,13 +1,18 @@
-//! The tokio driver: relay sockets and timers feeding one [`Node`].
+//! The tokio driver: relay sockets, peer links and timers feeding one [`Node`].
 //!
 //! The node is a single state machine, so the driver runs it on one thread (a
-//! `current_thread` runtime with a `LocalSet`): every connection has a reader task that feeds
-//! bytes into the node and a writer task that drains what the node queued for it, and no
-//! channel sits between them and the node. Each wake-up handles at most one read of
-//! [`READ_CHUNK`] bytes, so one busy client cannot starve the others.
+//! `current_thread` runtime with a `LocalSet`): every connection (a relay client or a link
+//! to another node) has a reader task that feeds bytes into the node and a writer task that
+//! drains what the node queued for it, and no channel sits between them and the node. Each
+//! wake-up handles at most one read of [`READ_CHUNK`] bytes, so one busy connection cannot
+//! starve the others. A networked node binds its peer listener first, dials what the node
+//! asks for, and opens the relay port only once the overlay has converged.
 
 use bytes::{Bytes, BytesMut};
-use iris_proto::{CloseReason, Config, ConnId, Event, Input, Instant, Node, Output, Stats};
+use iris_proto::{
+    CloseReason, Config, ConnId, DialId, Event, Input, Instant, LinkId, MeshConfig, MeshEvent,
+    Node, Output, Security, Stats,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -26,6 +31,26 @@ use tracing::{debug, info, warn};
 pub const READ_CHUNK: usize = 64 * 1024;
 /// How long shutdown waits for clients to take their CLOSE before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(2500);
+/// A dial that has not connected by then has failed.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a node joins a network of nodes.
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    /// Where the peer listener binds; port 0 picks a free one. Loopback by default, so a
+    /// node reaches beyond its host only when told to.
+    pub bind: SocketAddr,
+    /// The address peers are told to dial; `None`: the bound address (which must then not
+    /// be a wildcard like 0.0.0.0).
+    pub advertise: Option<SocketAddr>,
+    /// The mesh's settings (network name, seeds, overlay timers); its `listen` is replaced
+    /// by the advertised address.
+    pub mesh: MeshConfig,
+    /// How links authenticate: the network key.
+    pub security: Security,
+    /// Mesh events (convergence, peers down) are copied here too, for embedding and tests.
+    pub events: Option<std::sync::mpsc::Sender<MeshEvent>>,
+}
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -36,6 +61,8 @@ pub struct NodeOptions {
     pub config: Config,
     /// Seed of the node's randomness.
     pub seed: [u8; 32],
+    /// `None`: a lone node (dev mode). `Some`: a node of a network.
+    pub network: Option<NetworkOptions>,
 }
 
 impl Default for NodeOptions {
@@ -44,6 +71,7 @@ impl Default for NodeOptions {
             port: 55555,
             config: Config::default(),
             seed: random_seed(),
+            network: None,
         }
     }
 }
@@ -87,12 +115,21 @@ pub async fn bind_relay(port: u16) -> io::Result<(Vec<TcpListener>, u16)> {
     }
 }
 
+/// What a node reports once it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    /// The relay port.
+    pub port: u16,
+    /// The address peers dial (networked nodes only).
+    pub peer_addr: Option<SocketAddr>,
+}
+
 /// Runs a node until `shutdown` completes, then closes every client (with `CLOSE
-/// "<reason>"`) and returns the node's counters. Must run inside a `current_thread` runtime;
-/// `ready` is told the relay port once it is open.
+/// "<reason>"`), tells its peers it leaves, and returns the node's counters. Must run inside
+/// a `current_thread` runtime; `ready` is told the relay port once it is open.
 pub async fn run(
     opts: NodeOptions,
-    ready: Option<oneshot::Sender<u16>>,
+    ready: Option<oneshot::Sender<Ready>>,
     shutdown: impl Future<Output = String>,
 ) -> io::Result<Stats> {
     let local = LocalSet::new();
@@ -103,12 +140,14 @@ pub async fn run(
 #[derive(Debug)]
 pub struct NodeHandle {
     port: u16,
+    peer_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<String>>,
     thread: Option<std::thread::JoinHandle<io::Result<Stats>>>,
 }
 
 impl NodeHandle {
-    /// Starts a node on a new thread and waits until its relay port is open.
+    /// Starts a node on a new thread and waits until its relay port is open (for a
+    /// networked node: until the overlay has converged).
     pub fn spawn(opts: NodeOptions) -> io::Result<NodeHandle> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<String>();
@@ -122,8 +161,8 @@ impl NodeHandle {
                 let ready_ok = ready_tx.clone();
                 let result = rt.block_on(async move {
                     let forward = async move {
-                        if let Ok(port) = rx.await {
-                            let _ = ready_ok.send(Ok(port));
+                        if let Ok(ready) = rx.await {
+                            let _ = ready_ok.send(Ok(ready));
                         }
                     };
                     let stop = async move {
@@ -139,13 +178,14 @@ impl NodeHandle {
                 }
                 result
             })?;
-        let port = match ready_rx.recv() {
-            Ok(Ok(port)) => port,
+        let Ready { port, peer_addr } = match ready_rx.recv() {
+            Ok(Ok(ready)) => ready,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(io::Error::other("node thread ended before it was ready")),
         };
         Ok(NodeHandle {
             port,
+            peer_addr,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -154,6 +194,11 @@ impl NodeHandle {
     /// The relay port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The address peers dial to reach this node (networked nodes only).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     /// Shuts the node down gracefully and returns its counters.
@@ -184,7 +229,12 @@ impl Drop for NodeHandle {
 struct Shared {
     node: Node,
     epoch: std::time::Instant,
-    conns: HashMap<ConnId, Rc<RefCell<ConnIo>>>,
+    /// Relay clients by `ConnId.0`.
+    conns: HashMap<u64, Rc<RefCell<ConnIo>>>,
+    /// Peer links by `LinkId.0`.
+    links: HashMap<u64, Rc<RefCell<ConnIo>>>,
+    next_link: u64,
+    events: Option<std::sync::mpsc::Sender<MeshEvent>>,
     /// Wakes the timer task when the node's deadline may have moved.
     timer_wake: Rc<Notify>,
     ready: bool,
@@ -214,16 +264,48 @@ type SharedRc = Rc<RefCell<Shared>>;
 
 async fn run_local(
     opts: NodeOptions,
-    ready: Option<oneshot::Sender<u16>>,
+    ready: Option<oneshot::Sender<Ready>>,
     shutdown: impl Future<Output = String>,
 ) -> io::Result<Stats> {
     let epoch = std::time::Instant::now();
-    let node = Node::new(opts.config, opts.seed, Instant::ZERO)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let invalid = |e: iris_proto::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let (node, peer_listener, events) = match opts.network {
+        None => (
+            Node::new(opts.config, opts.seed, Instant::ZERO).map_err(invalid)?,
+            None,
+            None,
+        ),
+        Some(net) => {
+            let listener = TcpListener::bind(net.bind).await.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot bind the peer listener on {}: {e}", net.bind),
+                )
+            })?;
+            let bound = listener.local_addr()?;
+            let listen = net.advertise.unwrap_or(bound);
+            if listen.ip().is_unspecified() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("peers cannot dial {listen}: give the address to advertise"),
+                ));
+            }
+            info!("peer listener on {bound}, advertised as {listen}");
+            let mut mesh = net.mesh;
+            mesh.listen = listen;
+            let node = Node::networked(opts.config, mesh, net.security, opts.seed, Instant::ZERO)
+                .map_err(invalid)?;
+            (node, Some((listener, listen)), net.events)
+        }
+    };
+    let peer_addr = peer_listener.as_ref().map(|(_, a)| *a);
     let shared = Rc::new(RefCell::new(Shared {
         node,
         epoch,
         conns: HashMap::new(),
+        links: HashMap::new(),
+        next_link: 0,
+        events,
         timer_wake: Rc::new(Notify::new()),
         ready: false,
         ready_wake: Rc::new(Notify::new()),
@@ -234,6 +316,13 @@ async fn run_local(
     }));
     pump(&shared);
     let timer = tokio::task::spawn_local(timer_task(shared.clone()));
+    let mut acceptors = Vec::new();
+    if let Some((listener, _)) = peer_listener {
+        acceptors.push(tokio::task::spawn_local(peer_accept_task(
+            shared.clone(),
+            listener,
+        )));
+    }
 
     // The relay port opens only once the node says it serves.
     let ready_wake = shared.borrow().ready_wake.clone();
@@ -244,9 +333,8 @@ async fn run_local(
     let (listeners, port) = bind_relay(opts.port).await?;
     info!("iris successfully booted, listening on port {port}.");
     if let Some(ready) = ready {
-        let _ = ready.send(port);
+        let _ = ready.send(Ready { port, peer_addr });
     }
-    let mut acceptors = Vec::new();
     for listener in listeners {
         acceptors.push(tokio::task::spawn_local(accept_task(
             shared.clone(),
@@ -291,21 +379,21 @@ fn pump(shared: &SharedRc) {
     while let Some(out) = s.node.poll_output() {
         match out {
             Output::Transmit(conn, data) => {
-                if let Some(io) = s.conns.get(&conn) {
+                if let Some(io) = s.conns.get(&conn.0) {
                     let mut io = io.borrow_mut();
                     io.queue.push_back(data);
                     io.wake.notify_one();
                 }
             }
             Output::Close(conn) => {
-                if let Some(io) = s.conns.remove(&conn) {
+                if let Some(io) = s.conns.remove(&conn.0) {
                     let mut io = io.borrow_mut();
                     io.closing = true;
                     io.wake.notify_one();
                 }
             }
             Output::Abort(conn) => {
-                if let Some(io) = s.conns.remove(&conn) {
+                if let Some(io) = s.conns.remove(&conn.0) {
                     let mut io = io.borrow_mut();
                     io.gone = true;
                     io.queue.clear();
@@ -317,6 +405,23 @@ fn pump(shared: &SharedRc) {
                 }
             }
             Output::Event(e) => log_event(&mut s, e),
+            Output::PeerTransmit(link, data) => {
+                if let Some(io) = s.links.get(&link.0) {
+                    let mut io = io.borrow_mut();
+                    io.queue.push_back(data);
+                    io.wake.notify_one();
+                }
+            }
+            Output::PeerClose(link) => {
+                if let Some(io) = s.links.remove(&link.0) {
+                    let mut io = io.borrow_mut();
+                    io.closing = true;
+                    io.wake.notify_one();
+                }
+            }
+            Output::Dial(dial, addr) => {
+                tokio::task::spawn_local(dial_task(shared.clone(), dial, addr));
+            }
         }
     }
     let paused = s.node.reading_paused();
@@ -350,6 +455,20 @@ fn log_event(s: &mut Shared, e: Event) {
             other => debug!(conn = conn.0, "client closed: {other:?}"),
         },
         Event::Stopped => debug!("all clients closed"),
+        Event::Mesh(e) => {
+            match &e {
+                MeshEvent::Converged { peers } => info!("overlay converged with {peers} peers"),
+                MeshEvent::PeerDown(id) => info!("peer {id} is down"),
+                MeshEvent::LinkClosed { link, peer, reason } => {
+                    debug!(link = link.0, ?peer, "peer link closed: {reason}")
+                }
+                MeshEvent::DialFailed(addr) => debug!("could not reach {addr}"),
+                MeshEvent::Alone => info!("no peer reachable yet; retrying the seeds"),
+            }
+            if let Some(tx) = &s.events {
+                let _ = tx.send(e);
+            }
+        }
     }
 }
 
@@ -394,11 +513,74 @@ async fn accept_task(shared: SharedRc, listener: TcpListener) {
         // Two listeners share one id space: even ids for IPv4, odd for IPv6.
         let conn = ConnId(next * 2 + base);
         next += 1;
-        start_conn(&shared, conn, stream);
+        start_conn(&shared, Endpoint::Client(conn), stream, None);
     }
 }
 
-fn start_conn(shared: &SharedRc, conn: ConnId, stream: TcpStream) {
+async fn peer_accept_task(shared: SharedRc, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                debug!("peer connection from {from}");
+                let link = new_link(&shared);
+                start_conn(&shared, Endpoint::Peer(link), stream, None);
+            }
+            Err(e) => {
+                warn!("peer accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Connects to another node for the core, and reports the link or the failure.
+async fn dial_task(shared: SharedRc, dial: DialId, addr: SocketAddr) {
+    match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let link = new_link(&shared);
+            start_conn(&shared, Endpoint::Peer(link), stream, Some(dial));
+        }
+        Ok(Err(e)) => {
+            debug!("dial {addr} failed: {e}");
+            handle(&shared, Input::DialFailed(dial));
+        }
+        Err(_) => {
+            debug!("dial {addr} timed out");
+            handle(&shared, Input::DialFailed(dial));
+        }
+    }
+}
+
+fn new_link(shared: &SharedRc) -> LinkId {
+    let mut s = shared.borrow_mut();
+    s.next_link += 1;
+    LinkId(s.next_link)
+}
+
+/// Whose socket a reader and a writer serve.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Client(ConnId),
+    Peer(LinkId),
+}
+
+impl Endpoint {
+    fn table<'a>(&self, s: &'a mut Shared) -> &'a mut HashMap<u64, Rc<RefCell<ConnIo>>> {
+        match self {
+            Endpoint::Client(_) => &mut s.conns,
+            Endpoint::Peer(_) => &mut s.links,
+        }
+    }
+
+    fn key(&self) -> u64 {
+        match self {
+            Endpoint::Client(c) => c.0,
+            Endpoint::Peer(l) => l.0,
+        }
+    }
+}
+
+fn start_conn(shared: &SharedRc, ep: Endpoint, stream: TcpStream, dial: Option<DialId>) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!("TCP_NODELAY failed: {e}");
     }
@@ -415,20 +597,25 @@ fn start_conn(shared: &SharedRc, conn: ConnId, stream: TcpStream) {
         let s = shared.borrow();
         s.live_writers.set(s.live_writers.get() + 1);
     }
-    shared.borrow_mut().conns.insert(conn, io.clone());
-    let writer = tokio::task::spawn_local(writer_task(shared.clone(), conn, io.clone(), wr));
-    let reader = tokio::task::spawn_local(reader_task(shared.clone(), conn, rd));
+    ep.table(&mut shared.borrow_mut())
+        .insert(ep.key(), io.clone());
+    let writer = tokio::task::spawn_local(writer_task(shared.clone(), ep, io.clone(), wr));
+    let reader = tokio::task::spawn_local(reader_task(shared.clone(), ep, rd));
     io.borrow_mut().reader = Some(reader.abort_handle());
     io.borrow_mut().writer = Some(writer.abort_handle());
-    handle(shared, Input::ClientConnected(conn));
+    match ep {
+        Endpoint::Client(conn) => handle(shared, Input::ClientConnected(conn)),
+        Endpoint::Peer(link) => handle(shared, Input::PeerConnected { link, dial }),
+    }
 }
 
-async fn reader_task(shared: SharedRc, conn: ConnId, mut rd: OwnedReadHalf) {
+async fn reader_task(shared: SharedRc, ep: Endpoint, mut rd: OwnedReadHalf) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let resume = shared.borrow().resume.clone();
     loop {
         // While a consumer is congested, producers wait here and TCP pushes back on them.
-        loop {
+        // Peer links are not paused: heartbeats must flow whatever clients do.
+        while let Endpoint::Client(_) = ep {
             let resumed = resume.notified();
             if !shared.borrow().paused {
                 break;
@@ -440,20 +627,26 @@ async fn reader_task(shared: SharedRc, conn: ConnId, mut rd: OwnedReadHalf) {
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                if !shared.borrow().conns.contains_key(&conn) {
+                if !ep.table(&mut shared.borrow_mut()).contains_key(&ep.key()) {
                     return;
                 }
-                handle(&shared, Input::ClientData(conn, &buf));
+                match ep {
+                    Endpoint::Client(conn) => handle(&shared, Input::ClientData(conn, &buf)),
+                    Endpoint::Peer(link) => handle(&shared, Input::PeerData(link, &buf)),
+                }
             }
         }
     }
-    let io = shared.borrow_mut().conns.remove(&conn);
+    let io = ep.table(&mut shared.borrow_mut()).remove(&ep.key());
     if let Some(io) = io {
         let mut io = io.borrow_mut();
         io.gone = true;
         io.wake.notify_one();
     }
-    handle(&shared, Input::ClientGone(conn));
+    match ep {
+        Endpoint::Client(conn) => handle(&shared, Input::ClientGone(conn)),
+        Endpoint::Peer(link) => handle(&shared, Input::PeerGone(link)),
+    }
 }
 
 /// How long a closing connection may take to accept its last bytes.
@@ -485,7 +678,7 @@ impl Drop for WriterGuard {
 
 async fn writer_task(
     shared: SharedRc,
-    conn: ConnId,
+    ep: Endpoint,
     io: Rc<RefCell<ConnIo>>,
     mut wr: OwnedWriteHalf,
 ) {
@@ -531,6 +724,8 @@ async fn writer_task(
             }
             written += data.len();
         }
-        handle(&shared, Input::ClientFlushed(conn, written));
+        if let Endpoint::Client(conn) = ep {
+            handle(&shared, Input::ClientFlushed(conn, written));
+        }
     }
 }

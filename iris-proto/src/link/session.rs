@@ -134,7 +134,14 @@ pub struct LinkStats {
 
 enum State {
     Handshaking(Box<Handshake>),
-    Open { sealer: Sealer, opener: Opener },
+    Open {
+        sealer: Sealer,
+        opener: Opener,
+    },
+    /// A plain link awaiting the peer's HELLO (ours is sent).
+    PlainHello(Hello),
+    /// A plain link: records travel as unsealed `Plain` frames.
+    PlainOpen,
     Closed,
 }
 
@@ -143,7 +150,8 @@ enum State {
 /// data), and handle [`Link::poll_event`].
 pub struct Link {
     cfg: LinkConfig,
-    key: Arc<NetworkKey>,
+    /// `None` on a plain link.
+    key: Option<Arc<NetworkKey>>,
     rng: ChaCha8Rng,
     state: State,
     deadline: Option<Instant>,
@@ -189,9 +197,43 @@ impl Link {
         Link {
             deadline: Some(now + cfg.handshake_timeout),
             cfg,
-            key,
+            key: Some(key),
             rng,
             state: State::Handshaking(Box::new(hs)),
+            rbuf: BytesMut::new(),
+            out,
+            control: VecDeque::new(),
+            control_bytes: 0,
+            data: VecDeque::new(),
+            data_bytes: 0,
+            data_offset: 0,
+            partial: BytesMut::new(),
+            close: None,
+            events: VecDeque::new(),
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// A link without cryptography, for simulations of many nodes: the HELLO exchange still
+    /// checks the version, the network name and the roles, and messages are grouped and
+    /// prioritised as on a secure link, but nothing is signed or sealed, so anyone can
+    /// forge one. Never use it between real nodes.
+    pub fn plain(role: Role, cfg: LinkConfig, now: Instant) -> Link {
+        let hello = Hello {
+            version: cfg.version,
+            role,
+            network: super::handshake::network_hash(&cfg.network),
+            ephemeral: [0; 32],
+        };
+        let mut out = BytesMut::new();
+        put_header(&mut out, FrameKind::Hello, HELLO_LEN);
+        hello.encode(&mut out);
+        Link {
+            deadline: Some(now + cfg.handshake_timeout),
+            cfg,
+            key: None,
+            rng: ChaCha8Rng::from_seed([0; 32]),
+            state: State::PlainHello(hello),
             rbuf: BytesMut::new(),
             out,
             control: VecDeque::new(),
@@ -229,7 +271,7 @@ impl Link {
 
     /// True once established and until closed.
     pub fn is_open(&self) -> bool {
-        matches!(self.state, State::Open { .. })
+        matches!(self.state, State::Open { .. } | State::PlainOpen)
     }
 
     /// True once the link has ended.
@@ -282,7 +324,7 @@ impl Link {
         while !self.is_closed() {
             // Handshake frames are small; records are bounded by the record size.
             let max = match self.state {
-                State::Handshaking(_) => MAX_AUTH_LEN,
+                State::Handshaking(_) | State::PlainHello(_) => MAX_AUTH_LEN,
                 _ => self.cfg.max_record + TAG_LEN,
             };
             match decode_frame(&mut self.rbuf, max) {
@@ -296,8 +338,10 @@ impl Link {
     /// The socket reached end of stream.
     pub fn handle_eof(&mut self) {
         match self.state {
-            State::Handshaking(_) => self.fail(HandshakeError::PeerClosed.into()),
-            State::Open { .. } => self.fail(LinkError::Truncated),
+            State::Handshaking(_) | State::PlainHello(_) => {
+                self.fail(HandshakeError::PeerClosed.into())
+            }
+            State::Open { .. } | State::PlainOpen => self.fail(LinkError::Truncated),
             State::Closed => {}
         }
     }
@@ -349,8 +393,10 @@ impl Link {
         if !self.out.is_empty() {
             return Some(self.out.split().freeze());
         }
-        let State::Open { sealer, .. } = &mut self.state else {
-            return None;
+        let sealer = match &mut self.state {
+            State::Open { sealer, .. } => Some(sealer),
+            State::PlainOpen => None,
+            _ => return None,
         };
         if self.control.is_empty() && self.data.is_empty() && self.close.is_none() {
             return None;
@@ -415,15 +461,23 @@ impl Link {
         if let Some(reason) = &closing {
             put_item(&mut rec, tag::CLOSE, reason.as_bytes());
         }
-        let rekey = sealer.rekey_due(rec.len() - HEADER_LEN);
-        if rekey {
-            put_item(&mut rec, tag::REKEY, &[]);
-        }
-        sealer.seal(&mut rec, 0);
-        self.stats.records_sealed += 1;
-        if rekey {
-            sealer.rekey();
-            self.stats.rekeys += 1;
+        match sealer {
+            Some(sealer) => {
+                let rekey = sealer.rekey_due(rec.len() - HEADER_LEN);
+                if rekey {
+                    put_item(&mut rec, tag::REKEY, &[]);
+                }
+                sealer.seal(&mut rec, 0);
+                self.stats.records_sealed += 1;
+                if rekey {
+                    sealer.rekey();
+                    self.stats.rekeys += 1;
+                }
+            }
+            None => {
+                let len = rec.len() - HEADER_LEN;
+                rec[..HEADER_LEN].copy_from_slice(&super::frame::header(FrameKind::Plain, len));
+            }
         }
         if closing.is_some() {
             self.state = State::Closed;
@@ -453,7 +507,10 @@ impl Link {
                 let Some(peer) = Hello::decode(&payload) else {
                     return self.fail(HandshakeError::Malformed("HELLO").into());
                 };
-                match hs.on_hello(&peer, &self.key, &mut self.rng) {
+                let Some(key) = &self.key else {
+                    return self.fail(HandshakeError::Malformed("no key").into());
+                };
+                match hs.on_hello(&peer, key, &mut self.rng) {
                     Ok(signature) => {
                         put_header(&mut self.out, FrameKind::Auth, signature.len());
                         self.out.extend_from_slice(&signature);
@@ -461,7 +518,12 @@ impl Link {
                     Err(e) => self.fail(e.into()),
                 }
             }
-            (State::Handshaking(hs), FrameKind::Auth) => match hs.on_auth(&payload, &self.key) {
+            (State::Handshaking(hs), FrameKind::Auth) => match self
+                .key
+                .as_ref()
+                .ok_or(HandshakeError::Malformed("no key"))
+                .and_then(|key| hs.on_auth(&payload, key))
+            {
                 Ok((send, recv)) => {
                     self.state = State::Open {
                         sealer: Sealer::new(send, self.cfg.rekey),
@@ -485,7 +547,34 @@ impl Link {
             (State::Handshaking(_), FrameKind::Plain) => {
                 self.fail(HandshakeError::Malformed("plain frame on a secure link").into())
             }
-            (State::Open { .. }, _) => {
+            (State::PlainHello(ours), FrameKind::Hello) => {
+                let checked = match Hello::decode(&payload) {
+                    None => Err(HandshakeError::Malformed("HELLO")),
+                    Some(peer) if peer.version != ours.version => Err(HandshakeError::Version {
+                        ours: ours.version,
+                        theirs: peer.version,
+                    }),
+                    Some(peer) if peer.network != ours.network => Err(HandshakeError::Network),
+                    Some(peer) if peer.role == ours.role => Err(HandshakeError::Role),
+                    Some(_) => Ok(()),
+                };
+                match checked {
+                    Ok(()) => {
+                        self.state = State::PlainOpen;
+                        self.deadline = None;
+                        self.events.push_back(LinkEvent::Established);
+                    }
+                    Err(e) => self.fail(e.into()),
+                }
+            }
+            (State::PlainOpen, FrameKind::Plain) => {
+                self.stats.records_opened += 1;
+                self.on_record(payload.freeze());
+            }
+            (State::PlainHello(_), _) => {
+                self.fail(HandshakeError::Malformed("frame before the plain HELLO").into())
+            }
+            (State::Open { .. } | State::PlainOpen, _) => {
                 self.fail(LinkError::Malformed("unexpected frame on an open link"))
             }
             (State::Closed, _) => {}

@@ -1,4 +1,5 @@
-//! The node: relay sessions and local routing, driven by [`Node::handle`] and drained with
+//! The node: relay sessions and local routing, and (when networked) the mesh of links to
+//! other nodes with the overlay over it; driven by [`Node::handle`] and drained with
 //! [`Node::poll_output`].
 
 mod config;
@@ -13,6 +14,7 @@ mod tests;
 pub use config::{Config, ConfigError};
 pub use stats::Stats;
 
+use crate::mesh::{DialId, LinkId, Mesh, MeshConfig, MeshEvent, MeshOutput, Security};
 use crate::relay::codec::{CLIENT_MAGIC, PROTOCOL_VERSION, RELAY_MAGIC, decode_client};
 use crate::relay::{ClientPacket, Name, NodePacket};
 use crate::time::Instant;
@@ -22,6 +24,7 @@ use rand::rngs::ChaCha8Rng;
 use requests::PendingRequest;
 use session::{Phase, Session};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use tunnel::Tunnel;
 
 /// A relay client connection, named by the driver. Ids must not be reused while the node
@@ -42,8 +45,25 @@ pub enum Input<'a> {
     ClientGone(ConnId),
     /// The deadline from [`Node::poll_timeout`] has passed.
     Timeout,
-    /// Stop serving: every client is told `reason` and closed, then [`Event::Stopped`].
+    /// Stop serving: every client is told `reason` and closed, peers are told the node
+    /// leaves, then [`Event::Stopped`].
     Shutdown(&'a str),
+    /// A connection to another node opened: accepted by the peer listener (`dial` is
+    /// `None`), or the answer to [`Output::Dial`].
+    PeerConnected {
+        /// The driver's name for it.
+        link: LinkId,
+        /// The dial it answers, if any.
+        dial: Option<DialId>,
+    },
+    /// Bytes arrived from a peer link, in order.
+    PeerData(LinkId, &'a [u8]),
+    /// A peer link's socket closed or failed.
+    PeerGone(LinkId),
+    /// A dial could not connect.
+    DialFailed(DialId),
+    /// Join the overlay through the node at this address (discovery found it).
+    JoinVia(SocketAddr),
 }
 
 /// Something the node asks its driver to do.
@@ -56,6 +76,13 @@ pub enum Output {
     /// Drop the client's socket at once, discarding whatever is not yet written: it stopped
     /// reading, so a graceful close could wait for ever.
     Abort(ConnId),
+    /// Open a TCP connection to another node; answer with [`Input::PeerConnected`] naming
+    /// this dial, or [`Input::DialFailed`].
+    Dial(DialId, SocketAddr),
+    /// Write these bytes to the peer link's socket, after everything before.
+    PeerTransmit(LinkId, Bytes),
+    /// Close the peer link's socket once everything before is written.
+    PeerClose(LinkId),
     /// Something worth logging or counting happened.
     Event(Event),
 }
@@ -80,8 +107,11 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
-    /// Shutdown finished: every client was told and closed.
+    /// Shutdown finished: every client was told and closed (and peers told the node left:
+    /// write the transmits before this one, then exit).
     Stopped,
+    /// The overlay reports something: convergence, a peer down, a link closed, a dial failed.
+    Mesh(MeshEvent),
 }
 
 /// Why a client connection ended.
@@ -137,6 +167,10 @@ pub struct Node {
     scratch: BytesMut,
     stats: Stats,
     stopped: bool,
+    /// Links to other nodes and the overlay; `None` for a lone node.
+    mesh: Option<Mesh>,
+    /// [`Event::Ready`] has been emitted.
+    ready: bool,
 }
 
 impl Node {
@@ -161,10 +195,38 @@ impl Node {
             scratch: BytesMut::new(),
             stats: Stats::default(),
             stopped: false,
+            mesh: None,
+            ready: true,
         };
-        // A lone node has nothing to converge with; the overlay will delay this.
+        // A lone node has nothing to converge with.
         node.outputs.push_back(Output::Event(Event::Ready));
         Ok(node)
+    }
+
+    /// A node of a network: it dials its seeds, joins the overlay, and is
+    /// [`Event::Ready`] (the relay port may open) once the overlay has converged.
+    pub fn networked(
+        cfg: Config,
+        mesh: MeshConfig,
+        security: Security,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        if mesh.max_links == 0 {
+            return Err(ConfigError::Zero("max_links"));
+        }
+        let mut node = Node::new(cfg, seed, now)?;
+        node.outputs.clear();
+        node.ready = false;
+        let mut mesh_seed = [0u8; 32];
+        rand::Rng::fill_bytes(&mut node.rng, &mut mesh_seed);
+        node.mesh = Some(Mesh::new(mesh, security, mesh_seed, now));
+        Ok(node)
+    }
+
+    /// The mesh (links and overlay), if the node is networked.
+    pub fn mesh(&self) -> Option<&Mesh> {
+        self.mesh.as_ref()
     }
 
     /// Feeds one input. Never fails: bad client bytes close that client and nothing else.
@@ -184,8 +246,50 @@ impl Node {
                 }
             }
             Input::ClientGone(conn) => self.close(conn, CloseReason::Gone),
-            Input::Timeout => self.on_timeout(),
+            Input::Timeout => {
+                self.on_timeout();
+                let now = self.now;
+                if let Some(m) = self.mesh.as_mut()
+                    && m.poll_timeout().is_some_and(|t| t <= now)
+                {
+                    m.handle_timeout(now);
+                }
+            }
             Input::Shutdown(reason) => self.shutdown(reason),
+            Input::PeerConnected { link, dial } => {
+                let now = self.now;
+                if let Some(m) = self.mesh.as_mut() {
+                    m.on_connected(now, link, dial);
+                } else {
+                    // A lone node has no peer listener; a driver that reports one anyway
+                    // gets the link closed.
+                    self.outputs.push_back(Output::PeerClose(link));
+                }
+            }
+            Input::PeerData(link, data) => {
+                let now = self.now;
+                if let Some(m) = self.mesh.as_mut() {
+                    m.on_data(now, link, data);
+                }
+            }
+            Input::PeerGone(link) => {
+                let now = self.now;
+                if let Some(m) = self.mesh.as_mut() {
+                    m.on_gone(now, link);
+                }
+            }
+            Input::DialFailed(dial) => {
+                let now = self.now;
+                if let Some(m) = self.mesh.as_mut() {
+                    m.on_dial_failed(now, dial);
+                }
+            }
+            Input::JoinVia(addr) => {
+                let now = self.now;
+                if let Some(m) = self.mesh.as_mut() {
+                    m.join_via(now, addr);
+                }
+            }
         }
         for conn in std::mem::take(&mut self.doomed) {
             self.close(conn, CloseReason::SlowConsumer);
@@ -213,13 +317,15 @@ impl Node {
                 return Some(Output::Transmit(conn, data));
             }
         }
-        None
+        self.poll_mesh()
     }
 
     /// When the node next wants [`Input::Timeout`]; `None` if it has no deadline.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(at, _)| *at)
+        let relay = self.timers.first().map(|(at, _)| *at);
+        let mesh = self.mesh.as_ref().and_then(Mesh::poll_timeout);
+        relay.into_iter().chain(mesh).min()
     }
 
     /// Counters since the node started.
@@ -235,6 +341,23 @@ impl Node {
     /// Connections currently known (handshaking or active).
     pub fn client_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The mesh's next output, as the node's.
+    fn poll_mesh(&mut self) -> Option<Output> {
+        let out = self.mesh.as_mut()?.poll_output()?;
+        Some(match out {
+            MeshOutput::Dial(d, addr) => Output::Dial(d, addr),
+            MeshOutput::Transmit(l, b) => Output::PeerTransmit(l, b),
+            MeshOutput::Close(l) => Output::PeerClose(l),
+            MeshOutput::Event(e) => {
+                if matches!(e, MeshEvent::Converged { .. }) && !self.ready {
+                    self.ready = true;
+                    self.outputs.push_back(Output::Event(Event::Ready));
+                }
+                Output::Event(Event::Mesh(e))
+            }
+        })
     }
 
     fn on_connected(&mut self, conn: ConnId) {
@@ -463,6 +586,14 @@ impl Node {
                 );
             }
             self.close(conn, CloseReason::Shutdown);
+        }
+        // Peers hear of the leave before the driver sees Stopped.
+        let now = self.now;
+        if let Some(m) = self.mesh.as_mut() {
+            m.leave(now);
+        }
+        while let Some(out) = self.poll_mesh() {
+            self.outputs.push_back(out);
         }
         self.event(Event::Stopped);
     }

@@ -99,6 +99,7 @@ impl Harness {
                     assert!(self.closed.insert(conn), "closed twice");
                 }
                 Output::Event(e) => self.events.push(e),
+                other => panic!("a lone node has no peers: {other:?}"),
             }
         }
     }
@@ -818,6 +819,7 @@ fn flood(h: &mut Harness, from: ConnId, n: usize) -> Vec<(ConnId, usize)> {
                     h.closed.insert(c);
                 }
                 Output::Event(_) => {}
+                other => panic!("a lone node has no peers: {other:?}"),
             }
         }
     }

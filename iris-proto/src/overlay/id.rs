@@ -2,6 +2,7 @@
 
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::net::SocketAddr;
 
 /// Bits per routing digit (Pastry's b = 4: hexadecimal digits).
 pub const DIGIT_BITS: u32 = 4;
@@ -49,6 +50,22 @@ impl NodeId {
     /// that every node agrees on one closest node for a key.
     pub fn prefers(self, a: NodeId, b: NodeId) -> bool {
         (self.distance(a), a) < (self.distance(b), b)
+    }
+}
+
+/// A node as others reach it: its id and the address its peer listener is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Contact {
+    /// The node's id.
+    pub id: NodeId,
+    /// Where to dial it.
+    pub addr: SocketAddr,
+}
+
+impl Contact {
+    /// A contact.
+    pub fn new(id: NodeId, addr: SocketAddr) -> Contact {
+        Contact { id, addr }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The overlay as a state machine: joining, liveness, repair, leaving and convergence.
 //!
-//! Peers are named by id; the caller (the node, or the simulator) delivers
-//! [`OverlayMsg`]s between them and feeds time in.
+//! Peers are named by [`Contact`]s (id and address); the caller (the node's mesh) delivers
+//! [`OverlayMsg`]s between them, dialing addresses as needed, and feeds time in.
 //!
 //! - Join: a new node sends JOIN to any known node; it is routed toward the joiner's id, and
 //!   every node on the path sends the joiner the routing-table rows it shares with it; the
@@ -21,9 +21,10 @@
 //!   self-lookup through it merges the two rings.
 //! - Convergence: no change for `boot_quiet` after start, then `change_quiet` after each change.
 
-use super::{LeafSet, NodeId, RoutingTable, next_hop};
+use super::{Contact, LeafSet, NodeId, RoutingTable, next_hop};
 use crate::time::Instant;
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Forgotten peers remembered for healing.
@@ -74,35 +75,39 @@ pub enum OverlayMsg {
     /// Route toward `joiner`'s id; everyone on the path answers with [`OverlayMsg::JoinState`].
     Join {
         /// The new node.
-        joiner: NodeId,
+        joiner: Contact,
     },
     /// State for a joiner: table rows shared with it, and the leaf set from the last hop.
     JoinState {
-        /// Ids from the sender's rows up to its shared prefix with the joiner.
-        rows: Vec<NodeId>,
+        /// Nodes from the sender's rows up to its shared prefix with the joiner.
+        rows: Vec<Contact>,
         /// The sender's leaf set, if it is the joiner's closest node.
-        leaves: Option<Vec<NodeId>>,
+        leaves: Option<Vec<Contact>>,
     },
-    /// Liveness probe.
-    Ping,
+    /// Liveness probe, with the sender's leaf set when it changed since last told (two
+    /// neighbours ping each other only one way, so pings gossip too).
+    Ping {
+        /// The sender's leaf set.
+        leaves: Option<Vec<Contact>>,
+    },
     /// Liveness answer, with the leaf set when it changed since last told.
     Pong {
         /// The responder's leaf set.
-        leaves: Option<Vec<NodeId>>,
+        leaves: Option<Vec<Contact>>,
     },
     /// Asks for the receiver's leaf set (repair).
     LeafRequest,
     /// The leaf set asked for.
     LeafReply {
         /// The sender's leaf set.
-        leaves: Vec<NodeId>,
+        leaves: Vec<Contact>,
     },
     /// The sender is leaving for good.
     Leave,
 }
 
 impl OverlayMsg {
-    /// Bytes on the wire in the plain framing, header included.
+    /// Bytes on the wire.
     pub fn wire_size(&self) -> usize {
         super::wire::size(self)
     }
@@ -126,7 +131,10 @@ pub enum OverlayEvent {
 
 #[derive(Debug, Clone)]
 struct Peer {
+    addr: SocketAddr,
     last_heard: Instant,
+    /// When it last pinged us.
+    pinged_at: Option<Instant>,
     /// Leaf-set version last sent to this peer.
     told: u64,
 }
@@ -134,7 +142,7 @@ struct Peer {
 /// One node's overlay state machine.
 #[derive(Debug)]
 pub struct Overlay {
-    own: NodeId,
+    own: Contact,
     cfg: OverlayConfig,
     leaves: LeafSet,
     table: RoutingTable,
@@ -146,11 +154,11 @@ pub struct Overlay {
     /// Ids heard of second-hand and pinged, until when their answer is awaited.
     probing: BTreeMap<NodeId, Instant>,
     /// Peers forgotten for silence, oldest first, probed now and then (bounded).
-    graveyard: VecDeque<NodeId>,
+    graveyard: VecDeque<Contact>,
     /// The contact of the last join, retried while the node knows nobody.
-    contact: Option<NodeId>,
+    contact: Option<Contact>,
     leaf_version: u64,
-    outbox: VecDeque<(NodeId, OverlayMsg)>,
+    outbox: VecDeque<(Contact, OverlayMsg)>,
     events: VecDeque<OverlayEvent>,
     next_ping: Instant,
     /// Heartbeat periods elapsed.
@@ -163,11 +171,11 @@ pub struct Overlay {
 
 impl Overlay {
     /// A node alone on its ring.
-    pub fn new(own: NodeId, cfg: OverlayConfig, now: Instant) -> Overlay {
+    pub fn new(own: Contact, cfg: OverlayConfig, now: Instant) -> Overlay {
         Overlay {
             own,
-            leaves: LeafSet::new(own, cfg.leaf_set_size),
-            table: RoutingTable::new(own),
+            leaves: LeafSet::new(own.id, cfg.leaf_set_size),
+            table: RoutingTable::new(own.id),
             peers: BTreeMap::new(),
             dead: BTreeMap::new(),
             probing: BTreeMap::new(),
@@ -188,7 +196,17 @@ impl Overlay {
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
+        self.own.id
+    }
+
+    /// This node's id and address.
+    pub fn contact(&self) -> Contact {
         self.own
+    }
+
+    /// The address of a peer in the leaf set or the table.
+    pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.peers.get(&id).map(|p| p.addr)
     }
 
     /// The leaf set.
@@ -213,43 +231,45 @@ impl Overlay {
 
     /// Where a message for `key` goes next; `None`: here.
     pub fn next_hop(&self, key: NodeId) -> Option<NodeId> {
-        next_hop(self.own, &self.leaves, &self.table, key)
+        next_hop(self.own.id, &self.leaves, &self.table, key)
     }
 
     /// Joins the ring through `contact`, any node already on it.
-    pub fn join(&mut self, _now: Instant, contact: NodeId) {
+    pub fn join(&mut self, _now: Instant, contact: Contact) {
         self.contact = Some(contact);
         self.send(contact, OverlayMsg::Join { joiner: self.own });
     }
 
     /// Leaves for good: peers are told and repair at once.
     pub fn leave(&mut self) {
-        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
-        for p in peers {
+        for p in self.peer_contacts() {
             self.send(p, OverlayMsg::Leave);
         }
         self.left = true;
     }
 
     /// A message from `from`.
-    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: OverlayMsg) {
-        if self.left {
+    pub fn handle_message(&mut self, now: Instant, from: Contact, msg: OverlayMsg) {
+        if self.left || from.id == self.own.id {
             return;
         }
-        if let Some(p) = self.peers.get_mut(&from) {
+        if let Some(p) = self.peers.get_mut(&from.id) {
             p.last_heard = now;
+            // A node that restarted elsewhere keeps its id: follow it.
+            p.addr = from.addr;
         }
         // Any message but a farewell is first-hand proof that its sender is alive, even one
         // declared dead a moment ago (it restarted, or its link or partition healed).
         if !matches!(msg, OverlayMsg::Leave) {
-            self.probing.remove(&from);
-            self.dead.remove(&from);
-            let revived = !self.peers.contains_key(&from) && self.graveyard.contains(&from);
+            self.probing.remove(&from.id);
+            self.dead.remove(&from.id);
+            let revived = !self.peers.contains_key(&from.id)
+                && self.graveyard.iter().any(|g| g.id == from.id);
             self.learn(now, from);
             if revived && self.cfg.repair {
                 // A peer given up for dead answers: the rings may have been apart. Look
                 // ourselves up through it now rather than at the next scheduled lookup.
-                self.graveyard.retain(|&g| g != from);
+                self.graveyard.retain(|g| g.id != from.id);
                 self.send(from, OverlayMsg::Join { joiner: self.own });
             }
         }
@@ -260,8 +280,16 @@ impl Overlay {
                     self.hear_of(now, id);
                 }
             }
-            OverlayMsg::Ping => {
-                let leaves = self.leaves_for(from);
+            OverlayMsg::Ping { leaves } => {
+                if let Some(p) = self.peers.get_mut(&from.id) {
+                    p.pinged_at = Some(now);
+                }
+                if self.cfg.repair {
+                    for c in leaves.into_iter().flatten() {
+                        self.hear_of(now, c);
+                    }
+                }
+                let leaves = self.leaves_for(from.id);
                 self.send(from, OverlayMsg::Pong { leaves });
             }
             OverlayMsg::Pong { leaves } => {
@@ -272,7 +300,7 @@ impl Overlay {
                 }
             }
             OverlayMsg::LeafRequest => {
-                let leaves = self.leaves.members().collect();
+                let leaves = self.leaf_contacts();
                 self.send(from, OverlayMsg::LeafReply { leaves });
             }
             OverlayMsg::LeafReply { leaves } => {
@@ -280,7 +308,7 @@ impl Overlay {
                     self.hear_of(now, id);
                 }
             }
-            OverlayMsg::Leave => self.forget(now, from, false),
+            OverlayMsg::Leave => self.forget(now, from.id, false),
         }
     }
 
@@ -314,14 +342,23 @@ impl Overlay {
                 self.forget(now, id, true);
             }
             let table_turn = self.ticks % every == 0;
-            let peers: Vec<NodeId> = self
+            // A peer that pinged us within half a period covers this pair: its ping proved
+            // it alive, and our pong will prove us. With any phase between the two nodes'
+            // timers exactly one of them ends up pinging, once per period.
+            let covered = self.cfg.heartbeat_period / 2;
+            let peers: Vec<Contact> = self
                 .peers
-                .keys()
-                .copied()
-                .filter(|&p| table_turn || self.leaves.contains(p))
+                .iter()
+                .filter(|(id, p)| {
+                    (table_turn || self.leaves.contains(**id))
+                        && p.pinged_at
+                            .is_none_or(|t| now.saturating_duration_since(t) >= covered)
+                })
+                .map(|(&id, p)| Contact::new(id, p.addr))
                 .collect();
             for p in peers {
-                self.send(p, OverlayMsg::Ping);
+                let leaves = self.leaves_for(p.id);
+                self.send(p, OverlayMsg::Ping { leaves });
             }
             if self.peers.is_empty() {
                 if let Some(contact) = self.contact {
@@ -336,7 +373,8 @@ impl Overlay {
             if self.cfg.repair && self.ticks % lookup == 0 && !self.peers.is_empty() {
                 // Rotate through the peers so that lookups start from all over the ring.
                 let i = (self.ticks / lookup) as usize % self.peers.len();
-                if let Some(&via) = self.peers.keys().nth(i) {
+                if let Some((&id, p)) = self.peers.iter().nth(i) {
+                    let via = Contact::new(id, p.addr);
                     self.send(via, OverlayMsg::Join { joiner: self.own });
                 }
             }
@@ -351,7 +389,7 @@ impl Overlay {
 
     /// The next message to send.
     #[must_use]
-    pub fn poll_send(&mut self) -> Option<(NodeId, OverlayMsg)> {
+    pub fn poll_send(&mut self) -> Option<(Contact, OverlayMsg)> {
         self.outbox.pop_front()
     }
 
@@ -371,14 +409,21 @@ impl Overlay {
         Some(settle.map_or(self.next_ping, |s| s.min(self.next_ping)))
     }
 
-    fn on_join(&mut self, now: Instant, joiner: NodeId) {
-        let next = self.next_hop(joiner).filter(|&n| n != joiner);
-        let prefix = self.own.shared_prefix(joiner);
-        let mut rows: Vec<NodeId> = (0..=prefix.min(super::id::DIGITS - 1))
+    fn on_join(&mut self, now: Instant, joiner: Contact) {
+        if joiner.id == self.own.id {
+            return; // our own lookup came back: nobody closer to hand it to
+        }
+        let next = self
+            .next_hop(joiner.id)
+            .filter(|&n| n != joiner.id)
+            .and_then(|n| self.contact_of(n));
+        let prefix = self.own.id.shared_prefix(joiner.id);
+        let mut rows: Vec<Contact> = (0..=prefix.min(super::id::DIGITS - 1))
             .flat_map(|r| self.table.row(r).iter().flatten().copied())
+            .filter_map(|id| self.contact_of(id))
             .collect();
         rows.push(self.own);
-        let leaves = next.is_none().then(|| self.leaves.members().collect());
+        let leaves = next.is_none().then(|| self.leaf_contacts());
         self.send(joiner, OverlayMsg::JoinState { rows, leaves });
         match next {
             Some(hop) => self.send(hop, OverlayMsg::Join { joiner }),
@@ -389,8 +434,9 @@ impl Overlay {
 
     /// Someone mentioned `id`: if it would be useful, ask it directly; it is learned when
     /// it answers.
-    fn hear_of(&mut self, now: Instant, id: NodeId) {
-        if id == self.own
+    fn hear_of(&mut self, now: Instant, c: Contact) {
+        let id = c.id;
+        if id == self.own.id
             || self.peers.contains_key(&id)
             || self.dead.contains_key(&id)
             || self.probing.contains_key(&id)
@@ -400,13 +446,14 @@ impl Overlay {
         }
         let patience = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
         self.probing.insert(id, now + patience);
-        self.send(id, OverlayMsg::Ping);
+        self.send(c, OverlayMsg::Ping { leaves: None });
     }
 
     /// Offers a node that has just spoken to us to the leaf set and the table; tracks it if
     /// either keeps it.
-    fn learn(&mut self, now: Instant, id: NodeId) {
-        if id == self.own {
+    fn learn(&mut self, now: Instant, c: Contact) {
+        let id = c.id;
+        if id == self.own.id {
             return;
         }
         let leaf = self.leaves.insert(id);
@@ -416,7 +463,9 @@ impl Overlay {
         }
         if leaf || table {
             self.peers.entry(id).or_insert(Peer {
+                addr: c.addr,
                 last_heard: now,
+                pinged_at: None,
                 told: 0,
             });
             self.changed(now);
@@ -427,17 +476,17 @@ impl Overlay {
     /// the graveyard, so every entry gets its turn.
     fn probe_graveyard(&mut self, now: Instant) {
         for _ in 0..self.graveyard.len() {
-            let Some(id) = self.graveyard.pop_front() else {
+            let Some(c) = self.graveyard.pop_front() else {
                 return;
             };
-            if self.peers.contains_key(&id) {
+            if self.peers.contains_key(&c.id) {
                 continue; // already back
             }
-            self.graveyard.push_back(id);
-            if !self.dead.contains_key(&id) {
+            self.graveyard.push_back(c);
+            if !self.dead.contains_key(&c.id) {
                 let patience = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
-                self.probing.insert(id, now + patience);
-                self.send(id, OverlayMsg::Ping);
+                self.probing.insert(c.id, now + patience);
+                self.send(c, OverlayMsg::Ping { leaves: None });
                 return;
             }
         }
@@ -447,13 +496,13 @@ impl Overlay {
     fn forget(&mut self, now: Instant, id: NodeId, silent: bool) {
         let was_leaf = self.leaves.remove(id);
         let was_entry = self.table.remove(id);
-        let known = self.peers.remove(&id).is_some();
+        let known = self.peers.remove(&id);
         let detection = self.cfg.heartbeat_period * (self.cfg.heartbeat_misses + 2);
         self.dead.insert(id, now + detection * 2);
         // Only the silent go to the graveyard: a node that said goodbye is not coming back.
-        if silent && known {
-            self.graveyard.retain(|&g| g != id);
-            self.graveyard.push_back(id);
+        if let (true, Some(p)) = (silent, known) {
+            self.graveyard.retain(|g| g.id != id);
+            self.graveyard.push_back(Contact::new(id, p.addr));
             if self.graveyard.len() > GRAVEYARD {
                 self.graveyard.pop_front();
             }
@@ -467,15 +516,14 @@ impl Overlay {
             self.leaf_version += 1;
             if self.cfg.repair {
                 // The surviving leaves know who lies beyond the gap.
-                let leaves: Vec<NodeId> = self.leaves.members().collect();
-                for l in leaves {
+                for l in self.leaf_contacts() {
                     self.send(l, OverlayMsg::LeafRequest);
                 }
             }
         }
     }
 
-    fn leaves_for(&mut self, to: NodeId) -> Option<Vec<NodeId>> {
+    fn leaves_for(&mut self, to: NodeId) -> Option<Vec<Contact>> {
         // Only neighbours need our leaf set; table entries live elsewhere on the ring.
         if !self.leaves.contains(to) {
             return None;
@@ -486,7 +534,28 @@ impl Overlay {
             return None;
         }
         p.told = version;
-        Some(self.leaves.members().collect())
+        Some(self.leaf_contacts())
+    }
+
+    /// A known peer as a contact.
+    fn contact_of(&self, id: NodeId) -> Option<Contact> {
+        self.peers.get(&id).map(|p| Contact::new(id, p.addr))
+    }
+
+    /// The leaf set as contacts (every leaf is a tracked peer).
+    fn leaf_contacts(&self) -> Vec<Contact> {
+        self.leaves
+            .members()
+            .filter_map(|id| self.contact_of(id))
+            .collect()
+    }
+
+    /// Every tracked peer as a contact, in id order.
+    fn peer_contacts(&self) -> Vec<Contact> {
+        self.peers
+            .iter()
+            .map(|(&id, p)| Contact::new(id, p.addr))
+            .collect()
     }
 
     fn changed(&mut self, now: Instant) {
@@ -497,7 +566,7 @@ impl Overlay {
         }
     }
 
-    fn send(&mut self, to: NodeId, msg: OverlayMsg) {
+    fn send(&mut self, to: Contact, msg: OverlayMsg) {
         self.outbox.push_back((to, msg));
     }
 }

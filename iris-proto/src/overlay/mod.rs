@@ -14,7 +14,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use id::NodeId;
+pub use id::{Contact, NodeId};
 pub use leaf_set::LeafSet;
 pub use machine::{Overlay, OverlayConfig, OverlayEvent, OverlayMsg};
 pub use route::next_hop;

@@ -1,27 +1,19 @@
-//! Overlay messages on the wire: a link frame (`version | kind | length`) of kind
-//! [`FrameKind::Plain`] holding the sender's id, a tag and the message's ids. Secure links
-//! carry the same payload inside records; the simulator sends these frames as they are.
+//! Overlay messages on the wire: a tag and the message's contacts. They travel as control
+//! messages of a peer link (sealed records, or plain frames in simulations), which already
+//! know the sender, so no message repeats it.
 
-use super::{NodeId, OverlayMsg};
-use crate::link::frame::{FrameError, FrameKind, HEADER_LEN, decode_frame, put_header};
+use super::{Contact, NodeId, OverlayMsg};
 use crate::relay::codec::put_varint;
 use bytes::{Buf, BufMut, BytesMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use thiserror::Error;
 
-/// Most ids one message may carry (32 table rows of 16, plus a leaf set, with room).
-pub const MAX_IDS: usize = 1024;
-/// Largest payload a plain overlay frame may announce.
-pub const MAX_PAYLOAD: usize = 16 + 1 + 2 * (10 + 16 * MAX_IDS) + 1;
+/// Most contacts one message may carry (32 table rows of 16, plus a leaf set, with room).
+pub const MAX_CONTACTS: usize = 1024;
 
 /// Why bytes are not an overlay message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum WireError {
-    /// The frame itself is bad.
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    /// A frame of another kind where a plain overlay frame was expected.
-    #[error("not a plain overlay frame")]
-    Kind,
     /// The payload does not parse.
     #[error("malformed overlay message: {0}")]
     Malformed(&'static str),
@@ -37,64 +29,55 @@ mod tag {
     pub(super) const LEAVE: u8 = 7;
 }
 
-/// Appends a plain frame carrying `msg` from `from`.
-pub fn encode(from: NodeId, msg: &OverlayMsg, out: &mut BytesMut) {
-    let start = out.len();
-    put_header(out, FrameKind::Plain, 0);
-    out.put_u128(from.0);
+/// Appends `msg`.
+pub fn encode(msg: &OverlayMsg, out: &mut BytesMut) {
     match msg {
         OverlayMsg::Join { joiner } => {
             out.put_u8(tag::JOIN);
-            out.put_u128(joiner.0);
+            put_contact(out, joiner);
         }
         OverlayMsg::JoinState { rows, leaves } => {
             out.put_u8(tag::JOIN_STATE);
-            put_ids(out, rows);
-            put_opt_ids(out, leaves.as_deref());
+            put_contacts(out, rows);
+            put_opt_contacts(out, leaves.as_deref());
         }
-        OverlayMsg::Ping => out.put_u8(tag::PING),
+        OverlayMsg::Ping { leaves } => {
+            out.put_u8(tag::PING);
+            put_opt_contacts(out, leaves.as_deref());
+        }
         OverlayMsg::Pong { leaves } => {
             out.put_u8(tag::PONG);
-            put_opt_ids(out, leaves.as_deref());
+            put_opt_contacts(out, leaves.as_deref());
         }
         OverlayMsg::LeafRequest => out.put_u8(tag::LEAF_REQUEST),
         OverlayMsg::LeafReply { leaves } => {
             out.put_u8(tag::LEAF_REPLY);
-            put_ids(out, leaves);
+            put_contacts(out, leaves);
         }
         OverlayMsg::Leave => out.put_u8(tag::LEAVE),
     }
-    // The length is known only now: patch the header.
-    let len = out.len() - start - HEADER_LEN;
-    let hdr = crate::link::frame::header(FrameKind::Plain, len);
-    out[start..start + HEADER_LEN].copy_from_slice(&hdr);
 }
 
-/// Splits one overlay message off the front of `buf`: `Ok(None)` while incomplete.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<(NodeId, OverlayMsg)>, WireError> {
-    let Some(frame) = decode_frame(buf, MAX_PAYLOAD)? else {
-        return Ok(None);
-    };
-    if frame.kind != FrameKind::Plain {
-        return Err(WireError::Kind);
-    }
-    let mut p = &frame.payload[..];
-    let from = NodeId(take_u128(&mut p)?);
-    let msg = match take_u8(&mut p)? {
+/// Parses one whole message; trailing bytes are an error.
+pub fn decode(mut p: &[u8]) -> Result<OverlayMsg, WireError> {
+    let p = &mut p;
+    let msg = match take_u8(p)? {
         tag::JOIN => OverlayMsg::Join {
-            joiner: NodeId(take_u128(&mut p)?),
+            joiner: take_contact(p)?,
         },
         tag::JOIN_STATE => OverlayMsg::JoinState {
-            rows: take_ids(&mut p)?,
-            leaves: take_opt_ids(&mut p)?,
+            rows: take_contacts(p)?,
+            leaves: take_opt_contacts(p)?,
         },
-        tag::PING => OverlayMsg::Ping,
+        tag::PING => OverlayMsg::Ping {
+            leaves: take_opt_contacts(p)?,
+        },
         tag::PONG => OverlayMsg::Pong {
-            leaves: take_opt_ids(&mut p)?,
+            leaves: take_opt_contacts(p)?,
         },
         tag::LEAF_REQUEST => OverlayMsg::LeafRequest,
         tag::LEAF_REPLY => OverlayMsg::LeafReply {
-            leaves: take_ids(&mut p)?,
+            leaves: take_contacts(p)?,
         },
         tag::LEAVE => OverlayMsg::Leave,
         _ => return Err(WireError::Malformed("unknown message tag")),
@@ -102,42 +85,89 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<(NodeId, OverlayMsg)>, WireEr
     if !p.is_empty() {
         return Err(WireError::Malformed("trailing bytes"));
     }
-    Ok(Some((from, msg)))
+    Ok(msg)
 }
 
-/// Bytes `msg` takes on the wire, frame header included.
+/// Bytes `msg` takes on the wire.
 pub fn size(msg: &OverlayMsg) -> usize {
-    let ids = |v: &[NodeId]| varint_len(v.len()) + 16 * v.len();
-    let opt = |v: &Option<Vec<NodeId>>| 1 + v.as_deref().map_or(0, ids);
-    HEADER_LEN
-        + 16
-        + 1
-        + match msg {
-            OverlayMsg::Join { .. } => 16,
-            OverlayMsg::JoinState { rows, leaves } => ids(rows) + opt(leaves),
-            OverlayMsg::Pong { leaves } => opt(leaves),
-            OverlayMsg::LeafReply { leaves } => ids(leaves),
-            OverlayMsg::Ping | OverlayMsg::LeafRequest | OverlayMsg::Leave => 0,
+    let all = |v: &[Contact]| varint_len(v.len()) + v.iter().map(contact_len).sum::<usize>();
+    let opt = |v: &Option<Vec<Contact>>| 1 + v.as_deref().map_or(0, all);
+    1 + match msg {
+        OverlayMsg::Join { joiner } => contact_len(joiner),
+        OverlayMsg::JoinState { rows, leaves } => all(rows) + opt(leaves),
+        OverlayMsg::Ping { leaves } | OverlayMsg::Pong { leaves } => opt(leaves),
+        OverlayMsg::LeafReply { leaves } => all(leaves),
+        OverlayMsg::LeafRequest | OverlayMsg::Leave => 0,
+    }
+}
+
+/// Appends a contact: the id, then the address (`4 | ip | port` or `6 | ip | port`).
+pub fn put_contact(out: &mut BytesMut, c: &Contact) {
+    out.put_u128(c.id.0);
+    put_addr(out, &c.addr);
+}
+
+/// Parses a contact.
+pub fn take_contact(p: &mut &[u8]) -> Result<Contact, WireError> {
+    let id = NodeId(take_u128(p)?);
+    Ok(Contact::new(id, take_addr(p)?))
+}
+
+/// Appends a socket address.
+pub fn put_addr(out: &mut BytesMut, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.put_u8(4);
+            out.put_slice(&ip.octets());
         }
+        IpAddr::V6(ip) => {
+            out.put_u8(6);
+            out.put_slice(&ip.octets());
+        }
+    }
+    out.put_u16(addr.port());
+}
+
+/// Parses a socket address.
+pub fn take_addr(p: &mut &[u8]) -> Result<SocketAddr, WireError> {
+    let ip = match take_u8(p)? {
+        4 if p.len() >= 6 => {
+            let mut o = [0u8; 4];
+            p.copy_to_slice(&mut o);
+            IpAddr::V4(Ipv4Addr::from(o))
+        }
+        6 if p.len() >= 18 => {
+            let mut o = [0u8; 16];
+            p.copy_to_slice(&mut o);
+            IpAddr::V6(Ipv6Addr::from(o))
+        }
+        4 | 6 => return Err(WireError::Malformed("truncated address")),
+        _ => return Err(WireError::Malformed("unknown address family")),
+    };
+    Ok(SocketAddr::new(ip, p.get_u16()))
+}
+
+fn contact_len(c: &Contact) -> usize {
+    16 + 1 + 2 + if c.addr.is_ipv4() { 4 } else { 16 }
 }
 
 fn varint_len(n: usize) -> usize {
     (64 - (n as u64).max(1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_ids(out: &mut BytesMut, ids: &[NodeId]) {
-    put_varint(out, ids.len() as u64);
-    for id in ids {
-        out.put_u128(id.0);
+fn put_contacts(out: &mut BytesMut, all: &[Contact]) {
+    put_varint(out, all.len() as u64);
+    for c in all {
+        put_contact(out, c);
     }
 }
 
-fn put_opt_ids(out: &mut BytesMut, ids: Option<&[NodeId]>) {
-    match ids {
+fn put_opt_contacts(out: &mut BytesMut, all: Option<&[Contact]>) {
+    match all {
         None => out.put_u8(0),
-        Some(ids) => {
+        Some(all) => {
             out.put_u8(1);
-            put_ids(out, ids);
+            put_contacts(out, all);
         }
     }
 }
@@ -156,29 +186,34 @@ fn take_u128(p: &mut &[u8]) -> Result<u128, WireError> {
     Ok(p.get_u128())
 }
 
-fn take_ids(p: &mut &[u8]) -> Result<Vec<NodeId>, WireError> {
+fn take_contacts(p: &mut &[u8]) -> Result<Vec<Contact>, WireError> {
     let mut n = 0u64;
     for i in 0..10 {
         let b = take_u8(p)?;
         n |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
+            // One encoding per count, so that re-encoding gives the same bytes.
+            if b == 0 && i > 0 {
+                return Err(WireError::Malformed("count varint not minimal"));
+            }
             break;
         }
         if i == 9 {
             return Err(WireError::Malformed("count varint too long"));
         }
     }
-    // The count is checked against the bytes present before anything is allocated.
-    if n > MAX_IDS as u64 || p.len() < 16 * n as usize {
-        return Err(WireError::Malformed("id count exceeds the message"));
+    // The count is checked against the bytes present (23 at least per contact) before
+    // anything is allocated.
+    if n > MAX_CONTACTS as u64 || p.len() < 23 * n as usize {
+        return Err(WireError::Malformed("contact count exceeds the message"));
     }
-    (0..n).map(|_| take_u128(p).map(NodeId)).collect()
+    (0..n).map(|_| take_contact(p)).collect()
 }
 
-fn take_opt_ids(p: &mut &[u8]) -> Result<Option<Vec<NodeId>>, WireError> {
+fn take_opt_contacts(p: &mut &[u8]) -> Result<Option<Vec<Contact>>, WireError> {
     match take_u8(p)? {
         0 => Ok(None),
-        1 => take_ids(p).map(Some),
+        1 => take_contacts(p).map(Some),
         _ => Err(WireError::Malformed("invalid option flag")),
     }
 }
@@ -188,74 +223,79 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn ids() -> impl Strategy<Value = Vec<NodeId>> {
-        proptest::collection::vec(any::<u128>().prop_map(NodeId), 0..40)
+    fn contact() -> impl Strategy<Value = Contact> {
+        (any::<u128>(), any::<bool>(), any::<u128>(), any::<u16>()).prop_map(
+            |(id, v4, ip, port)| {
+                let ip = if v4 {
+                    IpAddr::V4(Ipv4Addr::from(ip as u32))
+                } else {
+                    IpAddr::V6(Ipv6Addr::from(ip))
+                };
+                Contact::new(NodeId(id), SocketAddr::new(ip, port))
+            },
+        )
+    }
+
+    fn contacts() -> impl Strategy<Value = Vec<Contact>> {
+        proptest::collection::vec(contact(), 0..40)
     }
 
     fn msg() -> impl Strategy<Value = OverlayMsg> {
         prop_oneof![
-            any::<u128>().prop_map(|j| OverlayMsg::Join { joiner: NodeId(j) }),
-            (ids(), proptest::option::of(ids()))
+            contact().prop_map(|joiner| OverlayMsg::Join { joiner }),
+            (contacts(), proptest::option::of(contacts()))
                 .prop_map(|(rows, leaves)| OverlayMsg::JoinState { rows, leaves }),
-            Just(OverlayMsg::Ping),
-            proptest::option::of(ids()).prop_map(|leaves| OverlayMsg::Pong { leaves }),
+            proptest::option::of(contacts()).prop_map(|leaves| OverlayMsg::Ping { leaves }),
+            proptest::option::of(contacts()).prop_map(|leaves| OverlayMsg::Pong { leaves }),
             Just(OverlayMsg::LeafRequest),
-            ids().prop_map(|leaves| OverlayMsg::LeafReply { leaves }),
+            contacts().prop_map(|leaves| OverlayMsg::LeafReply { leaves }),
             Just(OverlayMsg::Leave),
         ]
     }
 
     proptest! {
-        /// Messages round-trip through any split of the stream, and `size` is exact.
+        /// Messages round-trip, `size` is exact, and every strict prefix is refused.
         #[test]
-        fn round_trip_and_size(msgs in proptest::collection::vec((any::<u128>(), msg()), 1..10), cut in 1usize..200) {
+        fn round_trip_and_size(m in msg()) {
             let mut wire = BytesMut::new();
-            for (from, m) in &msgs {
-                let before = wire.len();
-                encode(NodeId(*from), m, &mut wire);
-                prop_assert_eq!(wire.len() - before, size(m));
-            }
-            let mut buf = BytesMut::new();
-            let mut got = Vec::new();
-            for piece in wire.chunks(cut) {
-                buf.extend_from_slice(piece);
-                while let Some((from, m)) = decode(&mut buf).unwrap() {
-                    got.push((from.0, m));
+            encode(&m, &mut wire);
+            prop_assert_eq!(wire.len(), size(&m));
+            prop_assert_eq!(decode(&wire), Ok(m));
+            for cut in [0, wire.len() / 2, wire.len() - 1] {
+                if cut < wire.len() {
+                    prop_assert!(decode(&wire[..cut]).is_err());
                 }
             }
-            prop_assert_eq!(got, msgs);
         }
     }
 
     #[test]
-    fn hostile_counts_and_kinds_are_refused() {
+    fn hostile_counts_and_tags_are_refused() {
+        let c = Contact::new(NodeId(2), "127.0.0.1:9".parse().unwrap());
         let mut b = BytesMut::new();
-        encode(
-            NodeId(1),
-            &OverlayMsg::LeafReply {
-                leaves: vec![NodeId(2)],
-            },
-            &mut b,
-        );
-        // Claim 1000 ids in a message that holds one.
-        let at = HEADER_LEN + 16 + 1;
-        let mut bad = b.clone();
-        bad[at] = 0xe8;
-        bad.truncate(at + 1);
-        bad.extend_from_slice(&[0x07]);
-        bad.extend_from_slice(&[0u8; 16]);
-        let len = (bad.len() - HEADER_LEN) as u32;
-        bad[2..6].copy_from_slice(&len.to_be_bytes());
+        encode(&OverlayMsg::LeafReply { leaves: vec![c] }, &mut b);
+        // Claim 1000 contacts in a message that holds one.
+        let mut bad = BytesMut::from(&[6u8, 0xe8, 0x07][..]);
+        bad.extend_from_slice(&b[2..]);
         assert_eq!(
-            decode(&mut bad),
-            Err(WireError::Malformed("id count exceeds the message"))
+            decode(&bad),
+            Err(WireError::Malformed("contact count exceeds the message"))
         );
-        let mut record = BytesMut::from(&[1u8, 3, 0, 0, 0, 0][..]);
-        assert_eq!(decode(&mut record), Err(WireError::Kind));
-        let mut huge = BytesMut::from(&[1u8, 4, 0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(
-            decode(&mut huge),
-            Err(WireError::Frame(FrameError::TooLong { .. }))
-        ));
+        assert_eq!(
+            decode(&[99]),
+            Err(WireError::Malformed("unknown message tag"))
+        );
+        let mut family = b.clone();
+        family[2 + 16] = 5;
+        assert_eq!(
+            decode(&family),
+            Err(WireError::Malformed("unknown address family"))
+        );
+        let mut trailing = b.clone();
+        trailing.extend_from_slice(&[0]);
+        assert_eq!(
+            decode(&trailing),
+            Err(WireError::Malformed("trailing bytes"))
+        );
     }
 }

@@ -1,8 +1,11 @@
 //! `iris`: the Iris node command.
 
 use clap::Parser;
-use iris_tokio::driver::{self, NodeOptions};
+use iris_proto::{MeshConfig, Security};
+use iris_tokio::driver::{self, NetworkOptions, NodeOptions};
+use std::net::ToSocketAddrs;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 /// Iris node: decentralized messaging for backend services.
@@ -17,8 +20,7 @@ struct Args {
     #[arg(long)]
     dev: bool,
 
-    /// Network name; nodes join only nodes of the same network. Peer networking is not
-    /// implemented yet: with --net and --rsa the key is checked, then the node refuses to start.
+    /// Network name; nodes join only nodes of the same network (and the same key).
     #[arg(long, value_name = "NAME")]
     net: Option<String>,
 
@@ -26,6 +28,21 @@ struct Args {
     /// 2048 bits (`openssl genrsa -out net.pem 2048`).
     #[arg(long, value_name = "PATH")]
     rsa: Option<std::path::PathBuf>,
+
+    /// A node of the network to join through, as HOST:PORT (its peer address); repeat for
+    /// several. Retried while this node knows nobody. Without seeds the node starts a
+    /// network of its own, which others may join through it.
+    #[arg(long = "seed", value_name = "HOST:PORT")]
+    seeds: Vec<String>,
+
+    /// Where the peer listener binds. Loopback by default: reaching other machines is an
+    /// explicit choice (e.g. `0.0.0.0:7000` with `--advertise 10.0.0.5:7000`).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    peer_bind: std::net::SocketAddr,
+
+    /// The peer address other nodes are told to dial (default: the bound address).
+    #[arg(long, value_name = "ADDR:PORT")]
+    advertise: Option<std::net::SocketAddr>,
 
     /// Relay port for local clients, on 127.0.0.1 and [::1]. 0 picks a free port.
     #[arg(long, default_value_t = 55555, value_name = "PORT")]
@@ -63,10 +80,13 @@ struct Args {
 
 /// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
 fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 11] = [
+    const LONG: [&str; 14] = [
         "dev",
         "net",
         "rsa",
+        "seed",
+        "peer-bind",
+        "advertise",
         "port",
         "log",
         "max-message-size",
@@ -97,29 +117,27 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .init();
 
-    if !args.dev {
-        let (Some(_net), Some(rsa)) = (&args.net, &args.rsa) else {
-            eprintln!("iris: a network node needs --net NAME and --rsa KEY (or use --dev)");
-            return ExitCode::from(2);
-        };
-        if let Err(e) = iris_tokio::key_file::load_network_key(rsa) {
-            eprintln!("iris: {e}");
-            return ExitCode::from(2);
-        }
-        eprintln!(
-            "iris: the key is valid, but peer networking is not implemented yet; run a lone node with --dev"
-        );
-        return ExitCode::from(2);
-    }
     let seed = driver::random_seed();
-    let network = format!(
-        "dev-{:02x}{:02x}{:02x}{:02x}",
-        seed[0], seed[1], seed[2], seed[3]
-    );
-    tracing::info!("development mode: lone node of network {network:?}, no peers");
+    let network = if args.dev {
+        let network = format!(
+            "dev-{:02x}{:02x}{:02x}{:02x}",
+            seed[0], seed[1], seed[2], seed[3]
+        );
+        tracing::info!("development mode: lone node of network {network:?}, no peers");
+        None
+    } else {
+        match network_options(&args) {
+            Ok(net) => Some(net),
+            Err(e) => {
+                eprintln!("iris: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let mut opts = NodeOptions {
         port: args.port,
         seed,
+        network,
         ..NodeOptions::default()
     };
     opts.config.limits.max_message_size = args.max_message_size;
@@ -152,6 +170,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The network half of the options: the key checked, the seeds resolved.
+fn network_options(args: &Args) -> Result<NetworkOptions, String> {
+    let (Some(net), Some(rsa)) = (&args.net, &args.rsa) else {
+        return Err("a network node needs --net NAME and --rsa KEY (or use --dev)".into());
+    };
+    if net.is_empty() {
+        return Err("the network name must not be empty".into());
+    }
+    let key = iris_tokio::key_file::load_network_key(rsa).map_err(|e| e.to_string())?;
+    let mut seeds = Vec::new();
+    for s in &args.seeds {
+        let addr = s
+            .to_socket_addrs()
+            .map_err(|e| format!("seed {s:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("seed {s:?} resolves to no address"))?;
+        seeds.push(addr);
+    }
+    let mut mesh = MeshConfig::new(net, args.peer_bind);
+    mesh.seeds = seeds;
+    Ok(NetworkOptions {
+        bind: args.peer_bind,
+        advertise: args.advertise,
+        mesh,
+        security: Security::Rsa(Arc::new(key)),
+        events: None,
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM with the reason clients are told.

@@ -1,0 +1,710 @@
+//! The mesh: this node's links to other nodes, and the overlay that runs over them.
+//!
+//! The [`Overlay`] names peers by [`Contact`] (id and address). The mesh turns that into
+//! links: it keeps one identified link per peer, asks the driver to dial an address when a
+//! peer has none ([`MeshOutput::Dial`]), holds the messages for it until the link is up and
+//! the peer has said who it is, and drops them (counted) if the dial fails or someone else
+//! answers. Links are [`Link`]s: authenticated and encrypted with the network key, or plain
+//! in simulations of many nodes.
+//!
+//! - Every link starts with IDENT both ways: the peer's id and the address it listens at.
+//!   Messages before it are a violation; the link is closed.
+//! - Two nodes that dial each other at once end up with two links; both keep the one dialed
+//!   by the smaller id and close the other, so they agree without talking.
+//! - A link's liveness is the overlay's business (heartbeats): a closed link is simply
+//!   redialed by the next message, so a broken connection is not a dead node.
+//! - Links nobody used for `link_idle` are closed (peers probed once and not kept).
+//! - While the node knows nobody, its seeds are dialed again every heartbeat period.
+
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use crate::link::{Link, LinkConfig, LinkEvent, NetworkKey, Role};
+use crate::overlay::{Contact, NodeId, Overlay, OverlayConfig, OverlayEvent};
+use crate::time::Instant;
+use bytes::Bytes;
+use rand::rngs::ChaCha8Rng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::PeerMsg;
+
+/// A map for lookups only (never iterated where order could reach an output), hashed with
+/// a fixed seed so that no OS randomness is involved.
+type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A connection to another node, named by the driver (like [`crate::ConnId`] for clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
+
+/// A dial the node asked for, named by the node; the driver answers with the link it
+/// opened or with the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DialId(pub u64);
+
+/// How links prove membership.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// The network's RSA key signs every handshake; records are sealed.
+    Rsa(Arc<NetworkKey>),
+    /// No cryptography (see [`Link::plain`]): for simulations only.
+    Plain,
+}
+
+/// The mesh's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// This node's id; `None` draws one from the seed.
+    pub id: Option<NodeId>,
+    /// The address other nodes dial to reach this one (the driver's peer listener).
+    pub listen: SocketAddr,
+    /// Nodes to join through; retried while the node knows nobody.
+    pub seeds: Vec<SocketAddr>,
+    /// The overlay's timers and sizes.
+    pub overlay: OverlayConfig,
+    /// The links' bounds and network name.
+    pub link: LinkConfig,
+    /// Most links and dials at once; a message that would need another is dropped.
+    pub max_links: usize,
+    /// Messages held for a peer while its link comes up; more are dropped.
+    pub max_pending: usize,
+    /// A link with no message either way for this long is closed.
+    pub link_idle: Duration,
+}
+
+impl MeshConfig {
+    /// Defaults for a node reachable at `listen`, of network `network`.
+    pub fn new(network: &str, listen: SocketAddr) -> MeshConfig {
+        MeshConfig {
+            id: None,
+            listen,
+            seeds: Vec::new(),
+            overlay: OverlayConfig::default(),
+            link: LinkConfig {
+                network: network.to_string(),
+                ..LinkConfig::default()
+            },
+            max_links: 1024,
+            max_pending: 64,
+            link_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the mesh asks of its driver (through the node's outputs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshOutput {
+    /// Open a TCP connection to `addr`; report [`crate::Input::PeerConnected`] with this
+    /// dial, or [`crate::Input::DialFailed`].
+    Dial(DialId, SocketAddr),
+    /// Write these bytes to the link's socket, after everything before.
+    Transmit(LinkId, Bytes),
+    /// Close the link's socket once everything before is written.
+    Close(LinkId),
+    /// Something happened.
+    Event(MeshEvent),
+}
+
+/// What the mesh reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshEvent {
+    /// The overlay has been quiet for its convergence period.
+    Converged {
+        /// Peers known.
+        peers: usize,
+    },
+    /// A peer was found dead or left.
+    PeerDown(NodeId),
+    /// A link ended before or after its handshake, with the reason.
+    LinkClosed {
+        /// The link.
+        link: LinkId,
+        /// The peer, if it had said who it is.
+        peer: Option<NodeId>,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A dial failed.
+    DialFailed(SocketAddr),
+    /// The node knows nobody although it joined: its seeds are retried every heartbeat
+    /// period, and the driver may offer others ([`crate::Input::JoinVia`]).
+    Alone,
+}
+
+/// Counters of the mesh.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshStats {
+    /// Links whose handshake completed and whose peer identified itself.
+    pub links_up: u64,
+    /// Links closed for a failed handshake or a broken link protocol.
+    pub links_failed: u64,
+    /// Links closed as duplicates of another to the same peer.
+    pub links_duplicate: u64,
+    /// Links closed for idleness.
+    pub links_idle: u64,
+    /// Dials that failed.
+    pub dials_failed: u64,
+    /// Messages dropped: queue full, dial failed, link limit, or another node answered.
+    pub messages_dropped: u64,
+    /// Messages from peers that did not parse or broke the link protocol.
+    pub bad_messages: u64,
+}
+
+struct PeerLink {
+    link: Link,
+    dialed: bool,
+    /// Set by the peer's IDENT.
+    peer: Option<Contact>,
+    /// Who we dialed this link to reach, if anyone in particular.
+    expect: Option<NodeId>,
+    /// Messages for `expect`, held until the peer identifies itself.
+    pending: Vec<Bytes>,
+    /// Join the overlay through this peer once it identifies itself.
+    join: bool,
+    /// Broke the protocol: closing, and ignored meanwhile.
+    bad: bool,
+    /// The handshake deadline, until the link is up.
+    deadline: Option<Instant>,
+    last_used: Instant,
+}
+
+struct Dial {
+    addr: SocketAddr,
+    expect: Option<NodeId>,
+    pending: Vec<Bytes>,
+    join: bool,
+}
+
+/// The mesh state machine, owned and drained by the node.
+pub struct Mesh {
+    cfg: MeshConfig,
+    security: Security,
+    overlay: Overlay,
+    rng: ChaCha8Rng,
+    links: Map<LinkId, PeerLink>,
+    /// The identified link chosen for each peer.
+    by_id: Map<NodeId, LinkId>,
+    dials: Map<DialId, Dial>,
+    /// The dial in flight toward each peer.
+    dialing: Map<NodeId, DialId>,
+    next_dial: u64,
+    /// Links with frames to transmit.
+    dirty: BTreeSet<LinkId>,
+    /// Handshake deadlines of links not yet up (a set, so the next is found at once).
+    handshakes: BTreeSet<(Instant, LinkId)>,
+    outputs: VecDeque<MeshOutput>,
+    next_seed_try: Instant,
+    next_sweep: Instant,
+    /// Leaving: farewells go out on open links only, nothing is dialed.
+    leaving: bool,
+    stats: MeshStats,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("id", &self.overlay.id())
+            .field("links", &self.links.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    /// A mesh that dials its seeds at once.
+    pub fn new(cfg: MeshConfig, security: Security, seed: [u8; 32], now: Instant) -> Mesh {
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        let id = cfg
+            .id
+            .unwrap_or_else(|| NodeId(rng.next_u64() as u128 | (u128::from(rng.next_u64()) << 64)));
+        let overlay = Overlay::new(Contact::new(id, cfg.listen), cfg.overlay.clone(), now);
+        let mut mesh = Mesh {
+            overlay,
+            security,
+            rng,
+            links: Map::default(),
+            by_id: Map::default(),
+            dials: Map::default(),
+            dialing: Map::default(),
+            next_dial: 0,
+            dirty: BTreeSet::new(),
+            handshakes: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            next_seed_try: now,
+            next_sweep: now + cfg.link_idle / 2,
+            leaving: false,
+            stats: MeshStats::default(),
+            cfg,
+        };
+        mesh.try_seeds(now);
+        mesh
+    }
+
+    /// The overlay, for inspection (leaf set, routing, convergence).
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &MeshStats {
+        &self.stats
+    }
+
+    /// Links open or opening.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Joins through the node at `addr` (discovery found it, or an operator named it).
+    pub fn join_via(&mut self, now: Instant, addr: SocketAddr) {
+        if addr == self.cfg.listen {
+            return;
+        }
+        if let Some(id) = self.link_to_addr(addr) {
+            let c = Contact::new(id, addr);
+            self.overlay.join(now, c);
+            self.pump(now);
+        } else {
+            self.dial(addr, None, Vec::new(), true);
+        }
+    }
+
+    /// Leaves the overlay for good: peers are told, and repair at once.
+    pub fn leave(&mut self, now: Instant) {
+        self.leaving = true;
+        self.overlay.leave();
+        self.pump(now);
+        // The farewells are queued on the links; each closes once they are out. Dials in
+        // flight are not waited for.
+        let mut ids: Vec<LinkId> = self.links.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.close_link(id, "leaving");
+        }
+    }
+
+    /// The driver opened a connection: accepted (`dial` is `None`) or answering a dial.
+    pub fn on_connected(&mut self, now: Instant, id: LinkId, dial: Option<DialId>) {
+        let d = dial.and_then(|d| self.dials.remove(&d));
+        if let Some(d) = &d
+            && let Some(e) = d.expect
+        {
+            self.dialing.remove(&e);
+        }
+        let role = if dial.is_some() {
+            Role::Initiator
+        } else {
+            Role::Responder
+        };
+        let link = match &self.security {
+            Security::Rsa(key) => {
+                let mut seed = [0u8; 32];
+                self.rng.fill_bytes(&mut seed);
+                Link::new(role, key.clone(), self.cfg.link.clone(), seed, now)
+            }
+            Security::Plain => Link::plain(role, self.cfg.link.clone(), now),
+        };
+        let (expect, pending, join) =
+            d.map_or((None, Vec::new(), false), |d| (d.expect, d.pending, d.join));
+        let deadline = link.poll_timeout();
+        if let Some(d) = deadline {
+            self.handshakes.insert((d, id));
+        }
+        self.links.insert(
+            id,
+            PeerLink {
+                link,
+                dialed: dial.is_some(),
+                peer: None,
+                expect,
+                pending,
+                join,
+                bad: false,
+                deadline,
+                last_used: now,
+            },
+        );
+        self.dirty.insert(id);
+    }
+
+    /// Bytes from a link's socket, in order.
+    pub fn on_data(&mut self, now: Instant, id: LinkId, data: &[u8]) {
+        let Some(pl) = self.links.get_mut(&id) else {
+            return;
+        };
+        pl.link.handle_bytes(data);
+        self.drain_link(now, id);
+        self.pump(now);
+    }
+
+    /// A link's socket closed under us.
+    pub fn on_gone(&mut self, now: Instant, id: LinkId) {
+        if let Some(pl) = self.links.get_mut(&id) {
+            pl.link.handle_eof();
+            self.drain_link(now, id);
+            self.remove_link(id);
+            self.pump(now);
+        }
+    }
+
+    /// A dial failed: what was held for it is dropped.
+    pub fn on_dial_failed(&mut self, now: Instant, dial: DialId) {
+        let Some(d) = self.dials.remove(&dial) else {
+            return;
+        };
+        if let Some(e) = d.expect {
+            self.dialing.remove(&e);
+        }
+        self.stats.dials_failed += 1;
+        self.stats.messages_dropped += d.pending.len() as u64;
+        self.outputs
+            .push_back(MeshOutput::Event(MeshEvent::DialFailed(d.addr)));
+        self.pump(now);
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.overlay.handle_timeout(now);
+        while let Some(&(deadline, id)) = self.handshakes.first() {
+            if deadline > now {
+                break;
+            }
+            self.handshakes.pop_first();
+            if let Some(pl) = self.links.get_mut(&id) {
+                pl.link.handle_timeout(now);
+            }
+            self.drain_link(now, id);
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + self.cfg.link_idle / 2;
+            let idle: Vec<LinkId> = self
+                .links
+                .iter()
+                .filter(|(_, pl)| now.saturating_duration_since(pl.last_used) >= self.cfg.link_idle)
+                .map(|(&id, _)| id)
+                .collect();
+            let mut idle = idle;
+            idle.sort_unstable();
+            for id in idle {
+                self.stats.links_idle += 1;
+                self.close_link(id, "idle");
+            }
+        }
+        if now >= self.next_seed_try && self.overlay.peer_count() == 0 {
+            self.try_seeds(now);
+        }
+        self.pump(now);
+    }
+
+    /// When [`Mesh::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let links = self.handshakes.first().map(|&(t, _)| t);
+        let mut t = [self.overlay.poll_timeout(), links, Some(self.next_sweep)]
+            .into_iter()
+            .flatten()
+            .min();
+        if self.overlay.peer_count() == 0 && !self.cfg.seeds.is_empty() {
+            t = t.map(|t| t.min(self.next_seed_try));
+        }
+        t
+    }
+
+    /// The next thing for the driver.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<MeshOutput> {
+        if let Some(o) = self.outputs.pop_front() {
+            return Some(o);
+        }
+        while let Some(&id) = self.dirty.first() {
+            let Some(pl) = self.links.get_mut(&id) else {
+                self.dirty.remove(&id);
+                continue;
+            };
+            if let Some(frame) = pl.link.poll_transmit() {
+                return Some(MeshOutput::Transmit(id, frame));
+            }
+            self.dirty.remove(&id);
+            if pl.link.is_closed() {
+                // Its last frame (the close) is out: the socket can go.
+                self.remove_link(id);
+                return Some(MeshOutput::Close(id));
+            }
+        }
+        None
+    }
+
+    /// Dials every seed (joining through whichever answers).
+    fn try_seeds(&mut self, now: Instant) {
+        let period = self.cfg.overlay.heartbeat_period;
+        self.next_seed_try = now + period;
+        for addr in self.cfg.seeds.clone() {
+            let busy =
+                self.dials.values().any(|d| d.addr == addr) || self.link_to_addr(addr).is_some();
+            if !busy && addr != self.cfg.listen {
+                self.dial(addr, None, Vec::new(), true);
+            }
+        }
+    }
+
+    /// An identified link's peer at `addr`, if any.
+    fn link_to_addr(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.by_id
+            .iter()
+            .filter(|(_, l)| {
+                self.links
+                    .get(*l)
+                    .and_then(|pl| pl.peer)
+                    .is_some_and(|c| c.addr == addr)
+            })
+            .map(|(&id, _)| id)
+            .min()
+    }
+
+    fn dial(&mut self, addr: SocketAddr, expect: Option<NodeId>, pending: Vec<Bytes>, join: bool) {
+        if self.leaving || self.links.len() + self.dials.len() >= self.cfg.max_links {
+            self.stats.messages_dropped += pending.len() as u64;
+            return;
+        }
+        let d = DialId(self.next_dial);
+        self.next_dial += 1;
+        if let Some(e) = expect {
+            self.dialing.insert(e, d);
+        }
+        self.dials.insert(
+            d,
+            Dial {
+                addr,
+                expect,
+                pending,
+                join,
+            },
+        );
+        self.outputs.push_back(MeshOutput::Dial(d, addr));
+    }
+
+    /// Ships what the overlay wants sent and reports what it noticed.
+    fn pump(&mut self, now: Instant) {
+        while let Some((to, msg)) = self.overlay.poll_send() {
+            let bytes = wire::encode(&PeerMsg::Overlay(msg));
+            self.send(now, to, bytes);
+        }
+        while let Some(e) = self.overlay.poll_event() {
+            let e = match e {
+                OverlayEvent::Converged { peers } => MeshEvent::Converged { peers },
+                OverlayEvent::PeerDown(id) => MeshEvent::PeerDown(id),
+                OverlayEvent::Alone => {
+                    self.try_seeds(now);
+                    MeshEvent::Alone
+                }
+            };
+            self.outputs.push_back(MeshOutput::Event(e));
+        }
+    }
+
+    fn send(&mut self, now: Instant, to: Contact, bytes: Bytes) {
+        if let Some(&id) = self.by_id.get(&to.id) {
+            let pl = self.links.get_mut(&id).expect("by_id names live links");
+            pl.last_used = now;
+            if pl.link.send_control(bytes).is_err() {
+                self.stats.messages_dropped += 1;
+            }
+            self.dirty.insert(id);
+            return;
+        }
+        if self.leaving {
+            return;
+        }
+        if to.addr == self.cfg.listen {
+            // Stale: that node lived at this address before us. Its silence will tell the
+            // overlay it is gone.
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if let Some(d) = self.dialing.get(&to.id).and_then(|d| self.dials.get_mut(d)) {
+            if d.pending.len() < self.cfg.max_pending {
+                d.pending.push(bytes);
+            } else {
+                self.stats.messages_dropped += 1;
+            }
+            return;
+        }
+        // A link that is up but whose peer has not yet said who it is may be the one.
+        let opening = self
+            .links
+            .iter()
+            .filter(|(_, pl)| pl.peer.is_none() && pl.expect == Some(to.id))
+            .map(|(&l, _)| l)
+            .min()
+            .and_then(|l| self.links.get_mut(&l));
+        if let Some(pl) = opening {
+            if pl.pending.len() < self.cfg.max_pending {
+                pl.pending.push(bytes);
+            } else {
+                self.stats.messages_dropped += 1;
+            }
+            return;
+        }
+        self.dial(to.addr, Some(to.id), vec![bytes], false);
+    }
+
+    /// Handles what a link reports after it was fed.
+    fn drain_link(&mut self, now: Instant, id: LinkId) {
+        let me = self.overlay.contact();
+        loop {
+            let Some(pl) = self.links.get_mut(&id) else {
+                return;
+            };
+            let Some(event) = pl.link.poll_event() else {
+                break;
+            };
+            if pl.bad && !matches!(event, LinkEvent::Closed(_)) {
+                continue; // closing for a violation: nothing more it says counts
+            }
+            match event {
+                LinkEvent::Established => {
+                    if let Some(d) = pl.deadline.take() {
+                        self.handshakes.remove(&(d, id));
+                    }
+                    // A fresh link's queue is empty: this cannot fail.
+                    let _ = pl.link.send_control(wire::encode(&PeerMsg::Ident(me)));
+                }
+                LinkEvent::Control(bytes) => {
+                    pl.last_used = now;
+                    let peer = pl.peer;
+                    match (wire::decode(&bytes), peer) {
+                        (Ok(PeerMsg::Ident(c)), None) => self.on_ident(now, id, c),
+                        (Ok(PeerMsg::Overlay(m)), Some(c)) => {
+                            self.overlay.handle_message(now, c, m)
+                        }
+                        (Ok(PeerMsg::Overlay(_)), None) => {
+                            self.violation(id, "overlay message before IDENT")
+                        }
+                        (Ok(PeerMsg::Ident(_)), Some(_)) => self.violation(id, "second IDENT"),
+                        (Err(_), _) => self.violation(id, "malformed peer message"),
+                    }
+                }
+                LinkEvent::Data(_) => self.violation(id, "no data channel yet"),
+                LinkEvent::Closed(e) => {
+                    let peer = pl.peer.map(|c| c.id);
+                    if !matches!(e, crate::link::LinkError::ClosedByPeer(_)) {
+                        self.stats.links_failed += 1;
+                    }
+                    self.outputs
+                        .push_back(MeshOutput::Event(MeshEvent::LinkClosed {
+                            link: id,
+                            peer,
+                            reason: e.to_string(),
+                        }));
+                    // Let the driver write what is left (a close record) and close.
+                    self.dirty.insert(id);
+                    self.forget_peer_of(id);
+                }
+            }
+        }
+        self.dirty.insert(id);
+    }
+
+    fn on_ident(&mut self, now: Instant, id: LinkId, c: Contact) {
+        if c.id == self.overlay.id() {
+            // A stale contact led back here (a seed list naming this node, say): harmless.
+            return self.close_link(id, "connected to itself");
+        }
+        let pl = self.links.get_mut(&id).expect("caller holds the link");
+        pl.peer = Some(c);
+        let dialer = |pl: &PeerLink, own: NodeId, peer: NodeId| if pl.dialed { own } else { peer };
+        let own = self.overlay.id();
+        let mine = dialer(pl, own, c.id);
+        if let Some(&other) = self.by_id.get(&c.id) {
+            let theirs = dialer(&self.links[&other], own, c.id);
+            // Both ends keep the link dialed by the smaller id (the older one if the same
+            // node dialed both), so they agree without a word.
+            let (keep, drop) = if mine < theirs {
+                (id, other)
+            } else {
+                (other, id)
+            };
+            let moved = std::mem::take(&mut self.links.get_mut(&drop).expect("live").pending);
+            self.links
+                .get_mut(&keep)
+                .expect("live")
+                .pending
+                .extend(moved);
+            self.by_id.insert(c.id, keep);
+            self.stats.links_duplicate += 1;
+            self.close_link(drop, "duplicate link");
+        } else {
+            self.by_id.insert(c.id, id);
+        }
+        self.stats.links_up += 1;
+        let keep = self.by_id[&c.id];
+        let pl = self.links.get_mut(&keep).expect("live");
+        let pending = std::mem::take(&mut pl.pending);
+        if pl.expect.is_some_and(|e| e != c.id) {
+            // Someone else lives at that address now: what was meant for the old node is lost.
+            self.stats.messages_dropped += pending.len() as u64;
+        } else {
+            for bytes in pending {
+                if pl.link.send_control(bytes).is_err() {
+                    self.stats.messages_dropped += 1;
+                }
+            }
+        }
+        pl.last_used = now;
+        let join = std::mem::take(&mut pl.join);
+        self.dirty.insert(keep);
+        if join {
+            self.overlay.join(now, c);
+        }
+    }
+
+    fn violation(&mut self, id: LinkId, why: &str) {
+        self.stats.bad_messages += 1;
+        if let Some(pl) = self.links.get_mut(&id) {
+            pl.bad = true;
+        }
+        let peer = self.links.get(&id).and_then(|pl| pl.peer.map(|c| c.id));
+        self.outputs
+            .push_back(MeshOutput::Event(MeshEvent::LinkClosed {
+                link: id,
+                peer,
+                reason: why.to_string(),
+            }));
+        self.close_link(id, why);
+    }
+
+    /// Closes a link gracefully: it transmits its close, then the driver closes the socket.
+    fn close_link(&mut self, id: LinkId, why: &str) {
+        self.forget_peer_of(id);
+        if let Some(pl) = self.links.get_mut(&id) {
+            self.stats.messages_dropped += pl.pending.len() as u64;
+            pl.pending.clear();
+            pl.link.close(why);
+            self.dirty.insert(id);
+        }
+    }
+
+    /// Unmaps the link from its peer, so that new messages go elsewhere.
+    fn forget_peer_of(&mut self, id: LinkId) {
+        if let Some(c) = self.links.get(&id).and_then(|pl| pl.peer)
+            && self.by_id.get(&c.id) == Some(&id)
+        {
+            self.by_id.remove(&c.id);
+        }
+    }
+
+    fn remove_link(&mut self, id: LinkId) {
+        self.forget_peer_of(id);
+        if let Some(pl) = self.links.remove(&id) {
+            self.stats.messages_dropped += pl.pending.len() as u64;
+            if let Some(d) = pl.deadline {
+                self.handshakes.remove(&(d, id));
+            }
+        }
+        self.dirty.remove(&id);
+    }
+}

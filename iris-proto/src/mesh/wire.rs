@@ -1,0 +1,83 @@
+//! What nodes say to each other on a link: a tag, then the message. Every link starts with
+//! IDENT both ways (who is speaking and where it listens); overlay maintenance follows.
+//! Later protocols (multicast trees, relayed traffic) get tags of their own.
+
+use crate::overlay::wire::{WireError, put_contact, take_contact};
+use crate::overlay::{Contact, OverlayMsg, wire as overlay_wire};
+use bytes::{BufMut, Bytes, BytesMut};
+
+mod tag {
+    pub(super) const IDENT: u8 = 1;
+    pub(super) const OVERLAY: u8 = 2;
+}
+
+/// One message between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerMsg {
+    /// The sender's id and the address its peer listener is reachable at; the first message
+    /// on a link, once each way.
+    Ident(Contact),
+    /// Overlay maintenance.
+    Overlay(OverlayMsg),
+}
+
+/// The message's bytes, as a link carries them.
+pub fn encode(msg: &PeerMsg) -> Bytes {
+    let mut out = BytesMut::with_capacity(size(msg));
+    match msg {
+        PeerMsg::Ident(c) => {
+            out.put_u8(tag::IDENT);
+            put_contact(&mut out, c);
+        }
+        PeerMsg::Overlay(m) => {
+            out.put_u8(tag::OVERLAY);
+            overlay_wire::encode(m, &mut out);
+        }
+    }
+    out.freeze()
+}
+
+/// Parses one whole message.
+pub fn decode(p: &[u8]) -> Result<PeerMsg, WireError> {
+    match p.split_first() {
+        Some((&tag::IDENT, mut rest)) => {
+            let c = take_contact(&mut rest)?;
+            if !rest.is_empty() {
+                return Err(WireError::Malformed("trailing bytes"));
+            }
+            Ok(PeerMsg::Ident(c))
+        }
+        Some((&tag::OVERLAY, rest)) => overlay_wire::decode(rest).map(PeerMsg::Overlay),
+        Some(_) => Err(WireError::Malformed("unknown peer message tag")),
+        None => Err(WireError::Malformed("empty peer message")),
+    }
+}
+
+/// Bytes `msg` takes.
+pub fn size(msg: &PeerMsg) -> usize {
+    1 + match msg {
+        PeerMsg::Ident(c) => 19 + if c.addr.is_ipv4() { 4 } else { 16 },
+        PeerMsg::Overlay(m) => overlay_wire::size(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::NodeId;
+
+    #[test]
+    fn round_trips_and_refuses_garbage() {
+        for addr in ["127.0.0.1:4000", "[::1]:5"] {
+            let m = PeerMsg::Ident(Contact::new(NodeId(7), addr.parse().unwrap()));
+            let b = encode(&m);
+            assert_eq!(b.len(), size(&m));
+            assert_eq!(decode(&b), Ok(m));
+            assert!(decode(&b[..b.len() - 1]).is_err());
+        }
+        let m = PeerMsg::Overlay(OverlayMsg::Ping { leaves: None });
+        assert_eq!(decode(&encode(&m)), Ok(m));
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[9, 1, 2]).is_err());
+    }
+}
