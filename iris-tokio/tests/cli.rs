@@ -29,6 +29,9 @@ fn help_explains_every_flag() {
         "--dev",
         "--net",
         "--rsa",
+        "--seed",
+        "--peer-bind",
+        "--advertise",
         "--port",
         "--log",
         "--max-message-size",
@@ -68,4 +71,50 @@ fn bad_flags_are_refused() {
     let (code, _, err) = iris(&["--dev", "--max-message-size", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("chunk limit"), "{err}");
+}
+
+mod common;
+
+#[test]
+fn two_network_nodes_find_each_other_and_open_their_relay_ports() {
+    let key = fixture("net-pkcs8.pem");
+    // The original's single-dash flags, as its users wrote them.
+    let a = common::IrisProcess::start_with(&["-net", "cli test", "-rsa", &key]);
+    // The relay port opened after the overlay converged (alone, at first).
+    let line = a.wait_line("overlay converged with 0 peers");
+    assert!(
+        a.boot_log.contains(&line),
+        "converged before the port opened"
+    );
+    let peer = a.wait_line("peer listener on ");
+    let addr = peer
+        .split("advertised as ")
+        .nth(1)
+        .expect("advertised address")
+        .trim()
+        .to_string();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "loopback by default: {addr}"
+    );
+    let b = common::IrisProcess::start_with(&["--net", "cli test", "--rsa", &key, "--seed", &addr]);
+    b.wait_line("overlay converged with 1 peers");
+    a.wait_line("overlay converged with 1 peers");
+    // Both serve clients.
+    drop(a.connect(""));
+    drop(b.connect(""));
+}
+
+#[test]
+fn a_bad_seed_is_a_clear_error() {
+    let (code, _, err) = iris(&[
+        "--net",
+        "x",
+        "--rsa",
+        &fixture("net-pkcs8.pem"),
+        "--seed",
+        "not an address",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("seed \"not an address\""), "{err}");
 }

@@ -1,1 +1,396 @@
+//! Nodes wired together in memory (zero latency, virtual time), through their public
+//! inputs and outputs only: what a driver sees.
 
+use super::wire::{self, PeerMsg};
+use super::*;
+use crate::link::LinkConfig;
+use crate::overlay::OverlayMsg;
+use crate::{Config, Event, Input, Node, Output};
+use std::collections::BTreeMap;
+
+fn key(name: &str) -> Arc<NetworkKey> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    Arc::new(NetworkKey::from_bytes(&std::fs::read(path).unwrap()).unwrap())
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
+}
+
+/// Fast timers, so that tests cover many periods in little virtual time.
+fn mesh_config(i: usize, seeds: &[usize]) -> MeshConfig {
+    let mut m = MeshConfig::new("test-net", addr(i));
+    m.seeds = seeds.iter().map(|&s| addr(s)).collect();
+    m.overlay.heartbeat_period = Duration::from_secs(1);
+    m.overlay.boot_quiet = Duration::from_secs(5);
+    m.overlay.change_quiet = Duration::from_secs(2);
+    m
+}
+
+/// What a driver would do with a link or a dial.
+#[derive(Debug)]
+enum Action {
+    Connected(LinkId, Option<DialId>),
+    Data(LinkId, Bytes),
+    Gone(LinkId),
+    DialFailed(DialId),
+}
+
+struct Net {
+    now: Instant,
+    nodes: Vec<Option<Node>>,
+    /// Each end of a connection: (node, link) -> (node, link).
+    peer_of: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+    next_link: u64,
+    queue: VecDeque<(usize, Action)>,
+    events: Vec<(usize, Event)>,
+    dials: Vec<(usize, SocketAddr)>,
+    closes: Vec<(usize, LinkId)>,
+    /// Frames written to links whose other end is not a node (a test's raw link).
+    raw: BTreeMap<(usize, LinkId), Vec<Bytes>>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            now: Instant::ZERO,
+            nodes: Vec::new(),
+            peer_of: BTreeMap::new(),
+            next_link: 0,
+            queue: VecDeque::new(),
+            events: Vec::new(),
+            dials: Vec::new(),
+            closes: Vec::new(),
+            raw: BTreeMap::new(),
+        }
+    }
+
+    /// Adds node `i` (listening at `addr(i)`), joining through `seeds`.
+    fn add(&mut self, seeds: &[usize], security: Security) -> usize {
+        self.add_with(mesh_config(self.nodes.len(), seeds), security)
+    }
+
+    fn add_with(&mut self, cfg: MeshConfig, security: Security) -> usize {
+        let i = self.start(cfg, security);
+        self.drain();
+        i
+    }
+
+    /// Adds a node without carrying out its first outputs yet.
+    fn start(&mut self, cfg: MeshConfig, security: Security) -> usize {
+        let i = self.nodes.len();
+        let seed = [i as u8 + 1; 32];
+        let node = Node::networked(Config::default(), cfg, security, seed, self.now).unwrap();
+        self.nodes.push(Some(node));
+        i
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("live node")
+    }
+
+    fn mesh(&self, i: usize) -> &Mesh {
+        self.node(i).mesh().expect("networked")
+    }
+
+    fn handle(&mut self, i: usize, input: Input<'_>) {
+        if let Some(n) = self.nodes[i].as_mut() {
+            n.handle(self.now, input);
+        }
+    }
+
+    fn new_link(&mut self) -> LinkId {
+        self.next_link += 1;
+        LinkId(self.next_link)
+    }
+
+    /// Carries out every output of every node, then delivers every queued action, until
+    /// nothing moves.
+    fn drain(&mut self) {
+        loop {
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].as_mut().and_then(Node::poll_output) {
+                    self.output(i, out);
+                }
+            }
+            let Some((i, action)) = self.queue.pop_front() else {
+                return;
+            };
+            match action {
+                Action::Connected(link, dial) => {
+                    self.handle(i, Input::PeerConnected { link, dial })
+                }
+                Action::Data(link, data) => self.handle(i, Input::PeerData(link, &data)),
+                Action::Gone(link) => self.handle(i, Input::PeerGone(link)),
+                Action::DialFailed(d) => self.handle(i, Input::DialFailed(d)),
+            }
+        }
+    }
+
+    fn output(&mut self, i: usize, out: Output) {
+        match out {
+            Output::Dial(d, to) => {
+                self.dials.push((i, to));
+                let target =
+                    (0..self.nodes.len()).find(|&j| addr(j) == to && self.nodes[j].is_some());
+                match target {
+                    Some(j) => {
+                        let (a, b) = (self.new_link(), self.new_link());
+                        self.peer_of.insert((i, a), (j, b));
+                        self.peer_of.insert((j, b), (i, a));
+                        self.queue.push_back((j, Action::Connected(b, None)));
+                        self.queue.push_back((i, Action::Connected(a, Some(d))));
+                    }
+                    None => self.queue.push_back((i, Action::DialFailed(d))),
+                }
+            }
+            Output::PeerTransmit(link, data) => match self.peer_of.get(&(i, link)) {
+                Some(&(j, other)) => self.queue.push_back((j, Action::Data(other, data))),
+                None => self.raw.entry((i, link)).or_default().push(data),
+            },
+            Output::PeerClose(link) => {
+                self.closes.push((i, link));
+                if let Some((j, other)) = self.peer_of.remove(&(i, link)) {
+                    self.peer_of.remove(&(j, other));
+                    self.queue.push_back((j, Action::Gone(other)));
+                }
+            }
+            Output::Event(e) => self.events.push((i, e)),
+            other => panic!("no relay clients in these tests: {other:?}"),
+        }
+    }
+
+    /// Runs timers and traffic until `t`.
+    fn run_until(&mut self, t: Instant) {
+        loop {
+            self.drain();
+            let next = self
+                .nodes
+                .iter()
+                .flatten()
+                .filter_map(Node::poll_timeout)
+                .min();
+            match next {
+                Some(at) if at <= t => {
+                    self.now = self.now.max(at);
+                    for i in 0..self.nodes.len() {
+                        let due = self.nodes[i]
+                            .as_ref()
+                            .and_then(Node::poll_timeout)
+                            .is_some_and(|d| d <= self.now);
+                        if due {
+                            self.handle(i, Input::Timeout);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(t);
+    }
+
+    fn secs(&mut self, s: u64) {
+        let t = self.now + Duration::from_secs(s);
+        self.run_until(t);
+    }
+
+    fn events_of(&self, i: usize) -> Vec<&Event> {
+        self.events
+            .iter()
+            .filter(|(n, _)| *n == i)
+            .map(|(_, e)| e)
+            .collect()
+    }
+}
+
+#[test]
+fn two_nodes_link_securely_and_are_ready_only_once_converged() {
+    let k = key("net-pkcs8.pem");
+    let mut net = Net::new();
+    let a = net.add(&[], Security::Rsa(k.clone()));
+    let b = net.add(&[a], Security::Rsa(k));
+    net.secs(4);
+    // Linked and known to each other, but not quiet for boot_quiet yet: not ready.
+    assert_eq!(net.mesh(a).overlay().peer_count(), 1);
+    assert_eq!(net.mesh(b).overlay().peer_count(), 1);
+    assert!(!net.events.iter().any(|(_, e)| *e == Event::Ready));
+    net.secs(10);
+    for n in [a, b] {
+        let evs = net.events_of(n);
+        let converged = evs
+            .iter()
+            .position(|e| matches!(e, Event::Mesh(MeshEvent::Converged { peers: 1 })))
+            .expect("converged with its peer");
+        let ready = evs.iter().position(|e| **e == Event::Ready).expect("ready");
+        assert!(converged < ready, "ready follows convergence");
+        assert_eq!(net.mesh(n).link_count(), 1, "one link per peer");
+        assert_eq!(net.mesh(n).stats().links_failed, 0);
+    }
+}
+
+#[test]
+fn nodes_dialing_each_other_at_once_keep_one_link() {
+    let mut net = Net::new();
+    // Each names the other as its seed: both dial before either link is up.
+    let a = net.start(mesh_config(0, &[1]), Security::Plain);
+    let b = net.start(mesh_config(1, &[0]), Security::Plain);
+    net.secs(10);
+    assert_eq!(net.mesh(a).overlay().peer_count(), 1);
+    assert_eq!(net.mesh(b).overlay().peer_count(), 1);
+    for n in [a, b] {
+        assert_eq!(net.mesh(n).link_count(), 1, "node {n} kept one link");
+    }
+    let dup = net.mesh(a).stats().links_duplicate + net.mesh(b).stats().links_duplicate;
+    assert!(dup >= 1, "a duplicate was seen and closed");
+    assert!(!net.closes.is_empty());
+}
+
+#[test]
+fn an_unreachable_seed_is_retried_until_it_answers() {
+    let mut net = Net::new();
+    // Node 0 names node 1's address, where nobody listens yet.
+    let a = net.add_with(mesh_config(0, &[1]), Security::Plain);
+    net.secs(5);
+    let tries = net
+        .dials
+        .iter()
+        .filter(|&&(n, to)| n == a && to == addr(1))
+        .count();
+    assert!(
+        tries >= 4,
+        "the seed is dialed every heartbeat period ({tries} tries)"
+    );
+    assert_eq!(net.mesh(a).stats().dials_failed as usize, tries);
+    assert_eq!(net.mesh(a).overlay().peer_count(), 0);
+    // The seed comes up: the next retry joins it.
+    let b = net.add(&[], Security::Plain);
+    net.secs(3);
+    assert_eq!(net.mesh(a).overlay().peer_count(), 1);
+    assert_eq!(net.mesh(b).overlay().peer_count(), 1);
+}
+
+#[test]
+fn a_node_without_the_key_cannot_link() {
+    let mut net = Net::new();
+    let a = net.add(&[], Security::Rsa(key("net-pkcs8.pem")));
+    let b = net.add(&[a], Security::Rsa(key("other-pkcs8.pem")));
+    net.secs(10);
+    assert_eq!(net.mesh(a).overlay().peer_count(), 0);
+    assert_eq!(net.mesh(b).overlay().peer_count(), 0);
+    assert!(net.mesh(a).stats().links_failed >= 1);
+    assert!(net.mesh(b).stats().links_failed >= 1);
+    assert_eq!(net.mesh(a).stats().links_up, 0);
+}
+
+#[test]
+fn garbage_on_one_link_closes_that_link_and_nothing_else() {
+    let mut net = Net::new();
+    let a = net.add(&[], Security::Plain);
+    let b = net.add(&[a], Security::Plain);
+    let c = net.add(&[a], Security::Plain);
+    net.secs(10);
+    assert_eq!(net.mesh(a).overlay().peer_count(), 2);
+    let (&(_, link_ab), _) = net
+        .peer_of
+        .iter()
+        .find(|(k, v)| k.0 == a && v.0 == b)
+        .expect("a link from a to b");
+    net.handle(a, Input::PeerData(link_ab, b"\x01\x09 not a frame kind"));
+    net.drain();
+    assert_eq!(net.mesh(a).stats().links_failed, 1);
+    assert!(net.closes.contains(&(a, link_ab)));
+    // The next heartbeat redials b: nobody was declared dead, c never noticed.
+    net.secs(10);
+    assert_eq!(net.mesh(a).overlay().peer_count(), 2);
+    assert!(
+        !net.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Mesh(MeshEvent::PeerDown(_))))
+    );
+    assert_eq!(net.mesh(c).stats().links_failed, 0);
+}
+
+/// A test's own end of a plain link to node `to`, opened as if dialed from elsewhere.
+fn raw_link(net: &mut Net, to: usize) -> (LinkId, Link) {
+    let link = net.new_link();
+    net.handle(to, Input::PeerConnected { link, dial: None });
+    let cfg = LinkConfig {
+        network: "test-net".into(),
+        ..LinkConfig::default()
+    };
+    let mut ours = Link::plain(Role::Initiator, cfg, net.now);
+    while let Some(frame) = ours.poll_transmit() {
+        net.handle(to, Input::PeerData(link, &frame));
+    }
+    net.drain();
+    for frame in net.raw.remove(&(to, link)).unwrap_or_default() {
+        ours.handle_bytes(&frame);
+    }
+    assert_eq!(ours.poll_event(), Some(LinkEvent::Established));
+    (link, ours)
+}
+
+fn send_raw(net: &mut Net, to: usize, link: LinkId, ours: &mut Link, msg: &PeerMsg) {
+    ours.send_control(wire::encode(msg)).unwrap();
+    while let Some(frame) = ours.poll_transmit() {
+        net.handle(to, Input::PeerData(link, &frame));
+    }
+    net.drain();
+}
+
+#[test]
+fn an_overlay_message_before_ident_is_a_violation() {
+    let mut net = Net::new();
+    let a = net.add(&[], Security::Plain);
+    let (link, mut ours) = raw_link(&mut net, a);
+    send_raw(
+        &mut net,
+        a,
+        link,
+        &mut ours,
+        &PeerMsg::Overlay(OverlayMsg::Ping { leaves: None }),
+    );
+    assert_eq!(net.mesh(a).stats().bad_messages, 1);
+    assert!(net.closes.contains(&(a, link)));
+    assert_eq!(net.mesh(a).overlay().peer_count(), 0);
+}
+
+#[test]
+fn an_identified_link_nobody_uses_is_closed() {
+    let mut net = Net::new();
+    let mut cfg = mesh_config(0, &[]);
+    cfg.link_idle = Duration::from_secs(6);
+    let a = net.add_with(cfg, Security::Plain);
+    let (link, mut ours) = raw_link(&mut net, a);
+    let stranger = crate::overlay::Contact::new(NodeId(42), addr(9));
+    send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(stranger));
+    assert_eq!(net.mesh(a).stats().links_up, 1);
+    net.secs(5);
+    assert!(!net.closes.contains(&(a, link)), "not idle yet");
+    net.secs(5);
+    assert!(net.closes.contains(&(a, link)), "idle link closed");
+    assert_eq!(net.mesh(a).stats().links_idle, 1);
+}
+
+#[test]
+fn a_leaving_node_is_mourned_at_once() {
+    let mut net = Net::new();
+    let a = net.add(&[], Security::Plain);
+    let b = net.add(&[a], Security::Plain);
+    let c = net.add(&[a], Security::Plain);
+    net.secs(10);
+    let b_id = net.mesh(b).overlay().id();
+    net.handle(b, Input::Shutdown("leaving"));
+    // Zero latency and no time passing: the farewell, not the failure detector, did it.
+    net.drain();
+    for n in [a, c] {
+        assert!(
+            net.events_of(n)
+                .contains(&&Event::Mesh(MeshEvent::PeerDown(b_id))),
+            "node {n} repaired at once"
+        );
+        assert_eq!(net.mesh(n).overlay().peer_count(), 1);
+    }
+    assert!(net.events_of(b).contains(&&Event::Stopped));
+    assert_eq!(net.mesh(b).link_count(), 0, "the leaver closed its links");
+}

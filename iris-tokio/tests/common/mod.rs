@@ -18,13 +18,22 @@ pub struct IrisProcess {
     pub child: Child,
     pub port: u16,
     pub log: std::sync::mpsc::Receiver<String>,
+    /// Log lines read before the relay port was reported.
+    pub boot_log: Vec<String>,
 }
 
 impl IrisProcess {
     pub fn start(extra: &[&str]) -> IrisProcess {
+        let mut args = vec!["--dev"];
+        args.extend_from_slice(extra);
+        IrisProcess::start_with(&args)
+    }
+
+    /// A node with exactly these flags (plus a free relay port and info logs).
+    pub fn start_with(flags: &[&str]) -> IrisProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_iris"))
-            .args(["--dev", "--port", "0", "--log", "info"])
-            .args(extra)
+            .args(["--port", "0", "--log", "info"])
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -39,18 +48,39 @@ impl IrisProcess {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut boot_log = Vec::new();
         let port = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).expect("iris did not report its port");
             if let Some(rest) = line.split("listening on port ").nth(1) {
                 break rest.trim_end_matches('.').parse().expect("port number");
             }
+            boot_log.push(line);
         };
         IrisProcess {
             child,
             port,
             log: rx,
+            boot_log,
+        }
+    }
+
+    /// Waits for a log line containing `needle` (from the boot log, then as they come).
+    pub fn wait_line(&self, needle: &str) -> String {
+        if let Some(l) = self.boot_log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .log
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
         }
     }
 
