@@ -1,12 +1,15 @@
-//! `iris-sim`: simulate an Iris overlay with churn; the last line is a JSON summary.
+//! `iris-sim`: simulate a network of Iris nodes with churn; the last line is a JSON summary.
 //!
 //! ```text
 //! cargo run --release -p iris-sim -- --nodes 1000 --minutes 10 --churn 0.05 --seed 7
 //! ```
 
 use clap::Parser;
+use iris_proto::Security;
+use iris_proto::link::NetworkKey;
 use iris_sim::{SimConfig, run};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Simulate many Iris overlay nodes in virtual time, with churn, and check them.
 #[derive(Debug, Parser)]
@@ -29,6 +32,10 @@ struct Args {
     /// Disable leaf-set repair (to watch the oracle catch the damage).
     #[arg(long)]
     no_repair: bool,
+    /// Secure every link with this network key (RSA, PEM or DER): the real handshake,
+    /// two RSA signatures per link, so keep the network small. Links are plain without it.
+    #[arg(long, value_name = "PATH")]
+    rsa: Option<std::path::PathBuf>,
 }
 
 /// The simulator allocates many small buffers (one per record) on one thread: mimalloc
@@ -46,13 +53,29 @@ fn main() -> ExitCode {
         ..SimConfig::default()
     };
     cfg.overlay.repair = !args.no_repair;
+    if let Some(path) = &args.rsa {
+        let key = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| NetworkKey::from_bytes(&b).map_err(|e| e.to_string()));
+        match key {
+            Ok(k) => cfg.security = Security::Rsa(Arc::new(k)),
+            Err(e) => {
+                eprintln!("iris-sim: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     let replay = format!(
-        "cargo run --release -p iris-sim -- --nodes {} --minutes {} --churn {} --seed {}{}",
+        "cargo run --release -p iris-sim -- --nodes {} --minutes {} --churn {} --seed {}{}{}",
         args.nodes,
         args.minutes,
         args.churn,
         args.seed,
-        if args.no_repair { " --no-repair" } else { "" }
+        if args.no_repair { " --no-repair" } else { "" },
+        args.rsa
+            .as_ref()
+            .map(|p| format!(" --rsa {}", p.display()))
+            .unwrap_or_default()
     );
     let s = run(&cfg);
     println!(
