@@ -185,7 +185,8 @@ pub struct Mesh {
     security: Security,
     overlay: Overlay,
     rng: ChaCha8Rng,
-    links: Map<LinkId, PeerLink>,
+    /// Boxed: a link is a kilobyte, and the table's slots stay small and cache-friendly.
+    links: Map<LinkId, Box<PeerLink>>,
     /// The identified link chosen for each peer.
     by_id: Map<NodeId, LinkId>,
     dials: Map<DialId, Dial>,
@@ -316,7 +317,7 @@ impl Mesh {
         }
         self.links.insert(
             id,
-            PeerLink {
+            Box::new(PeerLink {
                 link,
                 dialed: dial.is_some(),
                 peer: None,
@@ -326,7 +327,7 @@ impl Mesh {
                 bad: false,
                 deadline,
                 last_used: now,
-            },
+            }),
         );
         self.dirty.insert(id);
     }
