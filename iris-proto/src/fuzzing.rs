@@ -196,6 +196,19 @@ mod tests {
     #[test]
     fn overlay_decode_corpus() {
         assert!(replay("overlay_decode", super::overlay_decode) >= 5);
+        // The hand-made seeds are valid messages, so the fuzzer starts from the real format.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/overlay_decode");
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy().starts_with("peer-") {
+                let data = std::fs::read(&path).unwrap();
+                let decoded = crate::mesh::wire::decode(&data);
+                assert!(decoded.is_ok(), "{}: {decoded:?}", path.display());
+                seeds += 1;
+            }
+        }
+        assert!(seeds >= 8);
     }
 
     #[test]

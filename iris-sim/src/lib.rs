@@ -276,6 +276,8 @@ struct Sim {
     last_fault: u64,
     /// The slowest failure detection, in nanoseconds (table entries).
     detect: u64,
+    /// A node's outputs, reused between calls.
+    outs: Vec<Output>,
 }
 
 /// Runs a whole simulation: joins, faults, then quiet until convergence, then the oracle.
@@ -415,6 +417,7 @@ impl Sim {
             false_deaths: 0,
             departed: Vec::new(),
             last_fault: 0,
+            outs: Vec::new(),
         }
     }
 
@@ -841,7 +844,7 @@ impl Sim {
         oracle::check_cheap(std::iter::once(n.overlay()), &mut self.violations);
         let from = n.overlay().id();
         let inc = n.inc;
-        let mut outs = Vec::new();
+        let mut outs = std::mem::take(&mut self.outs);
         while let Some(o) = n.node.poll_output() {
             outs.push(o);
         }
@@ -858,7 +861,7 @@ impl Sim {
             self.push(d, Event::Timer { slot, inc });
         }
         let mut alone = false;
-        for o in outs {
+        for o in outs.drain(..) {
             match o {
                 Output::PeerTransmit(link, data) => {
                     let (conn, side) = (link.0 / 2, (link.0 % 2) as usize);
@@ -919,6 +922,7 @@ impl Sim {
                 Output::Transmit(..) | Output::Close(_) | Output::Abort(_) | Output::Event(_) => {}
             }
         }
+        self.outs = outs;
         if alone {
             // Discovery's part: offer another live node to join through.
             let live: Vec<usize> = self

@@ -146,6 +146,8 @@ pub struct MeshStats {
     pub links_duplicate: u64,
     /// Links closed for idleness.
     pub links_idle: u64,
+    /// Connections refused at once: too many links, or the node is leaving.
+    pub links_refused: u64,
     /// Dials that failed.
     pub dials_failed: u64,
     /// Messages dropped: queue full, dial failed, link limit, or another node answered.
@@ -169,6 +171,8 @@ struct PeerLink {
     bad: bool,
     /// The handshake deadline, until the link is up.
     deadline: Option<Instant>,
+    /// In the `dirty` queue.
+    queued: bool,
     last_used: Instant,
 }
 
@@ -194,7 +198,8 @@ pub struct Mesh {
     dialing: Map<NodeId, DialId>,
     next_dial: u64,
     /// Links with frames to transmit.
-    dirty: BTreeSet<LinkId>,
+    /// (A queue with a flag on each link rather than a set: no allocation per event.)
+    dirty: VecDeque<LinkId>,
     /// Handshake deadlines of links not yet up (a set, so the next is found at once).
     handshakes: BTreeSet<(Instant, LinkId)>,
     outputs: VecDeque<MeshOutput>,
@@ -232,7 +237,7 @@ impl Mesh {
             dials: Map::default(),
             dialing: Map::default(),
             next_dial: 0,
-            dirty: BTreeSet::new(),
+            dirty: VecDeque::new(),
             handshakes: BTreeSet::new(),
             outputs: VecDeque::new(),
             next_seed_try: now,
@@ -291,6 +296,15 @@ impl Mesh {
     /// The driver opened a connection: accepted (`dial` is `None`) or answering a dial.
     pub fn on_connected(&mut self, now: Instant, id: LinkId, dial: Option<DialId>) {
         let d = dial.and_then(|d| self.dials.remove(&d));
+        // Anyone may connect to the peer listener: unauthenticated links are bounded too.
+        if self.leaving || (d.is_none() && self.links.len() >= self.cfg.max_links) {
+            self.stats.links_refused += 1;
+            if let Some(e) = d.and_then(|d| d.expect) {
+                self.dialing.remove(&e);
+            }
+            self.outputs.push_back(MeshOutput::Close(id));
+            return;
+        }
         if let Some(d) = &d
             && let Some(e) = d.expect
         {
@@ -326,10 +340,11 @@ impl Mesh {
                 join,
                 bad: false,
                 deadline,
+                queued: false,
                 last_used: now,
             }),
         );
-        self.dirty.insert(id);
+        self.mark(id);
     }
 
     /// Bytes from a link's socket, in order.
@@ -421,15 +436,16 @@ impl Mesh {
         if let Some(o) = self.outputs.pop_front() {
             return Some(o);
         }
-        while let Some(&id) = self.dirty.first() {
+        while let Some(&id) = self.dirty.front() {
             let Some(pl) = self.links.get_mut(&id) else {
-                self.dirty.remove(&id);
+                self.dirty.pop_front(); // removed meanwhile
                 continue;
             };
             if let Some(frame) = pl.link.poll_transmit() {
                 return Some(MeshOutput::Transmit(id, frame));
             }
-            self.dirty.remove(&id);
+            self.dirty.pop_front();
+            pl.queued = false;
             if pl.link.is_closed() {
                 // Its last frame (the close) is out: the socket can go.
                 self.remove_link(id);
@@ -514,7 +530,7 @@ impl Mesh {
             if pl.link.send_control(bytes).is_err() {
                 self.stats.messages_dropped += 1;
             }
-            self.dirty.insert(id);
+            self.mark(id);
             return;
         }
         if self.leaving {
@@ -602,12 +618,12 @@ impl Mesh {
                             reason: e.to_string(),
                         }));
                     // Let the driver write what is left (a close record) and close.
-                    self.dirty.insert(id);
+                    self.mark(id);
                     self.forget_peer_of(id);
                 }
             }
         }
-        self.dirty.insert(id);
+        self.mark(id);
     }
 
     fn on_ident(&mut self, now: Instant, id: LinkId, c: Contact) {
@@ -657,7 +673,7 @@ impl Mesh {
         }
         pl.last_used = now;
         let join = std::mem::take(&mut pl.join);
-        self.dirty.insert(keep);
+        self.mark(keep);
         if join {
             self.overlay.join(now, c);
         }
@@ -685,7 +701,17 @@ impl Mesh {
             self.stats.messages_dropped += pl.pending.len() as u64;
             pl.pending.clear();
             pl.link.close(why);
-            self.dirty.insert(id);
+            self.mark(id);
+        }
+    }
+
+    /// Notes that a link may have frames to transmit.
+    fn mark(&mut self, id: LinkId) {
+        if let Some(pl) = self.links.get_mut(&id)
+            && !pl.queued
+        {
+            pl.queued = true;
+            self.dirty.push_back(id);
         }
     }
 
@@ -706,6 +732,5 @@ impl Mesh {
                 self.handshakes.remove(&(d, id));
             }
         }
-        self.dirty.remove(&id);
     }
 }

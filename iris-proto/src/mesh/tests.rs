@@ -394,3 +394,25 @@ fn a_leaving_node_is_mourned_at_once() {
     assert!(net.events_of(b).contains(&&Event::Stopped));
     assert_eq!(net.mesh(b).link_count(), 0, "the leaver closed its links");
 }
+
+#[test]
+fn inbound_connections_beyond_the_link_limit_are_refused() {
+    let mut net = Net::new();
+    let mut cfg = mesh_config(0, &[]);
+    cfg.max_links = 3;
+    let a = net.add_with(cfg, Security::Plain);
+    let links: Vec<LinkId> = (0..5).map(|_| net.new_link()).collect();
+    for &link in &links {
+        net.handle(a, Input::PeerConnected { link, dial: None });
+    }
+    net.drain();
+    assert_eq!(net.mesh(a).link_count(), 3);
+    assert_eq!(net.mesh(a).stats().links_refused, 2);
+    for link in &links[3..] {
+        assert!(net.closes.contains(&(a, *link)), "{link:?} closed at once");
+    }
+    // The three held are unauthenticated: the handshake deadline frees them.
+    net.secs(11);
+    assert_eq!(net.mesh(a).link_count(), 0);
+    assert_eq!(net.mesh(a).stats().links_failed, 3);
+}
