@@ -201,7 +201,12 @@ mod tests {
         let mut seeds = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.file_name().unwrap().to_string_lossy().starts_with("peer-") {
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("peer-")
+            {
                 let data = std::fs::read(&path).unwrap();
                 let decoded = crate::mesh::wire::decode(&data);
                 assert!(decoded.is_ok(), "{}: {decoded:?}", path.display());

@@ -694,6 +694,8 @@ impl Sim {
         let inc = self.incarnations[slot];
         let mut mesh = MeshConfig::new("sim", addr_of(slot));
         mesh.id = Some(id);
+        // A restart of an id must come with a larger epoch: virtual milliseconds do.
+        mesh.epoch = self.now / 1_000_000 + 1;
         mesh.overlay = self.cfg.overlay.clone();
         let live: Vec<usize> = self.by_id.values().copied().collect();
         if !live.is_empty() {

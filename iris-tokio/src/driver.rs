@@ -235,6 +235,8 @@ struct Shared {
     links: HashMap<u64, Rc<RefCell<ConnIo>>>,
     next_link: u64,
     events: Option<std::sync::mpsc::Sender<MeshEvent>>,
+    /// The node said it knows nobody, and has not converged with anyone since.
+    alone_said: bool,
     /// Wakes the timer task when the node's deadline may have moved.
     timer_wake: Rc<Notify>,
     ready: bool,
@@ -293,6 +295,12 @@ async fn run_local(
             info!("peer listener on {bound}, advertised as {listen}");
             let mut mesh = net.mesh;
             mesh.listen = listen;
+            if mesh.epoch == 0 {
+                // This start's incarnation: later starts of the same id get larger ones.
+                mesh.epoch = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_millis() as u64);
+            }
             let node = Node::networked(opts.config, mesh, net.security, opts.seed, Instant::ZERO)
                 .map_err(invalid)?;
             (node, Some((listener, listen)), net.events)
@@ -306,6 +314,7 @@ async fn run_local(
         links: HashMap::new(),
         next_link: 0,
         events,
+        alone_said: false,
         timer_wake: Rc::new(Notify::new()),
         ready: false,
         ready_wake: Rc::new(Notify::new()),
@@ -457,13 +466,21 @@ fn log_event(s: &mut Shared, e: Event) {
         Event::Stopped => debug!("all clients closed"),
         Event::Mesh(e) => {
             match &e {
-                MeshEvent::Converged { peers } => info!("overlay converged with {peers} peers"),
+                MeshEvent::Converged { peers } => {
+                    s.alone_said = false;
+                    info!("overlay converged with {peers} peers")
+                }
                 MeshEvent::PeerDown(id) => info!("peer {id} is down"),
                 MeshEvent::LinkClosed { link, peer, reason } => {
                     debug!(link = link.0, ?peer, "peer link closed: {reason}")
                 }
                 MeshEvent::DialFailed(addr) => debug!("could not reach {addr}"),
-                MeshEvent::Alone => info!("no peer reachable yet; retrying the seeds"),
+                // Said each heartbeat period while it lasts: log the first.
+                MeshEvent::Alone if !s.alone_said => {
+                    s.alone_said = true;
+                    warn!("no peer reachable; retrying the seeds every heartbeat period")
+                }
+                MeshEvent::Alone => debug!("still no peer reachable"),
             }
             if let Some(tx) = &s.events {
                 let _ = tx.send(e);

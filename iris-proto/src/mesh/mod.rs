@@ -62,6 +62,10 @@ pub struct MeshConfig {
     pub id: Option<NodeId>,
     /// The address other nodes dial to reach this one (the driver's peer listener).
     pub listen: SocketAddr,
+    /// This start's incarnation: it must grow from one start of an id to the next, so that
+    /// peers tell news of this start from news of an earlier one. The core reads no clock:
+    /// the tokio driver fills in its boot time in milliseconds when this is 0.
+    pub epoch: u64,
     /// Nodes to join through; retried while the node knows nobody.
     pub seeds: Vec<SocketAddr>,
     /// The overlay's timers and sizes.
@@ -82,6 +86,7 @@ impl MeshConfig {
         MeshConfig {
             id: None,
             listen,
+            epoch: 0,
             seeds: Vec::new(),
             overlay: OverlayConfig::default(),
             link: LinkConfig {
@@ -130,8 +135,9 @@ pub enum MeshEvent {
     },
     /// A dial failed.
     DialFailed(SocketAddr),
-    /// The node knows nobody although it joined: its seeds are retried every heartbeat
-    /// period, and the driver may offer others ([`crate::Input::JoinVia`]).
+    /// The node knows nobody although it was given seeds or joined through someone: said
+    /// once per heartbeat period while it lasts. Its seeds are retried each time, and the
+    /// driver may offer others ([`crate::Input::JoinVia`]).
     Alone,
 }
 
@@ -207,6 +213,8 @@ pub struct Mesh {
     next_sweep: Instant,
     /// Leaving: farewells go out on open links only, nothing is dialed.
     leaving: bool,
+    /// It was given somewhere to join (seeds, or a join through an address).
+    wants_peers: bool,
     stats: MeshStats,
 }
 
@@ -227,7 +235,8 @@ impl Mesh {
         let id = cfg
             .id
             .unwrap_or_else(|| NodeId(rng.next_u64() as u128 | (u128::from(rng.next_u64()) << 64)));
-        let overlay = Overlay::new(Contact::new(id, cfg.listen), cfg.overlay.clone(), now);
+        let own = Contact::new(id, cfg.listen, cfg.epoch);
+        let overlay = Overlay::new(own, cfg.overlay.clone(), now);
         let mut mesh = Mesh {
             overlay,
             security,
@@ -243,6 +252,7 @@ impl Mesh {
             next_seed_try: now,
             next_sweep: now + cfg.link_idle / 2,
             leaving: false,
+            wants_peers: !cfg.seeds.is_empty(),
             stats: MeshStats::default(),
             cfg,
         };
@@ -270,8 +280,8 @@ impl Mesh {
         if addr == self.cfg.listen {
             return;
         }
-        if let Some(id) = self.link_to_addr(addr) {
-            let c = Contact::new(id, addr);
+        self.wants_peers = true;
+        if let Some(c) = self.link_to_addr(addr) {
             self.overlay.join(now, c);
             self.pump(now);
         } else {
@@ -411,6 +421,11 @@ impl Mesh {
             }
         }
         if now >= self.next_seed_try && self.overlay.peer_count() == 0 {
+            // Still nobody: the seeds (or the node joined through) may be gone for good.
+            // Say so each period, so that discovery can offer another.
+            if self.wants_peers {
+                self.outputs.push_back(MeshOutput::Event(MeshEvent::Alone));
+            }
             self.try_seeds(now);
         }
         self.pump(now);
@@ -469,16 +484,11 @@ impl Mesh {
     }
 
     /// An identified link's peer at `addr`, if any.
-    fn link_to_addr(&self, addr: SocketAddr) -> Option<NodeId> {
+    fn link_to_addr(&self, addr: SocketAddr) -> Option<Contact> {
         self.by_id
-            .iter()
-            .filter(|(_, l)| {
-                self.links
-                    .get(*l)
-                    .and_then(|pl| pl.peer)
-                    .is_some_and(|c| c.addr == addr)
-            })
-            .map(|(&id, _)| id)
+            .values()
+            .filter_map(|l| self.links.get(l).and_then(|pl| pl.peer))
+            .filter(|c| c.addr == addr)
             .min()
     }
 
@@ -514,10 +524,9 @@ impl Mesh {
             let e = match e {
                 OverlayEvent::Converged { peers } => MeshEvent::Converged { peers },
                 OverlayEvent::PeerDown(id) => MeshEvent::PeerDown(id),
-                OverlayEvent::Alone => {
-                    self.try_seeds(now);
-                    MeshEvent::Alone
-                }
+                // The mesh says so itself, once per period, whether or not a join ever
+                // got through (see `handle_timeout`).
+                OverlayEvent::Alone => continue,
             };
             self.outputs.push_back(MeshOutput::Event(e));
         }

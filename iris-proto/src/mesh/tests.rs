@@ -262,11 +262,24 @@ fn an_unreachable_seed_is_retried_until_it_answers() {
     );
     assert_eq!(net.mesh(a).stats().dials_failed as usize, tries);
     assert_eq!(net.mesh(a).overlay().peer_count(), 0);
+    // Each period it says so, for discovery to offer another way in.
+    let alone = |net: &Net, n| {
+        net.events_of(n)
+            .iter()
+            .filter(|e| ***e == Event::Mesh(MeshEvent::Alone))
+            .count()
+    };
+    assert!(alone(&net, a) >= 4);
     // The seed comes up: the next retry joins it.
     let b = net.add(&[], Security::Plain);
     net.secs(3);
     assert_eq!(net.mesh(a).overlay().peer_count(), 1);
     assert_eq!(net.mesh(b).overlay().peer_count(), 1);
+    // A founder (no seeds) was never alone: it had nowhere to go.
+    assert_eq!(alone(&net, b), 0);
+    let before = alone(&net, a);
+    net.secs(5);
+    assert_eq!(alone(&net, a), before, "not alone any more");
 }
 
 #[test]
@@ -362,7 +375,7 @@ fn an_identified_link_nobody_uses_is_closed() {
     cfg.link_idle = Duration::from_secs(6);
     let a = net.add_with(cfg, Security::Plain);
     let (link, mut ours) = raw_link(&mut net, a);
-    let stranger = crate::overlay::Contact::new(NodeId(42), addr(9));
+    let stranger = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
     send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(stranger));
     assert_eq!(net.mesh(a).stats().links_up, 1);
     net.secs(5);

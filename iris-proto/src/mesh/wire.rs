@@ -56,7 +56,7 @@ pub fn decode(p: &[u8]) -> Result<PeerMsg, WireError> {
 /// Bytes `msg` takes.
 pub fn size(msg: &PeerMsg) -> usize {
     1 + match msg {
-        PeerMsg::Ident(c) => 19 + if c.addr.is_ipv4() { 4 } else { 16 },
+        PeerMsg::Ident(c) => crate::overlay::wire::contact_len(c),
         PeerMsg::Overlay(m) => overlay_wire::size(m),
     }
 }
@@ -69,7 +69,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_garbage() {
         for addr in ["127.0.0.1:4000", "[::1]:5"] {
-            let m = PeerMsg::Ident(Contact::new(NodeId(7), addr.parse().unwrap()));
+            let m = PeerMsg::Ident(Contact::new(NodeId(7), addr.parse().unwrap(), 3));
             let b = encode(&m);
             assert_eq!(b.len(), size(&m));
             assert_eq!(decode(&b), Ok(m));

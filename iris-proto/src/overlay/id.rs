@@ -53,19 +53,23 @@ impl NodeId {
     }
 }
 
-/// A node as others reach it: its id and the address its peer listener is bound to.
+/// A node as others reach it: its id, the address its peer listener is bound to, and its
+/// epoch (incarnation), which grows each time a node with that id starts. The epoch is the
+/// version of everything said about the node: news of an older epoch is stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Contact {
     /// The node's id.
     pub id: NodeId,
     /// Where to dial it.
     pub addr: SocketAddr,
+    /// Its incarnation: larger for a later start (drivers use the boot time).
+    pub epoch: u64,
 }
 
 impl Contact {
     /// A contact.
-    pub fn new(id: NodeId, addr: SocketAddr) -> Contact {
-        Contact { id, addr }
+    pub fn new(id: NodeId, addr: SocketAddr, epoch: u64) -> Contact {
+        Contact { id, addr, epoch }
     }
 }
 

@@ -15,6 +15,11 @@
 //! - Trust: an id heard of second-hand (join state, gossip, repair) is only probed; it
 //!   enters the leaf set or the table when it answers itself. Stale gossip about a dead node
 //!   therefore never brings it back, however long it circulates.
+//! - Versions: every contact carries its node's epoch (incarnation). A message from an
+//!   older epoch than the one known is a zombie's and is ignored; a newer one means the
+//!   node restarted, and it is told our leaf set afresh. Gossip about a dead node of the
+//!   epoch that died is ignored however long it circulates, while news of a later epoch
+//!   (a restart) is probed at once.
 //! - Leave: a leaving node tells its peers, who forget and repair at once.
 //! - Healing: forgotten peers wait in a small graveyard; now and then one is pinged, and if
 //!   it answers (a partition healed, a link came back) it is learned again, and the next
@@ -132,11 +137,19 @@ pub enum OverlayEvent {
 #[derive(Debug, Clone)]
 struct Peer {
     addr: SocketAddr,
+    epoch: u64,
     last_heard: Instant,
     /// When it last pinged us.
     pinged_at: Option<Instant>,
     /// Leaf-set version last sent to this peer.
     told: u64,
+}
+
+/// A forgotten peer, not probed on hearsay until `until` unless the news is of a later epoch.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    until: Instant,
+    epoch: u64,
 }
 
 /// One node's overlay state machine.
@@ -150,7 +163,7 @@ pub struct Overlay {
     peers: BTreeMap<NodeId, Peer>,
     /// Recently dead or departed peers, not probed on hearsay until then (they answer
     /// nothing, and gossip about them circulates for a while).
-    dead: BTreeMap<NodeId, Instant>,
+    dead: BTreeMap<NodeId, Tombstone>,
     /// Ids heard of second-hand and pinged, until when their answer is awaited.
     probing: BTreeMap<NodeId, Instant>,
     /// Peers forgotten for silence, oldest first, probed now and then (bounded).
@@ -254,9 +267,17 @@ impl Overlay {
             return;
         }
         if let Some(p) = self.peers.get_mut(&from.id) {
+            if from.epoch < p.epoch {
+                return; // an earlier incarnation still talking: stale
+            }
+            if from.epoch > p.epoch {
+                // It restarted (perhaps elsewhere): follow it, and since it lost what we
+                // told it, tell it our leaf set again.
+                p.epoch = from.epoch;
+                p.addr = from.addr;
+                p.told = 0;
+            }
             p.last_heard = now;
-            // A node that restarted elsewhere keeps its id: follow it.
-            p.addr = from.addr;
         }
         // Any message but a farewell is first-hand proof that its sender is alive, even one
         // declared dead a moment ago (it restarted, or its link or partition healed).
@@ -308,7 +329,7 @@ impl Overlay {
                     self.hear_of(now, id);
                 }
             }
-            OverlayMsg::Leave => self.forget(now, from.id, false),
+            OverlayMsg::Leave => self.forget(now, from.id, from.epoch, false),
         }
     }
 
@@ -317,7 +338,7 @@ impl Overlay {
         if self.left {
             return;
         }
-        self.dead.retain(|_, until| *until > now);
+        self.dead.retain(|_, t| t.until > now);
         self.probing.retain(|_, until| *until > now);
         if now >= self.next_ping {
             self.next_ping = now + self.cfg.heartbeat_period;
@@ -339,7 +360,7 @@ impl Overlay {
                 .map(|(&id, _)| id)
                 .collect();
             for id in silent {
-                self.forget(now, id, true);
+                self.forget(now, id, 0, true);
             }
             let table_turn = self.ticks % every == 0;
             // A peer that pinged us within half a period covers this pair: its ping proved
@@ -354,7 +375,7 @@ impl Overlay {
                         && p.pinged_at
                             .is_none_or(|t| now.saturating_duration_since(t) >= covered)
                 })
-                .map(|(&id, p)| Contact::new(id, p.addr))
+                .map(|(&id, p)| Contact::new(id, p.addr, p.epoch))
                 .collect();
             for p in peers {
                 let leaves = self.leaves_for(p.id);
@@ -374,7 +395,7 @@ impl Overlay {
                 // Rotate through the peers so that lookups start from all over the ring.
                 let i = (self.ticks / lookup) as usize % self.peers.len();
                 if let Some((&id, p)) = self.peers.iter().nth(i) {
-                    let via = Contact::new(id, p.addr);
+                    let via = Contact::new(id, p.addr, p.epoch);
                     self.send(via, OverlayMsg::Join { joiner: self.own });
                 }
             }
@@ -438,7 +459,7 @@ impl Overlay {
         let id = c.id;
         if id == self.own.id
             || self.peers.contains_key(&id)
-            || self.dead.contains_key(&id)
+            || self.dead.get(&id).is_some_and(|t| t.epoch >= c.epoch)
             || self.probing.contains_key(&id)
             || !(self.leaves.wants(id) || self.table.wants(id))
         {
@@ -464,6 +485,7 @@ impl Overlay {
         if leaf || table {
             self.peers.entry(id).or_insert(Peer {
                 addr: c.addr,
+                epoch: c.epoch,
                 last_heard: now,
                 pinged_at: None,
                 told: 0,
@@ -493,16 +515,23 @@ impl Overlay {
     }
 
     /// Drops a dead (`silent`) or departed peer and repairs.
-    fn forget(&mut self, now: Instant, id: NodeId, silent: bool) {
+    fn forget(&mut self, now: Instant, id: NodeId, epoch: u64, silent: bool) {
         let was_leaf = self.leaves.remove(id);
         let was_entry = self.table.remove(id);
         let known = self.peers.remove(&id);
         let detection = self.cfg.heartbeat_period * (self.cfg.heartbeat_misses + 2);
-        self.dead.insert(id, now + detection * 2);
+        let epoch = known.as_ref().map_or(epoch, |p| p.epoch.max(epoch));
+        self.dead.insert(
+            id,
+            Tombstone {
+                until: now + detection * 2,
+                epoch,
+            },
+        );
         // Only the silent go to the graveyard: a node that said goodbye is not coming back.
         if let (true, Some(p)) = (silent, known) {
             self.graveyard.retain(|g| g.id != id);
-            self.graveyard.push_back(Contact::new(id, p.addr));
+            self.graveyard.push_back(Contact::new(id, p.addr, p.epoch));
             if self.graveyard.len() > GRAVEYARD {
                 self.graveyard.pop_front();
             }
@@ -539,7 +568,9 @@ impl Overlay {
 
     /// A known peer as a contact.
     fn contact_of(&self, id: NodeId) -> Option<Contact> {
-        self.peers.get(&id).map(|p| Contact::new(id, p.addr))
+        self.peers
+            .get(&id)
+            .map(|p| Contact::new(id, p.addr, p.epoch))
     }
 
     /// The leaf set as contacts (every leaf is a tracked peer).
@@ -554,7 +585,7 @@ impl Overlay {
     fn peer_contacts(&self) -> Vec<Contact> {
         self.peers
             .iter()
-            .map(|(&id, p)| Contact::new(id, p.addr))
+            .map(|(&id, p)| Contact::new(id, p.addr, p.epoch))
             .collect()
     }
 

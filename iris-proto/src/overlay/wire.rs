@@ -101,16 +101,22 @@ pub fn size(msg: &OverlayMsg) -> usize {
     }
 }
 
-/// Appends a contact: the id, then the address (`4 | ip | port` or `6 | ip | port`).
+/// Appends a contact: the id, the epoch, then the address (`4 | ip | port` or
+/// `6 | ip | port`).
 pub fn put_contact(out: &mut BytesMut, c: &Contact) {
     out.put_u128(c.id.0);
+    out.put_u64(c.epoch);
     put_addr(out, &c.addr);
 }
 
 /// Parses a contact.
 pub fn take_contact(p: &mut &[u8]) -> Result<Contact, WireError> {
     let id = NodeId(take_u128(p)?);
-    Ok(Contact::new(id, take_addr(p)?))
+    if p.len() < 8 {
+        return Err(WireError::Malformed("truncated epoch"));
+    }
+    let epoch = p.get_u64();
+    Ok(Contact::new(id, take_addr(p)?, epoch))
 }
 
 /// Appends a socket address.
@@ -147,8 +153,9 @@ pub fn take_addr(p: &mut &[u8]) -> Result<SocketAddr, WireError> {
     Ok(SocketAddr::new(ip, p.get_u16()))
 }
 
-fn contact_len(c: &Contact) -> usize {
-    16 + 1 + 2 + if c.addr.is_ipv4() { 4 } else { 16 }
+/// Bytes a contact takes.
+pub fn contact_len(c: &Contact) -> usize {
+    16 + 8 + 1 + 2 + if c.addr.is_ipv4() { 4 } else { 16 }
 }
 
 fn varint_len(n: usize) -> usize {
@@ -202,9 +209,9 @@ fn take_contacts(p: &mut &[u8]) -> Result<Vec<Contact>, WireError> {
             return Err(WireError::Malformed("count varint too long"));
         }
     }
-    // The count is checked against the bytes present (23 at least per contact) before
+    // The count is checked against the bytes present (31 at least per contact) before
     // anything is allocated.
-    if n > MAX_CONTACTS as u64 || p.len() < 23 * n as usize {
+    if n > MAX_CONTACTS as u64 || p.len() < 31 * n as usize {
         return Err(WireError::Malformed("contact count exceeds the message"));
     }
     (0..n).map(|_| take_contact(p)).collect()
@@ -224,16 +231,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn contact() -> impl Strategy<Value = Contact> {
-        (any::<u128>(), any::<bool>(), any::<u128>(), any::<u16>()).prop_map(
-            |(id, v4, ip, port)| {
+        (
+            any::<u128>(),
+            any::<bool>(),
+            any::<u128>(),
+            any::<u16>(),
+            any::<u64>(),
+        )
+            .prop_map(|(id, v4, ip, port, epoch)| {
                 let ip = if v4 {
                     IpAddr::V4(Ipv4Addr::from(ip as u32))
                 } else {
                     IpAddr::V6(Ipv6Addr::from(ip))
                 };
-                Contact::new(NodeId(id), SocketAddr::new(ip, port))
-            },
-        )
+                Contact::new(NodeId(id), SocketAddr::new(ip, port), epoch)
+            })
     }
 
     fn contacts() -> impl Strategy<Value = Vec<Contact>> {
@@ -271,7 +283,7 @@ mod tests {
 
     #[test]
     fn hostile_counts_and_tags_are_refused() {
-        let c = Contact::new(NodeId(2), "127.0.0.1:9".parse().unwrap());
+        let c = Contact::new(NodeId(2), "127.0.0.1:9".parse().unwrap(), 1);
         let mut b = BytesMut::new();
         encode(&OverlayMsg::LeafReply { leaves: vec![c] }, &mut b);
         // Claim 1000 contacts in a message that holds one.
@@ -286,7 +298,7 @@ mod tests {
             Err(WireError::Malformed("unknown message tag"))
         );
         let mut family = b.clone();
-        family[2 + 16] = 5;
+        family[2 + 16 + 8] = 5;
         assert_eq!(
             decode(&family),
             Err(WireError::Malformed("unknown address family"))
