@@ -100,6 +100,26 @@ impl MeshConfig {
     }
 }
 
+impl MeshConfig {
+    /// Checks the settings: a zero period or bound would spin or refuse everything.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError::Zero;
+        let o = &self.overlay;
+        for (zero, name) in [
+            (self.max_links == 0, "max_links"),
+            (self.link_idle.is_zero(), "link_idle"),
+            (o.heartbeat_period.is_zero(), "heartbeat_period"),
+            (o.heartbeat_misses == 0, "heartbeat_misses"),
+            (o.leaf_set_size == 0, "leaf_set_size"),
+        ] {
+            if zero {
+                return Err(Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What the mesh asks of its driver (through the node's outputs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MeshOutput {

@@ -429,3 +429,28 @@ fn inbound_connections_beyond_the_link_limit_are_refused() {
     assert_eq!(net.mesh(a).link_count(), 0);
     assert_eq!(net.mesh(a).stats().links_failed, 3);
 }
+
+#[test]
+fn settings_that_would_spin_or_refuse_everything_are_errors() {
+    type Spoil = fn(&mut MeshConfig);
+    let bad: [(&str, Spoil); 3] = [
+        ("max_links", |c| c.max_links = 0),
+        ("heartbeat_period", |c| {
+            c.overlay.heartbeat_period = Duration::ZERO
+        }),
+        ("link_idle", |c| c.link_idle = Duration::ZERO),
+    ];
+    for (name, spoil) in bad {
+        let mut cfg = mesh_config(0, &[]);
+        spoil(&mut cfg);
+        let err = Node::networked(
+            Config::default(),
+            cfg,
+            Security::Plain,
+            [0; 32],
+            Instant::ZERO,
+        )
+        .unwrap_err();
+        assert_eq!(err, crate::ConfigError::Zero(name));
+    }
+}

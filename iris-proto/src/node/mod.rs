@@ -212,9 +212,7 @@ impl Node {
         seed: [u8; 32],
         now: Instant,
     ) -> Result<Node, ConfigError> {
-        if mesh.max_links == 0 {
-            return Err(ConfigError::Zero("max_links"));
-        }
+        mesh.validate()?;
         let mut node = Node::new(cfg, seed, now)?;
         node.outputs.clear();
         node.ready = false;

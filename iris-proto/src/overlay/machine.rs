@@ -434,10 +434,14 @@ impl Overlay {
         if joiner.id == self.own.id {
             return; // our own lookup came back: nobody closer to hand it to
         }
-        let next = self
-            .next_hop(joiner.id)
-            .filter(|&n| n != joiner.id)
-            .and_then(|n| self.contact_of(n));
+        let next = super::route::next_hop_avoiding(
+            self.own.id,
+            &self.leaves,
+            &self.table,
+            joiner.id,
+            Some(joiner.id),
+        )
+        .and_then(|n| self.contact_of(n));
         let prefix = self.own.id.shared_prefix(joiner.id);
         let mut rows: Vec<Contact> = (0..=prefix.min(super::id::DIGITS - 1))
             .flat_map(|r| self.table.row(r).iter().flatten().copied())

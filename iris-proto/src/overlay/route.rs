@@ -21,17 +21,34 @@ pub fn next_hop(
     table: &RoutingTable,
     key: NodeId,
 ) -> Option<NodeId> {
+    next_hop_avoiding(own, leaves, table, key, None)
+}
+
+/// [`next_hop`] as if `avoid` were unknown here. A join is routed toward the joiner's own
+/// id, and a node that already knows the joiner must pass the join on to the closest node
+/// *other than* the joiner, not stop because the best hop is the joiner itself.
+pub fn next_hop_avoiding(
+    own: NodeId,
+    leaves: &LeafSet,
+    table: &RoutingTable,
+    key: NodeId,
+    avoid: Option<NodeId>,
+) -> Option<NodeId> {
+    let usable = |id: &NodeId| Some(*id) != avoid;
     if leaves.covers(key) {
-        let best = leaves.closest(key);
+        let best = leaves.members().filter(usable).fold(own, |best, id| {
+            if key.prefers(id, best) { id } else { best }
+        });
         return (best != own).then_some(best);
     }
-    if let Some(hop) = table.lookup(key) {
+    if let Some(hop) = table.lookup(key).filter(usable) {
         return Some(hop);
     }
     let prefix = own.shared_prefix(key);
     leaves
         .members()
         .chain(table.entries())
+        .filter(usable)
         .filter(|&id| id.shared_prefix(key) >= prefix && key.prefers(id, own))
         .fold(None, |best: Option<NodeId>, id| match best {
             Some(b) if !key.prefers(id, b) => Some(b),

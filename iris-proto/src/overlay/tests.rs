@@ -285,3 +285,31 @@ mod versions {
         assert_eq!(a.peer_addr(NodeId(2)), Some(moved.addr));
     }
 }
+
+#[test]
+fn a_join_passes_on_to_the_closest_node_other_than_the_joiner() {
+    use super::route::next_hop_avoiding;
+    let id = |hi: u128| NodeId(hi << 120);
+    let own = id(0x10);
+    let mut leaves = LeafSet::new(own, 16);
+    let mut table = RoutingTable::new(own);
+    for x in [0x20, 0x30, 0x34, 0x80] {
+        leaves.insert(id(x));
+        table.insert(id(x));
+    }
+    let joiner = id(0x30);
+    // Plain routing for the joiner's id stops at the joiner, which is known here...
+    assert_eq!(next_hop(own, &leaves, &table, joiner), Some(joiner));
+    // ...but its join goes on to the closest other node, which will hand it its leaf set.
+    assert_eq!(
+        next_hop_avoiding(own, &leaves, &table, joiner, Some(joiner)),
+        Some(id(0x34))
+    );
+    // When this node is the closest other node, the join ends here.
+    let near = id(0x11);
+    leaves.insert(near);
+    assert_eq!(
+        next_hop_avoiding(own, &leaves, &table, near, Some(near)),
+        None
+    );
+}
