@@ -439,7 +439,7 @@ impl Overlay {
             &self.leaves,
             &self.table,
             joiner.id,
-            Some(joiner.id),
+            joiner.id,
         )
         .and_then(|n| self.contact_of(n));
         let prefix = self.own.id.shared_prefix(joiner.id);

@@ -21,7 +21,7 @@ pub fn next_hop(
     table: &RoutingTable,
     key: NodeId,
 ) -> Option<NodeId> {
-    next_hop_avoiding(own, leaves, table, key, None)
+    route_where(own, leaves, table, key, |_| true)
 }
 
 /// [`next_hop`] as if `avoid` were unknown here. A join is routed toward the joiner's own
@@ -32,24 +32,39 @@ pub fn next_hop_avoiding(
     leaves: &LeafSet,
     table: &RoutingTable,
     key: NodeId,
-    avoid: Option<NodeId>,
+    avoid: NodeId,
 ) -> Option<NodeId> {
-    let usable = |id: &NodeId| Some(*id) != avoid;
+    route_where(own, leaves, table, key, |id| id != avoid)
+}
+
+/// The rule over the known nodes that `usable` accepts (generic, so that plain routing
+/// pays nothing for the filter).
+#[inline]
+fn route_where(
+    own: NodeId,
+    leaves: &LeafSet,
+    table: &RoutingTable,
+    key: NodeId,
+    usable: impl Fn(NodeId) -> bool,
+) -> Option<NodeId> {
     if leaves.covers(key) {
-        let best = leaves.members().filter(usable).fold(own, |best, id| {
-            if key.prefers(id, best) { id } else { best }
-        });
+        let best = leaves
+            .members()
+            .filter(|&id| usable(id))
+            .fold(
+                own,
+                |best, id| if key.prefers(id, best) { id } else { best },
+            );
         return (best != own).then_some(best);
     }
-    if let Some(hop) = table.lookup(key).filter(usable) {
+    if let Some(hop) = table.lookup(key).filter(|&id| usable(id)) {
         return Some(hop);
     }
     let prefix = own.shared_prefix(key);
     leaves
         .members()
         .chain(table.entries())
-        .filter(usable)
-        .filter(|&id| id.shared_prefix(key) >= prefix && key.prefers(id, own))
+        .filter(|&id| usable(id) && id.shared_prefix(key) >= prefix && key.prefers(id, own))
         .fold(None, |best: Option<NodeId>, id| match best {
             Some(b) if !key.prefers(id, b) => Some(b),
             _ => Some(id),

@@ -302,14 +302,11 @@ fn a_join_passes_on_to_the_closest_node_other_than_the_joiner() {
     assert_eq!(next_hop(own, &leaves, &table, joiner), Some(joiner));
     // ...but its join goes on to the closest other node, which will hand it its leaf set.
     assert_eq!(
-        next_hop_avoiding(own, &leaves, &table, joiner, Some(joiner)),
+        next_hop_avoiding(own, &leaves, &table, joiner, joiner),
         Some(id(0x34))
     );
     // When this node is the closest other node, the join ends here.
     let near = id(0x11);
     leaves.insert(near);
-    assert_eq!(
-        next_hop_avoiding(own, &leaves, &table, near, Some(near)),
-        None
-    );
+    assert_eq!(next_hop_avoiding(own, &leaves, &table, near, near), None);
 }
