@@ -370,6 +370,9 @@ async fn run_local(
     timer.abort();
     let stats = shared.borrow().node.stats().clone();
     info!("node stopped: {stats:?}");
+    if let Some(mesh) = shared.borrow().node.mesh() {
+        info!("links: {:?}", mesh.stats());
+    }
     Ok(stats)
 }
 
