@@ -15,13 +15,13 @@
 //! nodes and that keys routed from every node reach the numerically closest live node
 //! without loops.
 
+mod config;
 mod oracle;
 
 use bytes::Bytes;
-use iris_proto::overlay::{NodeId, Overlay, OverlayConfig};
+use iris_proto::overlay::{NodeId, Overlay};
 use iris_proto::{
-    Config, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig, MeshEvent, Node,
-    Output, Security,
+    Config, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig, MeshEvent, Node, Output,
 };
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -30,130 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+pub use config::{Partition, SimConfig, Summary};
 pub use oracle::Violation;
-
-/// What to simulate.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// Nodes in the network.
-    pub nodes: usize,
-    /// Virtual minutes of churn after the joins.
-    pub minutes: f64,
-    /// Fraction of the nodes replaced per virtual minute.
-    pub churn: f64,
-    /// Seed of every random choice.
-    pub seed: u64,
-    /// Range of the links' base latencies (one way); each message adds up to a tenth of the
-    /// range as jitter.
-    pub latency: (Duration, Duration),
-    /// Joins are spread over this long (zero: all at once).
-    pub join_spread: Duration,
-    /// The overlay's own settings.
-    pub overlay: OverlayConfig,
-    /// Keys routed from every live node by the final oracle.
-    pub keys_per_node: usize,
-    /// Bytes per second each link carries (`None`: unlimited).
-    pub bandwidth: Option<u64>,
-    /// Chance that a churned node comes back with its old id (a restart) instead of a new one.
-    pub restart_same_id: f64,
-    /// A partition that heals, if any.
-    pub partition: Option<Partition>,
-    /// Link breaks per virtual minute across the network, each lasting 10 to 60 s.
-    pub link_breaks: f64,
-    /// Fraction of messages delayed by `spike_delay` on top of their latency (the link stays
-    /// FIFO, so what follows waits too: a real delay spike).
-    pub spike_rate: f64,
-    /// How long a spike delays.
-    pub spike_delay: Duration,
-    /// How links authenticate: plain by default (see the crate docs).
-    pub security: Security,
-}
-
-/// A partition: from `start` after the joins, for `length`, a `fraction` of the nodes cannot
-/// reach the others.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Partition {
-    /// When it starts, counted from the end of the joins.
-    pub start: Duration,
-    /// How long it lasts.
-    pub length: Duration,
-    /// Share of the nodes on the minority side.
-    pub fraction: f64,
-}
-
-impl Default for SimConfig {
-    fn default() -> SimConfig {
-        SimConfig {
-            nodes: 100,
-            minutes: 1.0,
-            churn: 0.05,
-            seed: 1,
-            latency: (Duration::from_millis(1), Duration::from_millis(30)),
-            join_spread: Duration::from_secs(20),
-            overlay: OverlayConfig::default(),
-            keys_per_node: 4,
-            bandwidth: None,
-            restart_same_id: 0.2,
-            partition: None,
-            link_breaks: 0.0,
-            spike_rate: 0.0,
-            spike_delay: Duration::from_secs(5),
-            security: Security::Plain,
-        }
-    }
-}
-
-/// What a run measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    /// Live nodes at the end.
-    pub nodes: usize,
-    /// Virtual seconds simulated.
-    pub virtual_secs: f64,
-    /// Events processed.
-    pub events: u64,
-    /// Wall-clock seconds.
-    pub wall_secs: f64,
-    /// Events per wall-clock second.
-    pub events_per_sec: f64,
-    /// Mean hops of the oracle's routes.
-    pub mean_hops: f64,
-    /// 99th percentile of hops.
-    pub p99_hops: u32,
-    /// Virtual seconds from the last fault until every live node was converged.
-    pub convergence_secs: f64,
-    /// Bytes written to links (handshakes, framing and overlay messages) per node per
-    /// virtual second, churn phase included.
-    pub maintenance_bytes_per_node_per_sec: f64,
-    /// Live, reachable peers declared dead after they had been up longer than the failure
-    /// detector needs (a slow link must not kill a node).
-    pub false_deaths: u64,
-    /// Invariant violations found.
-    pub violations: Vec<Violation>,
-    /// Hash of every event processed: equal for equal seeds.
-    pub trace_hash: u64,
-}
-
-impl Summary {
-    /// The summary as one JSON object.
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"nodes\":{},\"virtual_secs\":{:.1},\"events\":{},\"wall_secs\":{:.2},\"events_per_sec\":{:.0},\"mean_hops\":{:.3},\"p99_hops\":{},\"convergence_secs\":{:.1},\"maintenance_bytes_per_node_per_sec\":{:.1},\"false_deaths\":{},\"violations\":{},\"trace_hash\":\"{:016x}\"}}",
-            self.nodes,
-            self.virtual_secs,
-            self.events,
-            self.wall_secs,
-            self.events_per_sec,
-            self.mean_hops,
-            self.p99_hops,
-            self.convergence_secs,
-            self.maintenance_bytes_per_node_per_sec,
-            self.false_deaths,
-            self.violations.len(),
-            self.trace_hash
-        )
-    }
-}
 
 /// A map for lookups; iterated only after sorting, so runs stay deterministic.
 type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
