@@ -425,40 +425,35 @@ impl Sim {
             } => {
                 self.trace(3, to);
                 let back = self.now + self.latency(from, to);
-                let Some(to_inc) = self.slots[to].as_ref().map(|n| n.inc) else {
-                    // Nobody listens there: refused.
-                    self.push(
-                        back,
-                        Event::Dialed {
-                            slot: from,
-                            inc,
-                            dial,
-                            conn: None,
+                // Nobody listening there: refused (`conn` stays `None`).
+                let to_inc = self.slots[to].as_ref().map(|n| n.inc);
+                let conn = to_inc.map(|to_inc| {
+                    let id = self.next_conn;
+                    self.next_conn += 1;
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            ends: [(from, inc), (to, to_inc)],
+                            open: [true, true],
+                            free: [0, 0],
+                            // The dialer hears of the connection before any of its bytes.
+                            last: [back, 0],
                         },
                     );
-                    return;
-                };
-                let id = self.next_conn;
-                self.next_conn += 1;
-                self.conns.insert(
-                    id,
-                    Conn {
-                        ends: [(from, inc), (to, to_inc)],
-                        open: [true, true],
-                        free: [0, 0],
-                        // The dialer hears of the connection before any of its bytes.
-                        last: [back, 0],
-                    },
-                );
+                    id
+                });
                 self.push(
                     back,
                     Event::Dialed {
                         slot: from,
                         inc,
                         dial,
-                        conn: Some(id),
+                        conn,
                     },
                 );
+                let (Some(id), Some(to_inc)) = (conn, to_inc) else {
+                    return;
+                };
                 if let Some(n) = self.node(to, to_inc) {
                     n.node.handle(
                         now,

@@ -390,20 +390,10 @@ fn pump(shared: &SharedRc) {
     let mut s = shared.borrow_mut();
     while let Some(out) = s.node.poll_output() {
         match out {
-            Output::Transmit(conn, data) => {
-                if let Some(io) = s.conns.get(&conn.0) {
-                    let mut io = io.borrow_mut();
-                    io.queue.push_back(data);
-                    io.wake.notify_one();
-                }
-            }
-            Output::Close(conn) => {
-                if let Some(io) = s.conns.remove(&conn.0) {
-                    let mut io = io.borrow_mut();
-                    io.closing = true;
-                    io.wake.notify_one();
-                }
-            }
+            Output::Transmit(conn, data) => transmit(s.conns.get(&conn.0), data),
+            Output::Close(conn) => close_after_flush(s.conns.remove(&conn.0)),
+            Output::PeerTransmit(link, data) => transmit(s.links.get(&link.0), data),
+            Output::PeerClose(link) => close_after_flush(s.links.remove(&link.0)),
             Output::Abort(conn) => {
                 if let Some(io) = s.conns.remove(&conn.0) {
                     let mut io = io.borrow_mut();
@@ -417,20 +407,6 @@ fn pump(shared: &SharedRc) {
                 }
             }
             Output::Event(e) => log_event(&mut s, e),
-            Output::PeerTransmit(link, data) => {
-                if let Some(io) = s.links.get(&link.0) {
-                    let mut io = io.borrow_mut();
-                    io.queue.push_back(data);
-                    io.wake.notify_one();
-                }
-            }
-            Output::PeerClose(link) => {
-                if let Some(io) = s.links.remove(&link.0) {
-                    let mut io = io.borrow_mut();
-                    io.closing = true;
-                    io.wake.notify_one();
-                }
-            }
             Output::Dial(dial, addr) => {
                 tokio::task::spawn_local(dial_task(shared.clone(), dial, addr));
             }
@@ -446,6 +422,24 @@ fn pump(shared: &SharedRc) {
         }
     }
     s.timer_wake.notify_one();
+}
+
+/// Hands bytes to a connection's writer (a client's or a peer link's).
+fn transmit(io: Option<&Rc<RefCell<ConnIo>>>, data: Bytes) {
+    if let Some(io) = io {
+        let mut io = io.borrow_mut();
+        io.queue.push_back(data);
+        io.wake.notify_one();
+    }
+}
+
+/// Tells a connection's writer to close once its queue is written.
+fn close_after_flush(io: Option<Rc<RefCell<ConnIo>>>) {
+    if let Some(io) = io {
+        let mut io = io.borrow_mut();
+        io.closing = true;
+        io.wake.notify_one();
+    }
 }
 
 fn log_event(s: &mut Shared, e: Event) {

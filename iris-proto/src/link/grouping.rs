@@ -4,7 +4,7 @@
 //!
 //! Item: `tag u8 | varint length | bytes`.
 
-use crate::relay::codec::{MAX_VARINT_LEN, put_varint};
+use crate::relay::codec::{put_varint, take_varint, varint_len};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Item tags.
@@ -20,10 +20,6 @@ pub(crate) mod tag {
 /// Bytes an item of `len` payload bytes takes.
 pub(crate) fn item_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
 pub(crate) fn put_item(out: &mut BytesMut, tag: u8, payload: &[u8]) {
@@ -57,24 +53,13 @@ pub(crate) fn parse_items(mut plain: Bytes) -> Option<Vec<Item>> {
     let mut items = Vec::new();
     while !plain.is_empty() {
         let tag = plain[0];
-        let mut len = 0u64;
-        let mut i = 1;
-        loop {
-            let b = *plain.get(i)?;
-            if i > MAX_VARINT_LEN {
-                return None;
-            }
-            len |= u64::from(b & 0x7f) << (7 * (i - 1));
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
+        let mut rest = &plain[1..];
+        let (len, used) = take_varint(&mut rest)?;
         let len = usize::try_from(len).ok()?;
-        if plain.len() - i < len {
+        if rest.len() < len {
             return None;
         }
-        let _ = plain.split_to(i);
+        let _ = plain.split_to(1 + used);
         items.push(Item {
             tag,
             payload: plain.split_to(len),

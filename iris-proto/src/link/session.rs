@@ -191,27 +191,15 @@ impl Link {
     ) -> Link {
         let mut rng = ChaCha8Rng::from_seed(seed);
         let hs = Handshake::new(role, cfg.version, &cfg.network, &mut rng);
-        let mut out = BytesMut::new();
-        put_header(&mut out, FrameKind::Hello, HELLO_LEN);
-        hs.hello.encode(&mut out);
-        Link {
-            deadline: Some(now + cfg.handshake_timeout),
+        let hello = hs.hello.clone();
+        Link::hello_sent(
             cfg,
-            key: Some(key),
+            Some(key),
             rng,
-            state: State::Handshaking(Box::new(hs)),
-            rbuf: BytesMut::new(),
-            out,
-            control: VecDeque::new(),
-            control_bytes: 0,
-            data: VecDeque::new(),
-            data_bytes: 0,
-            data_offset: 0,
-            partial: BytesMut::new(),
-            close: None,
-            events: VecDeque::new(),
-            stats: LinkStats::default(),
-        }
+            State::Handshaking(Box::new(hs)),
+            &hello,
+            now,
+        )
     }
 
     /// A link without cryptography, for simulations of many nodes: the HELLO exchange still
@@ -225,15 +213,35 @@ impl Link {
             network: super::handshake::network_hash(&cfg.network),
             ephemeral: [0; 32],
         };
+        let rng = ChaCha8Rng::from_seed([0; 32]);
+        Link::hello_sent(
+            cfg,
+            None,
+            rng,
+            State::PlainHello(hello.clone()),
+            &hello,
+            now,
+        )
+    }
+
+    /// A fresh link in `state` with `hello` ready to transmit; both kinds start this way.
+    fn hello_sent(
+        cfg: LinkConfig,
+        key: Option<Arc<NetworkKey>>,
+        rng: ChaCha8Rng,
+        state: State,
+        hello: &Hello,
+        now: Instant,
+    ) -> Link {
         let mut out = BytesMut::new();
         put_header(&mut out, FrameKind::Hello, HELLO_LEN);
         hello.encode(&mut out);
         Link {
             deadline: Some(now + cfg.handshake_timeout),
             cfg,
-            key: None,
-            rng: ChaCha8Rng::from_seed([0; 32]),
-            state: State::PlainHello(hello),
+            key,
+            rng,
+            state,
             rbuf: BytesMut::new(),
             out,
             control: VecDeque::new(),

@@ -544,9 +544,6 @@ impl Mesh {
             let e = match e {
                 OverlayEvent::Converged { peers } => MeshEvent::Converged { peers },
                 OverlayEvent::PeerDown(id) => MeshEvent::PeerDown(id),
-                // The mesh says so itself, once per period, whether or not a join ever
-                // got through (see `handle_timeout`).
-                OverlayEvent::Alone => continue,
             };
             self.outputs.push_back(MeshOutput::Event(e));
         }

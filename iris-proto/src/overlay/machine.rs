@@ -128,10 +128,6 @@ pub enum OverlayEvent {
     },
     /// A peer was found dead or left.
     PeerDown(NodeId),
-    /// The node has joined through a contact but knows nobody: the join was lost, or the
-    /// contact is gone. It retries through the same contact each period; the driver may
-    /// offer another (discovery, seeds) with [`Overlay::join`].
-    Alone,
 }
 
 #[derive(Debug, Clone)]
@@ -381,11 +377,12 @@ impl Overlay {
                 let leaves = self.leaves_for(p.id);
                 self.send(p, OverlayMsg::Ping { leaves });
             }
-            if self.peers.is_empty() {
-                if let Some(contact) = self.contact {
-                    self.send(contact, OverlayMsg::Join { joiner: self.own });
-                    self.events.push_back(OverlayEvent::Alone);
-                }
+            // Knowing nobody, retry the last join's contact (the mesh tells its driver,
+            // which may offer another).
+            if self.peers.is_empty()
+                && let Some(contact) = self.contact
+            {
+                self.send(contact, OverlayMsg::Join { joiner: self.own });
             }
             let lookup = u64::from(self.cfg.self_lookup_every.max(1));
             if self.ticks % lookup == lookup / 2 {

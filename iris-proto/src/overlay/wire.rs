@@ -3,7 +3,7 @@
 //! know the sender, so no message repeats it.
 
 use super::{Contact, NodeId, OverlayMsg};
-use crate::relay::codec::put_varint;
+use crate::relay::codec::{put_varint, take_varint, varint_len};
 use bytes::{Buf, BufMut, BytesMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use thiserror::Error;
@@ -90,7 +90,7 @@ pub fn decode(mut p: &[u8]) -> Result<OverlayMsg, WireError> {
 
 /// Bytes `msg` takes on the wire.
 pub fn size(msg: &OverlayMsg) -> usize {
-    let all = |v: &[Contact]| varint_len(v.len()) + v.iter().map(contact_len).sum::<usize>();
+    let all = |v: &[Contact]| varint_len(v.len() as u64) + v.iter().map(contact_len).sum::<usize>();
     let opt = |v: &Option<Vec<Contact>>| 1 + v.as_deref().map_or(0, all);
     1 + match msg {
         OverlayMsg::Join { joiner } => contact_len(joiner),
@@ -158,10 +158,6 @@ pub fn contact_len(c: &Contact) -> usize {
     16 + 8 + 1 + 2 + if c.addr.is_ipv4() { 4 } else { 16 }
 }
 
-fn varint_len(n: usize) -> usize {
-    (64 - (n as u64).max(1).leading_zeros() as usize).div_ceil(7)
-}
-
 fn put_contacts(out: &mut BytesMut, all: &[Contact]) {
     put_varint(out, all.len() as u64);
     for c in all {
@@ -194,20 +190,10 @@ fn take_u128(p: &mut &[u8]) -> Result<u128, WireError> {
 }
 
 fn take_contacts(p: &mut &[u8]) -> Result<Vec<Contact>, WireError> {
-    let mut n = 0u64;
-    for i in 0..10 {
-        let b = take_u8(p)?;
-        n |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            // One encoding per count, so that re-encoding gives the same bytes.
-            if b == 0 && i > 0 {
-                return Err(WireError::Malformed("count varint not minimal"));
-            }
-            break;
-        }
-        if i == 9 {
-            return Err(WireError::Malformed("count varint too long"));
-        }
+    let (n, used) = take_varint(p).ok_or(WireError::Malformed("bad count varint"))?;
+    // One encoding per count, so that re-encoding gives the same bytes.
+    if used != varint_len(n) {
+        return Err(WireError::Malformed("count varint not minimal"));
     }
     // The count is checked against the bytes present (31 at least per contact) before
     // anything is allocated.

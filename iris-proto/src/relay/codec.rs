@@ -556,6 +556,31 @@ pub fn put_varint(out: &mut BytesMut, mut v: u64) {
     out.put_u8(v as u8);
 }
 
+/// Bytes `v` takes as LEB128.
+pub fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Splits a LEB128 varint off the front of a complete message: the value and the bytes it
+/// took (`varint_len(value)` unless the encoding is padded); `None` if it is truncated,
+/// longer than [`MAX_VARINT_LEN`] bytes, or overflows 64 bits.
+pub fn take_varint(p: &mut &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for i in 0..MAX_VARINT_LEN {
+        let b = *p.get(i)?;
+        let bits = u64::from(b & 0x7f);
+        if i == MAX_VARINT_LEN - 1 && bits > 1 {
+            return None;
+        }
+        value |= bits << (7 * i);
+        if b & 0x80 == 0 {
+            *p = &p[i + 1..];
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
 /// Appends a length-prefixed byte string.
 pub fn put_binary(out: &mut BytesMut, data: &[u8]) {
     put_varint(out, data.len() as u64);

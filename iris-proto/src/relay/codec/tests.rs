@@ -18,6 +18,29 @@ fn encode_n(p: &NodePacket) -> BytesMut {
 }
 
 #[test]
+fn whole_message_varints_take_what_they_use_and_refuse_the_rest() {
+    for v in [0u64, 1, 127, 128, 300, 65536, u64::MAX] {
+        let mut b = BytesMut::new();
+        put_varint(&mut b, v);
+        b.extend_from_slice(b"tail");
+        let mut p = &b[..];
+        assert_eq!(take_varint(&mut p), Some((v, varint_len(v))));
+        assert_eq!(p, b"tail");
+        // Cut anywhere inside the varint: truncated.
+        let mut cut = &b[..varint_len(v) - 1];
+        assert_eq!(take_varint(&mut cut), None);
+    }
+    // A padded encoding is read, and says how long it was.
+    let mut padded = &[0x81u8, 0x00][..];
+    assert_eq!(take_varint(&mut padded), Some((1, 2)));
+    // Eleven bytes, or a tenth byte past 64 bits: refused.
+    let mut long = &[0x80u8; 11][..];
+    assert_eq!(take_varint(&mut long), None);
+    let mut wide = &[0xffu8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02][..];
+    assert_eq!(take_varint(&mut wide), None);
+}
+
+#[test]
 fn varint_examples_from_the_spec() {
     for (v, wire) in [
         (0u64, &[0x00][..]),
