@@ -794,7 +794,11 @@ impl Sim {
                     }
                 }
                 Output::Event(NodeEvent::Mesh(MeshEvent::Alone)) => alone = true,
-                Output::Transmit(..) | Output::Close(_) | Output::Abort(_) | Output::Event(_) => {}
+                Output::Transmit(..)
+                | Output::Close(_)
+                | Output::PauseReading(_)
+                | Output::ResumeReading(_)
+                | Output::Event(_) => {}
             }
         }
         self.outs = outs;

@@ -5,10 +5,15 @@
 //! to another node) has a reader task that feeds bytes into the node and a writer task that
 //! drains what the node queued for it, and no channel sits between them and the node. Each
 //! wake-up handles at most one read of [`READ_CHUNK`] bytes, so one busy connection cannot
-//! starve the others. A networked node binds its peer listener first, dials what the node
-//! asks for, and opens the relay port only once the overlay has converged.
+//! starve the others. A client's reader stops while the node says so (its next message
+//! cannot be queued yet: TCP pushes back on that client alone); its writer reports every
+//! batch written, which is when the node hands it the next (pulled writes). A networked
+//! node binds its peer listener first, dials what the node asks for, and opens the relay
+//! port only once the overlay has converged; a shutdown asked for before that still leaves
+//! the network gracefully.
 
-use bytes::{Bytes, BytesMut};
+use crate::log_limit::LogLimit;
+use bytes::{Buf, Bytes, BytesMut};
 use iris_proto::{
     CloseReason, Config, ConnId, DialId, Event, Input, Instant, LinkId, MeshConfig, MeshEvent,
     Node, Output, Security, Stats,
@@ -25,7 +30,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::{AbortHandle, LocalSet};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Most bytes read from one client per wake-up.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -147,7 +152,8 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     /// Starts a node on a new thread and waits until its relay port is open (for a
-    /// networked node: until the overlay has converged).
+    /// networked node: until the overlay has converged; a node whose seeds all refuse it
+    /// never opens it, so run such a node with [`run`] to watch its events instead).
     pub fn spawn(opts: NodeOptions) -> io::Result<NodeHandle> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<String>();
@@ -241,15 +247,17 @@ struct Shared {
     timer_wake: Rc<Notify>,
     ready: bool,
     ready_wake: Rc<Notify>,
-    /// Whether the node asked to stop reading clients, and the notice that it no longer does.
-    paused: bool,
-    resume: Rc<Notify>,
     /// Writer tasks still running, and the notice that the last one ended.
     live_writers: Rc<Cell<usize>>,
     writers_done: Rc<Notify>,
+    /// Remote addresses of connections, for the log (removed when the node forgets them).
+    addrs: HashMap<(bool, u64), SocketAddr>,
+    /// Budgets of the warnings a remote party can trigger at will.
+    refusals: LogLimit,
+    handshakes: LogLimit,
 }
 
-/// The driver's side of one client connection.
+/// The driver's side of one connection (a client's or a peer link's).
 struct ConnIo {
     /// Transmits not yet written.
     queue: VecDeque<Bytes>,
@@ -257,7 +265,10 @@ struct ConnIo {
     closing: bool,
     /// The socket is gone: drop whatever is queued.
     gone: bool,
+    /// The node asked not to read this socket for now.
+    paused: bool,
     wake: Rc<Notify>,
+    read_wake: Rc<Notify>,
     reader: Option<AbortHandle>,
     writer: Option<AbortHandle>,
 }
@@ -318,10 +329,11 @@ async fn run_local(
         timer_wake: Rc::new(Notify::new()),
         ready: false,
         ready_wake: Rc::new(Notify::new()),
-        paused: false,
-        resume: Rc::new(Notify::new()),
         live_writers: Rc::new(Cell::new(0)),
         writers_done: Rc::new(Notify::new()),
+        addrs: HashMap::new(),
+        refusals: LogLimit::new(),
+        handshakes: LogLimit::new(),
     }));
     pump(&shared);
     let timer = tokio::task::spawn_local(timer_task(shared.clone()));
@@ -333,26 +345,41 @@ async fn run_local(
         )));
     }
 
-    // The relay port opens only once the node says it serves.
+    // The relay port opens only once the node says it serves; a shutdown asked for while
+    // it boots is served all the same (peers are told the node leaves).
+    let mut shutdown = std::pin::pin!(shutdown);
     let ready_wake = shared.borrow().ready_wake.clone();
     let notified = ready_wake.notified();
-    if !shared.borrow().ready {
-        notified.await;
-    }
-    let (listeners, port) = bind_relay(opts.port).await?;
-    info!("iris successfully booted, listening on port {port}.");
-    if let Some(ready) = ready {
-        let _ = ready.send(Ready { port, peer_addr });
-    }
-    for listener in listeners {
-        acceptors.push(tokio::task::spawn_local(accept_task(
-            shared.clone(),
-            listener,
-        )));
-    }
-
-    let reason = shutdown.await;
-    info!("shutting down: {reason}");
+    let early = if shared.borrow().ready {
+        None
+    } else {
+        tokio::select! {
+            () = notified => None,
+            reason = &mut shutdown => Some(reason),
+        }
+    };
+    let reason = match early {
+        Some(reason) => {
+            info!("shutting down before the relay port opened: {reason}");
+            reason
+        }
+        None => {
+            let (listeners, port) = bind_relay(opts.port).await?;
+            info!("iris successfully booted, listening on port {port}.");
+            if let Some(ready) = ready {
+                let _ = ready.send(Ready { port, peer_addr });
+            }
+            for listener in listeners {
+                acceptors.push(tokio::task::spawn_local(accept_task(
+                    shared.clone(),
+                    listener,
+                )));
+            }
+            let reason = shutdown.await;
+            info!("shutting down: {reason}");
+            reason
+        }
+    };
     for a in &acceptors {
         a.abort();
     }
@@ -394,31 +421,22 @@ fn pump(shared: &SharedRc) {
             Output::Close(conn) => close_after_flush(s.conns.remove(&conn.0)),
             Output::PeerTransmit(link, data) => transmit(s.links.get(&link.0), data),
             Output::PeerClose(link) => close_after_flush(s.links.remove(&link.0)),
-            Output::Abort(conn) => {
-                if let Some(io) = s.conns.remove(&conn.0) {
+            Output::PauseReading(conn) => {
+                if let Some(io) = s.conns.get(&conn.0) {
+                    io.borrow_mut().paused = true;
+                }
+            }
+            Output::ResumeReading(conn) => {
+                if let Some(io) = s.conns.get(&conn.0) {
                     let mut io = io.borrow_mut();
-                    io.gone = true;
-                    io.queue.clear();
-                    // The writer may be stuck in a write the client will never read: stop
-                    // both tasks so the socket is dropped now.
-                    for task in [io.writer.take(), io.reader.take()].into_iter().flatten() {
-                        task.abort();
-                    }
+                    io.paused = false;
+                    io.read_wake.notify_one();
                 }
             }
             Output::Event(e) => log_event(&mut s, e),
             Output::Dial(dial, addr) => {
                 tokio::task::spawn_local(dial_task(shared.clone(), dial, addr));
             }
-        }
-    }
-    let paused = s.node.reading_paused();
-    if paused != s.paused {
-        s.paused = paused;
-        if paused {
-            debug!("a client is congested: reading paused");
-        } else {
-            s.resume.notify_waiters();
         }
     }
     s.timer_wake.notify_one();
@@ -454,12 +472,23 @@ fn log_event(s: &mut Shared, e: Event) {
         Event::ClientAttached { conn, cluster } => {
             debug!(conn = conn.0, %cluster, "service registered")
         }
-        Event::ClientClosed { conn, reason } => match reason {
-            CloseReason::Violation(why) => warn!(conn = conn.0, "client dropped: {why}"),
-            CloseReason::SlowConsumer => warn!(conn = conn.0, "client dropped: slow consumer"),
-            CloseReason::Refused(why) => debug!(conn = conn.0, "connection refused: {why}"),
-            other => debug!(conn = conn.0, "client closed: {other:?}"),
-        },
+        Event::ClientClosed { conn, reason } => {
+            let addr = s.addrs.remove(&(false, conn.0));
+            let client = ClientName(conn, addr);
+            match reason {
+                // Anyone on the host can trigger these: warn, within a budget.
+                CloseReason::Violation(why) => {
+                    limited_warn(&mut s.refusals, format_args!("{client} dropped: {why}"))
+                }
+                CloseReason::Refused(why) => {
+                    limited_warn(&mut s.refusals, format_args!("{client} refused: {why}"))
+                }
+                CloseReason::SlowConsumer(why) => {
+                    limited_warn(&mut s.refusals, format_args!("{client} cut: {why}"))
+                }
+                other => debug!("{client} closed: {other:?}"),
+            }
+        }
         Event::Stopped => debug!("all clients closed"),
         Event::Mesh(e) => {
             match &e {
@@ -468,8 +497,31 @@ fn log_event(s: &mut Shared, e: Event) {
                     info!("overlay converged with {peers} peers")
                 }
                 MeshEvent::PeerDown(id) => info!("peer {id} is down"),
+                MeshEvent::LinkUp { link, peer } => debug!(link = link.0, "peer link up: {peer}"),
                 MeshEvent::LinkClosed { link, peer, reason } => {
+                    s.addrs.remove(&(true, link.0));
                     debug!(link = link.0, ?peer, "peer link closed: {reason}")
+                }
+                MeshEvent::HandshakeFailed { link, addr, reason } => {
+                    let remote = s.addrs.remove(&(true, link.0));
+                    let (who, dir) = match addr {
+                        Some(a) => (Some(*a), "to"),
+                        None => (remote, "from"),
+                    };
+                    let who = who.map_or_else(|| "?".to_string(), |a| a.to_string());
+                    limited_warn(
+                        &mut s.handshakes,
+                        format_args!("peer link {dir} {who} refused: {reason}"),
+                    )
+                }
+                MeshEvent::SeedsRefused { reasons } => {
+                    let list: Vec<String> =
+                        reasons.iter().map(|(a, r)| format!("{a}: {r}")).collect();
+                    error!(
+                        "every seed refused this node ({}); it will not serve clients as a \
+                         network of one: check --net and --rsa; retrying",
+                        list.join("; ")
+                    )
                 }
                 MeshEvent::DialFailed(addr) => debug!("could not reach {addr}"),
                 // Said each heartbeat period while it lasts: log the first.
@@ -483,6 +535,29 @@ fn log_event(s: &mut Shared, e: Event) {
                 let _ = tx.send(e);
             }
         }
+    }
+}
+
+/// A client as the log names it: its id and, when known, its address.
+struct ClientName(ConnId, Option<SocketAddr>);
+
+impl std::fmt::Display for ClientName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(a) => write!(f, "client {} ({a})", self.0.0),
+            None => write!(f, "client {}", self.0.0),
+        }
+    }
+}
+
+/// A warning within `limit`'s budget; what the budget held back is summed up later.
+fn limited_warn(limit: &mut LogLimit, line: std::fmt::Arguments<'_>) {
+    let (log, suppressed) = limit.allow(std::time::Instant::now());
+    if suppressed > 0 {
+        warn!("{suppressed} more like the next were not logged in the last 10 s");
+    }
+    if log {
+        warn!("{line}");
     }
 }
 
@@ -514,12 +589,13 @@ async fn accept_task(shared: SharedRc, listener: TcpListener) {
         .local_addr()
         .map(|a| u64::from(a.is_ipv6()))
         .unwrap_or(0);
+    let mut limit = LogLimit::new();
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                warn!("accept failed: {e}");
+                limited_warn(&mut limit, format_args!("relay accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -527,20 +603,21 @@ async fn accept_task(shared: SharedRc, listener: TcpListener) {
         // Two listeners share one id space: even ids for IPv4, odd for IPv6.
         let conn = ConnId(next * 2 + base);
         next += 1;
-        start_conn(&shared, Endpoint::Client(conn), stream, None);
+        start_conn(&shared, Endpoint::Client(conn), stream, from, None);
     }
 }
 
 async fn peer_accept_task(shared: SharedRc, listener: TcpListener) {
+    let mut limit = LogLimit::new();
     loop {
         match listener.accept().await {
             Ok((stream, from)) => {
                 debug!("peer connection from {from}");
                 let link = new_link(&shared);
-                start_conn(&shared, Endpoint::Peer(link), stream, None);
+                start_conn(&shared, Endpoint::Peer(link), stream, from, None);
             }
             Err(e) => {
-                warn!("peer accept failed: {e}");
+                limited_warn(&mut limit, format_args!("peer accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -552,7 +629,7 @@ async fn dial_task(shared: SharedRc, dial: DialId, addr: SocketAddr) {
     match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let link = new_link(&shared);
-            start_conn(&shared, Endpoint::Peer(link), stream, Some(dial));
+            start_conn(&shared, Endpoint::Peer(link), stream, addr, Some(dial));
         }
         Ok(Err(e)) => {
             debug!("dial {addr} failed: {e}");
@@ -592,29 +669,51 @@ impl Endpoint {
             Endpoint::Peer(l) => l.0,
         }
     }
+
+    fn is_peer(&self) -> bool {
+        matches!(self, Endpoint::Peer(_))
+    }
 }
 
-fn start_conn(shared: &SharedRc, ep: Endpoint, stream: TcpStream, dial: Option<DialId>) {
+/// TCP keepalive: how half-open connections (a peer or client whose host vanished) are
+/// found, since relay clients may rightly stay silent for hours.
+const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(60))
+    .with_interval(Duration::from_secs(10))
+    .with_retries(6);
+
+fn start_conn(
+    shared: &SharedRc,
+    ep: Endpoint,
+    stream: TcpStream,
+    remote: SocketAddr,
+    dial: Option<DialId>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!("TCP_NODELAY failed: {e}");
+    }
+    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&KEEPALIVE) {
+        debug!("TCP keepalive failed: {e}");
     }
     let (rd, wr) = stream.into_split();
     let io = Rc::new(RefCell::new(ConnIo {
         queue: VecDeque::new(),
         closing: false,
         gone: false,
+        paused: false,
         wake: Rc::new(Notify::new()),
+        read_wake: Rc::new(Notify::new()),
         reader: None,
         writer: None,
     }));
     {
-        let s = shared.borrow();
+        let mut s = shared.borrow_mut();
         s.live_writers.set(s.live_writers.get() + 1);
+        s.addrs.insert((ep.is_peer(), ep.key()), remote);
+        ep.table(&mut s).insert(ep.key(), io.clone());
     }
-    ep.table(&mut shared.borrow_mut())
-        .insert(ep.key(), io.clone());
     let writer = tokio::task::spawn_local(writer_task(shared.clone(), ep, io.clone(), wr));
-    let reader = tokio::task::spawn_local(reader_task(shared.clone(), ep, rd));
+    let reader = tokio::task::spawn_local(reader_task(shared.clone(), ep, io.clone(), rd));
     io.borrow_mut().reader = Some(reader.abort_handle());
     io.borrow_mut().writer = Some(writer.abort_handle());
     match ep {
@@ -623,15 +722,20 @@ fn start_conn(shared: &SharedRc, ep: Endpoint, stream: TcpStream, dial: Option<D
     }
 }
 
-async fn reader_task(shared: SharedRc, ep: Endpoint, mut rd: OwnedReadHalf) {
+async fn reader_task(
+    shared: SharedRc,
+    ep: Endpoint,
+    io: Rc<RefCell<ConnIo>>,
+    mut rd: OwnedReadHalf,
+) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let resume = shared.borrow().resume.clone();
+    let read_wake = io.borrow().read_wake.clone();
     loop {
-        // While a consumer is congested, producers wait here and TCP pushes back on them.
-        // Peer links are not paused: heartbeats must flow whatever clients do.
-        while let Endpoint::Client(_) = ep {
-            let resumed = resume.notified();
-            if !shared.borrow().paused {
+        // While the node cannot queue this client's next message, it is not read: TCP
+        // pushes back on it alone.
+        loop {
+            let resumed = read_wake.notified();
+            if !io.borrow().paused {
                 break;
             }
             resumed.await;
@@ -651,15 +755,20 @@ async fn reader_task(shared: SharedRc, ep: Endpoint, mut rd: OwnedReadHalf) {
             }
         }
     }
-    let io = ep.table(&mut shared.borrow_mut()).remove(&ep.key());
-    if let Some(io) = io {
+    let known = ep.table(&mut shared.borrow_mut()).remove(&ep.key());
+    if let Some(io) = known {
         let mut io = io.borrow_mut();
         io.gone = true;
         io.wake.notify_one();
     }
     match ep {
         Endpoint::Client(conn) => handle(&shared, Input::ClientGone(conn)),
-        Endpoint::Peer(link) => handle(&shared, Input::PeerGone(link)),
+        Endpoint::Peer(link) => {
+            // The node may name the link in what it reports about its end: forget its
+            // address after.
+            handle(&shared, Input::PeerGone(link));
+            shared.borrow_mut().addrs.remove(&(true, link.0));
+        }
     }
 }
 
@@ -701,7 +810,7 @@ async fn writer_task(
         io: io.clone(),
     };
     let wake = io.borrow().wake.clone();
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
     loop {
         let notified = wake.notified();
         let closing = {
@@ -720,26 +829,57 @@ async fn writer_task(
             notified.await;
             continue;
         }
-        let mut written = 0;
-        for data in batch.drain(..) {
-            let write = wr.write_all(&data);
-            // A closing client that stops reading must not hold its socket for ever.
-            let result = if closing {
-                tokio::time::timeout(CLOSE_FLUSH, write)
-                    .await
-                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-            } else {
-                write.await
-            };
-            if result.is_err() {
-                // The reader sees the socket fail too and reports it gone.
-                io.borrow_mut().gone = true;
-                return;
-            }
-            written += data.len();
+        let written: usize = batch.iter().map(Bytes::len).sum();
+        let write = write_all_vectored(&mut wr, &mut batch);
+        // A closing client that stops reading must not hold its socket for ever.
+        let result = if closing {
+            tokio::time::timeout(CLOSE_FLUSH, write)
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+        } else {
+            write.await
+        };
+        if result.is_err() {
+            // The reader sees the socket fail too and reports it gone.
+            io.borrow_mut().gone = true;
+            return;
         }
         if let Endpoint::Client(conn) = ep {
+            // The node hands over the next batch in answer (pulled writes).
             handle(&shared, Input::ClientFlushed(conn, written));
         }
     }
+}
+
+/// Writes every buffer of `batch` with as few system calls as the socket allows: a batch is
+/// often many small transmits and the odd shared payload, gathered into one `writev`.
+async fn write_all_vectored(
+    wr: &mut OwnedWriteHalf,
+    batch: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
+    const MAX_SLICES: usize = 64;
+    while !batch.is_empty() {
+        let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
+        let n = batch.len().min(MAX_SLICES);
+        for (slot, b) in slices.iter_mut().zip(batch.iter()) {
+            *slot = io::IoSlice::new(b);
+        }
+        let mut wrote = wr.write_vectored(&slices[..n]).await?;
+        if wrote == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while wrote > 0 {
+            let Some(front) = batch.front_mut() else {
+                break;
+            };
+            if wrote >= front.len() {
+                wrote -= front.len();
+                batch.pop_front();
+            } else {
+                front.advance(wrote);
+                wrote = 0;
+            }
+        }
+    }
+    Ok(())
 }

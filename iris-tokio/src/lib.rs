@@ -7,6 +7,7 @@
 pub mod client;
 pub mod driver;
 pub mod key_file;
+mod log_limit;
 
 /// The README's Rust snippets, compiled as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

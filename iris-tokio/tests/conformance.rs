@@ -661,14 +661,24 @@ fn a_stuck_consumer_is_cut_at_its_deadline_and_the_node_carries_on() {
         bystander.recv(),
         NodePacket::Broadcast { message: b("fine") }
     );
-    // The stuck client finds its connection gone once it reads what was in flight.
+    // The stuck client finds, once it reads what was in flight, why it was cut: the CLOSE
+    // came ahead of everything still queued for it.
+    let mut got = 0;
     loop {
         match stuck.poll(PROMPT) {
-            Got::Packet(NodePacket::Broadcast { .. }) => {}
-            Got::Eof => break,
-            other => panic!("expected broadcasts then EOF, got {other:?}"),
+            Got::Packet(NodePacket::Broadcast { .. }) => got += 1,
+            Got::Packet(NodePacket::Close { reason }) => {
+                assert_eq!(
+                    reason.as_str(),
+                    "slow consumer: more than 1048576 bytes unread for 300 ms"
+                );
+                break;
+            }
+            other => panic!("expected broadcasts then CLOSE, got {other:?}"),
         }
     }
+    assert!(got < 16 * 1024, "the CLOSE did not jump the queue");
+    assert_eq!(stuck.poll(PROMPT), Got::Eof);
 }
 
 #[test]

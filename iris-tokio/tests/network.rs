@@ -18,25 +18,33 @@ fn key(name: &str) -> Arc<NetworkKey> {
     Arc::new(NetworkKey::from_bytes(&std::fs::read(path).unwrap()).unwrap())
 }
 
-/// A node of network "itest" with fast overlay timers, joining through `seeds`.
-fn node(seeds: &[SocketAddr], key: Arc<NetworkKey>) -> (NodeHandle, Receiver<MeshEvent>) {
+/// Options of a node of network "itest" with fast overlay timers, joining through `seeds`.
+fn options(seeds: &[SocketAddr], key: Arc<NetworkKey>) -> NodeOptions {
     let mut mesh = MeshConfig::new("itest", "127.0.0.1:0".parse().unwrap());
     mesh.seeds = seeds.to_vec();
     mesh.overlay.heartbeat_period = Duration::from_millis(500);
     mesh.overlay.boot_quiet = Duration::from_secs(1);
     mesh.overlay.change_quiet = Duration::from_millis(500);
-    let (tx, rx) = channel();
-    let opts = NodeOptions {
+    NodeOptions {
         port: 0,
         network: Some(NetworkOptions {
             bind: "127.0.0.1:0".parse().unwrap(),
             advertise: None,
             mesh,
             security: Security::Rsa(key),
-            events: Some(tx),
+            events: None,
         }),
         ..NodeOptions::default()
-    };
+    }
+}
+
+/// A node of network "itest", once it serves, with its mesh events.
+fn node(seeds: &[SocketAddr], key: Arc<NetworkKey>) -> (NodeHandle, Receiver<MeshEvent>) {
+    let mut opts = options(seeds, key);
+    let (tx, rx) = channel();
+    if let Some(net) = opts.network.as_mut() {
+        net.events = Some(tx);
+    }
     (NodeHandle::spawn(opts).expect("node starts"), rx)
 }
 
@@ -89,24 +97,58 @@ fn three_nodes_converge_over_secure_links_and_then_serve() {
 }
 
 #[test]
-fn a_node_with_another_key_stays_alone() {
+fn a_node_refused_by_its_seed_says_so_and_does_not_serve_alone() {
     let (a, _a_events) = node(&[], key("net-pkcs8.pem"));
     let seed = a.peer_addr().unwrap();
-    let (_b, b_events) = node(&[seed], key("other-pkcs8.pem"));
-    // It served once quiet, alone: the handshakes with the network failed.
-    let mut refused = false;
-    loop {
+    // B holds another key. It never becomes ready, so it runs on a thread of its own here
+    // (`NodeHandle::spawn` would wait for its relay port).
+    let mut opts = options(&[seed], key("other-pkcs8.pem"));
+    let (tx, b_events) = channel();
+    if let Some(net) = opts.network.as_mut() {
+        net.events = Some(tx);
+    }
+    let (ready_tx, mut ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
+    let b = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(iris_tokio::driver::run(opts, Some(ready_tx), async {
+            stop_rx.await.unwrap_or_default()
+        }))
+    });
+    let mut failed = false;
+    let mut refusals = 0;
+    let mut converged = false;
+    while !(converged && refusals >= 2) {
         match wait_for(&b_events, |_| true) {
-            MeshEvent::LinkClosed { reason, peer, .. } => {
-                assert_eq!(peer, None, "never identified");
-                refused |= reason.contains("signature") || reason.contains("handshake");
+            MeshEvent::HandshakeFailed { reason, addr, .. } => {
+                assert_eq!(addr, Some(seed));
+                failed |= reason.contains("key");
+            }
+            MeshEvent::SeedsRefused { reasons } => {
+                assert_eq!(reasons.len(), 1);
+                assert_eq!(reasons[0].0, seed);
+                refusals += 1;
             }
             MeshEvent::Converged { peers } => {
                 assert_eq!(peers, 0);
-                break;
+                // Refused, it does not pass for a network of one: still not ready after.
+                converged = true;
+                refusals = 0;
             }
             _ => {}
         }
     }
-    assert!(refused, "a handshake failure was reported");
+    assert!(failed, "the handshake failure named the key");
+    assert!(
+        matches!(
+            ready_rx.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ),
+        "B opened its relay port"
+    );
+    stop_tx.send("test over".into()).unwrap();
+    b.join().unwrap().expect("B stops cleanly");
 }

@@ -111,7 +111,9 @@ pub enum HandshakeError {
     #[error("peer's signature does not verify: wrong network key")]
     Signature,
     /// The peer closed the connection before the handshake finished (it may have refused us).
-    #[error("peer closed the connection during the handshake")]
+    #[error(
+        "peer closed the connection during the handshake (it may hold another network key or name)"
+    )]
     PeerClosed,
     /// A handshake message that does not parse, or comes out of order.
     #[error("malformed handshake: {0}")]

@@ -144,7 +144,33 @@ pub enum MeshEvent {
     },
     /// A peer was found dead or left.
     PeerDown(NodeId),
-    /// A link ended before or after its handshake, with the reason.
+    /// A link's handshake failed: another network, another key, another version, garbage,
+    /// or the peer hung up on it (it may have refused us). Worth a warning: nodes that
+    /// should be one network are not.
+    HandshakeFailed {
+        /// The link.
+        link: LinkId,
+        /// The address this node dialed, if it dialed (the driver knows an accepted
+        /// link's remote address).
+        addr: Option<SocketAddr>,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Every seed that answered refused this node's handshake and nobody else is known:
+    /// said on each retry. The node does not become ready (open its relay port) meanwhile,
+    /// rather than serve quietly as a network of one.
+    SeedsRefused {
+        /// Each refusing seed and its reason.
+        reasons: Vec<(SocketAddr, String)>,
+    },
+    /// A link is up and its peer said who it is.
+    LinkUp {
+        /// The link.
+        link: LinkId,
+        /// The peer.
+        peer: NodeId,
+    },
+    /// An established link ended, with the reason.
     LinkClosed {
         /// The link.
         link: LinkId,
@@ -185,6 +211,8 @@ pub struct MeshStats {
 struct PeerLink {
     link: Link,
     dialed: bool,
+    /// The address dialed, for links this node opened.
+    addr: Option<SocketAddr>,
     /// Set by the peer's IDENT.
     peer: Option<Contact>,
     /// Who we dialed this link to reach, if anyone in particular.
@@ -235,6 +263,8 @@ pub struct Mesh {
     leaving: bool,
     /// It was given somewhere to join (seeds, or a join through an address).
     wants_peers: bool,
+    /// Seeds whose last handshake failed, with the reason; cleared when one is joined.
+    seed_refusals: std::collections::BTreeMap<SocketAddr, String>,
     stats: MeshStats,
 }
 
@@ -273,6 +303,7 @@ impl Mesh {
             next_sweep: now + cfg.link_idle / 2,
             leaving: false,
             wants_peers: !cfg.seeds.is_empty(),
+            seed_refusals: std::collections::BTreeMap::new(),
             stats: MeshStats::default(),
             cfg,
         };
@@ -293,6 +324,12 @@ impl Mesh {
     /// Links open or opening.
     pub fn link_count(&self) -> usize {
         self.links.len()
+    }
+
+    /// True while seeds refused this node's handshake and it knows nobody: it must not
+    /// pass for a network of one.
+    pub fn refused_by_seeds(&self) -> bool {
+        !self.seed_refusals.is_empty() && self.overlay.peer_count() == 0
     }
 
     /// Joins through the node at `addr` (discovery found it, or an operator named it).
@@ -353,6 +390,7 @@ impl Mesh {
             }
             Security::Plain => Link::plain(role, self.cfg.link.clone(), now),
         };
+        let addr = d.as_ref().map(|d| d.addr);
         let (expect, pending, join) =
             d.map_or((None, Vec::new(), false), |d| (d.expect, d.pending, d.join));
         let deadline = link.poll_timeout();
@@ -364,6 +402,7 @@ impl Mesh {
             Box::new(PeerLink {
                 link,
                 dialed: dial.is_some(),
+                addr,
                 peer: None,
                 expect,
                 pending,
@@ -445,6 +484,15 @@ impl Mesh {
             // Say so each period, so that discovery can offer another.
             if self.wants_peers {
                 self.outputs.push_back(MeshOutput::Event(MeshEvent::Alone));
+            }
+            if self.refused_by_seeds() {
+                let reasons = self
+                    .seed_refusals
+                    .iter()
+                    .map(|(a, r)| (*a, r.clone()))
+                    .collect();
+                self.outputs
+                    .push_back(MeshOutput::Event(MeshEvent::SeedsRefused { reasons }));
             }
             self.try_seeds(now);
         }
@@ -637,12 +685,24 @@ impl Mesh {
                     if !matches!(e, crate::link::LinkError::ClosedByPeer(_)) {
                         self.stats.links_failed += 1;
                     }
-                    self.outputs
-                        .push_back(MeshOutput::Event(MeshEvent::LinkClosed {
+                    let event = if pl.deadline.is_some() {
+                        // Never established: the two ends are not one network.
+                        if let Some(a) = pl.addr.filter(|a| self.cfg.seeds.contains(a)) {
+                            self.seed_refusals.insert(a, e.to_string());
+                        }
+                        MeshEvent::HandshakeFailed {
+                            link: id,
+                            addr: pl.addr,
+                            reason: e.to_string(),
+                        }
+                    } else {
+                        MeshEvent::LinkClosed {
                             link: id,
                             peer,
                             reason: e.to_string(),
-                        }));
+                        }
+                    };
+                    self.outputs.push_back(MeshOutput::Event(event));
                     // Let the driver write what is left (a close record) and close.
                     self.mark(id);
                     self.forget_peer_of(id);
@@ -659,6 +719,8 @@ impl Mesh {
         }
         let pl = self.links.get_mut(&id).expect("caller holds the link");
         pl.peer = Some(c);
+        // A seed let us in: whatever others said, this node is not on its own.
+        self.seed_refusals.clear();
         let dialer = |pl: &PeerLink, own: NodeId, peer: NodeId| if pl.dialed { own } else { peer };
         let own = self.overlay.id();
         let mine = dialer(pl, own, c.id);
@@ -684,6 +746,10 @@ impl Mesh {
             self.by_id.insert(c.id, id);
         }
         self.stats.links_up += 1;
+        self.outputs.push_back(MeshOutput::Event(MeshEvent::LinkUp {
+            link: id,
+            peer: c.id,
+        }));
         let keep = self.by_id[&c.id];
         let pl = self.links.get_mut(&keep).expect("live");
         let pending = std::mem::take(&mut pl.pending);

@@ -17,17 +17,26 @@ pub struct Config {
     pub tunnel_confirm_timeout: Duration,
     /// The send window the node grants each tunnel end (the protocol's 4 MiB).
     pub tunnel_window: u64,
-    /// Most relay clients at once; more are refused at connect.
+    /// Most relay clients past their handshake at once; the next is denied (`DENY` with
+    /// the reason). Drivers derive it from the open-file limit.
     pub max_clients: usize,
-    /// Unwritten bytes for one client above which the node is congested: it asks its driver
-    /// to stop reading from clients ([`crate::Node::reading_paused`]) until the backlog falls
-    /// to half of this. Producers are throttled instead of messages being lost.
+    /// Most connections still in their handshake at once, counted apart from clients so that
+    /// they can never keep real clients out; when full, the oldest is closed.
+    pub max_handshakes: usize,
+    /// Unwritten bytes for one client above which it is congested: producers whose next
+    /// message would go to it stop being read (only they) until it has drained to half of
+    /// this. Producers are throttled instead of messages being lost.
     pub client_backlog_high: usize,
-    /// A client congested for this long is dropped as a slow consumer, so that one stuck
-    /// reader cannot stall the node for ever.
+    /// A client congested for this long is cut as a slow consumer (`CLOSE` with the
+    /// reason), so that one stuck reader cannot hold its producers for ever.
     pub slow_consumer_timeout: Duration,
-    /// Hard cap on unwritten bytes for one client; beyond it the client is dropped at once.
+    /// Hard cap on unwritten bytes for one client (its share of the memory budget); beyond
+    /// it the client is cut at once.
     pub max_client_backlog: usize,
+    /// Every byte the node holds for clients (partial input, queued output, shared payloads
+    /// once, tunnel buffers) counts against this. Over three quarters the node stops reading
+    /// new input until it is back under half; over the whole it cuts its largest consumers.
+    pub max_memory: usize,
     /// Most requests one client may have awaiting a reply; more are answered "timed out" at once.
     pub max_pending_requests: usize,
     /// Most tunnels (open or being built) per client; more are refused.
@@ -43,10 +52,12 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(5),
             tunnel_confirm_timeout: Duration::from_secs(5),
             tunnel_window: 4 << 20,
-            max_clients: 4096,
+            max_clients: 16 << 10,
+            max_handshakes: 1024,
             client_backlog_high: 8 << 20,
             slow_consumer_timeout: Duration::from_secs(10),
             max_client_backlog: 256 << 20,
+            max_memory: 1 << 30,
             max_pending_requests: 1 << 16,
             max_tunnels_per_client: 1 << 12,
             max_subscriptions_per_client: 1 << 12,
@@ -81,6 +92,19 @@ pub enum ConfigError {
         /// Configured cap.
         max: usize,
     },
+    /// The budget must hold a client's share and, twice over, the largest message (large
+    /// messages may take half of it).
+    #[error(
+        "max_memory {memory} must be at least max_client_backlog ({backlog}) and twice the message limit ({message})"
+    )]
+    Memory {
+        /// Configured budget.
+        memory: usize,
+        /// Configured per-client cap.
+        backlog: usize,
+        /// Configured message limit.
+        message: u64,
+    },
     /// A bound that must be positive is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
@@ -104,6 +128,7 @@ impl Config {
         }
         for (v, name) in [
             (self.max_clients, "max_clients"),
+            (self.max_handshakes, "max_handshakes"),
             (self.max_client_backlog, "max_client_backlog"),
             (self.client_backlog_high, "client_backlog_high"),
             (self.max_pending_requests, "max_pending_requests"),
@@ -121,6 +146,14 @@ impl Config {
             return Err(ConfigError::Backlog {
                 high: self.client_backlog_high,
                 max: self.max_client_backlog,
+            });
+        }
+        let message = usize::try_from(l.max_message_size).unwrap_or(usize::MAX);
+        if self.max_memory < self.max_client_backlog || self.max_memory / 2 < message {
+            return Err(ConfigError::Memory {
+                memory: self.max_memory,
+                backlog: self.max_client_backlog,
+                message: l.max_message_size,
             });
         }
         if l.max_name_size == 0 {

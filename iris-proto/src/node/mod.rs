@@ -3,6 +3,10 @@
 //! [`Node::poll_output`].
 
 mod config;
+mod conns;
+mod flow;
+mod memory;
+mod outbox;
 mod requests;
 mod session;
 mod stats;
@@ -18,7 +22,8 @@ use crate::mesh::{DialId, LinkId, Mesh, MeshConfig, MeshEvent, MeshOutput, Secur
 use crate::relay::codec::{CLIENT_MAGIC, PROTOCOL_VERSION, RELAY_MAGIC, decode_client};
 use crate::relay::{ClientPacket, Name, NodePacket};
 use crate::time::Instant;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use conns::{Conns, Cut};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use requests::PendingRequest;
@@ -69,13 +74,20 @@ pub enum Input<'a> {
 /// Something the node asks its driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Write these bytes to the client's socket, after everything transmitted before.
+    /// Write these bytes to the client's socket, after everything transmitted before, and
+    /// report them with [`Input::ClientFlushed`] once written. The node hands out a bounded
+    /// amount at a time and more as flushes come back (pulled writes): what a client has not
+    /// yet been handed stays in the node, which can still drop it or put a CLOSE before it.
     Transmit(ConnId, Bytes),
-    /// Close the client's socket once everything transmitted before is written.
+    /// Close the client's socket once everything transmitted before is written (or after a
+    /// short grace, if the client stopped reading).
     Close(ConnId),
-    /// Drop the client's socket at once, discarding whatever is not yet written: it stopped
-    /// reading, so a graceful close could wait for ever.
-    Abort(ConnId),
+    /// Stop reading the client's socket (feed no more [`Input::ClientData`] for it) until
+    /// [`Output::ResumeReading`]: its next message cannot be queued yet, so TCP pushes back
+    /// on it. Bytes already read when this comes may still be fed.
+    PauseReading(ConnId),
+    /// Read the client's socket again.
+    ResumeReading(ConnId),
     /// Open a TCP connection to another node; answer with [`Input::PeerConnected`] naming
     /// this dial, or [`Input::DialFailed`].
     Dial(DialId, SocketAddr),
@@ -124,10 +136,13 @@ pub enum CloseReason {
     /// The client broke the protocol after its handshake; it was told this text.
     Violation(String),
     /// Refused before or at the handshake (not an Iris client, wrong version, too many
-    /// clients, too slow); no CLOSE is sent before a completed handshake.
+    /// clients, too slow, pushed out of a full handshake pool). A client that sent a valid
+    /// INIT is told why with `DENY`; before that nothing is sent.
     Refused(String),
-    /// It let more than `max_client_backlog` bytes pile up.
-    SlowConsumer,
+    /// It did not read what it was sent (unwritten bytes over the congestion mark for too
+    /// long, over its hard cap, or the most of all when the memory budget ran out); it was
+    /// told this text with `CLOSE`, ahead of whatever was still queued for it.
+    SlowConsumer(String),
     /// The node is shutting down.
     Shutdown,
 }
@@ -147,7 +162,12 @@ pub struct Node {
     cfg: Config,
     rng: ChaCha8Rng,
     now: Instant,
-    sessions: BTreeMap<ConnId, Session>,
+    /// Relay connections and their write path.
+    conns: Conns,
+    /// Connections still in their handshake, oldest first (the pool's eviction order).
+    handshaking: BTreeSet<(Instant, ConnId)>,
+    /// Connections past their handshake.
+    active: usize,
     /// Cluster name -> member connections, in join order.
     clusters: BTreeMap<Name, Vec<ConnId>>,
     /// Topic name -> subscribed connections, in subscription order.
@@ -157,14 +177,12 @@ pub struct Node {
     timers: BTreeSet<(Instant, Timer)>,
     next_key: u64,
     outputs: VecDeque<Output>,
-    /// Connections whose `out` holds bytes not yet transmitted.
-    dirty: VecDeque<ConnId>,
-    /// Connections to drop as slow consumers once the current input is handled.
-    doomed: Vec<ConnId>,
-    /// Connections whose unwritten bytes passed the high watermark, with their deadline.
-    congested: BTreeMap<ConnId, Instant>,
-    /// Reused encode buffer for packets sent to many connections.
-    scratch: BytesMut,
+    /// Producers whose held packet may now be queued.
+    wakeups: VecDeque<ConnId>,
+    /// Connections whose read pause may have changed.
+    pause_check: Vec<ConnId>,
+    /// Clients waiting for memory to reserve a large message, in arrival order.
+    memory_waiters: VecDeque<ConnId>,
     stats: Stats,
     stopped: bool,
     /// Links to other nodes and the overlay; `None` for a lone node.
@@ -178,10 +196,16 @@ impl Node {
     pub fn new(cfg: Config, seed: [u8; 32], now: Instant) -> Result<Node, ConfigError> {
         cfg.validate()?;
         let mut node = Node {
+            conns: Conns::new(
+                cfg.client_backlog_high,
+                cfg.max_client_backlog,
+                cfg.max_memory,
+            ),
             cfg,
             rng: ChaCha8Rng::from_seed(seed),
             now,
-            sessions: BTreeMap::new(),
+            handshaking: BTreeSet::new(),
+            active: 0,
             clusters: BTreeMap::new(),
             topics: BTreeMap::new(),
             requests: BTreeMap::new(),
@@ -189,10 +213,9 @@ impl Node {
             timers: BTreeSet::new(),
             next_key: 0,
             outputs: VecDeque::new(),
-            dirty: VecDeque::new(),
-            doomed: Vec::new(),
-            congested: BTreeMap::new(),
-            scratch: BytesMut::new(),
+            wakeups: VecDeque::new(),
+            pause_check: Vec::new(),
+            memory_waiters: VecDeque::new(),
             stats: Stats::default(),
             stopped: false,
             mesh: None,
@@ -234,15 +257,7 @@ impl Node {
         match input {
             Input::ClientConnected(conn) => self.on_connected(conn),
             Input::ClientData(conn, data) => self.on_data(conn, data),
-            Input::ClientFlushed(conn, n) => {
-                if let Some(s) = self.sessions.get_mut(&conn) {
-                    s.backlog = s.backlog.saturating_sub(n);
-                    // Hysteresis: resume at half the watermark, not just below it.
-                    if s.backlog + s.out.len() <= self.cfg.client_backlog_high / 2 {
-                        self.uncongest(conn);
-                    }
-                }
-            }
+            Input::ClientFlushed(conn, n) => self.on_flushed(conn, n),
             Input::ClientGone(conn) => self.close(conn, CloseReason::Gone),
             Input::Timeout => {
                 self.on_timeout();
@@ -289,19 +304,7 @@ impl Node {
                 }
             }
         }
-        for conn in std::mem::take(&mut self.doomed) {
-            self.close(conn, CloseReason::SlowConsumer);
-        }
-        self.note_congestion();
-    }
-
-    /// True while some client has more than `client_backlog_high` bytes unwritten: the
-    /// driver should then stop reading from clients (feed no [`Input::ClientData`]) until
-    /// this turns false, which can only happen in a later `handle`. Producers are throttled
-    /// through TCP instead of the node buffering without bound or dropping messages.
-    #[must_use]
-    pub fn reading_paused(&self) -> bool {
-        !self.congested.is_empty()
+        self.settle();
     }
 
     /// The next thing for the driver to do; call until `None` after every `handle`.
@@ -309,11 +312,6 @@ impl Node {
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some(out) = self.outputs.pop_front() {
             return Some(out);
-        }
-        while let Some(conn) = self.dirty.pop_front() {
-            if let Some(data) = self.take_out(conn) {
-                return Some(Output::Transmit(conn, data));
-            }
         }
         self.poll_mesh()
     }
@@ -338,7 +336,12 @@ impl Node {
 
     /// Connections currently known (handshaking or active).
     pub fn client_count(&self) -> usize {
-        self.sessions.len()
+        self.conns.map.len()
+    }
+
+    /// Bytes charged to the memory budget now.
+    pub fn memory_used(&self) -> usize {
+        self.conns.mem.used()
     }
 
     /// The mesh's next output, as the node's.
@@ -349,7 +352,10 @@ impl Node {
             MeshOutput::Transmit(l, b) => Output::PeerTransmit(l, b),
             MeshOutput::Close(l) => Output::PeerClose(l),
             MeshOutput::Event(e) => {
-                if matches!(e, MeshEvent::Converged { .. }) && !self.ready {
+                // A node its seeds refused must not pass for a network of one: it stays
+                // unready (relay port closed) and keeps retrying, loudly.
+                let refused = self.mesh.as_ref().is_some_and(Mesh::refused_by_seeds);
+                if matches!(e, MeshEvent::Converged { .. }) && !self.ready && !refused {
                     self.ready = true;
                     self.outputs.push_back(Output::Event(Event::Ready));
                 }
@@ -359,44 +365,33 @@ impl Node {
     }
 
     fn on_connected(&mut self, conn: ConnId) {
-        if self.stopped || self.sessions.len() >= self.cfg.max_clients {
+        if self.stopped {
             self.stats.clients_refused += 1;
             self.outputs.push_back(Output::Close(conn));
-            let why = if self.stopped {
-                "node is shutting down"
-            } else {
-                "too many clients"
-            };
             self.event(Event::ClientClosed {
                 conn,
-                reason: CloseReason::Refused(why.into()),
+                reason: CloseReason::Refused("node is shutting down".into()),
             });
             return;
         }
-        let deadline = self.now + self.cfg.handshake_timeout;
-        self.sessions.insert(conn, Session::new(conn, deadline));
-        self.timers.insert((deadline, Timer::Handshake(conn)));
-    }
-
-    fn on_data(&mut self, conn: ConnId, data: &[u8]) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        self.stats.bytes_in += data.len() as u64;
-        s.rbuf.extend_from_slice(data);
-        // Handlers may close this very connection; look it up afresh for every packet.
-        while let Some(s) = self.sessions.get_mut(&conn) {
-            let phase = s.phase;
-            match (decode_client(&mut s.rbuf, &self.cfg.limits), phase) {
-                (Ok(None), _) => return,
-                (Ok(Some(packet)), Phase::Handshake { .. }) => self.on_init(conn, packet),
-                (Ok(Some(packet)), Phase::Active) => self.on_packet(conn, packet),
-                (Err(e), Phase::Handshake { .. }) => {
-                    self.close(conn, CloseReason::Refused(format!("bad handshake: {e}")))
-                }
-                (Err(e), Phase::Active) => self.violation(conn, e.to_string()),
-            }
+        // The pool of handshakes is bounded apart from clients: a full pool makes room by
+        // closing its oldest, so silent connections can never keep real clients out.
+        if self.handshaking.len() >= self.cfg.max_handshakes
+            && let Some(&(_, oldest)) = self.handshaking.first()
+        {
+            self.stats.handshakes_evicted += 1;
+            let why = format!(
+                "no INIT while {} newer connections waited",
+                self.cfg.max_handshakes
+            );
+            self.close(oldest, CloseReason::Refused(why));
         }
+        let deadline = self.now + self.cfg.handshake_timeout;
+        self.conns.map.insert(conn, Session::new(conn, deadline));
+        self.handshaking.insert((deadline, conn));
+        self.timers.insert((deadline, Timer::Handshake(conn)));
+        // Under memory pressure a new connection is not read either.
+        self.pause_check.push(conn);
     }
 
     fn on_init(&mut self, conn: ConnId, packet: ClientPacket) {
@@ -414,12 +409,22 @@ impl Node {
         if magic != CLIENT_MAGIC.as_bytes() {
             return self.close(conn, CloseReason::Refused("wrong magic".into()));
         }
-        if version != PROTOCOL_VERSION.as_bytes() {
-            let reason = format!(
+        let denial = if version != PROTOCOL_VERSION.as_bytes() {
+            Some(format!(
                 "Unsupported protocol. Client: {}. Iris: {PROTOCOL_VERSION}.",
                 String::from_utf8_lossy(&version)
-            );
-            self.send(
+            ))
+        } else if self.active >= self.cfg.max_clients {
+            self.stats.clients_denied += 1;
+            Some(format!(
+                "Too many clients: this node serves at most {}.",
+                self.cfg.max_clients
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = denial {
+            self.conns.send(
                 conn,
                 &NodePacket::Deny {
                     magic: Bytes::from_static(RELAY_MAGIC.as_bytes()),
@@ -428,19 +433,21 @@ impl Node {
             );
             return self.close(conn, CloseReason::Refused(reason));
         }
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(s) = self.conns.map.get_mut(&conn) else {
             return;
         };
         if let Phase::Handshake { deadline } = s.phase {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
+            self.handshaking.remove(&(deadline, conn));
         }
         s.phase = Phase::Active;
+        self.active += 1;
         if !cluster.is_empty() {
             s.cluster = Some(cluster.clone());
             self.clusters.entry(cluster.clone()).or_default().push(conn);
         }
         self.stats.clients_accepted += 1;
-        self.send(
+        self.conns.send(
             conn,
             &NodePacket::Init {
                 magic: Bytes::from_static(RELAY_MAGIC.as_bytes()),
@@ -450,23 +457,20 @@ impl Node {
         self.event(Event::ClientAttached { conn, cluster });
     }
 
-    fn on_packet(&mut self, conn: ConnId, packet: ClientPacket) {
+    /// Carries out one packet of an active client. Returns the packet instead if its
+    /// delivery must wait for a congested consumer (the caller holds it).
+    fn on_packet(&mut self, conn: ConnId, packet: ClientPacket) -> Option<(ClientPacket, ConnId)> {
+        if let Some(blocker) = self.blocker(conn, &packet) {
+            return Some((packet, blocker));
+        }
         match packet {
             ClientPacket::Init { .. } => self.violation(conn, "INIT after the handshake".into()),
             ClientPacket::Close => self.close(conn, CloseReason::Graceful),
             ClientPacket::Broadcast { cluster, message } => {
                 self.stats.broadcasts += 1;
-                self.scratch.clear();
-                NodePacket::Broadcast { message }.encode(&mut self.scratch);
                 if let Some(members) = self.clusters.get(&cluster) {
-                    fan_out(
-                        &mut self.sessions,
-                        &mut self.dirty,
-                        &mut self.doomed,
-                        self.cfg.max_client_backlog,
-                        members,
-                        &self.scratch,
-                    );
+                    self.conns
+                        .fan_out(members, &NodePacket::Broadcast { message });
                 }
             }
             ClientPacket::Request {
@@ -480,21 +484,9 @@ impl Node {
             ClientPacket::Unsubscribe { topic } => self.unsubscribe(conn, &topic),
             ClientPacket::Publish { topic, event } => {
                 self.stats.publishes += 1;
-                if self.topics.contains_key(&topic) {
-                    self.scratch.clear();
-                    NodePacket::Publish {
-                        topic: topic.clone(),
-                        event,
-                    }
-                    .encode(&mut self.scratch);
-                    fan_out(
-                        &mut self.sessions,
-                        &mut self.dirty,
-                        &mut self.doomed,
-                        self.cfg.max_client_backlog,
-                        &self.topics[&topic],
-                        &self.scratch,
-                    );
+                if let Some(subscribers) = self.topics.get(&topic) {
+                    self.conns
+                        .fan_out(subscribers, &NodePacket::Publish { topic, event });
                 }
             }
             ClientPacket::TunInit {
@@ -513,10 +505,11 @@ impl Node {
             } => self.on_tun_transfer(conn, tun_id, size_or_cont, payload),
             ClientPacket::TunClose { tun_id } => self.on_tun_close(conn, tun_id),
         }
+        None
     }
 
     fn subscribe(&mut self, conn: ConnId, topic: Name) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(s) = self.conns.map.get_mut(&conn) else {
             return;
         };
         // Subscribing twice is ignored (the original node dropped the connection).
@@ -532,7 +525,7 @@ impl Node {
     }
 
     fn unsubscribe(&mut self, conn: ConnId, topic: &Name) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(s) = self.conns.map.get_mut(&conn) else {
             return;
         };
         // Unsubscribing an unknown topic is ignored (the original dropped the connection).
@@ -552,10 +545,7 @@ impl Node {
                     self.stats.handshake_timeouts += 1;
                     self.close(conn, CloseReason::Refused("handshake timed out".into()));
                 }
-                Timer::SlowConsumer(conn) => {
-                    self.congested.remove(&conn);
-                    self.close(conn, CloseReason::SlowConsumer);
-                }
+                Timer::SlowConsumer(conn) => self.cut(conn, Cut::Lagging),
                 Timer::Request(key) => self.expire_request(key),
                 Timer::TunnelBuild(key) => self.expire_build(key),
             }
@@ -572,11 +562,11 @@ impl Node {
         for key in keys {
             self.expire_request(key);
         }
-        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        let conns: Vec<ConnId> = self.conns.map.keys().copied().collect();
         for conn in conns {
-            let active = matches!(self.sessions.get(&conn), Some(s) if s.phase == Phase::Active);
+            let active = self.conns.map.get(&conn).is_some_and(Session::is_active);
             if active {
-                self.send(
+                self.conns.send(
                     conn,
                     &NodePacket::Close {
                         reason: reason.into(),
@@ -599,7 +589,7 @@ impl Node {
     /// Tells the client what it did wrong, then drops it.
     fn violation(&mut self, conn: ConnId, what: String) {
         self.stats.protocol_violations += 1;
-        self.send(
+        self.conns.send(
             conn,
             &NodePacket::Close {
                 reason: what.as_str().into(),
@@ -608,24 +598,97 @@ impl Node {
         self.close(conn, CloseReason::Violation(what));
     }
 
-    /// Forgets a connection: memberships, subscriptions, requests, tunnels. Sends CLOSE ""
-    /// for a graceful close; other reasons send whatever the caller already queued.
+    /// Cuts a consumer that does not keep up: what is still queued for it is dropped and
+    /// its CLOSE goes right after what its driver already holds.
+    fn cut(&mut self, conn: ConnId, why: Cut) {
+        if !self.conns.map.contains_key(&conn) {
+            return;
+        }
+        let (text, counter) = match why {
+            Cut::Lagging => (
+                format!(
+                    "slow consumer: more than {} bytes unread for {} ms",
+                    self.cfg.client_backlog_high,
+                    self.cfg.slow_consumer_timeout.as_millis()
+                ),
+                &mut self.stats.cut_lagging,
+            ),
+            Cut::Cap => (
+                format!(
+                    "slow consumer: more than {} bytes unread",
+                    self.cfg.max_client_backlog
+                ),
+                &mut self.stats.cut_backlog_cap,
+            ),
+            Cut::Memory => (
+                "slow consumer: the node's memory budget ran out".to_string(),
+                &mut self.stats.cut_memory,
+            ),
+        };
+        *counter += 1;
+        self.conns.discard_queued(conn);
+        self.conns.send(
+            conn,
+            &NodePacket::Close {
+                reason: text.as_str().into(),
+            },
+        );
+        self.close(conn, CloseReason::SlowConsumer(text));
+    }
+
+    /// Forgets a connection: memberships, subscriptions, requests, tunnels, the producers
+    /// waiting for it. Sends CLOSE "" for a graceful close; other reasons send whatever the
+    /// caller already queued.
     fn close(&mut self, conn: ConnId, reason: CloseReason) {
         if reason == CloseReason::Graceful {
-            self.send(
+            self.conns.send(
                 conn,
                 &NodePacket::Close {
                     reason: Name::default(),
                 },
             );
         }
-        let Some(mut s) = self.sessions.remove(&conn) else {
+        let Some(s) = self.conns.map.get(&conn) else {
             return;
         };
-        if let Phase::Handshake { deadline } = s.phase {
-            self.timers.remove(&(deadline, Timer::Handshake(conn)));
+        // What is queued goes out before the socket closes, unless the client was not
+        // reading anyway: then it would only pin memory in the driver.
+        if s.outbox.backlog() > self.cfg.client_backlog_high && reason != CloseReason::Gone {
+            self.conns.discard_queued(conn);
+            if reason != CloseReason::Graceful {
+                // Keep the reason it is owed: the CLOSE goes right after what is in flight.
+                if let CloseReason::Violation(why) | CloseReason::SlowConsumer(why) = &reason {
+                    self.conns.send(
+                        conn,
+                        &NodePacket::Close {
+                            reason: why.as_str().into(),
+                        },
+                    );
+                }
+            }
         }
-        self.uncongest(conn);
+        let mut transmits = VecDeque::new();
+        if reason != CloseReason::Gone
+            && let Some(s) = self.conns.map.get_mut(&conn)
+        {
+            while let Some(b) = s.outbox.poll_transmit_all() {
+                transmits.push_back(Output::Transmit(conn, b));
+            }
+        }
+        let Some(mut s) = self.conns.remove(conn) else {
+            return;
+        };
+        match s.phase {
+            Phase::Handshake { deadline } => {
+                self.timers.remove(&(deadline, Timer::Handshake(conn)));
+                self.handshaking.remove(&(deadline, conn));
+            }
+            Phase::Active => self.active -= 1,
+        }
+        if let Some(deadline) = s.congested.take() {
+            self.timers.remove(&(deadline, Timer::SlowConsumer(conn)));
+        }
+        self.forget_flow(&mut s);
         if let Some(cluster) = s.cluster.take() {
             remove_member(&mut self.clusters, &cluster, conn);
         }
@@ -634,67 +697,15 @@ impl Node {
         }
         self.forget_requests(&mut s);
         self.forget_tunnels(&mut s);
-        if reason == CloseReason::SlowConsumer {
-            self.outputs.push_back(Output::Abort(conn));
-        } else if reason != CloseReason::Gone {
-            if !s.out.is_empty() {
-                let data = s.out.split().freeze();
-                self.stats.bytes_out += data.len() as u64;
-                self.outputs.push_back(Output::Transmit(conn, data));
-            }
+        if reason != CloseReason::Gone {
+            self.outputs.extend(transmits);
             self.outputs.push_back(Output::Close(conn));
         }
-        if reason == CloseReason::SlowConsumer {
+        if matches!(reason, CloseReason::SlowConsumer(_)) {
             self.stats.slow_consumers += 1;
         }
         self.stats.clients_closed += 1;
         self.event(Event::ClientClosed { conn, reason });
-    }
-
-    /// Encodes `packet` into the connection's outgoing bytes.
-    fn send(&mut self, conn: ConnId, packet: &NodePacket) {
-        write_to(
-            &mut self.sessions,
-            &mut self.dirty,
-            &mut self.doomed,
-            self.cfg.max_client_backlog,
-            conn,
-            |out| packet.encode(out),
-        );
-    }
-
-    /// Marks clients whose unwritten bytes passed the watermark (checked once per input, so
-    /// the hot send path stays a copy).
-    fn note_congestion(&mut self) {
-        let high = self.cfg.client_backlog_high;
-        // Only connections written to since the last drain can have grown.
-        for &conn in &self.dirty {
-            let Some(s) = self.sessions.get(&conn) else {
-                continue;
-            };
-            if s.backlog + s.out.len() > high && !self.congested.contains_key(&conn) {
-                let deadline = self.now + self.cfg.slow_consumer_timeout;
-                self.congested.insert(conn, deadline);
-                self.timers.insert((deadline, Timer::SlowConsumer(conn)));
-            }
-        }
-    }
-
-    fn uncongest(&mut self, conn: ConnId) {
-        if let Some(deadline) = self.congested.remove(&conn) {
-            self.timers.remove(&(deadline, Timer::SlowConsumer(conn)));
-        }
-    }
-
-    fn take_out(&mut self, conn: ConnId) -> Option<Bytes> {
-        let s = self.sessions.get_mut(&conn)?;
-        if s.out.is_empty() {
-            return None;
-        }
-        let data = s.out.split().freeze();
-        s.backlog += data.len();
-        self.stats.bytes_out += data.len() as u64;
-        Some(data)
     }
 
     fn event(&mut self, e: Event) {
@@ -704,14 +715,6 @@ impl Node {
     fn next_key(&mut self) -> u64 {
         self.next_key += 1;
         self.next_key
-    }
-
-    /// A member of `cluster` chosen uniformly at random.
-    fn pick_member(&mut self, cluster: &Name) -> Option<ConnId> {
-        use rand::RngExt;
-        let members = self.clusters.get(cluster)?;
-        let i = self.rng.random_range(0..members.len());
-        Some(members[i])
     }
 }
 
@@ -723,44 +726,5 @@ fn remove_member(map: &mut BTreeMap<Name, Vec<ConnId>>, name: &Name, conn: ConnI
         if list.is_empty() {
             map.remove(name);
         }
-    }
-}
-
-/// Copies one encoded packet to every listed connection. A free function so that the member
-/// list can stay borrowed from the node's maps while sessions are written (no clone per message).
-fn fan_out(
-    sessions: &mut BTreeMap<ConnId, Session>,
-    dirty: &mut VecDeque<ConnId>,
-    doomed: &mut Vec<ConnId>,
-    max_backlog: usize,
-    conns: &[ConnId],
-    packet: &[u8],
-) {
-    for &conn in conns {
-        write_to(sessions, dirty, doomed, max_backlog, conn, |out| {
-            out.extend_from_slice(packet)
-        });
-    }
-}
-
-/// The one way bytes reach a connection: appended to its outgoing buffer, the connection
-/// marked for transmission, and doomed if its unwritten bytes pass the hard cap.
-fn write_to(
-    sessions: &mut BTreeMap<ConnId, Session>,
-    dirty: &mut VecDeque<ConnId>,
-    doomed: &mut Vec<ConnId>,
-    max_backlog: usize,
-    conn: ConnId,
-    write: impl FnOnce(&mut BytesMut),
-) {
-    let Some(s) = sessions.get_mut(&conn) else {
-        return;
-    };
-    if s.out.is_empty() {
-        dirty.push_back(conn);
-    }
-    write(&mut s.out);
-    if s.out.len() + s.backlog > max_backlog && !doomed.contains(&conn) {
-        doomed.push(conn);
     }
 }

@@ -30,7 +30,7 @@ impl Node {
         timeout_ms: u64,
     ) {
         self.stats.requests += 1;
-        let Some(origin) = self.sessions.get(&conn) else {
+        let Some(origin) = self.conns.map.get(&conn) else {
             return;
         };
         if origin.requested.contains_key(&id) {
@@ -45,7 +45,7 @@ impl Node {
                 self.stats.requests_shed += 1;
             }
             self.stats.requests_timed_out += 1;
-            return self.send(
+            return self.conns.send(
                 conn,
                 &NodePacket::Reply {
                     id,
@@ -55,8 +55,8 @@ impl Node {
         }
         let key = self.next_key();
         let deadline = self.now + Duration::from_millis(timeout_ms);
-        let member = self.pick_member(&cluster).and_then(|m| {
-            let s = self.sessions.get_mut(&m)?;
+        let member = self.pick_member(&cluster, true).and_then(|m| {
+            let s = self.conns.map.get_mut(&m)?;
             let node_id = s.next_request_id;
             s.next_request_id += 1;
             s.delivered.insert(node_id, key);
@@ -64,7 +64,7 @@ impl Node {
         });
         if let Some((m, node_id)) = member {
             // The requester's timeout goes out unchanged: a 1 ms timeout stays 1.
-            self.send(
+            self.conns.send(
                 m,
                 &NodePacket::Request {
                     id: node_id,
@@ -73,7 +73,7 @@ impl Node {
                 },
             );
         }
-        if let Some(origin) = self.sessions.get_mut(&conn) {
+        if let Some(origin) = self.conns.map.get_mut(&conn) {
             origin.requested.insert(id, key);
         }
         self.requests.insert(
@@ -94,7 +94,8 @@ impl Node {
             return;
         }
         let Some(key) = self
-            .sessions
+            .conns
+            .map
             .get_mut(&conn)
             .and_then(|s| s.delivered.remove(&node_id))
         else {
@@ -110,7 +111,7 @@ impl Node {
             Ok(reply) => ReplyOutcome::Success(reply),
             Err(fault) => ReplyOutcome::Fault(fault),
         };
-        self.send(
+        self.conns.send(
             req.origin,
             &NodePacket::Reply {
                 id: req.origin_id,
@@ -126,13 +127,13 @@ impl Node {
         };
         self.timers.remove(&(req.deadline, Timer::Request(key)));
         if let Some((member, node_id)) = req.member {
-            if let Some(s) = self.sessions.get_mut(&member) {
+            if let Some(s) = self.conns.map.get_mut(&member) {
                 s.delivered.remove(&node_id);
             }
         }
         self.forget_origin_id(&req);
         self.stats.requests_timed_out += 1;
-        self.send(
+        self.conns.send(
             req.origin,
             &NodePacket::Reply {
                 id: req.origin_id,
@@ -148,7 +149,7 @@ impl Node {
             if let Some(req) = self.requests.remove(&key) {
                 self.timers.remove(&(req.deadline, Timer::Request(key)));
                 if let Some((member, node_id)) = req.member {
-                    if let Some(m) = self.sessions.get_mut(&member) {
+                    if let Some(m) = self.conns.map.get_mut(&member) {
                         m.delivered.remove(&node_id);
                     }
                 }
@@ -163,8 +164,33 @@ impl Node {
         }
     }
 
+    /// A member of `cluster` chosen uniformly at random, among those not congested if
+    /// `spare_congested` and any is not.
+    pub(super) fn pick_member(&mut self, cluster: &Name, spare_congested: bool) -> Option<ConnId> {
+        use rand::RngExt;
+        let members = self.clusters.get(cluster)?;
+        let free = if spare_congested {
+            members
+                .iter()
+                .filter(|&&m| !self.conns.is_congested(m))
+                .count()
+        } else {
+            0
+        };
+        if free == 0 || free == members.len() {
+            let i = self.rng.random_range(0..members.len());
+            return Some(members[i]);
+        }
+        let i = self.rng.random_range(0..free);
+        members
+            .iter()
+            .filter(|&&m| !self.conns.is_congested(m))
+            .nth(i)
+            .copied()
+    }
+
     fn forget_origin_id(&mut self, req: &PendingRequest) {
-        if let Some(origin) = self.sessions.get_mut(&req.origin) {
+        if let Some(origin) = self.conns.map.get_mut(&req.origin) {
             origin.requested.remove(&req.origin_id);
         }
     }

@@ -1,7 +1,8 @@
 //! Per-connection state of a relay client as the node sees it.
 
 use super::ConnId;
-use crate::relay::Name;
+use super::outbox::Outbox;
+use crate::relay::{ClientPacket, Name};
 use crate::time::Instant;
 use bytes::BytesMut;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,10 +23,26 @@ pub(crate) struct Session {
     pub(crate) phase: Phase,
     /// Bytes received and not yet decoded (at most one incomplete packet after decoding).
     pub(crate) rbuf: BytesMut,
-    /// Encoded packets not yet handed to the driver; coalesced into one transmit.
-    pub(crate) out: BytesMut,
-    /// Bytes handed to the driver and not yet reported written.
-    pub(crate) backlog: usize,
+    /// Bytes charged to the memory budget for `rbuf`: its length, or the whole announced
+    /// size of a large packet in progress (reserved when it starts).
+    pub(crate) in_charge: usize,
+    /// The large-packet reservation included in `in_charge`, if any.
+    pub(crate) reserved: usize,
+    /// Waiting for memory to reserve its next large packet: not read meanwhile.
+    pub(crate) wants_memory: bool,
+    /// Outgoing bytes, queued and in flight.
+    pub(crate) outbox: Outbox,
+    /// In the node's queue of connections with bytes to hand the driver.
+    pub(crate) dirty: bool,
+    /// Unwritten bytes passed the congestion mark: until when it may stay so before it is
+    /// cut as a slow consumer.
+    pub(crate) congested: Option<Instant>,
+    /// Producers whose next packet waits for this connection to drain.
+    pub(crate) waiters: Vec<ConnId>,
+    /// This producer's next packet, which could not be queued, and the consumer it waits for.
+    pub(crate) held: Option<(ClientPacket, ConnId)>,
+    /// Whether the driver was last told to stop reading this connection.
+    pub(crate) told_paused: bool,
     /// The cluster this connection is a member of, if any.
     pub(crate) cluster: Option<Name>,
     pub(crate) topics: BTreeSet<Name>,
@@ -49,8 +66,15 @@ impl Session {
             id,
             phase: Phase::Handshake { deadline },
             rbuf: BytesMut::new(),
-            out: BytesMut::new(),
-            backlog: 0,
+            in_charge: 0,
+            reserved: 0,
+            wants_memory: false,
+            outbox: Outbox::default(),
+            dirty: false,
+            congested: None,
+            waiters: Vec::new(),
+            held: None,
+            told_paused: false,
             cluster: None,
             topics: BTreeSet::new(),
             next_request_id: 0,
@@ -65,5 +89,10 @@ impl Session {
     /// Tunnels held, counting offers not yet confirmed, for the per-client bound.
     pub(crate) fn tunnel_count(&self) -> usize {
         self.tunnels.len() + self.builds.len()
+    }
+
+    /// Whether the handshake is done.
+    pub(crate) fn is_active(&self) -> bool {
+        self.phase == Phase::Active
     }
 }

@@ -4,10 +4,16 @@ use super::*;
 use crate::relay::client::{ClientSession, SessionEvent};
 use crate::relay::codec::Limits;
 use crate::relay::{ClientPacket, NodePacket, ReplyOutcome};
-use std::collections::BTreeMap;
+use bytes::BytesMut;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// A node plus in-memory clients; time moves only when a test says so.
+///
+/// It plays the driver: a client's bytes are fed while the node lets it be read (what a
+/// paused client writes waits, as in its socket, until it is resumed), and what the node
+/// transmits is read and flushed at once, unless the test stalled that client (then it
+/// piles up unflushed until the test lets the client read).
 struct Harness {
     node: Node,
     now: Instant,
@@ -16,6 +22,10 @@ struct Harness {
     inbox: BTreeMap<ConnId, Vec<NodePacket>>,
     closed: BTreeSet<ConnId>,
     events: Vec<Event>,
+    /// Clients the node asked not to read, with what they wrote meanwhile.
+    paused: BTreeMap<ConnId, Vec<u8>>,
+    /// Clients that do not read: transmits handed to them but not yet read.
+    stalled: BTreeMap<ConnId, VecDeque<Bytes>>,
 }
 
 impl Harness {
@@ -32,6 +42,8 @@ impl Harness {
             inbox: BTreeMap::new(),
             closed: BTreeSet::new(),
             events: Vec::new(),
+            paused: BTreeMap::new(),
+            stalled: BTreeMap::new(),
         };
         h.drain();
         h
@@ -60,8 +72,49 @@ impl Harness {
     }
 
     fn raw(&mut self, conn: ConnId, bytes: &[u8]) {
+        if let Some(waiting) = self.paused.get_mut(&conn) {
+            waiting.extend_from_slice(bytes);
+            return;
+        }
         self.node.handle(self.now, Input::ClientData(conn, bytes));
         self.drain();
+    }
+
+    /// The client stops reading its socket.
+    fn stall(&mut self, conn: ConnId) {
+        self.stalled.insert(conn, VecDeque::new());
+    }
+
+    /// The stalled client reads at least `n` bytes (whole transmits) and stays stalled.
+    fn read(&mut self, conn: ConnId, n: usize) {
+        let mut got = 0;
+        while got < n {
+            let Some(data) = self.stalled.get_mut(&conn).and_then(|q| q.pop_front()) else {
+                break;
+            };
+            got += data.len();
+            self.deliver(conn, &data);
+            self.node
+                .handle(self.now, Input::ClientFlushed(conn, data.len()));
+            self.drain();
+        }
+    }
+
+    /// Bytes handed to a stalled client and not yet read.
+    fn unread(&self, conn: ConnId) -> usize {
+        self.stalled
+            .get(&conn)
+            .map_or(0, |q| q.iter().map(Bytes::len).sum())
+    }
+
+    fn deliver(&mut self, conn: ConnId, data: &[u8]) {
+        let c = self.clients.get_mut(&conn).unwrap();
+        c.feed(data);
+        while let Some(ev) = c.poll().unwrap() {
+            if let SessionEvent::Packet(p) = ev {
+                self.inbox.entry(conn).or_default().push(p);
+            }
+        }
     }
 
     fn send(&mut self, conn: ConnId, p: ClientPacket) {
@@ -85,18 +138,35 @@ impl Harness {
             match out {
                 Output::Transmit(conn, data) => {
                     assert!(!self.closed.contains(&conn), "transmit after close");
-                    let c = self.clients.get_mut(&conn).unwrap();
-                    c.feed(&data);
-                    while let Some(ev) = c.poll().unwrap() {
-                        if let SessionEvent::Packet(p) = ev {
-                            self.inbox.entry(conn).or_default().push(p);
-                        }
+                    if let Some(q) = self.stalled.get_mut(&conn) {
+                        q.push_back(data);
+                        continue;
                     }
+                    self.deliver(conn, &data);
                     self.node
                         .handle(self.now, Input::ClientFlushed(conn, data.len()));
                 }
-                Output::Close(conn) | Output::Abort(conn) => {
+                Output::PauseReading(conn) => {
+                    assert!(
+                        self.paused.insert(conn, Vec::new()).is_none(),
+                        "paused twice"
+                    );
+                }
+                Output::ResumeReading(conn) => {
+                    let waiting = self.paused.remove(&conn).expect("resumed unpaused");
+                    if !waiting.is_empty() {
+                        self.node
+                            .handle(self.now, Input::ClientData(conn, &waiting));
+                    }
+                }
+                Output::Close(conn) => {
                     assert!(self.closed.insert(conn), "closed twice");
+                    // A closed socket takes whatever was handed before its close.
+                    if let Some(q) = self.stalled.remove(&conn) {
+                        for data in q {
+                            self.deliver(conn, &data);
+                        }
+                    }
                 }
                 Output::Event(e) => self.events.push(e),
                 other => panic!("a lone node has no peers: {other:?}"),
@@ -460,7 +530,7 @@ fn violation_closes_only_that_client_with_a_reason() {
 }
 
 #[test]
-fn slow_consumer_is_dropped_at_the_backlog_cap() {
+fn a_message_over_the_backlog_cap_cuts_the_consumer_at_once_with_a_reason() {
     let cfg = Config {
         client_backlog_high: 5_000,
         max_client_backlog: 10_000,
@@ -469,24 +539,26 @@ fn slow_consumer_is_dropped_at_the_backlog_cap() {
     let mut h = Harness::with(cfg, [1; 32]);
     let slow = h.connect("svc");
     let sender = h.connect("");
-    // A driver ignoring `reading_paused`, never reporting flushes: the hard cap still holds.
-    for _ in 0..30 {
-        let mut b = BytesMut::new();
+    h.stall(slow);
+    h.send(
+        sender,
         ClientPacket::Broadcast {
             cluster: "svc".into(),
-            message: Bytes::from(vec![0u8; 1000]),
-        }
-        .encode(&mut b);
-        h.node.handle(h.now, Input::ClientData(sender, &b));
-        while let Some(o) = h.node.poll_output() {
-            if let Output::Close(c) | Output::Abort(c) = o {
-                h.closed.insert(c);
-            }
-        }
-    }
+            message: Bytes::from(vec![0u8; 20_000]),
+        },
+    );
     assert!(h.closed.contains(&slow));
     assert!(!h.closed.contains(&sender));
-    assert_eq!(h.node.stats().slow_consumers, 1);
+    // The reason goes ahead of the message it could not take.
+    assert_eq!(
+        h.take(slow),
+        vec![NodePacket::Close {
+            reason: "slow consumer: more than 10000 bytes unread".into()
+        }]
+    );
+    let s = h.node.stats();
+    assert_eq!((s.slow_consumers, s.cut_backlog_cap), (1, 1));
+    assert_eq!(h.node.memory_used(), 0, "everything it held is released");
 }
 
 #[test]
@@ -801,74 +873,408 @@ fn same_seed_same_outputs() {
     assert_ne!(run([3; 32]), run([4; 32]));
 }
 
-/// Sends `n` broadcasts of 1000 bytes from `from` to cluster "svc" without flushing anything.
-fn flood(h: &mut Harness, from: ConnId, n: usize) -> Vec<(ConnId, usize)> {
-    let mut transmitted = Vec::new();
-    for _ in 0..n {
-        let mut b = BytesMut::new();
-        ClientPacket::Broadcast {
-            cluster: "svc".into(),
-            message: Bytes::from(vec![0u8; 1000]),
-        }
-        .encode(&mut b);
-        h.node.handle(h.now, Input::ClientData(from, &b));
-        while let Some(o) = h.node.poll_output() {
-            match o {
-                Output::Transmit(c, d) => transmitted.push((c, d.len())),
-                Output::Close(c) | Output::Abort(c) => {
-                    h.closed.insert(c);
-                }
-                Output::Event(_) => {}
-                other => panic!("a lone node has no peers: {other:?}"),
-            }
-        }
-    }
-    transmitted
+/// Cluster "svc" with one member that does not read, a producer, and a bystander pair
+/// (a member of "calm" and a plain client), under a congestion mark of 10 KB.
+struct Congested {
+    h: Harness,
+    consumer: ConnId,
+    producer: ConnId,
+    calm: ConnId,
+    asker: ConnId,
 }
 
-fn throttled() -> Config {
-    Config {
+fn congested() -> Congested {
+    let cfg = Config {
         client_backlog_high: 10_000,
         slow_consumer_timeout: Duration::from_secs(10),
         ..Config::default()
+    };
+    let mut h = Harness::with(cfg, [1; 32]);
+    let consumer = h.connect("svc");
+    let producer = h.connect("");
+    let calm = h.connect("calm");
+    let asker = h.connect("");
+    h.stall(consumer);
+    Congested {
+        h,
+        consumer,
+        producer,
+        calm,
+        asker,
     }
 }
 
-#[test]
-fn congestion_pauses_reading_until_the_backlog_halves_and_loses_nothing() {
-    let mut h = Harness::with(throttled(), [1; 32]);
-    let consumer = h.connect("svc");
-    let producer = h.connect("");
-    let sent = flood(&mut h, producer, 9);
-    assert!(!h.node.reading_paused(), "9 KB is under the watermark");
-    let more = flood(&mut h, producer, 2);
-    assert!(h.node.reading_paused(), "11 KB is over it");
-    // The consumer's socket drains: 5 KB written is not enough (hysteresis at half)...
-    let total: usize = sent.iter().chain(&more).map(|(_, n)| n).sum();
-    h.node.handle(h.now, Input::ClientFlushed(consumer, 5_000));
-    assert!(h.node.reading_paused());
-    // ...but down to half the watermark resumes reading.
-    h.node
-        .handle(h.now, Input::ClientFlushed(consumer, total - 5_000));
-    assert!(!h.node.reading_paused());
-    // Nothing was dropped and the deadline no longer applies.
-    h.advance(Duration::from_secs(60));
-    assert!(h.closed.is_empty());
-    assert_eq!(h.node.stats().slow_consumers, 0);
+/// Sends `n` broadcasts of 1000 bytes from `from` to cluster "svc", each starting with its
+/// number.
+fn flood(h: &mut Harness, from: ConnId, first: u32, n: u32) {
+    for i in first..first + n {
+        let mut msg = vec![0u8; 1000];
+        msg[..4].copy_from_slice(&i.to_be_bytes());
+        h.send(
+            from,
+            ClientPacket::Broadcast {
+                cluster: "svc".into(),
+                message: msg.into(),
+            },
+        );
+    }
+}
+
+/// The numbers of the broadcasts a client received, in order.
+fn numbers(h: &mut Harness, conn: ConnId) -> Vec<u32> {
+    h.take(conn)
+        .into_iter()
+        .map(|p| match p {
+            NodePacket::Broadcast { message } => {
+                u32::from_be_bytes(message[..4].try_into().unwrap())
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
 }
 
 #[test]
-fn a_consumer_stuck_past_the_deadline_is_dropped_and_reading_resumes() {
-    let mut h = Harness::with(throttled(), [1; 32]);
-    let stuck = h.connect("svc");
-    let producer = h.connect("");
-    flood(&mut h, producer, 11);
-    assert!(h.node.reading_paused());
+fn a_congested_consumer_pauses_only_its_producers_and_loses_nothing() {
+    let Congested {
+        mut h,
+        consumer,
+        producer,
+        calm,
+        asker,
+    } = congested();
+    flood(&mut h, producer, 0, 10);
+    assert!(h.paused.is_empty(), "10 KB is not over the mark");
+    flood(&mut h, producer, 10, 20);
+    assert_eq!(
+        h.paused.keys().copied().collect::<Vec<_>>(),
+        vec![producer],
+        "only the producer waits"
+    );
+    assert_eq!(h.node.stats().producers_held, 1);
+    // Everyone else is served meanwhile: a request and its reply between two others.
+    request(&mut h, asker, 1, "calm", "q", 1000);
+    let NodePacket::Request { id, .. } = h.take(calm)[0].clone() else {
+        panic!("the member got no request");
+    };
+    h.send(
+        calm,
+        ClientPacket::Reply {
+            id,
+            outcome: Ok(bytes("a")),
+        },
+    );
+    assert_eq!(
+        h.take(asker),
+        vec![NodePacket::Reply {
+            id: 1,
+            outcome: ReplyOutcome::Success(bytes("a"))
+        }]
+    );
+    // The consumer reads a little: not yet down to half the mark, the producer still waits.
+    h.read(consumer, 1);
+    assert!(h.paused.contains_key(&producer));
+    // It reads on: at half the mark the producer's held message and the rest flow.
+    while h.paused.contains_key(&producer) || h.unread(consumer) > 0 {
+        h.read(consumer, 1000);
+    }
+    assert_eq!(numbers(&mut h, consumer), (0..30).collect::<Vec<_>>());
+    // Nothing was cut, and the deadline no longer applies.
+    h.advance(Duration::from_secs(60));
+    assert!(h.closed.is_empty());
+    assert_eq!(h.node.stats().slow_consumers, 0);
+    assert_eq!(h.node.memory_used(), 0);
+}
+
+#[test]
+fn a_stuck_consumer_is_cut_at_its_deadline_with_a_reason_and_its_producer_goes_on() {
+    let Congested {
+        mut h,
+        consumer,
+        producer,
+        ..
+    } = congested();
+    let other = h.connect("svc");
+    flood(&mut h, producer, 0, 30);
+    assert!(h.paused.contains_key(&producer));
     h.advance(Duration::from_millis(9_999));
-    assert!(!h.closed.contains(&stuck));
+    assert!(!h.closed.contains(&consumer));
     h.advance(Duration::from_millis(1));
-    assert!(h.closed.contains(&stuck));
+    assert!(h.closed.contains(&consumer));
     assert!(!h.closed.contains(&producer));
-    assert!(!h.node.reading_paused());
-    assert_eq!(h.node.stats().slow_consumers, 1);
+    assert!(h.paused.is_empty(), "the producer is read again");
+    let got = h.take(consumer);
+    assert_eq!(
+        got.last(),
+        Some(&NodePacket::Close {
+            reason: "slow consumer: more than 10000 bytes unread for 10000 ms".into()
+        })
+    );
+    // Its CLOSE came ahead of what was still queued: it got less than the others did.
+    assert!(got.len() - 1 < 30);
+    assert_eq!(numbers(&mut h, other), (0..30).collect::<Vec<_>>());
+    let s = h.node.stats();
+    assert_eq!((s.slow_consumers, s.cut_lagging), (1, 1));
+}
+
+#[test]
+fn a_producer_to_another_topic_is_not_held_by_a_congested_subscriber() {
+    let mut h = Harness::with(
+        Config {
+            client_backlog_high: 10_000,
+            ..Config::default()
+        },
+        [2; 32],
+    );
+    let slow = h.connect("");
+    let fast = h.connect("");
+    let (p1, p2) = (h.connect(""), h.connect(""));
+    for (c, t) in [(slow, "a"), (slow, "b"), (fast, "b")] {
+        h.send(c, ClientPacket::Subscribe { topic: t.into() });
+    }
+    h.stall(slow);
+    let publish = |h: &mut Harness, from, topic: &str| {
+        h.send(
+            from,
+            ClientPacket::Publish {
+                topic: topic.into(),
+                event: Bytes::from(vec![1u8; 1000]),
+            },
+        )
+    };
+    for _ in 0..20 {
+        publish(&mut h, p1, "a");
+    }
+    assert!(h.paused.contains_key(&p1));
+    // "b" also reaches the slow subscriber: its publisher waits too, once it publishes.
+    publish(&mut h, p2, "b");
+    assert!(h.paused.contains_key(&p2));
+    // A request from p2's neighbour to nobody is unaffected, and fast got nothing extra.
+    assert!(h.take(fast).is_empty());
+    let solo = h.connect("");
+    h.send(solo, ClientPacket::Subscribe { topic: "c".into() });
+    publish(&mut h, solo, "c");
+    assert_eq!(h.take(solo).len(), 1);
+    assert!(!h.paused.contains_key(&solo));
+}
+
+#[test]
+fn requests_avoid_congested_members_while_another_is_free() {
+    let mut h = Harness::with(
+        Config {
+            client_backlog_high: 10_000,
+            ..Config::default()
+        },
+        [5; 32],
+    );
+    let busy = h.connect("svc");
+    let free = h.connect("svc");
+    let c = h.connect("");
+    h.stall(busy);
+    // Congest `busy` with a broadcast both members get (`free` reads it at once).
+    h.send(
+        c,
+        ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: Bytes::from(vec![0u8; 12_000]),
+        },
+    );
+    h.take(free);
+    for id in 0..40 {
+        request(&mut h, c, id, "svc", "x", 1000);
+    }
+    assert_eq!(
+        h.take(free).len(),
+        40,
+        "every request went to the free member"
+    );
+    assert!(h.paused.is_empty());
+}
+
+#[test]
+fn a_broadcast_to_thirty_stalled_members_is_held_once() {
+    let mut h = Harness::new();
+    let members: Vec<ConnId> = (0..30).map(|_| h.connect("svc")).collect();
+    for &m in &members {
+        h.stall(m);
+    }
+    let sender = h.connect("");
+    let message = Bytes::from(vec![9u8; 4 << 20]);
+    h.send(
+        sender,
+        ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: message.clone(),
+        },
+    );
+    // 30 recipients, one copy charged (plus a few bytes of headers each).
+    let used = h.node.memory_used();
+    assert!(
+        (4 << 20..(4 << 20) + 30 * 16).contains(&used),
+        "charged {used} bytes"
+    );
+    assert_eq!(h.node.stats().memory_peak as usize, used.max(4 << 20));
+    for &m in &members {
+        h.read(m, usize::MAX);
+        assert_eq!(
+            h.take(m),
+            vec![NodePacket::Broadcast {
+                message: message.clone()
+            }]
+        );
+    }
+    assert_eq!(h.node.memory_used(), 0);
+}
+
+#[test]
+fn silent_connections_cannot_keep_a_client_out_and_the_client_past_the_cap_is_told_why() {
+    let mut h = Harness::with(
+        Config {
+            max_clients: 2,
+            max_handshakes: 100,
+            ..Config::default()
+        },
+        [3; 32],
+    );
+    // 120 connections that never send INIT: the pool keeps the newest 100.
+    let silent: Vec<ConnId> = (0..120).map(|_| h.connect_raw()).collect();
+    assert_eq!(h.node.stats().handshakes_evicted, 20);
+    assert!(silent[..20].iter().all(|c| h.closed.contains(c)));
+    assert!(!h.closed.contains(&silent[20]));
+    // Real clients still get in.
+    let a = h.connect("");
+    let _b = h.connect("svc");
+    // The third is past max_clients (2): denied with the reason, then closed.
+    let c = h.connect_raw();
+    let mut init = BytesMut::new();
+    ClientSession::encode_init("", &mut init);
+    h.node.handle(h.now, Input::ClientData(c, &init));
+    let mut got = Vec::new();
+    while let Some(o) = h.node.poll_output() {
+        got.push(o);
+    }
+    let mut deny = BytesMut::new();
+    NodePacket::Deny {
+        magic: bytes(RELAY_MAGIC),
+        reason: "Too many clients: this node serves at most 2.".into(),
+    }
+    .encode(&mut deny);
+    assert_eq!(got[0], Output::Transmit(c, deny.freeze()));
+    assert_eq!(got[1], Output::Close(c));
+    assert!(matches!(
+        &got[2],
+        Output::Event(Event::ClientClosed { reason: CloseReason::Refused(why), .. }) if why.contains("Too many")
+    ));
+    assert_eq!(h.node.stats().clients_denied, 1);
+    // Once a client leaves, the next one gets in.
+    h.send(a, ClientPacket::Close);
+    h.connect("");
+}
+
+#[test]
+fn a_large_message_reserves_its_memory_and_waits_for_room() {
+    let mut h = Harness::with(
+        Config {
+            max_memory: 16 << 20,
+            max_client_backlog: 8 << 20,
+            limits: Limits {
+                max_message_size: 8 << 20,
+                ..Limits::default()
+            },
+            ..Config::default()
+        },
+        [4; 32],
+    );
+    let m = h.connect("svc");
+    let (a, b) = (h.connect(""), h.connect(""));
+    // Two 6 MiB broadcasts start to arrive: the first reserves 6 MiB of the 8 MiB that
+    // large messages may take, the second must wait (its client is not read meanwhile).
+    let wire = |len: usize| {
+        let mut w = BytesMut::new();
+        ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: Bytes::from(vec![7u8; len]),
+        }
+        .encode(&mut w);
+        w
+    };
+    let (wa, wb) = (wire(6 << 20), wire(6 << 20));
+    h.raw(a, &wa[..1000]);
+    assert!(h.node.memory_used() >= 6 << 20, "reserved in full");
+    h.raw(b, &wb[..1000]);
+    assert!(h.paused.contains_key(&b) && !h.paused.contains_key(&a));
+    assert_eq!(h.node.stats().memory_waits, 1);
+    h.raw(b, &wb[1000..]); // waits in its socket
+    h.raw(a, &wa[1000..]);
+    // a's message went out; its reservation freed room for b, which finished too.
+    let got = h.take(m);
+    assert_eq!(got.len(), 2);
+    assert!(h.paused.is_empty());
+    assert_eq!(h.node.memory_used(), 0);
+}
+
+#[test]
+fn memory_pressure_pauses_input_and_exhaustion_cuts_the_largest_consumer() {
+    let mut h = Harness::with(
+        Config {
+            max_memory: 4 << 20,
+            max_client_backlog: 4 << 20,
+            client_backlog_high: 4 << 20,
+            limits: Limits {
+                max_message_size: 1 << 20,
+                ..Limits::default()
+            },
+            ..Config::default()
+        },
+        [6; 32],
+    );
+    let stuck: Vec<ConnId> = (0..4).map(|_| h.connect("")).collect();
+    for (i, &c) in stuck.iter().enumerate() {
+        h.send(
+            c,
+            ClientPacket::Subscribe {
+                topic: format!("t{i}").as_str().into(),
+            },
+        );
+        h.stall(c);
+    }
+    let p = h.connect("");
+    let bystander = h.connect("");
+    // 900 KB to each of the four: 3.6 MB held, over three quarters of 4 MiB.
+    for i in 0..4 {
+        h.send(
+            p,
+            ClientPacket::Publish {
+                topic: format!("t{i}").as_str().into(),
+                event: Bytes::from(vec![0u8; 900_000]),
+            },
+        );
+    }
+    assert_eq!(h.node.stats().memory_tight, 1);
+    assert!(
+        h.paused.contains_key(&bystander),
+        "under pressure nobody new is read"
+    );
+    // What the bystander sends waits; as consumers read, memory frees and it flows.
+    h.send(bystander, ClientPacket::Subscribe { topic: "t0".into() });
+    for &c in &stuck[..2] {
+        h.read(c, usize::MAX);
+    }
+    assert!(h.paused.is_empty(), "under half again");
+    // Now three large events come in one read (pressure can only stop the next read):
+    // more than the budget holds, so the consumer holding the most is cut.
+    let mut wire = BytesMut::new();
+    for topic in ["t3", "t2", "t3"] {
+        ClientPacket::Publish {
+            topic: topic.into(),
+            event: Bytes::from(vec![0u8; 1 << 20]),
+        }
+        .encode(&mut wire);
+    }
+    h.raw(p, &wire);
+    assert!(
+        h.closed.contains(&stuck[3]),
+        "t3's subscriber held the most"
+    );
+    assert_eq!(h.node.stats().cut_memory, 1);
+    assert!(h.node.memory_used() <= 4 << 20);
 }

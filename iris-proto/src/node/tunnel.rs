@@ -2,8 +2,8 @@
 //! forced-continuation rule, and close acknowledgement.
 
 use super::session::Session;
-use super::{ConnId, Node, Timer, write_to};
-use crate::relay::codec::{encode_tun_allow, encode_tun_transfer};
+use super::{ConnId, Node, Timer};
+use crate::relay::codec::encode_tun_allow;
 use crate::relay::{Name, NodePacket};
 use crate::time::Instant;
 use bytes::Bytes;
@@ -64,7 +64,7 @@ impl End {
 
 impl Node {
     pub(super) fn on_tun_init(&mut self, conn: ConnId, tun_id: u64, cluster: Name, timeout: u64) {
-        let Some(s) = self.sessions.get(&conn) else {
+        let Some(s) = self.conns.map.get(&conn) else {
             return;
         };
         if s.tunnels.contains_key(&tun_id) {
@@ -74,12 +74,12 @@ impl Node {
         let member = if over || timeout == 0 {
             None
         } else {
-            self.pick_member(&cluster)
+            self.pick_member(&cluster, true)
         };
         let Some(member) = member else {
             // No member (or no room): fail now, the one TUN_CONFIRM for this TUN_INIT.
             self.stats.tunnels_failed += 1;
-            return self.send(
+            return self.conns.send(
                 conn,
                 &NodePacket::TunConfirm {
                     tun_id,
@@ -88,13 +88,13 @@ impl Node {
             );
         };
         let key = self.next_key();
-        let Some(m) = self.sessions.get_mut(&member) else {
+        let Some(m) = self.conns.map.get_mut(&member) else {
             return;
         };
         let build_id = m.next_build_id;
         m.next_build_id += 1;
         m.builds.insert(build_id, key);
-        if let Some(s) = self.sessions.get_mut(&conn) {
+        if let Some(s) = self.conns.map.get_mut(&conn) {
             s.tunnels.insert(tun_id, key);
         }
         let wait = Duration::from_millis(timeout).min(self.cfg.tunnel_confirm_timeout);
@@ -109,7 +109,7 @@ impl Node {
         );
         self.timers.insert((deadline, Timer::TunnelBuild(key)));
         let chunk_limit = self.cfg.limits.max_chunk_size;
-        self.send(
+        self.conns.send(
             member,
             &NodePacket::TunInit {
                 build_id,
@@ -119,14 +119,14 @@ impl Node {
     }
 
     pub(super) fn on_tun_confirm(&mut self, conn: ConnId, build_id: u64, tun_id: u64) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(s) = self.conns.map.get_mut(&conn) else {
             return;
         };
         let Some(key) = s.builds.remove(&build_id) else {
             // The offer expired or its builder left: tell the member its tunnel is dead,
             // unless the id names one of its live tunnels.
             if !s.tunnels.contains_key(&tun_id) {
-                self.send(
+                self.conns.send(
                     conn,
                     &NodePacket::TunClose {
                         tun_id,
@@ -152,21 +152,21 @@ impl Node {
         self.stats.tunnels_opened += 1;
         let chunk_limit = self.cfg.limits.max_chunk_size;
         let window = self.cfg.tunnel_window;
-        self.send(
+        self.conns.send(
             origin,
             &NodePacket::TunConfirm {
                 tun_id: origin_tun,
                 chunk_limit: Some(chunk_limit),
             },
         );
-        self.send(
+        self.conns.send(
             origin,
             &NodePacket::TunAllow {
                 tun_id: origin_tun,
                 space: window,
             },
         );
-        self.send(
+        self.conns.send(
             conn,
             &NodePacket::TunAllow {
                 tun_id,
@@ -227,6 +227,7 @@ impl Node {
         }
         let dest = &mut t.ends[1 - side];
         dest.queued += payload.len() as u64;
+        self.conns.mem.charge(payload.len());
         dest.queue.push_back(Chunk {
             size_or_cont,
             payload,
@@ -249,7 +250,7 @@ impl Node {
             }
         }
         // Clients block until acknowledged, so even an unknown id gets an answer.
-        self.send(
+        self.conns.send(
             conn,
             &NodePacket::TunClose {
                 tun_id,
@@ -282,7 +283,7 @@ impl Node {
 
     /// Which tunnel and which end a client's tunnel id names.
     fn tunnel_side(&self, conn: ConnId, tun_id: u64) -> Option<(u64, usize)> {
-        let key = *self.sessions.get(&conn)?.tunnels.get(&tun_id)?;
+        let key = *self.conns.map.get(&conn)?.tunnels.get(&tun_id)?;
         let t = self.tunnels.get(&key)?;
         let side = if t.ends[ORIGIN].conn == conn && t.ends[ORIGIN].tun_id == Some(tun_id) {
             ORIGIN
@@ -294,7 +295,7 @@ impl Node {
 
     /// Ends a tunnel still being built: the builder gets a timed-out TUN_CONFIRM.
     fn fail_build(&mut self, key: u64) {
-        let Some(t) = self.tunnels.remove(&key) else {
+        let Some(t) = self.remove_tunnel(key) else {
             return;
         };
         if let Some(deadline) = t.building {
@@ -303,13 +304,13 @@ impl Node {
         self.stats.tunnels_failed += 1;
         let origin = &t.ends[ORIGIN];
         let origin_tun = origin.tun_id.unwrap_or_default();
-        if let Some(s) = self.sessions.get_mut(&origin.conn) {
+        if let Some(s) = self.conns.map.get_mut(&origin.conn) {
             s.tunnels.remove(&origin_tun);
         }
-        if let Some(m) = self.sessions.get_mut(&t.ends[MEMBER].conn) {
+        if let Some(m) = self.conns.map.get_mut(&t.ends[MEMBER].conn) {
             m.builds.remove(&t.build_id);
         }
-        self.send(
+        self.conns.send(
             origin.conn,
             &NodePacket::TunConfirm {
                 tun_id: origin_tun,
@@ -322,17 +323,17 @@ impl Node {
     /// delivered (no data lost), then it is told the tunnel closed.
     fn close_open_tunnel(&mut self, key: u64, survivor: usize) {
         self.pump(key, survivor, true);
-        let Some(t) = self.tunnels.remove(&key) else {
+        let Some(t) = self.remove_tunnel(key) else {
             return;
         };
         let end = &t.ends[survivor];
         let Some(tun_id) = end.tun_id else {
             return;
         };
-        if let Some(s) = self.sessions.get_mut(&end.conn) {
+        if let Some(s) = self.conns.map.get_mut(&end.conn) {
             s.tunnels.remove(&tun_id);
         }
-        self.send(
+        self.conns.send(
             end.conn,
             &NodePacket::TunClose {
                 tun_id,
@@ -341,18 +342,31 @@ impl Node {
         );
     }
 
-    /// Forwards queued chunks to end `dest` as its allowance permits, and re-grants the
-    /// sender what was forwarded. `force` (the sender closed) forwards everything and
+    /// Removes a tunnel, releasing the memory of chunks still queued in it.
+    fn remove_tunnel(&mut self, key: u64) -> Option<Tunnel> {
+        let t = self.tunnels.remove(&key)?;
+        for end in &t.ends {
+            self.conns.mem.release(end.queued as usize);
+        }
+        Some(t)
+    }
+
+    /// Forwards what tunnel `key` holds for `conn` (it drained and takes more again).
+    pub(super) fn pump_toward(&mut self, key: u64, conn: ConnId) {
+        let Some(t) = self.tunnels.get(&key) else {
+            return;
+        };
+        if let Some(side) = t.ends.iter().position(|e| e.conn == conn) {
+            self.pump(key, side, false);
+        }
+    }
+
+    /// Forwards queued chunks to end `dest` as its allowance permits and while its client
+    /// is not congested (the tunnel's window then holds the sender instead), and re-grants
+    /// the sender what was forwarded. `force` (the sender closed) forwards everything and
     /// re-grants nothing.
     fn pump(&mut self, key: u64, dest: usize, force: bool) {
-        let Node {
-            tunnels,
-            sessions,
-            dirty,
-            doomed,
-            cfg,
-            ..
-        } = self;
+        let Node { tunnels, conns, .. } = self;
         let Some(t) = tunnels.get_mut(&key) else {
             return;
         };
@@ -361,9 +375,11 @@ impl Node {
         };
         let (src_conn, src_tun) = (src.conn, src.tun_id);
         let end = &mut t.ends[dest];
-        let cap = cfg.max_client_backlog;
         let mut forwarded = 0u64;
         while let Some(front) = end.queue.front() {
+            if !force && conns.is_congested(end.conn) {
+                break;
+            }
             let len = front.payload.len() as u64;
             // Only the first chunk of a message whose predecessor is complete waits for
             // allowance; continuations go regardless, or a message larger than the
@@ -376,6 +392,7 @@ impl Node {
                 break;
             };
             end.queued -= len;
+            conns.mem.release(len as usize);
             end.allowance -= len as i64;
             end.remaining = if chunk.size_or_cont != 0 {
                 chunk.size_or_cont.saturating_sub(len)
@@ -383,16 +400,18 @@ impl Node {
                 end.remaining.saturating_sub(len)
             };
             forwarded += len;
-            // Straight into the receiver's buffer: one copy of the chunk, no scratch buffer.
-            write_to(sessions, dirty, doomed, cap, end.conn, |out| {
-                encode_tun_transfer(out, dest_tun, chunk.size_or_cont, &chunk.payload)
-            });
+            conns.send(
+                end.conn,
+                &NodePacket::TunTransfer {
+                    tun_id: dest_tun,
+                    size_or_cont: chunk.size_or_cont,
+                    payload: chunk.payload,
+                },
+            );
         }
         if forwarded > 0 && !force {
             if let Some(src_tun) = src_tun {
-                write_to(sessions, dirty, doomed, cap, src_conn, |out| {
-                    encode_tun_allow(out, src_tun, forwarded)
-                });
+                conns.write(src_conn, |out| encode_tun_allow(out, src_tun, forwarded));
             }
         }
     }

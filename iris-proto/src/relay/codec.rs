@@ -307,6 +307,19 @@ pub fn decode_client(
     shape.build(&frame).map(Some)
 }
 
+/// The total length of the client packet whose first bytes are in `buf`, once its header
+/// says it (its last length field has been read); `None` while that is not yet known, or
+/// if the bytes are invalid (which [`decode_client`] reports). Lets the node reserve memory
+/// for a large message when it starts to arrive rather than as each byte comes.
+pub fn client_packet_len(buf: &[u8], limits: &Limits) -> Option<usize> {
+    let mut r = Reader::new(buf, limits);
+    match parse_client(&mut r) {
+        Ok(_) => Some(r.pos),
+        Err(Stop::Incomplete) => r.need,
+        Err(Stop::Invalid(_)) => None,
+    }
+}
+
 /// Decodes one node → client packet from the front of `buf`; same contract as
 /// [`decode_client`].
 pub fn decode_node(buf: &mut BytesMut, limits: &Limits) -> Result<Option<NodePacket>, DecodeError> {
@@ -385,6 +398,17 @@ impl ClientPacket {
 impl NodePacket {
     /// Appends the packet's wire bytes to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_with(out, |out, payload| out.put_slice(payload));
+    }
+
+    /// Appends the packet's wire bytes to `out`, except the bytes of its payload field
+    /// (message, request, reply, event or chunk), which go to `payload` at their place:
+    /// the node shares large payloads between recipients instead of copying them.
+    pub fn encode_with(&self, out: &mut BytesMut, mut payload: impl FnMut(&mut BytesMut, &Bytes)) {
+        let mut put_payload = |out: &mut BytesMut, data: &Bytes| {
+            put_varint(out, data.len() as u64);
+            payload(out, data);
+        };
         match self {
             NodePacket::Init { magic, version } => {
                 out.put_u8(op::INIT);
@@ -402,7 +426,7 @@ impl NodePacket {
             }
             NodePacket::Broadcast { message } => {
                 out.put_u8(op::BROADCAST);
-                put_binary(out, message);
+                put_payload(out, message);
             }
             NodePacket::Request {
                 id,
@@ -411,7 +435,7 @@ impl NodePacket {
             } => {
                 out.put_u8(op::REQUEST);
                 put_varint(out, *id);
-                put_binary(out, request);
+                put_payload(out, request);
                 put_varint(out, *timeout_ms);
             }
             NodePacket::Reply { id, outcome } => {
@@ -421,7 +445,7 @@ impl NodePacket {
                     ReplyOutcome::TimedOut => out.put_u8(1),
                     ReplyOutcome::Success(reply) => {
                         out.put_slice(&[0, 1]);
-                        put_binary(out, reply);
+                        put_payload(out, reply);
                     }
                     ReplyOutcome::Fault(fault) => {
                         out.put_slice(&[0, 0]);
@@ -432,7 +456,7 @@ impl NodePacket {
             NodePacket::Publish { topic, event } => {
                 out.put_u8(op::PUBLISH);
                 put_binary(out, topic.as_bytes());
-                put_binary(out, event);
+                put_payload(out, event);
             }
             NodePacket::TunInit {
                 build_id,
@@ -461,7 +485,12 @@ impl NodePacket {
                 tun_id,
                 size_or_cont,
                 payload,
-            } => encode_tun_transfer(out, *tun_id, *size_or_cont, payload),
+            } => {
+                out.put_u8(op::TUN_TRANSFER);
+                put_varint(out, *tun_id);
+                put_varint(out, *size_or_cont);
+                put_payload(out, payload);
+            }
             NodePacket::TunClose { tun_id, reason } => {
                 out.put_u8(op::TUN_CLOSE);
                 put_varint(out, *tun_id);
@@ -604,6 +633,9 @@ struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     limits: &'a Limits,
+    /// Set when a length field's bytes are missing: the position its field ends at. Only the
+    /// last such field counts, and fields after it (a REQUEST's timeout) add a few bytes.
+    need: Option<usize>,
 }
 
 /// Which bound applies to a length-prefixed field.
@@ -620,6 +652,7 @@ impl<'a> Reader<'a> {
             buf,
             pos: 0,
             limits,
+            need: None,
         }
     }
 
@@ -678,6 +711,7 @@ impl<'a> Reader<'a> {
         })?;
         let start = self.pos;
         if self.buf.len() - start < len {
+            self.need = Some(start + len);
             return Err(Stop::Incomplete);
         }
         self.pos += len;

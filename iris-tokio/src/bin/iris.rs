@@ -56,22 +56,37 @@ struct Args {
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     max_message_size: u64,
 
-    /// Most relay clients at once.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    max_clients: usize,
+    /// Most relay clients at once (past their handshake); the next is denied with the
+    /// reason. Default: what the open-file limit allows once the node has raised it as far
+    /// as the OS lets it (clients need one descriptor each; some are kept for peers).
+    #[arg(long, value_name = "N")]
+    max_clients: Option<usize>,
 
-    /// Unwritten bytes for one client above which the node stops reading from clients
-    /// until that client catches up (throttling producers instead of dropping messages).
-    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
-    client_backlog_high: usize,
+    /// Most connections still in their handshake; when full, the oldest is closed, so
+    /// connections that never send INIT cannot keep clients out.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_handshakes: usize,
 
-    /// Milliseconds a client may stay congested before it is dropped as a slow consumer.
+    /// Unwritten bytes for one client above which the producers sending to it stop being
+    /// read until it catches up (only they: everyone else is served). Default: 8 MiB, or
+    /// half the per-client cap if that is smaller.
+    #[arg(long, value_name = "BYTES")]
+    client_backlog_high: Option<usize>,
+
+    /// Milliseconds a client may stay congested before it is cut as a slow consumer.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     slow_consumer_timeout_ms: u64,
 
-    /// Hard cap on unwritten bytes for one client; beyond it the client is dropped at once.
-    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
-    max_client_backlog: usize,
+    /// Hard cap on unwritten bytes for one client (its share of the memory budget); beyond
+    /// it the client is cut at once. Default: a quarter of --max-memory, at most 256 MiB.
+    #[arg(long, value_name = "BYTES")]
+    max_client_backlog: Option<usize>,
+
+    /// Memory budget for everything the node holds for clients (queued messages, partial
+    /// input, tunnel buffers), e.g. `1G`, `512M` or bytes. Over three quarters the node stops
+    /// reading new input; over the whole it cuts its largest consumers.
+    #[arg(long, default_value = "1G", value_name = "SIZE", value_parser = parse_size)]
+    max_memory: usize,
 
     /// Milliseconds a new client has to complete its handshake.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
@@ -80,7 +95,7 @@ struct Args {
 
 /// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
 fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 14] = [
+    const LONG: [&str; 16] = [
         "dev",
         "net",
         "rsa",
@@ -95,6 +110,8 @@ fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
         "client-backlog-high",
         "slow-consumer-timeout-ms",
         "max-client-backlog",
+        "max-handshakes",
+        "max-memory",
     ];
     args.map(|a| {
         let body = a.strip_prefix('-').filter(|b| !b.starts_with('-'));
@@ -140,13 +157,21 @@ fn main() -> ExitCode {
         network,
         ..NodeOptions::default()
     };
-    opts.config.limits.max_message_size = args.max_message_size;
-    opts.config.max_clients = args.max_clients;
-    opts.config.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
-    opts.config.client_backlog_high = args.client_backlog_high;
-    opts.config.slow_consumer_timeout =
-        std::time::Duration::from_millis(args.slow_consumer_timeout_ms);
-    opts.config.max_client_backlog = args.max_client_backlog;
+    // Raised whether or not --max-clients is given, so that the count given can be served.
+    let by_fd_limit = clients_by_fd_limit(args.max_handshakes);
+    let c = &mut opts.config;
+    c.limits.max_message_size = args.max_message_size;
+    c.max_clients = args.max_clients.unwrap_or(by_fd_limit);
+    c.max_handshakes = args.max_handshakes;
+    c.max_memory = args.max_memory;
+    c.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
+    c.max_client_backlog = args
+        .max_client_backlog
+        .unwrap_or((args.max_memory / 4).min(256 << 20));
+    c.client_backlog_high = args
+        .client_backlog_high
+        .unwrap_or((c.max_client_backlog / 2).min(8 << 20));
+    c.slow_consumer_timeout = std::time::Duration::from_millis(args.slow_consumer_timeout_ms);
     if let Err(e) = opts.config.validate() {
         eprintln!("iris: {e}");
         return ExitCode::from(2);
@@ -162,7 +187,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(driver::run(opts, None, shutdown_signal()));
+    let result = rt.block_on(async {
+        // Signals are caught from the first instant: a node still joining its network leaves
+        // it gracefully too.
+        let signals = Signals::new()?;
+        driver::run(opts, None, signals.first()).await
+    });
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -201,20 +231,72 @@ fn network_options(args: &Args) -> Result<NetworkOptions, String> {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM with the reason clients are told.
-async fn shutdown_signal() -> String {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers, run until killed.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "node shutting down (SIGINT)".into(),
-        _ = term.recv() => "node shutting down (SIGTERM)".into(),
+/// SIGINT and SIGTERM. The first shuts the node down gracefully; a second, while that is
+/// under way, exits at once.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
     }
+
+    /// Resolves on the first signal with the reason clients are told, and arms the second.
+    async fn first(mut self) -> String {
+        let reason = tokio::select! {
+            _ = self.int.recv() => "node shutting down (SIGINT)",
+            _ = self.term.recv() => "node shutting down (SIGTERM)",
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+            eprintln!("iris: second signal: exiting at once");
+            std::process::exit(130);
+        });
+        reason.into()
+    }
+}
+
+/// Raises the open-file limit as far as the OS lets this process, and says how many clients
+/// that leaves room for: one descriptor each, after the handshake pool, peer links (the
+/// mesh's 1024 by default) and a few for listeners and files.
+fn clients_by_fd_limit(handshakes: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}");
+            return iris_proto::Config::default().max_clients;
+        }
+    };
+    let reserved = handshakes as u64 + 1024 + 64;
+    let clients = limit.saturating_sub(reserved).clamp(64, 1 << 20) as usize;
+    tracing::info!("open-file limit {limit}: serving up to {clients} clients");
+    clients
+}
+
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 1G, 512M or a number of bytes)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[cfg(test)]
@@ -230,5 +312,16 @@ mod tests {
         assert_eq!(args.net.as_deref(), Some("x"));
         // Short options and values that start with one dash are left alone.
         assert_eq!(normalize(["-h".to_string()].into_iter()), vec!["-h"]);
+    }
+
+    #[test]
+    fn sizes_take_suffixes_and_refuse_nonsense() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
     }
 }

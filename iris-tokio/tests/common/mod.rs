@@ -29,11 +29,38 @@ impl IrisProcess {
         IrisProcess::start_with(&args)
     }
 
-    /// A node with exactly these flags (plus a free relay port and info logs).
+    /// A node with exactly these flags (plus a free relay port and info logs), once its
+    /// relay port is open.
     pub fn start_with(flags: &[&str]) -> IrisProcess {
+        let mut p = IrisProcess::launch(flags);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        p.port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = p
+                .log
+                .recv_timeout(left)
+                .expect("iris did not report its port");
+            if let Some(rest) = line.split("listening on port ").nth(1) {
+                break rest.trim_end_matches('.').parse().expect("port number");
+            }
+            p.boot_log.push(line);
+        };
+        p
+    }
+
+    /// A node with these flags (plus a free relay port and info logs unless `flags` name
+    /// another `--log`), without waiting for anything: `port` is 0 until it is known.
+    pub fn launch(flags: &[&str]) -> IrisProcess {
+        let log: &[&str] = if flags.contains(&"--log") {
+            &[]
+        } else {
+            &["--log", "info"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_iris"))
-            .args(["--port", "0", "--log", "info"])
+            .args(["--port", "0"])
+            .args(log)
             .args(flags)
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -48,22 +75,22 @@ impl IrisProcess {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut boot_log = Vec::new();
-        let port = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("iris did not report its port");
-            if let Some(rest) = line.split("listening on port ").nth(1) {
-                break rest.trim_end_matches('.').parse().expect("port number");
-            }
-            boot_log.push(line);
-        };
         IrisProcess {
             child,
-            port,
+            port: 0,
             log: rx,
-            boot_log,
+            boot_log: Vec::new(),
         }
+    }
+
+    /// Sends a signal without waiting for anything.
+    pub fn kill(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok);
     }
 
     /// Waits for a log line containing `needle` (from the boot log, then as they come).
@@ -98,12 +125,7 @@ impl IrisProcess {
     /// Sends a signal (`TERM`, `INT`) and waits for the process to exit.
     pub fn signal(&mut self, sig: &str) -> (Duration, std::process::ExitStatus) {
         let t = Instant::now();
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok);
+        self.kill(sig);
         let status = self.child.wait().expect("wait for iris");
         (t.elapsed(), status)
     }

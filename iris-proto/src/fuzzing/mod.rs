@@ -92,7 +92,7 @@ mod links {
     fn key() -> Arc<NetworkKey> {
         static KEY: OnceLock<Arc<NetworkKey>> = OnceLock::new();
         KEY.get_or_init(|| {
-            let pem = include_bytes!("../tests/fixtures/net-pkcs8.pem");
+            let pem = include_bytes!("../../tests/fixtures/net-pkcs8.pem");
             Arc::new(NetworkKey::from_bytes(pem).expect("fixture key"))
         })
         .clone()
