@@ -1,6 +1,10 @@
 //! Entry points shared by the fuzz targets and by the corpus replay test, so that the stable
 //! test suite runs exactly what the fuzzers run.
 
+mod node_inputs;
+
+pub use node_inputs::node_inputs;
+
 use crate::relay::codec::{Limits, decode_client, decode_node};
 use bytes::BytesMut;
 
@@ -214,6 +218,23 @@ mod tests {
             }
         }
         assert!(seeds >= 8);
+    }
+
+    #[test]
+    fn node_inputs_corpus() {
+        assert!(replay("node_inputs", super::node_inputs) >= 5);
+    }
+
+    #[test]
+    fn node_inputs_survive_random_sequences() {
+        // Beyond the corpus: a few thousand pseudo-random inputs every run.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(11);
+        for len in (0..3000).map(|i| 16 + i % 600) {
+            let mut data = vec![0u8; len];
+            rng.fill_bytes(&mut data);
+            super::node_inputs(&data);
+        }
     }
 
     #[test]
