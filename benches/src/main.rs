@@ -13,6 +13,7 @@
 
 mod iris;
 mod nats;
+mod overload;
 mod report;
 mod tcp;
 
@@ -31,9 +32,16 @@ struct Args {
     /// Smaller message counts, for a quick look.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (all by default): request, broadcast, publish, tunnel.
+    /// Scenarios to run (all but overload by default): request, broadcast, publish,
+    /// tunnel, overload.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Seconds of flooding per payload size in the overload scenario.
+    #[arg(long, default_value_t = 60)]
+    overload_secs: u64,
+    /// The node's memory budget in the overload scenario, in MiB.
+    #[arg(long, default_value_t = 256)]
+    overload_memory_mib: usize,
     /// Payload sizes in bytes.
     #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024, 65536])]
     sizes: Vec<usize>,
@@ -78,6 +86,18 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         };
 
         let run = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+        // Overload runs alone: it measures the process's peak memory, which earlier
+        // scenarios would have raised.
+        if args.only.iter().any(|o| o == "overload") {
+            for &size in &args.sizes {
+                let outcome =
+                    overload::run(size, args.overload_secs, args.overload_memory_mib << 20).await?;
+                for row in outcome.rows() {
+                    report.row(row);
+                }
+            }
+            return Ok(());
+        }
         report.latency(
             "tcp ping-pong 64 B (baseline)",
             tcp::ping_pong(if args.quick { 5_000 } else { 20_000 }).await?,

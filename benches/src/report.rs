@@ -51,6 +51,12 @@ impl Report {
         self.rows.push(row);
     }
 
+    /// A row already formatted.
+    pub(crate) fn row(&mut self, row: String) {
+        eprintln!("{row}");
+        self.rows.push(row);
+    }
+
     pub(crate) fn print(&self) {
         println!("| what | rate or p50 | bytes or p99 | notes |");
         println!("|---|---|---|---|");
