@@ -50,7 +50,12 @@ pub mod mesh;
 pub mod node;
 pub mod overlay;
 pub mod relay;
+pub mod scribe;
 pub mod time;
+pub mod timer;
+
+#[cfg(test)]
+mod testnet;
 
 pub use mesh::{DialId, LinkId, MeshConfig, MeshEvent, Security};
 pub use node::{CloseReason, Config, ConfigError, ConnId, Event, Input, Node, Output, Stats};

@@ -736,12 +736,16 @@ impl Sim {
             self.push(d, Event::Timer { slot, inc });
         }
         let mut alone = false;
+        let mut flushed: Vec<(LinkId, usize)> = Vec::new();
         for o in outs.drain(..) {
             match o {
                 Output::PeerTransmit(link, data) => {
                     let (conn, side) = (link.0 / 2, (link.0 % 2) as usize);
                     self.bytes_sent += data.len() as u64;
                     let other = 1 - side;
+                    // The socket takes it: written as far as the node is concerned (a
+                    // bandwidth limit delays the arrival, FIFO, not the write).
+                    flushed.push((link, data.len()));
                     if !self.conns.get(&conn).is_some_and(|c| c.open[other]) {
                         continue; // the peer is gone: lost
                     }
@@ -802,6 +806,15 @@ impl Sim {
             }
         }
         self.outs = outs;
+        if !flushed.is_empty() {
+            let now = Instant::from_nanos(self.now);
+            if let Some(n) = self.slots[slot].as_mut() {
+                for (link, len) in flushed {
+                    n.node.handle(now, Input::PeerFlushed(link, len));
+                }
+            }
+            self.after(slot);
+        }
         if alone {
             // Discovery's part: offer another live node to join through.
             let live: Vec<usize> = self

@@ -844,9 +844,10 @@ async fn writer_task(
             io.borrow_mut().gone = true;
             return;
         }
-        if let Endpoint::Client(conn) = ep {
-            // The node hands over the next batch in answer (pulled writes).
-            handle(&shared, Input::ClientFlushed(conn, written));
+        // The node hands over the next batch in answer (pulled writes).
+        match ep {
+            Endpoint::Client(conn) => handle(&shared, Input::ClientFlushed(conn, written)),
+            Endpoint::Peer(link) => handle(&shared, Input::PeerFlushed(link, written)),
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct MeshConfig {
     pub max_pending: usize,
     /// A link with no message either way for this long is closed.
     pub link_idle: Duration,
+    /// The multicast trees' settings.
+    pub scribe: crate::scribe::ScribeConfig,
 }
 
 impl MeshConfig {
@@ -96,6 +98,7 @@ impl MeshConfig {
             max_links: 1024,
             max_pending: 64,
             link_idle: Duration::from_secs(60),
+            scribe: crate::scribe::ScribeConfig::default(),
         }
     }
 }
@@ -132,6 +135,41 @@ pub enum MeshOutput {
     Close(LinkId),
     /// Something happened.
     Event(MeshEvent),
+}
+
+/// Which queue of a link a node message takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Small and urgent (tree maintenance, replies, window updates): ahead of all data, in
+    /// the link's control queue, which refuses more when full.
+    Control,
+    /// Bulk (broadcasts, events, requests): behind control, in the link's data queue, which
+    /// refuses more when it holds `max_data_queue` bytes.
+    Data,
+    /// Tunnel data: like data, but never refused; every tunnel's window bounds it.
+    Stream,
+}
+
+/// Why a node message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The peer's queue for this class is full (the link is slower than the traffic).
+    Full,
+    /// No link could take it: the node is leaving, too many links, or too many messages
+    /// waiting for the peer's link to come up.
+    NoLink,
+}
+
+/// What the mesh hands its node, besides outputs for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A node message from a peer, which said who it is.
+    Message(Contact, Bytes),
+    /// The peer has no link to this node any more (closed, failed, or it left). Its next
+    /// message would come on a new link; state bound to the old one (tunnels) is over.
+    Unlinked(NodeId),
+    /// The overlay found the peer dead, or it left.
+    Down(NodeId),
 }
 
 /// What the mesh reports.
@@ -204,6 +242,8 @@ pub struct MeshStats {
     pub dials_failed: u64,
     /// Messages dropped: queue full, dial failed, link limit, or another node answered.
     pub messages_dropped: u64,
+    /// Node messages refused because the peer's data queue was full.
+    pub data_refused: u64,
     /// Messages from peers that did not parse or broke the link protocol.
     pub bad_messages: u64,
 }
@@ -218,7 +258,7 @@ struct PeerLink {
     /// Who we dialed this link to reach, if anyone in particular.
     expect: Option<NodeId>,
     /// Messages for `expect`, held until the peer identifies itself.
-    pending: Vec<Bytes>,
+    pending: Vec<(Class, Bytes)>,
     /// Join the overlay through this peer once it identifies itself.
     join: bool,
     /// Broke the protocol: closing, and ignored meanwhile.
@@ -228,13 +268,32 @@ struct PeerLink {
     /// In the `dirty` queue.
     queued: bool,
     last_used: Instant,
+    /// Bytes handed to the driver and not yet reported written.
+    inflight: usize,
 }
 
 struct Dial {
     addr: SocketAddr,
     expect: Option<NodeId>,
-    pending: Vec<Bytes>,
+    pending: Vec<(Class, Bytes)>,
     join: bool,
+}
+
+/// The driver is handed a link's frames only while less than this is in flight, so that
+/// what is queued stays in the link, control ahead of data, until the socket can take it.
+const BATCH: usize = 256 << 10;
+
+/// Queues a message on a link in the queue its class says.
+fn put(link: &mut Link, class: Class, bytes: Bytes) -> Result<(), Refused> {
+    let sent = match class {
+        Class::Control => link.send_control(bytes),
+        Class::Data => link.send_data(bytes),
+        Class::Stream => link.send_data_unbounded(bytes),
+    };
+    sent.map_err(|e| match e {
+        crate::link::SendError::Full => Refused::Full,
+        _ => Refused::NoLink,
+    })
 }
 
 /// The mesh state machine, owned and drained by the node.
@@ -265,6 +324,10 @@ pub struct Mesh {
     wants_peers: bool,
     /// Seeds whose last handshake failed, with the reason; cleared when one is joined.
     seed_refusals: std::collections::BTreeMap<SocketAddr, String>,
+    /// What the node is handed: peers' messages and the news of links and peers.
+    inbox: VecDeque<Incoming>,
+    /// Peers whose links are kept however idle (a tunnel runs over them), with a count.
+    pinned: std::collections::BTreeMap<NodeId, u32>,
     stats: MeshStats,
 }
 
@@ -304,6 +367,8 @@ impl Mesh {
             leaving: false,
             wants_peers: !cfg.seeds.is_empty(),
             seed_refusals: std::collections::BTreeMap::new(),
+            inbox: VecDeque::new(),
+            pinned: std::collections::BTreeMap::new(),
             stats: MeshStats::default(),
             cfg,
         };
@@ -330,6 +395,61 @@ impl Mesh {
     /// pass for a network of one.
     pub fn refused_by_seeds(&self) -> bool {
         !self.seed_refusals.is_empty() && self.overlay.peer_count() == 0
+    }
+
+    /// Sends a node message to a peer: on its link, or once the link dialed for it is up.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        to: Contact,
+        class: Class,
+        bytes: Bytes,
+    ) -> Result<(), Refused> {
+        // Control messages share their channel with IDENT and the overlay: tagged.
+        let bytes = match class {
+            Class::Control => wire::encode(&PeerMsg::Node(bytes)),
+            Class::Data | Class::Stream => bytes,
+        };
+        self.send_as(now, to, class, bytes)
+    }
+
+    /// What the mesh has for the node: peers' messages, links lost, peers down.
+    #[must_use]
+    pub fn poll_incoming(&mut self) -> Option<Incoming> {
+        self.inbox.pop_front()
+    }
+
+    /// Whether [`Mesh::poll_incoming`] has something.
+    pub fn has_incoming(&self) -> bool {
+        !self.inbox.is_empty()
+    }
+
+    /// Keeps the link to `peer` however idle, until as many [`Mesh::unpin`]s.
+    pub fn pin(&mut self, peer: NodeId) {
+        *self.pinned.entry(peer).or_default() += 1;
+    }
+
+    /// Undoes one [`Mesh::pin`].
+    pub fn unpin(&mut self, peer: NodeId) {
+        if let Some(n) = self.pinned.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.pinned.remove(&peer);
+            }
+        }
+    }
+
+    /// The driver wrote `n` bytes of a link's frames: it may be handed more.
+    pub fn on_flushed(&mut self, id: LinkId, n: usize) {
+        if let Some(pl) = self.links.get_mut(&id) {
+            pl.inflight = pl.inflight.saturating_sub(n);
+            self.mark(id);
+        }
+    }
+
+    /// The id of the identified peer of a link, if any.
+    pub fn peer_of(&self, id: LinkId) -> Option<Contact> {
+        self.links.get(&id).and_then(|pl| pl.peer)
     }
 
     /// Joins through the node at `addr` (discovery found it, or an operator named it).
@@ -411,6 +531,7 @@ impl Mesh {
                 deadline,
                 queued: false,
                 last_used: now,
+                inflight: 0,
             }),
         );
         self.mark(id);
@@ -466,10 +587,12 @@ impl Mesh {
         }
         if now >= self.next_sweep {
             self.next_sweep = now + self.cfg.link_idle / 2;
+            #[allow(clippy::disallowed_methods)] // sorted below
             let idle: Vec<LinkId> = self
                 .links
                 .iter()
                 .filter(|(_, pl)| now.saturating_duration_since(pl.last_used) >= self.cfg.link_idle)
+                .filter(|(_, pl)| !pl.peer.is_some_and(|c| self.pinned.contains_key(&c.id)))
                 .map(|(&id, _)| id)
                 .collect();
             let mut idle = idle;
@@ -524,12 +647,15 @@ impl Mesh {
                 self.dirty.pop_front(); // removed meanwhile
                 continue;
             };
-            if let Some(frame) = pl.link.poll_transmit() {
+            if pl.inflight < BATCH
+                && let Some(frame) = pl.link.poll_transmit()
+            {
+                pl.inflight += frame.len();
                 return Some(MeshOutput::Transmit(id, frame));
             }
             self.dirty.pop_front();
             pl.queued = false;
-            if pl.link.is_closed() {
+            if pl.link.is_closed() && pl.inflight < BATCH {
                 // Its last frame (the close) is out: the socket can go.
                 self.remove_link(id);
                 return Some(MeshOutput::Close(id));
@@ -560,8 +686,18 @@ impl Mesh {
             .min()
     }
 
-    fn dial(&mut self, addr: SocketAddr, expect: Option<NodeId>, pending: Vec<Bytes>, join: bool) {
-        if self.leaving || self.links.len() + self.dials.len() >= self.cfg.max_links {
+    fn can_dial(&self) -> bool {
+        !self.leaving && self.links.len() + self.dials.len() < self.cfg.max_links
+    }
+
+    fn dial(
+        &mut self,
+        addr: SocketAddr,
+        expect: Option<NodeId>,
+        pending: Vec<(Class, Bytes)>,
+        join: bool,
+    ) {
+        if !self.can_dial() {
             self.stats.messages_dropped += pending.len() as u64;
             return;
         }
@@ -586,45 +722,66 @@ impl Mesh {
     fn pump(&mut self, now: Instant) {
         while let Some((to, msg)) = self.overlay.poll_send() {
             let bytes = wire::encode(&PeerMsg::Overlay(msg));
-            self.send(now, to, bytes);
+            let _ = self.send_as(now, to, Class::Control, bytes);
         }
         while let Some(e) = self.overlay.poll_event() {
             let e = match e {
                 OverlayEvent::Converged { peers } => MeshEvent::Converged { peers },
-                OverlayEvent::PeerDown(id) => MeshEvent::PeerDown(id),
+                OverlayEvent::PeerDown(id) => {
+                    self.inbox.push_back(Incoming::Down(id));
+                    MeshEvent::PeerDown(id)
+                }
             };
             self.outputs.push_back(MeshOutput::Event(e));
         }
     }
 
-    fn send(&mut self, now: Instant, to: Contact, bytes: Bytes) {
+    /// Queues `bytes` for `to`: on its identified link, else held for the link being
+    /// opened to it (dialed if none is).
+    fn send_as(
+        &mut self,
+        now: Instant,
+        to: Contact,
+        class: Class,
+        bytes: Bytes,
+    ) -> Result<(), Refused> {
         if let Some(&id) = self.by_id.get(&to.id) {
             let pl = self.links.get_mut(&id).expect("by_id names live links");
             pl.last_used = now;
-            if pl.link.send_control(bytes).is_err() {
-                self.stats.messages_dropped += 1;
-            }
+            let sent = put(&mut pl.link, class, bytes);
             self.mark(id);
-            return;
+            return sent.inspect_err(|_| {
+                if class == Class::Data {
+                    self.stats.data_refused += 1;
+                } else {
+                    self.stats.messages_dropped += 1;
+                }
+            });
         }
         if self.leaving {
-            return;
+            return Err(Refused::NoLink);
         }
         if to.addr == self.cfg.listen {
             // Stale: that node lived at this address before us. Its silence will tell the
             // overlay it is gone.
             self.stats.messages_dropped += 1;
-            return;
+            return Err(Refused::NoLink);
         }
-        if let Some(d) = self.dialing.get(&to.id).and_then(|d| self.dials.get_mut(d)) {
-            if d.pending.len() < self.cfg.max_pending {
-                d.pending.push(bytes);
+        let max = self.cfg.max_pending;
+        let hold = |pending: &mut Vec<(Class, Bytes)>, stats: &mut MeshStats, bytes| {
+            if pending.len() < max {
+                pending.push((class, bytes));
+                Ok(())
             } else {
-                self.stats.messages_dropped += 1;
+                stats.messages_dropped += 1;
+                Err(Refused::NoLink)
             }
-            return;
+        };
+        if let Some(d) = self.dialing.get(&to.id).and_then(|d| self.dials.get_mut(d)) {
+            return hold(&mut d.pending, &mut self.stats, bytes);
         }
         // A link that is up but whose peer has not yet said who it is may be the one.
+        #[allow(clippy::disallowed_methods)] // the smallest id wins, whatever the order
         let opening = self
             .links
             .iter()
@@ -633,14 +790,14 @@ impl Mesh {
             .min()
             .and_then(|l| self.links.get_mut(&l));
         if let Some(pl) = opening {
-            if pl.pending.len() < self.cfg.max_pending {
-                pl.pending.push(bytes);
-            } else {
-                self.stats.messages_dropped += 1;
-            }
-            return;
+            return hold(&mut pl.pending, &mut self.stats, bytes);
         }
-        self.dial(to.addr, Some(to.id), vec![bytes], false);
+        if !self.can_dial() {
+            self.stats.messages_dropped += 1;
+            return Err(Refused::NoLink);
+        }
+        self.dial(to.addr, Some(to.id), vec![(class, bytes)], false);
+        Ok(())
     }
 
     /// Handles what a link reports after it was fed.
@@ -667,19 +824,28 @@ impl Mesh {
                 LinkEvent::Control(bytes) => {
                     pl.last_used = now;
                     let peer = pl.peer;
-                    match (wire::decode(&bytes), peer) {
+                    match (wire::decode_bytes(&bytes), peer) {
                         (Ok(PeerMsg::Ident(c)), None) => self.on_ident(now, id, c),
                         (Ok(PeerMsg::Overlay(m)), Some(c)) => {
                             self.overlay.handle_message(now, c, m)
                         }
-                        (Ok(PeerMsg::Overlay(_)), None) => {
-                            self.violation(id, "overlay message before IDENT")
+                        (Ok(PeerMsg::Node(b)), Some(c)) => {
+                            self.inbox.push_back(Incoming::Message(c, b))
+                        }
+                        (Ok(PeerMsg::Overlay(_) | PeerMsg::Node(_)), None) => {
+                            self.violation(id, "message before IDENT")
                         }
                         (Ok(PeerMsg::Ident(_)), Some(_)) => self.violation(id, "second IDENT"),
                         (Err(_), _) => self.violation(id, "malformed peer message"),
                     }
                 }
-                LinkEvent::Data(_) => self.violation(id, "no data channel yet"),
+                LinkEvent::Data(bytes) => {
+                    pl.last_used = now;
+                    match pl.peer {
+                        Some(c) => self.inbox.push_back(Incoming::Message(c, bytes)),
+                        None => self.violation(id, "data before IDENT"),
+                    }
+                }
                 LinkEvent::Closed(e) => {
                     let peer = pl.peer.map(|c| c.id);
                     if !matches!(e, crate::link::LinkError::ClosedByPeer(_)) {
@@ -757,8 +923,8 @@ impl Mesh {
             // Someone else lives at that address now: what was meant for the old node is lost.
             self.stats.messages_dropped += pending.len() as u64;
         } else {
-            for bytes in pending {
-                if pl.link.send_control(bytes).is_err() {
+            for (class, bytes) in pending {
+                if put(&mut pl.link, class, bytes).is_err() {
                     self.stats.messages_dropped += 1;
                 }
             }
@@ -813,6 +979,7 @@ impl Mesh {
             && self.by_id.get(&c.id) == Some(&id)
         {
             self.by_id.remove(&c.id);
+            self.inbox.push_back(Incoming::Unlinked(c.id));
         }
     }
 

@@ -32,6 +32,7 @@ fn mesh_config(i: usize, seeds: &[usize]) -> MeshConfig {
 enum Action {
     Connected(LinkId, Option<DialId>),
     Data(LinkId, Bytes),
+    Flushed(LinkId, usize),
     Gone(LinkId),
     DialFailed(DialId),
 }
@@ -121,6 +122,7 @@ impl Net {
                     self.handle(i, Input::PeerConnected { link, dial })
                 }
                 Action::Data(link, data) => self.handle(i, Input::PeerData(link, &data)),
+                Action::Flushed(link, n) => self.handle(i, Input::PeerFlushed(link, n)),
                 Action::Gone(link) => self.handle(i, Input::PeerGone(link)),
                 Action::DialFailed(d) => self.handle(i, Input::DialFailed(d)),
             }
@@ -144,10 +146,13 @@ impl Net {
                     None => self.queue.push_back((i, Action::DialFailed(d))),
                 }
             }
-            Output::PeerTransmit(link, data) => match self.peer_of.get(&(i, link)) {
-                Some(&(j, other)) => self.queue.push_back((j, Action::Data(other, data))),
-                None => self.raw.entry((i, link)).or_default().push(data),
-            },
+            Output::PeerTransmit(link, data) => {
+                self.queue.push_back((i, Action::Flushed(link, data.len())));
+                match self.peer_of.get(&(i, link)) {
+                    Some(&(j, other)) => self.queue.push_back((j, Action::Data(other, data))),
+                    None => self.raw.entry((i, link)).or_default().push(data),
+                }
+            }
             Output::PeerClose(link) => {
                 self.closes.push((i, link));
                 if let Some((j, other)) = self.peer_of.remove(&(i, link)) {

@@ -1,6 +1,7 @@
-//! What nodes say to each other on a link: a tag, then the message. Every link starts with
-//! IDENT both ways (who is speaking and where it listens); overlay maintenance follows.
-//! Later protocols (multicast trees, relayed traffic) get tags of their own.
+//! What nodes say to each other on a link's control channel: a tag, then the message. Every
+//! link starts with IDENT both ways (who is speaking and where it listens); overlay
+//! maintenance follows, and the node's own messages (trees, relayed traffic) ride along as
+//! opaque [`PeerMsg::Node`] payloads. The data channel carries node messages only, untagged.
 
 use crate::overlay::wire::{WireError, put_contact, take_contact};
 use crate::overlay::{Contact, OverlayMsg, wire as overlay_wire};
@@ -9,6 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 mod tag {
     pub(super) const IDENT: u8 = 1;
     pub(super) const OVERLAY: u8 = 2;
+    pub(super) const NODE: u8 = 3;
 }
 
 /// One message between nodes.
@@ -19,6 +21,8 @@ pub enum PeerMsg {
     Ident(Contact),
     /// Overlay maintenance.
     Overlay(OverlayMsg),
+    /// A message of the node's (trees, relayed traffic), sent as control.
+    Node(Bytes),
 }
 
 /// The message's bytes, as a link carries them.
@@ -33,13 +37,26 @@ pub fn encode(msg: &PeerMsg) -> Bytes {
             out.put_u8(tag::OVERLAY);
             overlay_wire::encode(m, &mut out);
         }
+        PeerMsg::Node(b) => {
+            out.put_u8(tag::NODE);
+            out.put_slice(b);
+        }
     }
     out.freeze()
+}
+
+/// Parses one whole message. A node payload is sliced out of `p`, not copied.
+pub fn decode_bytes(p: &Bytes) -> Result<PeerMsg, WireError> {
+    match p.first() {
+        Some(&tag::NODE) => Ok(PeerMsg::Node(p.slice(1..))),
+        _ => decode(p),
+    }
 }
 
 /// Parses one whole message.
 pub fn decode(p: &[u8]) -> Result<PeerMsg, WireError> {
     match p.split_first() {
+        Some((&tag::NODE, rest)) => Ok(PeerMsg::Node(Bytes::copy_from_slice(rest))),
         Some((&tag::IDENT, mut rest)) => {
             let c = take_contact(&mut rest)?;
             if !rest.is_empty() {
@@ -58,6 +75,7 @@ pub fn size(msg: &PeerMsg) -> usize {
     1 + match msg {
         PeerMsg::Ident(c) => crate::overlay::wire::contact_len(c),
         PeerMsg::Overlay(m) => overlay_wire::size(m),
+        PeerMsg::Node(b) => b.len(),
     }
 }
 

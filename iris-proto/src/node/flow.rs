@@ -33,6 +33,9 @@ impl Node {
     /// connections to pause or resume and hands it what sockets may take.
     pub(super) fn settle(&mut self) {
         loop {
+            // What peers said may queue client writes and more peer messages.
+            let peers = self.drain_peers();
+            self.flush_trees();
             for (conn, why) in std::mem::take(&mut self.conns.doomed) {
                 self.cut(conn, why);
             }
@@ -42,7 +45,7 @@ impl Node {
                 {
                     let deadline = self.now + self.cfg.slow_consumer_timeout;
                     s.congested = Some(deadline);
-                    self.timers.insert((deadline, Timer::SlowConsumer(conn)));
+                    self.timers.set(Timer::SlowConsumer(conn), deadline);
                 }
             }
             let was_tight = self.conns.mem.is_tight();
@@ -64,13 +67,22 @@ impl Node {
                 self.resume_producer(producer);
                 continue;
             }
-            if self.conns.doomed.is_empty() && self.conns.congested_now.is_empty() {
+            let peers_pending = self.mesh.as_ref().is_some_and(|m| m.has_incoming());
+            if self.conns.doomed.is_empty()
+                && self.conns.congested_now.is_empty()
+                && !peers
+                && !peers_pending
+            {
                 break;
             }
         }
         self.stats.memory_peak = self.conns.mem.peak() as u64;
         self.tell_pauses();
         self.conns.transmit(&mut self.outputs);
+        self.drain_mesh();
+        if std::mem::take(&mut self.stopping) {
+            self.outputs.push_back(Output::Event(super::Event::Stopped));
+        }
     }
 
     /// Decodes and carries out the client's buffered packets while it may go on, then
@@ -208,8 +220,8 @@ impl Node {
         let Some(s) = self.conns.map.get_mut(&conn) else {
             return;
         };
-        if let Some(deadline) = s.congested.take() {
-            self.timers.remove(&(deadline, Timer::SlowConsumer(conn)));
+        if s.congested.take().is_some() {
+            self.timers.cancel(Timer::SlowConsumer(conn));
         }
         self.wakeups.extend(s.waiters.drain(..));
         let tunnels: Vec<u64> = s.tunnels.values().copied().collect();

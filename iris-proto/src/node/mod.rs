@@ -6,12 +6,16 @@ mod config;
 mod conns;
 mod flow;
 mod memory;
+mod network;
 mod outbox;
 mod requests;
 mod session;
 mod stats;
 mod tunnel;
+mod wire;
 
+#[cfg(test)]
+mod network_tests;
 #[cfg(test)]
 mod tests;
 
@@ -19,9 +23,12 @@ pub use config::{Config, ConfigError};
 pub use stats::Stats;
 
 use crate::mesh::{DialId, LinkId, Mesh, MeshConfig, MeshEvent, MeshOutput, Security};
+use crate::overlay::Contact;
 use crate::relay::codec::{CLIENT_MAGIC, PROTOCOL_VERSION, RELAY_MAGIC, decode_client};
 use crate::relay::{ClientPacket, Name, NodePacket};
+use crate::scribe::{Group, Scribe};
 use crate::time::Instant;
+use crate::timer::Timers;
 use bytes::Bytes;
 use conns::{Conns, Cut};
 use rand::SeedableRng;
@@ -63,6 +70,10 @@ pub enum Input<'a> {
     },
     /// Bytes arrived from a peer link, in order.
     PeerData(LinkId, &'a [u8]),
+    /// The driver wrote this many bytes of earlier transmits to the peer link's socket (the
+    /// link's frames are handed out as the socket takes them, so that control messages
+    /// keep their priority over queued data on a slow link).
+    PeerFlushed(LinkId, usize),
     /// A peer link's socket closed or failed.
     PeerGone(LinkId),
     /// A dial could not connect.
@@ -91,7 +102,8 @@ pub enum Output {
     /// Open a TCP connection to another node; answer with [`Input::PeerConnected`] naming
     /// this dial, or [`Input::DialFailed`].
     Dial(DialId, SocketAddr),
-    /// Write these bytes to the peer link's socket, after everything before.
+    /// Write these bytes to the peer link's socket, after everything before, and report
+    /// them with [`Input::PeerFlushed`] once written (pulled, like client writes).
     PeerTransmit(LinkId, Bytes),
     /// Close the peer link's socket once everything before is written.
     PeerClose(LinkId),
@@ -147,13 +159,25 @@ pub enum CloseReason {
     Shutdown,
 }
 
-/// Deadlines the node keeps; ordered so that timers are a `BTreeSet<(Instant, Timer)>`.
+/// Deadlines the node keeps (see [`crate::timer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Handshake(ConnId),
     SlowConsumer(ConnId),
     Request(u64),
     TunnelBuild(u64),
+}
+
+/// Where one end of a request or a tunnel is: one table serves both the local and the
+/// remote case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// A client of this node, with its own id for the request or tunnel.
+    Local(ConnId, u64),
+    /// Another node, with that node's key for the request or tunnel.
+    Remote(Contact, u64),
+    /// Not known yet (a tunnel build on its way to some member).
+    Nowhere,
 }
 
 /// An Iris node as a state machine. See the crate docs for the drive loop.
@@ -174,7 +198,7 @@ pub struct Node {
     topics: BTreeMap<Name, Vec<ConnId>>,
     requests: BTreeMap<u64, PendingRequest>,
     tunnels: BTreeMap<u64, Tunnel>,
-    timers: BTreeSet<(Instant, Timer)>,
+    timers: Timers<Timer>,
     next_key: u64,
     outputs: VecDeque<Output>,
     /// Producers whose held packet may now be queued.
@@ -187,8 +211,14 @@ pub struct Node {
     stopped: bool,
     /// Links to other nodes and the overlay; `None` for a lone node.
     mesh: Option<Mesh>,
+    /// The multicast trees, for a node of a network.
+    scribe: Option<Scribe>,
+    /// Number of the next multicast or anycast this node starts (trees round-robin on it).
+    next_cast: u64,
     /// [`Event::Ready`] has been emitted.
     ready: bool,
+    /// Shutdown is done once what it set off is out: [`Event::Stopped`] goes last.
+    stopping: bool,
 }
 
 impl Node {
@@ -210,7 +240,7 @@ impl Node {
             topics: BTreeMap::new(),
             requests: BTreeMap::new(),
             tunnels: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             next_key: 0,
             outputs: VecDeque::new(),
             wakeups: VecDeque::new(),
@@ -219,7 +249,10 @@ impl Node {
             stats: Stats::default(),
             stopped: false,
             mesh: None,
+            scribe: None,
+            next_cast: 0,
             ready: true,
+            stopping: false,
         };
         // A lone node has nothing to converge with.
         node.outputs.push_back(Output::Event(Event::Ready));
@@ -236,18 +269,26 @@ impl Node {
         now: Instant,
     ) -> Result<Node, ConfigError> {
         mesh.validate()?;
+        mesh.scribe.validate()?;
         let mut node = Node::new(cfg, seed, now)?;
         node.outputs.clear();
         node.ready = false;
         let mut mesh_seed = [0u8; 32];
         rand::Rng::fill_bytes(&mut node.rng, &mut mesh_seed);
+        node.scribe = Some(Scribe::new(mesh.scribe.clone(), now));
         node.mesh = Some(Mesh::new(mesh, security, mesh_seed, now));
+        node.settle();
         Ok(node)
     }
 
     /// The mesh (links and overlay), if the node is networked.
     pub fn mesh(&self) -> Option<&Mesh> {
         self.mesh.as_ref()
+    }
+
+    /// The multicast trees, if the node is networked.
+    pub fn scribe(&self) -> Option<&Scribe> {
+        self.scribe.as_ref()
     }
 
     /// Feeds one input. Never fails: bad client bytes close that client and nothing else.
@@ -267,6 +308,7 @@ impl Node {
                 {
                     m.handle_timeout(now);
                 }
+                self.trees_timeout();
             }
             Input::Shutdown(reason) => self.shutdown(reason),
             Input::PeerConnected { link, dial } => {
@@ -283,6 +325,11 @@ impl Node {
                 let now = self.now;
                 if let Some(m) = self.mesh.as_mut() {
                     m.on_data(now, link, data);
+                }
+            }
+            Input::PeerFlushed(link, n) => {
+                if let Some(m) = self.mesh.as_mut() {
+                    m.on_flushed(link, n);
                 }
             }
             Input::PeerGone(link) => {
@@ -310,18 +357,16 @@ impl Node {
     /// The next thing for the driver to do; call until `None` after every `handle`.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some(out) = self.outputs.pop_front() {
-            return Some(out);
-        }
-        self.poll_mesh()
+        self.outputs.pop_front()
     }
 
     /// When the node next wants [`Input::Timeout`]; `None` if it has no deadline.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let relay = self.timers.first().map(|(at, _)| *at);
+        let relay = self.timers.next();
         let mesh = self.mesh.as_ref().and_then(Mesh::poll_timeout);
-        relay.into_iter().chain(mesh).min()
+        let trees = self.scribe.as_ref().and_then(Scribe::poll_timeout);
+        [relay, mesh, trees].into_iter().flatten().min()
     }
 
     /// Counters since the node started.
@@ -344,24 +389,28 @@ impl Node {
         self.conns.mem.used()
     }
 
-    /// The mesh's next output, as the node's.
-    fn poll_mesh(&mut self) -> Option<Output> {
-        let out = self.mesh.as_mut()?.poll_output()?;
-        Some(match out {
-            MeshOutput::Dial(d, addr) => Output::Dial(d, addr),
-            MeshOutput::Transmit(l, b) => Output::PeerTransmit(l, b),
-            MeshOutput::Close(l) => Output::PeerClose(l),
-            MeshOutput::Event(e) => {
-                // A node its seeds refused must not pass for a network of one: it stays
-                // unready (relay port closed) and keeps retrying, loudly.
-                let refused = self.mesh.as_ref().is_some_and(Mesh::refused_by_seeds);
-                if matches!(e, MeshEvent::Converged { .. }) && !self.ready && !refused {
-                    self.ready = true;
-                    self.outputs.push_back(Output::Event(Event::Ready));
+    /// Moves the mesh's outputs to the node's, noting convergence.
+    fn drain_mesh(&mut self) {
+        // A node its seeds refused must not pass for a network of one: it stays unready
+        // (relay port closed) and keeps retrying, loudly.
+        let refused = self.mesh.as_ref().is_some_and(Mesh::refused_by_seeds);
+        while let Some(out) = self.mesh.as_mut().and_then(Mesh::poll_output) {
+            let out = match out {
+                MeshOutput::Dial(d, addr) => Output::Dial(d, addr),
+                MeshOutput::Transmit(l, b) => Output::PeerTransmit(l, b),
+                MeshOutput::Close(l) => Output::PeerClose(l),
+                MeshOutput::Event(e) => {
+                    let converged = matches!(e, MeshEvent::Converged { .. });
+                    self.outputs.push_back(Output::Event(Event::Mesh(e)));
+                    if converged && !self.ready && !refused {
+                        self.ready = true;
+                        self.outputs.push_back(Output::Event(Event::Ready));
+                    }
+                    continue;
                 }
-                Output::Event(Event::Mesh(e))
-            }
-        })
+            };
+            self.outputs.push_back(out);
+        }
     }
 
     fn on_connected(&mut self, conn: ConnId) {
@@ -389,7 +438,7 @@ impl Node {
         let deadline = self.now + self.cfg.handshake_timeout;
         self.conns.map.insert(conn, Session::new(conn, deadline));
         self.handshaking.insert((deadline, conn));
-        self.timers.insert((deadline, Timer::Handshake(conn)));
+        self.timers.set(Timer::Handshake(conn), deadline);
         // Under memory pressure a new connection is not read either.
         self.pause_check.push(conn);
     }
@@ -437,14 +486,18 @@ impl Node {
             return;
         };
         if let Phase::Handshake { deadline } = s.phase {
-            self.timers.remove(&(deadline, Timer::Handshake(conn)));
+            self.timers.cancel(Timer::Handshake(conn));
             self.handshaking.remove(&(deadline, conn));
         }
         s.phase = Phase::Active;
         self.active += 1;
         if !cluster.is_empty() {
             s.cluster = Some(cluster.clone());
-            self.clusters.entry(cluster.clone()).or_default().push(conn);
+            let members = self.clusters.entry(cluster.clone()).or_default();
+            members.push(conn);
+            if members.len() == 1 {
+                self.group_changed(Group::cluster(cluster.clone()), true);
+            }
         }
         self.stats.clients_accepted += 1;
         self.conns.send(
@@ -469,9 +522,14 @@ impl Node {
             ClientPacket::Broadcast { cluster, message } => {
                 self.stats.broadcasts += 1;
                 if let Some(members) = self.clusters.get(&cluster) {
-                    self.conns
-                        .fan_out(members, &NodePacket::Broadcast { message });
+                    self.conns.fan_out(
+                        members,
+                        &NodePacket::Broadcast {
+                            message: message.clone(),
+                        },
+                    );
                 }
+                self.multicast(Group::cluster(cluster), message);
             }
             ClientPacket::Request {
                 id,
@@ -485,9 +543,13 @@ impl Node {
             ClientPacket::Publish { topic, event } => {
                 self.stats.publishes += 1;
                 if let Some(subscribers) = self.topics.get(&topic) {
-                    self.conns
-                        .fan_out(subscribers, &NodePacket::Publish { topic, event });
+                    let packet = NodePacket::Publish {
+                        topic: topic.clone(),
+                        event: event.clone(),
+                    };
+                    self.conns.fan_out(subscribers, &packet);
                 }
+                self.multicast(Group::topic(topic), event);
             }
             ClientPacket::TunInit {
                 tun_id,
@@ -521,7 +583,11 @@ impl Node {
             return self.violation(conn, format!("more than {max} subscriptions"));
         }
         s.topics.insert(topic.clone());
-        self.topics.entry(topic).or_default().push(conn);
+        let subscribers = self.topics.entry(topic.clone()).or_default();
+        subscribers.push(conn);
+        if subscribers.len() == 1 {
+            self.group_changed(Group::topic(topic), true);
+        }
     }
 
     fn unsubscribe(&mut self, conn: ConnId, topic: &Name) {
@@ -529,17 +595,13 @@ impl Node {
             return;
         };
         // Unsubscribing an unknown topic is ignored (the original dropped the connection).
-        if s.topics.remove(topic) {
-            remove_member(&mut self.topics, topic, conn);
+        if s.topics.remove(topic) && remove_member(&mut self.topics, topic, conn) {
+            self.group_changed(Group::topic(topic.clone()), false);
         }
     }
 
     fn on_timeout(&mut self) {
-        while let Some(&(at, timer)) = self.timers.first() {
-            if at > self.now {
-                break;
-            }
-            self.timers.pop_first();
+        while let Some(timer) = self.timers.pop_due(self.now) {
             match timer {
                 Timer::Handshake(conn) => {
                     self.stats.handshake_timeouts += 1;
@@ -575,15 +637,12 @@ impl Node {
             }
             self.close(conn, CloseReason::Shutdown);
         }
-        // Peers hear of the leave before the driver sees Stopped.
+        // Peers hear of the leave before the driver sees Stopped (once settled).
         let now = self.now;
         if let Some(m) = self.mesh.as_mut() {
             m.leave(now);
         }
-        while let Some(out) = self.poll_mesh() {
-            self.outputs.push_back(out);
-        }
-        self.event(Event::Stopped);
+        self.stopping = true;
     }
 
     /// Tells the client what it did wrong, then drops it.
@@ -680,20 +739,24 @@ impl Node {
         };
         match s.phase {
             Phase::Handshake { deadline } => {
-                self.timers.remove(&(deadline, Timer::Handshake(conn)));
+                self.timers.cancel(Timer::Handshake(conn));
                 self.handshaking.remove(&(deadline, conn));
             }
             Phase::Active => self.active -= 1,
         }
-        if let Some(deadline) = s.congested.take() {
-            self.timers.remove(&(deadline, Timer::SlowConsumer(conn)));
+        if s.congested.take().is_some() {
+            self.timers.cancel(Timer::SlowConsumer(conn));
         }
         self.forget_flow(&mut s);
-        if let Some(cluster) = s.cluster.take() {
-            remove_member(&mut self.clusters, &cluster, conn);
+        if let Some(cluster) = s.cluster.take()
+            && remove_member(&mut self.clusters, &cluster, conn)
+        {
+            self.group_changed(Group::cluster(cluster), false);
         }
         for topic in std::mem::take(&mut s.topics) {
-            remove_member(&mut self.topics, &topic, conn);
+            if remove_member(&mut self.topics, &topic, conn) {
+                self.group_changed(Group::topic(topic), false);
+            }
         }
         self.forget_requests(&mut s);
         self.forget_tunnels(&mut s);
@@ -719,12 +782,14 @@ impl Node {
 }
 
 /// Removes `conn` from the list under `name`, dropping the entry once empty so that names
-/// nobody uses do not accumulate.
-fn remove_member(map: &mut BTreeMap<Name, Vec<ConnId>>, name: &Name, conn: ConnId) {
+/// nobody uses do not accumulate; true if it was the last.
+fn remove_member(map: &mut BTreeMap<Name, Vec<ConnId>>, name: &Name, conn: ConnId) -> bool {
     if let Some(list) = map.get_mut(name) {
         list.retain(|&c| c != conn);
         if list.is_empty() {
             map.remove(name);
+            return true;
         }
     }
+    false
 }

@@ -47,6 +47,41 @@ pub struct Stats {
     pub tunnels_opened: u64,
     /// Tunnel builds that failed or timed out.
     pub tunnels_failed: u64,
+    /// Requests that could not leave this node (the first hop's queue was full): answered
+    /// "timed out" at once.
+    pub requests_refused: u64,
+    /// Requests of other nodes' clients delivered to members here.
+    pub requests_served_for_peers: u64,
+    /// Replies for other nodes that their links refused (the origin times out).
+    pub replies_refused: u64,
+    /// Tunnels of other nodes' clients offered to members here.
+    pub tunnels_served_for_peers: u64,
+    /// Tunnels ended because the other node or the link to it went, or it broke the window.
+    pub tunnels_broken: u64,
+    /// Broadcasts and events this node sent into the trees.
+    pub casts_sent: u64,
+    /// Broadcasts and events from other nodes delivered to members here.
+    pub casts_delivered: u64,
+    /// Broadcasts and events dropped for one peer whose queue was full.
+    pub casts_dropped: u64,
+    /// Broadcasts and events seen before (a second path while a tree repairs): dropped.
+    pub casts_duplicate: u64,
+    /// Broadcasts and events from a node this one is not a tree neighbour of: dropped, and
+    /// the sender told to repair.
+    pub casts_stray: u64,
+    /// Requests and tunnel builds that found no way on (stale capacities) or whose
+    /// queue was full on the way: their origins time out.
+    pub anycasts_lost: u64,
+    /// Requests and tunnel builds whose time ran out on the way.
+    pub anycasts_expired: u64,
+    /// Node messages from peers that did not parse (a bug in the peer).
+    pub peer_messages_bad: u64,
+    /// Bytes of node messages sent to and received from peers (before link framing).
+    pub peer_bytes_out: u64,
+    /// ... received.
+    pub peer_bytes_in: u64,
+    /// Bytes of tree maintenance sent (subscriptions, beats).
+    pub tree_bytes_out: u64,
     /// Relay bytes received.
     pub bytes_in: u64,
     /// Relay bytes handed to the driver.

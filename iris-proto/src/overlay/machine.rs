@@ -243,6 +243,19 @@ impl Overlay {
         next_hop(self.own.id, &self.leaves, &self.table, key)
     }
 
+    /// The next hop toward `key` as a contact (id, address, epoch), as if `avoid` were
+    /// unknown here (a peer believed gone); `None`: this node is the closest it knows.
+    pub fn route(&self, key: NodeId, avoid: Option<NodeId>) -> Option<Contact> {
+        let hop = match avoid {
+            Some(a) => {
+                super::route::next_hop_avoiding(self.own.id, &self.leaves, &self.table, key, a)
+            }
+            None => self.next_hop(key),
+        }?;
+        let p = self.peers.get(&hop)?;
+        Some(Contact::new(hop, p.addr, p.epoch))
+    }
+
     /// Joins the ring through `contact`, any node already on it.
     pub fn join(&mut self, _now: Instant, contact: Contact) {
         self.contact = Some(contact);

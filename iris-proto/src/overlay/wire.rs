@@ -175,14 +175,14 @@ fn put_opt_contacts(out: &mut BytesMut, all: Option<&[Contact]>) {
     }
 }
 
-fn take_u8(p: &mut &[u8]) -> Result<u8, WireError> {
+pub(crate) fn take_u8(p: &mut &[u8]) -> Result<u8, WireError> {
     if p.is_empty() {
         return Err(WireError::Malformed("truncated"));
     }
     Ok(p.get_u8())
 }
 
-fn take_u128(p: &mut &[u8]) -> Result<u128, WireError> {
+pub(crate) fn take_u128(p: &mut &[u8]) -> Result<u128, WireError> {
     if p.len() < 16 {
         return Err(WireError::Malformed("truncated id"));
     }

@@ -1,0 +1,389 @@
+//! Relay traffic between nodes: what the mesh hands the node, the trees (Scribe) that carry
+//! broadcasts, events, requests and tunnel builds, and the direct messages that carry
+//! replies and tunnel data.
+//!
+//! - **Multicast** (broadcast to a cluster, event on a topic): the origin node delivers to
+//!   its own members, then sends the message on one of the group's trees (round-robin),
+//!   numbered. If it is in that tree it floods it to its tree neighbours; otherwise the
+//!   message is routed toward the tree's key until it meets a node of the tree. Every tree
+//!   node delivers to its members and floods on, never back where it came from, and takes
+//!   each message once (see `scribe::window`).
+//! - **Anycast** (request, tunnel build): the same entry into the tree, then a walk in it:
+//!   each node sends it to its own members or to a neighbour, at random in proportion to
+//!   the capacity reported through each way, never back. The node that takes it delivers to
+//!   one local member chosen uniformly; the reply (or the tunnel's confirmation) goes straight
+//!   back to the origin node over their direct link.
+
+use super::Node;
+use super::wire::{self, Anycast, Cast, NodeMsg, Wanted};
+use crate::mesh::{Class, Incoming};
+use crate::overlay::{Contact, NodeId};
+use crate::relay::NodePacket;
+use crate::scribe::{Group, GroupKind, Pick, Verdict};
+use bytes::Bytes;
+
+/// Most hops a tree message may take: trees are a few hops deep; this only bounds what a
+/// repair in progress could make wander.
+const MAX_HOPS: u8 = 64;
+
+impl Node {
+    /// Handles what the mesh handed over, until it has nothing more.
+    pub(super) fn drain_peers(&mut self) -> bool {
+        let mut any = false;
+        while let Some(incoming) = self.mesh.as_mut().and_then(|m| m.poll_incoming()) {
+            any = true;
+            match incoming {
+                Incoming::Message(from, bytes) => self.on_peer_message(from, bytes),
+                Incoming::Unlinked(node) | Incoming::Down(node) => self.peer_lost(node),
+            }
+        }
+        any
+    }
+
+    /// Sends what the trees want sent.
+    pub(super) fn flush_trees(&mut self) {
+        while let Some((to, msg)) = self.scribe.as_mut().and_then(|s| s.poll_send()) {
+            let bytes = wire::encode(&NodeMsg::Tree(msg));
+            self.stats.tree_bytes_out += bytes.len() as u64;
+            self.send_bytes(to, Class::Control, bytes);
+        }
+    }
+
+    /// This node as peers reach it.
+    pub(super) fn own_contact(&self) -> Contact {
+        self.mesh
+            .as_ref()
+            .map(|m| m.overlay().contact())
+            .unwrap_or_else(|| Contact::new(NodeId(0), ([0, 0, 0, 0], 0).into(), 0))
+    }
+
+    /// Sends a node message to a peer; false if it was refused (a full queue, no link).
+    pub(super) fn send_peer(&mut self, to: Contact, class: Class, msg: &NodeMsg) -> bool {
+        self.send_bytes(to, class, wire::encode(msg))
+    }
+
+    fn send_bytes(&mut self, to: Contact, class: Class, bytes: Bytes) -> bool {
+        let now = self.now;
+        let Some(m) = self.mesh.as_mut() else {
+            return false;
+        };
+        self.stats.peer_bytes_out += bytes.len() as u64;
+        m.send(now, to, class, bytes).is_ok()
+    }
+
+    /// Keeps the link to a peer however idle (a tunnel runs over it).
+    pub(super) fn pin(&mut self, node: Contact) {
+        if let Some(m) = self.mesh.as_mut() {
+            m.pin(node.id);
+        }
+    }
+
+    pub(super) fn unpin(&mut self, node: Contact) {
+        if let Some(m) = self.mesh.as_mut() {
+            m.unpin(node.id);
+        }
+    }
+
+    /// Local members of a group appeared or all left: join or leave its trees.
+    pub(super) fn group_changed(&mut self, group: Group, present: bool) {
+        let now = self.now;
+        let (Some(scribe), Some(mesh)) = (self.scribe.as_mut(), self.mesh.as_ref()) else {
+            return;
+        };
+        if present {
+            scribe.join(now, &group, mesh.overlay());
+        } else {
+            scribe.leave(&group);
+        }
+    }
+
+    /// The trees' deadlines.
+    pub(super) fn trees_timeout(&mut self) {
+        let now = self.now;
+        let Node {
+            scribe,
+            mesh,
+            clusters,
+            conns,
+            ..
+        } = self;
+        let (Some(scribe), Some(mesh)) = (scribe.as_mut(), mesh.as_ref()) else {
+            return;
+        };
+        if scribe.poll_timeout().is_some_and(|t| t <= now) {
+            let capacity = |g: &Group| match g.kind {
+                GroupKind::Cluster => super::requests::capacity(clusters, conns, &g.name),
+                GroupKind::Topic => 0,
+            };
+            scribe.handle_timeout(now, mesh.overlay(), capacity);
+        }
+    }
+
+    /// Multicasts a client's broadcast or event to the other nodes with members.
+    pub(super) fn multicast(&mut self, group: Group, payload: Bytes) {
+        let Some(scribe) = self.scribe.as_ref() else {
+            return;
+        };
+        let seq = self.next_cast;
+        self.next_cast += 1;
+        let index = (seq % u64::from(scribe.config().splits)) as u8;
+        let own = self.own_contact();
+        let cast = Cast {
+            key: group.tree_key(index),
+            group,
+            index,
+            origin: own.id,
+            epoch: own.epoch,
+            seq,
+            in_tree: false,
+            hops: 0,
+            payload,
+        };
+        self.stats.casts_sent += 1;
+        self.pass_cast(cast, None);
+    }
+
+    /// Starts an anycast from this node (a client's request or tunnel build, named `a.id`
+    /// here); false if the first hop refused it (its queue is full).
+    pub(super) fn start_anycast(&mut self, mut a: Anycast) -> bool {
+        let Some(scribe) = self.scribe.as_ref() else {
+            return false;
+        };
+        let index = (self.next_cast % u64::from(scribe.config().splits)) as u8;
+        self.next_cast += 1;
+        a.index = index;
+        a.key = Group::cluster(a.cluster.clone()).tree_key(index);
+        self.pass_anycast(a, None)
+    }
+
+    fn on_peer_message(&mut self, from: Contact, bytes: Bytes) {
+        self.stats.peer_bytes_in += bytes.len() as u64;
+        let msg = match wire::decode(&bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                // An authenticated peer that speaks garbage is a bug there; count it.
+                self.stats.peer_messages_bad += 1;
+                return;
+            }
+        };
+        let now = self.now;
+        if let (Some(scribe), Some(mesh)) = (self.scribe.as_mut(), self.mesh.as_ref()) {
+            scribe.heard_from(now, from, mesh.overlay());
+        }
+        match msg {
+            NodeMsg::Tree(t) => {
+                if let (Some(scribe), Some(mesh)) = (self.scribe.as_mut(), self.mesh.as_ref()) {
+                    scribe.handle(now, from, t, mesh.overlay());
+                }
+            }
+            NodeMsg::Cast(mut c) => {
+                c.hops = c.hops.saturating_add(1);
+                self.pass_cast(c, Some(from));
+            }
+            NodeMsg::Anycast(mut a) => {
+                a.hops = a.hops.saturating_add(1);
+                self.pass_anycast(a, Some(from));
+            }
+            NodeMsg::Reply { id, outcome } => self.on_remote_reply(id, outcome),
+            NodeMsg::TunnelConfirm { tun, peer, window } => {
+                self.on_remote_confirm(from, tun, peer, window)
+            }
+            NodeMsg::TunnelRefused { tun } => self.on_remote_refused(tun),
+            NodeMsg::TunnelData {
+                tun,
+                size_or_cont,
+                payload,
+            } => self.on_remote_data(from, tun, size_or_cont, payload),
+            NodeMsg::TunnelAllow { tun, space } => self.on_remote_allow(from, tun, space),
+            NodeMsg::TunnelClose { tun, reason } => self.on_remote_close(from, tun, reason),
+        }
+    }
+
+    /// A peer is gone (its link closed, or the overlay found it dead): trees repair around
+    /// it, tunnels through it end.
+    fn peer_lost(&mut self, node: NodeId) {
+        let now = self.now;
+        if let (Some(scribe), Some(mesh)) = (self.scribe.as_mut(), self.mesh.as_ref()) {
+            scribe.lost(now, node, mesh.overlay());
+        }
+        self.tunnels_lost(node);
+    }
+
+    /// Passes a multicast on from here: into the tree, along it, or toward it.
+    fn pass_cast(&mut self, c: Cast, from: Option<Contact>) {
+        let now = self.now;
+        let Some(scribe) = self.scribe.as_mut() else {
+            return;
+        };
+        let from_id = from.map(|f| f.id);
+        if !scribe.in_tree(c.key) {
+            if c.in_tree
+                && let Some(f) = from
+            {
+                // The sender holds us as a tree neighbour; we do not: it must repair.
+                self.stats.casts_stray += 1;
+                let msg = NodeMsg::Tree(crate::scribe::ScribeMsg::NotInTree { key: c.key });
+                self.send_peer(f, Class::Control, &msg);
+            }
+            return self.route_cast(c);
+        }
+        if c.in_tree && from_id.is_some_and(|f| !scribe.is_neighbour(c.key, f)) {
+            self.stats.casts_stray += 1;
+            if let Some(f) = from {
+                let msg = NodeMsg::Tree(crate::scribe::ScribeMsg::NotInTree { key: c.key });
+                self.send_peer(f, Class::Control, &msg);
+            }
+            return;
+        }
+        if scribe.check(now, c.origin, c.epoch, c.key, c.seq) == Verdict::Old {
+            self.stats.casts_duplicate += 1;
+            return;
+        }
+        let targets = scribe.flood_targets(c.key, from_id);
+        // The origin delivered to its own members already.
+        if from.is_some() {
+            self.deliver_cast(&c.group, &c.payload);
+        }
+        if c.hops >= MAX_HOPS || targets.is_empty() {
+            return;
+        }
+        let out = Cast { in_tree: true, ..c };
+        let bytes = wire::encode(&NodeMsg::Cast(out));
+        for to in targets {
+            if !self.send_bytes(to, Class::Data, bytes.clone()) {
+                self.stats.casts_dropped += 1;
+            }
+        }
+    }
+
+    /// Routes a multicast toward its tree (this node is not in it).
+    fn route_cast(&mut self, c: Cast) {
+        let Some(next) = self.route(c.key) else {
+            // The key's closest node has no such tree: nobody anywhere is a member.
+            return;
+        };
+        if c.hops >= MAX_HOPS {
+            return;
+        }
+        let out = Cast {
+            in_tree: false,
+            ..c
+        };
+        if !self.send_peer(next, Class::Data, &NodeMsg::Cast(out)) {
+            self.stats.casts_dropped += 1;
+        }
+    }
+
+    /// Delivers a multicast to this node's members of its group.
+    fn deliver_cast(&mut self, group: &Group, payload: &Bytes) {
+        match group.kind {
+            GroupKind::Cluster => {
+                if let Some(members) = self.clusters.get(&group.name) {
+                    self.stats.casts_delivered += 1;
+                    self.conns.fan_out(
+                        members,
+                        &NodePacket::Broadcast {
+                            message: payload.clone(),
+                        },
+                    );
+                }
+            }
+            GroupKind::Topic => {
+                if let Some(subscribers) = self.topics.get(&group.name) {
+                    self.stats.casts_delivered += 1;
+                    self.conns.fan_out(
+                        subscribers,
+                        &NodePacket::Publish {
+                            topic: group.name.clone(),
+                            event: payload.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Passes an anycast on from here: to a local member, a tree neighbour, or toward the
+    /// tree. False only if it could not leave the origin (a full queue).
+    fn pass_anycast(&mut self, mut a: Anycast, from: Option<Contact>) -> bool {
+        let Some(scribe) = self.scribe.as_ref() else {
+            return false;
+        };
+        if a.budget_ms == 0 || a.hops >= MAX_HOPS {
+            self.stats.anycasts_expired += 1;
+            return true;
+        }
+        let from_id = from.map(|f| f.id);
+        let next = if scribe.in_tree(a.key) {
+            // From a node that is no tree neighbour, it enters the tree here.
+            let came = from_id.filter(|&f| scribe.is_neighbour(a.key, f));
+            let local = self.capacity_of(&a.cluster);
+            let Some(scribe) = self.scribe.as_ref() else {
+                return false;
+            };
+            match scribe.anycast(a.key, came, local, &mut self.rng) {
+                Pick::Local => {
+                    self.land_anycast(a);
+                    return true;
+                }
+                Pick::Neighbour(c) => {
+                    a.in_tree = true;
+                    c
+                }
+                Pick::None => {
+                    self.stats.anycasts_lost += 1;
+                    return true;
+                }
+            }
+        } else {
+            match self.route(a.key) {
+                Some(c) => {
+                    a.in_tree = false;
+                    c
+                }
+                None => {
+                    // No tree at the key's closest node: no member anywhere.
+                    return true;
+                }
+            }
+        };
+        let sent = self.send_peer(next, Class::Data, &NodeMsg::Anycast(a));
+        if !sent {
+            self.stats.anycasts_lost += 1;
+        }
+        sent || from.is_some()
+    }
+
+    /// An anycast ends here: one of this node's members of the cluster gets it.
+    fn land_anycast(&mut self, a: Anycast) {
+        let Some(member) = self.pick_member(&a.cluster, true) else {
+            self.stats.anycasts_lost += 1;
+            return;
+        };
+        let own =
+            a.origin.id == self.own_contact().id && a.origin.epoch == self.own_contact().epoch;
+        match (&a.wanted, own) {
+            (Wanted::Request(request), true) => {
+                let request = request.clone();
+                if self.requests.contains_key(&a.id) {
+                    self.deliver_request(a.id, member, request, a.timeout_ms);
+                }
+            }
+            (Wanted::Request(request), false) => {
+                let request = request.clone();
+                self.accept_remote_request(&a, member, request);
+            }
+            (Wanted::Tunnel, true) => {
+                if self.tunnels.contains_key(&a.id) {
+                    self.offer_tunnel(a.id, member);
+                }
+            }
+            (Wanted::Tunnel, false) => self.accept_remote_tunnel(&a, member),
+        }
+    }
+
+    /// The overlay's next hop toward `key`; `None` here.
+    fn route(&self, key: NodeId) -> Option<Contact> {
+        self.mesh.as_ref()?.overlay().route(key, None)
+    }
+}

@@ -1,0 +1,541 @@
+//! What nodes say to each other about relay traffic: tree maintenance, multicasts
+//! (broadcasts and events), anycasts (requests and tunnel builds), replies and tunnel
+//! traffic. A tag byte, then the fields; the payload of a message is its last field and
+//! is sliced out of the received bytes, not copied.
+
+use crate::overlay::wire::{WireError, put_contact, take_contact, take_u8, take_u128};
+use crate::overlay::{Contact, NodeId};
+use crate::relay::Name;
+use crate::relay::codec::{put_varint, take_varint};
+use crate::scribe::{Group, GroupKind, ScribeMsg};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Longest group name accepted from a peer (the relay protocol's default name bound).
+const MAX_NAME: usize = 64 << 10;
+
+mod tag {
+    pub(super) const SUBSCRIBE: u8 = 1;
+    pub(super) const UNSUBSCRIBE: u8 = 2;
+    pub(super) const BEAT: u8 = 3;
+    pub(super) const NOT_IN_TREE: u8 = 4;
+    pub(super) const CAST: u8 = 16;
+    pub(super) const ANYCAST: u8 = 17;
+    pub(super) const REPLY: u8 = 18;
+    pub(super) const TUNNEL_CONFIRM: u8 = 19;
+    pub(super) const TUNNEL_REFUSED: u8 = 20;
+    pub(super) const TUNNEL_DATA: u8 = 21;
+    pub(super) const TUNNEL_ALLOW: u8 = 22;
+    pub(super) const TUNNEL_CLOSE: u8 = 23;
+}
+
+/// A multicast on a tree: a broadcast to a cluster or an event on a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cast {
+    /// The tree.
+    pub(crate) key: NodeId,
+    pub(crate) group: Group,
+    pub(crate) index: u8,
+    /// Who sent it, in which incarnation, with which number (duplicate suppression).
+    pub(crate) origin: NodeId,
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+    /// Travelling on the tree (from a tree neighbour) rather than routed toward it.
+    pub(crate) in_tree: bool,
+    /// Hops so far, bounded.
+    pub(crate) hops: u8,
+    /// The message or event.
+    pub(crate) payload: Bytes,
+}
+
+/// What an anycast carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// A request with its payload.
+    Request(Bytes),
+    /// A tunnel to build.
+    Tunnel,
+}
+
+/// An anycast on a cluster's tree: a request or a tunnel build, for one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Anycast {
+    pub(crate) key: NodeId,
+    /// The cluster's name.
+    pub(crate) cluster: Name,
+    pub(crate) index: u8,
+    /// Where the outcome goes, and the origin's name for this request or tunnel.
+    pub(crate) origin: Contact,
+    pub(crate) id: u64,
+    /// The requester's timeout, forwarded unchanged to the member.
+    pub(crate) timeout_ms: u64,
+    /// What is left of the timeout after the time spent in nodes on the way.
+    pub(crate) budget_ms: u64,
+    pub(crate) in_tree: bool,
+    pub(crate) hops: u8,
+    pub(crate) wanted: Wanted,
+}
+
+/// One message of the node protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NodeMsg {
+    Tree(ScribeMsg),
+    Cast(Cast),
+    Anycast(Anycast),
+    /// The outcome of request `id` of the receiver: the member's reply or fault.
+    Reply {
+        id: u64,
+        outcome: Result<Bytes, Name>,
+    },
+    /// The receiver's tunnel `tun` was accepted by a member; the sender calls it `peer`
+    /// and grants `window` bytes.
+    TunnelConfirm {
+        tun: u64,
+        peer: u64,
+        window: u64,
+    },
+    /// The receiver's tunnel `tun` found no member that confirmed in time.
+    TunnelRefused {
+        tun: u64,
+    },
+    /// A chunk for the receiver's tunnel `tun`.
+    TunnelData {
+        tun: u64,
+        size_or_cont: u64,
+        payload: Bytes,
+    },
+    /// The receiver may send `space` more bytes on its tunnel `tun`.
+    TunnelAllow {
+        tun: u64,
+        space: u64,
+    },
+    /// The receiver's tunnel `tun` is closed; an empty reason is graceful.
+    TunnelClose {
+        tun: u64,
+        reason: Name,
+    },
+}
+
+/// The message's bytes.
+pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
+    let mut out = BytesMut::with_capacity(64 + payload_len(msg));
+    match msg {
+        NodeMsg::Tree(t) => encode_tree(t, &mut out),
+        NodeMsg::Cast(c) => {
+            out.put_u8(tag::CAST);
+            out.put_u128(c.key.0);
+            put_group(&mut out, &c.group, c.index);
+            out.put_u128(c.origin.0);
+            put_varint(&mut out, c.epoch);
+            put_varint(&mut out, c.seq);
+            out.put_u8(u8::from(c.in_tree));
+            out.put_u8(c.hops);
+            out.put_slice(&c.payload);
+        }
+        NodeMsg::Anycast(a) => {
+            out.put_u8(tag::ANYCAST);
+            out.put_u128(a.key.0);
+            put_group(&mut out, &Group::cluster(a.cluster.clone()), a.index);
+            put_contact(&mut out, &a.origin);
+            put_varint(&mut out, a.id);
+            put_varint(&mut out, a.timeout_ms);
+            put_varint(&mut out, a.budget_ms);
+            out.put_u8(u8::from(a.in_tree));
+            out.put_u8(a.hops);
+            match &a.wanted {
+                Wanted::Tunnel => out.put_u8(0),
+                Wanted::Request(p) => {
+                    out.put_u8(1);
+                    out.put_slice(p);
+                }
+            }
+        }
+        NodeMsg::Reply { id, outcome } => {
+            out.put_u8(tag::REPLY);
+            put_varint(&mut out, *id);
+            match outcome {
+                Ok(reply) => {
+                    out.put_u8(1);
+                    out.put_slice(reply);
+                }
+                Err(fault) => {
+                    out.put_u8(0);
+                    out.put_slice(fault.as_bytes());
+                }
+            }
+        }
+        NodeMsg::TunnelConfirm { tun, peer, window } => {
+            out.put_u8(tag::TUNNEL_CONFIRM);
+            put_varint(&mut out, *tun);
+            put_varint(&mut out, *peer);
+            put_varint(&mut out, *window);
+        }
+        NodeMsg::TunnelRefused { tun } => {
+            out.put_u8(tag::TUNNEL_REFUSED);
+            put_varint(&mut out, *tun);
+        }
+        NodeMsg::TunnelData {
+            tun,
+            size_or_cont,
+            payload,
+        } => {
+            out.put_u8(tag::TUNNEL_DATA);
+            put_varint(&mut out, *tun);
+            put_varint(&mut out, *size_or_cont);
+            out.put_slice(payload);
+        }
+        NodeMsg::TunnelAllow { tun, space } => {
+            out.put_u8(tag::TUNNEL_ALLOW);
+            put_varint(&mut out, *tun);
+            put_varint(&mut out, *space);
+        }
+        NodeMsg::TunnelClose { tun, reason } => {
+            out.put_u8(tag::TUNNEL_CLOSE);
+            put_varint(&mut out, *tun);
+            out.put_slice(reason.as_bytes());
+        }
+    }
+    out.freeze()
+}
+
+/// Parses one whole message; payloads are slices of `b`.
+pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
+    let mut r = Reader { all: b, p: b };
+    let msg = match r.u8()? {
+        tag::SUBSCRIBE => {
+            let key = r.id()?;
+            let (group, index) = r.group()?;
+            NodeMsg::Tree(ScribeMsg::Subscribe { key, group, index })
+        }
+        tag::UNSUBSCRIBE => NodeMsg::Tree(ScribeMsg::Unsubscribe { key: r.id()? }),
+        tag::NOT_IN_TREE => NodeMsg::Tree(ScribeMsg::NotInTree { key: r.id()? }),
+        tag::BEAT => {
+            let n = r.count(17)?;
+            let mut caps = Vec::with_capacity(n);
+            for _ in 0..n {
+                let key = r.id()?;
+                let cap = u32::try_from(r.varint()?).unwrap_or(u32::MAX);
+                caps.push((key, cap));
+            }
+            let parents = match r.u8()? {
+                0 => None,
+                1 => {
+                    let n = r.count(16)?;
+                    let mut keys = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        keys.push(r.id()?);
+                    }
+                    Some(keys)
+                }
+                _ => return Err(WireError::Malformed("beat flag")),
+            };
+            NodeMsg::Tree(ScribeMsg::Beat { caps, parents })
+        }
+        tag::CAST => {
+            let key = r.id()?;
+            let (group, index) = r.group()?;
+            NodeMsg::Cast(Cast {
+                key,
+                group,
+                index,
+                origin: r.id()?,
+                epoch: r.varint()?,
+                seq: r.varint()?,
+                in_tree: r.flag()?,
+                hops: r.u8()?,
+                payload: r.rest(),
+            })
+        }
+        tag::ANYCAST => {
+            let key = r.id()?;
+            let (group, index) = r.group()?;
+            if group.kind != GroupKind::Cluster {
+                return Err(WireError::Malformed("anycast to a topic"));
+            }
+            let origin = take_contact(&mut r.p)?;
+            let (id, timeout_ms, budget_ms) = (r.varint()?, r.varint()?, r.varint()?);
+            let (in_tree, hops) = (r.flag()?, r.u8()?);
+            let wanted = match r.u8()? {
+                0 => Wanted::Tunnel,
+                1 => Wanted::Request(r.rest()),
+                _ => return Err(WireError::Malformed("anycast kind")),
+            };
+            NodeMsg::Anycast(Anycast {
+                key,
+                cluster: group.name,
+                index,
+                origin,
+                id,
+                timeout_ms,
+                budget_ms,
+                in_tree,
+                hops,
+                wanted,
+            })
+        }
+        tag::REPLY => {
+            let id = r.varint()?;
+            let outcome = match r.u8()? {
+                1 => Ok(r.rest()),
+                0 => Err(r.name_rest()?),
+                _ => return Err(WireError::Malformed("reply flag")),
+            };
+            NodeMsg::Reply { id, outcome }
+        }
+        tag::TUNNEL_CONFIRM => NodeMsg::TunnelConfirm {
+            tun: r.varint()?,
+            peer: r.varint()?,
+            window: r.varint()?,
+        },
+        tag::TUNNEL_REFUSED => NodeMsg::TunnelRefused { tun: r.varint()? },
+        tag::TUNNEL_DATA => NodeMsg::TunnelData {
+            tun: r.varint()?,
+            size_or_cont: r.varint()?,
+            payload: r.rest(),
+        },
+        tag::TUNNEL_ALLOW => NodeMsg::TunnelAllow {
+            tun: r.varint()?,
+            space: r.varint()?,
+        },
+        tag::TUNNEL_CLOSE => NodeMsg::TunnelClose {
+            tun: r.varint()?,
+            reason: r.name_rest()?,
+        },
+        _ => return Err(WireError::Malformed("unknown node message tag")),
+    };
+    if !r.p.is_empty() {
+        return Err(WireError::Malformed("trailing bytes"));
+    }
+    Ok(msg)
+}
+
+fn encode_tree(t: &ScribeMsg, out: &mut BytesMut) {
+    match t {
+        ScribeMsg::Subscribe { key, group, index } => {
+            out.put_u8(tag::SUBSCRIBE);
+            out.put_u128(key.0);
+            put_group(out, group, *index);
+        }
+        ScribeMsg::Unsubscribe { key } => {
+            out.put_u8(tag::UNSUBSCRIBE);
+            out.put_u128(key.0);
+        }
+        ScribeMsg::NotInTree { key } => {
+            out.put_u8(tag::NOT_IN_TREE);
+            out.put_u128(key.0);
+        }
+        ScribeMsg::Beat { caps, parents } => {
+            out.put_u8(tag::BEAT);
+            put_varint(out, caps.len() as u64);
+            for (key, cap) in caps {
+                out.put_u128(key.0);
+                put_varint(out, u64::from(*cap));
+            }
+            match parents {
+                None => out.put_u8(0),
+                Some(keys) => {
+                    out.put_u8(1);
+                    put_varint(out, keys.len() as u64);
+                    for k in keys {
+                        out.put_u128(k.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn put_group(out: &mut BytesMut, g: &Group, index: u8) {
+    out.put_u8(g.kind as u8);
+    out.put_u8(index);
+    put_varint(out, g.name.len() as u64);
+    out.put_slice(g.name.as_bytes());
+}
+
+fn payload_len(msg: &NodeMsg) -> usize {
+    match msg {
+        NodeMsg::Cast(c) => c.payload.len(),
+        NodeMsg::Anycast(Anycast {
+            wanted: Wanted::Request(p),
+            ..
+        }) => p.len(),
+        NodeMsg::Reply { outcome: Ok(p), .. } => p.len(),
+        NodeMsg::TunnelData { payload, .. } => payload.len(),
+        _ => 0,
+    }
+}
+
+/// A cursor over a whole message.
+struct Reader<'a> {
+    all: &'a Bytes,
+    p: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn u8(&mut self) -> Result<u8, WireError> {
+        take_u8(&mut self.p)
+    }
+
+    fn flag(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError::Malformed("flag")),
+        }
+    }
+
+    fn id(&mut self) -> Result<NodeId, WireError> {
+        take_u128(&mut self.p).map(NodeId)
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        take_varint(&mut self.p)
+            .map(|(v, _)| v)
+            .ok_or(WireError::Malformed("varint"))
+    }
+
+    /// A count of items of at least `min` bytes each: never more than the bytes left hold.
+    fn count(&mut self, min: usize) -> Result<usize, WireError> {
+        let n = self.varint()?;
+        if n > (self.p.len() / min) as u64 {
+            return Err(WireError::Malformed("count beyond the message"));
+        }
+        Ok(n as usize)
+    }
+
+    fn group(&mut self) -> Result<(Group, u8), WireError> {
+        let kind = GroupKind::from_byte(self.u8()?).ok_or(WireError::Malformed("group kind"))?;
+        let index = self.u8()?;
+        let len = self.varint()?;
+        if len > MAX_NAME as u64 || len > self.p.len() as u64 {
+            return Err(WireError::Malformed("group name length"));
+        }
+        let start = self.all.len() - self.p.len();
+        let name = self.all.slice(start..start + len as usize);
+        self.p = &self.p[len as usize..];
+        let name = Name::from_utf8(name).ok_or(WireError::Malformed("group name"))?;
+        Ok((Group { kind, name }, index))
+    }
+
+    /// Everything left, as a slice of the message.
+    fn rest(&mut self) -> Bytes {
+        let start = self.all.len() - self.p.len();
+        self.p = &[];
+        self.all.slice(start..)
+    }
+
+    fn name_rest(&mut self) -> Result<Name, WireError> {
+        Name::from_utf8(self.rest()).ok_or(WireError::Malformed("text"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<NodeMsg> {
+        let g = Group::cluster("svc".into());
+        let c = Contact::new(NodeId(5), "127.0.0.1:9".parse().unwrap(), 3);
+        vec![
+            NodeMsg::Tree(ScribeMsg::Subscribe {
+                key: g.tree_key(2),
+                group: g.clone(),
+                index: 2,
+            }),
+            NodeMsg::Tree(ScribeMsg::Unsubscribe { key: NodeId(1) }),
+            NodeMsg::Tree(ScribeMsg::NotInTree { key: NodeId(1) }),
+            NodeMsg::Tree(ScribeMsg::Beat {
+                caps: vec![(NodeId(1), 7), (NodeId(u128::MAX), u32::MAX)],
+                parents: Some(vec![NodeId(3)]),
+            }),
+            NodeMsg::Tree(ScribeMsg::Beat {
+                caps: vec![],
+                parents: None,
+            }),
+            NodeMsg::Cast(Cast {
+                key: NodeId(9),
+                group: Group::topic("news".into()),
+                index: 4,
+                origin: NodeId(5),
+                epoch: 1,
+                seq: u64::MAX,
+                in_tree: true,
+                hops: 3,
+                payload: Bytes::from_static(b"event"),
+            }),
+            NodeMsg::Anycast(Anycast {
+                key: NodeId(9),
+                cluster: "svc".into(),
+                index: 0,
+                origin: c,
+                id: 77,
+                timeout_ms: 1,
+                budget_ms: 0,
+                in_tree: false,
+                hops: 0,
+                wanted: Wanted::Request(Bytes::new()),
+            }),
+            NodeMsg::Anycast(Anycast {
+                key: NodeId(9),
+                cluster: "svc".into(),
+                index: 1,
+                origin: c,
+                id: 78,
+                timeout_ms: 5000,
+                budget_ms: 4000,
+                in_tree: true,
+                hops: 9,
+                wanted: Wanted::Tunnel,
+            }),
+            NodeMsg::Reply {
+                id: 1,
+                outcome: Ok(Bytes::from_static(b"")),
+            },
+            NodeMsg::Reply {
+                id: 2,
+                outcome: Err("kaput".into()),
+            },
+            NodeMsg::TunnelConfirm {
+                tun: 1,
+                peer: 2,
+                window: 4 << 20,
+            },
+            NodeMsg::TunnelRefused { tun: 3 },
+            NodeMsg::TunnelData {
+                tun: 1,
+                size_or_cont: 0,
+                payload: Bytes::from_static(b"chunk"),
+            },
+            NodeMsg::TunnelAllow { tun: 1, space: 9 },
+            NodeMsg::TunnelClose {
+                tun: 1,
+                reason: "".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_truncations_are_refused() {
+        for m in samples() {
+            let b = encode(&m);
+            assert_eq!(decode(&b), Ok(m.clone()), "{m:?}");
+            // Cut anywhere before the payload, the message is refused, never misread.
+            for cut in 0..b.len() {
+                let short = b.slice(..cut);
+                if let Ok(other) = decode(&short) {
+                    // Only a message whose last field is a payload may end early.
+                    assert_ne!(other, m);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn counts_beyond_the_message_are_refused_before_allocating() {
+        let mut b = BytesMut::new();
+        b.put_u8(tag::BEAT);
+        put_varint(&mut b, u64::MAX);
+        assert!(decode(&b.freeze()).is_err());
+        assert!(decode(&Bytes::from_static(&[99])).is_err());
+        assert!(decode(&Bytes::new()).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Groups (a cluster or a topic) and the keys of their trees.
+
+use crate::overlay::NodeId;
+use crate::relay::Name;
+use sha2::{Digest, Sha256};
+
+/// What kind of name a group is: clusters and topics of the same name are different groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupKind {
+    /// Service connections registered under a name (broadcast, request, tunnel).
+    Cluster = 0,
+    /// Connections subscribed to a name (publish).
+    Topic = 1,
+}
+
+impl GroupKind {
+    /// From its wire byte.
+    pub fn from_byte(b: u8) -> Option<GroupKind> {
+        match b {
+            0 => Some(GroupKind::Cluster),
+            1 => Some(GroupKind::Topic),
+            _ => None,
+        }
+    }
+}
+
+/// A cluster or a topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Group {
+    /// Cluster or topic.
+    pub kind: GroupKind,
+    /// Its name.
+    pub name: Name,
+}
+
+impl Group {
+    /// The cluster `name`.
+    pub fn cluster(name: Name) -> Group {
+        Group {
+            kind: GroupKind::Cluster,
+            name,
+        }
+    }
+
+    /// The topic `name`.
+    pub fn topic(name: Name) -> Group {
+        Group {
+            kind: GroupKind::Topic,
+            name,
+        }
+    }
+
+    /// The key of the group's tree number `index`: where on the ring its root lives. The
+    /// trees of one group have unrelated keys, so their roots and their load spread over
+    /// the network.
+    pub fn tree_key(&self, index: u8) -> NodeId {
+        let mut h = Sha256::new();
+        h.update(b"iris-tree");
+        h.update([self.kind as u8, index]);
+        h.update(self.name.as_bytes());
+        let digest = h.finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        NodeId(u128::from_be_bytes(first))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_of_one_name_and_kinds_have_distinct_keys() {
+        let c = Group::cluster("svc".into());
+        let t = Group::topic("svc".into());
+        let mut keys: Vec<NodeId> = (0..5).map(|i| c.tree_key(i)).collect();
+        keys.extend((0..5).map(|i| t.tree_key(i)));
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n);
+        // Stable: a key is a function of the group and the index only.
+        assert_eq!(c.tree_key(3), Group::cluster("svc".into()).tree_key(3));
+    }
+}

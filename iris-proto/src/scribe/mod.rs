@@ -1,0 +1,698 @@
+//! Scribe: multicast trees over the Pastry overlay, one set per group (a cluster or a topic).
+//!
+//! A group is spread over several trees (`splits`, 5 by default, as in the original), whose
+//! keys are hashes of the group and the tree's index, so that roots and load spread over the
+//! network. A node with members of a group joins all of the group's trees:
+//!
+//! - **Subscribe.** It sends SUBSCRIBE toward the tree's key. Every hop on the way takes the
+//!   sender as a child and, if it was not in the tree yet, subscribes onward, once; the node
+//!   the overlay routes the key to (no next hop) is the root. Parents are thus always closer
+//!   to the key than their children in Pastry's order, so parent pointers never form a loop.
+//! - **Unsubscribe.** A node with no members left and no children tells its parent, which
+//!   forgets it and may prune itself in turn.
+//! - **Beats.** Tree neighbours (parent, children) beat every `beat` period, one message per
+//!   neighbour whatever the number of trees they share, carrying the capacities that changed
+//!   (for requests: what is reachable through the sender, excluding the receiver's side).
+//!   Every `refresh_every` beats a child lists the trees it has the receiver as parent for,
+//!   so that a parent that lost track of a child takes it back, or says it is not in the
+//!   tree (NOT_IN_TREE) and the child re-subscribes.
+//! - **Repair.** A neighbour silent for `misses` beats, whose link is lost, which the overlay
+//!   found dead, or which restarted (a new epoch), is dropped: its subtrees re-subscribe,
+//!   avoiding it. A root that the overlay no longer routes its key to (a closer node joined)
+//!   subscribes to the new root.
+//!
+//! This machine keeps the trees; the node decides what travels on them, asking it where to
+//! flood a multicast, where to send an anycast (weighted by the capacities reported), and
+//! whether a message was seen before (see [`window`]).
+
+mod group;
+mod tree;
+mod window;
+
+#[cfg(test)]
+mod tests;
+
+pub use group::{Group, GroupKind};
+
+use crate::overlay::{Contact, NodeId, Overlay};
+use crate::time::Instant;
+use crate::timer::Timers;
+use rand::RngExt;
+use rand::rngs::ChaCha8Rng;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use tree::{Child, Tree};
+pub(crate) use window::Verdict;
+use window::Windows;
+
+/// Settings of the trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScribeConfig {
+    /// Trees per group.
+    pub splits: u8,
+    /// Beat period between tree neighbours.
+    pub beat: Duration,
+    /// Beats missed before a neighbour is dropped.
+    pub misses: u32,
+    /// Every this many beats a child lists its trees to its parents.
+    pub refresh_every: u32,
+    /// Most trees this node takes part in; more subscriptions through it are refused.
+    pub max_trees: usize,
+    /// Most children per tree; more are refused.
+    pub max_children: usize,
+    /// Most (origin, tree) pairs remembered for duplicate suppression.
+    pub max_windows: usize,
+}
+
+impl Default for ScribeConfig {
+    fn default() -> ScribeConfig {
+        ScribeConfig {
+            splits: 5,
+            beat: Duration::from_secs(1),
+            misses: 3,
+            refresh_every: 10,
+            max_trees: 1 << 16,
+            max_children: 1 << 10,
+            max_windows: 1 << 16,
+        }
+    }
+}
+
+impl ScribeConfig {
+    /// Checks the settings: zero would spin or refuse everything.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError::Zero;
+        for (zero, name) in [
+            (self.splits == 0, "splits"),
+            (self.beat.is_zero(), "beat"),
+            (self.misses == 0, "misses"),
+            (self.refresh_every == 0, "refresh_every"),
+            (self.max_trees == 0, "max_trees"),
+            (self.max_children == 0, "max_children"),
+            (self.max_windows == 0, "max_windows"),
+        ] {
+            if zero {
+                return Err(Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What tree nodes say to each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScribeMsg {
+    /// Take the sender as a child in the tree of `key` (and join it yourself if need be).
+    Subscribe {
+        /// The tree.
+        key: NodeId,
+        /// Its group.
+        group: Group,
+        /// Its index among the group's trees.
+        index: u8,
+    },
+    /// Forget the sender as a child in the tree of `key`.
+    Unsubscribe {
+        /// The tree.
+        key: NodeId,
+    },
+    /// Liveness, changed capacities, and now and then the list of trees the receiver is the
+    /// sender's parent in.
+    Beat {
+        /// Capacity reachable through the sender, per tree, where it changed.
+        caps: Vec<(NodeId, u32)>,
+        /// Trees in which the receiver is the sender's parent (on refresh beats).
+        parents: Option<Vec<NodeId>>,
+    },
+    /// The sender has no such tree (or not the receiver as child in it): re-subscribe.
+    NotInTree {
+        /// The tree.
+        key: NodeId,
+    },
+}
+
+/// Where an anycast goes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// To a local member.
+    Local,
+    /// To this tree neighbour.
+    Neighbour(Contact),
+    /// Nowhere: no capacity reachable from here (but where it came from).
+    None,
+}
+
+/// The overlay as trees use it.
+pub trait Router {
+    /// This node.
+    fn own(&self) -> Contact;
+    /// The next hop toward `key`, as if `avoid` were unknown; `None` at the closest node.
+    fn next_hop(&self, key: NodeId, avoid: Option<NodeId>) -> Option<Contact>;
+}
+
+impl Router for Overlay {
+    fn own(&self) -> Contact {
+        self.contact()
+    }
+
+    fn next_hop(&self, key: NodeId, avoid: Option<NodeId>) -> Option<Contact> {
+        self.route(key, avoid)
+    }
+}
+
+/// Counters of the trees.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScribeStats {
+    /// Subscriptions refused: too many trees here, or too many children in one.
+    pub refused: u64,
+    /// Neighbours dropped (silent, unlinked, dead, restarted).
+    pub neighbours_lost: u64,
+    /// Subscriptions sent (joins, repairs, root moves).
+    pub subscribes: u64,
+    /// Multicast messages dropped as seen before.
+    pub duplicates: u64,
+}
+
+/// A tree neighbour: how many of this node's trees it is in, and when it was last heard.
+#[derive(Debug, Clone)]
+struct Neighbour {
+    contact: Contact,
+    trees: u32,
+    last_heard: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Beat,
+}
+
+/// A beat being put together for one neighbour: changed capacities, and the trees it is
+/// this node's parent in.
+type BeatDraft = (Vec<(NodeId, u32)>, Vec<NodeId>);
+
+/// The trees of one node.
+#[derive(Debug)]
+pub struct Scribe {
+    cfg: ScribeConfig,
+    trees: BTreeMap<NodeId, Tree>,
+    neighbours: BTreeMap<NodeId, Neighbour>,
+    windows: Windows,
+    timers: Timers<Timer>,
+    ticks: u64,
+    outbox: VecDeque<(Contact, ScribeMsg)>,
+    stats: ScribeStats,
+}
+
+impl Scribe {
+    /// No trees yet; the first beat is one period away.
+    pub fn new(cfg: ScribeConfig, now: Instant) -> Scribe {
+        let mut timers = Timers::default();
+        timers.set(Timer::Beat, now + cfg.beat);
+        Scribe {
+            windows: Windows::new(cfg.max_windows, Duration::from_secs(60)),
+            cfg,
+            trees: BTreeMap::new(),
+            neighbours: BTreeMap::new(),
+            timers,
+            ticks: 0,
+            outbox: VecDeque::new(),
+            stats: ScribeStats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ScribeConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ScribeStats {
+        &self.stats
+    }
+
+    /// Trees this node takes part in.
+    pub fn tree_count(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// The keys of a group's trees, in index order.
+    pub fn keys(&self, group: &Group) -> impl Iterator<Item = NodeId> + '_ {
+        let g = group.clone();
+        (0..self.cfg.splits).map(move |i| g.tree_key(i))
+    }
+
+    /// Local members of `group` appeared: join its trees.
+    pub fn join(&mut self, now: Instant, group: &Group, router: &impl Router) {
+        for index in 0..self.cfg.splits {
+            let key = group.tree_key(index);
+            if !self.trees.contains_key(&key) {
+                if self.trees.len() >= self.cfg.max_trees {
+                    self.stats.refused += 1;
+                    continue;
+                }
+                self.trees.insert(key, Tree::new(group.clone(), index));
+                self.attach(now, key, None, router);
+            }
+            if let Some(t) = self.trees.get_mut(&key) {
+                t.local = true;
+            }
+        }
+    }
+
+    /// The last local member of `group` left: leave its trees unless others hang below.
+    pub fn leave(&mut self, group: &Group) {
+        for index in 0..self.cfg.splits {
+            let key = group.tree_key(index);
+            if let Some(t) = self.trees.get_mut(&key) {
+                t.local = false;
+            }
+            self.prune(key);
+        }
+    }
+
+    /// Whether this node takes part in the tree of `key`.
+    pub fn in_tree(&self, key: NodeId) -> bool {
+        self.trees.contains_key(&key)
+    }
+
+    /// The group of the tree of `key`, if this node is in it.
+    pub fn group_of(&self, key: NodeId) -> Option<&Group> {
+        self.trees.get(&key).map(|t| &t.group)
+    }
+
+    /// Whether `node` is this node's parent or child in the tree of `key`.
+    pub fn is_neighbour(&self, key: NodeId, node: NodeId) -> bool {
+        self.trees.get(&key).is_some_and(|t| t.is_neighbour(node))
+    }
+
+    /// Where a multicast on the tree of `key` goes from here: every neighbour but `except`.
+    pub fn flood_targets(&self, key: NodeId, except: Option<NodeId>) -> Vec<Contact> {
+        let Some(t) = self.trees.get(&key) else {
+            return Vec::new();
+        };
+        t.parent
+            .iter()
+            .copied()
+            .chain(t.children.values().map(|c| c.contact))
+            .filter(|c| Some(c.id) != except)
+            .collect()
+    }
+
+    /// Where an anycast on the tree of `key` that came from `from` goes: to local members
+    /// or a neighbour, at random in proportion to the capacity reachable that way (`local`
+    /// here), never back to `from`.
+    pub fn anycast(
+        &self,
+        key: NodeId,
+        from: Option<NodeId>,
+        local: u32,
+        rng: &mut ChaCha8Rng,
+    ) -> Pick {
+        let Some(t) = self.trees.get(&key) else {
+            return Pick::None;
+        };
+        let mut ways: Vec<(Pick, u32)> = Vec::new();
+        if t.local && local > 0 {
+            ways.push((Pick::Local, local));
+        }
+        if let Some(p) = t.parent
+            && Some(p.id) != from
+            && t.parent_capacity > 0
+        {
+            ways.push((Pick::Neighbour(p), t.parent_capacity));
+        }
+        for (&id, c) in &t.children {
+            if Some(id) != from && c.capacity > 0 {
+                ways.push((Pick::Neighbour(c.contact), c.capacity));
+            }
+        }
+        let total: u64 = ways.iter().map(|&(_, w)| u64::from(w)).sum();
+        if total == 0 {
+            return Pick::None;
+        }
+        let mut r = rng.random_range(0..total);
+        for (pick, w) in ways {
+            if r < u64::from(w) {
+                return pick;
+            }
+            r -= u64::from(w);
+        }
+        Pick::None
+    }
+
+    /// Whether message `seq` of `origin` on the tree of `key` is new here (and remembers it).
+    pub(crate) fn check(
+        &mut self,
+        now: Instant,
+        origin: NodeId,
+        epoch: u64,
+        key: NodeId,
+        seq: u64,
+    ) -> Verdict {
+        let v = self.windows.check(now, origin, epoch, key, seq);
+        if v == Verdict::Old {
+            self.stats.duplicates += 1;
+        }
+        v
+    }
+
+    /// A tree message from `from`.
+    pub fn handle(&mut self, now: Instant, from: Contact, msg: ScribeMsg, router: &impl Router) {
+        self.heard_from(now, from, router);
+        match msg {
+            ScribeMsg::Subscribe { key, group, index } => {
+                self.on_subscribe(now, from, key, group, index, router)
+            }
+            ScribeMsg::Unsubscribe { key } => {
+                if let Some(t) = self.trees.get_mut(&key)
+                    && t.children.remove(&from.id).is_some()
+                {
+                    self.unref(from.id);
+                    self.prune(key);
+                }
+            }
+            ScribeMsg::Beat { caps, parents } => self.on_beat(from, caps, parents),
+            ScribeMsg::NotInTree { key } => {
+                let Some(t) = self.trees.get_mut(&key) else {
+                    return;
+                };
+                if t.children.remove(&from.id).is_some() {
+                    self.unref(from.id);
+                    self.prune(key);
+                } else if t.parent.is_some_and(|p| p.id == from.id) {
+                    // The parent lost the tree (or us): subscribe again, maybe through it.
+                    t.parent = None;
+                    self.unref(from.id);
+                    self.attach(now, key, None, router);
+                }
+            }
+        }
+    }
+
+    /// Any message from `from`: a neighbour is alive; one of another epoch restarted, and
+    /// everything it held for us is gone.
+    pub fn heard_from(&mut self, now: Instant, from: Contact, router: &impl Router) {
+        let Some(n) = self.neighbours.get_mut(&from.id) else {
+            return;
+        };
+        if n.contact.epoch != from.epoch {
+            self.lost(now, from.id, router);
+            return;
+        }
+        n.last_heard = now;
+    }
+
+    /// A neighbour is gone (silent, unlinked, dead, left or restarted): its children
+    /// entries go, the trees it was parent in subscribe again around it.
+    pub fn lost(&mut self, now: Instant, node: NodeId, router: &impl Router) {
+        if self.neighbours.remove(&node).is_none() {
+            return;
+        }
+        self.stats.neighbours_lost += 1;
+        let keys: Vec<NodeId> = self
+            .trees
+            .iter()
+            .filter(|(_, t)| t.is_neighbour(node))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in keys {
+            let Some(t) = self.trees.get_mut(&key) else {
+                continue;
+            };
+            t.children.remove(&node);
+            if t.parent.is_some_and(|p| p.id == node) {
+                t.parent = None;
+                t.parent_capacity = 0;
+                t.avoid = Some(node);
+                // Once a beat at most: the next beat's root check attaches it otherwise.
+                let recent = t
+                    .attached_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < self.cfg.beat);
+                if !recent {
+                    self.attach(now, key, Some(node), router);
+                }
+            }
+            self.prune(key);
+        }
+    }
+
+    /// Beats, liveness, root moves; `capacity` is this node's own capacity for a group.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        router: &impl Router,
+        capacity: impl Fn(&Group) -> u32,
+    ) {
+        while let Some(Timer::Beat) = self.timers.pop_due(now) {
+            self.timers.set(Timer::Beat, now + self.cfg.beat);
+            self.tick(now, router, &capacity);
+        }
+    }
+
+    /// When [`Scribe::handle_timeout`] is next due; `None` while the node is in no tree
+    /// (it has nothing to beat for).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.trees.is_empty() && self.neighbours.is_empty() {
+            return None;
+        }
+        self.timers.next()
+    }
+
+    /// The next tree message to send.
+    #[must_use]
+    pub fn poll_send(&mut self) -> Option<(Contact, ScribeMsg)> {
+        self.outbox.pop_front()
+    }
+
+    fn tick(&mut self, now: Instant, router: &impl Router, capacity: &impl Fn(&Group) -> u32) {
+        self.ticks += 1;
+        let limit = self.cfg.beat * self.cfg.misses;
+        let silent: Vec<NodeId> = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| now.saturating_duration_since(n.last_heard) > limit)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in silent {
+            self.lost(now, id, router);
+        }
+        // A root the overlay no longer routes its key to hands over to the new root; a tree
+        // whose parent was lost within a beat of its last subscription subscribes now.
+        // The last parent lost is routed around only while there is another way.
+        let roots: Vec<(NodeId, Option<NodeId>)> = self
+            .trees
+            .iter()
+            .filter(|(_, t)| t.parent.is_none())
+            .filter_map(|(&k, t)| {
+                if router.next_hop(k, t.avoid).is_some() {
+                    Some((k, t.avoid))
+                } else {
+                    router.next_hop(k, None).map(|_| (k, None))
+                }
+            })
+            .collect();
+        for (key, avoid) in roots {
+            self.attach(now, key, avoid, router);
+        }
+        if self.ticks % 60 == 0 {
+            self.windows.expire(now);
+        }
+        self.beat(capacity);
+    }
+
+    /// One beat to each neighbour: the capacities that changed for it, and on refresh beats
+    /// the trees it is this node's parent in.
+    fn beat(&mut self, capacity: &impl Fn(&Group) -> u32) {
+        let refresh = self.ticks % u64::from(self.cfg.refresh_every) == 0;
+        let mut beats: BTreeMap<NodeId, BeatDraft> = self
+            .neighbours
+            .keys()
+            .map(|&id| (id, (Vec::new(), Vec::new())))
+            .collect();
+        for (&key, t) in self.trees.iter_mut() {
+            let local = if t.local { capacity(&t.group) } else { 0 };
+            // What lies behind each neighbour is the total less its own share.
+            let total = t.total_capacity(local);
+            if let Some(p) = t.parent
+                && let Some(b) = beats.get_mut(&p.id)
+            {
+                let cap = total.saturating_sub(t.parent_capacity);
+                if cap != t.parent_told {
+                    t.parent_told = cap;
+                    b.0.push((key, cap));
+                }
+                b.1.push(key);
+            }
+            for (id, c) in t.children.iter_mut() {
+                let cap = total.saturating_sub(c.capacity);
+                if cap != c.told
+                    && let Some(b) = beats.get_mut(id)
+                {
+                    c.told = cap;
+                    b.0.push((key, cap));
+                }
+            }
+        }
+        for (id, (caps, parents)) in beats {
+            let Some(n) = self.neighbours.get(&id) else {
+                continue;
+            };
+            let parents = refresh.then_some(parents);
+            self.outbox
+                .push_back((n.contact, ScribeMsg::Beat { caps, parents }));
+        }
+    }
+
+    fn on_subscribe(
+        &mut self,
+        now: Instant,
+        from: Contact,
+        key: NodeId,
+        group: Group,
+        index: u8,
+        router: &impl Router,
+    ) {
+        if key != group.tree_key(index) || index >= self.cfg.splits {
+            return; // not a tree of that group: a confused or malicious peer
+        }
+        let fresh = !self.trees.contains_key(&key);
+        if fresh && self.trees.len() >= self.cfg.max_trees {
+            self.stats.refused += 1;
+            return;
+        }
+        let t = self
+            .trees
+            .entry(key)
+            .or_insert_with(|| Tree::new(group, index));
+        if t.children.contains_key(&from.id) {
+            return;
+        }
+        if t.children.len() >= self.cfg.max_children || t.parent.is_some_and(|p| p.id == from.id) {
+            self.stats.refused += 1;
+            if fresh {
+                self.trees.remove(&key);
+            }
+            return;
+        }
+        t.children.insert(
+            from.id,
+            Child {
+                contact: from,
+                capacity: 0,
+                told: u32::MAX,
+            },
+        );
+        self.add_ref(now, from);
+        if fresh {
+            self.attach(now, key, None, router);
+        }
+    }
+
+    fn on_beat(&mut self, from: Contact, caps: Vec<(NodeId, u32)>, parents: Option<Vec<NodeId>>) {
+        for (key, cap) in caps {
+            let Some(t) = self.trees.get_mut(&key) else {
+                continue;
+            };
+            if t.parent.is_some_and(|p| p.id == from.id) {
+                t.parent_capacity = cap;
+            } else if let Some(c) = t.children.get_mut(&from.id) {
+                c.capacity = cap;
+            }
+        }
+        let Some(parents) = parents else {
+            return;
+        };
+        // The sender lists the trees it is our child in: the ones we lost are told so, and
+        // the ones we hold it in that it no longer lists go.
+        for &key in &parents {
+            let known = self
+                .trees
+                .get(&key)
+                .is_some_and(|t| t.children.contains_key(&from.id));
+            if !known {
+                self.outbox.push_back((from, ScribeMsg::NotInTree { key }));
+            }
+        }
+        let stale: Vec<NodeId> = self
+            .trees
+            .iter()
+            .filter(|(k, t)| t.children.contains_key(&from.id) && !parents.contains(k))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in stale {
+            if let Some(t) = self.trees.get_mut(&key) {
+                t.children.remove(&from.id);
+            }
+            self.unref(from.id);
+            self.prune(key);
+        }
+    }
+
+    /// Gives a tree a parent: the next hop toward its key (around `avoid`), told by a
+    /// SUBSCRIBE; or none, at the root.
+    fn attach(&mut self, now: Instant, key: NodeId, avoid: Option<NodeId>, router: &impl Router) {
+        let Some(t) = self.trees.get_mut(&key) else {
+            return;
+        };
+        let hop = router
+            .next_hop(key, avoid)
+            // Never a child of its own child: that would be a loop.
+            .filter(|h| !t.children.contains_key(&h.id));
+        if let Some(old) = t.parent.take() {
+            self.outbox.push_back((old, ScribeMsg::Unsubscribe { key }));
+            self.unref(old.id);
+        }
+        let Some(t) = self.trees.get_mut(&key) else {
+            return;
+        };
+        t.parent_capacity = 0;
+        t.parent_told = u32::MAX;
+        t.attached_at = Some(now);
+        if let Some(h) = hop {
+            t.parent = Some(h);
+            let msg = ScribeMsg::Subscribe {
+                key,
+                group: t.group.clone(),
+                index: t.index,
+            };
+            self.stats.subscribes += 1;
+            self.outbox.push_back((h, msg));
+            self.add_ref(now, h);
+        }
+    }
+
+    /// Leaves a tree nobody needs here any more.
+    fn prune(&mut self, key: NodeId) {
+        let Some(t) = self.trees.get(&key) else {
+            return;
+        };
+        if !t.is_empty() {
+            return;
+        }
+        let parent = t.parent;
+        self.trees.remove(&key);
+        if let Some(p) = parent {
+            self.outbox.push_back((p, ScribeMsg::Unsubscribe { key }));
+            self.unref(p.id);
+        }
+    }
+
+    fn add_ref(&mut self, now: Instant, c: Contact) {
+        let n = self.neighbours.entry(c.id).or_insert(Neighbour {
+            contact: c,
+            trees: 0,
+            last_heard: now,
+        });
+        n.trees += 1;
+    }
+
+    fn unref(&mut self, id: NodeId) {
+        if let Some(n) = self.neighbours.get_mut(&id) {
+            n.trees = n.trees.saturating_sub(1);
+            if n.trees == 0 {
+                self.neighbours.remove(&id);
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Trees of a few nodes whose routes the test decides, messages carried at once.
+
+use super::*;
+use rand::SeedableRng;
+use std::net::SocketAddr;
+
+/// A node whose next hop toward every key is fixed by the test.
+#[derive(Clone)]
+struct Fixed {
+    own: Contact,
+    /// Next hops in order of preference; a hop avoided (or removed) falls to the next.
+    hops: Vec<Contact>,
+}
+
+impl Router for Fixed {
+    fn own(&self) -> Contact {
+        self.own
+    }
+
+    fn next_hop(&self, _key: NodeId, avoid: Option<NodeId>) -> Option<Contact> {
+        self.hops.iter().copied().find(|h| Some(h.id) != avoid)
+    }
+}
+
+fn contact(i: u128) -> Contact {
+    Contact::new(
+        NodeId(i),
+        SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        1,
+    )
+}
+
+struct Net {
+    now: Instant,
+    nodes: BTreeMap<NodeId, (Scribe, Fixed)>,
+    /// Messages sent, for the test to look at.
+    log: Vec<(NodeId, NodeId, ScribeMsg)>,
+}
+
+impl Net {
+    /// Nodes 1..=n; node i routes to i+1, the last is the root of everything.
+    fn chain(n: u128) -> Net {
+        let mut net = Net {
+            now: Instant::ZERO,
+            nodes: BTreeMap::new(),
+            log: Vec::new(),
+        };
+        for i in 1..=n {
+            let hops = if i < n { vec![contact(i + 1)] } else { vec![] };
+            let r = Fixed {
+                own: contact(i),
+                hops,
+            };
+            net.nodes.insert(
+                NodeId(i),
+                (Scribe::new(ScribeConfig::default(), net.now), r),
+            );
+        }
+        net
+    }
+
+    fn scribe(&self, i: u128) -> &Scribe {
+        &self.nodes[&NodeId(i)].0
+    }
+
+    fn with(&mut self, i: u128, f: impl FnOnce(&mut Scribe, &Fixed, Instant)) {
+        let now = self.now;
+        if let Some((s, r)) = self.nodes.get_mut(&NodeId(i)) {
+            f(s, r, now);
+        }
+        self.deliver();
+    }
+
+    /// Carries every queued message until none is left.
+    fn deliver(&mut self) {
+        loop {
+            let mut sent = Vec::new();
+            for (&id, (s, _)) in self.nodes.iter_mut() {
+                while let Some((to, msg)) = s.poll_send() {
+                    sent.push((id, to, msg));
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (from, to, msg) in sent {
+                self.log.push((from, to.id, msg.clone()));
+                let now = self.now;
+                if let Some((s, r)) = self.nodes.get_mut(&to.id) {
+                    s.handle(now, contact(from.0), msg, r);
+                }
+            }
+        }
+    }
+
+    /// Runs beats for `secs` seconds; nodes in `mute` neither beat nor hear.
+    fn beats(&mut self, secs: u64, mute: &[u128]) {
+        for _ in 0..secs {
+            self.now = self.now + Duration::from_secs(1);
+            let now = self.now;
+            for (&id, (s, r)) in self.nodes.iter_mut() {
+                if mute.contains(&id.0) {
+                    continue;
+                }
+                s.handle_timeout(now, r, |_| 3);
+            }
+            let mut sent = Vec::new();
+            for (&id, (s, _)) in self.nodes.iter_mut() {
+                while let Some((to, msg)) = s.poll_send() {
+                    if !mute.contains(&id.0) && !mute.contains(&to.id.0) {
+                        sent.push((id, to, msg));
+                    }
+                }
+            }
+            for (from, to, msg) in sent {
+                let now = self.now;
+                if let Some((s, r)) = self.nodes.get_mut(&to.id) {
+                    s.handle(now, contact(from.0), msg, r);
+                }
+            }
+            self.deliver();
+        }
+    }
+}
+
+fn group() -> Group {
+    Group::cluster("svc".into())
+}
+
+#[test]
+fn subscribing_builds_the_path_to_the_root_and_leaving_prunes_it() {
+    let mut net = Net::chain(3);
+    net.with(1, |s, r, now| s.join(now, &group(), r));
+    let key = group().tree_key(0);
+    for i in 1..=3 {
+        assert!(net.scribe(i).in_tree(key), "node {i}");
+    }
+    assert!(net.scribe(2).is_neighbour(key, NodeId(1)));
+    assert!(net.scribe(3).is_neighbour(key, NodeId(2)));
+    assert_eq!(net.scribe(1).tree_count(), 5, "one tree per split");
+    // Node 2 floods to both sides, never back.
+    let targets: Vec<NodeId> = net
+        .scribe(2)
+        .flood_targets(key, Some(NodeId(1)))
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(targets, vec![NodeId(3)]);
+    net.with(1, |s, _, _| s.leave(&group()));
+    for i in 1..=3 {
+        assert_eq!(net.scribe(i).tree_count(), 0, "node {i} still holds trees");
+    }
+}
+
+#[test]
+fn a_silent_parent_is_routed_around() {
+    let mut net = Net::chain(3);
+    // Node 1 can also reach the root directly.
+    net.nodes
+        .get_mut(&NodeId(1))
+        .unwrap()
+        .1
+        .hops
+        .push(contact(3));
+    net.with(1, |s, r, now| s.join(now, &group(), r));
+    let key = group().tree_key(0);
+    net.beats(2, &[]);
+    assert!(net.scribe(1).is_neighbour(key, NodeId(2)));
+    // Node 2 falls silent: after three missed beats node 1 subscribes around it.
+    net.beats(4, &[2]);
+    assert!(net.scribe(1).is_neighbour(key, NodeId(3)));
+    assert!(net.scribe(3).is_neighbour(key, NodeId(1)));
+    assert!(net.scribe(1).stats().neighbours_lost >= 1);
+}
+
+#[test]
+fn capacities_flow_through_beats_and_weight_anycasts() {
+    let mut net = Net::chain(3);
+    net.with(1, |s, r, now| s.join(now, &group(), r));
+    net.with(3, |s, r, now| s.join(now, &group(), r));
+    net.beats(2, &[]);
+    let key = group().tree_key(0);
+    // Node 3 (the root, capacity 3) sees 3 through node 2 (node 1's members); node 2
+    // routes an anycast from node 1 only upward, from node 3 only downward.
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let s2 = net.scribe(2);
+    assert_eq!(
+        s2.anycast(key, Some(NodeId(1)), 0, &mut rng),
+        Pick::Neighbour(contact(3))
+    );
+    assert_eq!(
+        s2.anycast(key, Some(NodeId(3)), 0, &mut rng),
+        Pick::Neighbour(contact(1))
+    );
+    // From the root: local and the subtree in proportion, 3 to 3.
+    let s3 = net.scribe(3);
+    let local = (0..1000)
+        .filter(|_| s3.anycast(key, None, 3, &mut rng) == Pick::Local)
+        .count();
+    assert!((400..600).contains(&local), "{local} of 1000 local");
+    // Nothing reachable but where it came from: nowhere.
+    assert_eq!(
+        net.scribe(1).anycast(key, Some(NodeId(2)), 0, &mut rng),
+        Pick::None
+    );
+}
+
+#[test]
+fn a_parent_that_lost_the_tree_is_told_on_the_refresh_beat() {
+    let mut net = Net::chain(2);
+    net.with(1, |s, r, now| s.join(now, &group(), r));
+    let key = group().tree_key(0);
+    // Node 2 restarts its scribe state without a new epoch (a bug or an eviction).
+    let now = net.now;
+    net.nodes.get_mut(&NodeId(2)).unwrap().0 = Scribe::new(ScribeConfig::default(), now);
+    net.beats(10, &[]);
+    assert!(net.scribe(2).is_neighbour(key, NodeId(1)), "re-subscribed");
+}
+
+#[test]
+fn a_root_that_is_no_longer_closest_hands_over() {
+    let mut net = Net::chain(2);
+    net.with(1, |s, r, now| s.join(now, &group(), r));
+    let key = group().tree_key(0);
+    // A closer node 9 appears; node 2 now routes the key to it.
+    let r9 = Fixed {
+        own: contact(9),
+        hops: vec![],
+    };
+    let now = net.now;
+    net.nodes
+        .insert(NodeId(9), (Scribe::new(ScribeConfig::default(), now), r9));
+    net.nodes.get_mut(&NodeId(2)).unwrap().1.hops = vec![contact(9)];
+    net.beats(1, &[]);
+    assert!(net.scribe(9).is_neighbour(key, NodeId(2)));
+    assert!(net.scribe(2).is_neighbour(key, NodeId(9)));
+}
+
+#[test]
+fn a_subscription_naming_another_groups_key_is_ignored() {
+    let mut net = Net::chain(2);
+    let now = net.now;
+    let (s, r) = net.nodes.get_mut(&NodeId(2)).unwrap();
+    s.handle(
+        now,
+        contact(1),
+        ScribeMsg::Subscribe {
+            key: NodeId(42),
+            group: group(),
+            index: 0,
+        },
+        r,
+    );
+    assert_eq!(net.scribe(2).tree_count(), 0);
+}

@@ -1,0 +1,297 @@
+//! A network of whole nodes in memory for tests: links carried at once, virtual time, and
+//! relay clients (sans-IO sessions) attached to any node. What a driver does, in one place.
+
+use crate::mesh::{DialId, LinkId, MeshConfig, Security};
+use crate::relay::ClientPacket;
+use crate::relay::NodePacket;
+use crate::relay::client::{ClientSession, SessionEvent};
+use crate::relay::codec::Limits;
+use crate::{Config, ConnId, Event, Input, Instant, Node, Output};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub(crate) fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
+}
+
+/// Fast timers, so that tests cover many periods in little virtual time.
+pub(crate) fn mesh_config(i: usize, seeds: &[usize]) -> MeshConfig {
+    let mut m = MeshConfig::new("test-net", addr(i));
+    m.seeds = seeds.iter().map(|&s| addr(s)).collect();
+    m.overlay.heartbeat_period = Duration::from_secs(1);
+    m.overlay.boot_quiet = Duration::from_secs(5);
+    m.overlay.change_quiet = Duration::from_secs(2);
+    m
+}
+
+/// What a driver does with a link, a dial or a client.
+#[derive(Debug)]
+enum Action {
+    Connected(LinkId, Option<DialId>),
+    Data(LinkId, Bytes),
+    Flushed(LinkId, usize),
+    Gone(LinkId),
+    DialFailed(DialId),
+    ClientFlushed(ConnId, usize),
+}
+
+/// A relay client of one node.
+pub(crate) struct Client {
+    session: ClientSession,
+    pub(crate) inbox: Vec<NodePacket>,
+    pub(crate) closed: bool,
+}
+
+pub(crate) struct Net {
+    pub(crate) now: Instant,
+    pub(crate) nodes: Vec<Option<Node>>,
+    peer_of: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+    next_link: u64,
+    next_conn: u64,
+    queue: VecDeque<(usize, Action)>,
+    pub(crate) events: Vec<(usize, Event)>,
+    pub(crate) clients: BTreeMap<(usize, ConnId), Client>,
+    /// Links cut by the test: nothing crosses them.
+    pub(crate) cut: BTreeSet<(usize, usize)>,
+}
+
+impl Net {
+    pub(crate) fn new() -> Net {
+        Net {
+            now: Instant::ZERO,
+            nodes: Vec::new(),
+            peer_of: BTreeMap::new(),
+            next_link: 0,
+            next_conn: 0,
+            queue: VecDeque::new(),
+            events: Vec::new(),
+            clients: BTreeMap::new(),
+            cut: BTreeSet::new(),
+        }
+    }
+
+    /// `n` nodes, each joining through node 0, run until all are ready.
+    pub(crate) fn ready(n: usize) -> Net {
+        let mut net = Net::new();
+        for i in 0..n {
+            let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
+            net.add(mesh_config(i, &seeds), Security::Plain);
+        }
+        net.secs(20);
+        for i in 0..n {
+            assert!(
+                net.events_of(i).contains(&&Event::Ready),
+                "node {i} not ready"
+            );
+        }
+        net
+    }
+
+    pub(crate) fn add(&mut self, cfg: MeshConfig, security: Security) -> usize {
+        let i = self.nodes.len();
+        let seed = [i as u8 + 1; 32];
+        let node = Node::networked(Config::default(), cfg, security, seed, self.now).unwrap();
+        self.nodes.push(Some(node));
+        self.drain();
+        i
+    }
+
+    pub(crate) fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("live node")
+    }
+
+    fn handle(&mut self, i: usize, input: Input<'_>) {
+        if let Some(n) = self.nodes[i].as_mut() {
+            n.handle(self.now, input);
+        }
+    }
+
+    /// A client of node `i`, handshaken (as a member of `cluster` unless empty).
+    pub(crate) fn client(&mut self, i: usize, cluster: &str) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.clients.insert(
+            (i, conn),
+            Client {
+                session: ClientSession::new(Limits::default()),
+                inbox: Vec::new(),
+                closed: false,
+            },
+        );
+        self.handle(i, Input::ClientConnected(conn));
+        let mut b = BytesMut::new();
+        ClientSession::encode_init(cluster, &mut b);
+        self.handle(i, Input::ClientData(conn, &b));
+        self.drain();
+        assert!(self.clients[&(i, conn)].session.is_accepted());
+        conn
+    }
+
+    pub(crate) fn send(&mut self, i: usize, conn: ConnId, p: ClientPacket) {
+        let mut b = BytesMut::new();
+        p.encode(&mut b);
+        self.handle(i, Input::ClientData(conn, &b));
+        self.drain();
+    }
+
+    /// What a client received since last asked.
+    pub(crate) fn take(&mut self, i: usize, conn: ConnId) -> Vec<NodePacket> {
+        self.clients
+            .get_mut(&(i, conn))
+            .map(|c| std::mem::take(&mut c.inbox))
+            .unwrap_or_default()
+    }
+
+    /// Kills node `i` at once: its sockets close, its peers learn of it after.
+    pub(crate) fn kill(&mut self, i: usize) {
+        self.nodes[i] = None;
+        let ends: Vec<(usize, LinkId)> = self
+            .peer_of
+            .keys()
+            .filter(|(n, _)| *n == i)
+            .copied()
+            .collect();
+        for end in ends {
+            if let Some((j, other)) = self.peer_of.remove(&end) {
+                self.peer_of.remove(&(j, other));
+                self.queue.push_back((j, Action::Gone(other)));
+            }
+        }
+        self.drain();
+    }
+
+    fn new_link(&mut self) -> LinkId {
+        self.next_link += 1;
+        LinkId(self.next_link)
+    }
+
+    /// Carries out every output of every node, then delivers every queued action, until
+    /// nothing moves.
+    pub(crate) fn drain(&mut self) {
+        loop {
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].as_mut().and_then(Node::poll_output) {
+                    self.output(i, out);
+                }
+            }
+            let Some((i, action)) = self.queue.pop_front() else {
+                return;
+            };
+
+            match action {
+                Action::Connected(link, dial) => {
+                    self.handle(i, Input::PeerConnected { link, dial })
+                }
+                Action::Data(link, data) => self.handle(i, Input::PeerData(link, &data)),
+                Action::Flushed(link, n) => self.handle(i, Input::PeerFlushed(link, n)),
+                Action::Gone(link) => self.handle(i, Input::PeerGone(link)),
+                Action::DialFailed(d) => self.handle(i, Input::DialFailed(d)),
+                Action::ClientFlushed(c, n) => self.handle(i, Input::ClientFlushed(c, n)),
+            }
+        }
+    }
+
+    fn output(&mut self, i: usize, out: Output) {
+        match out {
+            Output::Dial(d, to) => {
+                let target = (0..self.nodes.len()).find(|&j| {
+                    addr(j) == to && self.nodes[j].is_some() && !self.cut.contains(&pair(i, j))
+                });
+                match target {
+                    Some(j) => {
+                        let (a, b) = (self.new_link(), self.new_link());
+                        self.peer_of.insert((i, a), (j, b));
+                        self.peer_of.insert((j, b), (i, a));
+                        self.queue.push_back((j, Action::Connected(b, None)));
+                        self.queue.push_back((i, Action::Connected(a, Some(d))));
+                    }
+                    None => self.queue.push_back((i, Action::DialFailed(d))),
+                }
+            }
+            Output::PeerTransmit(link, data) => {
+                self.queue.push_back((i, Action::Flushed(link, data.len())));
+                if let Some(&(j, other)) = self.peer_of.get(&(i, link)) {
+                    self.queue.push_back((j, Action::Data(other, data)));
+                }
+            }
+            Output::PeerClose(link) => {
+                if let Some((j, other)) = self.peer_of.remove(&(i, link)) {
+                    self.peer_of.remove(&(j, other));
+                    self.queue.push_back((j, Action::Gone(other)));
+                }
+            }
+            Output::Transmit(conn, data) => {
+                if let Some(c) = self.clients.get_mut(&(i, conn)) {
+                    c.session.feed(&data);
+                    while let Some(ev) = c.session.poll().unwrap() {
+                        if let SessionEvent::Packet(p) = ev {
+                            c.inbox.push(p);
+                        }
+                    }
+                }
+                self.queue
+                    .push_back((i, Action::ClientFlushed(conn, data.len())));
+            }
+            Output::Close(conn) => {
+                if let Some(c) = self.clients.get_mut(&(i, conn)) {
+                    c.closed = true;
+                }
+            }
+            Output::PauseReading(_) | Output::ResumeReading(_) => {}
+            Output::Event(e) => self.events.push((i, e)),
+        }
+    }
+
+    /// Runs timers and traffic until `t`.
+    pub(crate) fn run_until(&mut self, t: Instant) {
+        loop {
+            self.drain();
+            let next = self
+                .nodes
+                .iter()
+                .flatten()
+                .filter_map(Node::poll_timeout)
+                .min();
+            match next {
+                Some(at) if at <= t => {
+                    self.now = self.now.max(at);
+                    for i in 0..self.nodes.len() {
+                        let due = self.nodes[i]
+                            .as_ref()
+                            .and_then(Node::poll_timeout)
+                            .is_some_and(|d| d <= self.now);
+                        if due {
+                            self.handle(i, Input::Timeout);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(t);
+    }
+
+    pub(crate) fn secs(&mut self, s: u64) {
+        let t = self.now + Duration::from_secs(s);
+        self.run_until(t);
+    }
+
+    pub(crate) fn millis(&mut self, ms: u64) {
+        let t = self.now + Duration::from_millis(ms);
+        self.run_until(t);
+    }
+
+    pub(crate) fn events_of(&self, i: usize) -> Vec<&Event> {
+        self.events
+            .iter()
+            .filter(|(n, _)| *n == i)
+            .map(|(_, e)| e)
+            .collect()
+    }
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    if a <= b { (a, b) } else { (b, a) }
+}
