@@ -40,6 +40,15 @@ pub struct SimConfig {
     pub spike_delay: Duration,
     /// How links authenticate: plain by default (see the crate docs).
     pub security: Security,
+    /// Relay clients and what they do (`None`: the overlay alone).
+    pub workload: Option<crate::Workload>,
+    /// Crash the node hosting the workload's first service this long after the joins
+    /// (with requests and tunnels to it in flight).
+    pub kill_service_node_at: Option<Duration>,
+    /// For the auditor's own test: report every broadcast delivery twice, as a node that
+    /// forwarded a message twice would, so that the auditor must catch it.
+    #[doc(hidden)]
+    pub inject_duplicate_deliveries: bool,
 }
 
 /// A partition: from `start` after the joins, for `length`, a `fraction` of the nodes cannot
@@ -72,6 +81,9 @@ impl Default for SimConfig {
             spike_rate: 0.0,
             spike_delay: Duration::from_secs(5),
             security: Security::Plain,
+            workload: None,
+            kill_service_node_at: None,
+            inject_duplicate_deliveries: false,
         }
     }
 }
@@ -103,13 +115,47 @@ pub struct Summary {
     pub false_deaths: u64,
     /// Invariant violations found.
     pub violations: Vec<Violation>,
-    /// Hash of every event processed: equal for equal seeds.
+    /// Hash of every event processed (and every byte clients read): equal for equal seeds.
     pub trace_hash: u64,
+    /// What the delivery auditor concluded (the messaging workload only).
+    pub audit: Option<crate::Audit>,
+    /// Bytes of tree maintenance (subscriptions, beats) sent per node per virtual second.
+    pub tree_bytes_per_node_per_sec: f64,
 }
 
 impl Summary {
+    /// All violations: the overlay oracle's and the delivery auditor's.
+    pub fn violation_count(&self) -> usize {
+        self.violations.len() + self.audit.as_ref().map_or(0, |a| a.violations.len())
+    }
+
     /// The summary as one JSON object.
     pub fn to_json(&self) -> String {
+        let mut json = self.overlay_json();
+        if let Some(a) = &self.audit {
+            json.pop();
+            json.push_str(&format!(
+                ",\"broadcast_delivery\":{:.5},\"publish_delivery\":{:.5},\"expected_deliveries\":{},\"duplicates\":{},\"misdeliveries\":{},\"requests\":{},\"requests_answered\":{:.5},\"requests_without_one_outcome\":{},\"late_requests\":{},\"tunnels\":{},\"tunnels_completed\":{},\"tunnel_order_violations\":{},\"tree_bytes_per_node_s\":{:.1},\"wall_s\":{:.2}}}",
+                a.broadcast_delivery,
+                a.publish_delivery,
+                a.expected_deliveries,
+                a.duplicates,
+                a.misdeliveries,
+                a.requests,
+                a.requests_answered,
+                a.requests_without_one_outcome,
+                a.late_requests,
+                a.tunnels,
+                a.tunnels_completed,
+                a.tunnel_order_violations,
+                self.tree_bytes_per_node_per_sec,
+                self.wall_secs,
+            ));
+        }
+        json
+    }
+
+    fn overlay_json(&self) -> String {
         format!(
             "{{\"nodes\":{},\"virtual_secs\":{:.1},\"events\":{},\"wall_secs\":{:.2},\"events_per_sec\":{:.0},\"mean_hops\":{:.3},\"p99_hops\":{},\"convergence_secs\":{:.1},\"maintenance_bytes_per_node_per_sec\":{:.1},\"false_deaths\":{},\"violations\":{},\"trace_hash\":\"{:016x}\"}}",
             self.nodes,
@@ -122,7 +168,7 @@ impl Summary {
             self.convergence_secs,
             self.maintenance_bytes_per_node_per_sec,
             self.false_deaths,
-            self.violations.len(),
+            self.violation_count(),
             self.trace_hash
         )
     }

@@ -15,8 +15,11 @@
 //! nodes and that keys routed from every node reach the numerically closest live node
 //! without loops.
 
+mod auditor;
+mod clients;
 mod config;
 mod oracle;
+mod workload;
 
 use bytes::Bytes;
 use iris_proto::overlay::{NodeId, Overlay};
@@ -30,8 +33,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+pub use auditor::Audit;
 pub use config::{Partition, SimConfig, Summary};
 pub use oracle::Violation;
+pub use workload::Workload;
 
 /// A map for lookups; iterated only after sorting, so runs stay deterministic.
 type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
@@ -69,6 +74,24 @@ enum Event {
     Partition { on: bool },
     /// A random link breaks for a while.
     LinkBreak,
+    /// A client has read what its node wrote it (its socket drains at the client's rate);
+    /// `written` is when the node handed it to the socket.
+    ClientRead {
+        client: usize,
+        life: u64,
+        data: Bytes,
+        written: u64,
+    },
+    /// A client writes, after thinking (a service answering).
+    ClientWrite {
+        client: usize,
+        life: u64,
+        data: Bytes,
+    },
+    /// An actor acts.
+    Act { client: usize, life: u64 },
+    /// The node hosting the first service crashes (a fault the test chose).
+    KillServiceNode,
 }
 
 struct Queued {
@@ -156,12 +179,22 @@ struct Sim {
     detect: u64,
     /// A node's outputs, reused between calls.
     outs: Vec<Output>,
+    /// The messaging workload's clients, and who owns which connection.
+    clients: Vec<workload::Slot>,
+    conn_owner: Map<(usize, iris_proto::ConnId), usize>,
+    auditor: Option<auditor::Auditor>,
+    next_client_key: u64,
+    next_client_conn: u64,
+    next_msg: u64,
+    /// Tree maintenance bytes of nodes that are gone.
+    tree_bytes_gone: u64,
 }
 
 /// Runs a whole simulation: joins, faults, then quiet until convergence, then the oracle.
 pub fn run(cfg: &SimConfig) -> Summary {
     let wall = std::time::Instant::now();
     let mut sim = Sim::new(cfg.clone());
+    sim.place_clients();
     for slot in 0..cfg.nodes {
         let at = sim.rng.random_range(0..=cfg.join_spread.as_nanos() as u64);
         // The first node founds the ring at time 0; the others join after it.
@@ -180,6 +213,9 @@ pub fn run(cfg: &SimConfig) -> Summary {
         sim.push(start, Event::Partition { on: true });
         sim.push(end, Event::Partition { on: false });
         sim.churn_until = sim.churn_until.max(end);
+    }
+    if let Some(at) = cfg.kill_service_node_at {
+        sim.push(joined + at.as_nanos() as u64, Event::KillServiceNode);
     }
     if cfg.link_breaks > 0.0 && cfg.minutes > 0.0 {
         let first = joined + sim.gap(cfg.link_breaks / 60.0);
@@ -225,6 +261,31 @@ pub fn run(cfg: &SimConfig) -> Summary {
             )));
         }
     }
+    // Trees repair within a few beats of the routes they follow: give them those, then
+    // every tree of the workload must be whole.
+    if let Some(w) = cfg.workload.clone() {
+        let beat = iris_proto::scribe::ScribeConfig::default().beat;
+        sim.run_until(sim.now + (beat * 5).as_nanos() as u64);
+        let scribes: BTreeMap<NodeId, &iris_proto::scribe::Scribe> = sim
+            .by_id
+            .iter()
+            .filter_map(|(&id, &s)| Some((id, sim.slots[s].as_ref()?.node.scribe()?)))
+            .collect();
+        let groups =
+            (0..w.clusters)
+                .map(|c| iris_proto::scribe::Group::cluster(format!("svc-{c}").as_str().into()))
+                .chain((0..w.topics).map(|t| {
+                    iris_proto::scribe::Group::topic(format!("topic-{t}").as_str().into())
+                }));
+        let keys: Vec<NodeId> = groups
+            .flat_map(|g| {
+                (0..iris_proto::scribe::ScribeConfig::default().splits).map(move |i| g.tree_key(i))
+            })
+            .collect();
+        let mut found = Vec::new();
+        oracle::check_trees(&scribes, keys.into_iter(), &mut found);
+        sim.violations.extend(found);
+    }
     // The oracle draws its keys from a generator of its own, derived from the seed.
     let mut keys = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6f72_6163_6c65);
     let (hops, mut violations) = oracle::check_final(
@@ -236,8 +297,20 @@ pub fn run(cfg: &SimConfig) -> Summary {
     sim.violations.append(&mut violations);
     let mut sorted = hops.clone();
     sorted.sort_unstable();
+    let audit = sim.finish_audit(end);
+    let tree_bytes = sim.tree_bytes_gone
+        + sim
+            .slots
+            .iter()
+            .flatten()
+            .map(|n| n.node.stats().tree_bytes_out)
+            .sum::<u64>();
     let wall_secs = wall.elapsed().as_secs_f64();
     Summary {
+        audit,
+        tree_bytes_per_node_per_sec: tree_bytes as f64
+            / cfg.nodes.max(1) as f64
+            / (end as f64 / 1e9),
         nodes: sim.by_id.len(),
         virtual_secs: end as f64 / 1e9,
         events: sim.events,
@@ -296,6 +369,13 @@ impl Sim {
             departed: Vec::new(),
             last_fault: 0,
             outs: Vec::new(),
+            clients: Vec::new(),
+            conn_owner: Map::default(),
+            auditor: None,
+            next_client_key: 0,
+            next_client_conn: 0,
+            next_msg: 0,
+            tree_bytes_gone: 0,
         }
     }
 
@@ -547,6 +627,30 @@ impl Sim {
                 });
                 self.cut_connections();
             }
+            Event::ClientRead {
+                client,
+                life,
+                data,
+                written,
+            } => self.client_read(client, life, data, written),
+            Event::ClientWrite { client, life, data } => {
+                if self.clients[client]
+                    .life
+                    .as_ref()
+                    .is_some_and(|l| l.key == life)
+                {
+                    self.client_write(client, data);
+                }
+            }
+            Event::Act { client, life } => self.act(client, life),
+            Event::KillServiceNode => {
+                self.trace(10, 0);
+                if let Some(slot) = self.clients.first().map(|c| c.home)
+                    && self.slots[slot].is_some()
+                {
+                    self.remove_node(slot, false);
+                }
+            }
             Event::LinkBreak => {
                 self.trace(9, 0);
                 self.break_a_link();
@@ -619,7 +723,13 @@ impl Sim {
             return;
         }
         let slot = live[self.rng.random_range(0..live.len())];
-        if self.rng.random_bool(0.5) {
+        let graceful = self.rng.random_bool(0.5);
+        self.remove_node(slot, graceful);
+    }
+
+    /// The node in `slot` leaves (telling its peers) or crashes; a node joins its slot later.
+    fn remove_node(&mut self, slot: usize, graceful: bool) {
+        if graceful {
             // Graceful: the node tells its peers and closes its links.
             if let Some(n) = self.slots[slot].as_mut() {
                 n.node
@@ -629,11 +739,14 @@ impl Sim {
         }
         if let Some(n) = self.slots[slot].take() {
             let id = n.overlay().id();
+            self.tree_bytes_gone += n.node.stats().tree_bytes_out;
             self.by_id.remove(&id);
             self.born.remove(&id);
             self.departed.push(id);
         }
+        self.clients_die(slot);
         // The process is gone: the kernel closes whatever it still held.
+        #[allow(clippy::disallowed_methods)] // sorted below
         let mut held: Vec<(u64, usize)> = self
             .conns
             .iter()
@@ -736,6 +849,8 @@ impl Sim {
             self.push(d, Event::Timer { slot, inc });
         }
         let mut alone = false;
+        let mut ready = false;
+        let mut resumed = Vec::new();
         let mut flushed: Vec<(LinkId, usize)> = Vec::new();
         for o in outs.drain(..) {
             match o {
@@ -798,14 +913,21 @@ impl Sim {
                     }
                 }
                 Output::Event(NodeEvent::Mesh(MeshEvent::Alone)) => alone = true,
-                Output::Transmit(..)
-                | Output::Close(_)
-                | Output::PauseReading(_)
-                | Output::ResumeReading(_)
-                | Output::Event(_) => {}
+                Output::Event(NodeEvent::Ready) => ready = true,
+                Output::Transmit(conn, data) => self.client_transmit(slot, conn, data),
+                Output::Close(conn) => self.client_closed(slot, conn),
+                Output::PauseReading(conn) => self.client_paused(slot, conn, true),
+                Output::ResumeReading(conn) => resumed.push(conn),
+                Output::Event(_) => {}
             }
         }
         self.outs = outs;
+        for conn in resumed {
+            self.client_paused(slot, conn, false);
+        }
+        if ready {
+            self.attach_clients(slot);
+        }
         if !flushed.is_empty() {
             let now = Instant::from_nanos(self.now);
             if let Some(n) = self.slots[slot].as_mut() {

@@ -50,6 +50,21 @@ pub enum Violation {
     NotConverged,
     /// A message did not survive the wire format.
     Wire(String),
+    /// Once quiet, a multicast tree still has more than one root (or none, while nodes
+    /// are in it): parts of a group would not hear each other.
+    TreeSplit {
+        /// The tree.
+        key: NodeId,
+        /// Nodes in the tree that have no parent.
+        roots: usize,
+    },
+    /// A node takes part in a tree, but the tree's root does not reach it (a stray branch).
+    TreeOrphan {
+        /// The tree.
+        key: NodeId,
+        /// The node.
+        node: NodeId,
+    },
 }
 
 /// Cheap checks, after every event.
@@ -158,6 +173,44 @@ fn route(
             Some(next) => {
                 at = next;
                 hops += 1;
+            }
+        }
+    }
+}
+
+/// At quiescence: every tree of the workload's groups has exactly one root, and every node
+/// in a tree hangs from it (following parents from any member ends at the root).
+pub(crate) fn check_trees(
+    nodes: &BTreeMap<NodeId, &iris_proto::scribe::Scribe>,
+    keys: impl Iterator<Item = NodeId>,
+    out: &mut Vec<Violation>,
+) {
+    for key in keys {
+        let members: Vec<(NodeId, Option<NodeId>)> = nodes
+            .iter()
+            .filter_map(|(&id, s)| s.relations(key).map(|(parent, _)| (id, parent)))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let roots = members.iter().filter(|(_, p)| p.is_none()).count();
+        if roots != 1 {
+            out.push(Violation::TreeSplit { key, roots });
+            continue;
+        }
+        let parent: BTreeMap<NodeId, Option<NodeId>> = members.iter().copied().collect();
+        for &(id, _) in &members {
+            let mut at = id;
+            let mut steps = 0;
+            while let Some(Some(p)) = parent.get(&at) {
+                at = *p;
+                steps += 1;
+                if steps > members.len() {
+                    break;
+                }
+            }
+            if parent.get(&at) != Some(&None) {
+                out.push(Violation::TreeOrphan { key, node: id });
             }
         }
     }

@@ -167,7 +167,18 @@ pub enum Incoming {
     Message(Contact, Bytes),
     /// The peer has no link to this node any more (closed, failed, or it left). Its next
     /// message would come on a new link; state bound to the old one (tunnels) is over.
-    Unlinked(NodeId),
+    /// `failed`: it ended by an error or a cut, not a close (the peer may be dead).
+    Unlinked {
+        /// The peer.
+        node: NodeId,
+        /// Ended by an error or a cut.
+        failed: bool,
+    },
+    /// A link to the peer is up and it said who it is.
+    Linked(NodeId),
+    /// A dial to reach the peer failed: it is probably gone. The node messages that waited
+    /// for that link come back, so that the node may route them another way.
+    Unreachable(NodeId, Vec<Bytes>),
     /// The overlay found the peer dead, or it left.
     Down(NodeId),
 }
@@ -263,6 +274,8 @@ struct PeerLink {
     join: bool,
     /// Broke the protocol: closing, and ignored meanwhile.
     bad: bool,
+    /// Ended by an error or a cut rather than a close.
+    failed: bool,
     /// The handshake deadline, until the link is up.
     deadline: Option<Instant>,
     /// In the `dirty` queue.
@@ -528,6 +541,7 @@ impl Mesh {
                 pending,
                 join,
                 bad: false,
+                failed: false,
                 deadline,
                 queued: false,
                 last_used: now,
@@ -562,11 +576,14 @@ impl Mesh {
         let Some(d) = self.dials.remove(&dial) else {
             return;
         };
+        self.stats.dials_failed += 1;
+        let returned = self.node_messages(d.pending);
         if let Some(e) = d.expect {
             self.dialing.remove(&e);
+            self.inbox.push_back(Incoming::Unreachable(e, returned));
+        } else {
+            self.stats.messages_dropped += returned.len() as u64;
         }
-        self.stats.dials_failed += 1;
-        self.stats.messages_dropped += d.pending.len() as u64;
         self.outputs
             .push_back(MeshOutput::Event(MeshEvent::DialFailed(d.addr)));
         self.pump(now);
@@ -850,6 +867,7 @@ impl Mesh {
                     let peer = pl.peer.map(|c| c.id);
                     if !matches!(e, crate::link::LinkError::ClosedByPeer(_)) {
                         self.stats.links_failed += 1;
+                        pl.failed = true;
                     }
                     let event = if pl.deadline.is_some() {
                         // Never established: the two ends are not one network.
@@ -916,12 +934,19 @@ impl Mesh {
             link: id,
             peer: c.id,
         }));
+        self.inbox.push_back(Incoming::Linked(c.id));
         let keep = self.by_id[&c.id];
         let pl = self.links.get_mut(&keep).expect("live");
         let pending = std::mem::take(&mut pl.pending);
-        if pl.expect.is_some_and(|e| e != c.id) {
-            // Someone else lives at that address now: what was meant for the old node is lost.
-            self.stats.messages_dropped += pending.len() as u64;
+        pl.last_used = now;
+        let join = std::mem::take(&mut pl.join);
+        let pl_addr = pl.addr;
+        if let Some(e) = pl.expect.filter(|&e| e != c.id) {
+            // Someone else lives at that address now: the node expected there is gone for
+            // sure, and what was meant for it goes back to be routed another way.
+            let returned = self.node_messages(pending);
+            self.inbox.push_back(Incoming::Unreachable(e, returned));
+            self.overlay.replaced(now, e, pl_addr);
         } else {
             for (class, bytes) in pending {
                 if put(&mut pl.link, class, bytes).is_err() {
@@ -929,12 +954,27 @@ impl Mesh {
                 }
             }
         }
-        pl.last_used = now;
-        let join = std::mem::take(&mut pl.join);
         self.mark(keep);
         if join {
             self.overlay.join(now, c);
         }
+    }
+
+    /// The node messages among messages that waited for a link (overlay messages, only
+    /// worth their moment, are dropped).
+    fn node_messages(&mut self, pending: Vec<(Class, Bytes)>) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for (class, bytes) in pending {
+            // Control messages were tagged for the link: node messages are unwrapped.
+            match class {
+                Class::Data | Class::Stream => out.push(bytes),
+                Class::Control => match wire::decode_bytes(&bytes) {
+                    Ok(PeerMsg::Node(b)) => out.push(b),
+                    _ => self.stats.messages_dropped += 1,
+                },
+            }
+        }
+        out
     }
 
     fn violation(&mut self, id: LinkId, why: &str) {
@@ -979,7 +1019,9 @@ impl Mesh {
             && self.by_id.get(&c.id) == Some(&id)
         {
             self.by_id.remove(&c.id);
-            self.inbox.push_back(Incoming::Unlinked(c.id));
+            let failed = self.links.get(&id).is_some_and(|pl| pl.failed || pl.bad);
+            self.inbox
+                .push_back(Incoming::Unlinked { node: c.id, failed });
         }
     }
 

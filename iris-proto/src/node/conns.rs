@@ -170,17 +170,35 @@ impl Conns {
         s.congested.is_some() && s.outbox.backlog() <= self.high / 2
     }
 
-    /// Moves what the drivers' sockets may take now into `outputs`.
-    pub(crate) fn transmit(&mut self, outputs: &mut VecDeque<Output>) {
+    /// Moves what the drivers' sockets may take at `now` into `outputs`; returns how many
+    /// queued requests expired on the way.
+    pub(crate) fn transmit(&mut self, now: Instant, outputs: &mut VecDeque<Output>) -> u64 {
+        let mut expired = 0;
         while let Some(conn) = self.dirty.pop_front() {
             let Some(s) = self.map.get_mut(&conn) else {
                 continue;
             };
             s.dirty = false;
-            while let Some(bytes) = s.outbox.poll_transmit() {
+            let mut released = 0;
+            while let Some(bytes) = s.outbox.poll_transmit(now, &mut expired, &mut released) {
                 outputs.push_back(Output::Transmit(conn, bytes));
             }
+            self.mem.release(released);
         }
+        expired
+    }
+
+    /// Queues one packet for one connection, to be dropped if it is still queued (not yet
+    /// handed to the socket) at `expires`.
+    pub(crate) fn send_expiring(&mut self, conn: ConnId, packet: &NodePacket, expires: Instant) {
+        let Some(s) = self.map.get_mut(&conn) else {
+            return;
+        };
+        let mut b = BytesMut::new();
+        packet.encode(&mut b);
+        let n = s.outbox.push_expiring(b.freeze(), expires);
+        self.mem.charge(n);
+        self.wrote(conn);
     }
 
     /// Drops a connection's queued bytes (not those in flight), releasing their memory.

@@ -78,7 +78,7 @@ impl Node {
         }
         self.stats.memory_peak = self.conns.mem.peak() as u64;
         self.tell_pauses();
-        self.conns.transmit(&mut self.outputs);
+        self.stats.requests_expired_queued += self.conns.transmit(self.now, &mut self.outputs);
         self.drain_mesh();
         if std::mem::take(&mut self.stopping) {
             self.outputs.push_back(Output::Event(super::Event::Stopped));

@@ -215,6 +215,8 @@ pub struct Node {
     scribe: Option<Scribe>,
     /// Number of the next multicast or anycast this node starts (trees round-robin on it).
     next_cast: u64,
+    /// Peers whose links failed (or a dial to them did) lately, routed around until then.
+    unreachable: BTreeMap<crate::overlay::NodeId, Instant>,
     /// [`Event::Ready`] has been emitted.
     ready: bool,
     /// Shutdown is done once what it set off is out: [`Event::Stopped`] goes last.
@@ -251,6 +253,7 @@ impl Node {
             mesh: None,
             scribe: None,
             next_cast: 0,
+            unreachable: BTreeMap::new(),
             ready: true,
             stopping: false,
         };

@@ -15,16 +15,66 @@
 //!   back to the origin node over their direct link.
 
 use super::Node;
-use super::wire::{self, Anycast, Cast, NodeMsg, Wanted};
-use crate::mesh::{Class, Incoming};
-use crate::overlay::{Contact, NodeId};
+use super::wire::{self, Anycast, Cast, NodeMsg, Via, Wanted};
+use crate::mesh::{Class, Incoming, Mesh};
+use crate::overlay::{Contact, NodeId, Overlay};
 use crate::relay::NodePacket;
-use crate::scribe::{Group, GroupKind, Pick, Verdict};
+use crate::scribe::{Group, GroupKind, Pick, Router, Verdict};
+use crate::time::Instant;
 use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Most hops a tree message may take: trees are a few hops deep; this only bounds what a
 /// repair in progress could make wander.
 const MAX_HOPS: u8 = 64;
+
+/// How long a peer whose link failed (or whom a dial failed to reach) is routed around:
+/// long enough for the overlay's heartbeats to find it dead, if it is.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
+
+/// The overlay's routes around the peers this node lost recently: a crashed node's links
+/// fail at once, long before its neighbours' heartbeats declare it dead, and routing
+/// through it meanwhile would lose what is sent.
+pub(super) struct Routes<'a> {
+    overlay: &'a Overlay,
+    unreachable: &'a BTreeMap<NodeId, Instant>,
+    now: Instant,
+}
+
+impl Router for Routes<'_> {
+    fn own(&self) -> Contact {
+        self.overlay.contact()
+    }
+
+    fn next_hop(&self, key: NodeId, avoid: Option<NodeId>) -> Option<Contact> {
+        self.overlay.route_where(key, |id| self.usable(id, avoid))
+    }
+}
+
+impl Routes<'_> {
+    /// Neither `avoid` nor lost lately.
+    fn usable(&self, id: NodeId, avoid: Option<NodeId>) -> bool {
+        Some(id) != avoid
+            && self
+                .unreachable
+                .get(&id)
+                .is_none_or(|&until| until <= self.now)
+    }
+}
+
+/// The routes of a networked node (`None` for a lone one).
+fn routes<'a>(
+    mesh: &'a Option<Mesh>,
+    unreachable: &'a BTreeMap<NodeId, Instant>,
+    now: Instant,
+) -> Option<Routes<'a>> {
+    Some(Routes {
+        overlay: mesh.as_ref()?.overlay(),
+        unreachable,
+        now,
+    })
+}
 
 impl Node {
     /// Handles what the mesh handed over, until it has nothing more.
@@ -32,9 +82,26 @@ impl Node {
         let mut any = false;
         while let Some(incoming) = self.mesh.as_mut().and_then(|m| m.poll_incoming()) {
             any = true;
+            let until = self.now + UNREACHABLE_FOR;
             match incoming {
                 Incoming::Message(from, bytes) => self.on_peer_message(from, bytes),
-                Incoming::Unlinked(node) | Incoming::Down(node) => self.peer_lost(node),
+                Incoming::Unlinked { node, failed } => {
+                    if failed {
+                        self.unreachable.insert(node, until);
+                    }
+                    self.peer_lost(node);
+                }
+                Incoming::Unreachable(node, undelivered) => {
+                    self.unreachable.insert(node, until);
+                    self.peer_lost(node);
+                    for bytes in undelivered {
+                        self.reroute(bytes);
+                    }
+                }
+                Incoming::Linked(node) => {
+                    self.unreachable.remove(&node);
+                }
+                Incoming::Down(node) => self.peer_lost(node),
             }
         }
         any
@@ -87,11 +154,14 @@ impl Node {
     /// Local members of a group appeared or all left: join or leave its trees.
     pub(super) fn group_changed(&mut self, group: Group, present: bool) {
         let now = self.now;
-        let (Some(scribe), Some(mesh)) = (self.scribe.as_mut(), self.mesh.as_ref()) else {
+        let (Some(scribe), Some(routes)) = (
+            self.scribe.as_mut(),
+            routes(&self.mesh, &self.unreachable, now),
+        ) else {
             return;
         };
         if present {
-            scribe.join(now, &group, mesh.overlay());
+            scribe.join(now, &group, &routes);
         } else {
             scribe.leave(&group);
         }
@@ -100,14 +170,16 @@ impl Node {
     /// The trees' deadlines.
     pub(super) fn trees_timeout(&mut self) {
         let now = self.now;
+        self.unreachable.retain(|_, until| *until > now);
         let Node {
             scribe,
             mesh,
             clusters,
             conns,
+            unreachable,
             ..
         } = self;
-        let (Some(scribe), Some(mesh)) = (scribe.as_mut(), mesh.as_ref()) else {
+        let (Some(scribe), Some(routes)) = (scribe.as_mut(), routes(mesh, unreachable, now)) else {
             return;
         };
         if scribe.poll_timeout().is_some_and(|t| t <= now) {
@@ -115,7 +187,7 @@ impl Node {
                 GroupKind::Cluster => super::requests::capacity(clusters, conns, &g.name),
                 GroupKind::Topic => 0,
             };
-            scribe.handle_timeout(now, mesh.overlay(), capacity);
+            scribe.handle_timeout(now, &routes, capacity);
         }
     }
 
@@ -135,7 +207,7 @@ impl Node {
             origin: own.id,
             epoch: own.epoch,
             seq,
-            in_tree: false,
+            via: Via::Routed,
             hops: 0,
             payload,
         };
@@ -167,13 +239,19 @@ impl Node {
             }
         };
         let now = self.now;
-        if let (Some(scribe), Some(mesh)) = (self.scribe.as_mut(), self.mesh.as_ref()) {
-            scribe.heard_from(now, from, mesh.overlay());
+        if let (Some(scribe), Some(routes)) = (
+            self.scribe.as_mut(),
+            routes(&self.mesh, &self.unreachable, now),
+        ) {
+            scribe.heard_from(now, from, &routes);
         }
         match msg {
             NodeMsg::Tree(t) => {
-                if let (Some(scribe), Some(mesh)) = (self.scribe.as_mut(), self.mesh.as_ref()) {
-                    scribe.handle(now, from, t, mesh.overlay());
+                if let (Some(scribe), Some(routes)) = (
+                    self.scribe.as_mut(),
+                    routes(&self.mesh, &self.unreachable, now),
+                ) {
+                    scribe.handle(now, from, t, &routes);
                 }
             }
             NodeMsg::Cast(mut c) => {
@@ -199,12 +277,31 @@ impl Node {
         }
     }
 
+    /// A message whose next hop could not be reached: one routed toward a tree (or walking
+    /// one) is sent again, around the lost peer; anything else was for that peer only.
+    fn reroute(&mut self, bytes: Bytes) {
+        match wire::decode(&bytes) {
+            Ok(NodeMsg::Cast(c)) if c.via != Via::Tree => {
+                self.stats.rerouted += 1;
+                self.route_cast(c);
+            }
+            Ok(NodeMsg::Anycast(a)) => {
+                self.stats.rerouted += 1;
+                self.pass_anycast(a, None);
+            }
+            _ => self.stats.undelivered += 1,
+        }
+    }
+
     /// A peer is gone (its link closed, or the overlay found it dead): trees repair around
     /// it, tunnels through it end.
     fn peer_lost(&mut self, node: NodeId) {
         let now = self.now;
-        if let (Some(scribe), Some(mesh)) = (self.scribe.as_mut(), self.mesh.as_ref()) {
-            scribe.lost(now, node, mesh.overlay());
+        if let (Some(scribe), Some(routes)) = (
+            self.scribe.as_mut(),
+            routes(&self.mesh, &self.unreachable, now),
+        ) {
+            scribe.lost(now, node, &routes);
         }
         self.tunnels_lost(node);
     }
@@ -217,7 +314,7 @@ impl Node {
         };
         let from_id = from.map(|f| f.id);
         if !scribe.in_tree(c.key) {
-            if c.in_tree
+            if c.via == Via::Tree
                 && let Some(f) = from
             {
                 // The sender holds us as a tree neighbour; we do not: it must repair.
@@ -227,7 +324,7 @@ impl Node {
             }
             return self.route_cast(c);
         }
-        if c.in_tree && from_id.is_some_and(|f| !scribe.is_neighbour(c.key, f)) {
+        if c.via == Via::Tree && from_id.is_some_and(|f| !scribe.is_neighbour(c.key, f)) {
             self.stats.casts_stray += 1;
             if let Some(f) = from {
                 let msg = NodeMsg::Tree(crate::scribe::ScribeMsg::NotInTree { key: c.key });
@@ -247,7 +344,10 @@ impl Node {
         if c.hops >= MAX_HOPS || targets.is_empty() {
             return;
         }
-        let out = Cast { in_tree: true, ..c };
+        let out = Cast {
+            via: Via::Tree,
+            ..c
+        };
         let bytes = wire::encode(&NodeMsg::Cast(out));
         for to in targets {
             if !self.send_bytes(to, Class::Data, bytes.clone()) {
@@ -258,20 +358,43 @@ impl Node {
 
     /// Routes a multicast toward its tree (this node is not in it).
     fn route_cast(&mut self, c: Cast) {
-        let Some(next) = self.route(c.key) else {
-            // The key's closest node has no such tree: nobody anywhere is a member.
+        let Some((next, via)) = self.toward(c.key, c.via) else {
+            self.stats.casts_no_tree += 1;
             return;
         };
         if c.hops >= MAX_HOPS {
             return;
         }
-        let out = Cast {
-            in_tree: false,
-            ..c
-        };
+        let out = Cast { via, ..c };
         if !self.send_peer(next, Class::Data, &NodeMsg::Cast(out)) {
             self.stats.casts_dropped += 1;
         }
+    }
+
+    /// The next hop of a message routed toward a tree this node is not in. At the key's
+    /// closest node (no next hop) the tree may still live one step away: a node that just
+    /// joined closest to a key is routed to before the old root hands the tree over, so
+    /// the message goes on once, to the closest other node. Otherwise nobody anywhere
+    /// is a member.
+    fn toward(&self, key: NodeId, via: Via) -> Option<(Contact, Via)> {
+        if let Some(next) = self.route(key) {
+            return Some((next, via));
+        }
+        if via == Via::Detour {
+            return None;
+        }
+        let routes = routes(&self.mesh, &self.unreachable, self.now)?;
+        let closest_other = routes
+            .overlay
+            .leaves()
+            .members()
+            .filter(|id| routes.usable(*id, None))
+            .fold(None, |best: Option<NodeId>, id| match best {
+                Some(b) if !key.prefers(id, b) => Some(b),
+                _ => Some(id),
+            })?;
+        let c = routes.overlay.contact_of(closest_other)?;
+        Some((c, Via::Detour))
     }
 
     /// Delivers a multicast to this node's members of its group.
@@ -327,7 +450,7 @@ impl Node {
                     return true;
                 }
                 Pick::Neighbour(c) => {
-                    a.in_tree = true;
+                    a.via = Via::Tree;
                     c
                 }
                 Pick::None => {
@@ -336,17 +459,28 @@ impl Node {
                 }
             }
         } else {
-            match self.route(a.key) {
-                Some(c) => {
-                    a.in_tree = false;
+            match self.toward(a.key, a.via) {
+                Some((c, via)) => {
+                    a.via = via;
                     c
                 }
-                None => {
-                    // No tree at the key's closest node: no member anywhere.
-                    return true;
-                }
+                // No tree at the key's closest nodes: no member anywhere.
+                None => return true,
             }
         };
+        // The time the hop takes (a round trip, to leave room for the way back) is off the
+        // budget: a request that could not be answered in time is not delivered.
+        let hop = self
+            .mesh
+            .as_ref()
+            .and_then(|m| m.overlay().rtt(next.id))
+            .or(self.scribe.as_ref().map(|s| s.config().hop_rtt))
+            .unwrap_or_default();
+        a.budget_ms = a.budget_ms.saturating_sub((hop.as_millis() as u64).max(1));
+        if a.budget_ms == 0 {
+            self.stats.anycasts_expired += 1;
+            return true;
+        }
         let sent = self.send_peer(next, Class::Data, &NodeMsg::Anycast(a));
         if !sent {
             self.stats.anycasts_lost += 1;
@@ -382,8 +516,8 @@ impl Node {
         }
     }
 
-    /// The overlay's next hop toward `key`; `None` here.
+    /// The next hop toward `key` (around peers lost recently); `None` here.
     fn route(&self, key: NodeId) -> Option<Contact> {
-        self.mesh.as_ref()?.overlay().route(key, None)
+        routes(&self.mesh, &self.unreachable, self.now)?.next_hop(key, None)
     }
 }

@@ -1,8 +1,10 @@
 //! A connection's outgoing bytes: small packets coalesced into one buffer, large payloads
 //! shared between every connection they go to, and bytes handed to the driver only as its
 //! socket takes them (pulled writes), so that the node still holds everything not yet in
-//! flight and can drop or reorder it (a CLOSE ahead of queued data) at a packet boundary.
+//! flight and can drop or reorder it (a CLOSE ahead of queued data) at a packet boundary,
+//! and drop a request whose time ran out while it waited (it is never delivered late).
 
+use crate::time::Instant;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
@@ -25,6 +27,8 @@ pub(crate) struct SharedId(pub(crate) u64);
 struct Segment {
     bytes: Bytes,
     shared: Option<SharedId>,
+    /// A packet worth sending only until then (a request): dropped if still queued.
+    expires: Option<Instant>,
 }
 
 /// What leaving the outbox released, for the node's memory accounting.
@@ -78,9 +82,24 @@ impl Outbox {
         self.segments.push_back(Segment {
             bytes: payload,
             shared: Some(id),
+            expires: None,
         });
         private += self.push(tail);
         private
+    }
+
+    /// Appends a packet of its own that is dropped unsent if it is still queued at
+    /// `expires`; returns the bytes added.
+    pub(crate) fn push_expiring(&mut self, bytes: Bytes, expires: Instant) -> usize {
+        self.seal();
+        let n = bytes.len();
+        self.queued += n;
+        self.segments.push_back(Segment {
+            bytes,
+            shared: None,
+            expires: Some(expires),
+        });
+        n
     }
 
     /// Bytes this connection still has to read: queued here and in flight.
@@ -93,20 +112,34 @@ impl Outbox {
         self.queued > 0 && self.inflight_bytes < BATCH
     }
 
-    /// The next run of bytes for the driver, if its socket may take more.
-    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
+    /// The next run of bytes for the driver at `now`, if its socket may take more; packets
+    /// that expired while queued are dropped on the way (counted in `expired`, their bytes
+    /// in `released`).
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        expired: &mut u64,
+        released: &mut usize,
+    ) -> Option<Bytes> {
         if self.inflight_bytes >= BATCH {
             return None;
         }
-        if self.segments.is_empty() {
-            self.seal();
+        loop {
+            if self.segments.is_empty() {
+                self.seal();
+            }
+            let seg = self.segments.pop_front()?;
+            let len = seg.bytes.len();
+            self.queued -= len;
+            if seg.expires.is_some_and(|at| at <= now) {
+                *expired += 1;
+                *released += len;
+                continue;
+            }
+            self.inflight_bytes += len;
+            self.inflight.push_back((len, seg.shared));
+            return Some(seg.bytes);
         }
-        let seg = self.segments.pop_front()?;
-        let len = seg.bytes.len();
-        self.queued -= len;
-        self.inflight_bytes += len;
-        self.inflight.push_back((len, seg.shared));
-        Some(seg.bytes)
     }
 
     /// Everything queued, whatever is in flight: the connection is closing and the node
@@ -181,6 +214,7 @@ impl Outbox {
             self.segments.push_back(Segment {
                 bytes: self.buf.split().freeze(),
                 shared: None,
+                expires: None,
             });
         }
     }
@@ -196,15 +230,15 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(o.push(|b| b.extend_from_slice(&[1; 100])), 100);
         }
-        let first = o.poll_transmit().unwrap();
+        let first = o.poll_transmit(Instant::ZERO, &mut 0, &mut 0).unwrap();
         assert_eq!(first.len(), 1000, "ten packets, one write");
-        assert!(o.poll_transmit().is_none());
+        assert!(o.poll_transmit(Instant::ZERO, &mut 0, &mut 0).is_none());
         // 1 MiB more: handed out in segments while less than a batch is in flight.
         for _ in 0..16 {
             o.push(|b| b.extend_from_slice(&[2; 64 << 10]));
         }
         let mut handed = 0;
-        while let Some(b) = o.poll_transmit() {
+        while let Some(b) = o.poll_transmit(Instant::ZERO, &mut 0, &mut 0) {
             handed += b.len();
         }
         assert!((BATCH..BATCH + SEGMENT + 1000).contains(&(handed + 1000)));
@@ -225,7 +259,8 @@ mod tests {
             |b| b.extend_from_slice(b"t"),
         );
         assert_eq!(private, 5);
-        let got: Vec<Bytes> = std::iter::from_fn(|| o.poll_transmit()).collect();
+        let got: Vec<Bytes> =
+            std::iter::from_fn(|| o.poll_transmit(Instant::ZERO, &mut 0, &mut 0)).collect();
         assert_eq!(got.len(), 3);
         assert_eq!(got[1].as_ptr(), payload.as_ptr(), "not copied");
         let r = o.flushed(4 + 10);
@@ -236,10 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn an_expiring_packet_still_queued_at_its_time_is_dropped() {
+        let mut o = Outbox::default();
+        o.push(|b| b.extend_from_slice(&[0; 300 << 10]));
+        let t = |n| Instant::from_nanos(n);
+        o.push_expiring(Bytes::from_static(b"request"), t(10));
+        o.push(|b| b.extend_from_slice(b"after"));
+        let (mut expired, mut released) = (0, 0);
+        // The first batch fills the socket; the request waits behind it.
+        assert!(o.poll_transmit(t(0), &mut expired, &mut released).is_some());
+        assert!(o.poll_transmit(t(0), &mut expired, &mut released).is_none());
+        o.flushed(300 << 10);
+        let next = o.poll_transmit(t(10), &mut expired, &mut released).unwrap();
+        assert_eq!(&next[..], b"after", "the expired request was skipped");
+        assert_eq!((expired, released), (1, 7));
+        assert_eq!(o.backlog(), 5);
+    }
+
+    #[test]
     fn discarding_releases_every_byte_and_reference() {
         let mut o = Outbox::default();
         o.push(|b| b.extend_from_slice(&[0; 10]));
-        assert!(o.poll_transmit().is_some());
+        assert!(o.poll_transmit(Instant::ZERO, &mut 0, &mut 0).is_some());
         o.push_shared(|_| {}, Bytes::from(vec![1; 100]), SharedId(1), |_| {});
         o.push(|b| b.extend_from_slice(&[0; 5]));
         let r = o.discard_queued();

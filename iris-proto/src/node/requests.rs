@@ -83,7 +83,7 @@ impl Node {
             id: key,
             timeout_ms,
             budget_ms: timeout_ms,
-            in_tree: false,
+            via: super::wire::Via::Routed,
             hops: 0,
             wanted: Wanted::Request(request),
         };
@@ -94,7 +94,8 @@ impl Node {
         }
     }
 
-    /// A request this node was chosen for (`key` names it here): one of its members gets it.
+    /// A request this node was chosen for (`key` names it here): one of its members gets
+    /// it, unless its time runs out while it waits for that member's socket.
     pub(super) fn deliver_request(
         &mut self,
         key: u64,
@@ -102,6 +103,10 @@ impl Node {
         request: Bytes,
         timeout_ms: u64,
     ) {
+        let expires = self
+            .timers
+            .get(Timer::Request(key))
+            .unwrap_or(self.now + Duration::from_millis(timeout_ms));
         let Some(s) = self.conns.map.get_mut(&member) else {
             return;
         };
@@ -112,13 +117,14 @@ impl Node {
             req.member = Some((member, node_id));
         }
         // The requester's timeout goes out unchanged: a 1 ms timeout stays 1.
-        self.conns.send(
+        self.conns.send_expiring(
             member,
             &NodePacket::Request {
                 id: node_id,
                 request,
                 timeout_ms,
             },
+            expires,
         );
     }
 

@@ -41,6 +41,9 @@ pub struct Stats {
     pub requests: u64,
     /// Requests answered "timed out".
     pub requests_timed_out: u64,
+    /// Requests dropped unsent because their time ran out while they waited for a slow
+    /// member's socket (a request is never delivered after its deadline).
+    pub requests_expired_queued: u64,
     /// Requests refused at once because the client had too many pending.
     pub requests_shed: u64,
     /// Tunnels opened.
@@ -69,9 +72,18 @@ pub struct Stats {
     /// Broadcasts and events from a node this one is not a tree neighbour of: dropped, and
     /// the sender told to repair.
     pub casts_stray: u64,
+    /// Broadcasts and events routed to the key's closest nodes and finding no tree there
+    /// (nobody is a member, or the tree was moving).
+    pub casts_no_tree: u64,
     /// Requests and tunnel builds that found no way on (stale capacities) or whose
     /// queue was full on the way: their origins time out.
     pub anycasts_lost: u64,
+    /// Messages on their way to a tree sent again around a next hop that could not be
+    /// reached.
+    pub rerouted: u64,
+    /// Messages for a peer that could not be reached (replies, tunnel traffic, tree
+    /// maintenance): dropped.
+    pub undelivered: u64,
     /// Requests and tunnel builds whose time ran out on the way.
     pub anycasts_expired: u64,
     /// Node messages from peers that did not parse (a bug in the peer).

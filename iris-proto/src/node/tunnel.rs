@@ -107,7 +107,7 @@ impl Node {
             id: key,
             timeout_ms: timeout,
             budget_ms: timeout,
-            in_tree: false,
+            via: super::wire::Via::Routed,
             hops: 0,
             wanted: Wanted::Tunnel,
         };

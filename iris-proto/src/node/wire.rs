@@ -28,6 +28,29 @@ mod tag {
     pub(super) const TUNNEL_CLOSE: u8 = 23;
 }
 
+/// How a tree message is travelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Routed toward the tree's key, not yet in the tree.
+    Routed = 0,
+    /// Along the tree, from a tree neighbour.
+    Tree = 1,
+    /// Routed, and sent on once past the key's closest node, which was not in the tree (a
+    /// node that just joined closest to the key, before the old root handed over).
+    Detour = 2,
+}
+
+impl Via {
+    fn from_byte(b: u8) -> Option<Via> {
+        match b {
+            0 => Some(Via::Routed),
+            1 => Some(Via::Tree),
+            2 => Some(Via::Detour),
+            _ => None,
+        }
+    }
+}
+
 /// A multicast on a tree: a broadcast to a cluster or an event on a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cast {
@@ -39,8 +62,8 @@ pub(crate) struct Cast {
     pub(crate) origin: NodeId,
     pub(crate) epoch: u64,
     pub(crate) seq: u64,
-    /// Travelling on the tree (from a tree neighbour) rather than routed toward it.
-    pub(crate) in_tree: bool,
+    /// How it travels.
+    pub(crate) via: Via,
     /// Hops so far, bounded.
     pub(crate) hops: u8,
     /// The message or event.
@@ -70,7 +93,7 @@ pub(crate) struct Anycast {
     pub(crate) timeout_ms: u64,
     /// What is left of the timeout after the time spent in nodes on the way.
     pub(crate) budget_ms: u64,
-    pub(crate) in_tree: bool,
+    pub(crate) via: Via,
     pub(crate) hops: u8,
     pub(crate) wanted: Wanted,
 }
@@ -127,7 +150,7 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             out.put_u128(c.origin.0);
             put_varint(&mut out, c.epoch);
             put_varint(&mut out, c.seq);
-            out.put_u8(u8::from(c.in_tree));
+            out.put_u8(c.via as u8);
             out.put_u8(c.hops);
             out.put_slice(&c.payload);
         }
@@ -139,7 +162,7 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             put_varint(&mut out, a.id);
             put_varint(&mut out, a.timeout_ms);
             put_varint(&mut out, a.budget_ms);
-            out.put_u8(u8::from(a.in_tree));
+            out.put_u8(a.via as u8);
             out.put_u8(a.hops);
             match &a.wanted {
                 Wanted::Tunnel => out.put_u8(0),
@@ -240,7 +263,7 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
                 origin: r.id()?,
                 epoch: r.varint()?,
                 seq: r.varint()?,
-                in_tree: r.flag()?,
+                via: r.via()?,
                 hops: r.u8()?,
                 payload: r.rest(),
             })
@@ -253,7 +276,7 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
             }
             let origin = take_contact(&mut r.p)?;
             let (id, timeout_ms, budget_ms) = (r.varint()?, r.varint()?, r.varint()?);
-            let (in_tree, hops) = (r.flag()?, r.u8()?);
+            let (via, hops) = (r.via()?, r.u8()?);
             let wanted = match r.u8()? {
                 0 => Wanted::Tunnel,
                 1 => Wanted::Request(r.rest()),
@@ -267,7 +290,7 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
                 id,
                 timeout_ms,
                 budget_ms,
-                in_tree,
+                via,
                 hops,
                 wanted,
             })
@@ -375,12 +398,8 @@ impl Reader<'_> {
         take_u8(&mut self.p)
     }
 
-    fn flag(&mut self) -> Result<bool, WireError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(WireError::Malformed("flag")),
-        }
+    fn via(&mut self) -> Result<Via, WireError> {
+        Via::from_byte(self.u8()?).ok_or(WireError::Malformed("via"))
     }
 
     fn id(&mut self) -> Result<NodeId, WireError> {
@@ -458,7 +477,7 @@ mod tests {
                 origin: NodeId(5),
                 epoch: 1,
                 seq: u64::MAX,
-                in_tree: true,
+                via: Via::Tree,
                 hops: 3,
                 payload: Bytes::from_static(b"event"),
             }),
@@ -470,7 +489,7 @@ mod tests {
                 id: 77,
                 timeout_ms: 1,
                 budget_ms: 0,
-                in_tree: false,
+                via: Via::Routed,
                 hops: 0,
                 wanted: Wanted::Request(Bytes::new()),
             }),
@@ -482,7 +501,7 @@ mod tests {
                 id: 78,
                 timeout_ms: 5000,
                 budget_ms: 4000,
-                in_tree: true,
+                via: Via::Detour,
                 hops: 9,
                 wanted: Wanted::Tunnel,
             }),

@@ -139,6 +139,9 @@ struct Peer {
     pinged_at: Option<Instant>,
     /// Leaf-set version last sent to this peer.
     told: u64,
+    /// When we last pinged it, until its pong; and the round trip that pong measured.
+    ping_sent: Option<Instant>,
+    rtt: Option<Duration>,
 }
 
 /// A forgotten peer, not probed on hearsay until `until` unless the news is of a later epoch.
@@ -176,6 +179,13 @@ pub struct Overlay {
     quiet: Duration,
     converged: bool,
     left: bool,
+    /// Its own join was answered by the node closest to it (or it never joined anyone: a
+    /// founder). Until then it passes joins on to its own contact, once per joiner: a node
+    /// still joining that answered others' joins would start a separate ring with them.
+    joined: bool,
+    /// Joiners whose joins were passed on lately (bounded): a second pass is answered here,
+    /// so that contacts joining through each other cannot bounce a join for ever.
+    passed_on: VecDeque<NodeId>,
 }
 
 impl Overlay {
@@ -199,6 +209,8 @@ impl Overlay {
             quiet: cfg.boot_quiet,
             converged: false,
             left: false,
+            joined: true,
+            passed_on: VecDeque::new(),
             cfg,
         }
     }
@@ -211,6 +223,11 @@ impl Overlay {
     /// This node's id and address.
     pub fn contact(&self) -> Contact {
         self.own
+    }
+
+    /// The last round trip measured to a peer this node pings (its pong came back).
+    pub fn rtt(&self, id: NodeId) -> Option<Duration> {
+        self.peers.get(&id).and_then(|p| p.rtt)
     }
 
     /// The address of a peer in the leaf set or the table.
@@ -246,19 +263,39 @@ impl Overlay {
     /// The next hop toward `key` as a contact (id, address, epoch), as if `avoid` were
     /// unknown here (a peer believed gone); `None`: this node is the closest it knows.
     pub fn route(&self, key: NodeId, avoid: Option<NodeId>) -> Option<Contact> {
-        let hop = match avoid {
-            Some(a) => {
-                super::route::next_hop_avoiding(self.own.id, &self.leaves, &self.table, key, a)
-            }
-            None => self.next_hop(key),
-        }?;
+        self.route_where(key, |id| Some(id) != avoid)
+    }
+
+    /// A known peer as a contact (id, address, epoch).
+    pub fn contact_of(&self, id: NodeId) -> Option<Contact> {
+        self.peers
+            .get(&id)
+            .map(|p| Contact::new(id, p.addr, p.epoch))
+    }
+
+    /// The next hop toward `key` among the known nodes that `usable` accepts.
+    pub fn route_where(&self, key: NodeId, usable: impl Fn(NodeId) -> bool) -> Option<Contact> {
+        let hop = super::route::route_where(self.own.id, &self.leaves, &self.table, key, usable)?;
         let p = self.peers.get(&hop)?;
         Some(Contact::new(hop, p.addr, p.epoch))
+    }
+
+    /// Another node answered at `addr`, where `id` was dialed: if `id` is still known to
+    /// live there, it is gone for certain (a process owns its port) and is forgotten now
+    /// rather than after its missed heartbeats. (If it restarted elsewhere, its new epoch
+    /// moved it, and it is kept.)
+    pub fn replaced(&mut self, now: Instant, id: NodeId, addr: Option<SocketAddr>) {
+        if addr.is_some() && self.peers.get(&id).map(|p| p.addr) == addr {
+            self.forget(now, id, 0, false);
+        }
     }
 
     /// Joins the ring through `contact`, any node already on it.
     pub fn join(&mut self, _now: Instant, contact: Contact) {
         self.contact = Some(contact);
+        if self.peers.is_empty() {
+            self.joined = false;
+        }
         self.send(contact, OverlayMsg::Join { joiner: self.own });
     }
 
@@ -306,6 +343,9 @@ impl Overlay {
         match msg {
             OverlayMsg::Join { joiner } => self.on_join(now, joiner),
             OverlayMsg::JoinState { rows, leaves } => {
+                if leaves.is_some() {
+                    self.joined = true;
+                }
                 for id in rows.into_iter().chain(leaves.into_iter().flatten()) {
                     self.hear_of(now, id);
                 }
@@ -323,6 +363,11 @@ impl Overlay {
                 self.send(from, OverlayMsg::Pong { leaves });
             }
             OverlayMsg::Pong { leaves } => {
+                if let Some(p) = self.peers.get_mut(&from.id)
+                    && let Some(sent) = p.ping_sent.take()
+                {
+                    p.rtt = Some(now.saturating_duration_since(sent));
+                }
                 if self.cfg.repair {
                     for id in leaves.into_iter().flatten() {
                         self.hear_of(now, id);
@@ -388,6 +433,9 @@ impl Overlay {
                 .collect();
             for p in peers {
                 let leaves = self.leaves_for(p.id);
+                if let Some(peer) = self.peers.get_mut(&p.id) {
+                    peer.ping_sent = Some(now);
+                }
                 self.send(p, OverlayMsg::Ping { leaves });
             }
             // Knowing nobody, retry the last join's contact (the mesh tells its driver,
@@ -443,6 +491,19 @@ impl Overlay {
     fn on_join(&mut self, now: Instant, joiner: Contact) {
         if joiner.id == self.own.id {
             return; // our own lookup came back: nobody closer to hand it to
+        }
+        // A node still joining passes the join on to its own contact (once per joiner):
+        // answering it would start a separate ring with the joiner.
+        if !self.joined
+            && !self.passed_on.contains(&joiner.id)
+            && let Some(contact) = self.contact.filter(|c| c.id != joiner.id)
+        {
+            if self.passed_on.len() >= 64 {
+                self.passed_on.pop_front();
+            }
+            self.passed_on.push_back(joiner.id);
+            self.send(contact, OverlayMsg::Join { joiner });
+            return;
         }
         let next = super::route::next_hop_avoiding(
             self.own.id,
@@ -503,6 +564,8 @@ impl Overlay {
                 last_heard: now,
                 pinged_at: None,
                 told: 0,
+                ping_sent: None,
+                rtt: None,
             });
             self.changed(now);
         }
@@ -578,13 +641,6 @@ impl Overlay {
         }
         p.told = version;
         Some(self.leaf_contacts())
-    }
-
-    /// A known peer as a contact.
-    fn contact_of(&self, id: NodeId) -> Option<Contact> {
-        self.peers
-            .get(&id)
-            .map(|p| Contact::new(id, p.addr, p.epoch))
     }
 
     /// The leaf set as contacts (every leaf is a tracked peer).

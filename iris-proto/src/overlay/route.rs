@@ -40,7 +40,7 @@ pub fn next_hop_avoiding(
 /// The rule over the known nodes that `usable` accepts (generic, so that plain routing
 /// pays nothing for the filter).
 #[inline]
-fn route_where(
+pub(crate) fn route_where(
     own: NodeId,
     leaves: &LeafSet,
     table: &RoutingTable,

@@ -62,6 +62,10 @@ pub struct ScribeConfig {
     pub max_children: usize,
     /// Most (origin, tree) pairs remembered for duplicate suppression.
     pub max_windows: usize,
+    /// Round trip assumed for a hop the overlay has not measured (it measures the peers it
+    /// pings). Each hop of a request or tunnel build takes its hop's round trip off the
+    /// time left, so that what could no longer be answered in time is not delivered.
+    pub hop_rtt: Duration,
 }
 
 impl Default for ScribeConfig {
@@ -74,6 +78,7 @@ impl Default for ScribeConfig {
             max_trees: 1 << 16,
             max_children: 1 << 10,
             max_windows: 1 << 16,
+            hop_rtt: Duration::from_millis(50),
         }
     }
 }
@@ -233,6 +238,13 @@ impl Scribe {
     /// Trees this node takes part in.
     pub fn tree_count(&self) -> usize {
         self.trees.len()
+    }
+
+    /// This node's parent in the tree of `key` (`None`: not in it, or its root), and its
+    /// children there: for inspection (tests, the simulator's tools).
+    pub fn relations(&self, key: NodeId) -> Option<(Option<NodeId>, Vec<NodeId>)> {
+        let t = self.trees.get(&key)?;
+        Some((t.parent.map(|p| p.id), t.children.keys().copied().collect()))
     }
 
     /// The keys of a group's trees, in index order.
