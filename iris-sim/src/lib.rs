@@ -783,6 +783,7 @@ impl Sim {
     /// Connections across a cut die: both ends hear of it at once (a reset after the
     /// network dropped their packets; real TCP would take longer to notice).
     fn cut_connections(&mut self) {
+        #[allow(clippy::disallowed_methods)] // sorted below
         let mut dead: Vec<u64> = self
             .conns
             .iter()

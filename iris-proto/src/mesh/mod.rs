@@ -24,10 +24,11 @@ mod tests;
 use crate::link::{Link, LinkConfig, LinkEvent, NetworkKey, Role};
 use crate::overlay::{Contact, NodeId, Overlay, OverlayConfig, OverlayEvent};
 use crate::time::Instant;
+use crate::timer::Timers;
 use bytes::Bytes;
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -309,6 +310,15 @@ fn put(link: &mut Link, class: Class, bytes: Bytes) -> Result<(), Refused> {
     })
 }
 
+/// The mesh's deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum MeshTimer {
+    /// A link's handshake must be done by then.
+    Handshake(LinkId),
+    /// Idle links are closed.
+    Sweep,
+}
+
 /// The mesh state machine, owned and drained by the node.
 pub struct Mesh {
     cfg: MeshConfig,
@@ -326,11 +336,10 @@ pub struct Mesh {
     /// Links with frames to transmit.
     /// (A queue with a flag on each link rather than a set: no allocation per event.)
     dirty: VecDeque<LinkId>,
-    /// Handshake deadlines of links not yet up (a set, so the next is found at once).
-    handshakes: BTreeSet<(Instant, LinkId)>,
+    /// Handshake deadlines of links not yet up, and the idle sweep.
+    timers: Timers<MeshTimer>,
     outputs: VecDeque<MeshOutput>,
     next_seed_try: Instant,
-    next_sweep: Instant,
     /// Leaving: farewells go out on open links only, nothing is dialed.
     leaving: bool,
     /// It was given somewhere to join (seeds, or a join through an address).
@@ -373,10 +382,13 @@ impl Mesh {
             dialing: Map::default(),
             next_dial: 0,
             dirty: VecDeque::new(),
-            handshakes: BTreeSet::new(),
+            timers: {
+                let mut t = Timers::default();
+                t.set(MeshTimer::Sweep, now + cfg.link_idle / 2);
+                t
+            },
             outputs: VecDeque::new(),
             next_seed_try: now,
-            next_sweep: now + cfg.link_idle / 2,
             leaving: false,
             wants_peers: !cfg.seeds.is_empty(),
             seed_refusals: std::collections::BTreeMap::new(),
@@ -486,6 +498,7 @@ impl Mesh {
         self.pump(now);
         // The farewells are queued on the links; each closes once they are out. Dials in
         // flight are not waited for.
+        #[allow(clippy::disallowed_methods)] // sorted below
         let mut ids: Vec<LinkId> = self.links.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -528,7 +541,7 @@ impl Mesh {
             d.map_or((None, Vec::new(), false), |d| (d.expect, d.pending, d.join));
         let deadline = link.poll_timeout();
         if let Some(d) = deadline {
-            self.handshakes.insert((d, id));
+            self.timers.set(MeshTimer::Handshake(id), d);
         }
         self.links.insert(
             id,
@@ -592,31 +605,15 @@ impl Mesh {
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.overlay.handle_timeout(now);
-        while let Some(&(deadline, id)) = self.handshakes.first() {
-            if deadline > now {
-                break;
-            }
-            self.handshakes.pop_first();
-            if let Some(pl) = self.links.get_mut(&id) {
-                pl.link.handle_timeout(now);
-            }
-            self.drain_link(now, id);
-        }
-        if now >= self.next_sweep {
-            self.next_sweep = now + self.cfg.link_idle / 2;
-            #[allow(clippy::disallowed_methods)] // sorted below
-            let idle: Vec<LinkId> = self
-                .links
-                .iter()
-                .filter(|(_, pl)| now.saturating_duration_since(pl.last_used) >= self.cfg.link_idle)
-                .filter(|(_, pl)| !pl.peer.is_some_and(|c| self.pinned.contains_key(&c.id)))
-                .map(|(&id, _)| id)
-                .collect();
-            let mut idle = idle;
-            idle.sort_unstable();
-            for id in idle {
-                self.stats.links_idle += 1;
-                self.close_link(id, "idle");
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                MeshTimer::Handshake(id) => {
+                    if let Some(pl) = self.links.get_mut(&id) {
+                        pl.link.handle_timeout(now);
+                    }
+                    self.drain_link(now, id);
+                }
+                MeshTimer::Sweep => self.sweep(now),
             }
         }
         if now >= self.next_seed_try && self.overlay.peer_count() == 0 {
@@ -642,15 +639,35 @@ impl Mesh {
     /// When [`Mesh::handle_timeout`] is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let links = self.handshakes.first().map(|&(t, _)| t);
-        let mut t = [self.overlay.poll_timeout(), links, Some(self.next_sweep)]
+        let mut t = [self.overlay.poll_timeout(), self.timers.next()]
             .into_iter()
             .flatten()
             .min();
+        // Seeds are retried only while the node knows nobody: a deadline that holds only
+        // in that state, not a timer to cancel and re-arm.
         if self.overlay.peer_count() == 0 && !self.cfg.seeds.is_empty() {
             t = t.map(|t| t.min(self.next_seed_try));
         }
         t
+    }
+
+    /// Closes the links nobody used for `link_idle` (unless a tunnel keeps them).
+    fn sweep(&mut self, now: Instant) {
+        self.timers
+            .set(MeshTimer::Sweep, now + self.cfg.link_idle / 2);
+        #[allow(clippy::disallowed_methods)] // sorted below
+        let mut idle: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, pl)| now.saturating_duration_since(pl.last_used) >= self.cfg.link_idle)
+            .filter(|(_, pl)| !pl.peer.is_some_and(|c| self.pinned.contains_key(&c.id)))
+            .map(|(&id, _)| id)
+            .collect();
+        idle.sort_unstable();
+        for id in idle {
+            self.stats.links_idle += 1;
+            self.close_link(id, "idle");
+        }
     }
 
     /// The next thing for the driver.
@@ -686,6 +703,7 @@ impl Mesh {
         let period = self.cfg.overlay.heartbeat_period;
         self.next_seed_try = now + period;
         for addr in self.cfg.seeds.clone() {
+            #[allow(clippy::disallowed_methods)] // any: order-free
             let busy =
                 self.dials.values().any(|d| d.addr == addr) || self.link_to_addr(addr).is_some();
             if !busy && addr != self.cfg.listen {
@@ -695,6 +713,7 @@ impl Mesh {
     }
 
     /// An identified link's peer at `addr`, if any.
+    #[allow(clippy::disallowed_methods)] // the smallest contact wins, whatever the order
     fn link_to_addr(&self, addr: SocketAddr) -> Option<Contact> {
         self.by_id
             .values()
@@ -832,8 +851,8 @@ impl Mesh {
             }
             match event {
                 LinkEvent::Established => {
-                    if let Some(d) = pl.deadline.take() {
-                        self.handshakes.remove(&(d, id));
+                    if pl.deadline.take().is_some() {
+                        self.timers.cancel(MeshTimer::Handshake(id));
                     }
                     // A fresh link's queue is empty: this cannot fail.
                     let _ = pl.link.send_control(wire::encode(&PeerMsg::Ident(me)));
@@ -1029,8 +1048,8 @@ impl Mesh {
         self.forget_peer_of(id);
         if let Some(pl) = self.links.remove(&id) {
             self.stats.messages_dropped += pl.pending.len() as u64;
-            if let Some(d) = pl.deadline {
-                self.handshakes.remove(&(d, id));
+            if pl.deadline.is_some() {
+                self.timers.cancel(MeshTimer::Handshake(id));
             }
         }
     }

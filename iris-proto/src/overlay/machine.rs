@@ -28,12 +28,22 @@
 
 use super::{Contact, LeafSet, NodeId, RoutingTable, next_hop};
 use crate::time::Instant;
+use crate::timer::Timers;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Forgotten peers remembered for healing.
 const GRAVEYARD: usize = 32;
+
+/// The overlay's deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The heartbeat period: pings, deaths, lookups.
+    Ping,
+    /// Quiet for the convergence period since the last change.
+    Settle,
+}
 
 /// Timers and sizes of the overlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +182,7 @@ pub struct Overlay {
     leaf_version: u64,
     outbox: VecDeque<(Contact, OverlayMsg)>,
     events: VecDeque<OverlayEvent>,
-    next_ping: Instant,
+    timers: Timers<Timer>,
     /// Heartbeat periods elapsed.
     ticks: u64,
     last_change: Instant,
@@ -203,7 +213,12 @@ impl Overlay {
             leaf_version: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
-            next_ping: now + cfg.heartbeat_period,
+            timers: {
+                let mut t = Timers::default();
+                t.set(Timer::Ping, now + cfg.heartbeat_period);
+                t.set(Timer::Settle, now + cfg.boot_quiet);
+                t
+            },
             ticks: 0,
             last_change: now,
             quiet: cfg.boot_quiet,
@@ -394,75 +409,87 @@ impl Overlay {
         }
         self.dead.retain(|_, t| t.until > now);
         self.probing.retain(|_, until| *until > now);
-        if now >= self.next_ping {
-            self.next_ping = now + self.cfg.heartbeat_period;
-            self.ticks += 1;
-            let every = u64::from(self.cfg.table_ping_every.max(1));
-            let leaf_limit = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
-            let table_limit = leaf_limit * self.cfg.table_ping_every.max(1);
-            let silent: Vec<NodeId> = self
-                .peers
-                .iter()
-                .filter(|(id, p)| {
-                    let limit = if self.leaves.contains(**id) {
-                        leaf_limit
-                    } else {
-                        table_limit
-                    };
-                    now.saturating_duration_since(p.last_heard) > limit
-                })
-                .map(|(&id, _)| id)
-                .collect();
-            for id in silent {
-                self.forget(now, id, 0, true);
-            }
-            let table_turn = self.ticks % every == 0;
-            // A peer that pinged us within half a period covers this pair: its ping proved
-            // it alive, and our pong will prove us. With any phase between the two nodes'
-            // timers exactly one of them ends up pinging, once per period.
-            let covered = self.cfg.heartbeat_period / 2;
-            let peers: Vec<Contact> = self
-                .peers
-                .iter()
-                .filter(|(id, p)| {
-                    (table_turn || self.leaves.contains(**id))
-                        && p.pinged_at
-                            .is_none_or(|t| now.saturating_duration_since(t) >= covered)
-                })
-                .map(|(&id, p)| Contact::new(id, p.addr, p.epoch))
-                .collect();
-            for p in peers {
-                let leaves = self.leaves_for(p.id);
-                if let Some(peer) = self.peers.get_mut(&p.id) {
-                    peer.ping_sent = Some(now);
-                }
-                self.send(p, OverlayMsg::Ping { leaves });
-            }
-            // Knowing nobody, retry the last join's contact (the mesh tells its driver,
-            // which may offer another).
-            if self.peers.is_empty()
-                && let Some(contact) = self.contact
-            {
-                self.send(contact, OverlayMsg::Join { joiner: self.own });
-            }
-            let lookup = u64::from(self.cfg.self_lookup_every.max(1));
-            if self.ticks % lookup == lookup / 2 {
-                self.probe_graveyard(now);
-            }
-            if self.cfg.repair && self.ticks % lookup == 0 && !self.peers.is_empty() {
-                // Rotate through the peers so that lookups start from all over the ring.
-                let i = (self.ticks / lookup) as usize % self.peers.len();
-                if let Some((&id, p)) = self.peers.iter().nth(i) {
-                    let via = Contact::new(id, p.addr, p.epoch);
-                    self.send(via, OverlayMsg::Join { joiner: self.own });
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Ping => self.tick(now),
+                Timer::Settle => {
+                    if !self.converged
+                        && now.saturating_duration_since(self.last_change) >= self.quiet
+                    {
+                        self.converged = true;
+                        self.events.push_back(OverlayEvent::Converged {
+                            peers: self.peers.len(),
+                        });
+                    }
                 }
             }
         }
-        if !self.converged && now.saturating_duration_since(self.last_change) >= self.quiet {
-            self.converged = true;
-            self.events.push_back(OverlayEvent::Converged {
-                peers: self.peers.len(),
-            });
+    }
+
+    /// One heartbeat period: pings, deaths, lookups.
+    fn tick(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::Ping, now + self.cfg.heartbeat_period);
+        self.ticks += 1;
+        let every = u64::from(self.cfg.table_ping_every.max(1));
+        let leaf_limit = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
+        let table_limit = leaf_limit * self.cfg.table_ping_every.max(1);
+        let silent: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                let limit = if self.leaves.contains(**id) {
+                    leaf_limit
+                } else {
+                    table_limit
+                };
+                now.saturating_duration_since(p.last_heard) > limit
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in silent {
+            self.forget(now, id, 0, true);
+        }
+        let table_turn = self.ticks % every == 0;
+        // A peer that pinged us within half a period covers this pair: its ping proved
+        // it alive, and our pong will prove us. With any phase between the two nodes'
+        // timers exactly one of them ends up pinging, once per period.
+        let covered = self.cfg.heartbeat_period / 2;
+        let peers: Vec<Contact> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                (table_turn || self.leaves.contains(**id))
+                    && p.pinged_at
+                        .is_none_or(|t| now.saturating_duration_since(t) >= covered)
+            })
+            .map(|(&id, p)| Contact::new(id, p.addr, p.epoch))
+            .collect();
+        for p in peers {
+            let leaves = self.leaves_for(p.id);
+            if let Some(peer) = self.peers.get_mut(&p.id) {
+                peer.ping_sent = Some(now);
+            }
+            self.send(p, OverlayMsg::Ping { leaves });
+        }
+        // Knowing nobody, retry the last join's contact (the mesh tells its driver,
+        // which may offer another).
+        if self.peers.is_empty()
+            && let Some(contact) = self.contact
+        {
+            self.send(contact, OverlayMsg::Join { joiner: self.own });
+        }
+        let lookup = u64::from(self.cfg.self_lookup_every.max(1));
+        if self.ticks % lookup == lookup / 2 {
+            self.probe_graveyard(now);
+        }
+        if self.cfg.repair && self.ticks % lookup == 0 && !self.peers.is_empty() {
+            // Rotate through the peers so that lookups start from all over the ring.
+            let i = (self.ticks / lookup) as usize % self.peers.len();
+            if let Some((&id, p)) = self.peers.iter().nth(i) {
+                let via = Contact::new(id, p.addr, p.epoch);
+                self.send(via, OverlayMsg::Join { joiner: self.own });
+            }
         }
     }
 
@@ -484,8 +511,7 @@ impl Overlay {
         if self.left {
             return None;
         }
-        let settle = (!self.converged).then(|| self.last_change + self.quiet);
-        Some(settle.map_or(self.next_ping, |s| s.min(self.next_ping)))
+        self.timers.next()
     }
 
     fn on_join(&mut self, now: Instant, joiner: Contact) {
@@ -665,6 +691,7 @@ impl Overlay {
             self.converged = false;
             self.quiet = self.cfg.change_quiet;
         }
+        self.timers.set(Timer::Settle, now + self.quiet);
     }
 
     fn send(&mut self, to: Contact, msg: OverlayMsg) {

@@ -366,13 +366,17 @@ impl Inner {
         lock(&self.out).closed = true;
         self.writer_wake.notify_one();
         self.space.notify_waiters();
+        // Everything is ended at once: the order does not matter.
+        #[allow(clippy::disallowed_methods)]
         for (_, tx) in lock(&self.pending).drain() {
             let _ = tx.send(Err(Error::Closed));
         }
         lock(&self.builds).clear();
+        #[allow(clippy::disallowed_methods)]
         for (_, t) in lock(&self.tunnels).drain() {
             t.on_close("connection closed".into());
         }
+        #[allow(clippy::disallowed_methods)]
         for (_, pool) in lock(&self.topics).drain() {
             pool.close();
         }
