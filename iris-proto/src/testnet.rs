@@ -55,6 +55,10 @@ pub(crate) struct Net {
     pub(crate) clients: BTreeMap<(usize, ConnId), Client>,
     /// Links cut by the test: nothing crosses them.
     pub(crate) cut: BTreeSet<(usize, usize)>,
+    /// Directions whose sockets take nothing (a slow link): what node `i` writes toward
+    /// `j` waits, unwritten, until the test lets it go.
+    stalled: BTreeSet<(usize, usize)>,
+    held: Vec<(usize, LinkId, Bytes)>,
 }
 
 impl Net {
@@ -69,6 +73,8 @@ impl Net {
             events: Vec::new(),
             clients: BTreeMap::new(),
             cut: BTreeSet::new(),
+            stalled: BTreeSet::new(),
+            held: Vec::new(),
         }
     }
 
@@ -144,6 +150,21 @@ impl Net {
             .unwrap_or_default()
     }
 
+    /// What node `i` writes to node `j` stays unwritten (its socket is full) until
+    /// [`Net::unstall`].
+    pub(crate) fn stall(&mut self, i: usize, j: usize) {
+        self.stalled.insert((i, j));
+    }
+
+    /// The socket from `i` to `j` takes everything again, in order.
+    pub(crate) fn unstall(&mut self, i: usize, j: usize) {
+        self.stalled.remove(&(i, j));
+        for (from, link, data) in std::mem::take(&mut self.held) {
+            self.output(from, Output::PeerTransmit(link, data));
+        }
+        self.drain();
+    }
+
     /// Kills node `i` at once: its sockets close, its peers learn of it after.
     pub(crate) fn kill(&mut self, i: usize) {
         self.nodes[i] = None;
@@ -211,6 +232,12 @@ impl Net {
                 }
             }
             Output::PeerTransmit(link, data) => {
+                if let Some(&(j, _)) = self.peer_of.get(&(i, link))
+                    && self.stalled.contains(&(i, j))
+                {
+                    self.held.push((i, link, data));
+                    return;
+                }
                 self.queue.push_back((i, Action::Flushed(link, data.len())));
                 if let Some(&(j, other)) = self.peer_of.get(&(i, link)) {
                     self.queue.push_back((j, Action::Data(other, data)));

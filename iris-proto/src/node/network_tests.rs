@@ -382,3 +382,170 @@ fn requests_spread_over_nodes_by_capacity() {
     assert!((0.65..0.85).contains(&share), "node 3 took {share:.2}");
     assert_eq!(net.take(0, c).len(), 400, "every request answered once");
 }
+
+#[test]
+fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_data() {
+    use crate::mesh::Security;
+    use crate::testnet::mesh_config;
+    // Two nodes whose link holds little: 64 KiB of data queued, beyond what is in flight.
+    let mut net = Net::new();
+    for i in 0..2 {
+        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
+        let mut cfg = mesh_config(i, &seeds);
+        cfg.link.max_data_queue = 64 << 10;
+        net.add(cfg, Security::Plain);
+    }
+    net.secs(20);
+    let sub = net.client(1, "svc");
+    net.send(1, sub, ClientPacket::Subscribe { topic: "t".into() });
+    let p = net.client(0, "");
+    net.secs(2);
+    // A tunnel from node 0 to the member on node 1, open before the link stalls.
+    net.send(
+        0,
+        p,
+        ClientPacket::TunInit {
+            tun_id: 1,
+            cluster: "svc".into(),
+            timeout_ms: 5000,
+        },
+    );
+    let NodePacket::TunInit { build_id, .. } = net.take(1, sub)[0] else {
+        panic!("no offer");
+    };
+    net.send(1, sub, ClientPacket::TunConfirm { build_id, tun_id: 7 });
+    net.send(1, sub, ClientPacket::TunAllow { tun_id: 7, space: 64 << 20 });
+    net.take(0, p);
+    net.take(1, sub);
+    net.stall(0, 1);
+    // 1 MiB of events toward node 1: what the link cannot hold is dropped, and counted.
+    for _ in 0..256 {
+        net.send(
+            0,
+            p,
+            ClientPacket::Publish {
+                topic: "t".into(),
+                event: Bytes::from(vec![1u8; 4096]),
+            },
+        );
+    }
+    let dropped = net.node(0).stats().casts_dropped;
+    assert!(dropped > 100, "{dropped} dropped");
+    // Requests behind the full queue fail at once, as timed out, long before their
+    // 60 s deadline (the first few still fit in what the queue has left).
+    for id in 0..32 {
+        net.send(
+            0,
+            p,
+            ClientPacket::Request {
+                id,
+                cluster: "svc".into(),
+                request: Bytes::from(vec![2u8; 4096]),
+                timeout_ms: 60_000,
+            },
+        );
+    }
+    let failed = net
+        .take(0, p)
+        .into_iter()
+        .filter(|r| matches!(r, NodePacket::Reply { outcome: ReplyOutcome::TimedOut, .. }))
+        .count();
+    assert!(failed > 20, "{failed} failed at once");
+    assert_eq!(net.node(0).stats().requests_refused as usize, failed);
+    // Tunnel data is never refused: 1 MiB through the stalled link, all of it delivered
+    // once the link drains, in order.
+    let mut sent = 0u32;
+    let mut allowance: i64 = 4 << 20;
+    while sent < 256 {
+        let mut chunk = vec![0u8; 4096];
+        chunk[..4].copy_from_slice(&sent.to_be_bytes());
+        allowance -= 4096;
+        assert!(allowance >= 0);
+        net.send(
+            0,
+            p,
+            ClientPacket::TunTransfer {
+                tun_id: 1,
+                size_or_cont: 4096,
+                payload: chunk.into(),
+            },
+        );
+        sent += 1;
+    }
+    net.unstall(0, 1);
+    let got: Vec<u32> = net
+        .take(1, sub)
+        .into_iter()
+        .filter_map(|p| match p {
+            NodePacket::TunTransfer { payload, .. } => {
+                Some(u32::from_be_bytes(payload[..4].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, (0..256).collect::<Vec<_>>());
+}
+
+/// Requests from node 0 at 50 a second for 20 s to two members on nodes 2 and 3, each
+/// answering after its own delay; the share each got.
+fn shares(fast_ms: u64, slow_ms: u64) -> (f64, f64) {
+    let mut net = Net::ready(4);
+    let fast = net.client(2, "svc");
+    let slow = net.client(3, "svc");
+    let c = net.client(0, "");
+    net.secs(3);
+    let mut due: Vec<(crate::Instant, usize, crate::ConnId, u64)> = Vec::new();
+    let (mut to_fast, mut to_slow) = (0u32, 0u32);
+    for id in 0..1000u64 {
+        net.send(
+            0,
+            c,
+            ClientPacket::Request {
+                id,
+                cluster: "svc".into(),
+                request: b("q"),
+                timeout_ms: 60_000,
+            },
+        );
+        for (node, member, delay) in [(2, fast, fast_ms), (3, slow, slow_ms)] {
+            for p in net.take(node, member) {
+                if let NodePacket::Request { id, .. } = p {
+                    if node == 2 {
+                        to_fast += 1;
+                    } else {
+                        to_slow += 1;
+                    }
+                    let at = net.now + std::time::Duration::from_millis(delay);
+                    due.push((at, node, member, id));
+                }
+            }
+        }
+        net.millis(20);
+        let now = net.now;
+        let (ready, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|d| d.0 <= now);
+        due = later;
+        for (_, node, member, id) in ready {
+            net.send(
+                node,
+                member,
+                ClientPacket::Reply {
+                    id,
+                    outcome: Ok(b("a")),
+                },
+            );
+        }
+    }
+    let total = f64::from(to_fast + to_slow);
+    (f64::from(to_fast) / total, f64::from(to_slow) / total)
+}
+
+#[test]
+fn requests_follow_the_capacity_members_report() {
+    // Equal members share evenly; a member that takes 200 ms per request (and so holds
+    // requests unanswered, which lowers the capacity its node reports) gets fewer.
+    let (even_a, even_b) = shares(1, 1);
+    let (fast, slow) = shares(1, 200);
+    assert!((0.4..0.6).contains(&even_a), "{even_a}");
+    assert!(slow < 0.42 && slow > 0.1, "the slow member took {slow}");
+    assert!(fast > even_a + 0.08, "fast {fast} vs even {even_a}");
+}
