@@ -546,6 +546,7 @@ fn requests_follow_the_capacity_members_report() {
     let (even_a, even_b) = shares(1, 1);
     let (fast, slow) = shares(1, 200);
     assert!((0.4..0.6).contains(&even_a), "{even_a}");
+    assert!((even_a + even_b - 1.0).abs() < 1e-9, "{even_a} + {even_b}");
     assert!(slow < 0.42 && slow > 0.1, "the slow member took {slow}");
     assert!(fast > even_a + 0.08, "fast {fast} vs even {even_a}");
 }
