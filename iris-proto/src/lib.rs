@@ -54,8 +54,8 @@ pub mod scribe;
 pub mod time;
 pub mod timer;
 
-#[cfg(test)]
-mod testnet;
+#[cfg(any(test, feature = "testnet"))]
+pub mod testnet;
 
 pub use mesh::{DialId, LinkId, MeshConfig, MeshEvent, Security};
 pub use node::{CloseReason, Config, ConfigError, ConnId, Event, Input, Node, Output, Stats};

@@ -12,12 +12,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub(crate) fn addr(i: usize) -> SocketAddr {
+/// The address node `i` listens on (a loopback address nobody dials for real).
+pub fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
 }
 
 /// Fast timers, so that tests cover many periods in little virtual time.
-pub(crate) fn mesh_config(i: usize, seeds: &[usize]) -> MeshConfig {
+pub fn mesh_config(i: usize, seeds: &[usize]) -> MeshConfig {
     let mut m = MeshConfig::new("test-net", addr(i));
     m.seeds = seeds.iter().map(|&s| addr(s)).collect();
     m.overlay.heartbeat_period = Duration::from_secs(1);
@@ -38,31 +39,49 @@ enum Action {
 }
 
 /// A relay client of one node.
-pub(crate) struct Client {
+pub struct Client {
     session: ClientSession,
-    pub(crate) inbox: Vec<NodePacket>,
-    pub(crate) closed: bool,
+    /// Packets the node sent, not yet taken by [`Net::take`].
+    pub inbox: Vec<NodePacket>,
+    /// The node closed the connection.
+    pub closed: bool,
 }
 
-pub(crate) struct Net {
-    pub(crate) now: Instant,
-    pub(crate) nodes: Vec<Option<Node>>,
+/// Nodes, their links and their clients, driven in virtual time.
+///
+/// Links carry bytes at once and in order; a socket write completes as soon as it is made
+/// (unless [`Net::stall`]ed). The harness panics when what it was asked to set up fails
+/// (a node not ready, a client refused): it is for tests.
+pub struct Net {
+    /// The virtual clock.
+    pub now: Instant,
+    /// Every node by index; `None` once killed.
+    pub nodes: Vec<Option<Node>>,
     peer_of: BTreeMap<(usize, LinkId), (usize, LinkId)>,
     next_link: u64,
     next_conn: u64,
     queue: VecDeque<(usize, Action)>,
-    pub(crate) events: Vec<(usize, Event)>,
-    pub(crate) clients: BTreeMap<(usize, ConnId), Client>,
+    /// Events every node reported, with the node's index.
+    pub events: Vec<(usize, Event)>,
+    /// Every client by node and connection.
+    pub clients: BTreeMap<(usize, ConnId), Client>,
     /// Links cut by the test: nothing crosses them.
-    pub(crate) cut: BTreeSet<(usize, usize)>,
+    pub cut: BTreeSet<(usize, usize)>,
     /// Directions whose sockets take nothing (a slow link): what node `i` writes toward
     /// `j` waits, unwritten, until the test lets it go.
     stalled: BTreeSet<(usize, usize)>,
     held: Vec<(usize, LinkId, Bytes)>,
 }
 
+impl Default for Net {
+    fn default() -> Net {
+        Net::new()
+    }
+}
+
 impl Net {
-    pub(crate) fn new() -> Net {
+    /// An empty network at time zero.
+    pub fn new() -> Net {
         Net {
             now: Instant::ZERO,
             nodes: Vec::new(),
@@ -79,11 +98,16 @@ impl Net {
     }
 
     /// `n` nodes, each joining through node 0, run until all are ready.
-    pub(crate) fn ready(n: usize) -> Net {
+    pub fn ready(n: usize) -> Net {
+        Net::ready_with(n, Security::Plain)
+    }
+
+    /// [`Net::ready`] with links of the given security.
+    pub fn ready_with(n: usize, security: Security) -> Net {
         let mut net = Net::new();
         for i in 0..n {
             let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-            net.add(mesh_config(i, &seeds), Security::Plain);
+            net.add(mesh_config(i, &seeds), security.clone());
         }
         net.secs(20);
         for i in 0..n {
@@ -95,7 +119,8 @@ impl Net {
         net
     }
 
-    pub(crate) fn add(&mut self, cfg: MeshConfig, security: Security) -> usize {
+    /// Starts a node with `cfg` (its seed derived from its index); returns its index.
+    pub fn add(&mut self, cfg: MeshConfig, security: Security) -> usize {
         let i = self.nodes.len();
         let seed = [i as u8 + 1; 32];
         let node = Node::networked(Config::default(), cfg, security, seed, self.now).unwrap();
@@ -104,7 +129,8 @@ impl Net {
         i
     }
 
-    pub(crate) fn node(&self, i: usize) -> &Node {
+    /// Node `i`, which must be alive.
+    pub fn node(&self, i: usize) -> &Node {
         self.nodes[i].as_ref().expect("live node")
     }
 
@@ -115,7 +141,7 @@ impl Net {
     }
 
     /// A client of node `i`, handshaken (as a member of `cluster` unless empty).
-    pub(crate) fn client(&mut self, i: usize, cluster: &str) -> ConnId {
+    pub fn client(&mut self, i: usize, cluster: &str) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.clients.insert(
@@ -135,15 +161,23 @@ impl Net {
         conn
     }
 
-    pub(crate) fn send(&mut self, i: usize, conn: ConnId, p: ClientPacket) {
+    /// Client `conn` of node `i` sends `p`; everything it causes is carried out.
+    pub fn send(&mut self, i: usize, conn: ConnId, p: ClientPacket) {
         let mut b = BytesMut::new();
         p.encode(&mut b);
         self.handle(i, Input::ClientData(conn, &b));
         self.drain();
     }
 
+    /// Client `conn` of node `i` sends bytes it encoded itself (many packets in one read,
+    /// as a socket delivers them).
+    pub fn send_bytes(&mut self, i: usize, conn: ConnId, wire: &[u8]) {
+        self.handle(i, Input::ClientData(conn, wire));
+        self.drain();
+    }
+
     /// What a client received since last asked.
-    pub(crate) fn take(&mut self, i: usize, conn: ConnId) -> Vec<NodePacket> {
+    pub fn take(&mut self, i: usize, conn: ConnId) -> Vec<NodePacket> {
         self.clients
             .get_mut(&(i, conn))
             .map(|c| std::mem::take(&mut c.inbox))
@@ -152,12 +186,12 @@ impl Net {
 
     /// What node `i` writes to node `j` stays unwritten (its socket is full) until
     /// [`Net::unstall`].
-    pub(crate) fn stall(&mut self, i: usize, j: usize) {
+    pub fn stall(&mut self, i: usize, j: usize) {
         self.stalled.insert((i, j));
     }
 
     /// The socket from `i` to `j` takes everything again, in order.
-    pub(crate) fn unstall(&mut self, i: usize, j: usize) {
+    pub fn unstall(&mut self, i: usize, j: usize) {
         self.stalled.remove(&(i, j));
         for (from, link, data) in std::mem::take(&mut self.held) {
             self.output(from, Output::PeerTransmit(link, data));
@@ -166,7 +200,7 @@ impl Net {
     }
 
     /// Kills node `i` at once: its sockets close, its peers learn of it after.
-    pub(crate) fn kill(&mut self, i: usize) {
+    pub fn kill(&mut self, i: usize) {
         self.nodes[i] = None;
         let ends: Vec<(usize, LinkId)> = self
             .peer_of
@@ -190,7 +224,7 @@ impl Net {
 
     /// Carries out every output of every node, then delivers every queued action, until
     /// nothing moves.
-    pub(crate) fn drain(&mut self) {
+    pub fn drain(&mut self) {
         loop {
             for i in 0..self.nodes.len() {
                 while let Some(out) = self.nodes[i].as_mut().and_then(Node::poll_output) {
@@ -272,7 +306,7 @@ impl Net {
     }
 
     /// Runs timers and traffic until `t`.
-    pub(crate) fn run_until(&mut self, t: Instant) {
+    pub fn run_until(&mut self, t: Instant) {
         loop {
             self.drain();
             let next = self
@@ -300,17 +334,20 @@ impl Net {
         self.now = self.now.max(t);
     }
 
-    pub(crate) fn secs(&mut self, s: u64) {
+    /// Runs `s` seconds of virtual time.
+    pub fn secs(&mut self, s: u64) {
         let t = self.now + Duration::from_secs(s);
         self.run_until(t);
     }
 
-    pub(crate) fn millis(&mut self, ms: u64) {
+    /// Runs `ms` milliseconds of virtual time.
+    pub fn millis(&mut self, ms: u64) {
         let t = self.now + Duration::from_millis(ms);
         self.run_until(t);
     }
 
-    pub(crate) fn events_of(&self, i: usize) -> Vec<&Event> {
+    /// The events node `i` reported.
+    pub fn events_of(&self, i: usize) -> Vec<&Event> {
         self.events
             .iter()
             .filter(|(n, _)| *n == i)

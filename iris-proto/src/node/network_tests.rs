@@ -413,8 +413,22 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
     let NodePacket::TunInit { build_id, .. } = net.take(1, sub)[0] else {
         panic!("no offer");
     };
-    net.send(1, sub, ClientPacket::TunConfirm { build_id, tun_id: 7 });
-    net.send(1, sub, ClientPacket::TunAllow { tun_id: 7, space: 64 << 20 });
+    net.send(
+        1,
+        sub,
+        ClientPacket::TunConfirm {
+            build_id,
+            tun_id: 7,
+        },
+    );
+    net.send(
+        1,
+        sub,
+        ClientPacket::TunAllow {
+            tun_id: 7,
+            space: 64 << 20,
+        },
+    );
     net.take(0, p);
     net.take(1, sub);
     net.stall(0, 1);
@@ -448,7 +462,15 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
     let failed = net
         .take(0, p)
         .into_iter()
-        .filter(|r| matches!(r, NodePacket::Reply { outcome: ReplyOutcome::TimedOut, .. }))
+        .filter(|r| {
+            matches!(
+                r,
+                NodePacket::Reply {
+                    outcome: ReplyOutcome::TimedOut,
+                    ..
+                }
+            )
+        })
         .count();
     assert!(failed > 20, "{failed} failed at once");
     assert_eq!(net.node(0).stats().requests_refused as usize, failed);
