@@ -266,13 +266,20 @@ impl Node {
     /// [`Event::Ready`] (the relay port may open) once the overlay has converged.
     pub fn networked(
         cfg: Config,
-        mesh: MeshConfig,
+        mut mesh: MeshConfig,
         security: Security,
         seed: [u8; 32],
         now: Instant,
     ) -> Result<Node, ConfigError> {
         mesh.validate()?;
         mesh.scribe.validate()?;
+        // The largest message a client may send must fit a link with what a node message
+        // adds around it; otherwise it would be lost between nodes. (Every node of a
+        // network must agree on this: a peer refuses a larger message by ending the link.)
+        let need = usize::try_from(cfg.limits.max_message_size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(wire::MAX_OVERHEAD);
+        mesh.link.max_message = mesh.link.max_message.max(need);
         let mut node = Node::new(cfg, seed, now)?;
         node.outputs.clear();
         node.ready = false;

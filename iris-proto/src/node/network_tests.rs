@@ -572,3 +572,57 @@ fn requests_follow_the_capacity_members_report() {
     assert!(slow < 0.42 && slow > 0.1, "the slow member took {slow}");
     assert!(fast > even_a + 0.08, "fast {fast} vs even {even_a}");
 }
+
+#[test]
+fn messages_as_large_as_the_relay_allows_cross_nodes() {
+    // The largest message a client may send (64 MiB by default) must fit a peer link too,
+    // with the names and ids a node message adds around it.
+    let max = crate::Config::default().limits.max_message_size as usize;
+    let mut net = Net::ready(2);
+    let member = net.client(1, "svc");
+    let sender = net.client(0, "");
+    net.secs(2);
+    let big = Bytes::from(vec![7u8; max]);
+    net.send(
+        0,
+        sender,
+        ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: big.clone(),
+        },
+    );
+    net.send(
+        0,
+        sender,
+        ClientPacket::Request {
+            id: 1,
+            cluster: "svc".into(),
+            request: big.clone(),
+            timeout_ms: 10_000,
+        },
+    );
+    let got = net.take(1, member);
+    assert_eq!(got.len(), 2, "the member got {} of 2", got.len());
+    assert!(matches!(&got[0], NodePacket::Broadcast { message } if message.len() == max));
+    let NodePacket::Request { id, request, .. } = &got[1] else {
+        panic!("no request");
+    };
+    assert_eq!(request.len(), max);
+    net.send(
+        1,
+        member,
+        ClientPacket::Reply {
+            id: *id,
+            outcome: Ok(big.clone()),
+        },
+    );
+    let replies = net.take(0, sender);
+    assert!(
+        matches!(&replies[..], [NodePacket::Reply { id: 1, outcome: ReplyOutcome::Success(r) }] if r.len() == max),
+        "{:?}",
+        replies
+            .iter()
+            .map(|r| format!("{r:?}").chars().take(80).collect::<String>())
+            .collect::<Vec<_>>()
+    );
+}

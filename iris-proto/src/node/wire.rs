@@ -13,6 +13,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Longest group name accepted from a peer (the relay protocol's default name bound).
 const MAX_NAME: usize = 64 << 10;
 
+/// Most bytes a node message adds around a client's payload: one name (a group or a
+/// fault text) of at most [`MAX_NAME`] bytes and a few ids. Links must carry the relay's
+/// largest message plus this, or that message could not cross nodes.
+pub(crate) const MAX_OVERHEAD: usize = MAX_NAME + 1024;
+
 mod tag {
     pub(super) const SUBSCRIBE: u8 = 1;
     pub(super) const UNSUBSCRIBE: u8 = 2;
@@ -545,6 +550,55 @@ mod tests {
                     assert_ne!(other, m);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn no_message_adds_more_than_the_overhead_links_allow_for() {
+        let name = "n".repeat(MAX_NAME);
+        let c = Contact::new(
+            NodeId(u128::MAX),
+            "[ffff::1]:65535".parse().unwrap(),
+            u64::MAX,
+        );
+        let largest = [
+            NodeMsg::Cast(Cast {
+                key: NodeId(u128::MAX),
+                group: Group::topic(name.as_str().into()),
+                index: u8::MAX,
+                origin: NodeId(u128::MAX),
+                epoch: u64::MAX,
+                seq: u64::MAX,
+                via: Via::Detour,
+                hops: u8::MAX,
+                payload: Bytes::new(),
+            }),
+            NodeMsg::Anycast(Anycast {
+                key: NodeId(u128::MAX),
+                cluster: name.as_str().into(),
+                index: u8::MAX,
+                origin: c,
+                id: u64::MAX,
+                timeout_ms: u64::MAX,
+                budget_ms: u64::MAX,
+                via: Via::Detour,
+                hops: u8::MAX,
+                wanted: Wanted::Request(Bytes::new()),
+            }),
+            NodeMsg::Reply {
+                id: u64::MAX,
+                outcome: Err(name.as_str().into()),
+            },
+            NodeMsg::TunnelData {
+                tun: u64::MAX,
+                size_or_cont: u64::MAX,
+                payload: Bytes::new(),
+            },
+        ];
+        for m in largest {
+            let len = encode(&m).len();
+            assert!(len <= MAX_OVERHEAD, "{len} bytes around an empty payload");
+            assert!(len > MAX_NAME || matches!(m, NodeMsg::TunnelData { .. }));
         }
     }
 
