@@ -152,3 +152,92 @@ fn a_node_refused_by_its_seed_says_so_and_does_not_serve_alone() {
     stop_tx.send("test over".into()).unwrap();
     b.join().unwrap().expect("B stops cleanly");
 }
+
+/// Answers with the request, prefixed by the name of the node it runs on.
+struct Tagged(&'static str);
+
+impl iris_tokio::client::ServiceHandler for Tagged {
+    async fn handle_request(&self, request: bytes::Bytes) -> Result<bytes::Bytes, String> {
+        let mut out = self.0.as_bytes().to_vec();
+        out.extend_from_slice(&request);
+        Ok(out.into())
+    }
+
+    async fn handle_tunnel(&self, tunnel: iris_tokio::client::Tunnel) {
+        // Echoes every message until the builder closes.
+        while let Ok(m) = tunnel.recv(Duration::from_secs(10)).await {
+            if tunnel.send(m, Duration::from_secs(10)).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn requests_and_tunnels_cross_nodes_over_sockets() {
+    use iris_tokio::client::{Error, ServiceLimits};
+    let k = key("net-pkcs8.pem");
+    let (a, a_events) = node(&[], k.clone());
+    let seed = a.peer_addr().unwrap();
+    let (b, _b_events) = node(&[seed], k);
+    wait_for(&a_events, |e| {
+        matches!(e, MeshEvent::Converged { peers: 1 })
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let service =
+            Connection::register(b.port(), "tagged", Tagged("b:"), ServiceLimits::default())
+                .await
+                .unwrap();
+        let client = Connection::connect(a.port()).await.unwrap();
+        // The member's node joins the cluster's trees as it registers; until its subscribe
+        // has reached them a request finds nobody and times out. It must be answered
+        // within a few tries.
+        let mut answered = None;
+        for _ in 0..20 {
+            match client
+                .request("tagged", "hello", Duration::from_millis(250))
+                .await
+            {
+                Ok(reply) => {
+                    answered = Some(reply);
+                    break;
+                }
+                Err(Error::TimedOut) => continue,
+                Err(e) => panic!("request failed: {e}"),
+            }
+        }
+        assert_eq!(answered.as_deref(), Some(&b"b:hello"[..]));
+        // Once reachable, every request is answered by the member on node b.
+        for i in 0..100 {
+            let body = format!("m{i}");
+            let reply = client
+                .request("tagged", body.clone(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(reply, format!("b:{body}").as_bytes());
+        }
+        // A tunnel to it carries 4 MiB each way in order, in 64 KiB messages.
+        let tunnel = client
+            .tunnel("tagged", Duration::from_secs(5))
+            .await
+            .unwrap();
+        for i in 0..64u32 {
+            let mut m = vec![(i % 251) as u8; 64 << 10];
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            tunnel.send(m, Duration::from_secs(10)).await.unwrap();
+        }
+        for i in 0..64u32 {
+            let m = tunnel.recv(Duration::from_secs(10)).await.unwrap();
+            assert_eq!(m.len(), 64 << 10);
+            assert_eq!(m[..4], i.to_be_bytes());
+            assert!(m[4..].iter().all(|&x| x == (i % 251) as u8));
+        }
+        tunnel.close().await.unwrap();
+        client.close().await.unwrap();
+        service.close().await.unwrap();
+    });
+}
