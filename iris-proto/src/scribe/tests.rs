@@ -253,3 +253,35 @@ fn a_subscription_naming_another_groups_key_is_ignored() {
     );
     assert_eq!(net.scribe(2).tree_count(), 0);
 }
+
+#[test]
+fn the_bounds_on_trees_and_children_refuse_and_count() {
+    // Nodes 1 and 2 both route to node 3, which holds at most one child per tree and at
+    // most 7 trees (the first group's 5, two of the next).
+    let mut net = Net::chain(3);
+    net.nodes.get_mut(&NodeId(1)).unwrap().1.hops = vec![contact(3)];
+    net.nodes.get_mut(&NodeId(3)).unwrap().0 = Scribe::new(
+        ScribeConfig {
+            max_children: 1,
+            max_trees: 7,
+            ..ScribeConfig::default()
+        },
+        net.now,
+    );
+    net.with(1, |s, r, now| s.join(now, &group(), r));
+    net.with(2, |s, r, now| s.join(now, &group(), r));
+    // Node 1 got in first: it is node 3's one child in every tree; node 2 was refused.
+    let key = group().tree_key(0);
+    assert!(net.scribe(3).is_neighbour(key, NodeId(1)));
+    assert!(!net.scribe(3).is_neighbour(key, NodeId(2)));
+    assert_eq!(net.scribe(3).stats().refused, 5);
+    // A second group: node 3 takes two more trees, refuses the other three.
+    let other = Group::topic("news".into());
+    net.with(1, |s, r, now| s.join(now, &other, r));
+    assert_eq!(net.scribe(3).tree_count(), 7);
+    assert_eq!(net.scribe(3).stats().refused, 8);
+    // Its own joins count against the same bound.
+    net.with(3, |s, r, now| s.join(now, &Group::topic("mine".into()), r));
+    assert_eq!(net.scribe(3).tree_count(), 7);
+    assert_eq!(net.scribe(3).stats().refused, 13);
+}
