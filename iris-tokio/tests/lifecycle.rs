@@ -74,10 +74,7 @@ fn a_node_still_joining_its_network_leaves_gracefully_on_sigterm() {
         b.boot_log.iter().all(|l| !l.contains("listening on port")),
         "B was not booting any more"
     );
-    let mut rest = Vec::new();
-    while let Ok(line) = b.log.try_recv() {
-        rest.push(line);
-    }
+    let rest = b.rest_of_log();
     assert!(
         rest.iter()
             .any(|l| l.contains("shutting down before the relay port opened")),

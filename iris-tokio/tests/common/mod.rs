@@ -130,6 +130,16 @@ impl IrisProcess {
         (t.elapsed(), status)
     }
 
+    /// Every log line not yet read, up to the end of the output: for a process that has
+    /// exited (its reader thread may still be passing lines on; this waits for it to end).
+    pub fn rest_of_log(&self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(Duration::from_secs(30)) {
+            rest.push(line);
+        }
+        rest
+    }
+
     /// Resident memory of the node process, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
