@@ -626,3 +626,28 @@ fn messages_as_large_as_the_relay_allows_cross_nodes() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_member_that_just_registered_is_reached_before_any_beat() {
+    let mut net = Net::ready(4);
+    let c = net.client(0, "");
+    net.secs(2);
+    // Registered this instant: its node's subscription has reached the trees (links are
+    // immediate here), its capacity has not been reported by any beat yet.
+    let m = net.client(3, "fresh");
+    // Ten requests: two through each of the cluster's five trees.
+    for id in 0..10 {
+        net.send(
+            0,
+            c,
+            ClientPacket::Request {
+                id,
+                cluster: "fresh".into(),
+                request: b("q"),
+                timeout_ms: 5000,
+            },
+        );
+    }
+    let got = net.take(3, m);
+    assert_eq!(got.len(), 10, "{} of 10 reached the new member", got.len());
+}

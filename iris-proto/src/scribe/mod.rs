@@ -587,11 +587,14 @@ impl Scribe {
             }
             return;
         }
+        // A node subscribes only for members of its own or below it: until its first beat
+        // says how many, it counts as one, so that requests reach a member that registered
+        // a moment ago instead of finding the tree empty.
         t.children.insert(
             from.id,
             Child {
                 contact: from,
-                capacity: 0,
+                capacity: 1,
                 told: u32::MAX,
             },
         );
