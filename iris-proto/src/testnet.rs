@@ -36,6 +36,7 @@ enum Action {
     Gone(LinkId),
     DialFailed(DialId),
     ClientFlushed(ConnId, usize),
+    Beacon(SocketAddr, Bytes),
 }
 
 /// A relay client of one node.
@@ -244,6 +245,7 @@ impl Net {
                 Action::Gone(link) => self.handle(i, Input::PeerGone(link)),
                 Action::DialFailed(d) => self.handle(i, Input::DialFailed(d)),
                 Action::ClientFlushed(c, n) => self.handle(i, Input::ClientFlushed(c, n)),
+                Action::Beacon(from, data) => self.handle(i, Input::Beacon { from, data: &data }),
             }
         }
     }
@@ -301,6 +303,20 @@ impl Net {
                 }
             }
             Output::PauseReading(_) | Output::ResumeReading(_) => {}
+            // Every node hears beacons sent "everywhere" (one host, every well-known port),
+            // from the node's own address; an answer reaches the node at that address.
+            Output::Beacon { to, data } => {
+                for j in 0..self.nodes.len() {
+                    let reached = match to {
+                        None => j != i,
+                        Some(a) => addr(j) == a,
+                    };
+                    if reached && self.nodes[j].is_some() && !self.cut.contains(&pair(i, j)) {
+                        self.queue
+                            .push_back((j, Action::Beacon(addr(i), data.clone())));
+                    }
+                }
+            }
             Output::Event(e) => self.events.push((i, e)),
         }
     }

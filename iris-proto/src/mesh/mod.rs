@@ -16,6 +16,7 @@
 //! - Links nobody used for `link_idle` are closed (peers probed once and not kept).
 //! - While the node knows nobody, its seeds are dialed again every heartbeat period.
 
+pub mod discovery;
 pub mod wire;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ use crate::overlay::{Contact, NodeId, Overlay, OverlayConfig, OverlayEvent};
 use crate::time::Instant;
 use crate::timer::Timers;
 use bytes::Bytes;
+use discovery::{Discovery, DiscoveryConfig};
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -81,6 +83,8 @@ pub struct MeshConfig {
     pub link_idle: Duration,
     /// The multicast trees' settings.
     pub scribe: crate::scribe::ScribeConfig,
+    /// Beacons to find nodes of the network without seeds; `None`: none sent or heeded.
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 impl MeshConfig {
@@ -100,6 +104,7 @@ impl MeshConfig {
             max_pending: 64,
             link_idle: Duration::from_secs(60),
             scribe: crate::scribe::ScribeConfig::default(),
+            discovery: None,
         }
     }
 }
@@ -134,6 +139,14 @@ pub enum MeshOutput {
     Transmit(LinkId, Bytes),
     /// Close the link's socket once everything before is written.
     Close(LinkId),
+    /// Send a discovery beacon: to `to`, or (`None`) to wherever the driver looks for
+    /// nodes (the well-known ports on this host, the local subnet if asked).
+    Beacon {
+        /// One address (an answer), or everywhere discovery looks.
+        to: Option<SocketAddr>,
+        /// The beacon.
+        data: Bytes,
+    },
     /// Something happened.
     Event(MeshEvent),
 }
@@ -231,6 +244,13 @@ pub enum MeshEvent {
     },
     /// A dial failed.
     DialFailed(SocketAddr),
+    /// Discovery heard a node of this network it did not know, and joins through it.
+    Discovered {
+        /// The node.
+        peer: NodeId,
+        /// Its peer address.
+        addr: SocketAddr,
+    },
     /// The node knows nobody although it was given seeds or joined through someone: said
     /// once per heartbeat period while it lasts. Its seeds are retried each time, and the
     /// driver may offer others ([`crate::Input::JoinVia`]).
@@ -258,6 +278,12 @@ pub struct MeshStats {
     pub data_refused: u64,
     /// Messages from peers that did not parse or broke the link protocol.
     pub bad_messages: u64,
+    /// Discovery beacons sent (answers included).
+    pub beacons_sent: u64,
+    /// Beacons heard that were garbage or another network's.
+    pub beacons_foreign: u64,
+    /// Joins through a node that discovery found.
+    pub discovered: u64,
 }
 
 struct PeerLink {
@@ -317,6 +343,8 @@ enum MeshTimer {
     Handshake(LinkId),
     /// Idle links are closed.
     Sweep,
+    /// The next discovery beacon.
+    Beacon,
 }
 
 /// The mesh state machine, owned and drained by the node.
@@ -350,6 +378,8 @@ pub struct Mesh {
     inbox: VecDeque<Incoming>,
     /// Peers whose links are kept however idle (a tunnel runs over them), with a count.
     pinned: std::collections::BTreeMap<NodeId, u32>,
+    /// Beacons: when to send them, whom this node answered lately.
+    discovery: Option<Discovery>,
     stats: MeshStats,
 }
 
@@ -385,6 +415,9 @@ impl Mesh {
             timers: {
                 let mut t = Timers::default();
                 t.set(MeshTimer::Sweep, now + cfg.link_idle / 2);
+                if cfg.discovery.is_some() {
+                    t.set(MeshTimer::Beacon, now);
+                }
                 t
             },
             outputs: VecDeque::new(),
@@ -394,6 +427,10 @@ impl Mesh {
             seed_refusals: std::collections::BTreeMap::new(),
             inbox: VecDeque::new(),
             pinned: std::collections::BTreeMap::new(),
+            discovery: cfg
+                .discovery
+                .clone()
+                .map(|d| Discovery::new(d, &cfg.link.network, cfg.link.version)),
             stats: MeshStats::default(),
             cfg,
         };
@@ -489,6 +526,67 @@ impl Mesh {
         } else {
             self.dial(addr, None, Vec::new(), true);
         }
+    }
+
+    /// A datagram arrived on the discovery socket from `from`: maybe a beacon of a node of
+    /// this network that this node does not know yet.
+    pub fn on_beacon(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let own = self.overlay.id();
+        let peers = self.overlay.peer_count();
+        let Some(d) = self.discovery.as_mut() else {
+            return;
+        };
+        if self.leaving {
+            return;
+        }
+        let overlay = &self.overlay;
+        let verdict = match d.heard(now, from, data, own, peers, |id| {
+            overlay.contact_of(id).is_some()
+        }) {
+            Ok(v) => v,
+            Err(discovery::Ignored::Known) => return,
+            Err(_) => {
+                self.stats.beacons_foreign += 1;
+                return;
+            }
+        };
+        if verdict.answer {
+            self.send_beacon(now, Some(from));
+        }
+        if let Some(addr) = verdict.join {
+            self.stats.discovered += 1;
+            if let Ok(b) = discovery::Beacon::decode(data) {
+                self.outputs
+                    .push_back(MeshOutput::Event(MeshEvent::Discovered {
+                        peer: b.id,
+                        addr,
+                    }));
+            }
+            self.join_via(now, addr);
+        }
+    }
+
+    /// Sends this node's beacon (`to` one address, or everywhere), and schedules the next
+    /// round when it is the periodic one.
+    fn send_beacon(&mut self, now: Instant, to: Option<SocketAddr>) {
+        let settled = self.overlay.peer_count() > 0 && self.overlay.is_converged();
+        let Some(d) = self.discovery.as_ref() else {
+            return;
+        };
+        if self.leaving {
+            return;
+        }
+        if to.is_none() {
+            let next = d.next_after(now, settled);
+            self.timers.set(MeshTimer::Beacon, next);
+        }
+        let data = d.beacon(
+            self.overlay.id(),
+            self.cfg.listen,
+            self.overlay.peer_count(),
+        );
+        self.stats.beacons_sent += 1;
+        self.outputs.push_back(MeshOutput::Beacon { to, data });
     }
 
     /// Leaves the overlay for good: peers are told, and repair at once.
@@ -614,6 +712,7 @@ impl Mesh {
                     self.drain_link(now, id);
                 }
                 MeshTimer::Sweep => self.sweep(now),
+                MeshTimer::Beacon => self.send_beacon(now, None),
             }
         }
         if now >= self.next_seed_try && self.overlay.peer_count() == 0 {

@@ -15,6 +15,8 @@ mod tunnel;
 mod wire;
 
 #[cfg(test)]
+mod discovery_tests;
+#[cfg(test)]
 mod network_tests;
 #[cfg(test)]
 mod tests;
@@ -78,8 +80,15 @@ pub enum Input<'a> {
     PeerGone(LinkId),
     /// A dial could not connect.
     DialFailed(DialId),
-    /// Join the overlay through the node at this address (discovery found it).
+    /// Join the overlay through the node at this address (an operator named it).
     JoinVia(SocketAddr),
+    /// A datagram arrived on the discovery socket (see [`Output::Beacon`]).
+    Beacon {
+        /// Where it came from (answers go there).
+        from: SocketAddr,
+        /// What it held.
+        data: &'a [u8],
+    },
 }
 
 /// Something the node asks its driver to do.
@@ -107,6 +116,16 @@ pub enum Output {
     PeerTransmit(LinkId, Bytes),
     /// Close the peer link's socket once everything before is written.
     PeerClose(LinkId),
+    /// Send a discovery datagram: to `to`, or (`None`) to every address discovery looks
+    /// at (the well-known ports on this host; the local subnet where asked). Best effort:
+    /// a beacon that cannot be sent is dropped. Report datagrams received on the discovery
+    /// socket with [`Input::Beacon`].
+    Beacon {
+        /// One address (an answer), or everywhere discovery looks.
+        to: Option<SocketAddr>,
+        /// The datagram.
+        data: Bytes,
+    },
     /// Something worth logging or counting happened.
     Event(Event),
 }
@@ -360,6 +379,12 @@ impl Node {
                     m.join_via(now, addr);
                 }
             }
+            Input::Beacon { from, data } => {
+                let now = self.now;
+                if let Some(m) = self.mesh.as_mut() {
+                    m.on_beacon(now, from, data);
+                }
+            }
         }
         self.settle();
     }
@@ -409,6 +434,7 @@ impl Node {
                 MeshOutput::Dial(d, addr) => Output::Dial(d, addr),
                 MeshOutput::Transmit(l, b) => Output::PeerTransmit(l, b),
                 MeshOutput::Close(l) => Output::PeerClose(l),
+                MeshOutput::Beacon { to, data } => Output::Beacon { to, data },
                 MeshOutput::Event(e) => {
                     let converged = matches!(e, MeshEvent::Converged { .. });
                     self.outputs.push_back(Output::Event(Event::Mesh(e)));
