@@ -12,6 +12,7 @@
 //! port only once the overlay has converged; a shutdown asked for before that still leaves
 //! the network gracefully.
 
+use crate::discovery::{Beacons, Discover};
 use crate::log_limit::LogLimit;
 use bytes::{Buf, Bytes, BytesMut};
 use iris_proto::{
@@ -55,6 +56,12 @@ pub struct NetworkOptions {
     pub security: Security,
     /// Mesh events (convergence, peers down) are copied here too, for embedding and tests.
     pub events: Option<std::sync::mpsc::Sender<MeshEvent>>,
+    /// Where to look for other nodes besides the seeds (the `iris` command's default is
+    /// [`Discover::Host`]).
+    pub discover: Discover,
+    /// The well-known discovery ports ([`crate::discovery::DEFAULT_PORTS`] unless a test
+    /// or an operator keeps a group of nodes apart).
+    pub discovery_ports: Vec<u16>,
 }
 
 /// How to run a node.
@@ -255,6 +262,8 @@ struct Shared {
     /// Budgets of the warnings a remote party can trigger at will.
     refusals: LogLimit,
     handshakes: LogLimit,
+    /// The discovery socket, if the node looks for others.
+    beacons: Option<Beacons>,
 }
 
 /// The driver's side of one connection (a client's or a peer link's).
@@ -282,9 +291,10 @@ async fn run_local(
 ) -> io::Result<Stats> {
     let epoch = std::time::Instant::now();
     let invalid = |e: iris_proto::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e);
-    let (node, peer_listener, events) = match opts.network {
+    let (node, peer_listener, events, beacons) = match opts.network {
         None => (
             Node::new(opts.config, opts.seed, Instant::ZERO).map_err(invalid)?,
+            None,
             None,
             None,
         ),
@@ -306,15 +316,30 @@ async fn run_local(
             info!("peer listener on {bound}, advertised as {listen}");
             let mut mesh = net.mesh;
             mesh.listen = listen;
+            let beacons = Beacons::bind(net.discover, &net.discovery_ports)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("discovery socket: {e}")))?;
+            mesh.discovery = match (&beacons, mesh.discovery.take()) {
+                (None, _) => None,
+                (Some(_), Some(d)) => Some(d),
+                (Some(_), None) => Some(Default::default()),
+            };
             if mesh.epoch == 0 {
                 // This start's incarnation: later starts of the same id get larger ones.
                 mesh.epoch = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(1, |d| d.as_millis() as u64);
             }
+            let network = mesh.link.network.clone();
             let node = Node::networked(opts.config, mesh, net.security, opts.seed, Instant::ZERO)
                 .map_err(invalid)?;
-            (node, Some((listener, listen)), net.events)
+            if let Some(m) = node.mesh() {
+                info!(
+                    "booting iris overlay: node {}, network {network:?}",
+                    m.overlay().id()
+                );
+            }
+            (node, Some((listener, listen)), net.events, beacons)
         }
     };
     let peer_addr = peer_listener.as_ref().map(|(_, a)| *a);
@@ -334,10 +359,18 @@ async fn run_local(
         addrs: HashMap::new(),
         refusals: LogLimit::new(),
         handshakes: LogLimit::new(),
+        beacons,
     }));
     pump(&shared);
     let timer = tokio::task::spawn_local(timer_task(shared.clone()));
     let mut acceptors = Vec::new();
+    let beacon_socket = shared.borrow().beacons.as_ref().map(Beacons::socket);
+    if let Some(socket) = beacon_socket {
+        acceptors.push(tokio::task::spawn_local(beacon_task(
+            shared.clone(),
+            socket,
+        )));
+    }
     if let Some((listener, _)) = peer_listener {
         acceptors.push(tokio::task::spawn_local(peer_accept_task(
             shared.clone(),
@@ -437,6 +470,11 @@ fn pump(shared: &SharedRc) {
             Output::Dial(dial, addr) => {
                 tokio::task::spawn_local(dial_task(shared.clone(), dial, addr));
             }
+            Output::Beacon { to, data } => {
+                if let Some(b) = s.beacons.as_mut() {
+                    b.send(to, &data);
+                }
+            }
         }
     }
     s.timer_wake.notify_one();
@@ -494,7 +532,10 @@ fn log_event(s: &mut Shared, e: Event) {
             match &e {
                 MeshEvent::Converged { peers } => {
                     s.alone_said = false;
-                    info!("overlay converged with {peers} peers")
+                    info!("iris overlay converged with {peers} remote connections")
+                }
+                MeshEvent::Discovered { peer, addr } => {
+                    info!("discovered node {peer} at {addr}: joining through it")
                 }
                 MeshEvent::PeerDown(id) => info!("peer {id} is down"),
                 MeshEvent::LinkUp { link, peer } => debug!(link = link.0, "peer link up: {peer}"),
@@ -604,6 +645,28 @@ async fn accept_task(shared: SharedRc, listener: TcpListener) {
         let conn = ConnId(next * 2 + base);
         next += 1;
         start_conn(&shared, Endpoint::Client(conn), stream, from, None);
+    }
+}
+
+/// Feeds the datagrams of the discovery socket to the node.
+async fn beacon_task(shared: SharedRc, socket: Rc<tokio::net::UdpSocket>) {
+    let mut buf = [0u8; 512];
+    let mut limit = LogLimit::new();
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => handle(
+                &shared,
+                Input::Beacon {
+                    from,
+                    data: &buf[..n],
+                },
+            ),
+            Err(e) => {
+                // ICMP errors of earlier sends surface here on some systems: not fatal.
+                limited_warn(&mut limit, format_args!("discovery socket: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

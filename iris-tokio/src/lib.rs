@@ -1,10 +1,12 @@
 //! The tokio driver of the Iris node, the `iris` binary, and the async Rust client.
 //!
 //! - [`driver`] runs an [`iris_proto::Node`] on real sockets and timers;
+//! - [`discovery`] carries the beacons by which nodes of one network find each other;
 //! - [`client`] is the Rust client library, modeled on the original Go client;
 //! - [`key_file`] loads the network key with clear errors.
 
 pub mod client;
+pub mod discovery;
 pub mod driver;
 pub mod key_file;
 mod log_limit;

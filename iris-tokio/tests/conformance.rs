@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Got, IrisProcess, PROMPT, RawClient, b};
+use common::{Got, IrisProcess, PROMPT, RawClient, b, build_tunnel};
 use iris_proto::relay::client::Reassembly;
 use iris_proto::relay::codec::put_varint;
 use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};
@@ -263,51 +263,6 @@ fn graceful_close_is_answered_with_an_empty_close() {
         timeout_ms: 50,
     });
     assert_eq!(d.recv(), timed_out(1));
-}
-
-/// Builds a tunnel from `c` to the member `m`; returns after both sides have their windows.
-fn build_tunnel(c: &mut RawClient, m: &mut RawClient, cluster: &str) {
-    c.send(ClientPacket::TunInit {
-        tun_id: 5,
-        cluster: cluster.into(),
-        timeout_ms: 5000,
-    });
-    let NodePacket::TunInit {
-        build_id,
-        chunk_limit: 65536,
-    } = m.recv()
-    else {
-        panic!("expected an inbound tunnel offer");
-    };
-    m.send(ClientPacket::TunConfirm {
-        build_id,
-        tun_id: 9,
-    });
-    m.send(ClientPacket::TunAllow {
-        tun_id: 9,
-        space: 64 << 20,
-    });
-    assert_eq!(
-        c.recv(),
-        NodePacket::TunConfirm {
-            tun_id: 5,
-            chunk_limit: Some(65536)
-        }
-    );
-    assert_eq!(
-        c.recv(),
-        NodePacket::TunAllow {
-            tun_id: 5,
-            space: 4 << 20
-        }
-    );
-    assert_eq!(
-        m.recv(),
-        NodePacket::TunAllow {
-            tun_id: 9,
-            space: 4 << 20
-        }
-    );
 }
 
 #[test]

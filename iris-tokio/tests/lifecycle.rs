@@ -5,16 +5,9 @@
 mod common;
 
 use bytes::BytesMut;
-use common::IrisProcess;
+use common::{IrisProcess, fixture};
 use iris_proto::relay::ClientPacket;
 use std::time::Duration;
-
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/../iris-proto/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
 
 /// The address a networked node's log says its peers dial.
 fn peer_addr(node: &IrisProcess) -> String {

@@ -33,6 +33,8 @@ fn options(seeds: &[SocketAddr], key: Arc<NetworkKey>) -> NodeOptions {
             mesh,
             security: Security::Rsa(key),
             events: None,
+            discover: iris_tokio::discovery::Discover::None,
+            discovery_ports: Vec::new(),
         }),
         ..NodeOptions::default()
     }

@@ -44,6 +44,19 @@ struct Args {
     #[arg(long, value_name = "ADDR:PORT")]
     advertise: Option<std::net::SocketAddr>,
 
+    /// Where to look for other nodes of the network besides the seeds: `host` (other nodes
+    /// on this machine, over loopback UDP), `lan` (this machine and every address of its
+    /// IPv4 subnets: opt-in, it sends to every host there) or `none`.
+    #[arg(long, default_value = "host", value_name = "SCOPE")]
+    discover: iris_tokio::discovery::Discover,
+
+    /// The well-known UDP ports discovery binds (the first free one) and sends beacons to.
+    /// Nodes look for each other only on the same ports: a different list keeps a group of
+    /// nodes apart from the rest on one host.
+    #[arg(long, value_delimiter = ',', value_name = "PORT,...",
+          default_values_t = iris_tokio::discovery::DEFAULT_PORTS)]
+    discovery_ports: Vec<u16>,
+
     /// Relay port for local clients, on 127.0.0.1 and [::1]. 0 picks a free port.
     #[arg(long, default_value_t = 55555, value_name = "PORT")]
     port: u16,
@@ -95,13 +108,15 @@ struct Args {
 
 /// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
 fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 16] = [
+    const LONG: [&str; 18] = [
         "dev",
         "net",
         "rsa",
         "seed",
         "peer-bind",
         "advertise",
+        "discover",
+        "discovery-ports",
         "port",
         "log",
         "max-message-size",
@@ -228,6 +243,8 @@ fn network_options(args: &Args) -> Result<NetworkOptions, String> {
         mesh,
         security: Security::Rsa(Arc::new(key)),
         events: None,
+        discover: args.discover,
+        discovery_ports: args.discovery_ports.clone(),
     })
 }
 

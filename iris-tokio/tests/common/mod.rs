@@ -33,30 +33,49 @@ impl IrisProcess {
     /// relay port is open.
     pub fn start_with(flags: &[&str]) -> IrisProcess {
         let mut p = IrisProcess::launch(flags);
+        p.wait_port();
+        p
+    }
+
+    /// Waits until the node reports its relay port (for a networked node: once its overlay
+    /// has converged) and notes it.
+    pub fn wait_port(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        p.port = loop {
+        self.port = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = p
+            let line = self
                 .log
                 .recv_timeout(left)
                 .expect("iris did not report its port");
             if let Some(rest) = line.split("listening on port ").nth(1) {
                 break rest.trim_end_matches('.').parse().expect("port number");
             }
-            p.boot_log.push(line);
+            self.boot_log.push(line);
         };
-        p
     }
 
     /// A node with these flags (plus a free relay port and info logs unless `flags` name
     /// another `--log`), without waiting for anything: `port` is 0 until it is known.
     pub fn launch(flags: &[&str]) -> IrisProcess {
+        IrisProcess::launch_in(None, flags)
+    }
+
+    /// [`IrisProcess::launch`] inside a network namespace (`ip netns exec`).
+    pub fn launch_in(netns: Option<&str>, flags: &[&str]) -> IrisProcess {
         let log: &[&str] = if flags.contains(&"--log") {
             &[]
         } else {
             &["--log", "info"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iris"))
+        let mut command = match netns {
+            None => Command::new(env!("CARGO_BIN_EXE_iris")),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_iris")]);
+                c
+            }
+        };
+        let mut child = command
             .args(["--port", "0"])
             .args(log)
             .args(flags)
@@ -274,4 +293,76 @@ impl RawClient {
 
 pub fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// The path of a key in iris-proto's test fixtures.
+pub fn fixture(name: &str) -> String {
+    format!(
+        "{}/../iris-proto/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `n` nodes of network `name` (the fixture key), each its own `iris` process, finding
+/// each other by host discovery on their own UDP `ports` (so that networks of tests running
+/// at once stay apart), returned once every one serves and has converged with all others.
+pub fn network(name: &str, n: usize, ports: &str) -> Vec<IrisProcess> {
+    let key = fixture("net-pkcs8.pem");
+    let mut nodes: Vec<IrisProcess> = (0..n)
+        .map(|_| IrisProcess::launch(&["--net", name, "--rsa", &key, "--discovery-ports", ports]))
+        .collect();
+    for node in &mut nodes {
+        node.wait_port();
+    }
+    let all = format!("converged with {} remote connections", n - 1);
+    for node in &nodes {
+        node.wait_line(&all);
+    }
+    nodes
+}
+
+/// Builds a tunnel from `c` (its id 5) to the member `m` (its id 9) of `cluster`; returns
+/// once both sides have their windows.
+pub fn build_tunnel(c: &mut RawClient, m: &mut RawClient, cluster: &str) {
+    c.send(ClientPacket::TunInit {
+        tun_id: 5,
+        cluster: cluster.into(),
+        timeout_ms: 5000,
+    });
+    let NodePacket::TunInit {
+        build_id,
+        chunk_limit: 65536,
+    } = m.recv()
+    else {
+        panic!("expected an inbound tunnel offer");
+    };
+    m.send(ClientPacket::TunConfirm {
+        build_id,
+        tun_id: 9,
+    });
+    m.send(ClientPacket::TunAllow {
+        tun_id: 9,
+        space: 64 << 20,
+    });
+    assert_eq!(
+        c.recv(),
+        NodePacket::TunConfirm {
+            tun_id: 5,
+            chunk_limit: Some(65536)
+        }
+    );
+    assert_eq!(
+        c.recv(),
+        NodePacket::TunAllow {
+            tun_id: 5,
+            space: 4 << 20
+        }
+    );
+    assert_eq!(
+        m.recv(),
+        NodePacket::TunAllow {
+            tun_id: 9,
+            space: 4 << 20
+        }
+    );
 }
