@@ -79,9 +79,11 @@ mod common;
 fn two_network_nodes_find_each_other_and_open_their_relay_ports() {
     let key = fixture("net-pkcs8.pem");
     // The original's single-dash flags, as its users wrote them.
-    let a = common::IrisProcess::start_with(&["-net", "cli test", "-rsa", &key]);
+    // Discovery off: this is about seeds.
+    let a =
+        common::IrisProcess::start_with(&["-net", "cli test", "-rsa", &key, "-discover", "none"]);
     // The relay port opened after the overlay converged (alone, at first).
-    let line = a.wait_line("overlay converged with 0 peers");
+    let line = a.wait_line("iris overlay converged with 0 remote connections");
     assert!(
         a.boot_log.contains(&line),
         "converged before the port opened"
@@ -97,9 +99,18 @@ fn two_network_nodes_find_each_other_and_open_their_relay_ports() {
         addr.starts_with("127.0.0.1:"),
         "loopback by default: {addr}"
     );
-    let b = common::IrisProcess::start_with(&["--net", "cli test", "--rsa", &key, "--seed", &addr]);
-    b.wait_line("overlay converged with 1 peers");
-    a.wait_line("overlay converged with 1 peers");
+    let b = common::IrisProcess::start_with(&[
+        "--net",
+        "cli test",
+        "--rsa",
+        &key,
+        "--seed",
+        &addr,
+        "--discover",
+        "none",
+    ]);
+    b.wait_line("converged with 1 remote connections");
+    a.wait_line("converged with 1 remote connections");
     // Both serve clients.
     drop(a.connect(""));
     drop(b.connect(""));
