@@ -26,6 +26,16 @@ pub enum Discover {
     Lan,
 }
 
+impl std::fmt::Display for Discover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Discover::None => "none",
+            Discover::Host => "host",
+            Discover::Lan => "lan",
+        })
+    }
+}
+
 impl std::str::FromStr for Discover {
     type Err = String;
 
@@ -98,7 +108,7 @@ impl Beacons {
             Vec::new()
         };
         if ports.contains(&own.port()) {
-            info!("discovery on {own} ({scope:?})");
+            info!("{scope} discovery on {own}");
         } else {
             info!("discovery on {own}: every well-known port was taken; found through the others");
         }
