@@ -75,6 +75,8 @@ pub struct NodeOptions {
     pub seed: [u8; 32],
     /// `None`: a lone node (dev mode). `Some`: a node of a network.
     pub network: Option<NetworkOptions>,
+    /// Serve the node's counters to Prometheus at `http://ADDR/metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for NodeOptions {
@@ -84,6 +86,7 @@ impl Default for NodeOptions {
             config: Config::default(),
             seed: random_seed(),
             network: None,
+            metrics: None,
         }
     }
 }
@@ -364,6 +367,19 @@ async fn run_local(
     pump(&shared);
     let timer = tokio::task::spawn_local(timer_task(shared.clone()));
     let mut acceptors = Vec::new();
+    if let Some(addr) = opts.metrics {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind the metrics endpoint on {addr}: {e}"),
+            )
+        })?;
+        info!("metrics on http://{}/metrics", listener.local_addr()?);
+        acceptors.push(tokio::task::spawn_local(metrics_task(
+            shared.clone(),
+            listener,
+        )));
+    }
     let beacon_socket = shared.borrow().beacons.as_ref().map(Beacons::socket);
     if let Some(socket) = beacon_socket {
         acceptors.push(tokio::task::spawn_local(beacon_task(
@@ -645,6 +661,36 @@ async fn accept_task(shared: SharedRc, listener: TcpListener) {
         let conn = ConnId(next * 2 + base);
         next += 1;
         start_conn(&shared, Endpoint::Client(conn), stream, from, None);
+    }
+}
+
+/// Most scrapes served at once; more connections are closed at once.
+const MAX_SCRAPES: usize = 8;
+
+/// Serves `GET /metrics`: each scrape a snapshot of the node, taken on its thread.
+async fn metrics_task(shared: SharedRc, listener: TcpListener) {
+    let busy = Rc::new(Cell::new(0usize));
+    let mut limit = LogLimit::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) if busy.get() < MAX_SCRAPES => {
+                busy.set(busy.get() + 1);
+                let (shared, busy) = (shared.clone(), busy.clone());
+                tokio::task::spawn_local(async move {
+                    crate::metrics::serve(stream, || {
+                        let s = shared.borrow();
+                        crate::metrics::Snapshot::of(&s.node, s.ready)
+                    })
+                    .await;
+                    busy.set(busy.get() - 1);
+                });
+            }
+            Ok(_) => {} // too many at once: dropped
+            Err(e) => {
+                limited_warn(&mut limit, format_args!("metrics accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

@@ -453,6 +453,12 @@ impl Mesh {
         self.links.len()
     }
 
+    /// Bytes of data queued in links and not yet sealed for their sockets.
+    #[allow(clippy::disallowed_methods)] // a sum: order-free
+    pub fn queued_bytes(&self) -> usize {
+        self.links.values().map(|pl| pl.link.data_queued()).sum()
+    }
+
     /// True while seeds refused this node's handshake and it knows nobody: it must not
     /// pass for a network of one.
     pub fn refused_by_seeds(&self) -> bool {

@@ -419,6 +419,11 @@ impl Node {
         self.conns.map.len()
     }
 
+    /// Clusters with members here, and topics with subscribers here.
+    pub fn group_counts(&self) -> (usize, usize) {
+        (self.clusters.len(), self.topics.len())
+    }
+
     /// Bytes charged to the memory budget now.
     pub fn memory_used(&self) -> usize {
         self.conns.mem.used()

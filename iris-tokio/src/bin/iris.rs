@@ -101,6 +101,11 @@ struct Args {
     #[arg(long, default_value = "1G", value_name = "SIZE", value_parser = parse_size)]
     max_memory: usize,
 
+    /// Serve the node's counters (Prometheus text) at http://ADDR/metrics, e.g.
+    /// `127.0.0.1:9100`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+
     /// Milliseconds a new client has to complete its handshake.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     handshake_timeout_ms: u64,
@@ -108,7 +113,7 @@ struct Args {
 
 /// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
 fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 18] = [
+    const LONG: [&str; 19] = [
         "dev",
         "net",
         "rsa",
@@ -117,6 +122,7 @@ fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
         "advertise",
         "discover",
         "discovery-ports",
+        "metrics",
         "port",
         "log",
         "max-message-size",
@@ -170,6 +176,7 @@ fn main() -> ExitCode {
         port: args.port,
         seed,
         network,
+        metrics: args.metrics,
         ..NodeOptions::default()
     };
     // Raised whether or not --max-clients is given, so that the count given can be served.

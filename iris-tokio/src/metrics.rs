@@ -1,0 +1,384 @@
+//! `--metrics ADDR`: the node's counters in the Prometheus text format, over HTTP.
+//!
+//! The node's counters live in the core (`iris_proto::Stats`, `MeshStats`); a scrape takes
+//! a snapshot on the node's thread and renders it with `prometheus-client`. The endpoint is
+//! the smallest HTTP/1.1 responder that serves `GET /metrics`: scrapes are rare and small,
+//! so it reads one bounded request per connection, answers and closes.
+
+use iris_proto::mesh::MeshStats;
+use iris_proto::{Node, Stats};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Most bytes of a scrape request read before giving up on it.
+const MAX_REQUEST: usize = 8 << 10;
+/// A scraper that has not sent its request by then is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one scrape reports, taken from the node at once.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The core's counters.
+    pub stats: Stats,
+    /// The links' counters (networked nodes).
+    pub mesh: Option<MeshStats>,
+    /// Peers the overlay knows.
+    pub peers: usize,
+    /// Peer links open or opening.
+    pub links: usize,
+    /// Bytes queued in peer links, not yet handed to their sockets.
+    pub link_queued: usize,
+    /// Relay connections (handshaking or active).
+    pub clients: usize,
+    /// Bytes charged to the memory budget.
+    pub memory_used: usize,
+    /// The memory budget.
+    pub memory_budget: usize,
+    /// Multicast trees this node takes part in.
+    pub trees: usize,
+    /// Clusters and topics with local members or subscribers.
+    pub groups: (usize, usize),
+    /// The overlay has converged.
+    pub converged: bool,
+    /// The relay port is open.
+    pub ready: bool,
+}
+
+impl Snapshot {
+    /// Reads everything off the node.
+    pub fn of(node: &Node, ready: bool) -> Snapshot {
+        let mesh = node.mesh();
+        Snapshot {
+            stats: node.stats().clone(),
+            mesh: mesh.map(|m| m.stats().clone()),
+            peers: mesh.map_or(0, |m| m.overlay().peer_count()),
+            links: mesh.map_or(0, |m| m.link_count()),
+            link_queued: mesh.map_or(0, |m| m.queued_bytes()),
+            clients: node.client_count(),
+            memory_used: node.memory_used(),
+            memory_budget: node.config().max_memory,
+            trees: node.scribe().map_or(0, |s| s.tree_count()),
+            groups: node.group_counts(),
+            converged: mesh.is_none_or(|m| m.overlay().is_converged()),
+            ready,
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+fn gauge(r: &mut Registry, name: &str, help: &str, v: usize) {
+    let g = Gauge::<i64>::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    r.register(name, help, g);
+}
+
+/// A counter family with one label, one series per `(label value, count)`.
+fn family(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    series: &[(&'static str, u64)],
+) {
+    let f = Family::<Labels, Counter>::default();
+    for &(value, n) in series {
+        f.get_or_create(&vec![(label, value)]).inc_by(n);
+    }
+    r.register(name, help, f);
+}
+
+/// The snapshot in the Prometheus text format (OpenMetrics flavour).
+pub fn render(s: &Snapshot) -> String {
+    let st = &s.stats;
+    let mut r = Registry::with_prefix("iris");
+    gauge(
+        &mut r,
+        "ready",
+        "1 once the relay port is open",
+        usize::from(s.ready),
+    );
+    gauge(
+        &mut r,
+        "converged",
+        "1 while the overlay has converged",
+        usize::from(s.converged),
+    );
+    gauge(&mut r, "peers", "Nodes the overlay knows", s.peers);
+    gauge(&mut r, "links", "Peer links open or opening", s.links);
+    gauge(
+        &mut r,
+        "link_queued_bytes",
+        "Bytes queued in peer links",
+        s.link_queued,
+    );
+    gauge(&mut r, "clients", "Relay connections", s.clients);
+    gauge(
+        &mut r,
+        "memory_used_bytes",
+        "Bytes charged to the memory budget",
+        s.memory_used,
+    );
+    gauge(
+        &mut r,
+        "memory_budget_bytes",
+        "The memory budget",
+        s.memory_budget,
+    );
+    gauge(
+        &mut r,
+        "trees",
+        "Multicast trees this node takes part in",
+        s.trees,
+    );
+    gauge(
+        &mut r,
+        "clusters",
+        "Clusters with members on this node",
+        s.groups.0,
+    );
+    gauge(
+        &mut r,
+        "topics",
+        "Topics with subscribers on this node",
+        s.groups.1,
+    );
+    gauge(
+        &mut r,
+        "memory_peak_bytes",
+        "Most bytes ever charged to the budget",
+        usize::try_from(st.memory_peak).unwrap_or(usize::MAX),
+    );
+    family(
+        &mut r,
+        "client_messages",
+        "Messages received from relay clients, by kind",
+        "kind",
+        &[
+            ("broadcast", st.broadcasts),
+            ("publish", st.publishes),
+            ("request", st.requests),
+        ],
+    );
+    family(
+        &mut r,
+        "bytes",
+        "Bytes moved, by side and direction",
+        "way",
+        &[
+            ("client_in", st.bytes_in),
+            ("client_out", st.bytes_out),
+            ("peer_in", st.peer_bytes_in),
+            ("peer_out", st.peer_bytes_out),
+            ("tree_out", st.tree_bytes_out),
+        ],
+    );
+    family(
+        &mut r,
+        "clients_events",
+        "Relay connection events",
+        "event",
+        &[
+            ("accepted", st.clients_accepted),
+            ("closed", st.clients_closed),
+            ("refused", st.clients_refused),
+            ("denied", st.clients_denied),
+            ("handshake_evicted", st.handshakes_evicted),
+            ("handshake_timeout", st.handshake_timeouts),
+            ("protocol_violation", st.protocol_violations),
+        ],
+    );
+    family(
+        &mut r,
+        "slow_consumers_cut",
+        "Clients cut as slow consumers, by reason",
+        "reason",
+        &[
+            ("lagging", st.cut_lagging),
+            ("backlog_cap", st.cut_backlog_cap),
+            ("memory", st.cut_memory),
+        ],
+    );
+    family(
+        &mut r,
+        "dropped",
+        "Messages not delivered, by reason",
+        "reason",
+        &[
+            ("cast_peer_queue_full", st.casts_dropped),
+            ("cast_duplicate", st.casts_duplicate),
+            ("cast_stray", st.casts_stray),
+            ("cast_no_tree", st.casts_no_tree),
+            ("anycast_lost", st.anycasts_lost),
+            ("anycast_expired", st.anycasts_expired),
+            ("peer_unreachable", st.undelivered),
+            ("reply_refused", st.replies_refused),
+            ("request_expired_queued", st.requests_expired_queued),
+            ("peer_message_bad", st.peer_messages_bad),
+        ],
+    );
+    family(
+        &mut r,
+        "requests",
+        "Requests by outcome at this node",
+        "outcome",
+        &[
+            ("timed_out", st.requests_timed_out),
+            ("refused_queue_full", st.requests_refused),
+            ("shed_too_many_pending", st.requests_shed),
+            ("served_for_peers", st.requests_served_for_peers),
+        ],
+    );
+    family(
+        &mut r,
+        "tunnels",
+        "Tunnel events",
+        "event",
+        &[
+            ("opened", st.tunnels_opened),
+            ("failed", st.tunnels_failed),
+            ("broken", st.tunnels_broken),
+            ("served_for_peers", st.tunnels_served_for_peers),
+        ],
+    );
+    family(
+        &mut r,
+        "casts",
+        "Broadcasts and events crossing nodes",
+        "event",
+        &[
+            ("sent", st.casts_sent),
+            ("delivered", st.casts_delivered),
+            ("rerouted", st.rerouted),
+        ],
+    );
+    family(
+        &mut r,
+        "flow",
+        "Back-pressure events",
+        "event",
+        &[
+            ("producer_held", st.producers_held),
+            ("memory_wait", st.memory_waits),
+            ("memory_tight", st.memory_tight),
+        ],
+    );
+    if let Some(m) = &s.mesh {
+        family(
+            &mut r,
+            "links_events",
+            "Peer link events",
+            "event",
+            &[
+                ("up", m.links_up),
+                ("handshake_failed", m.links_failed),
+                ("duplicate", m.links_duplicate),
+                ("idle", m.links_idle),
+                ("refused", m.links_refused),
+                ("dial_failed", m.dials_failed),
+            ],
+        );
+        family(
+            &mut r,
+            "link_messages_dropped",
+            "Messages the links could not take, by reason",
+            "reason",
+            &[
+                ("no_link", m.messages_dropped),
+                ("data_queue_full", m.data_refused),
+                ("bad", m.bad_messages),
+            ],
+        );
+        family(
+            &mut r,
+            "discovery",
+            "Discovery beacons",
+            "event",
+            &[
+                ("sent", m.beacons_sent),
+                ("foreign", m.beacons_foreign),
+                ("joined", m.discovered),
+            ],
+        );
+    }
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
+/// Answers one scrape on `stream` with what `snapshot` gives at that moment.
+pub(crate) async fn serve(mut stream: TcpStream, snapshot: impl FnOnce() -> Snapshot) {
+    let mut req = Vec::with_capacity(512);
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    if !matches!(
+        tokio::time::timeout(REQUEST_TIMEOUT, read).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next(), parts.next());
+    let (status, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics" | b"/")) => ("200 OK", render(&snapshot())),
+        (Some(b"GET"), _) => ("404 Not Found", "try /metrics\n".to_string()),
+        _ => ("405 Method Not Allowed", "GET /metrics only\n".to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_renders_every_family_with_its_values() {
+        let mut s = Snapshot {
+            peers: 4,
+            clients: 2,
+            ready: true,
+            mesh: Some(MeshStats {
+                links_failed: 3,
+                ..MeshStats::default()
+            }),
+            ..Snapshot::default()
+        };
+        s.stats.casts_dropped = 7;
+        s.stats.broadcasts = 11;
+        let text = render(&s);
+        for line in [
+            "iris_peers 4",
+            "iris_clients 2",
+            "iris_ready 1",
+            "iris_dropped_total{reason=\"cast_peer_queue_full\"} 7",
+            "iris_client_messages_total{kind=\"broadcast\"} 11",
+            "iris_links_events_total{event=\"handshake_failed\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,126 @@
+//! `--metrics`: the node's counters scraped over HTTP while two processes exchange
+//! messages.
+
+mod common;
+
+use common::{Got, IrisProcess, fixture};
+use iris_proto::relay::{ClientPacket, NodePacket};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The metrics address a node logged.
+fn metrics_addr(node: &IrisProcess) -> String {
+    let line = node.wait_line("metrics on http://");
+    let rest = line.split("http://").nth(1).unwrap();
+    rest.trim_end_matches("/metrics").trim().to_string()
+}
+
+/// `GET path`: the status line and the body.
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample `name` (with its labels, as written) in a scrape.
+fn value(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn counters_are_scraped_while_two_nodes_carry_traffic() {
+    let key = fixture("net-pkcs8.pem");
+    let flags = |_: usize| {
+        vec![
+            "--net".to_string(),
+            "metrics test".into(),
+            "--rsa".into(),
+            key.clone(),
+            "--discovery-ports".into(),
+            "23301,23302".into(),
+            "--metrics".into(),
+            "127.0.0.1:0".into(),
+        ]
+    };
+    let mut nodes: Vec<IrisProcess> = (0..2)
+        .map(|i| {
+            let f = flags(i);
+            IrisProcess::launch(&f.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .collect();
+    // Scraped while booting: not ready yet.
+    let (a, b) = (metrics_addr(&nodes[0]), metrics_addr(&nodes[1]));
+    let (status, body) = get(&a, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(value(&body, "iris_ready"), 0);
+    for n in &mut nodes {
+        n.wait_port();
+    }
+    for n in &nodes {
+        n.wait_line("converged with 1 remote connections");
+    }
+    let mut member = nodes[0].connect("svc");
+    let mut sender = nodes[1].connect("");
+    // 100 broadcasts that reach the member on the other node (after the trees form).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "trees never formed");
+        sender.send(ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: "probe".into(),
+        });
+        if let Got::Packet(_) = member.poll(Duration::from_millis(100)) {
+            break;
+        }
+    }
+    while let Got::Packet(_) = member.poll(Duration::from_millis(200)) {}
+    for _ in 0..100 {
+        sender.send(ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: "m".into(),
+        });
+    }
+    for _ in 0..100 {
+        assert_eq!(
+            member.recv(),
+            NodePacket::Broadcast {
+                message: "m".into()
+            }
+        );
+    }
+    let (_, at_b) = get(&b, "/metrics");
+    let (_, at_a) = get(&a, "/metrics");
+    for body in [&at_a, &at_b] {
+        assert_eq!(value(body, "iris_ready"), 1);
+        assert_eq!(value(body, "iris_converged"), 1);
+        assert_eq!(value(body, "iris_peers"), 1);
+        assert!(value(body, "iris_trees") >= 1);
+        assert!(value(body, "iris_links_events_total{event=\"up\"}") >= 1);
+    }
+    let sent = value(&at_b, "iris_client_messages_total{kind=\"broadcast\"}");
+    assert!(
+        sent >= 101,
+        "{sent} broadcasts counted at the sender's node"
+    );
+    assert!(value(&at_b, "iris_casts_total{event=\"sent\"}") >= 101);
+    assert!(value(&at_a, "iris_casts_total{event=\"delivered\"}") >= 101);
+    assert_eq!(value(&at_a, "iris_clusters"), 1);
+    assert_eq!(value(&at_a, "iris_clients"), 1);
+    assert!(value(&at_b, "iris_bytes_total{way=\"peer_out\"}") > 100);
+    // Anything but GET /metrics is refused plainly.
+    assert_eq!(get(&a, "/other").0, "HTTP/1.1 404 Not Found");
+    let mut s = TcpStream::connect(&a).unwrap();
+    write!(s, "POST /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+}
