@@ -1,5 +1,8 @@
 //! The `iris` command line: help, and clear errors for bad flags and key files.
 
+mod common;
+
+use common::fixture;
 use std::process::Command;
 
 fn iris(args: &[&str]) -> (i32, String, String) {
@@ -11,13 +14,6 @@ fn iris(args: &[&str]) -> (i32, String, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/../iris-proto/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
     )
 }
 
@@ -40,6 +36,11 @@ fn help_explains_every_flag() {
         "--slow-consumer-timeout-ms",
         "--max-client-backlog",
         "--handshake-timeout-ms",
+        "--max-memory",
+        "--max-handshakes",
+        "--discover",
+        "--discovery-ports",
+        "--metrics",
     ] {
         assert!(out.contains(flag), "--help does not mention {flag}:\n{out}");
     }
@@ -71,9 +72,25 @@ fn bad_flags_are_refused() {
     let (code, _, err) = iris(&["--dev", "--max-message-size", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("chunk limit"), "{err}");
+    // Flags the parser refuses: one line each, naming the problem.
+    for (args, says) in [
+        (&["--bogus"][..], "--bogus"),
+        (
+            &["--dev", "--discover", "wide"][..],
+            "expected host, lan or none",
+        ),
+        (&["--dev", "--metrics", "nowhere"][..], "nowhere"),
+        (&["--dev", "--max-memory", "lots"][..], "not a size"),
+    ] {
+        let (code, _, err) = iris(args);
+        assert_eq!(code, 2, "{args:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("iris: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
 }
-
-mod common;
 
 #[test]
 fn two_network_nodes_find_each_other_and_open_their_relay_ports() {

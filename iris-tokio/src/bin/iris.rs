@@ -145,7 +145,10 @@ fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse_from(normalize(std::env::args()));
+    let args = match Args::try_parse_from(normalize(std::env::args())) {
+        Ok(args) => args,
+        Err(e) => return flag_error(e),
+    };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -222,6 +225,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version go to stdout as clap writes them; a bad flag is one line on stderr and
+/// exit status 2.
+fn flag_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    eprintln!(
+        "iris: {} (see iris --help)",
+        first.strip_prefix("error: ").unwrap_or(first)
+    );
+    ExitCode::from(2)
 }
 
 /// The network half of the options: the key checked, the seeds resolved.
