@@ -1,13 +1,16 @@
-//! "Chinese whispers" on one node: gopher #0 starts a whisper, gophers #1..#N-1 each
-//! registered under their own name pass it on around the ring (each mishears one word),
-//! and gopher #0 prints what comes back.
+//! "Chinese whispers": gopher #0 starts a whisper, gophers #1..#N-1 each registered under
+//! their own name pass it on around the ring (each mishears one word), and gopher #0 prints
+//! what comes back.
 //!
 //! ```text
 //! cargo run --release -p iris-tokio --example chinese_whispers -- --gophers 5 --rounds 3
 //! ```
 //!
-//! Without `--port` the example starts its own node in-process on a free loopback port;
-//! with `--port 55555` it uses a running `iris --dev`.
+//! Without `--port` the example starts its own node in-process on a free loopback port and
+//! runs the whole ring there; with `--port 55555` it uses a running node. With `--gopher I`
+//! it runs gopher #I alone, so that each gopher can sit on its own node, as in the
+//! original's tutorial (see the README): forwarders serve until interrupted, gopher #0
+//! whispers once the ring answers.
 
 use bytes::Bytes;
 use clap::Parser;
@@ -29,6 +32,9 @@ struct Args {
     /// Whispers to send around.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Run only this gopher (needs `--port`): each gopher on its own node.
+    #[arg(long)]
+    gopher: Option<usize>,
 }
 
 /// Words a gopher may mishear, and what it hears instead.
@@ -88,11 +94,74 @@ fn name(i: usize) -> String {
     format!("gopher #{i}")
 }
 
+/// Gopher #i alone on the node at `port`: passes whispers on until interrupted.
+async fn forward(port: u16, i: usize, gophers: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let forwarder = Forwarder {
+        index: i,
+        next: name((i + 1) % gophers),
+        conn: OnceLock::new(),
+    };
+    let conn = Connection::register(port, &name(i), forwarder, ServiceLimits::default()).await?;
+    println!("gopher #{i} listens on the node at port {port}");
+    tokio::signal::ctrl_c().await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Gopher #0 alone on the node at `port`: whispers into a ring of gophers on other nodes.
+/// The others may still be starting: the first whisper is repeated until one comes back.
+async fn initiate(port: u16, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let (tx, mut looped) = mpsc::unbounded_channel();
+    let initiator =
+        Connection::register(port, &name(0), Initiator(tx), ServiceLimits::default()).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        initiator.broadcast(&name(1), "is anybody there?").await?;
+        if tokio::time::timeout(Duration::from_secs(1), looped.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("no ring answered within 60 s".into());
+        }
+    }
+    // Late echoes of the probes are dropped before the rounds start.
+    while tokio::time::timeout(Duration::from_millis(500), looped.recv())
+        .await
+        .is_ok()
+    {}
+    for round in 0..args.rounds {
+        let whisper = format!("gophers like to dig tunnels deep (whisper {round})");
+        println!("gopher #0 whispers: {whisper}");
+        initiator.broadcast(&name(1), whisper).await?;
+        let back = tokio::time::timeout(Duration::from_secs(5), looped.recv())
+            .await
+            .map_err(|_| "the whisper got lost in the ring")?
+            .ok_or("the ring broke")?;
+        println!("gopher #0 hears:    {}", String::from_utf8_lossy(&back));
+    }
+    initiator.close().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if args.gophers < 2 {
         return Err("a ring needs at least 2 gophers".into());
+    }
+    if let Some(i) = args.gopher {
+        let port = args.port.ok_or("--gopher needs the --port of its node")?;
+        if i >= args.gophers {
+            return Err(format!("gopher #{i} is not in a ring of {}", args.gophers).into());
+        }
+        return if i == 0 {
+            initiate(port, &args).await
+        } else {
+            forward(port, i, args.gophers).await
+        };
     }
     let node = match args.port {
         Some(_) => None,
