@@ -14,7 +14,9 @@
 mod iris;
 mod nats;
 mod overload;
+mod raw;
 mod report;
+mod ring;
 mod tcp;
 
 use clap::Parser;
@@ -42,6 +44,24 @@ struct Args {
     /// The node's memory budget in the overload scenario, in MiB.
     #[arg(long, default_value_t = 256)]
     overload_memory_mib: usize,
+    /// Nodes in the whispers ring (each its own `iris` process).
+    #[arg(long, default_value_t = 4)]
+    ring_nodes: usize,
+    /// Payload sizes of the ring, in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 256, 1024, 4096, 16384, 65536])]
+    ring_sizes: Vec<usize>,
+    /// Ring modes: closed (at most --ring-window in flight), open (as fast as it takes).
+    #[arg(long, value_delimiter = ',', default_values_t = ["closed".to_string(), "open".to_string()])]
+    ring_modes: Vec<String>,
+    /// Messages in flight in the closed-loop ring.
+    #[arg(long, default_value_t = 1024)]
+    ring_window: u64,
+    /// Runs per ring size and mode.
+    #[arg(long, default_value_t = 1)]
+    ring_runs: u64,
+    /// Seconds of sending per ring run.
+    #[arg(long, default_value_t = 5.0)]
+    ring_secs: f64,
     /// Payload sizes in bytes.
     #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024, 65536])]
     sizes: Vec<usize>,
@@ -86,6 +106,29 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         };
 
         let run = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+        // The ring runs alone: its nodes are processes of their own.
+        if args.only.iter().any(|o| o == "ring") {
+            let modes = args
+                .ring_modes
+                .iter()
+                .map(|m| match m.as_str() {
+                    "closed" => Ok(ring::Mode::Closed(args.ring_window)),
+                    "open" => Ok(ring::Mode::Open),
+                    other => Err(format!("unknown ring mode {other:?} (closed, open)")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let plan = ring::Plan {
+                nodes: args.ring_nodes,
+                sizes: args.ring_sizes.clone(),
+                modes,
+                runs: args.ring_runs,
+                secs: args.ring_secs,
+            };
+            for r in ring::bench(&plan).await? {
+                report.row(ring::row(&r));
+            }
+            return Ok(());
+        }
         // Overload runs alone: it measures the process's peak memory, which earlier
         // scenarios would have raised.
         if args.only.iter().any(|o| o == "overload") {

@@ -3,16 +3,15 @@
 //! (against the same requests on the idle node, in the same run), what the slow subscriber
 //! gets, what the node cut and why, and the process's peak memory under the budget.
 
+use crate::raw::Raw;
 use bytes::{Buf, BytesMut};
 use iris_proto::Stats;
-use iris_proto::relay::client::{ClientSession, SessionEvent};
-use iris_proto::relay::codec::Limits;
+use iris_proto::relay::client::SessionEvent;
 use iris_proto::relay::{ClientPacket, NodePacket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,69 +37,6 @@ pub(crate) struct Outcome {
     pub(crate) max_memory: usize,
 }
 
-/// A raw relay connection: handshake done, packets encoded by hand.
-struct Raw {
-    stream: TcpStream,
-    session: ClientSession,
-}
-
-impl Raw {
-    async fn connect(port: u16) -> Result<Raw, BoxError> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.set_nodelay(true)?;
-        let mut init = BytesMut::new();
-        ClientSession::encode_init("", &mut init);
-        stream.write_all(&init).await?;
-        let mut raw = Raw {
-            stream,
-            session: ClientSession::new(Limits::default()),
-        };
-        match raw.next().await? {
-            SessionEvent::Accepted => Ok(raw),
-            other => Err(format!("handshake: {other:?}").into()),
-        }
-    }
-
-    async fn send(&mut self, p: ClientPacket) -> Result<(), BoxError> {
-        let mut b = BytesMut::new();
-        p.encode(&mut b);
-        self.stream.write_all(&b).await?;
-        Ok(())
-    }
-
-    async fn next(&mut self) -> Result<SessionEvent, BoxError> {
-        loop {
-            if let Some(e) = self.session.poll()? {
-                return Ok(e);
-            }
-            if self.stream.read_buf(self.session.read_buf()).await? == 0 {
-                return Err("node closed the connection".into());
-            }
-        }
-    }
-
-    /// Subscribes, and returns once the node has the subscription in place (a request on
-    /// the same connection to a cluster nobody serves times out after it).
-    async fn subscribe(&mut self, topic: &str) -> Result<(), BoxError> {
-        self.send(ClientPacket::Subscribe {
-            topic: topic.into(),
-        })
-        .await?;
-        self.send(ClientPacket::Request {
-            id: 0,
-            cluster: "nobody".into(),
-            request: "sync".into(),
-            timeout_ms: 1,
-        })
-        .await?;
-        loop {
-            if let SessionEvent::Packet(NodePacket::Reply { .. }) = self.next().await? {
-                return Ok(());
-            }
-        }
-    }
-}
-
 /// Runs the scenario for `seconds` with `size`-byte events on a fresh in-process node whose
 /// memory budget is `max_memory`.
 pub(crate) async fn run(size: usize, seconds: u64, max_memory: usize) -> Result<Outcome, BoxError> {
@@ -120,9 +56,9 @@ pub(crate) async fn run(size: usize, seconds: u64, max_memory: usize) -> Result<
     let idle = crate::iris::request_latency(port, 64, 2000).await?;
     reset_peak_rss();
 
-    let mut stalled = Raw::connect(port).await?;
+    let mut stalled = Raw::connect(port, "").await?;
     stalled.subscribe("flood").await?;
-    let mut slow = Raw::connect(port).await?;
+    let mut slow = Raw::connect(port, "").await?;
     slow.subscribe("flood").await?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -131,7 +67,7 @@ pub(crate) async fn run(size: usize, seconds: u64, max_memory: usize) -> Result<
     let mut publishers = Vec::new();
     for _ in 0..2 {
         let (stop, stopped, published) = (stop.clone(), stopped.clone(), published.clone());
-        let mut p = Raw::connect(port).await?;
+        let mut p = Raw::connect(port, "").await?;
         publishers.push(tokio::spawn(async move {
             let mut batch = BytesMut::new();
             let per_batch = ((64 << 10) / size).max(1);

@@ -72,6 +72,9 @@ pub struct Net {
     /// `j` waits, unwritten, until the test lets it go.
     stalled: BTreeSet<(usize, usize)>,
     held: Vec<(usize, LinkId, Bytes)>,
+    /// Clients that read nothing (a stuck consumer) until the test lets them go.
+    stalled_clients: BTreeSet<(usize, ConnId)>,
+    held_client: Vec<(usize, ConnId, Bytes)>,
 }
 
 impl Default for Net {
@@ -95,6 +98,8 @@ impl Net {
             cut: BTreeSet::new(),
             stalled: BTreeSet::new(),
             held: Vec::new(),
+            stalled_clients: BTreeSet::new(),
+            held_client: Vec::new(),
         }
     }
 
@@ -122,9 +127,14 @@ impl Net {
 
     /// Starts a node with `cfg` (its seed derived from its index); returns its index.
     pub fn add(&mut self, cfg: MeshConfig, security: Security) -> usize {
+        self.add_with(Config::default(), cfg, security)
+    }
+
+    /// [`Net::add`] with the node's own configuration.
+    pub fn add_with(&mut self, config: Config, cfg: MeshConfig, security: Security) -> usize {
         let i = self.nodes.len();
         let seed = [i as u8 + 1; 32];
-        let node = Node::networked(Config::default(), cfg, security, seed, self.now).unwrap();
+        let node = Node::networked(config, cfg, security, seed, self.now).unwrap();
         self.nodes.push(Some(node));
         self.drain();
         i
@@ -196,6 +206,25 @@ impl Net {
         self.stalled.remove(&(i, j));
         for (from, link, data) in std::mem::take(&mut self.held) {
             self.output(from, Output::PeerTransmit(link, data));
+        }
+        self.drain();
+    }
+
+    /// Client `conn` of node `i` reads nothing (its socket takes no more) until
+    /// [`Net::unstall_client`].
+    pub fn stall_client(&mut self, i: usize, conn: ConnId) {
+        self.stalled_clients.insert((i, conn));
+    }
+
+    /// Client `conn` of node `i` reads again: what waited for it first, in order.
+    pub fn unstall_client(&mut self, i: usize, conn: ConnId) {
+        self.stalled_clients.remove(&(i, conn));
+        let (go, keep) = std::mem::take(&mut self.held_client)
+            .into_iter()
+            .partition(|(n, c, _)| (*n, *c) == (i, conn));
+        self.held_client = keep;
+        for (n, c, data) in go {
+            self.output(n, Output::Transmit(c, data));
         }
         self.drain();
     }
@@ -286,6 +315,10 @@ impl Net {
                 }
             }
             Output::Transmit(conn, data) => {
+                if self.stalled_clients.contains(&(i, conn)) {
+                    self.held_client.push((i, conn, data));
+                    return;
+                }
                 if let Some(c) = self.clients.get_mut(&(i, conn)) {
                     c.session.feed(&data);
                     while let Some(ev) = c.session.poll().unwrap() {

@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub links: usize,
     /// Bytes queued in peer links, not yet handed to their sockets.
     pub link_queued: usize,
+    /// Bytes of broadcasts and events waiting for a peer's credit.
+    pub casts_waiting: usize,
     /// Relay connections (handshaking or active).
     pub clients: usize,
     /// Bytes charged to the memory budget.
@@ -60,6 +62,7 @@ impl Snapshot {
             peers: mesh.map_or(0, |m| m.overlay().peer_count()),
             links: mesh.map_or(0, |m| m.link_count()),
             link_queued: mesh.map_or(0, |m| m.queued_bytes()),
+            casts_waiting: node.casts_waiting_bytes(),
             clients: node.client_count(),
             memory_used: node.memory_used(),
             memory_budget: node.config().max_memory,
@@ -117,6 +120,12 @@ pub fn render(s: &Snapshot) -> String {
         "link_queued_bytes",
         "Bytes queued in peer links",
         s.link_queued,
+    );
+    gauge(
+        &mut r,
+        "casts_waiting_bytes",
+        "Bytes of broadcasts and events waiting for a peer's credit",
+        s.casts_waiting,
     );
     gauge(&mut r, "clients", "Relay connections", s.clients);
     gauge(
@@ -211,7 +220,7 @@ pub fn render(s: &Snapshot) -> String {
         "Messages not delivered, by reason",
         "reason",
         &[
-            ("cast_peer_queue_full", st.casts_dropped),
+            ("cast_no_link", st.casts_dropped),
             ("cast_duplicate", st.casts_duplicate),
             ("cast_stray", st.casts_stray),
             ("cast_no_tree", st.casts_no_tree),
@@ -373,7 +382,7 @@ mod tests {
             "iris_peers 4",
             "iris_clients 2",
             "iris_ready 1",
-            "iris_dropped_total{reason=\"cast_peer_queue_full\"} 7",
+            "iris_dropped_total{reason=\"cast_no_link\"} 7",
             "iris_client_messages_total{kind=\"broadcast\"} 11",
             "iris_links_events_total{event=\"handshake_failed\"} 3",
         ] {

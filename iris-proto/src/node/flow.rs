@@ -4,6 +4,7 @@
 //! reserves its memory when it starts to arrive; under memory pressure the node stops
 //! reading new input, and out of memory it cuts its largest consumer.
 
+use super::castflow::NETWORK;
 use super::conns::Cut;
 use super::memory::{LARGE_PACKET, Pressure};
 use super::session::{Phase, Session};
@@ -76,6 +77,7 @@ impl Node {
                 break;
             }
         }
+        self.return_cast_credit();
         self.stats.memory_peak = self.conns.mem.peak() as u64;
         self.tell_pauses();
         self.stats.requests_expired_queued += self.conns.transmit(self.now, &mut self.outputs);
@@ -159,13 +161,19 @@ impl Node {
     /// their own bounds, and holding them could deadlock two clients serving each other).
     pub(super) fn blocker(&self, conn: ConnId, packet: &ClientPacket) -> Option<ConnId> {
         let congested = |c: &&ConnId| self.conns.is_congested(**c);
+        // Multicasts to other nodes wait while this node's wait for credit.
+        let network = (self.scribe.is_some() && self.casts.congested()).then_some(NETWORK);
         match packet {
-            ClientPacket::Broadcast { cluster, .. } => {
-                self.clusters.get(cluster)?.iter().find(congested).copied()
-            }
-            ClientPacket::Publish { topic, .. } => {
-                self.topics.get(topic)?.iter().find(congested).copied()
-            }
+            ClientPacket::Broadcast { cluster, .. } => self
+                .clusters
+                .get(cluster)
+                .and_then(|m| m.iter().find(congested).copied())
+                .or(network),
+            ClientPacket::Publish { topic, .. } => self
+                .topics
+                .get(topic)
+                .and_then(|m| m.iter().find(congested).copied())
+                .or(network),
             ClientPacket::Request { cluster, .. } => {
                 let members = self.clusters.get(cluster)?;
                 // A request the node would refuse at once waits for nobody.
@@ -191,7 +199,9 @@ impl Node {
         };
         s.held = Some((packet, blocker));
         self.conns.mem.charge(weight);
-        if let Some(b) = self.conns.map.get_mut(&blocker) {
+        if blocker == NETWORK {
+            self.casts.held.push(conn);
+        } else if let Some(b) = self.conns.map.get_mut(&blocker) {
             b.waiters.push(conn);
         }
         self.stats.producers_held += 1;
@@ -238,6 +248,7 @@ impl Node {
             if let Some(b) = self.conns.map.get_mut(&blocker) {
                 b.waiters.retain(|&c| c != s.id);
             }
+            self.casts.held.retain(|&c| c != s.id);
         }
         self.wakeups.extend(s.waiters.drain(..));
     }

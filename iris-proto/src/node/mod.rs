@@ -2,6 +2,7 @@
 //! other nodes with the overlay over it; driven by [`Node::handle`] and drained with
 //! [`Node::poll_output`].
 
+mod castflow;
 mod config;
 mod conns;
 mod flow;
@@ -236,6 +237,8 @@ pub struct Node {
     next_cast: u64,
     /// Peers whose links failed (or a dial to them did) lately, routed around until then.
     unreachable: BTreeMap<crate::overlay::NodeId, Instant>,
+    /// Windows of multicast bytes between this node and its peers.
+    casts: castflow::CastFlow,
     /// [`Event::Ready`] has been emitted.
     ready: bool,
     /// Shutdown is done once what it set off is out: [`Event::Stopped`] goes last.
@@ -273,6 +276,7 @@ impl Node {
             scribe: None,
             next_cast: 0,
             unreachable: BTreeMap::new(),
+            casts: castflow::CastFlow::default(),
             ready: true,
             stopping: false,
         };
@@ -305,6 +309,10 @@ impl Node {
         let mut mesh_seed = [0u8; 32];
         rand::Rng::fill_bytes(&mut node.rng, &mut mesh_seed);
         node.scribe = Some(Scribe::new(mesh.scribe.clone(), now));
+        // A quarter of a link's data queue per peer for multicasts leaves room for requests
+        // beside them; producers wait once half a queue's worth waits here.
+        let queue = mesh.link.max_data_queue;
+        node.casts = castflow::CastFlow::new((queue / 4) as u64, queue / 2);
         node.mesh = Some(Mesh::new(mesh, security, mesh_seed, now));
         node.settle();
         Ok(node)
@@ -422,6 +430,11 @@ impl Node {
     /// Clusters with members here, and topics with subscribers here.
     pub fn group_counts(&self) -> (usize, usize) {
         (self.clusters.len(), self.topics.len())
+    }
+
+    /// Bytes of multicasts waiting in this node for a peer's credit.
+    pub fn casts_waiting_bytes(&self) -> usize {
+        self.casts.waiting_bytes()
     }
 
     /// Bytes charged to the memory budget now.

@@ -129,7 +129,7 @@ impl Node {
         self.send_bytes(to, class, wire::encode(msg))
     }
 
-    fn send_bytes(&mut self, to: Contact, class: Class, bytes: Bytes) -> bool {
+    pub(super) fn send_bytes(&mut self, to: Contact, class: Class, bytes: Bytes) -> bool {
         let now = self.now;
         let Some(m) = self.mesh.as_mut() else {
             return false;
@@ -255,6 +255,7 @@ impl Node {
                 }
             }
             NodeMsg::Cast(mut c) => {
+                self.cast_received(from, bytes.len());
                 c.hops = c.hops.saturating_add(1);
                 self.pass_cast(c, Some(from));
             }
@@ -274,6 +275,7 @@ impl Node {
             } => self.on_remote_data(from, tun, size_or_cont, payload),
             NodeMsg::TunnelAllow { tun, space } => self.on_remote_allow(from, tun, space),
             NodeMsg::TunnelClose { tun, reason } => self.on_remote_close(from, tun, reason),
+            NodeMsg::CastCredit { bytes } => self.on_cast_credit(from.id, bytes),
         }
     }
 
@@ -297,6 +299,11 @@ impl Node {
     /// it, tunnels through it end.
     fn peer_lost(&mut self, node: NodeId) {
         let now = self.now;
+        // Multicasts waiting for its credit go around it (those already in the tree are
+        // lost with it, as those in its link are).
+        for bytes in self.cast_peer_lost(node) {
+            self.reroute(bytes);
+        }
         if let (Some(scribe), Some(routes)) = (
             self.scribe.as_mut(),
             routes(&self.mesh, &self.unreachable, now),
@@ -350,9 +357,7 @@ impl Node {
         };
         let bytes = wire::encode(&NodeMsg::Cast(out));
         for to in targets {
-            if !self.send_bytes(to, Class::Data, bytes.clone()) {
-                self.stats.casts_dropped += 1;
-            }
+            self.send_cast(to, bytes.clone());
         }
     }
 
@@ -366,9 +371,7 @@ impl Node {
             return;
         }
         let out = Cast { via, ..c };
-        if !self.send_peer(next, Class::Data, &NodeMsg::Cast(out)) {
-            self.stats.casts_dropped += 1;
-        }
+        self.send_cast(next, wire::encode(&NodeMsg::Cast(out)));
     }
 
     /// The next hop of a message routed toward a tree this node is not in. At the key's
@@ -409,6 +412,7 @@ impl Node {
                             message: payload.clone(),
                         },
                     );
+                    self.casts.delivered_to(&self.conns, members);
                 }
             }
             GroupKind::Topic => {
@@ -421,6 +425,7 @@ impl Node {
                             event: payload.clone(),
                         },
                     );
+                    self.casts.delivered_to(&self.conns, subscribers);
                 }
             }
         }

@@ -383,11 +383,34 @@ fn requests_spread_over_nodes_by_capacity() {
     assert_eq!(net.take(0, c).len(), 400, "every request answered once");
 }
 
+/// The indices (first four bytes) of the events a client received, sorted: multicasts take
+/// several trees, so their order across nodes is not kept.
+fn event_indices(got: Vec<NodePacket>) -> Vec<u32> {
+    let mut ids: Vec<u32> = got
+        .into_iter()
+        .filter_map(|p| match p {
+            NodePacket::Publish { event, .. } => {
+                Some(u32::from_be_bytes(event[..4].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn event(i: u32, size: usize) -> Bytes {
+    let mut e = vec![1u8; size];
+    e[..4].copy_from_slice(&i.to_be_bytes());
+    e.into()
+}
+
 #[test]
-fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_data() {
+fn a_stalled_link_holds_the_publisher_fails_requests_at_once_and_loses_nothing() {
     use crate::mesh::Security;
     use crate::testnet::mesh_config;
-    // Two nodes whose link holds little: 64 KiB of data queued, beyond what is in flight.
+    // Two nodes whose link holds little: 64 KiB of data queued, beyond what is in flight
+    // (so 16 KiB of multicast window per peer, producers held past 32 KiB waiting).
     let mut net = Net::new();
     for i in 0..2 {
         let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
@@ -398,12 +421,12 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
     net.secs(20);
     let sub = net.client(1, "svc");
     net.send(1, sub, ClientPacket::Subscribe { topic: "t".into() });
-    let p = net.client(0, "");
+    let (p, q, t) = (net.client(0, ""), net.client(0, ""), net.client(0, ""));
     net.secs(2);
     // A tunnel from node 0 to the member on node 1, open before the link stalls.
     net.send(
         0,
-        p,
+        t,
         ClientPacket::TunInit {
             tun_id: 1,
             cluster: "svc".into(),
@@ -429,28 +452,34 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
             space: 64 << 20,
         },
     );
-    net.take(0, p);
+    net.take(0, t);
     net.take(1, sub);
     net.stall(0, 1);
-    // 1 MiB of events toward node 1: what the link cannot hold is dropped, and counted.
-    for _ in 0..256 {
+    // 1 MiB of events toward node 1: beyond the window they wait in node 0, and past the
+    // mark the publisher is held (not read) instead of anything being dropped.
+    for i in 0..256 {
         net.send(
             0,
             p,
             ClientPacket::Publish {
                 topic: "t".into(),
-                event: Bytes::from(vec![1u8; 4096]),
+                event: event(i, 4096),
             },
         );
     }
-    let dropped = net.node(0).stats().casts_dropped;
-    assert!(dropped > 100, "{dropped} dropped");
-    // Requests behind the full queue fail at once, as timed out, long before their
-    // 60 s deadline (the first few still fit in what the queue has left).
-    for id in 0..32 {
+    let st = net.node(0).stats().clone();
+    assert_eq!(st.casts_dropped, 0);
+    assert!(st.producers_held >= 1, "the publisher was never held");
+    assert!(st.casts_waited > 0);
+    let waiting = net.node(0).casts_waiting_bytes();
+    assert!(waiting <= (32 << 10) + 8192, "{waiting} bytes wait");
+    // Requests behind the full link fail at once, as timed out, long before their 60 s
+    // deadline (those that fit beside the multicast window, in the socket and the link's
+    // queue, wait).
+    for id in 0..128 {
         net.send(
             0,
-            p,
+            q,
             ClientPacket::Request {
                 id,
                 cluster: "svc".into(),
@@ -460,7 +489,7 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
         );
     }
     let failed = net
-        .take(0, p)
+        .take(0, q)
         .into_iter()
         .filter(|r| {
             matches!(
@@ -472,7 +501,7 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
             )
         })
         .count();
-    assert!(failed > 20, "{failed} failed at once");
+    assert!(failed >= 32, "{failed} failed at once");
     assert_eq!(net.node(0).stats().requests_refused as usize, failed);
     // Tunnel data is never refused: 1 MiB through the stalled link, all of it delivered
     // once the link drains, in order.
@@ -485,7 +514,7 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
         assert!(allowance >= 0);
         net.send(
             0,
-            p,
+            t,
             ClientPacket::TunTransfer {
                 tun_id: 1,
                 size_or_cont: 4096,
@@ -495,9 +524,9 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
         sent += 1;
     }
     net.unstall(0, 1);
-    let got: Vec<u32> = net
-        .take(1, sub)
-        .into_iter()
+    let got = net.take(1, sub);
+    let chunks: Vec<u32> = got
+        .iter()
         .filter_map(|p| match p {
             NodePacket::TunTransfer { payload, .. } => {
                 Some(u32::from_be_bytes(payload[..4].try_into().unwrap()))
@@ -505,7 +534,95 @@ fn a_full_peer_queue_drops_events_fails_requests_at_once_and_never_drops_tunnel_
             _ => None,
         })
         .collect();
-    assert_eq!(got, (0..256).collect::<Vec<_>>());
+    assert_eq!(chunks, (0..256).collect::<Vec<_>>());
+    // Every event arrives once the link drains: none was lost.
+    assert_eq!(event_indices(got), (0..256).collect::<Vec<_>>());
+    assert_eq!(net.node(0).stats().casts_dropped, 0);
+    assert_eq!(net.node(0).casts_waiting_bytes(), 0);
+}
+
+#[test]
+fn a_stuck_subscriber_on_another_node_throttles_its_publisher_and_loses_nothing() {
+    use crate::mesh::Security;
+    use crate::testnet::mesh_config;
+    // Small windows and marks, so that a few MiB show the bounds.
+    let mut net = Net::new();
+    for i in 0..2 {
+        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
+        let mut cfg = mesh_config(i, &seeds);
+        cfg.link.max_data_queue = 256 << 10;
+        let config = crate::Config {
+            client_backlog_high: 64 << 10,
+            ..crate::Config::default()
+        };
+        net.add_with(config, cfg, Security::Plain);
+    }
+    net.secs(20);
+    let sub = net.client(1, "");
+    net.send(1, sub, ClientPacket::Subscribe { topic: "t".into() });
+    let member = net.client(1, "svc");
+    let (p, c) = (net.client(0, ""), net.client(0, ""));
+    net.secs(2);
+    net.stall_client(1, sub);
+    // 4 MiB of events for a subscriber that reads nothing.
+    for i in 0..1024 {
+        net.send(
+            0,
+            p,
+            ClientPacket::Publish {
+                topic: "t".into(),
+                event: event(i, 4096),
+            },
+        );
+    }
+    let (st0, st1) = (net.node(0).stats().clone(), net.node(1).stats().clone());
+    assert!(st0.producers_held >= 1, "the publisher was never held");
+    assert_eq!(st0.casts_dropped + st1.casts_dropped, 0);
+    // Node 1 holds the subscriber's mark and one window, not the flood.
+    assert!(
+        st1.memory_peak < 512 << 10,
+        "node 1 held {} bytes",
+        st1.memory_peak
+    );
+    assert!(net.node(0).casts_waiting_bytes() <= (128 << 10) + 8192);
+    // Requests between other clients of the same two nodes go on meanwhile.
+    for id in 0..10 {
+        net.send(
+            0,
+            c,
+            ClientPacket::Request {
+                id,
+                cluster: "svc".into(),
+                request: b("ping"),
+                timeout_ms: 5000,
+            },
+        );
+        let NodePacket::Request { id: rid, .. } = net.take(1, member)[0] else {
+            panic!("request {id} did not reach the member");
+        };
+        net.send(
+            1,
+            member,
+            ClientPacket::Reply {
+                id: rid,
+                outcome: Ok(b("pong")),
+            },
+        );
+        assert_eq!(
+            net.take(0, c),
+            vec![NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Success(b("pong"))
+            }]
+        );
+    }
+    // The subscriber reads again (before its slow-consumer deadline): every event.
+    net.unstall_client(1, sub);
+    assert_eq!(
+        event_indices(net.take(1, sub)),
+        (0..1024).collect::<Vec<_>>()
+    );
+    assert_eq!(net.node(0).casts_waiting_bytes(), 0);
 }
 
 /// Requests from node 0 at 50 a second for 20 s to two members on nodes 2 and 3, each

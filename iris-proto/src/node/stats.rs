@@ -65,8 +65,13 @@ pub struct Stats {
     pub casts_sent: u64,
     /// Broadcasts and events from other nodes delivered to members here.
     pub casts_delivered: u64,
-    /// Broadcasts and events dropped for one peer whose queue was full.
+    /// Broadcasts and events dropped for one peer whose queue was full (flow control
+    /// between nodes keeps queues from filling: this counts only what a link refused).
     pub casts_dropped: u64,
+    /// Broadcasts and events that waited in this node for a peer's credit.
+    pub casts_waited: u64,
+    /// Credit messages returned to peers for the multicasts they sent.
+    pub cast_credits_sent: u64,
     /// Broadcasts and events seen before (a second path while a tree repairs): dropped.
     pub casts_duplicate: u64,
     /// Broadcasts and events from a node this one is not a tree neighbour of: dropped, and

@@ -31,6 +31,7 @@ mod tag {
     pub(super) const TUNNEL_DATA: u8 = 21;
     pub(super) const TUNNEL_ALLOW: u8 = 22;
     pub(super) const TUNNEL_CLOSE: u8 = 23;
+    pub(super) const CAST_CREDIT: u8 = 24;
 }
 
 /// How a tree message is travelling.
@@ -141,6 +142,10 @@ pub(crate) enum NodeMsg {
         tun: u64,
         reason: Name,
     },
+    /// The sender took `bytes` more of the receiver's multicasts (see `castflow`).
+    CastCredit {
+        bytes: u64,
+    },
 }
 
 /// The message's bytes.
@@ -220,6 +225,10 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             out.put_u8(tag::TUNNEL_CLOSE);
             put_varint(&mut out, *tun);
             out.put_slice(reason.as_bytes());
+        }
+        NodeMsg::CastCredit { bytes } => {
+            out.put_u8(tag::CAST_CREDIT);
+            put_varint(&mut out, *bytes);
         }
     }
     out.freeze()
@@ -328,6 +337,7 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
             tun: r.varint()?,
             reason: r.name_rest()?,
         },
+        tag::CAST_CREDIT => NodeMsg::CastCredit { bytes: r.varint()? },
         _ => return Err(WireError::Malformed("unknown node message tag")),
     };
     if !r.p.is_empty() {
@@ -534,6 +544,7 @@ mod tests {
                 tun: 1,
                 reason: "".into(),
             },
+            NodeMsg::CastCredit { bytes: 1 << 22 },
         ]
     }
 
