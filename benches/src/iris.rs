@@ -70,7 +70,37 @@ impl TopicHandler for CountingTopic {
     }
 }
 
-pub(crate) async fn broadcast(port: u16, size: usize, n: usize) -> Result<Rate, BoxError> {
+/// Waits until requests from `client` reach a member of `cluster` on every one of its
+/// trees (a member on another node is reachable only once its trees have formed).
+async fn settle(client: &Connection, cluster: &str) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        if Instant::now() > deadline {
+            return Err(format!("cluster {cluster} never became reachable").into());
+        }
+        match client
+            .request(
+                cluster,
+                Bytes::from_static(b"settle"),
+                Duration::from_millis(500),
+            )
+            .await
+        {
+            Ok(_) => in_a_row += 1,
+            Err(_) => in_a_row = 0,
+        }
+    }
+    Ok(())
+}
+
+/// `n` broadcasts from a client of the node at `from` to a member on the node at `port`.
+pub(crate) async fn broadcast(
+    port: u16,
+    from: u16,
+    size: usize,
+    n: usize,
+) -> Result<Rate, BoxError> {
     let counter = Counter::new(n);
     let limits = ServiceLimits {
         broadcast: roomy(),
@@ -79,7 +109,8 @@ pub(crate) async fn broadcast(port: u16, size: usize, n: usize) -> Result<Rate, 
     let cluster = format!("bench-bcast-{size}");
     let member =
         Connection::register(port, &cluster, CountingService(counter.clone()), limits).await?;
-    let sender = Connection::connect(port).await?;
+    let sender = Connection::connect(from).await?;
+    settle(&sender, &cluster).await?;
     let payload = Bytes::from(vec![0x5a; size]);
     let start = Instant::now();
     for _ in 0..n {
@@ -134,11 +165,14 @@ impl ServiceHandler for Accept {
     }
 }
 
-pub(crate) async fn tunnel(port: u16, size: usize, n: usize) -> Result<Rate, BoxError> {
+/// `n` chunks through a tunnel from a client of the node at `from` to a member on the node
+/// at `port`.
+pub(crate) async fn tunnel(port: u16, from: u16, size: usize, n: usize) -> Result<Rate, BoxError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cluster = format!("bench-tunnel-{size}");
     let member = Connection::register(port, &cluster, Accept(tx), ServiceLimits::default()).await?;
-    let client = Connection::connect(port).await?;
+    let client = Connection::connect(from).await?;
+    settle(&client, &cluster).await?;
     let t = client.tunnel(&cluster, Duration::from_secs(5)).await?;
     let remote = rx.recv().await.ok_or("no inbound tunnel")?;
     let receiver = tokio::spawn(async move {
@@ -168,14 +202,18 @@ pub(crate) async fn tunnel(port: u16, size: usize, n: usize) -> Result<Rate, Box
     })
 }
 
+/// Round trips, one at a time, from a client of the node at `from` to a member on the node
+/// at `port`.
 pub(crate) async fn request_latency(
     port: u16,
+    from: u16,
     size: usize,
     rounds: usize,
 ) -> Result<Vec<Duration>, BoxError> {
     let cluster = format!("bench-echo-{size}");
     let member = Connection::register(port, &cluster, Echo, ServiceLimits::default()).await?;
-    let client = Connection::connect(port).await?;
+    let client = Connection::connect(from).await?;
+    settle(&client, &cluster).await?;
     let payload = Bytes::from(vec![0x5a; size]);
     // Warm up connections and allocators before measuring.
     for _ in 0..rounds / 10 {

@@ -11,6 +11,7 @@
 //! cargo run --release -p iris-benches -- --nats
 //! ```
 
+mod chart;
 mod iris;
 mod nats;
 mod overload;
@@ -18,6 +19,7 @@ mod raw;
 mod report;
 mod ring;
 mod tcp;
+mod twonode;
 
 use clap::Parser;
 use report::Report;
@@ -34,8 +36,9 @@ struct Args {
     /// Smaller message counts, for a quick look.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (all but overload by default): request, broadcast, publish,
-    /// tunnel, overload.
+    /// Scenarios to run (all but overload, ring and twonode by default): request,
+    /// broadcast, publish, tunnel; or one of overload, ring (the whispers ring on `iris`
+    /// processes), twonode (two `iris` processes against one).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds of flooding per payload size in the overload scenario.
@@ -62,6 +65,9 @@ struct Args {
     /// Seconds of sending per ring run.
     #[arg(long, default_value_t = 5.0)]
     ring_secs: f64,
+    /// Draw the ring's throughput against message size into this SVG file.
+    #[arg(long)]
+    chart: Option<std::path::PathBuf>,
     /// Payload sizes in bytes.
     #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024, 65536])]
     sizes: Vec<usize>,
@@ -86,6 +92,40 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .build()?;
     let mut report = Report::default();
     rt.block_on(async {
+        // Two iris processes, alone: they compete with nothing else of the harness.
+        if args.only.iter().any(|o| o == "twonode") {
+            twonode::run(&mut report, args.quick).await?;
+            return Ok(());
+        }
+        // The ring runs alone: its nodes are processes of their own.
+        if args.only.iter().any(|o| o == "ring") {
+            let modes = args
+                .ring_modes
+                .iter()
+                .map(|m| match m.as_str() {
+                    "closed" => Ok(ring::Mode::Closed(args.ring_window)),
+                    "open" => Ok(ring::Mode::Open),
+                    other => Err(format!("unknown ring mode {other:?} (closed, open)")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let plan = ring::Plan {
+                nodes: args.ring_nodes,
+                sizes: args.ring_sizes.clone(),
+                modes,
+                runs: args.ring_runs,
+                secs: args.ring_secs,
+            };
+            let runs = ring::bench(&plan).await?;
+            for r in &runs {
+                report.row(ring::row(r));
+            }
+            report.row(ring::summary(&runs));
+            if let Some(path) = &args.chart {
+                chart::draw(path, &runs)?;
+                eprintln!("chart written to {}", path.display());
+            }
+            return Ok(());
+        }
         let node = match args.port {
             Some(_) => None,
             None => Some(iris_tokio::driver::NodeHandle::spawn(
@@ -106,29 +146,6 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         };
 
         let run = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-        // The ring runs alone: its nodes are processes of their own.
-        if args.only.iter().any(|o| o == "ring") {
-            let modes = args
-                .ring_modes
-                .iter()
-                .map(|m| match m.as_str() {
-                    "closed" => Ok(ring::Mode::Closed(args.ring_window)),
-                    "open" => Ok(ring::Mode::Open),
-                    other => Err(format!("unknown ring mode {other:?} (closed, open)")),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let plan = ring::Plan {
-                nodes: args.ring_nodes,
-                sizes: args.ring_sizes.clone(),
-                modes,
-                runs: args.ring_runs,
-                secs: args.ring_secs,
-            };
-            for r in ring::bench(&plan).await? {
-                report.row(ring::row(&r));
-            }
-            return Ok(());
-        }
         // Overload runs alone: it measures the process's peak memory, which earlier
         // scenarios would have raised.
         if args.only.iter().any(|o| o == "overload") {
@@ -158,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let rounds = if size > 4096 { rounds / 10 } else { rounds };
                 report.latency(
                     &format!("iris request {size} B"),
-                    iris::request_latency(port, size, rounds).await?,
+                    iris::request_latency(port, port, size, rounds).await?,
                 );
                 report.rate(
                     &format!("iris request {size} B, 32 in flight"),
@@ -182,7 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 report.rate(
                     &format!("iris broadcast {size} B"),
                     size,
-                    iris::broadcast(port, size, n).await?,
+                    iris::broadcast(port, port, size, n).await?,
                 );
             }
             if run("publish") {
@@ -196,7 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 report.rate(
                     &format!("iris tunnel {size} B"),
                     size,
-                    iris::tunnel(port, size, n.min(200_000)).await?,
+                    iris::tunnel(port, port, size, n.min(200_000)).await?,
                 );
             }
         }

@@ -53,7 +53,7 @@ pub(crate) async fn run(size: usize, seconds: u64, max_memory: usize) -> Result<
     })?;
     let port = node.port();
     // The third party's requests on the idle node: the baseline of this run.
-    let idle = crate::iris::request_latency(port, 64, 2000).await?;
+    let idle = crate::iris::request_latency(port, port, 64, 2000).await?;
     reset_peak_rss();
 
     let mut stalled = Raw::connect(port, "").await?;

@@ -209,18 +209,18 @@ async fn forward(mut raw: Raw, next: String, stop: Arc<AtomicBool>) -> Result<()
 /// One run: `size`-byte messages for `secs` seconds of sending, then until everything in
 /// flight has come back (or nothing has for 10 s).
 pub(crate) async fn run(
-    nodes: &[NodeProcess],
+    ports: Vec<u16>,
     run: u64,
     size: usize,
     mode: Mode,
     secs: f64,
 ) -> Result<RingRun, BoxError> {
-    let n = nodes.len();
+    let n = ports.len();
     let stop = Arc::new(AtomicBool::new(false));
     let mut forwarders = Vec::new();
     let mut members = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        members.push(Raw::connect(node.port, &gopher(run, i)).await?);
+    for (i, &port) in ports.iter().enumerate() {
+        members.push(Raw::connect(port, &gopher(run, i)).await?);
     }
     let mut initiator = members.remove(0);
     for (i, raw) in members.into_iter().enumerate() {
@@ -283,10 +283,12 @@ pub(crate) async fn run(
     while Instant::now() < sending_until {
         let mut k = per_write;
         if let Mode::Closed(window) = mode {
-            // Wait for room in the window.
+            // Wait for room in the window: a quarter of it (or a full write), so that
+            // refills go in batches rather than one message per message back.
+            let room = (window / 4).clamp(1, per_write);
             loop {
                 let in_flight = sent.load(Ordering::Relaxed) - looped.load(Ordering::Relaxed);
-                if in_flight < window {
+                if in_flight + room <= window {
                     k = k.min(window - in_flight);
                     break;
                 }
@@ -347,7 +349,6 @@ pub(crate) async fn run(
         }
     }
     let _ = wr.shutdown().await;
-    let peak = nodes.iter().map(|p| p.rss_kib().0).max().unwrap_or(0) / 1024;
     Ok(RingRun {
         size,
         mode,
@@ -355,7 +356,7 @@ pub(crate) async fn run(
         looped: looped.load(Ordering::Relaxed),
         elapsed: end.saturating_duration_since(start),
         broken,
-        peak_rss_mib: peak,
+        peak_rss_mib: 0,
     })
 }
 
@@ -388,7 +389,7 @@ pub(crate) fn iris_binary() -> Result<std::path::PathBuf, BoxError> {
 }
 
 /// The network key the ring's nodes share (a test fixture of iris-proto).
-fn key() -> std::path::PathBuf {
+pub(crate) fn key() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../iris-proto/tests/fixtures/net-pkcs8.pem")
 }
 
@@ -403,7 +404,11 @@ pub(crate) async fn bench(plan: &Plan) -> Result<Vec<RingRun>, BoxError> {
         for &size in &plan.sizes {
             for _ in 0..plan.runs {
                 id += 1;
-                let r = run(&nodes, id, size, mode, plan.secs).await?;
+                // On the runtime's worker, with the tasks it spawns: no thread hand-off
+                // per message in the harness.
+                let ports = nodes.iter().map(|n| n.port).collect();
+                let mut r = tokio::spawn(run(ports, id, size, mode, plan.secs)).await??;
+                r.peak_rss_mib = nodes.iter().map(|p| p.rss_kib().0).max().unwrap_or(0) / 1024;
                 eprintln!("{}", row(&r));
                 for (i, node) in nodes.iter().enumerate() {
                     for line in node.losses() {
@@ -433,5 +438,16 @@ pub(crate) fn row(r: &RingRun) -> String {
         r.loss() * 100.0,
         r.broken.as_deref().unwrap_or("ring whole"),
         r.peak_rss_mib
+    )
+}
+
+/// One line over all runs: losses, broken rings, the largest node.
+pub(crate) fn summary(runs: &[RingRun]) -> String {
+    let lost: u64 = runs.iter().map(|r| r.sent - r.looped.min(r.sent)).sum();
+    let broken = runs.iter().filter(|r| r.broken.is_some()).count();
+    let peak = runs.iter().map(|r| r.peak_rss_mib).max().unwrap_or(0);
+    format!(
+        "| ring, all {} runs | {lost} messages lost | {broken} rings broken | largest node peak RSS {peak} MiB |",
+        runs.len()
     )
 }

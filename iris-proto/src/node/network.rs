@@ -255,9 +255,8 @@ impl Node {
                 }
             }
             NodeMsg::Cast(mut c) => {
-                self.cast_received(from, bytes.len());
                 c.hops = c.hops.saturating_add(1);
-                self.pass_cast(c, Some(from));
+                self.in_transit(from, bytes.len(), |node| node.pass_cast(c, Some(from)));
             }
             NodeMsg::Anycast(mut a) => {
                 a.hops = a.hops.saturating_add(1);
