@@ -8,6 +8,9 @@ use std::path::Path;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// (message size, looped messages per second).
+type Point = (f64, f64);
+
 /// The original Iris node, 4 nodes closed-loop (message size, looped msg/s): midpoints of
 /// the ranges measured on this machine kind.
 const ORIGINAL: [(f64, f64); 3] = [(64.0, 3900.0), (1024.0, 3150.0), (65536.0, 355.0)];
@@ -60,7 +63,7 @@ pub(crate) fn draw(path: &Path, runs: &[RingRun]) -> Result<(), BoxError> {
         .x_label_formatter(&|x| size_label(*x))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
-    let series: [(&str, &[(f64, f64)], RGBColor); 3] = [
+    let series: [(&str, &[Point], RGBColor); 3] = [
         ("this node, closed loop (≤1024 in flight)", &closed, BLUE),
         ("this node, open loop", &open, GREEN),
         ("original Iris, closed loop", &ORIGINAL, RED),

@@ -858,8 +858,8 @@ fn a_ring_of_members_passing_broadcasts_on_never_waits_for_itself() {
     let mut back = Vec::new();
     let forward = |net: &mut Net, back: &mut Vec<u32>| {
         let mut moved = false;
-        for i in 0..n {
-            for p in net.take(i, members[i]) {
+        for (i, &member) in members.iter().enumerate() {
+            for p in net.take(i, member) {
                 let NodePacket::Broadcast { message } = p else {
                     continue;
                 };
@@ -870,7 +870,7 @@ fn a_ring_of_members_passing_broadcasts_on_never_waits_for_itself() {
                     let next = format!("g{}", (i + 1) % n);
                     net.send(
                         i,
-                        members[i],
+                        member,
                         ClientPacket::Broadcast {
                             cluster: next.as_str().into(),
                             message,
