@@ -48,7 +48,7 @@ impl Raw {
             if let Some(e) = self.session.poll()? {
                 return Ok(e);
             }
-            if self.stream.read_buf(self.session.read_buf()).await? == 0 {
+            if self.stream.read_buf(room(self.session.read_buf())).await? == 0 {
                 return Err("node closed the connection".into());
             }
         }
@@ -74,4 +74,11 @@ impl Raw {
             }
         }
     }
+}
+
+/// The read buffer with room for a large read: `read_buf` fills only spare capacity, and an
+/// exhausted `BytesMut` grows by 64 bytes at a time (one system call per 64 bytes).
+pub(crate) fn room(buf: &mut BytesMut) -> &mut BytesMut {
+    buf.reserve(64 << 10);
+    buf
 }

@@ -8,7 +8,7 @@
 //! Forwarders read a message only when they have written the previous ones, so a slow hop
 //! pushes back on the one before it through the sockets.
 
-use crate::raw::Raw;
+use crate::raw::{Raw, room};
 use bytes::BytesMut;
 use iris_proto::relay::ClientPacket;
 use iris_proto::relay::NodePacket;
@@ -188,13 +188,13 @@ async fn forward(mut raw: Raw, next: String, stop: Arc<AtomicBool>) -> Result<()
             }
         }
         if !out.is_empty() {
-            raw.stream.write_all(&out).await?;
+            stalled_write(raw.stream.write_all(&out), "a forwarder").await?;
             out.clear();
             continue;
         }
         let read = tokio::time::timeout(
             Duration::from_millis(200),
-            raw.stream.read_buf(raw.session.read_buf()),
+            raw.stream.read_buf(room(raw.session.read_buf())),
         )
         .await;
         if let Ok(n) = read
@@ -204,6 +204,20 @@ async fn forward(mut raw: Raw, next: String, stop: Arc<AtomicBool>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A write that the node has not taken for this long means the ring is stuck.
+const WRITE_STALL: Duration = Duration::from_secs(15);
+
+/// Awaits a write, or fails once the node has taken nothing of it for [`WRITE_STALL`].
+async fn stalled_write(
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+    who: &str,
+) -> Result<(), BoxError> {
+    match tokio::time::timeout(WRITE_STALL, write).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(format!("{who}'s node took nothing for {} s", WRITE_STALL.as_secs()).into()),
+    }
 }
 
 /// One run: `size`-byte messages for `secs` seconds of sending, then until everything in
@@ -269,7 +283,7 @@ pub(crate) async fn run(
                         progress.notify_one();
                     }
                 }
-                if rd.read_buf(session.read_buf()).await? == 0 {
+                if rd.read_buf(room(session.read_buf())).await? == 0 {
                     return Err::<(), BoxError>("the node closed gopher #0".into());
                 }
             }
@@ -308,7 +322,19 @@ pub(crate) async fn run(
             }
             .encode(&mut batch);
         }
-        wr.write_all(&batch).await?;
+        if let Err(e) = stalled_write(wr.write_all(&batch), "gopher #0").await {
+            stop.store(true, Ordering::Relaxed);
+            reader.abort();
+            return Ok(RingRun {
+                size,
+                mode,
+                sent: sent.load(Ordering::Relaxed),
+                looped: looped.load(Ordering::Relaxed),
+                elapsed: start.elapsed(),
+                broken: Some(e.to_string()),
+                peak_rss_mib: 0,
+            });
+        }
         batch.clear();
         sent.fetch_add(k, Ordering::Relaxed);
         if reader.is_finished() {
