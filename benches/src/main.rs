@@ -186,14 +186,14 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         for &size in &args.sizes {
             let n = count_for(size, args.quick);
-            if let Some(server) = &nats {
-                if run("broadcast") || run("publish") {
-                    report.rate(
-                        &format!("nats pub/sub {size} B (baseline)"),
-                        size,
-                        nats::pub_sub(server.port, size, n).await?,
-                    );
-                }
+            if let Some(server) = &nats
+                && (run("broadcast") || run("publish"))
+            {
+                report.rate(
+                    &format!("nats pub/sub {size} B (baseline)"),
+                    size,
+                    nats::pub_sub(server.port, size, n).await?,
+                );
             }
             if run("broadcast") {
                 report.rate(

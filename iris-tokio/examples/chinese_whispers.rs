@@ -65,10 +65,10 @@ impl ServiceHandler for Forwarder {
         let heard = String::from_utf8_lossy(&message).into_owned();
         let (from, to) = MISHEARD[self.index % MISHEARD.len()];
         let said = heard.replacen(from, to, 1);
-        if let Some(conn) = self.conn.get() {
-            if let Err(e) = conn.broadcast(&self.next, said).await {
-                eprintln!("gopher #{} could not whisper on: {e}", self.index);
-            }
+        if let Some(conn) = self.conn.get()
+            && let Err(e) = conn.broadcast(&self.next, said).await
+        {
+            eprintln!("gopher #{} could not whisper on: {e}", self.index);
         }
     }
 

@@ -67,7 +67,7 @@ pub struct NetworkOptions {
 /// How to run a node.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
-    /// Relay port on 127.0.0.1 and [::1]; 0 picks a free one (reported by [`NodeHandle::port`]).
+    /// Relay port on 127.0.0.1 and `[::1]`; 0 picks a free one (reported by [`NodeHandle::port`]).
     pub port: u16,
     /// The core's bounds and timeouts.
     pub config: Config,
@@ -106,7 +106,7 @@ pub fn random_seed() -> [u8; 32] {
     seed
 }
 
-/// Binds the relay listeners: 127.0.0.1 and [::1] on one port. Fails only if both fail.
+/// Binds the relay listeners: 127.0.0.1 and `[::1]` on one port. Fails only if both fail.
 pub async fn bind_relay(port: u16) -> io::Result<(Vec<TcpListener>, u16)> {
     let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await;
     // With port 0, IPv6 takes the port IPv4 got so that both name one relay.
@@ -894,10 +894,10 @@ impl Drop for WriterGuard {
     fn drop(&mut self) {
         // Both halves must go for the socket to close: stop the reader too (a no-op if it
         // already ended).
-        if let Ok(mut io) = self.io.try_borrow_mut() {
-            if let Some(reader) = io.reader.take() {
-                reader.abort();
-            }
+        if let Ok(mut io) = self.io.try_borrow_mut()
+            && let Some(reader) = io.reader.take()
+        {
+            reader.abort();
         }
         if let Ok(s) = self.shared.try_borrow() {
             s.live_writers.set(s.live_writers.get() - 1);

@@ -184,10 +184,10 @@ fn a_slowly_reading_subscriber_gets_every_event_and_others_are_served_meanwhile(
                     let n = u32::from_be_bytes(event[..4].try_into().unwrap());
                     assert_eq!(n, next, "lost or reordered");
                     next += 1;
-                    if next % 4 == 0 {
+                    if next.is_multiple_of(4) {
                         std::thread::sleep(Duration::from_millis(4));
                     }
-                    if next % 800 == 0 {
+                    if next.is_multiple_of(800) {
                         stopped_tx.send(()).unwrap();
                         go_rx
                             .recv_timeout(Duration::from_secs(20))

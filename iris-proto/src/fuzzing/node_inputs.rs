@@ -335,7 +335,7 @@ fn packet(r: &mut Reader<'_>) -> ClientPacket {
         },
         3 => ClientPacket::Reply {
             id: r.number(),
-            outcome: if r.byte().unwrap_or(0) % 2 == 0 {
+            outcome: if r.byte().unwrap_or(0).is_multiple_of(2) {
                 Ok(payload(r))
             } else {
                 Err(pick_name(r))

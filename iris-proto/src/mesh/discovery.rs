@@ -219,10 +219,11 @@ fn fresh<K: Ord + Copy>(
     {
         return false;
     }
-    if seen.len() >= MAX_REMEMBERED && !seen.contains_key(&key) {
-        if let Some(stalest) = seen.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
-            seen.remove(&stalest);
-        }
+    if seen.len() >= MAX_REMEMBERED
+        && !seen.contains_key(&key)
+        && let Some(stalest) = seen.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k)
+    {
+        seen.remove(&stalest);
     }
     seen.insert(key, now);
     true

@@ -450,7 +450,7 @@ impl Overlay {
         for id in silent {
             self.forget(now, id, 0, true);
         }
-        let table_turn = self.ticks % every == 0;
+        let table_turn = self.ticks.is_multiple_of(every);
         // A peer that pinged us within half a period covers this pair: its ping proved
         // it alive, and our pong will prove us. With any phase between the two nodes'
         // timers exactly one of them ends up pinging, once per period.
@@ -483,7 +483,7 @@ impl Overlay {
         if self.ticks % lookup == lookup / 2 {
             self.probe_graveyard(now);
         }
-        if self.cfg.repair && self.ticks % lookup == 0 && !self.peers.is_empty() {
+        if self.cfg.repair && self.ticks.is_multiple_of(lookup) && !self.peers.is_empty() {
             // Rotate through the peers so that lookups start from all over the ring.
             let i = (self.ticks / lookup) as usize % self.peers.len();
             if let Some((&id, p)) = self.peers.iter().nth(i) {

@@ -23,7 +23,7 @@
 //!
 //! This machine keeps the trees; the node decides what travels on them, asking it where to
 //! flood a multicast, where to send an anycast (weighted by the capacities reported), and
-//! whether a message was seen before (see [`window`]).
+//! whether a message was seen before (see the `window` module).
 
 mod group;
 mod tree;
@@ -507,7 +507,7 @@ impl Scribe {
         for (key, avoid) in roots {
             self.attach(now, key, avoid, router);
         }
-        if self.ticks % 60 == 0 {
+        if self.ticks.is_multiple_of(60) {
             self.windows.expire(now);
         }
         self.beat(capacity);
@@ -516,7 +516,7 @@ impl Scribe {
     /// One beat to each neighbour: the capacities that changed for it, and on refresh beats
     /// the trees it is this node's parent in.
     fn beat(&mut self, capacity: &impl Fn(&Group) -> u32) {
-        let refresh = self.ticks % u64::from(self.cfg.refresh_every) == 0;
+        let refresh = self.ticks.is_multiple_of(u64::from(self.cfg.refresh_every));
         let mut beats: BTreeMap<NodeId, BeatDraft> = self
             .neighbours
             .keys()

@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 /// Iris node: decentralized messaging for backend services.
 ///
 /// Applications attach to their local node over the relay protocol (TCP on 127.0.0.1 and
-/// [::1]) and address each other by cluster and topic names. The original's single-dash
+/// ::1) and address each other by cluster and topic names. The original's single-dash
 /// flags (`iris -dev -port 3333`) work too.
 #[derive(Debug, Parser)]
 #[command(name = "iris", version, about, long_about)]
@@ -57,7 +57,7 @@ struct Args {
           default_values_t = iris_tokio::discovery::DEFAULT_PORTS)]
     discovery_ports: Vec<u16>,
 
-    /// Relay port for local clients, on 127.0.0.1 and [::1]. 0 picks a free port.
+    /// Relay port for local clients, on 127.0.0.1 and ::1. 0 picks a free port.
     #[arg(long, default_value_t = 55555, value_name = "PORT")]
     port: u16,
 
