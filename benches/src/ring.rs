@@ -345,7 +345,6 @@ pub(crate) async fn run(
     let total = sent.load(Ordering::Relaxed);
     let mut last = looped.load(Ordering::Relaxed);
     let mut last_move = Instant::now();
-    let mut end = Instant::now();
     let mut broken = None;
     while looped.load(Ordering::Relaxed) < total {
         let notified = progress.notified();
@@ -354,7 +353,6 @@ pub(crate) async fn run(
         if now != last {
             last = now;
             last_move = Instant::now();
-            end = last_move;
         } else if last_move.elapsed() > Duration::from_secs(10) {
             broken = Some(format!("{} of {total} never came back", total - now));
             break;
@@ -364,9 +362,12 @@ pub(crate) async fn run(
             break;
         }
     }
-    if looped.load(Ordering::Relaxed) >= total {
-        end = Instant::now().min(end.max(Instant::now()));
-    }
+    // The last message back ends the run (a broken ring: the last that came back).
+    let end = if looped.load(Ordering::Relaxed) >= total {
+        Instant::now()
+    } else {
+        last_move
+    };
     stop.store(true, Ordering::Relaxed);
     reader.abort();
     for f in forwarders {

@@ -37,10 +37,6 @@ use crate::overlay::{Contact, NodeId};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
-/// The blocker of a producer held because this node's multicasts wait for credit: no
-/// connection has this id (drivers number connections from zero).
-pub(super) const NETWORK: ConnId = ConnId(u64::MAX);
-
 /// The multicast flow state of a node.
 #[derive(Debug, Default)]
 pub(super) struct CastFlow {
@@ -57,8 +53,10 @@ pub(super) struct CastFlow {
     waiting: usize,
     /// Bytes of this node's own clients' multicasts among them.
     waiting_own: usize,
-    /// While a peer's multicast is passed on: who sent it and its size, for the credit it
-    /// is owed once it has left.
+    /// A peer's multicast is being passed on (what is sent now is not this node's own).
+    passing_on: bool,
+    /// While it is: who sent it and its size, for the credit it is owed (taken by the copy
+    /// that holds the credit until it leaves).
     transit: Option<(Contact, u64)>,
     /// Local members congested when multicasts from peers were delivered to them.
     blockers: Vec<ConnId>,
@@ -130,7 +128,8 @@ impl Node {
             o.credit -= len as i64;
             self.send_under_credit(to, bytes);
         } else {
-            let own = self.casts.transit.is_none();
+            // (Every copy of a peer's multicast is the peer's, whichever holds its credit.)
+            let own = !self.casts.passing_on;
             // Credit for a peer's multicast is held back only past a bound of such
             // multicasts waiting: holding it always lets links whose multicasts wait for
             // each other in a cycle (paths through different trees) wait for ever.
@@ -157,7 +156,9 @@ impl Node {
     /// unless a copy had to wait, in which case it is owed when that copy leaves.
     pub(super) fn in_transit(&mut self, from: Contact, len: usize, pass: impl FnOnce(&mut Node)) {
         self.casts.transit = Some((from, len as u64));
+        self.casts.passing_on = true;
         pass(self);
+        self.casts.passing_on = false;
         if let Some((from, len)) = self.casts.transit.take() {
             self.owe(from, len);
         }

@@ -4,7 +4,6 @@
 //! reserves its memory when it starts to arrive; under memory pressure the node stops
 //! reading new input, and out of memory it cuts its largest consumer.
 
-use super::castflow::NETWORK;
 use super::conns::Cut;
 use super::memory::{LARGE_PACKET, Pressure};
 use super::session::{Phase, Session};
@@ -12,6 +11,15 @@ use super::{CloseReason, ConnId, Node, Output, Timer, decode_client};
 use crate::relay::ClientPacket;
 use crate::relay::codec::client_packet_len;
 use bytes::BytesMut;
+
+/// What a held producer's packet waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blocker {
+    /// A congested local consumer to drain.
+    Consumer(ConnId),
+    /// Peers' credit for this node's multicasts (see `castflow`).
+    Network,
+}
 
 impl Node {
     pub(super) fn on_data(&mut self, conn: ConnId, data: &[u8]) {
@@ -159,21 +167,18 @@ impl Node {
     /// cluster or subscriber of a published topic, or, for a request, the first member when
     /// every member is congested. Other packets never wait (replies and tunnel traffic have
     /// their own bounds, and holding them could deadlock two clients serving each other).
-    pub(super) fn blocker(&self, conn: ConnId, packet: &ClientPacket) -> Option<ConnId> {
+    pub(super) fn blocker(&self, conn: ConnId, packet: &ClientPacket) -> Option<Blocker> {
         let congested = |c: &&ConnId| self.conns.is_congested(**c);
+        let consumer = |m: &Vec<ConnId>| m.iter().find(congested).map(|&c| Blocker::Consumer(c));
         // Multicasts to other nodes wait while this node's wait for credit.
-        let network = (self.scribe.is_some() && self.casts.congested()).then_some(NETWORK);
+        let network = (self.scribe.is_some() && self.casts.congested()).then_some(Blocker::Network);
         match packet {
-            ClientPacket::Broadcast { cluster, .. } => self
-                .clusters
-                .get(cluster)
-                .and_then(|m| m.iter().find(congested).copied())
-                .or(network),
-            ClientPacket::Publish { topic, .. } => self
-                .topics
-                .get(topic)
-                .and_then(|m| m.iter().find(congested).copied())
-                .or(network),
+            ClientPacket::Broadcast { cluster, .. } => {
+                self.clusters.get(cluster).and_then(consumer).or(network)
+            }
+            ClientPacket::Publish { topic, .. } => {
+                self.topics.get(topic).and_then(consumer).or(network)
+            }
             ClientPacket::Request { cluster, .. } => {
                 let members = self.clusters.get(cluster)?;
                 // A request the node would refuse at once waits for nobody.
@@ -185,24 +190,27 @@ impl Node {
                 if refused || !members.iter().all(|c| self.conns.is_congested(*c)) {
                     return None;
                 }
-                members.first().copied()
+                members.first().map(|&c| Blocker::Consumer(c))
             }
             _ => None,
         }
     }
 
     /// Parks a producer's packet until `blocker` drains; the producer is not read meanwhile.
-    fn hold(&mut self, conn: ConnId, packet: ClientPacket, blocker: ConnId) {
+    fn hold(&mut self, conn: ConnId, packet: ClientPacket, blocker: Blocker) {
         let weight = packet_weight(&packet);
         let Some(s) = self.conns.map.get_mut(&conn) else {
             return;
         };
         s.held = Some((packet, blocker));
         self.conns.mem.charge(weight);
-        if blocker == NETWORK {
-            self.casts.held.push(conn);
-        } else if let Some(b) = self.conns.map.get_mut(&blocker) {
-            b.waiters.push(conn);
+        match blocker {
+            Blocker::Network => self.casts.held.push(conn),
+            Blocker::Consumer(b) => {
+                if let Some(b) = self.conns.map.get_mut(&b) {
+                    b.waiters.push(conn);
+                }
+            }
         }
         self.stats.producers_held += 1;
         self.pause_check.push(conn);
@@ -245,10 +253,14 @@ impl Node {
     pub(super) fn forget_flow(&mut self, s: &mut Session) {
         if let Some((packet, blocker)) = s.held.take() {
             self.conns.mem.release(packet_weight(&packet));
-            if let Some(b) = self.conns.map.get_mut(&blocker) {
-                b.waiters.retain(|&c| c != s.id);
+            match blocker {
+                Blocker::Network => self.casts.held.retain(|&c| c != s.id),
+                Blocker::Consumer(b) => {
+                    if let Some(b) = self.conns.map.get_mut(&b) {
+                        b.waiters.retain(|&c| c != s.id);
+                    }
+                }
             }
-            self.casts.held.retain(|&c| c != s.id);
         }
         self.wakeups.extend(s.waiters.drain(..));
     }

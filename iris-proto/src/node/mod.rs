@@ -566,7 +566,11 @@ impl Node {
 
     /// Carries out one packet of an active client. Returns the packet instead if its
     /// delivery must wait for a congested consumer (the caller holds it).
-    fn on_packet(&mut self, conn: ConnId, packet: ClientPacket) -> Option<(ClientPacket, ConnId)> {
+    fn on_packet(
+        &mut self,
+        conn: ConnId,
+        packet: ClientPacket,
+    ) -> Option<(ClientPacket, flow::Blocker)> {
         if let Some(blocker) = self.blocker(conn, &packet) {
             return Some((packet, blocker));
         }

@@ -383,6 +383,23 @@ fn requests_spread_over_nodes_by_capacity() {
     assert_eq!(net.take(0, c).len(), 400, "every request answered once");
 }
 
+/// `n` nodes whose links queue at most `queue` bytes of data (so multicast windows of a
+/// quarter of it, producers held past half of it waiting), with the nodes' `config`, run
+/// until they have formed their network.
+fn small_queues(n: usize, queue: usize, config: crate::Config) -> Net {
+    use crate::mesh::Security;
+    use crate::testnet::mesh_config;
+    let mut net = Net::new();
+    for i in 0..n {
+        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
+        let mut cfg = mesh_config(i, &seeds);
+        cfg.link.max_data_queue = queue;
+        net.add_with(config.clone(), cfg, Security::Plain);
+    }
+    net.secs(20);
+    net
+}
+
 /// The indices (first four bytes) of the events a client received, sorted: multicasts take
 /// several trees, so their order across nodes is not kept.
 fn event_indices(got: Vec<NodePacket>) -> Vec<u32> {
@@ -407,18 +424,9 @@ fn event(i: u32, size: usize) -> Bytes {
 
 #[test]
 fn a_stalled_link_holds_the_publisher_fails_requests_at_once_and_loses_nothing() {
-    use crate::mesh::Security;
-    use crate::testnet::mesh_config;
     // Two nodes whose link holds little: 64 KiB of data queued, beyond what is in flight
     // (so 16 KiB of multicast window per peer, producers held past 32 KiB waiting).
-    let mut net = Net::new();
-    for i in 0..2 {
-        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        let mut cfg = mesh_config(i, &seeds);
-        cfg.link.max_data_queue = 64 << 10;
-        net.add(cfg, Security::Plain);
-    }
-    net.secs(20);
+    let mut net = small_queues(2, 64 << 10, crate::Config::default());
     let sub = net.client(1, "svc");
     net.send(1, sub, ClientPacket::Subscribe { topic: "t".into() });
     let (p, q, t) = (net.client(0, ""), net.client(0, ""), net.client(0, ""));
@@ -543,21 +551,12 @@ fn a_stalled_link_holds_the_publisher_fails_requests_at_once_and_loses_nothing()
 
 #[test]
 fn a_stuck_subscriber_on_another_node_throttles_its_publisher_and_loses_nothing() {
-    use crate::mesh::Security;
-    use crate::testnet::mesh_config;
     // Small windows and marks, so that a few MiB show the bounds.
-    let mut net = Net::new();
-    for i in 0..2 {
-        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        let mut cfg = mesh_config(i, &seeds);
-        cfg.link.max_data_queue = 256 << 10;
-        let config = crate::Config {
-            client_backlog_high: 64 << 10,
-            ..crate::Config::default()
-        };
-        net.add_with(config, cfg, Security::Plain);
-    }
-    net.secs(20);
+    let config = crate::Config {
+        client_backlog_high: 64 << 10,
+        ..crate::Config::default()
+    };
+    let mut net = small_queues(2, 256 << 10, config);
     let sub = net.client(1, "");
     net.send(1, sub, ClientPacket::Subscribe { topic: "t".into() });
     let member = net.client(1, "svc");
@@ -821,18 +820,9 @@ fn a_member_that_moves_to_another_node_gets_each_broadcast_once() {
 /// sockets to show: the ring benchmark at 64 KiB hung with it.)
 #[test]
 fn a_ring_of_members_passing_broadcasts_on_never_waits_for_itself() {
-    use crate::mesh::Security;
-    use crate::testnet::mesh_config;
     let n = 4;
-    let mut net = Net::new();
-    for i in 0..n {
-        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        let mut cfg = mesh_config(i, &seeds);
-        // 16 KiB windows, producers held past 32 KiB waiting.
-        cfg.link.max_data_queue = 64 << 10;
-        net.add(cfg, Security::Plain);
-    }
-    net.secs(20);
+    // 16 KiB windows, producers held past 32 KiB waiting.
+    let mut net = small_queues(n, 64 << 10, crate::Config::default());
     let members: Vec<_> = (0..n).map(|i| net.client(i, &format!("g{i}"))).collect();
     let initiator = net.client(0, "");
     net.secs(2);

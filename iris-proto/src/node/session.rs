@@ -40,7 +40,7 @@ pub(crate) struct Session {
     /// Producers whose next packet waits for this connection to drain.
     pub(crate) waiters: Vec<ConnId>,
     /// This producer's next packet, which could not be queued, and the consumer it waits for.
-    pub(crate) held: Option<(ClientPacket, ConnId)>,
+    pub(crate) held: Option<(ClientPacket, super::flow::Blocker)>,
     /// Whether the driver was last told to stop reading this connection.
     pub(crate) told_paused: bool,
     /// The cluster this connection is a member of, if any.
