@@ -75,6 +75,8 @@ pub struct Net {
     /// Clients that read nothing (a stuck consumer) until the test lets them go.
     stalled_clients: BTreeSet<(usize, ConnId)>,
     held_client: Vec<(usize, ConnId, Bytes)>,
+    /// Clients whose input the node does not read now (it paused them).
+    paused: BTreeSet<(usize, ConnId)>,
 }
 
 impl Default for Net {
@@ -100,6 +102,7 @@ impl Net {
             held: Vec::new(),
             stalled_clients: BTreeSet::new(),
             held_client: Vec::new(),
+            paused: BTreeSet::new(),
         }
     }
 
@@ -229,6 +232,17 @@ impl Net {
         self.drain();
     }
 
+    /// Whether node `i` reads client `conn` now (a client whose writes block does not
+    /// write more).
+    pub fn is_paused(&self, i: usize, conn: ConnId) -> bool {
+        self.paused.contains(&(i, conn))
+    }
+
+    /// Whether client `conn` of node `i` was closed by its node.
+    pub fn is_closed(&self, i: usize, conn: ConnId) -> bool {
+        self.clients.get(&(i, conn)).is_some_and(|c| c.closed)
+    }
+
     /// Kills node `i` at once: its sockets close, its peers learn of it after.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i] = None;
@@ -335,7 +349,12 @@ impl Net {
                     c.closed = true;
                 }
             }
-            Output::PauseReading(_) | Output::ResumeReading(_) => {}
+            Output::PauseReading(conn) => {
+                self.paused.insert((i, conn));
+            }
+            Output::ResumeReading(conn) => {
+                self.paused.remove(&(i, conn));
+            }
             // Every node hears beacons sent "everywhere" (one host, every well-known port),
             // from the node's own address; an answer reaches the node at that address.
             Output::Beacon { to, data } => {

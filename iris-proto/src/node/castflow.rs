@@ -1,67 +1,104 @@
 //! Flow control of multicasts between nodes, so that a broadcast or an event is throttled
 //! at its source instead of being lost on the way.
 //!
-//! Each node may have at most a window of multicast bytes toward a peer that the peer has
-//! not yet taken: the receiver returns credit (`CastCredit`, a control message, so that a
-//! data flood never holds it up) as it carries what it received on. It withholds it while
-//! a local member that a multicast was delivered to is congested, and, once more than
-//! twice the mark of peers' multicasts waits here to be passed on, for each further one
-//! until it has left. A multicast with no credit toward its next hop waits in this node,
-//! in order; while more than a mark of this node's own clients' multicasts waits here,
-//! those clients are held (as for a congested local consumer). So back-pressure reaches
-//! the producer across any number of hops, and memory stays bounded: what waits in a node
-//! is the mark for its own clients, twice that plus a window per feeding peer for what it
-//! passes on.
+//! Each node may have at most a window of one group's multicast bytes toward a peer that
+//! the peer has not yet taken: the receiver returns credit for that group (`CastCredit`, a
+//! control message, so that a data flood never holds it up) as it carries what it received
+//! on. It withholds a group's credit while a local member of the group that a multicast was
+//! delivered to is congested, and, once more than twice the mark of the group's multicasts
+//! from peers waits here to be passed on, for each further one until it has left. A
+//! multicast with no credit toward its next hop waits in this node, in order; while more
+//! than a mark of this node's own clients' multicasts to a group waits here, the clients
+//! that send to that group are held (as for a congested local consumer). So back-pressure
+//! reaches the producer across any number of hops.
 //!
-//! Holding credit for every multicast passed on would be tighter, and can deadlock:
-//! multicasts of different trees cross the same links in different orders, and links
-//! whose multicasts wait for each other's credit in a cycle wait for ever (the ring
-//! benchmark at 4 KiB did). Past the bound that can still happen; the bound is large
-//! against what one link's window lets through.
+//! **Why per group.** Multicasts of different groups cross the same links, in different
+//! orders and directions (each group has its own trees). With one window per link, a
+//! lagging member of one group stalls every group its node receives from that peer, and
+//! clients that consume one group and produce another (the seed's ring of gophers) then
+//! wait for each other in a cycle: the ring benchmark's open loop stalled until a node cut
+//! a gopher as a slow consumer. Per group, what waits on a member waits only on that
+//! group's consumers, and a chain of such clients ends at one that reads freely.
 //!
-//! Credit is never withheld because this node's *own* clients' multicasts wait: a ring of
-//! clients passing messages on across nodes would otherwise wait for itself for ever. The
-//! clients themselves carry that back-pressure (a held producer stops reading, its
-//! consumer congests, its node withholds credit).
+//! **Memory.** What waits in a node is bounded per group (a mark of its own clients'
+//! multicasts plus a message per held producer, twice the mark plus a window per feeding
+//! peer of what it passes on) and in total: past four marks of own multicasts waiting, all
+//! producers of multicasts are held; past eight marks of passed-on multicasts waiting,
+//! credit is held for every further one. Those totals couple groups again, so they sit
+//! well above what a few busy groups reach.
 //!
-//! The window is per link, not per group: while one member lags, the multicasts that its
-//! node receives from a peer stall together (until it drains or is cut as a slow
-//! consumer). Requests, replies, tunnels and the overlay's control traffic are not
-//! affected.
+//! Credit is never withheld because this node's *own* clients' multicasts wait: a client
+//! that consumes and produces would otherwise wait for itself. The clients carry that
+//! back-pressure themselves (a held producer stops reading, its consumer congests, its
+//! node withholds that group's credit).
+//!
+//! Requests, replies, tunnels and the overlay's control traffic are not affected.
 
 use super::conns::Conns;
 use super::wire::NodeMsg;
 use super::{ConnId, Node};
 use crate::mesh::Class;
 use crate::overlay::{Contact, NodeId};
+use crate::relay::ClientPacket;
+use crate::scribe::Group;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
+
+/// Own multicasts waiting (in marks) past which every producer of multicasts is held.
+const OWN_TOTAL_MARKS: usize = 4;
+/// Passed-on multicasts waiting (in marks) past which credit is held for every group.
+const PASSED_TOTAL_MARKS: usize = 8;
 
 /// The multicast flow state of a node.
 #[derive(Debug, Default)]
 pub(super) struct CastFlow {
-    /// Bytes a peer may have outstanding from this node (and this node from a peer).
+    /// Bytes of one group a peer may have outstanding from this node (and this node from a
+    /// peer).
     window: u64,
-    /// Bytes waiting for credit above which producers are held (until half of it).
+    /// Bytes of one group waiting for credit above which its producers are held (until
+    /// half of it).
     mark: usize,
-    /// Per peer: the credit left and what waits for more.
-    out: BTreeMap<NodeId, Outbound>,
-    /// Per peer: bytes received and not yet credited back.
-    owed: BTreeMap<NodeId, (Contact, u64)>,
+    /// Per peer and group: the credit left and what waits for more.
+    out: BTreeMap<(NodeId, Group), Outbound>,
+    /// Per peer and group: bytes received and not yet credited back.
+    owed: BTreeMap<(NodeId, Group), (Contact, u64)>,
     owed_total: u64,
-    /// Bytes waiting for credit, every peer together.
+    /// Per group: what waits, who is held, who holds its credit back.
+    groups: BTreeMap<Group, GroupFlow>,
+    /// Bytes waiting for credit, every peer and group together.
     waiting: usize,
     /// Bytes of this node's own clients' multicasts among them.
     waiting_own: usize,
+    /// Producers held, every group together.
+    held: usize,
     /// A peer's multicast is being passed on (what is sent now is not this node's own).
     passing_on: bool,
     /// While it is: who sent it and its size, for the credit it is owed (taken by the copy
     /// that holds the credit until it leaves).
     transit: Option<(Contact, u64)>,
-    /// Local members congested when multicasts from peers were delivered to them.
+}
+
+/// One group's multicasts in this node.
+#[derive(Debug, Default)]
+struct GroupFlow {
+    /// Bytes of this node's own clients' multicasts waiting for credit.
+    waiting_own: usize,
+    /// Bytes of peers' multicasts waiting for credit to be passed on.
+    waiting_passed: usize,
+    /// Local members congested when the group's multicasts from peers were delivered to
+    /// them: the group's credit waits for them to drain.
     blockers: Vec<ConnId>,
-    /// Producers held until less waits.
-    pub(super) held: Vec<ConnId>,
+    /// Producers held until less of the group waits.
+    held: Vec<ConnId>,
+}
+
+impl GroupFlow {
+    fn idle(&self) -> bool {
+        self.waiting_own == 0
+            && self.waiting_passed == 0
+            && self.blockers.is_empty()
+            && self.held.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -82,90 +119,159 @@ struct Waiting {
 }
 
 impl CastFlow {
-    /// Windows of `window` bytes per peer; producers held above `mark` bytes waiting.
+    /// Windows of `window` bytes per peer and group; producers held above `mark` bytes
+    /// of their group waiting.
     pub(super) fn new(window: u64, mark: usize) -> CastFlow {
         CastFlow {
-            window: window.max(1),
+            window: window.max(4),
             mark,
             ..CastFlow::default()
         }
     }
 
-    /// More than the mark of this node's own multicasts waits for credit: its clients'
-    /// broadcasts and events must wait.
-    pub(super) fn congested(&self) -> bool {
-        self.waiting_own > self.mark
+    /// Whether any of this node's own multicasts waits for credit (if not, none of its
+    /// clients must wait for the network).
+    pub(super) fn any_own_waiting(&self) -> bool {
+        self.waiting_own > 0
     }
 
-    /// Members that a multicast from a peer was just delivered to: those congested hold
-    /// this node's credit back until they drain.
-    pub(super) fn delivered_to(&mut self, conns: &Conns, members: &[ConnId]) {
+    /// Whether a client's multicast to `group` must wait: too much of this node's own
+    /// multicasts to it (or to all groups together) waits for credit.
+    pub(super) fn congested(&self, group: &Group) -> bool {
+        self.waiting_own > self.mark * OWN_TOTAL_MARKS
+            || self
+                .groups
+                .get(group)
+                .is_some_and(|g| g.waiting_own > self.mark)
+    }
+
+    /// Members of `group` that a multicast from a peer was just delivered to: those
+    /// congested hold the group's credit back until they drain.
+    pub(super) fn delivered_to(&mut self, group: &Group, conns: &Conns, members: &[ConnId]) {
         for &m in members {
-            if conns.is_congested(m) && !self.blockers.contains(&m) {
-                self.blockers.push(m);
+            if conns.is_congested(m) {
+                let g = self.groups.entry(group.clone()).or_default();
+                if !g.blockers.contains(&m) {
+                    g.blockers.push(m);
+                }
             }
         }
+    }
+
+    /// A producer's multicast to `group` waits for the group's credit.
+    pub(super) fn hold(&mut self, group: Group, conn: ConnId) {
+        self.groups.entry(group).or_default().held.push(conn);
+        self.held += 1;
+    }
+
+    /// A held producer is gone.
+    pub(super) fn unhold(&mut self, conn: ConnId) {
+        for g in self.groups.values_mut() {
+            let before = g.held.len();
+            g.held.retain(|&c| c != conn);
+            self.held -= before - g.held.len();
+        }
+        self.groups.retain(|_, g| !g.idle());
     }
 
     /// Bytes waiting for credit.
     pub(super) fn waiting_bytes(&self) -> usize {
         self.waiting
     }
+
+    /// Credit to send for a group step by step: a quarter window.
+    fn step(&self) -> u64 {
+        self.window / 4
+    }
+
+    fn tidy(&mut self, group: &Group) {
+        if self.groups.get(group).is_some_and(GroupFlow::idle) {
+            self.groups.remove(group);
+        }
+    }
+}
+
+/// The group a client's multicast goes to.
+pub(super) fn cast_group(packet: &ClientPacket) -> Option<Group> {
+    match packet {
+        ClientPacket::Broadcast { cluster, .. } => Some(Group::cluster(cluster.clone())),
+        ClientPacket::Publish { topic, .. } => Some(Group::topic(topic.clone())),
+        _ => None,
+    }
 }
 
 impl Node {
-    /// Sends an encoded multicast to a peer under its window, or queues it for credit.
-    pub(super) fn send_cast(&mut self, to: Contact, bytes: Bytes) {
-        let window = self.casts.window as i64;
-        let o = self.casts.out.entry(to.id).or_insert_with(|| Outbound {
+    /// Sends an encoded multicast of `group` to a peer under its window, or queues it for
+    /// credit.
+    pub(super) fn send_cast(&mut self, to: Contact, group: &Group, bytes: Bytes) {
+        let (window, step) = (self.casts.window as i64, self.casts.step() as i64);
+        let key = (to.id, group.clone());
+        let o = self.casts.out.entry(key).or_insert_with(|| Outbound {
             to,
             credit: window,
             waiting: VecDeque::new(),
         });
         o.to = to;
         let len = bytes.len();
-        if o.waiting.is_empty() && may_send(o.credit, window, len) {
+        if o.waiting.is_empty() && may_send(o.credit, window, step, len) {
             o.credit -= len as i64;
-            self.send_under_credit(to, bytes);
-        } else {
-            // (Every copy of a peer's multicast is the peer's, whichever holds its credit.)
-            let own = !self.casts.passing_on;
-            // Credit for a peer's multicast is held back only past a bound of such
-            // multicasts waiting: holding it always lets links whose multicasts wait for
-            // each other in a cycle (paths through different trees) wait for ever.
-            let upstream =
-                if own || self.casts.waiting - self.casts.waiting_own < self.casts.mark * 2 {
-                    None
-                } else {
-                    self.casts.transit.take()
-                };
-            if own {
-                self.casts.waiting_own += len;
-            }
-            o.waiting.push_back(Waiting {
-                bytes,
-                own,
-                upstream,
-            });
-            self.casts.waiting += len;
-            self.stats.casts_waited += 1;
+            self.send_under_credit(to, group, bytes);
+            return;
         }
+        // (Every copy of a peer's multicast is the peer's, whichever holds its credit.)
+        let own = !self.casts.passing_on;
+        let mark = self.casts.mark;
+        let passed_total = self.casts.waiting - self.casts.waiting_own;
+        let g = self.casts.groups.entry(group.clone()).or_default();
+        // Credit for a peer's multicast is held back only past a bound of the group's
+        // multicasts waiting: below it, what waits is owed upstream at once so that short
+        // bursts do not throttle the sender.
+        let upstream =
+            if own || (g.waiting_passed < mark * 2 && passed_total < mark * PASSED_TOTAL_MARKS) {
+                None
+            } else {
+                self.casts.transit.take()
+            };
+        if own {
+            g.waiting_own += len;
+            self.casts.waiting_own += len;
+        } else {
+            g.waiting_passed += len;
+        }
+        o.waiting.push_back(Waiting {
+            bytes,
+            own,
+            upstream,
+        });
+        self.casts.waiting += len;
+        self.stats.casts_waited += 1;
     }
 
-    /// Passes a multicast from a peer on (`pass` does it); the credit for it is owed at once
-    /// unless a copy had to wait, in which case it is owed when that copy leaves.
-    pub(super) fn in_transit(&mut self, from: Contact, len: usize, pass: impl FnOnce(&mut Node)) {
+    /// Passes a multicast of `group` from a peer on (`pass` does it); the credit for it is
+    /// owed at once unless a copy had to wait, in which case it is owed when that copy
+    /// leaves.
+    pub(super) fn in_transit(
+        &mut self,
+        from: Contact,
+        group: &Group,
+        len: usize,
+        pass: impl FnOnce(&mut Node),
+    ) {
         self.casts.transit = Some((from, len as u64));
         self.casts.passing_on = true;
         pass(self);
         self.casts.passing_on = false;
         if let Some((from, len)) = self.casts.transit.take() {
-            self.owe(from, len);
+            self.owe(from, group, len);
         }
     }
 
-    fn owe(&mut self, to: Contact, len: u64) {
-        let e = self.casts.owed.entry(to.id).or_insert((to, 0));
+    fn owe(&mut self, to: Contact, group: &Group, len: u64) {
+        let e = self
+            .casts
+            .owed
+            .entry((to.id, group.clone()))
+            .or_insert((to, 0));
         e.0 = to;
         e.1 += len;
         self.casts.owed_total += len;
@@ -173,113 +279,164 @@ impl Node {
 
     /// Hands a multicast the window made room for to the link. The window bounds what it
     /// queues there, so the link's own bound on data (which requests meet) does not apply.
-    fn send_under_credit(&mut self, to: Contact, bytes: Bytes) {
+    fn send_under_credit(&mut self, to: Contact, group: &Group, bytes: Bytes) {
         let len = bytes.len() as i64;
         if !self.send_bytes(to, Class::Stream, bytes) {
             // No link: the peer will never credit it back.
             self.stats.casts_dropped += 1;
-            if let Some(o) = self.casts.out.get_mut(&to.id) {
+            if let Some(o) = self.casts.out.get_mut(&(to.id, group.clone())) {
                 o.credit += len;
             }
         }
     }
 
-    /// A peer took `bytes` of this node's multicasts: what waited for it goes.
-    pub(super) fn on_cast_credit(&mut self, from: NodeId, bytes: u64) {
-        let window = self.casts.window as i64;
-        let Some(o) = self.casts.out.get_mut(&from) else {
+    /// A peer took `bytes` of this node's multicasts of `group`: what waited for it goes.
+    pub(super) fn on_cast_credit(&mut self, from: NodeId, group: Group, bytes: u64) {
+        let (window, step) = (self.casts.window as i64, self.casts.step() as i64);
+        let key = (from, group);
+        let Some(o) = self.casts.out.get_mut(&key) else {
             return;
         };
         // Never more than a window: credit from a link before a reconnection cannot
         // inflate the next one's.
         o.credit = (o.credit + bytes as i64).min(window);
-        loop {
-            let Some(o) = self.casts.out.get_mut(&from) else {
-                return;
-            };
+        while let Some(o) = self.casts.out.get_mut(&key) {
             let len = match o.waiting.front() {
-                Some(w) if may_send(o.credit, window, w.bytes.len()) => w.bytes.len(),
+                Some(w) if may_send(o.credit, window, step, w.bytes.len()) => w.bytes.len(),
                 _ => break,
             };
             let w = o.waiting.pop_front().expect("front exists");
             o.credit -= len as i64;
             let to = o.to;
-            self.left_waiting(&w);
-            self.send_under_credit(to, w.bytes);
+            self.left_waiting(&key.1, &w);
+            self.send_under_credit(to, &key.1, w.bytes);
+        }
+        // Nothing outstanding and nothing waiting: a fresh entry would be the same.
+        if let Some(o) = self.casts.out.get(&key)
+            && o.waiting.is_empty()
+            && o.credit >= window
+        {
+            self.casts.out.remove(&key);
         }
         self.wake_cast_producers();
+        self.casts.tidy(&key.1);
     }
 
-    /// Returns credit to the peers owed some, unless a member a multicast was delivered to
-    /// is still congested. Credit goes in steps of a quarter window (a sender blocked for
-    /// credit is always owed at least that much).
+    /// Returns credit to the peers owed a step of it for a group, unless a member of that
+    /// group a multicast was delivered to is still congested. (A sender blocked for credit
+    /// always has at least a step outstanding, see [`may_send`].)
     pub(super) fn return_cast_credit(&mut self) {
-        let step = self.casts.window / 4;
-        if self.casts.owed_total < step.max(1) {
+        let step = self.casts.step();
+        if self.casts.owed_total < step {
             return;
         }
         let conns = &self.conns;
-        self.casts.blockers.retain(|&c| conns.is_congested(c));
-        if !self.casts.blockers.is_empty() {
-            return;
-        }
-        let due: Vec<(Contact, u64)> = self
+        let flows = &mut self.casts.groups;
+        let due: Vec<((NodeId, Group), Contact, u64)> = self
             .casts
             .owed
-            .values()
-            .filter(|(_, n)| *n >= step.max(1))
-            .copied()
+            .iter()
+            .filter(|(_, (_, n))| *n >= step)
+            .filter(|((_, group), _)| match flows.get_mut(group) {
+                Some(g) => {
+                    g.blockers.retain(|&c| conns.is_congested(c));
+                    g.blockers.is_empty()
+                }
+                None => true,
+            })
+            .map(|(key, &(peer, n))| (key.clone(), peer, n))
             .collect();
-        for (peer, bytes) in due {
-            self.casts.owed.remove(&peer.id);
+        for (key, peer, bytes) in due {
+            self.casts.owed.remove(&key);
             self.casts.owed_total -= bytes;
+            self.casts.tidy(&key.1);
             self.stats.cast_credits_sent += 1;
-            self.send_peer(peer, Class::Control, &NodeMsg::CastCredit { bytes });
+            let msg = NodeMsg::CastCredit {
+                group: key.1,
+                bytes,
+            };
+            self.send_peer(peer, Class::Control, &msg);
         }
     }
 
     /// A peer is gone: what waited for it is routed around it if it can be, and neither
-    /// side owes the other anything (a new link starts with a fresh window).
+    /// side owes the other anything (a new link starts with fresh windows).
     pub(super) fn cast_peer_lost(&mut self, node: NodeId) -> Vec<Bytes> {
-        if let Some((_, n)) = self.casts.owed.remove(&node) {
-            self.casts.owed_total -= n;
-        }
-        let Some(o) = self.casts.out.remove(&node) else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(o.waiting.len());
-        for w in o.waiting {
-            self.left_waiting(&w);
-            out.push(w.bytes);
+        let owed = &mut self.casts.owed;
+        let mut forgiven = 0;
+        owed.retain(|(peer, _), (_, n)| {
+            let keep = *peer != node;
+            if !keep {
+                forgiven += *n;
+            }
+            keep
+        });
+        self.casts.owed_total -= forgiven;
+        let keys: Vec<(NodeId, Group)> = self
+            .casts
+            .out
+            .keys()
+            .filter(|(peer, _)| *peer == node)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(o) = self.casts.out.remove(&key) else {
+                continue;
+            };
+            for w in o.waiting {
+                self.left_waiting(&key.1, &w);
+                out.push(w.bytes);
+            }
+            self.casts.tidy(&key.1);
         }
         self.wake_cast_producers();
         out
     }
 
-    /// A multicast stopped waiting: its upstream is owed its credit now.
-    fn left_waiting(&mut self, w: &Waiting) {
+    /// A multicast of `group` stopped waiting: its upstream is owed its credit now.
+    fn left_waiting(&mut self, group: &Group, w: &Waiting) {
         let len = w.bytes.len();
         self.casts.waiting -= len;
         if w.own {
             self.casts.waiting_own -= len;
         }
+        if let Some(g) = self.casts.groups.get_mut(group) {
+            if w.own {
+                g.waiting_own -= len;
+            } else {
+                g.waiting_passed -= len;
+            }
+        }
         // Owed even if that peer's link went meanwhile: credit beyond a window is capped at
         // the sender, and a peer that is gone never reads it.
         if let Some((from, n)) = w.upstream {
-            self.owe(from, n);
+            self.owe(from, group, n);
         }
     }
 
-    /// Producers held for the network go on once at most half the mark waits.
+    /// Producers held for the network go on once at most half the mark of their group
+    /// waits (and at most half the total bound of every group's).
     fn wake_cast_producers(&mut self) {
-        if self.casts.waiting_own <= self.casts.mark / 2 {
-            self.wakeups.extend(self.casts.held.drain(..));
+        let c = &mut self.casts;
+        if c.held == 0 || c.waiting_own > c.mark * OWN_TOTAL_MARKS / 2 {
+            return;
         }
+        let half = c.mark / 2;
+        for g in c.groups.values_mut() {
+            if !g.held.is_empty() && g.waiting_own <= half {
+                c.held -= g.held.len();
+                self.wakeups.extend(g.held.drain(..));
+            }
+        }
+        c.groups.retain(|_, g| !g.idle());
     }
 }
 
-/// Whether a message of `len` bytes may go with `credit` left: there is credit for it, or
-/// nothing at all is outstanding (a message larger than the window goes alone).
-fn may_send(credit: i64, window: i64, len: usize) -> bool {
-    credit >= len as i64 || credit >= window
+/// Whether a message of `len` bytes may go with `credit` left of `window`: there is credit
+/// for it, or less than a step of credit is outstanding (which the receiver may keep until
+/// more arrives, so the sender must not wait for it; a message larger than the window goes
+/// this way too).
+fn may_send(credit: i64, window: i64, step: i64, len: usize) -> bool {
+    credit >= len as i64 || window - credit < step
 }

@@ -4,12 +4,14 @@
 //! reserves its memory when it starts to arrive; under memory pressure the node stops
 //! reading new input, and out of memory it cuts its largest consumer.
 
+use super::castflow;
 use super::conns::Cut;
 use super::memory::{LARGE_PACKET, Pressure};
 use super::session::{Phase, Session};
 use super::{CloseReason, ConnId, Node, Output, Timer, decode_client};
-use crate::relay::ClientPacket;
 use crate::relay::codec::client_packet_len;
+use crate::relay::{ClientPacket, Name};
+use crate::scribe::Group;
 use bytes::BytesMut;
 
 /// What a held producer's packet waits for.
@@ -170,15 +172,24 @@ impl Node {
     pub(super) fn blocker(&self, conn: ConnId, packet: &ClientPacket) -> Option<Blocker> {
         let congested = |c: &&ConnId| self.conns.is_congested(**c);
         let consumer = |m: &Vec<ConnId>| m.iter().find(congested).map(|&c| Blocker::Consumer(c));
-        // Multicasts to other nodes wait while this node's wait for credit.
-        let network = (self.scribe.is_some() && self.casts.congested()).then_some(Blocker::Network);
+        // Multicasts to other nodes wait while too many of the group's wait for credit.
+        let network = |group: fn(Name) -> Group, name: &Name| {
+            let congested = self.scribe.is_some()
+                && self.casts.any_own_waiting()
+                && self.casts.congested(&group(name.clone()));
+            congested.then_some(Blocker::Network)
+        };
         match packet {
-            ClientPacket::Broadcast { cluster, .. } => {
-                self.clusters.get(cluster).and_then(consumer).or(network)
-            }
-            ClientPacket::Publish { topic, .. } => {
-                self.topics.get(topic).and_then(consumer).or(network)
-            }
+            ClientPacket::Broadcast { cluster, .. } => self
+                .clusters
+                .get(cluster)
+                .and_then(consumer)
+                .or_else(|| network(Group::cluster, cluster)),
+            ClientPacket::Publish { topic, .. } => self
+                .topics
+                .get(topic)
+                .and_then(consumer)
+                .or_else(|| network(Group::topic, topic)),
             ClientPacket::Request { cluster, .. } => {
                 let members = self.clusters.get(cluster)?;
                 // A request the node would refuse at once waits for nobody.
@@ -202,10 +213,17 @@ impl Node {
         let Some(s) = self.conns.map.get_mut(&conn) else {
             return;
         };
+        let group = matches!(blocker, Blocker::Network)
+            .then(|| castflow::cast_group(&packet))
+            .flatten();
         s.held = Some((packet, blocker));
         self.conns.mem.charge(weight);
         match blocker {
-            Blocker::Network => self.casts.held.push(conn),
+            Blocker::Network => {
+                if let Some(group) = group {
+                    self.casts.hold(group, conn);
+                }
+            }
             Blocker::Consumer(b) => {
                 if let Some(b) = self.conns.map.get_mut(&b) {
                     b.waiters.push(conn);
@@ -254,7 +272,7 @@ impl Node {
         if let Some((packet, blocker)) = s.held.take() {
             self.conns.mem.release(packet_weight(&packet));
             match blocker {
-                Blocker::Network => self.casts.held.retain(|&c| c != s.id),
+                Blocker::Network => self.casts.unhold(s.id),
                 Blocker::Consumer(b) => {
                     if let Some(b) = self.conns.map.get_mut(&b) {
                         b.waiters.retain(|&c| c != s.id);

@@ -256,7 +256,10 @@ impl Node {
             }
             NodeMsg::Cast(mut c) => {
                 c.hops = c.hops.saturating_add(1);
-                self.in_transit(from, bytes.len(), |node| node.pass_cast(c, Some(from)));
+                let group = c.group.clone();
+                self.in_transit(from, &group, bytes.len(), |node| {
+                    node.pass_cast(c, Some(from))
+                });
             }
             NodeMsg::Anycast(mut a) => {
                 a.hops = a.hops.saturating_add(1);
@@ -274,7 +277,7 @@ impl Node {
             } => self.on_remote_data(from, tun, size_or_cont, payload),
             NodeMsg::TunnelAllow { tun, space } => self.on_remote_allow(from, tun, space),
             NodeMsg::TunnelClose { tun, reason } => self.on_remote_close(from, tun, reason),
-            NodeMsg::CastCredit { bytes } => self.on_cast_credit(from.id, bytes),
+            NodeMsg::CastCredit { group, bytes } => self.on_cast_credit(from.id, group, bytes),
         }
     }
 
@@ -354,9 +357,10 @@ impl Node {
             via: Via::Tree,
             ..c
         };
+        let group = out.group.clone();
         let bytes = wire::encode(&NodeMsg::Cast(out));
         for to in targets {
-            self.send_cast(to, bytes.clone());
+            self.send_cast(to, &group, bytes.clone());
         }
     }
 
@@ -369,8 +373,9 @@ impl Node {
         if c.hops >= MAX_HOPS {
             return;
         }
+        let group = c.group.clone();
         let out = Cast { via, ..c };
-        self.send_cast(next, wire::encode(&NodeMsg::Cast(out)));
+        self.send_cast(next, &group, wire::encode(&NodeMsg::Cast(out)));
     }
 
     /// The next hop of a message routed toward a tree this node is not in. At the key's
@@ -411,7 +416,7 @@ impl Node {
                             message: payload.clone(),
                         },
                     );
-                    self.casts.delivered_to(&self.conns, members);
+                    self.casts.delivered_to(group, &self.conns, members);
                 }
             }
             GroupKind::Topic => {
@@ -424,7 +429,7 @@ impl Node {
                             event: payload.clone(),
                         },
                     );
-                    self.casts.delivered_to(&self.conns, subscribers);
+                    self.casts.delivered_to(group, &self.conns, subscribers);
                 }
             }
         }

@@ -142,8 +142,10 @@ pub(crate) enum NodeMsg {
         tun: u64,
         reason: Name,
     },
-    /// The sender took `bytes` more of the receiver's multicasts (see `castflow`).
+    /// The sender took `bytes` more of the receiver's multicasts of `group` (see
+    /// `castflow`).
     CastCredit {
+        group: Group,
         bytes: u64,
     },
 }
@@ -226,8 +228,9 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             put_varint(&mut out, *tun);
             out.put_slice(reason.as_bytes());
         }
-        NodeMsg::CastCredit { bytes } => {
+        NodeMsg::CastCredit { group, bytes } => {
             out.put_u8(tag::CAST_CREDIT);
+            put_group(&mut out, group, 0);
             put_varint(&mut out, *bytes);
         }
     }
@@ -337,7 +340,13 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
             tun: r.varint()?,
             reason: r.name_rest()?,
         },
-        tag::CAST_CREDIT => NodeMsg::CastCredit { bytes: r.varint()? },
+        tag::CAST_CREDIT => {
+            let (group, _) = r.group()?;
+            NodeMsg::CastCredit {
+                group,
+                bytes: r.varint()?,
+            }
+        }
         _ => return Err(WireError::Malformed("unknown node message tag")),
     };
     if !r.p.is_empty() {
@@ -544,7 +553,10 @@ mod tests {
                 tun: 1,
                 reason: "".into(),
             },
-            NodeMsg::CastCredit { bytes: 1 << 22 },
+            NodeMsg::CastCredit {
+                group: Group::cluster("ring".into()),
+                bytes: 1 << 22,
+            },
         ]
     }
 
