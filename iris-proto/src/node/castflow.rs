@@ -150,7 +150,7 @@ impl CastFlow {
     pub(super) fn delivered_to(&mut self, group: &Group, conns: &Conns, members: &[ConnId]) {
         for &m in members {
             if conns.is_congested(m) {
-                let g = self.groups.entry(group.clone()).or_default();
+                let g = group_flow(&mut self.groups, group);
                 if !g.blockers.contains(&m) {
                     g.blockers.push(m);
                 }
@@ -160,7 +160,7 @@ impl CastFlow {
 
     /// A producer's multicast to `group` waits for the group's credit.
     pub(super) fn hold(&mut self, group: Group, conn: ConnId) {
-        self.groups.entry(group).or_default().held.push(conn);
+        group_flow(&mut self.groups, &group).held.push(conn);
         self.held += 1;
     }
 
@@ -205,8 +205,7 @@ impl Node {
     /// credit.
     pub(super) fn send_cast(&mut self, to: Contact, group: &Group, bytes: Bytes) {
         let (window, step) = (self.casts.window as i64, self.casts.step() as i64);
-        let key = (to.id, group.clone());
-        let o = self.casts.out.entry(key).or_insert_with(|| Outbound {
+        let o = slot(&mut self.casts.out, to.id, group, || Outbound {
             to,
             credit: window,
             waiting: VecDeque::new(),
@@ -222,7 +221,7 @@ impl Node {
         let own = !self.casts.passing_on;
         let mark = self.casts.mark;
         let passed_total = self.casts.waiting - self.casts.waiting_own;
-        let g = self.casts.groups.entry(group.clone()).or_default();
+        let g = group_flow(&mut self.casts.groups, group);
         // Credit for a peer's multicast is held back only past a bound of the group's
         // multicasts waiting: below it, what waits is owed upstream at once so that short
         // bursts do not throttle the sender.
@@ -267,11 +266,7 @@ impl Node {
     }
 
     fn owe(&mut self, to: Contact, group: &Group, len: u64) {
-        let e = self
-            .casts
-            .owed
-            .entry((to.id, group.clone()))
-            .or_insert((to, 0));
+        let e = slot(&mut self.casts.owed, to.id, group, || (to, 0));
         e.0 = to;
         e.1 += len;
         self.casts.owed_total += len;
@@ -431,6 +426,30 @@ impl Node {
         }
         c.groups.retain(|_, g| !g.idle());
     }
+}
+
+/// The entry of `peer` and `group`, made by `new` if there is none. A new entry's group is
+/// detached from the message it came in: entries can outlive it by far, and would keep the
+/// whole buffer it was read into alive.
+fn slot<'a, V>(
+    map: &'a mut BTreeMap<(NodeId, Group), V>,
+    peer: NodeId,
+    group: &Group,
+    new: impl FnOnce() -> V,
+) -> &'a mut V {
+    let key = (peer, group.clone());
+    if !map.contains_key(&key) {
+        map.insert((peer, group.detached()), new());
+    }
+    map.get_mut(&key).expect("inserted above")
+}
+
+/// A group's flow state, made if there is none (its group detached, as for [`slot`]).
+fn group_flow<'a>(groups: &'a mut BTreeMap<Group, GroupFlow>, group: &Group) -> &'a mut GroupFlow {
+    if !groups.contains_key(group) {
+        groups.insert(group.detached(), GroupFlow::default());
+    }
+    groups.get_mut(group).expect("inserted above")
 }
 
 /// Whether a message of `len` bytes may go with `credit` left of `window`: there is credit

@@ -239,6 +239,8 @@ pub struct Node {
     unreachable: BTreeMap<crate::overlay::NodeId, Instant>,
     /// Windows of multicast bytes between this node and its peers.
     casts: castflow::CastFlow,
+    /// Tree keys of the groups this node's clients send to, hashed once.
+    tree_keys: crate::scribe::TreeKeys,
     /// [`Event::Ready`] has been emitted.
     ready: bool,
     /// Shutdown is done once what it set off is out: [`Event::Stopped`] goes last.
@@ -277,6 +279,7 @@ impl Node {
             next_cast: 0,
             unreachable: BTreeMap::new(),
             casts: castflow::CastFlow::default(),
+            tree_keys: crate::scribe::TreeKeys::default(),
             ready: true,
             stopping: false,
         };
@@ -546,6 +549,8 @@ impl Node {
         s.phase = Phase::Active;
         self.active += 1;
         if !cluster.is_empty() {
+            // Kept for the connection's life: not in the read buffer it arrived in.
+            let cluster = cluster.detached();
             s.cluster = Some(cluster.clone());
             let members = self.clusters.entry(cluster.clone()).or_default();
             members.push(conn);
@@ -640,6 +645,8 @@ impl Node {
             let max = self.cfg.max_subscriptions_per_client;
             return self.violation(conn, format!("more than {max} subscriptions"));
         }
+        // Kept for the subscription's life: not in the read buffer it arrived in.
+        let topic = topic.detached();
         s.topics.insert(topic.clone());
         let subscribers = self.topics.entry(topic.clone()).or_default();
         subscribers.push(conn);

@@ -198,10 +198,11 @@ impl Node {
         };
         let seq = self.next_cast;
         self.next_cast += 1;
-        let index = (seq % u64::from(scribe.config().splits)) as u8;
+        let splits = scribe.config().splits;
+        let index = (seq % u64::from(splits)) as u8;
         let own = self.own_contact();
         let cast = Cast {
-            key: group.tree_key(index),
+            key: self.tree_keys.get(&group, splits, index),
             group,
             index,
             origin: own.id,
@@ -221,10 +222,12 @@ impl Node {
         let Some(scribe) = self.scribe.as_ref() else {
             return false;
         };
-        let index = (self.next_cast % u64::from(scribe.config().splits)) as u8;
+        let splits = scribe.config().splits;
+        let index = (self.next_cast % u64::from(splits)) as u8;
         self.next_cast += 1;
         a.index = index;
-        a.key = Group::cluster(a.cluster.clone()).tree_key(index);
+        let group = Group::cluster(a.cluster.clone());
+        a.key = self.tree_keys.get(&group, splits, index);
         self.pass_anycast(a, None)
     }
 

@@ -1278,3 +1278,29 @@ fn memory_pressure_pauses_input_and_exhaustion_cuts_the_largest_consumer() {
     assert_eq!(h.node.stats().cut_memory, 1);
     assert!(h.node.memory_used() <= 4 << 20);
 }
+
+/// Names kept for a connection's life (its cluster, its topics) do not share the read
+/// buffer they arrived in: each would keep all of it alive (up to a read's worth per
+/// subscription).
+#[test]
+fn kept_names_do_not_pin_the_read_buffer_they_came_in() {
+    let mut h = Harness::new();
+    let conn = h.connect_raw();
+    let mut b = BytesMut::new();
+    ClientSession::encode_init("svc", &mut b);
+    ClientPacket::Subscribe {
+        topic: "news".into(),
+    }
+    .encode(&mut b);
+    // One read: the buffer is not reallocated, so where it started is known.
+    h.raw(conn, &b);
+    assert!(h.clients[&conn].is_accepted());
+    let end = h.node.conns.map[&conn].rbuf.as_ptr() as usize;
+    let read = end - b.len()..end;
+    let at = |name: &crate::relay::Name| name.as_bytes().as_ptr() as usize;
+    let cluster = h.node.clusters.keys().next().expect("registered");
+    let topic = h.node.topics.keys().next().expect("subscribed");
+    assert_eq!((cluster.as_str(), topic.as_str()), ("svc", "news"));
+    assert!(!read.contains(&at(cluster)), "the cluster name pins the read");
+    assert!(!read.contains(&at(topic)), "the topic name pins the read");
+}

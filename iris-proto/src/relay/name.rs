@@ -35,6 +35,13 @@ impl Name {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// The same name in an allocation of its own. A decoded name shares the read buffer it
+    /// came from; one kept for long (a registration, a subscription, a cache entry) would
+    /// keep that whole buffer alive.
+    pub fn detached(&self) -> Name {
+        Name(Bytes::copy_from_slice(&self.0))
+    }
 }
 
 impl From<&str> for Name {

@@ -50,6 +50,15 @@ impl Group {
         }
     }
 
+    /// The same group with its name in an allocation of its own (see [`Name::detached`]),
+    /// for state that outlives the message it came in.
+    pub fn detached(&self) -> Group {
+        Group {
+            kind: self.kind,
+            name: self.name.detached(),
+        }
+    }
+
     /// The key of the group's tree number `index`: where on the ring its root lives. The
     /// trees of one group have unrelated keys, so their roots and their load spread over
     /// the network.
@@ -65,9 +74,61 @@ impl Group {
     }
 }
 
+/// The tree keys of groups recently sent to. A group's keys are SHA-256 hashes of its
+/// name, which for a small message cost more than all the rest of sending it (a third of
+/// the core's instructions per broadcast across a link). Bounded: past [`TreeKeys::CAP`]
+/// groups it starts over.
+#[derive(Debug, Default)]
+pub struct TreeKeys {
+    map: hashbrown::HashMap<Group, Box<[NodeId]>, foldhash::fast::FixedState>,
+}
+
+impl TreeKeys {
+    /// Groups remembered at most.
+    pub const CAP: usize = 4096;
+
+    /// The key of `group`'s tree `index` of `splits`.
+    pub fn get(&mut self, group: &Group, splits: u8, index: u8) -> NodeId {
+        if let Some(keys) = self.map.get(group)
+            && keys.len() == usize::from(splits)
+            && let Some(&key) = keys.get(usize::from(index))
+        {
+            return key;
+        }
+        if index >= splits {
+            return group.tree_key(index);
+        }
+        if self.map.len() >= Self::CAP {
+            self.map.clear();
+        }
+        let keys: Box<[NodeId]> = (0..splits).map(|i| group.tree_key(i)).collect();
+        let key = keys[usize::from(index)];
+        self.map.insert(group.detached(), keys);
+        key
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_keys_are_the_keys_and_the_memory_stays_bounded() {
+        let mut keys = TreeKeys::default();
+        for round in 0..2 {
+            for n in 0..TreeKeys::CAP + 10 {
+                let g = Group::topic(format!("t{n}").as_str().into());
+                for i in 0..5 {
+                    assert_eq!(keys.get(&g, 5, i), g.tree_key(i), "round {round}");
+                }
+                assert!(keys.map.len() <= TreeKeys::CAP);
+            }
+        }
+        // Another split count for the same group is not served from the old entry.
+        let g = Group::cluster("svc".into());
+        assert_eq!(keys.get(&g, 5, 4), g.tree_key(4));
+        assert_eq!(keys.get(&g, 3, 2), g.tree_key(2));
+    }
 
     #[test]
     fn trees_of_one_name_and_kinds_have_distinct_keys() {

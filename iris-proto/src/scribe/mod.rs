@@ -32,7 +32,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use group::{Group, GroupKind};
+pub use group::{Group, GroupKind, TreeKeys};
 
 use crate::overlay::{Contact, NodeId, Overlay};
 use crate::time::Instant;
@@ -262,7 +262,7 @@ impl Scribe {
                     self.stats.refused += 1;
                     continue;
                 }
-                self.trees.insert(key, Tree::new(group.clone(), index));
+                self.trees.insert(key, Tree::new(group.detached(), index));
                 self.attach(now, key, None, router);
             }
             if let Some(t) = self.trees.get_mut(&key) {
@@ -576,7 +576,7 @@ impl Scribe {
         let t = self
             .trees
             .entry(key)
-            .or_insert_with(|| Tree::new(group, index));
+            .or_insert_with(|| Tree::new(group.detached(), index));
         if t.children.contains_key(&from.id) {
             return;
         }
