@@ -106,7 +106,9 @@ pub(crate) async fn broadcast(
         broadcast: roomy(),
         request: roomy(),
     };
-    let cluster = format!("bench-bcast-{size}");
+    // Named for where the member is too: broadcasts of a run still on their way to another
+    // node (to a tree root there) would otherwise reach the next run's member and count.
+    let cluster = format!("bench-bcast-{size}-{port}");
     let member =
         Connection::register(port, &cluster, CountingService(counter.clone()), limits).await?;
     let sender = Connection::connect(from).await?;

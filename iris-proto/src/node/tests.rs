@@ -1301,6 +1301,9 @@ fn kept_names_do_not_pin_the_read_buffer_they_came_in() {
     let cluster = h.node.clusters.keys().next().expect("registered");
     let topic = h.node.topics.keys().next().expect("subscribed");
     assert_eq!((cluster.as_str(), topic.as_str()), ("svc", "news"));
-    assert!(!read.contains(&at(cluster)), "the cluster name pins the read");
+    assert!(
+        !read.contains(&at(cluster)),
+        "the cluster name pins the read"
+    );
     assert!(!read.contains(&at(topic)), "the topic name pins the read");
 }
