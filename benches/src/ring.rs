@@ -64,6 +64,27 @@ impl NodeProcess {
         };
         (field("VmHWM:"), field("VmRSS:"))
     }
+
+    /// CPU time the process has used so far (user and system).
+    pub(crate) fn cpu_time(&self) -> Duration {
+        cpu_time_of(&self.child.id().to_string())
+    }
+}
+
+/// CPU time (user and system) of process `pid` (`self` for this one), from `/proc`.
+pub(crate) fn cpu_time_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, inside parentheses):
+    // utime and stime are the 14th and 15th fields of the line, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    // Clock ticks are 100 a second on Linux for every architecture this runs on.
+    Duration::from_millis(ticks * 10)
 }
 
 impl Drop for NodeProcess {

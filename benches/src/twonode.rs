@@ -58,14 +58,22 @@ pub(crate) async fn run(report: &mut Report, quick: bool) -> Result<(), BoxError
             8_192
         };
         for (name, to) in [("one node", a), ("two nodes", b)] {
+            let cpu = Cpu::start(&nodes);
             let r = iris::broadcast(to, a, size, n).await?;
+            if size == 65536 {
+                report.row(cpu.row(&format!("CPU during broadcast {size} B, {name}")));
+            }
             report.rate(&format!("broadcast {size} B, {name}"), size, r);
             if size == 65536 {
                 if to == a { &mut one } else { &mut cross }.push(("broadcast", r));
             }
         }
         for (name, to) in [("one node", a), ("two nodes", b)] {
+            let cpu = Cpu::start(&nodes);
             let r = iris::tunnel(to, a, size, n.min(200_000)).await?;
+            if size == 65536 {
+                report.row(cpu.row(&format!("CPU during tunnel {size} B, {name}")));
+            }
             report.rate(&format!("tunnel {size} B, {name}"), size, r);
             if size == 65536 {
                 if to == a { &mut one } else { &mut cross }.push(("tunnel", r));
@@ -85,4 +93,43 @@ pub(crate) async fn run(report: &mut Report, quick: bool) -> Result<(), BoxError
         ));
     }
     Ok(())
+}
+
+/// CPU used by each node process and by the harness (the clients) over a scenario, as a
+/// share of one core: where the time of a run goes.
+struct Cpu<'a> {
+    nodes: &'a [crate::ring::NodeProcess],
+    start: std::time::Instant,
+    node_cpu: Vec<std::time::Duration>,
+    own: std::time::Duration,
+}
+
+impl<'a> Cpu<'a> {
+    fn start(nodes: &'a [crate::ring::NodeProcess]) -> Cpu<'a> {
+        Cpu {
+            nodes,
+            start: std::time::Instant::now(),
+            node_cpu: nodes.iter().map(|n| n.cpu_time()).collect(),
+            own: crate::ring::cpu_time_of("self"),
+        }
+    }
+
+    fn row(&self, what: &str) -> String {
+        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
+        let share = |now: std::time::Duration, then: std::time::Duration| {
+            100.0 * now.saturating_sub(then).as_secs_f64() / wall
+        };
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .zip(&self.node_cpu)
+            .zip(["A", "B"])
+            .map(|((n, &then), name)| format!("node {name} {:.0} %", share(n.cpu_time(), then)))
+            .collect();
+        let own = share(crate::ring::cpu_time_of("self"), self.own);
+        format!(
+            "| {what} | {} | clients {own:.0} % | of one core, over {wall:.1} s (2 cores in all) |",
+            nodes.join(", ")
+        )
+    }
 }
