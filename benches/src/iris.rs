@@ -10,6 +10,52 @@ use tokio::sync::Notify;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How the harness's clients reach a node: its relay port, or, for a node running in this
+/// process, an in-memory pipe.
+#[derive(Clone)]
+pub(crate) enum Dial {
+    Port(u16),
+    Embedded(Arc<iris_tokio::driver::NodeHandle>),
+}
+
+impl From<u16> for Dial {
+    fn from(port: u16) -> Dial {
+        Dial::Port(port)
+    }
+}
+
+impl std::fmt::Display for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dial::Port(port) => write!(f, "{port}"),
+            Dial::Embedded(node) => write!(f, "embedded-{}", node.port()),
+        }
+    }
+}
+
+impl Dial {
+    async fn connect(&self) -> iris_tokio::client::Result<Connection> {
+        match self {
+            Dial::Port(port) => Connection::connect(*port).await,
+            Dial::Embedded(node) => Connection::connect_embedded(node).await,
+        }
+    }
+
+    async fn register<H: ServiceHandler>(
+        &self,
+        cluster: &str,
+        handler: H,
+        limits: ServiceLimits,
+    ) -> iris_tokio::client::Result<Connection> {
+        match self {
+            Dial::Port(port) => Connection::register(*port, cluster, handler, limits).await,
+            Dial::Embedded(node) => {
+                Connection::register_embedded(node, cluster, handler, limits).await
+            }
+        }
+    }
+}
+
 /// Handler limits that never drop in a benchmark: a drop would show as missing deliveries.
 fn roomy() -> Limits {
     Limits {
@@ -96,11 +142,13 @@ async fn settle(client: &Connection, cluster: &str) -> Result<(), BoxError> {
 
 /// `n` broadcasts from a client of the node at `from` to a member on the node at `port`.
 pub(crate) async fn broadcast(
-    port: u16,
-    from: u16,
+    port: impl Into<Dial>,
+    from: impl Into<Dial>,
     size: usize,
     n: usize,
 ) -> Result<Rate, BoxError> {
+    let port: Dial = port.into();
+    let from: Dial = from.into();
     let counter = Counter::new(n);
     let limits = ServiceLimits {
         broadcast: roomy(),
@@ -109,9 +157,10 @@ pub(crate) async fn broadcast(
     // Named for where the member is too: broadcasts of a run still on their way to another
     // node (to a tree root there) would otherwise reach the next run's member and count.
     let cluster = format!("bench-bcast-{size}-{port}");
-    let member =
-        Connection::register(port, &cluster, CountingService(counter.clone()), limits).await?;
-    let sender = Connection::connect(from).await?;
+    let member = port
+        .register(&cluster, CountingService(counter.clone()), limits)
+        .await?;
+    let sender = from.connect().await?;
     settle(&sender, &cluster).await?;
     let payload = Bytes::from(vec![0x5a; size]);
     let start = Instant::now();
@@ -124,14 +173,19 @@ pub(crate) async fn broadcast(
     Ok(rate)
 }
 
-pub(crate) async fn publish(port: u16, size: usize, n: usize) -> Result<Rate, BoxError> {
+pub(crate) async fn publish(
+    port: impl Into<Dial>,
+    size: usize,
+    n: usize,
+) -> Result<Rate, BoxError> {
+    let port: Dial = port.into();
     let counter = Counter::new(n);
     let topic = format!("bench-topic-{size}");
-    let subscriber = Connection::connect(port).await?;
+    let subscriber = port.connect().await?;
     subscriber
         .subscribe(&topic, CountingTopic(counter.clone()), roomy())
         .await?;
-    let publisher = Connection::connect(port).await?;
+    let publisher = port.connect().await?;
     // The subscription is in place once a round trip on its own connection completes.
     let _ = subscriber
         .request("nobody", "sync", Duration::from_millis(1))
@@ -169,11 +223,20 @@ impl ServiceHandler for Accept {
 
 /// `n` chunks through a tunnel from a client of the node at `from` to a member on the node
 /// at `port`.
-pub(crate) async fn tunnel(port: u16, from: u16, size: usize, n: usize) -> Result<Rate, BoxError> {
+pub(crate) async fn tunnel(
+    port: impl Into<Dial>,
+    from: impl Into<Dial>,
+    size: usize,
+    n: usize,
+) -> Result<Rate, BoxError> {
+    let port: Dial = port.into();
+    let from: Dial = from.into();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cluster = format!("bench-tunnel-{size}");
-    let member = Connection::register(port, &cluster, Accept(tx), ServiceLimits::default()).await?;
-    let client = Connection::connect(from).await?;
+    let member = port
+        .register(&cluster, Accept(tx), ServiceLimits::default())
+        .await?;
+    let client = from.connect().await?;
     settle(&client, &cluster).await?;
     let t = client.tunnel(&cluster, Duration::from_secs(5)).await?;
     let remote = rx.recv().await.ok_or("no inbound tunnel")?;
@@ -207,14 +270,18 @@ pub(crate) async fn tunnel(port: u16, from: u16, size: usize, n: usize) -> Resul
 /// Round trips, one at a time, from a client of the node at `from` to a member on the node
 /// at `port`.
 pub(crate) async fn request_latency(
-    port: u16,
-    from: u16,
+    port: impl Into<Dial>,
+    from: impl Into<Dial>,
     size: usize,
     rounds: usize,
 ) -> Result<Vec<Duration>, BoxError> {
+    let port: Dial = port.into();
+    let from: Dial = from.into();
     let cluster = format!("bench-echo-{size}");
-    let member = Connection::register(port, &cluster, Echo, ServiceLimits::default()).await?;
-    let client = Connection::connect(from).await?;
+    let member = port
+        .register(&cluster, Echo, ServiceLimits::default())
+        .await?;
+    let client = from.connect().await?;
     settle(&client, &cluster).await?;
     let payload = Bytes::from(vec![0x5a; size]);
     // Warm up connections and allocators before measuring.
@@ -237,14 +304,17 @@ pub(crate) async fn request_latency(
 }
 
 pub(crate) async fn request_rate(
-    port: u16,
+    port: impl Into<Dial>,
     size: usize,
     total: usize,
     in_flight: usize,
 ) -> Result<Rate, BoxError> {
+    let port: Dial = port.into();
     let cluster = format!("bench-echo-rate-{size}");
-    let member = Connection::register(port, &cluster, Echo, ServiceLimits::default()).await?;
-    let client = Connection::connect(port).await?;
+    let member = port
+        .register(&cluster, Echo, ServiceLimits::default())
+        .await?;
+    let client = port.connect().await?;
     let payload = Bytes::from(vec![0x5a; size]);
     let start = Instant::now();
     let mut tasks = Vec::new();

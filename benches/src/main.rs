@@ -12,6 +12,7 @@
 //! ```
 
 mod chart;
+mod embedded;
 mod iris;
 mod nats;
 mod overload;
@@ -36,9 +37,10 @@ struct Args {
     /// Smaller message counts, for a quick look.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (all but overload, ring and twonode by default): request,
+    /// Scenarios to run (all but overload, ring, twonode and embedded by default): request,
     /// broadcast, publish, tunnel; or one of overload, ring (the whispers ring on `iris`
-    /// processes), twonode (two `iris` processes against one).
+    /// processes), twonode (two `iris` processes against one), embedded (a node in this
+    /// process, its clients through in-memory pipes against through its port).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds of flooding per payload size in the overload scenario.
@@ -124,6 +126,16 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 chart::draw(path, &runs)?;
                 eprintln!("chart written to {}", path.display());
             }
+            return Ok(());
+        }
+        // An embedded node against the same node over its port, alone.
+        if args.only.iter().any(|o| o == "embedded") {
+            let nats = if args.nats {
+                Some(nats::Server::start()?)
+            } else {
+                None
+            };
+            embedded::run(&mut report, args.quick, nats.as_ref()).await?;
             return Ok(());
         }
         let node = match args.port {

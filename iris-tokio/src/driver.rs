@@ -11,6 +11,10 @@
 //! node binds its peer listener first, dials what the node asks for, and opens the relay
 //! port only once the overlay has converged; a shutdown asked for before that still leaves
 //! the network gracefully.
+//!
+//! An application can also attach clients to a node it runs in its own process
+//! ([`NodeHandle::attach`]): an in-memory pipe instead of a socket, the same relay protocol
+//! and the same reader and writer tasks on the node's side.
 
 use crate::discovery::{Beacons, Discover};
 use crate::log_limit::LogLimit;
@@ -26,10 +30,9 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::{AbortHandle, LocalSet};
 use tracing::{debug, error, info, warn};
 
@@ -131,13 +134,19 @@ pub async fn bind_relay(port: u16) -> io::Result<(Vec<TcpListener>, u16)> {
 }
 
 /// What a node reports once it serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Ready {
     /// The relay port.
     pub port: u16,
     /// The address peers dial (networked nodes only).
     pub peer_addr: Option<SocketAddr>,
+    /// Where in-process clients are handed to the node (see [`NodeHandle::attach`]).
+    pub attach: mpsc::Sender<DuplexStream>,
 }
+
+/// Bytes an in-process client's pipe holds each way: as much as a loopback socket's
+/// buffers, so that back-pressure behaves alike.
+pub const EMBEDDED_PIPE: usize = 256 << 10;
 
 /// Runs a node until `shutdown` completes, then closes every client (with `CLOSE
 /// "<reason>"`), tells its peers it leaves, and returns the node's counters. Must run inside
@@ -156,6 +165,7 @@ pub async fn run(
 pub struct NodeHandle {
     port: u16,
     peer_addr: Option<SocketAddr>,
+    attach: mpsc::Sender<DuplexStream>,
     stop: Option<oneshot::Sender<String>>,
     thread: Option<std::thread::JoinHandle<io::Result<Stats>>>,
 }
@@ -194,7 +204,11 @@ impl NodeHandle {
                 }
                 result
             })?;
-        let Ready { port, peer_addr } = match ready_rx.recv() {
+        let Ready {
+            port,
+            peer_addr,
+            attach,
+        } = match ready_rx.recv() {
             Ok(Ok(ready)) => ready,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(io::Error::other("node thread ended before it was ready")),
@@ -202,6 +216,7 @@ impl NodeHandle {
         Ok(NodeHandle {
             port,
             peer_addr,
+            attach,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -210,6 +225,19 @@ impl NodeHandle {
     /// The relay port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// A new client connection to this node inside this process: the client's end of an
+    /// in-memory pipe that speaks the relay protocol, with no socket or system call in
+    /// between ([`crate::client::Connection::connect_embedded`] uses it). Fails once the
+    /// node has stopped.
+    pub async fn attach(&self) -> io::Result<DuplexStream> {
+        let (client, node) = tokio::io::duplex(EMBEDDED_PIPE);
+        self.attach
+            .send(node)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the node has stopped"))?;
+        Ok(client)
     }
 
     /// The address peers dial to reach this node (networked nodes only).
@@ -415,8 +443,17 @@ async fn run_local(
         None => {
             let (listeners, port) = bind_relay(opts.port).await?;
             info!("iris successfully booted, listening on port {port}.");
+            let (attach, attached) = mpsc::channel(16);
+            acceptors.push(tokio::task::spawn_local(attach_task(
+                shared.clone(),
+                attached,
+            )));
             if let Some(ready) = ready {
-                let _ = ready.send(Ready { port, peer_addr });
+                let _ = ready.send(Ready {
+                    port,
+                    peer_addr,
+                    attach,
+                });
             }
             for listener in listeners {
                 acceptors.push(tokio::task::spawn_local(accept_task(
@@ -664,6 +701,21 @@ async fn accept_task(shared: SharedRc, listener: TcpListener) {
     }
 }
 
+/// In-process clients get ids of their own, apart from the relay listeners' (which count
+/// up from 0, even for IPv4 and odd for IPv6).
+const EMBEDDED_IDS: u64 = 1 << 62;
+
+/// Starts a client connection for each pipe an in-process client hands over.
+async fn attach_task(shared: SharedRc, mut attached: mpsc::Receiver<DuplexStream>) {
+    let mut next = 0u64;
+    while let Some(pipe) = attached.recv().await {
+        let conn = ConnId(EMBEDDED_IDS + next);
+        next += 1;
+        let (rd, wr) = tokio::io::split(pipe);
+        start_io(&shared, Endpoint::Client(conn), rd, wr, None, None);
+    }
+}
+
 /// Most scrapes served at once; more connections are closed at once.
 const MAX_SCRAPES: usize = 8;
 
@@ -805,6 +857,19 @@ fn start_conn(
         debug!("TCP keepalive failed: {e}");
     }
     let (rd, wr) = stream.into_split();
+    start_io(shared, ep, rd, wr, Some(remote), dial);
+}
+
+/// Starts the reader and writer tasks of a connection (a socket's halves, or an in-process
+/// client's pipe, which has no address) and tells the node of it.
+fn start_io(
+    shared: &SharedRc,
+    ep: Endpoint,
+    rd: impl AsyncRead + Unpin + 'static,
+    wr: impl AsyncWrite + Unpin + 'static,
+    remote: Option<SocketAddr>,
+    dial: Option<DialId>,
+) {
     let io = Rc::new(RefCell::new(ConnIo {
         queue: VecDeque::new(),
         closing: false,
@@ -818,7 +883,9 @@ fn start_conn(
     {
         let mut s = shared.borrow_mut();
         s.live_writers.set(s.live_writers.get() + 1);
-        s.addrs.insert((ep.is_peer(), ep.key()), remote);
+        if let Some(remote) = remote {
+            s.addrs.insert((ep.is_peer(), ep.key()), remote);
+        }
         ep.table(&mut s).insert(ep.key(), io.clone());
     }
     let writer = tokio::task::spawn_local(writer_task(shared.clone(), ep, io.clone(), wr));
@@ -835,7 +902,7 @@ async fn reader_task(
     shared: SharedRc,
     ep: Endpoint,
     io: Rc<RefCell<ConnIo>>,
-    mut rd: OwnedReadHalf,
+    mut rd: impl AsyncRead + Unpin,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let read_wake = io.borrow().read_wake.clone();
@@ -912,7 +979,7 @@ async fn writer_task(
     shared: SharedRc,
     ep: Endpoint,
     io: Rc<RefCell<ConnIo>>,
-    mut wr: OwnedWriteHalf,
+    mut wr: impl AsyncWrite + Unpin,
 ) {
     let _guard = WriterGuard {
         shared: shared.clone(),
@@ -964,7 +1031,7 @@ async fn writer_task(
 /// Writes every buffer of `batch` with as few system calls as the socket allows: a batch is
 /// often many small transmits and the odd shared payload, gathered into one `writev`.
 async fn write_all_vectored(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut (impl AsyncWrite + Unpin),
     batch: &mut VecDeque<Bytes>,
 ) -> io::Result<()> {
     const MAX_SLICES: usize = 64;

@@ -1,4 +1,6 @@
-//! The Rust client against the real `iris` binary on a free loopback port.
+//! The Rust client, one suite run twice: against the real `iris` binary over its relay
+//! port (`process::`), and against a node embedded in the test's process over an in-memory
+//! pipe (`embedded::`). `cargo test -p iris-tokio --test client embedded::` runs one.
 
 mod common;
 
@@ -7,6 +9,7 @@ use common::IrisProcess;
 use iris_tokio::client::{
     Connection, Error, Limits, ServiceHandler, ServiceLimits, TopicHandler, Tunnel,
 };
+use iris_tokio::driver::{NodeHandle, NodeOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,12 +17,133 @@ use tokio::sync::{Semaphore, mpsc};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// Starts the binary on a blocking thread (it waits for the boot line).
-async fn node() -> IrisProcess {
-    tokio::task::spawn_blocking(|| IrisProcess::start(&[]))
-        .await
-        .expect("start iris")
+/// How a case's clients reach its node.
+#[derive(Clone)]
+enum Dial {
+    /// The relay port of an `iris` process.
+    Port(u16),
+    /// A node in this process.
+    Embedded(Arc<NodeHandle>),
 }
+
+impl Dial {
+    async fn connect(&self) -> Result<Connection, Error> {
+        match self {
+            Dial::Port(port) => Connection::connect(*port).await,
+            Dial::Embedded(node) => Connection::connect_embedded(node).await,
+        }
+    }
+
+    async fn register<H: ServiceHandler>(
+        &self,
+        cluster: &str,
+        handler: H,
+        limits: ServiceLimits,
+    ) -> Result<Connection, Error> {
+        match self {
+            Dial::Port(port) => Connection::register(*port, cluster, handler, limits).await,
+            Dial::Embedded(node) => {
+                Connection::register_embedded(node, cluster, handler, limits).await
+            }
+        }
+    }
+}
+
+/// The node of a case.
+struct Target {
+    dial: Dial,
+    process: Option<IrisProcess>,
+}
+
+impl Target {
+    /// The `iris` binary in dev mode, started on a blocking thread (it waits for the boot
+    /// line).
+    async fn process() -> Target {
+        let process = tokio::task::spawn_blocking(|| IrisProcess::start(&[]))
+            .await
+            .expect("start iris");
+        Target {
+            dial: Dial::Port(process.port),
+            process: Some(process),
+        }
+    }
+
+    /// A dev-mode node on a thread of this process.
+    async fn embedded() -> Target {
+        // Port 0: its relay port too is free, whatever else runs.
+        let opts = NodeOptions {
+            port: 0,
+            ..NodeOptions::default()
+        };
+        let node = tokio::task::spawn_blocking(|| NodeHandle::spawn(opts))
+            .await
+            .expect("spawn")
+            .expect("start the node");
+        Target {
+            dial: Dial::Embedded(Arc::new(node)),
+            process: None,
+        }
+    }
+
+    /// Shuts the node down as its operator would (SIGTERM, or the embedding application's
+    /// stop); returns the reason its clients are told.
+    async fn shut_down(self) -> String {
+        match (self.process, self.dial) {
+            (Some(mut process), _) => {
+                let (_, status) = tokio::task::spawn_blocking(move || process.terminate())
+                    .await
+                    .unwrap();
+                assert!(status.success());
+                "node shutting down (SIGTERM)".into()
+            }
+            (None, Dial::Embedded(node)) => {
+                let node = Arc::try_unwrap(node).unwrap_or_else(|_| panic!("dialers left"));
+                let reason = "node shutting down (the application stops)";
+                tokio::task::spawn_blocking(move || node.stop(reason))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                reason.into()
+            }
+            (None, Dial::Port(_)) => unreachable!("a port is a process's"),
+        }
+    }
+}
+
+/// Each case once per target, as `process::case` and `embedded::case`.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Target::process().await).await
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Target::embedded().await).await
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    request_reply_fault_and_timeout,
+    arguments_are_checked_before_sending,
+    broadcast_reaches_every_member_including_the_sender,
+    publish_subscribe_and_local_double_subscribe_refusal,
+    tunnel_carries_16_mib_and_small_messages_in_order,
+    a_timed_out_64_mib_send_leaves_the_tunnel_usable,
+    tunnel_to_an_empty_cluster_times_out,
+    failed_init_fails_registration_and_early_deliveries_wait_for_init,
+    memory_limit_drops_broadcasts_beyond_the_cap,
+    node_shutdown_reaches_the_drop_handler_with_its_reason,
+);
 
 /// A service that echoes requests, fails on "fail", reports broadcasts and tunnels.
 #[derive(Clone)]
@@ -77,14 +201,14 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         .expect("took too long")
 }
 
-#[tokio::test]
-async fn request_reply_fault_and_timeout() {
-    let node = node().await;
+async fn request_reply_fault_and_timeout(node: Target) {
     let (h, _ch) = echo();
-    let svc = Connection::register(node.port, "echo", h, ServiceLimits::default())
+    let svc = node
+        .dial
+        .register("echo", h, ServiceLimits::default())
         .await
         .unwrap();
-    let c = Connection::connect(node.port).await.unwrap();
+    let c = node.dial.connect().await.unwrap();
     let reply = c.request("echo", "hello", SECOND).await.unwrap();
     assert_eq!(&reply[..], b"hello");
     assert_eq!(
@@ -100,10 +224,8 @@ async fn request_reply_fault_and_timeout() {
     assert_eq!(c.ended(), Some(Error::Closed));
 }
 
-#[tokio::test]
-async fn arguments_are_checked_before_sending() {
-    let node = node().await;
-    let c = Connection::connect(node.port).await.unwrap();
+async fn arguments_are_checked_before_sending(node: Target) {
+    let c = node.dial.connect().await.unwrap();
     let bad = |r: Result<_, Error>| matches!(r, Err(Error::InvalidArgument(_)));
     assert!(bad(c.broadcast("", "x").await));
     assert!(bad(c.broadcast("c", Bytes::new()).await));
@@ -121,15 +243,17 @@ async fn arguments_are_checked_before_sending() {
     c.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn broadcast_reaches_every_member_including_the_sender() {
-    let node = node().await;
+async fn broadcast_reaches_every_member_including_the_sender(node: Target) {
     let (h1, mut ch1) = echo();
     let (h2, mut ch2) = echo();
-    let s1 = Connection::register(node.port, "group", h1, ServiceLimits::default())
+    let s1 = node
+        .dial
+        .register("group", h1, ServiceLimits::default())
         .await
         .unwrap();
-    let _s2 = Connection::register(node.port, "group", h2, ServiceLimits::default())
+    let _s2 = node
+        .dial
+        .register("group", h2, ServiceLimits::default())
         .await
         .unwrap();
     s1.broadcast("group", "all").await.unwrap();
@@ -145,10 +269,8 @@ impl TopicHandler for Events {
     }
 }
 
-#[tokio::test]
-async fn publish_subscribe_and_local_double_subscribe_refusal() {
-    let node = node().await;
-    let c = Connection::connect(node.port).await.unwrap();
+async fn publish_subscribe_and_local_double_subscribe_refusal(node: Target) {
+    let c = node.dial.connect().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     c.subscribe("news", Events(tx.clone()), Limits::default())
         .await
@@ -166,14 +288,14 @@ async fn publish_subscribe_and_local_double_subscribe_refusal() {
     assert!(rx.try_recv().is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tunnel_carries_16_mib_and_small_messages_in_order() {
-    let node = node().await;
+async fn tunnel_carries_16_mib_and_small_messages_in_order(node: Target) {
     let (h, mut ch) = echo();
-    let _svc = Connection::register(node.port, "tun", h, ServiceLimits::default())
+    let _svc = node
+        .dial
+        .register("tun", h, ServiceLimits::default())
         .await
         .unwrap();
-    let c = Connection::connect(node.port).await.unwrap();
+    let c = node.dial.connect().await.unwrap();
     let t = c.tunnel("tun", SECOND).await.unwrap();
     let remote = within(ch.tunnels.recv()).await.unwrap();
     let big: Bytes = (0..16u32 << 20)
@@ -202,14 +324,14 @@ async fn tunnel_carries_16_mib_and_small_messages_in_order() {
     assert_eq!(t.send("x", SECOND).await, Err(Error::Closed));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timed_out_64_mib_send_leaves_the_tunnel_usable() {
-    let node = node().await;
+async fn a_timed_out_64_mib_send_leaves_the_tunnel_usable(node: Target) {
     let (h, mut ch) = echo();
-    let _svc = Connection::register(node.port, "tun64", h, ServiceLimits::default())
+    let _svc = node
+        .dial
+        .register("tun64", h, ServiceLimits::default())
         .await
         .unwrap();
-    let c = Connection::connect(node.port).await.unwrap();
+    let c = node.dial.connect().await.unwrap();
     let t = c.tunnel("tun64", SECOND).await.unwrap();
     let remote = within(ch.tunnels.recv()).await.unwrap();
     let huge = Bytes::from(vec![7u8; 64 << 20]);
@@ -229,10 +351,8 @@ async fn a_timed_out_64_mib_send_leaves_the_tunnel_usable() {
     }
 }
 
-#[tokio::test]
-async fn tunnel_to_an_empty_cluster_times_out() {
-    let node = node().await;
-    let c = Connection::connect(node.port).await.unwrap();
+async fn tunnel_to_an_empty_cluster_times_out(node: Target) {
+    let c = node.dial.connect().await.unwrap();
     assert!(matches!(
         c.tunnel("nobody", SECOND).await,
         Err(Error::TimedOut)
@@ -269,9 +389,7 @@ impl ServiceHandler for Slow {
     }
 }
 
-#[tokio::test]
-async fn failed_init_fails_registration_and_early_deliveries_wait_for_init() {
-    let node = node().await;
+async fn failed_init_fails_registration_and_early_deliveries_wait_for_init(node: Target) {
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let make = |fail, gate: &Arc<Semaphore>| Slow {
@@ -283,28 +401,25 @@ async fn failed_init_fails_registration_and_early_deliveries_wait_for_init() {
     };
     let gate = Arc::new(Semaphore::new(0));
     assert_eq!(
-        Connection::register(
-            node.port,
-            "svc",
-            make(true, &gate),
-            ServiceLimits::default()
-        )
-        .await
-        .err(),
+        node.dial
+            .register("svc", make(true, &gate), ServiceLimits::default())
+            .await
+            .err(),
         Some(Error::Init("no config".into()))
     );
-    let port = node.port;
+    let dial = node.dial.clone();
     let slow = make(false, &gate);
-    let registering = tokio::spawn(async move {
-        Connection::register(port, "svc", slow, ServiceLimits::default()).await
-    });
+    let registering =
+        tokio::spawn(async move { dial.register("svc", slow, ServiceLimits::default()).await });
     // init runs after the handshake, so the node already counts the member.
     within(started.recv()).await.unwrap();
     let (probe, mut probe_ch) = echo();
-    let _probe = Connection::register(port, "svc", probe, ServiceLimits::default())
+    let _probe = node
+        .dial
+        .register("svc", probe, ServiceLimits::default())
         .await
         .unwrap();
-    let c = Connection::connect(port).await.unwrap();
+    let c = node.dial.connect().await.unwrap();
     c.broadcast("svc", "early").await.unwrap();
     // The probe member has it, so the node has written it to the slow member too.
     assert_eq!(
@@ -337,9 +452,7 @@ impl ServiceHandler for Blocked {
     }
 }
 
-#[tokio::test]
-async fn memory_limit_drops_broadcasts_beyond_the_cap() {
-    let node = node().await;
+async fn memory_limit_drops_broadcasts_beyond_the_cap(node: Target) {
     let gate = Arc::new(Semaphore::new(0));
     let handled = Arc::new(AtomicUsize::new(0));
     let limits = ServiceLimits {
@@ -355,10 +468,8 @@ async fn memory_limit_drops_broadcasts_beyond_the_cap() {
         gate: gate.clone(),
         handled: handled.clone(),
     };
-    let svc = Connection::register(node.port, "capped", h, limits)
-        .await
-        .unwrap();
-    let c = Connection::connect(node.port).await.unwrap();
+    let svc = node.dial.register("capped", h, limits).await.unwrap();
+    let c = node.dial.connect().await.unwrap();
     // One runs (blocked); then three fit in 3000 bytes and the other six are dropped.
     c.broadcast("capped", vec![0u8; 1000]).await.unwrap();
     within(started.recv()).await.unwrap();
@@ -378,19 +489,49 @@ async fn memory_limit_drops_broadcasts_beyond_the_cap() {
     .await;
 }
 
-#[tokio::test]
-async fn node_shutdown_reaches_the_drop_handler_with_its_reason() {
-    let node = node().await;
+async fn node_shutdown_reaches_the_drop_handler_with_its_reason(node: Target) {
     let (h, mut ch) = echo();
-    let svc = Connection::register(node.port, "d", h, ServiceLimits::default())
+    let svc = node
+        .dial
+        .register("d", h, ServiceLimits::default())
         .await
         .unwrap();
-    let mut node = node;
-    let (_, status) = tokio::task::spawn_blocking(move || node.terminate())
-        .await
-        .unwrap();
-    assert!(status.success());
+    let reason = node.shut_down().await;
     let why = within(ch.drops.recv()).await.unwrap();
-    assert_eq!(why, Error::Dropped("node shutting down (SIGTERM)".into()));
+    assert_eq!(why, Error::Dropped(reason));
     assert_eq!(svc.broadcast("d", "x").await, Err(Error::Closed));
+}
+
+/// An embedded node serves in-process clients and relay clients over its port alike, and
+/// they reach each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_and_socket_clients_of_one_node_reach_each_other() {
+    let node = Target::embedded().await;
+    let Dial::Embedded(handle) = &node.dial else {
+        unreachable!()
+    };
+    let (h, mut ch) = echo();
+    let inside = node
+        .dial
+        .register("svc", h, ServiceLimits::default())
+        .await
+        .unwrap();
+    let outside = Connection::connect(handle.port()).await.unwrap();
+    assert_eq!(
+        &outside.request("svc", "over tcp", SECOND).await.unwrap()[..],
+        b"over tcp"
+    );
+    outside.broadcast("svc", "to the inside").await.unwrap();
+    assert_eq!(
+        &within(ch.broadcasts.recv()).await.unwrap()[..],
+        b"to the inside"
+    );
+    let (h, _ch) = echo();
+    let _tcp_member = Connection::register(handle.port(), "tcp", h, ServiceLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        &inside.request("tcp", "from inside", SECOND).await.unwrap()[..],
+        b"from inside"
+    );
 }

@@ -5,6 +5,7 @@ use super::handler::{ServiceHandler, TopicHandler};
 use super::pool::{Limits, Pool};
 use super::tunnel::{TUNNEL_WINDOW, Tunnel, TunnelShared, encode_accept};
 use super::{Error, Result};
+use crate::driver::NodeHandle;
 use bytes::{Bytes, BytesMut};
 use iris_proto::relay::client::{ClientSession, SessionEvent};
 use iris_proto::relay::codec::{
@@ -16,9 +17,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
@@ -93,7 +93,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Connection {
     /// Connects to the local node on `port` as a plain client.
     pub async fn connect(port: u16) -> Result<Connection> {
-        open(port, "", None).await
+        open(Transport::Port(port), "", None).await
+    }
+
+    /// Connects as a plain client to a node running in this process ([`NodeHandle`]),
+    /// through an in-memory pipe: no socket and no system call between them.
+    pub async fn connect_embedded(node: &NodeHandle) -> Result<Connection> {
+        open(Transport::Pipe(node.attach().await?), "", None).await
+    }
+
+    /// [`Connection::register`] with a node running in this process, as
+    /// [`Connection::connect_embedded`] connects.
+    pub async fn register_embedded<H: ServiceHandler>(
+        node: &NodeHandle,
+        cluster: &str,
+        handler: H,
+        limits: ServiceLimits,
+    ) -> Result<Connection> {
+        if cluster.is_empty() {
+            return Err(Error::InvalidArgument("empty cluster name"));
+        }
+        let pipe = node.attach().await?;
+        register_over(Transport::Pipe(pipe), cluster, handler, limits).await
     }
 
     /// Connects as a member of `cluster`, served by `handler` within `limits`. The handler's
@@ -107,51 +128,7 @@ impl Connection {
         if cluster.is_empty() {
             return Err(Error::InvalidArgument("empty cluster name"));
         }
-        let handler = Arc::new(handler);
-        let broadcasts = Arc::new(Pool::new(limits.broadcast));
-        let requests = Arc::new(Pool::new(limits.request));
-        let h = handler.clone();
-        let on_tunnel = Box::new(move |t: Tunnel| {
-            let h = h.clone();
-            tokio::spawn(async move { h.handle_tunnel(t).await });
-        });
-        let h = handler.clone();
-        let on_drop = Box::new(move |e: Error| {
-            let h = h.clone();
-            tokio::spawn(async move { h.handle_drop(e).await });
-        });
-        let service = Service {
-            broadcasts: broadcasts.clone(),
-            requests: requests.clone(),
-            on_tunnel,
-            on_drop,
-        };
-        let conn = open(port, cluster, Some(service)).await?;
-        if let Err(e) = handler.init(&conn).await {
-            let _ = conn.close().await;
-            return Err(Error::Init(e));
-        }
-        let h = handler.clone();
-        broadcasts.start(move |m: Bytes| {
-            let h = h.clone();
-            async move { h.handle_broadcast(m).await }
-        });
-        let (h, inner) = (handler, conn.inner.clone());
-        requests.start(move |(id, request, deadline): Delivery| {
-            let (h, inner) = (h.clone(), inner.clone());
-            async move {
-                // Its requester has already given up: do not run it.
-                if Instant::now() >= deadline {
-                    return;
-                }
-                let outcome = h
-                    .handle_request(request)
-                    .await
-                    .map_err(|e| e.as_str().into());
-                let _ = inner.push(|out| ClientPacket::Reply { id, outcome }.encode(out));
-            }
-        });
-        Ok(conn)
+        register_over(Transport::Port(port), cluster, handler, limits).await
     }
 
     /// Sends `message` to every member of `cluster`. Returns once it is queued for the socket.
@@ -391,18 +368,99 @@ impl Inner {
     }
 }
 
-/// Connects (127.0.0.1 first, then [::1]), hand-shakes and starts the reader and writer.
-async fn open(port: u16, cluster: &str, service: Option<Service>) -> Result<Connection> {
-    let stream = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
-        Ok(s) => s,
-        Err(e4) => TcpStream::connect((Ipv6Addr::LOCALHOST, port))
-            .await
-            .map_err(|_| Error::from(e4))?,
+/// How a connection reaches its node.
+enum Transport {
+    /// The relay port on loopback.
+    Port(u16),
+    /// An in-memory pipe to a node in this process.
+    Pipe(DuplexStream),
+}
+
+/// Opens a member's connection of `cluster` and starts its handler's pools.
+async fn register_over<H: ServiceHandler>(
+    transport: Transport,
+    cluster: &str,
+    handler: H,
+    limits: ServiceLimits,
+) -> Result<Connection> {
+    let handler = Arc::new(handler);
+    let broadcasts = Arc::new(Pool::new(limits.broadcast));
+    let requests = Arc::new(Pool::new(limits.request));
+    let h = handler.clone();
+    let on_tunnel = Box::new(move |t: Tunnel| {
+        let h = h.clone();
+        tokio::spawn(async move { h.handle_tunnel(t).await });
+    });
+    let h = handler.clone();
+    let on_drop = Box::new(move |e: Error| {
+        let h = h.clone();
+        tokio::spawn(async move { h.handle_drop(e).await });
+    });
+    let service = Service {
+        broadcasts: broadcasts.clone(),
+        requests: requests.clone(),
+        on_tunnel,
+        on_drop,
     };
-    stream.set_nodelay(true)?;
+    let conn = open(transport, cluster, Some(service)).await?;
+    if let Err(e) = handler.init(&conn).await {
+        let _ = conn.close().await;
+        return Err(Error::Init(e));
+    }
+    let h = handler.clone();
+    broadcasts.start(move |m: Bytes| {
+        let h = h.clone();
+        async move { h.handle_broadcast(m).await }
+    });
+    let (h, inner) = (handler, conn.inner.clone());
+    requests.start(move |(id, request, deadline): Delivery| {
+        let (h, inner) = (h.clone(), inner.clone());
+        async move {
+            // Its requester has already given up: do not run it.
+            if Instant::now() >= deadline {
+                return;
+            }
+            let outcome = h
+                .handle_request(request)
+                .await
+                .map_err(|e| e.as_str().into());
+            let _ = inner.push(|out| ClientPacket::Reply { id, outcome }.encode(out));
+        }
+    });
+    Ok(conn)
+}
+
+/// Connects (a port: 127.0.0.1 first, then [::1]), hand-shakes and starts the reader and
+/// writer.
+async fn open(transport: Transport, cluster: &str, service: Option<Service>) -> Result<Connection> {
+    match transport {
+        Transport::Port(port) => {
+            let stream = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
+                Ok(s) => s,
+                Err(e4) => TcpStream::connect((Ipv6Addr::LOCALHOST, port))
+                    .await
+                    .map_err(|_| Error::from(e4))?,
+            };
+            stream.set_nodelay(true)?;
+            let (rd, wr) = stream.into_split();
+            start(rd, wr, cluster, service).await
+        }
+        Transport::Pipe(pipe) => {
+            let (rd, wr) = tokio::io::split(pipe);
+            start(rd, wr, cluster, service).await
+        }
+    }
+}
+
+/// Hand-shakes over a stream's halves and starts the reader and writer.
+async fn start(
+    mut rd: impl AsyncRead + Unpin + Send + 'static,
+    mut wr: impl AsyncWrite + Unpin + Send + 'static,
+    cluster: &str,
+    service: Option<Service>,
+) -> Result<Connection> {
     let limits = codec::Limits::default();
     let mut session = ClientSession::new(limits);
-    let (mut rd, mut wr) = stream.into_split();
     let mut init = BytesMut::new();
     ClientSession::encode_init(cluster, &mut init);
     wr.write_all(&init).await?;
@@ -444,7 +502,7 @@ async fn open(port: u16, cluster: &str, service: Option<Service>) -> Result<Conn
     Ok(Connection { inner })
 }
 
-async fn writer(inner: Arc<Inner>, mut wr: OwnedWriteHalf) {
+async fn writer(inner: Arc<Inner>, mut wr: impl AsyncWrite + Unpin) {
     loop {
         let notified = inner.writer_wake.notified();
         tokio::pin!(notified);
@@ -469,7 +527,7 @@ async fn writer(inner: Arc<Inner>, mut wr: OwnedWriteHalf) {
     }
 }
 
-async fn reader(inner: Arc<Inner>, mut rd: OwnedReadHalf, mut session: ClientSession) {
+async fn reader(inner: Arc<Inner>, mut rd: impl AsyncRead + Unpin, mut session: ClientSession) {
     let why = loop {
         match session.poll() {
             Ok(Some(SessionEvent::Packet(p))) => {
