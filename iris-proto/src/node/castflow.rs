@@ -27,6 +27,11 @@
 //! credit is held for every further one. Those totals couple groups again, so they sit
 //! well above what a few busy groups reach.
 //!
+//! Credit goes back a quarter window at a time, and a sender with less than that
+//! outstanding never waits for it. So that quiet groups leave no state behind, a node owed
+//! small amounts for more than [`MAX_OWED_ENTRIES`] peers and groups returns all of them,
+//! and a sender forgets a group whose credit is whole and which has nothing waiting.
+//!
 //! Credit is never withheld because this node's *own* clients' multicasts wait: a client
 //! that consumes and produces would otherwise wait for itself. The clients carry that
 //! back-pressure themselves (a held producer stops reading, its consumer congests, its
@@ -48,6 +53,10 @@ use std::collections::{BTreeMap, VecDeque};
 const OWN_TOTAL_MARKS: usize = 4;
 /// Passed-on multicasts waiting (in marks) past which credit is held for every group.
 const PASSED_TOTAL_MARKS: usize = 8;
+/// Peers and groups owed less than a step of credit, past which all of it is returned.
+/// Credit goes back a step at a time, so each group that ever received a little would
+/// otherwise keep an entry here, and its sender one, for as long as the link lives.
+const MAX_OWED_ENTRIES: usize = 1024;
 
 /// The multicast flow state of a node.
 #[derive(Debug, Default)]
@@ -177,6 +186,12 @@ impl CastFlow {
     /// Bytes waiting for credit.
     pub(super) fn waiting_bytes(&self) -> usize {
         self.waiting
+    }
+
+    /// Entries kept per peer and group: credit outstanding toward peers, credit owed to
+    /// them.
+    pub(super) fn entries(&self) -> (usize, usize) {
+        (self.out.len(), self.owed.len())
     }
 
     /// Credit to send for a group step by step: a quarter window.
@@ -322,16 +337,20 @@ impl Node {
     /// always has at least a step outstanding, see [`may_send`].)
     pub(super) fn return_cast_credit(&mut self) {
         let step = self.casts.step();
-        if self.casts.owed_total < step {
+        // Too many small debts: all of them go back (once each), so that both ends forget
+        // the groups that are quiet.
+        let all = self.casts.owed.len() > MAX_OWED_ENTRIES;
+        if self.casts.owed_total < step && !all {
             return;
         }
+        let due_at = if all { 1 } else { step };
         let conns = &self.conns;
         let flows = &mut self.casts.groups;
         let due: Vec<((NodeId, Group), Contact, u64)> = self
             .casts
             .owed
             .iter()
-            .filter(|(_, (_, n))| *n >= step)
+            .filter(|(_, (_, n))| *n >= due_at)
             .filter(|((_, group), _)| match flows.get_mut(group) {
                 Some(g) => {
                     g.blockers.retain(|&c| conns.is_congested(c));

@@ -440,6 +440,12 @@ impl Node {
         self.casts.waiting_bytes()
     }
 
+    /// Multicast flow entries this node keeps per peer and group: (credit outstanding
+    /// toward peers, credit owed to peers). Bounded however many groups come and go.
+    pub fn cast_flow_entries(&self) -> (usize, usize) {
+        self.casts.entries()
+    }
+
     /// Bytes charged to the memory budget now.
     pub fn memory_used(&self) -> usize {
         self.conns.mem.used()

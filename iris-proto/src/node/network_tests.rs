@@ -1068,3 +1068,46 @@ fn open_loop_ring(run: u32) {
         "run {run}: never throttled"
     );
 }
+
+/// Groups that received a little once do not stay in the flow state of either node for
+/// ever: past a bound of small debts, the receiver returns them all and both forget.
+#[test]
+fn quiet_groups_leave_no_flow_state_behind() {
+    let mut net = Net::ready(2);
+    let subscribers: Vec<_> = (0..3).map(|_| net.client(1, "")).collect();
+    let topics = 3000;
+    for t in 0..topics {
+        let topic = format!("t{t}");
+        let s = subscribers[t % subscribers.len()];
+        net.send(
+            1,
+            s,
+            ClientPacket::Subscribe {
+                topic: topic.as_str().into(),
+            },
+        );
+    }
+    let p = net.client(0, "");
+    net.secs(5);
+    for t in 0..topics {
+        let topic = format!("t{t}");
+        net.send(
+            0,
+            p,
+            ClientPacket::Publish {
+                topic: topic.as_str().into(),
+                event: event(t as u32, 100),
+            },
+        );
+    }
+    net.secs(1);
+    let got: usize = subscribers.iter().map(|&s| net.take(1, s).len()).sum();
+    assert_eq!(got, topics, "every event delivered");
+    let (out0, owed0) = net.node(0).cast_flow_entries();
+    let (out1, owed1) = net.node(1).cast_flow_entries();
+    // Without the bound, node 0 kept ~3000 entries toward node 1 and node 1 as many owed
+    // (fewer only where a tree's root sits on node 0 itself).
+    assert!(owed1 <= 1024, "node 1 owes {owed1} groups");
+    assert!(out0 <= 1024, "node 0 keeps {out0} groups outstanding");
+    assert!(owed0 + out1 <= 1024, "reverse direction: {owed0} / {out1}");
+}
