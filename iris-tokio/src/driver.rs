@@ -72,6 +72,9 @@ pub struct NetworkOptions {
 pub struct NodeOptions {
     /// Relay port on 127.0.0.1 and `[::1]`; 0 picks a free one (reported by [`NodeHandle::port`]).
     pub port: u16,
+    /// Whether to open the relay port at all. An embedded node that serves only clients of
+    /// its own process ([`NodeHandle::attach`]) can go without; its port then reads 0.
+    pub relay: bool,
     /// The core's bounds and timeouts.
     pub config: Config,
     /// Seed of the node's randomness.
@@ -86,6 +89,7 @@ impl Default for NodeOptions {
     fn default() -> NodeOptions {
         NodeOptions {
             port: 55555,
+            relay: true,
             config: Config::default(),
             seed: random_seed(),
             network: None,
@@ -441,8 +445,16 @@ async fn run_local(
             reason
         }
         None => {
-            let (listeners, port) = bind_relay(opts.port).await?;
-            info!("iris successfully booted, listening on port {port}.");
+            let (listeners, port) = if opts.relay {
+                let (listeners, port) = bind_relay(opts.port).await?;
+                info!("iris successfully booted, listening on port {port}.");
+                (listeners, port)
+            } else {
+                info!(
+                    "iris successfully booted, serving clients of this process only (no relay port)."
+                );
+                (Vec::new(), 0)
+            };
             let (attach, attached) = mpsc::channel(16);
             acceptors.push(tokio::task::spawn_local(attach_task(
                 shared.clone(),

@@ -535,3 +535,28 @@ async fn embedded_and_socket_clients_of_one_node_reach_each_other() {
         b"from inside"
     );
 }
+
+/// An embedded node can go without a relay port and still serve its own process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_node_without_a_relay_port_serves_its_process() {
+    let opts = NodeOptions {
+        relay: false,
+        ..NodeOptions::default()
+    };
+    let node = tokio::task::spawn_blocking(|| NodeHandle::spawn(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(node.port(), 0, "no relay port");
+    let (h, _ch) = echo();
+    let _svc = Connection::register_embedded(&node, "svc", h, ServiceLimits::default())
+        .await
+        .unwrap();
+    let c = Connection::connect_embedded(&node).await.unwrap();
+    assert_eq!(&c.request("svc", "hi", SECOND).await.unwrap()[..], b"hi");
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || node.stop("done"))
+        .await
+        .unwrap()
+        .unwrap();
+}
