@@ -149,5 +149,69 @@ fn small(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bulk, small);
+/// The cost of handshakes on one core: a genuine one (both ends: two X25519 keys, one
+/// signature and one verification each), and what a stranger replaying a genuine member's
+/// first flight (HELLO, AUTH) costs the responder it reaches.
+fn handshakes(c: &mut Criterion) {
+    let pem = include_bytes!("../../iris-proto/tests/fixtures/net-pkcs8.pem");
+    let key = Arc::new(NetworkKey::from_bytes(pem).unwrap());
+    let cfg = LinkConfig {
+        network: "bench".into(),
+        ..LinkConfig::default()
+    };
+    // Every link gets randomness of its own, as on a node: a responder with the recorded
+    // one's seed would pick the same ephemeral key, and the replay would be genuine.
+    let mut seed = 0u64;
+    let mut pair = |n: &mut u64| {
+        *n += 1;
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&n.to_le_bytes());
+        let i = Link::new(Role::Initiator, key.clone(), cfg.clone(), s, Instant::ZERO);
+        s[8] = 1;
+        let r = Link::new(Role::Responder, key.clone(), cfg.clone(), s, Instant::ZERO);
+        (i, r)
+    };
+    // A genuine member's first flight, recorded.
+    let (mut i, mut r) = pair(&mut seed);
+    let mut flight = Vec::new();
+    for _ in 0..4 {
+        while let Some(f) = i.poll_transmit() {
+            flight.extend_from_slice(&f);
+            r.handle_bytes(&f);
+        }
+        while let Some(f) = r.poll_transmit() {
+            i.handle_bytes(&f);
+        }
+    }
+    assert!(i.is_open() && r.is_open());
+    let mut g = c.benchmark_group("handshake");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("genuine_both_ends", |b| {
+        b.iter(|| {
+            let (mut i, mut r) = pair(&mut seed);
+            for _ in 0..4 {
+                while let Some(f) = i.poll_transmit() {
+                    r.handle_bytes(&f);
+                }
+                while let Some(f) = r.poll_transmit() {
+                    i.handle_bytes(&f);
+                }
+            }
+            assert!(i.is_open() && r.is_open());
+        })
+    });
+    g.bench_function("replayed_first_flight_at_the_responder", |b| {
+        b.iter(|| {
+            let (_, mut r) = pair(&mut seed);
+            r.handle_bytes(&flight);
+            while r.poll_transmit().is_some() {}
+            assert!(!r.is_open());
+            black_box(r.stats().signatures)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bulk, small, handshakes);
 criterion_main!(benches);

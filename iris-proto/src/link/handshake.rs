@@ -2,8 +2,16 @@
 //! (both ephemeral keys, the network name, the protocol version, its own role) with the
 //! network key, and session keys from HKDF-SHA256.
 //!
-//! Both sides send HELLO at once; on the peer's HELLO each sends AUTH (its signature); on
-//! the peer's valid AUTH the link is up. Two messages each way, one RSA signature per side.
+//! Both sides send HELLO at once. The initiator, on the responder's HELLO, sends AUTH (its
+//! signature); the responder signs only once that AUTH verifies, then sends its own; on it
+//! the initiator's link is up. Two messages each way, one RSA signature per side.
+//!
+//! **Why the responder waits** (version 2; version 1 had both sides sign on HELLO): a
+//! signature is a private-key operation of 1-4.5 ms on the node's thread, and anyone who
+//! can reach the peer port could ask for one with 69 bytes. Now a stranger (garbage, a
+//! wrong key, or a first flight replayed from a genuine member, whose signature covers
+//! another responder ephemeral) costs the responder one X25519 key and one public-key
+//! verification before the link closes, and never a signature.
 
 use super::key::NetworkKey;
 use bytes::{BufMut, BytesMut};
@@ -140,13 +148,14 @@ impl Handshake {
         }
     }
 
-    /// Takes the peer's HELLO; returns our AUTH payload (the signature).
+    /// Takes the peer's HELLO; returns our AUTH payload (the signature) if it is ours to
+    /// send now: the initiator's. The responder signs in [`Handshake::on_auth`].
     pub(crate) fn on_hello(
         &mut self,
         peer: &Hello,
         key: &NetworkKey,
         rng: &mut ChaCha8Rng,
-    ) -> Result<Vec<u8>, HandshakeError> {
+    ) -> Result<Option<Vec<u8>>, HandshakeError> {
         if self.transcript.is_some() {
             return Err(HandshakeError::Malformed("second HELLO"));
         }
@@ -175,15 +184,21 @@ impl Handshake {
         let transcript: [u8; 32] = h.finalize().into();
         self.transcript = Some(transcript);
         self.peer_ephemeral = Some(peer.ephemeral);
-        Ok(key.sign(rng, &signed(&transcript, self.role)))
+        Ok(match self.role {
+            Role::Initiator => Some(key.sign(rng, &signed(&transcript, self.role))),
+            Role::Responder => None,
+        })
     }
 
-    /// Checks the peer's AUTH; returns the session keys (send, receive).
+    /// Checks the peer's AUTH; returns the session keys (send, receive) and, for the
+    /// responder, its own AUTH payload, signed only now that the peer proved it holds the
+    /// network key.
     pub(crate) fn on_auth(
         &self,
         signature: &[u8],
         key: &NetworkKey,
-    ) -> Result<([u8; 32], [u8; 32]), HandshakeError> {
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Keys, HandshakeError> {
         let (Some(transcript), Some(peer_eph)) = (self.transcript, self.peer_ephemeral) else {
             return Err(HandshakeError::Malformed("AUTH before HELLO"));
         };
@@ -203,10 +218,28 @@ impl Handshake {
         hk.expand(b"iris-link responder to initiator", &mut r2i)
             .expect("valid HKDF length");
         Ok(match self.role {
-            Role::Initiator => (i2r, r2i),
-            Role::Responder => (r2i, i2r),
+            Role::Initiator => Keys {
+                send: i2r,
+                recv: r2i,
+                auth: None,
+            },
+            Role::Responder => Keys {
+                send: r2i,
+                recv: i2r,
+                auth: Some(key.sign(rng, &signed(&transcript, self.role))),
+            },
         })
     }
+}
+
+/// What a verified AUTH yields.
+pub(crate) struct Keys {
+    /// Key of what this side seals.
+    pub(crate) send: [u8; 32],
+    /// Key of what this side opens.
+    pub(crate) recv: [u8; 32],
+    /// The responder's own AUTH payload, to send before any record.
+    pub(crate) auth: Option<Vec<u8>>,
 }
 
 /// What a side signs: the transcript and its own role, so a signature cannot be reflected.

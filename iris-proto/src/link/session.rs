@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
-/// The handshake protocol version this build speaks.
-pub const HANDSHAKE_VERSION: u16 = 1;
+/// The handshake protocol version this build speaks. 2: the responder signs only after
+/// the initiator's signature verifies (see `handshake`); a node speaking 1 is refused with
+/// both versions named.
+pub const HANDSHAKE_VERSION: u16 = 2;
 
 /// Bounds and timers of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +128,9 @@ pub struct LinkStats {
     pub records_opened: u64,
     /// Key ratchets, both directions.
     pub rekeys: u64,
+    /// Signatures made with the network key (a private-key operation each): at most one
+    /// per link, and none for a peer that has not proven it holds the key.
+    pub signatures: u64,
     /// Messages sent (control, data).
     pub sent: (u64, u64),
     /// Messages received (control, data).
@@ -528,10 +533,12 @@ impl Link {
                     return self.fail(HandshakeError::Malformed("no key").into());
                 };
                 match hs.on_hello(&peer, key, &mut self.rng) {
-                    Ok(signature) => {
+                    Ok(Some(signature)) => {
+                        self.stats.signatures += 1;
                         put_header(&mut self.out, FrameKind::Auth, signature.len());
                         self.out.extend_from_slice(&signature);
                     }
+                    Ok(None) => {}
                     Err(e) => self.fail(e.into()),
                 }
             }
@@ -539,12 +546,17 @@ impl Link {
                 .key
                 .as_ref()
                 .ok_or(HandshakeError::Malformed("no key"))
-                .and_then(|key| hs.on_auth(&payload, key))
+                .and_then(|key| hs.on_auth(&payload, key, &mut self.rng))
             {
-                Ok((send, recv)) => {
+                Ok(keys) => {
+                    if let Some(signature) = keys.auth {
+                        self.stats.signatures += 1;
+                        put_header(&mut self.out, FrameKind::Auth, signature.len());
+                        self.out.extend_from_slice(&signature);
+                    }
                     self.state = State::Open {
-                        sealer: Sealer::new(send, self.cfg.rekey),
-                        opener: Opener::new(recv),
+                        sealer: Sealer::new(keys.send, self.cfg.rekey),
+                        opener: Opener::new(keys.recv),
                     };
                     self.deadline = None;
                     self.events.push_back(LinkEvent::Established);

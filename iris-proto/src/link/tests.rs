@@ -131,6 +131,78 @@ fn wrong_key_is_rejected() {
     );
 }
 
+/// Each side of a genuine handshake signs once; the responder only after the initiator's
+/// signature has verified.
+#[test]
+fn a_genuine_handshake_costs_one_signature_per_side() {
+    let (a, b) = established();
+    assert_eq!((a.stats().signatures, b.stats().signatures), (1, 1));
+}
+
+/// Events of a responder fed `bytes` (what a stranger sends), and its signature count.
+fn responder_fed(bytes: &[u8], seed: u8) -> (Vec<LinkEvent>, u64) {
+    let mut r = Link::new(Role::Responder, net_key(), cfg(), [seed; 32], Instant::ZERO);
+    while r.poll_transmit().is_some() {}
+    r.handle_bytes(bytes);
+    while r.poll_transmit().is_some() {}
+    if !r.is_closed() {
+        r.handle_eof();
+    }
+    let events = std::iter::from_fn(|| r.poll_event()).collect();
+    (events, r.stats().signatures)
+}
+
+#[test]
+fn a_stranger_never_makes_the_responder_sign() {
+    // Garbage.
+    let (events, signatures) = responder_fed(&[0x5a; 300], 3);
+    assert!(matches!(events[..], [LinkEvent::Closed(_)]), "{events:?}");
+    assert_eq!(signatures, 0);
+    // A handshake with another key: the initiator's AUTH does not verify.
+    let (mut a, mut b) = pair_with((cfg(), load("other-pkcs8.pem")), (cfg(), net_key()));
+    let (_, eb) = run(&mut a, &mut b);
+    assert!(
+        eb.contains(&LinkEvent::Closed(LinkError::Handshake(
+            HandshakeError::Signature
+        ))),
+        "{eb:?}"
+    );
+    assert_eq!(b.stats().signatures, 0, "signed for a wrong key");
+    assert_eq!(a.stats().signatures, 1);
+}
+
+/// A genuine member's first flight (HELLO and AUTH), recorded and replayed to another
+/// responder: its signature covers the first responder's ephemeral key, not this one's.
+#[test]
+fn a_replayed_first_flight_is_refused_without_a_signature() {
+    let (mut i, mut r) = pair();
+    let mut flight = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(f) = i.poll_transmit() {
+            flight.extend_from_slice(&f);
+            r.handle_bytes(&f);
+            moved = true;
+        }
+        while let Some(f) = r.poll_transmit() {
+            i.handle_bytes(&f);
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(i.is_open() && r.is_open());
+    let (events, signatures) = responder_fed(&flight, 9);
+    assert_eq!(
+        events,
+        vec![LinkEvent::Closed(LinkError::Handshake(
+            HandshakeError::Signature
+        ))]
+    );
+    assert_eq!(signatures, 0);
+}
+
 #[test]
 fn wrong_network_name_is_rejected() {
     let other = LinkConfig {
@@ -146,16 +218,20 @@ fn wrong_network_name_is_rejected() {
 
 #[test]
 fn wrong_version_is_rejected() {
+    let (ours, theirs) = (HANDSHAKE_VERSION, HANDSHAKE_VERSION + 1);
     let newer = LinkConfig {
-        version: 2,
+        version: theirs,
         ..cfg()
     };
     assert_handshake_fails(
         (cfg(), net_key()),
         (newer, net_key()),
         &[
-            HandshakeError::Version { ours: 1, theirs: 2 },
-            HandshakeError::Version { ours: 2, theirs: 1 },
+            HandshakeError::Version { ours, theirs },
+            HandshakeError::Version {
+                ours: theirs,
+                theirs: ours,
+            },
         ],
     );
 }
