@@ -162,7 +162,7 @@ fn handshakes(c: &mut Criterion) {
     // Every link gets randomness of its own, as on a node: a responder with the recorded
     // one's seed would pick the same ephemeral key, and the replay would be genuine.
     let mut seed = 0u64;
-    let mut pair = |n: &mut u64| {
+    let pair = |n: &mut u64| {
         *n += 1;
         let mut s = [0u8; 32];
         s[..8].copy_from_slice(&n.to_le_bytes());
