@@ -13,6 +13,7 @@
 
 mod chart;
 mod embedded;
+mod flood;
 mod iris;
 mod nats;
 mod overload;
@@ -40,7 +41,8 @@ struct Args {
     /// Scenarios to run (all but overload, ring, twonode and embedded by default): request,
     /// broadcast, publish, tunnel; or one of overload, ring (the whispers ring on `iris`
     /// processes), twonode (two `iris` processes against one), embedded (a node in this
-    /// process, its clients through in-memory pipes against through its port).
+    /// process, its clients through in-memory pipes against through its port), flood
+    /// (strangers at a networked node's peer port).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds of flooding per payload size in the overload scenario.
@@ -126,6 +128,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 chart::draw(path, &runs)?;
                 eprintln!("chart written to {}", path.display());
             }
+            return Ok(());
+        }
+        // Strangers at a networked node's peer port, alone.
+        if args.only.iter().any(|o| o == "flood") {
+            flood::run(&mut report, args.quick).await?;
             return Ok(());
         }
         // An embedded node against the same node over its port, alone.

@@ -29,6 +29,10 @@ pub(crate) struct NodeProcess {
     pub(crate) port: u16,
     /// Where it serves its Prometheus metrics.
     pub(crate) metrics: u16,
+    /// Where it takes links from other nodes.
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    /// The network's name.
+    pub(crate) network: String,
 }
 
 impl NodeProcess {
@@ -126,6 +130,8 @@ pub(crate) fn boot(iris: &Path, n: usize, key: &Path) -> Result<Vec<NodeProcess>
             child,
             port: 0,
             metrics,
+            peer: None,
+            network: name.clone(),
         });
         logs.push(rx);
     }
@@ -138,6 +144,9 @@ pub(crate) fn boot(iris: &Path, n: usize, key: &Path) -> Result<Vec<NodeProcess>
                 .map_err(|_| "a node did not boot within 60 s")?;
             if let Some(rest) = line.split("listening on port ").nth(1) {
                 port = Some(rest.trim_end_matches('.').parse()?);
+            }
+            if let Some(rest) = line.split("peer listener on ").nth(1) {
+                node.peer = rest.split(',').next().and_then(|a| a.trim().parse().ok());
             }
             converged |= line.contains(&all);
         }
