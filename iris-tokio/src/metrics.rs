@@ -290,6 +290,7 @@ pub fn render(s: &Snapshot) -> String {
                 ("duplicate", m.links_duplicate),
                 ("idle", m.links_idle),
                 ("refused", m.links_refused),
+                ("handshake_evicted", m.handshakes_evicted),
                 ("dial_failed", m.dials_failed),
             ],
         );

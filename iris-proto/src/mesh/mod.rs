@@ -77,6 +77,11 @@ pub struct MeshConfig {
     pub link: LinkConfig,
     /// Most links and dials at once; a message that would need another is dropped.
     pub max_links: usize,
+    /// Most inbound links still in their handshake; a new one beyond it closes the oldest.
+    /// Anyone can connect to the peer port and say nothing: without this, strangers would
+    /// hold every link slot until their handshakes timed out, and genuine nodes would be
+    /// refused. A genuine handshake takes milliseconds, so it completes before it is oldest.
+    pub max_inbound_handshakes: usize,
     /// Messages held for a peer while its link comes up; more are dropped.
     pub max_pending: usize,
     /// A link with no message either way for this long is closed.
@@ -101,6 +106,7 @@ impl MeshConfig {
                 ..LinkConfig::default()
             },
             max_links: 1024,
+            max_inbound_handshakes: 64,
             max_pending: 64,
             link_idle: Duration::from_secs(60),
             scribe: crate::scribe::ScribeConfig::default(),
@@ -116,6 +122,7 @@ impl MeshConfig {
         let o = &self.overlay;
         for (zero, name) in [
             (self.max_links == 0, "max_links"),
+            (self.max_inbound_handshakes == 0, "max_inbound_handshakes"),
             (self.link_idle.is_zero(), "link_idle"),
             (o.heartbeat_period.is_zero(), "heartbeat_period"),
             (o.heartbeat_misses == 0, "heartbeat_misses"),
@@ -270,6 +277,8 @@ pub struct MeshStats {
     pub links_idle: u64,
     /// Connections refused at once: too many links, or the node is leaving.
     pub links_refused: u64,
+    /// Inbound links closed in their handshake to make room for a newer one.
+    pub handshakes_evicted: u64,
     /// Dials that failed.
     pub dials_failed: u64,
     /// Messages dropped: queue full, dial failed, link limit, or another node answered.
@@ -355,6 +364,8 @@ pub struct Mesh {
     rng: ChaCha8Rng,
     /// Boxed: a link is a kilobyte, and the table's slots stay small and cache-friendly.
     links: Map<LinkId, Box<PeerLink>>,
+    /// Inbound links in their handshake, oldest first (some may be open or gone since).
+    inbound_handshakes: VecDeque<LinkId>,
     /// The identified link chosen for each peer.
     by_id: Map<NodeId, LinkId>,
     dials: Map<DialId, Dial>,
@@ -407,6 +418,7 @@ impl Mesh {
             security,
             rng,
             links: Map::default(),
+            inbound_handshakes: VecDeque::new(),
             by_id: Map::default(),
             dials: Map::default(),
             dialing: Map::default(),
@@ -626,6 +638,9 @@ impl Mesh {
             && let Some(e) = d.expect
         {
             self.dialing.remove(&e);
+        }
+        if dial.is_none() {
+            self.admit_inbound_handshake(id);
         }
         let role = if dial.is_some() {
             Role::Initiator
@@ -1125,6 +1140,25 @@ impl Mesh {
             pl.link.close(why);
             self.mark(id);
         }
+    }
+
+    /// Makes room for inbound link `id` among those in their handshake: past the bound, the
+    /// oldest still handshaking is closed.
+    fn admit_inbound_handshake(&mut self, id: LinkId) {
+        let links = &self.links;
+        self.inbound_handshakes.retain(|l| {
+            links
+                .get(l)
+                .is_some_and(|pl| !pl.link.is_open() && !pl.link.is_closed())
+        });
+        while self.inbound_handshakes.len() >= self.cfg.max_inbound_handshakes {
+            let Some(oldest) = self.inbound_handshakes.pop_front() else {
+                break;
+            };
+            self.stats.handshakes_evicted += 1;
+            self.close_link(oldest, "handshake evicted by a newer one");
+        }
+        self.inbound_handshakes.push_back(id);
     }
 
     /// Notes that a link may have frames to transmit.

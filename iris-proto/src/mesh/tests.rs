@@ -435,11 +435,38 @@ fn inbound_connections_beyond_the_link_limit_are_refused() {
     assert_eq!(net.mesh(a).stats().links_failed, 3);
 }
 
+/// Strangers that connect and say nothing cannot hold the link slots: past the bound of
+/// inbound handshakes the oldest is closed, and a genuine node still joins meanwhile.
+#[test]
+fn silent_strangers_are_evicted_and_a_genuine_node_still_joins() {
+    let mut net = Net::new();
+    let mut cfg = mesh_config(0, &[]);
+    cfg.max_inbound_handshakes = 4;
+    let a = net.add_with(cfg, Security::Plain);
+    net.secs(3);
+    let strangers: Vec<LinkId> = (0..10).map(|_| net.new_link()).collect();
+    for &link in &strangers {
+        net.handle(a, Input::PeerConnected { link, dial: None });
+    }
+    net.drain();
+    assert_eq!(net.mesh(a).link_count(), 4, "only the newest four wait");
+    assert_eq!(net.mesh(a).stats().handshakes_evicted, 6);
+    for link in &strangers[..6] {
+        assert!(net.closes.contains(&(a, *link)), "{link:?} evicted");
+    }
+    // A genuine node joins through `a` while the four wait.
+    let b = net.add(&[0], Security::Plain);
+    net.secs(5);
+    assert_eq!(net.mesh(b).overlay().peer_count(), 1, "b joined a");
+    assert_eq!(net.mesh(a).overlay().peer_count(), 1, "a knows b");
+}
+
 #[test]
 fn settings_that_would_spin_or_refuse_everything_are_errors() {
     type Spoil = fn(&mut MeshConfig);
-    let bad: [(&str, Spoil); 3] = [
+    let bad: [(&str, Spoil); 4] = [
         ("max_links", |c| c.max_links = 0),
+        ("max_inbound_handshakes", |c| c.max_inbound_handshakes = 0),
         ("heartbeat_period", |c| {
             c.overlay.heartbeat_period = Duration::ZERO
         }),
