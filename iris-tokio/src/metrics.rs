@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub link_queued: usize,
     /// Bytes of broadcasts and events waiting for a peer's credit.
     pub casts_waiting: usize,
+    /// Signatures made with the network key (one per genuine link, none for strangers).
+    pub signatures: u64,
     /// Relay connections (handshaking or active).
     pub clients: usize,
     /// Bytes charged to the memory budget.
@@ -63,6 +65,7 @@ impl Snapshot {
             links: mesh.map_or(0, |m| m.link_count()),
             link_queued: mesh.map_or(0, |m| m.queued_bytes()),
             casts_waiting: node.casts_waiting_bytes(),
+            signatures: mesh.map_or(0, |m| m.signatures()),
             clients: node.client_count(),
             memory_used: node.memory_used(),
             memory_budget: node.config().max_memory,
@@ -279,6 +282,13 @@ pub fn render(s: &Snapshot) -> String {
         ],
     );
     if let Some(m) = &s.mesh {
+        let signatures = Counter::<u64>::default();
+        signatures.inc_by(s.signatures);
+        r.register(
+            "signatures",
+            "Signatures made with the network key: one per genuine link, none for strangers",
+            signatures,
+        );
         family(
             &mut r,
             "links_events",

@@ -105,6 +105,15 @@ fn counters_are_scraped_while_two_nodes_carry_traffic() {
         assert_eq!(value(body, "iris_peers"), 1);
         assert!(value(body, "iris_trees") >= 1);
         assert!(value(body, "iris_links_events_total{event=\"up\"}") >= 1);
+        // Each genuine link costs each end one signature, no more (a link dialed both
+        // ways at once is dropped as a duplicate after its handshake).
+        let links = value(body, "iris_links_events_total{event=\"up\"}")
+            + value(body, "iris_links_events_total{event=\"duplicate\"}");
+        let signatures = value(body, "iris_signatures_total");
+        assert!(
+            (1..=links).contains(&signatures),
+            "{signatures} for {links}"
+        );
     }
     let sent = value(&at_b, "iris_client_messages_total{kind=\"broadcast\"}");
     assert!(

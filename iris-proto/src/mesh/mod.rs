@@ -279,6 +279,9 @@ pub struct MeshStats {
     pub links_refused: u64,
     /// Inbound links closed in their handshake to make room for a newer one.
     pub handshakes_evicted: u64,
+    /// Signatures made with the network key by links that are gone (see
+    /// [`Mesh::signatures`] for every link's).
+    pub signatures_closed_links: u64,
     /// Dials that failed.
     pub dials_failed: u64,
     /// Messages dropped: queue full, dial failed, link limit, or another node answered.
@@ -458,6 +461,17 @@ impl Mesh {
     /// Counters.
     pub fn stats(&self) -> &MeshStats {
         &self.stats
+    }
+
+    /// Signatures made with the network key, every link's so far: one per genuine link,
+    /// none for a peer that never proved it holds the key.
+    pub fn signatures(&self) -> u64 {
+        self.stats.signatures_closed_links
+            + self
+                .links
+                .values()
+                .map(|pl| pl.link.stats().signatures)
+                .sum::<u64>()
     }
 
     /// Links open or opening.
@@ -1187,6 +1201,7 @@ impl Mesh {
         self.forget_peer_of(id);
         if let Some(pl) = self.links.remove(&id) {
             self.stats.messages_dropped += pl.pending.len() as u64;
+            self.stats.signatures_closed_links += pl.link.stats().signatures;
             if pl.deadline.is_some() {
                 self.timers.cancel(MeshTimer::Handshake(id));
             }
