@@ -243,6 +243,13 @@ impl Net {
         self.clients.get(&(i, conn)).is_some_and(|c| c.closed)
     }
 
+    /// Node `i` shuts down gracefully (as on SIGTERM), telling its clients `reason`; what
+    /// it sends meanwhile is carried out.
+    pub fn shutdown(&mut self, i: usize, reason: &str) {
+        self.handle(i, Input::Shutdown(reason));
+        self.drain();
+    }
+
     /// Kills node `i` at once: its sockets close, its peers learn of it after.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i] = None;

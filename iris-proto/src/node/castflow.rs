@@ -373,6 +373,23 @@ impl Node {
         }
     }
 
+    /// The node stops: what waits for credit goes to its links now, past the windows, so
+    /// that it leaves with the farewells instead of being lost with the node (receivers take
+    /// whatever arrives; windows only pace a sender that goes on).
+    pub(super) fn flush_casts(&mut self) {
+        let keys: Vec<(NodeId, Group)> = self.casts.out.keys().cloned().collect();
+        for key in keys {
+            let Some(o) = self.casts.out.get_mut(&key) else {
+                continue;
+            };
+            let to = o.to;
+            for w in std::mem::take(&mut o.waiting) {
+                self.left_waiting(&key.1, &w);
+                self.send_under_credit(to, &key.1, w.bytes);
+            }
+        }
+    }
+
     /// A peer is gone: what waited for it is routed around it if it can be, and neither
     /// side owes the other anything (a new link starts with fresh windows).
     pub(super) fn cast_peer_lost(&mut self, node: NodeId) -> Vec<Bytes> {

@@ -708,6 +708,8 @@ impl Node {
             }
             self.close(conn, CloseReason::Shutdown);
         }
+        // Multicasts waiting for credit leave before the links close.
+        self.flush_casts();
         // Peers hear of the leave before the driver sees Stopped (once settled).
         let now = self.now;
         if let Some(m) = self.mesh.as_mut() {

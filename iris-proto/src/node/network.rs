@@ -337,13 +337,19 @@ impl Node {
             return self.route_cast(c);
         }
         if c.via == Via::Tree && from_id.is_some_and(|f| !scribe.is_neighbour(c.key, f)) {
+            // Along an edge this node no longer has (the sender has not heard yet, or it is
+            // leaving and sends what it still held): the sender must repair, and the
+            // multicast still goes through the tree from here, where the sequence window
+            // keeps it from being delivered twice.
             self.stats.casts_stray += 1;
             if let Some(f) = from {
                 let msg = NodeMsg::Tree(crate::scribe::ScribeMsg::NotInTree { key: c.key });
                 self.send_peer(f, Class::Control, &msg);
             }
-            return;
         }
+        let Some(scribe) = self.scribe.as_mut() else {
+            return;
+        };
         if scribe.check(now, c.origin, c.epoch, c.key, c.seq) == Verdict::Old {
             self.stats.casts_duplicate += 1;
             return;

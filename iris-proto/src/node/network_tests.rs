@@ -701,6 +701,45 @@ fn a_large_multicast_after_a_small_one_never_waits_for_credit_that_is_not_coming
     assert_eq!(net.node(0).casts_waiting_bytes(), 0);
 }
 
+/// A node that shuts down while its multicasts wait for a peer's credit sends them before
+/// it leaves: what it took from its clients reaches the survivors.
+#[test]
+fn a_node_that_stops_first_sends_the_multicasts_waiting_for_credit() {
+    let config = crate::Config {
+        client_backlog_high: 64 << 10,
+        ..crate::Config::default()
+    };
+    // 64 KiB windows, producers held past 128 KiB waiting.
+    let mut net = small_queues(2, 256 << 10, config);
+    let sub = net.client(1, "");
+    net.send(1, sub, ClientPacket::Subscribe { topic: "t".into() });
+    let p = net.client(0, "");
+    net.secs(2);
+    net.stall_client(1, sub);
+    for i in 0..256 {
+        let event = event(i, 4096);
+        net.send(
+            0,
+            p,
+            ClientPacket::Publish {
+                topic: "t".into(),
+                event,
+            },
+        );
+    }
+    let accepted = net.node(0).stats().publishes;
+    assert!(
+        net.node(0).casts_waiting_bytes() > 0,
+        "nothing waited for credit"
+    );
+    assert!(accepted < 256, "the publisher was never held");
+    net.shutdown(0, "bye");
+    assert_eq!(net.node(0).casts_waiting_bytes(), 0);
+    net.unstall_client(1, sub);
+    let got = event_indices(net.take(1, sub));
+    assert_eq!(got, (0..accepted as u32).collect::<Vec<_>>());
+}
+
 /// Requests from node 0 at 50 a second for 20 s to two members on nodes 2 and 3, each
 /// answering after its own delay; the share each got.
 fn shares(fast_ms: u64, slow_ms: u64) -> (f64, f64) {
