@@ -2,6 +2,7 @@
 
 use crate::report::Rate;
 use bytes::Bytes;
+pub(crate) use iris_tokio::client::Dial;
 use iris_tokio::client::{Connection, Limits, ServiceHandler, ServiceLimits, TopicHandler};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,52 +10,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// How the harness's clients reach a node: its relay port, or, for a node running in this
-/// process, an in-memory pipe.
-#[derive(Clone)]
-pub(crate) enum Dial {
-    Port(u16),
-    Embedded(Arc<iris_tokio::driver::NodeHandle>),
-}
-
-impl From<u16> for Dial {
-    fn from(port: u16) -> Dial {
-        Dial::Port(port)
-    }
-}
-
-impl std::fmt::Display for Dial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Dial::Port(port) => write!(f, "{port}"),
-            Dial::Embedded(node) => write!(f, "embedded-{}", node.port()),
-        }
-    }
-}
-
-impl Dial {
-    async fn connect(&self) -> iris_tokio::client::Result<Connection> {
-        match self {
-            Dial::Port(port) => Connection::connect(*port).await,
-            Dial::Embedded(node) => Connection::connect_embedded(node).await,
-        }
-    }
-
-    async fn register<H: ServiceHandler>(
-        &self,
-        cluster: &str,
-        handler: H,
-        limits: ServiceLimits,
-    ) -> iris_tokio::client::Result<Connection> {
-        match self {
-            Dial::Port(port) => Connection::register(*port, cluster, handler, limits).await,
-            Dial::Embedded(node) => {
-                Connection::register_embedded(node, cluster, handler, limits).await
-            }
-        }
-    }
-}
 
 /// Handler limits that never drop in a benchmark: a drop would show as missing deliveries.
 fn roomy() -> Limits {

@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::IrisProcess;
 use iris_tokio::client::{
-    Connection, Error, Limits, ServiceHandler, ServiceLimits, TopicHandler, Tunnel,
+    Connection, Dial, Error, Limits, ServiceHandler, ServiceLimits, TopicHandler, Tunnel,
 };
 use iris_tokio::driver::{NodeHandle, NodeOptions};
 use std::sync::Arc;
@@ -16,38 +16,6 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-/// How a case's clients reach its node.
-#[derive(Clone)]
-enum Dial {
-    /// The relay port of an `iris` process.
-    Port(u16),
-    /// A node in this process.
-    Embedded(Arc<NodeHandle>),
-}
-
-impl Dial {
-    async fn connect(&self) -> Result<Connection, Error> {
-        match self {
-            Dial::Port(port) => Connection::connect(*port).await,
-            Dial::Embedded(node) => Connection::connect_embedded(node).await,
-        }
-    }
-
-    async fn register<H: ServiceHandler>(
-        &self,
-        cluster: &str,
-        handler: H,
-        limits: ServiceLimits,
-    ) -> Result<Connection, Error> {
-        match self {
-            Dial::Port(port) => Connection::register(*port, cluster, handler, limits).await,
-            Dial::Embedded(node) => {
-                Connection::register_embedded(node, cluster, handler, limits).await
-            }
-        }
-    }
-}
 
 /// The node of a case.
 struct Target {

@@ -71,7 +71,9 @@ pub(super) struct CastFlow {
     out: BTreeMap<(NodeId, Group), Outbound>,
     /// Per peer and group: bytes received and not yet credited back.
     owed: BTreeMap<(NodeId, Group), (Contact, u64)>,
-    owed_total: u64,
+    /// Entries of `owed` at a step or more (due back unless blocked): with none, and few
+    /// entries, nothing need be looked at.
+    owed_due: usize,
     /// Per group: what waits, who is held, who holds its credit back.
     groups: BTreeMap<Group, GroupFlow>,
     /// Bytes waiting for credit, every peer and group together.
@@ -168,8 +170,8 @@ impl CastFlow {
     }
 
     /// A producer's multicast to `group` waits for the group's credit.
-    pub(super) fn hold(&mut self, group: Group, conn: ConnId) {
-        group_flow(&mut self.groups, &group).held.push(conn);
+    pub(super) fn hold(&mut self, group: &Group, conn: ConnId) {
+        group_flow(&mut self.groups, group).held.push(conn);
         self.held += 1;
     }
 
@@ -281,10 +283,14 @@ impl Node {
     }
 
     fn owe(&mut self, to: Contact, group: &Group, len: u64) {
+        let step = self.casts.step();
         let e = slot(&mut self.casts.owed, to.id, group, || (to, 0));
         e.0 = to;
+        let was_due = e.1 >= step;
         e.1 += len;
-        self.casts.owed_total += len;
+        if !was_due && e.1 >= step {
+            self.casts.owed_due += 1;
+        }
     }
 
     /// Hands a multicast the window made room for to the link. The window bounds what it
@@ -340,7 +346,7 @@ impl Node {
         // Too many small debts: all of them go back (once each), so that both ends forget
         // the groups that are quiet.
         let all = self.casts.owed.len() > MAX_OWED_ENTRIES;
-        if self.casts.owed_total < step && !all {
+        if self.casts.owed_due == 0 && !all {
             return;
         }
         let due_at = if all { 1 } else { step };
@@ -362,7 +368,9 @@ impl Node {
             .collect();
         for (key, peer, bytes) in due {
             self.casts.owed.remove(&key);
-            self.casts.owed_total -= bytes;
+            if bytes >= step {
+                self.casts.owed_due -= 1;
+            }
             self.casts.tidy(&key.1);
             self.stats.cast_credits_sent += 1;
             let msg = NodeMsg::CastCredit {
@@ -393,16 +401,15 @@ impl Node {
     /// A peer is gone: what waited for it is routed around it if it can be, and neither
     /// side owes the other anything (a new link starts with fresh windows).
     pub(super) fn cast_peer_lost(&mut self, node: NodeId) -> Vec<Bytes> {
-        let owed = &mut self.casts.owed;
-        let mut forgiven = 0;
+        let step = self.casts.step();
+        let (owed, due) = (&mut self.casts.owed, &mut self.casts.owed_due);
         owed.retain(|(peer, _), (_, n)| {
             let keep = *peer != node;
-            if !keep {
-                forgiven += *n;
+            if !keep && *n >= step {
+                *due -= 1;
             }
             keep
         });
-        self.casts.owed_total -= forgiven;
         let keys: Vec<(NodeId, Group)> = self
             .casts
             .out

@@ -221,7 +221,7 @@ impl Node {
         match blocker {
             Blocker::Network => {
                 if let Some(group) = group {
-                    self.casts.hold(group, conn);
+                    self.casts.hold(&group, conn);
                 }
             }
             Blocker::Consumer(b) => {

@@ -407,14 +407,25 @@ fn event_indices(got: Vec<NodePacket>) -> Vec<u32> {
     let mut ids: Vec<u32> = got
         .into_iter()
         .filter_map(|p| match p {
-            NodePacket::Publish { event, .. } => {
-                Some(u32::from_be_bytes(event[..4].try_into().unwrap()))
+            NodePacket::Publish { event: m, .. } | NodePacket::Broadcast { message: m } => {
+                Some(u32::from_be_bytes(m[..4].try_into().unwrap()))
             }
             _ => None,
         })
         .collect();
     ids.sort_unstable();
     ids
+}
+
+/// Two nodes whose links and members congest early (256 KiB link queues: 64 KiB windows,
+/// producers held past 128 KiB waiting; members congested past 64 KiB unread), so that a
+/// few MiB show the bounds.
+fn congestible_pair() -> Net {
+    let config = crate::Config {
+        client_backlog_high: 64 << 10,
+        ..crate::Config::default()
+    };
+    small_queues(2, 256 << 10, config)
 }
 
 fn event(i: u32, size: usize) -> Bytes {
@@ -552,12 +563,7 @@ fn a_stalled_link_holds_the_publisher_fails_requests_at_once_and_loses_nothing()
 
 #[test]
 fn a_stuck_subscriber_on_another_node_throttles_its_publisher_and_loses_nothing() {
-    // Small windows and marks, so that a few MiB show the bounds.
-    let config = crate::Config {
-        client_backlog_high: 64 << 10,
-        ..crate::Config::default()
-    };
-    let mut net = small_queues(2, 256 << 10, config);
+    let mut net = congestible_pair();
     let sub = net.client(1, "");
     net.send(1, sub, ClientPacket::Subscribe { topic: "t".into() });
     let member = net.client(1, "svc");
@@ -629,11 +635,7 @@ fn a_stuck_subscriber_on_another_node_throttles_its_publisher_and_loses_nothing(
 /// another group's from the same peer: windows are per group.
 #[test]
 fn a_stuck_member_holds_up_only_its_own_groups_multicasts() {
-    let config = crate::Config {
-        client_backlog_high: 64 << 10,
-        ..crate::Config::default()
-    };
-    let mut net = small_queues(2, 256 << 10, config);
+    let mut net = congestible_pair();
     let (stuck, live) = (net.client(1, "stuck"), net.client(1, "live"));
     let (p, q) = (net.client(0, ""), net.client(0, ""));
     net.secs(2);
@@ -649,22 +651,15 @@ fn a_stuck_member_holds_up_only_its_own_groups_multicasts() {
     flood(&mut net, p, "stuck");
     assert!(net.node(0).stats().producers_held >= 1, "never held");
     flood(&mut net, q, "live");
-    let got = |packets: Vec<NodePacket>| -> Vec<u32> {
-        let mut ids: Vec<u32> = packets
-            .into_iter()
-            .filter_map(|p| match p {
-                NodePacket::Broadcast { message } => {
-                    Some(u32::from_be_bytes(message[..4].try_into().unwrap()))
-                }
-                _ => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids
-    };
-    assert_eq!(got(net.take(1, live)), (0..1024).collect::<Vec<_>>());
+    assert_eq!(
+        event_indices(net.take(1, live)),
+        (0..1024).collect::<Vec<_>>()
+    );
     net.unstall_client(1, stuck);
-    assert_eq!(got(net.take(1, stuck)), (0..1024).collect::<Vec<_>>());
+    assert_eq!(
+        event_indices(net.take(1, stuck)),
+        (0..1024).collect::<Vec<_>>()
+    );
     assert_eq!(net.node(0).casts_waiting_bytes(), 0);
 }
 
@@ -705,12 +700,7 @@ fn a_large_multicast_after_a_small_one_never_waits_for_credit_that_is_not_coming
 /// it leaves: what it took from its clients reaches the survivors.
 #[test]
 fn a_node_that_stops_first_sends_the_multicasts_waiting_for_credit() {
-    let config = crate::Config {
-        client_backlog_high: 64 << 10,
-        ..crate::Config::default()
-    };
-    // 64 KiB windows, producers held past 128 KiB waiting.
-    let mut net = small_queues(2, 256 << 10, config);
+    let mut net = congestible_pair();
     let sub = net.client(1, "");
     net.send(1, sub, ClientPacket::Subscribe { topic: "t".into() });
     let p = net.client(0, "");
@@ -1083,11 +1073,7 @@ fn open_loop_ring(run: u32) {
                 net.unstall_client(i, member);
             }
         }
-        for p in net.take(0, members[0]) {
-            if let NodePacket::Broadcast { message } = p {
-                back.push(u32::from_be_bytes(message[..4].try_into().unwrap()));
-            }
-        }
+        back.extend(event_indices(net.take(0, members[0])));
         net.millis(1);
     }
     for (i, &member) in members.iter().enumerate() {

@@ -110,9 +110,6 @@ impl Connection {
         handler: H,
         limits: ServiceLimits,
     ) -> Result<Connection> {
-        if cluster.is_empty() {
-            return Err(Error::InvalidArgument("empty cluster name"));
-        }
         let pipe = node.attach().await?;
         register_over(Transport::Pipe(pipe), cluster, handler, limits).await
     }
@@ -125,9 +122,6 @@ impl Connection {
         handler: H,
         limits: ServiceLimits,
     ) -> Result<Connection> {
-        if cluster.is_empty() {
-            return Err(Error::InvalidArgument("empty cluster name"));
-        }
         register_over(Transport::Port(port), cluster, handler, limits).await
     }
 
@@ -383,6 +377,9 @@ async fn register_over<H: ServiceHandler>(
     handler: H,
     limits: ServiceLimits,
 ) -> Result<Connection> {
+    if cluster.is_empty() {
+        return Err(Error::InvalidArgument("empty cluster name"));
+    }
     let handler = Arc::new(handler);
     let broadcasts = Arc::new(Pool::new(limits.broadcast));
     let requests = Arc::new(Pool::new(limits.request));

@@ -29,12 +29,14 @@
 //! [`Connection::close`].
 
 mod connection;
+mod dial;
 mod error;
 mod handler;
 mod pool;
 mod tunnel;
 
 pub use connection::{Connection, MAX_BUFFERED, ServiceLimits};
+pub use dial::Dial;
 pub use error::{Error, Result};
 pub use handler::{ServiceHandler, TopicHandler};
 pub use pool::Limits;
