@@ -133,14 +133,14 @@ pub(crate) async fn run(size: usize, seconds: u64, max_memory: usize) -> Result<
     };
 
     // The third party, throughout the flood.
-    let member = iris_tokio::client::Connection::register(
+    let member = iris_tokio::client::register(
         port,
         "overload-echo",
         Echo,
         iris_tokio::client::ServiceLimits::default(),
     )
     .await?;
-    let asker = iris_tokio::client::Connection::connect(port).await?;
+    let asker = iris_tokio::client::connect(port).await?;
     let start = Instant::now();
     let mut flooded = Vec::new();
     let mut failed = 0;

@@ -101,7 +101,8 @@ async fn forward(port: u16, i: usize, gophers: usize) -> Result<(), Box<dyn std:
         next: name((i + 1) % gophers),
         conn: OnceLock::new(),
     };
-    let conn = Connection::register(port, &name(i), forwarder, ServiceLimits::default()).await?;
+    let conn =
+        iris_tokio::client::register(port, &name(i), forwarder, ServiceLimits::default()).await?;
     println!("gopher #{i} listens on the node at port {port}");
     tokio::signal::ctrl_c().await?;
     conn.close().await?;
@@ -113,7 +114,8 @@ async fn forward(port: u16, i: usize, gophers: usize) -> Result<(), Box<dyn std:
 async fn initiate(port: u16, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (tx, mut looped) = mpsc::unbounded_channel();
     let initiator =
-        Connection::register(port, &name(0), Initiator(tx), ServiceLimits::default()).await?;
+        iris_tokio::client::register(port, &name(0), Initiator(tx), ServiceLimits::default())
+            .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         initiator.broadcast(&name(1), "is anybody there?").await?;
@@ -181,7 +183,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (tx, mut looped) = mpsc::unbounded_channel();
     let initiator =
-        Connection::register(port, &name(0), Initiator(tx), ServiceLimits::default()).await?;
+        iris_tokio::client::register(port, &name(0), Initiator(tx), ServiceLimits::default())
+            .await?;
     let mut ring = Vec::new();
     for i in 1..args.gophers {
         let forwarder = Forwarder {
@@ -189,7 +192,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             next: name((i + 1) % args.gophers),
             conn: OnceLock::new(),
         };
-        ring.push(Connection::register(port, &name(i), forwarder, ServiceLimits::default()).await?);
+        ring.push(
+            iris_tokio::client::register(port, &name(i), forwarder, ServiceLimits::default())
+                .await?,
+        );
     }
 
     for round in 0..args.rounds {

@@ -484,7 +484,7 @@ async fn embedded_and_socket_clients_of_one_node_reach_each_other() {
         .register("svc", h, ServiceLimits::default())
         .await
         .unwrap();
-    let outside = Connection::connect(handle.port()).await.unwrap();
+    let outside = iris_tokio::client::connect(handle.port()).await.unwrap();
     assert_eq!(
         &outside.request("svc", "over tcp", SECOND).await.unwrap()[..],
         b"over tcp"
@@ -495,9 +495,10 @@ async fn embedded_and_socket_clients_of_one_node_reach_each_other() {
         b"to the inside"
     );
     let (h, _ch) = echo();
-    let _tcp_member = Connection::register(handle.port(), "tcp", h, ServiceLimits::default())
-        .await
-        .unwrap();
+    let _tcp_member =
+        iris_tokio::client::register(handle.port(), "tcp", h, ServiceLimits::default())
+            .await
+            .unwrap();
     assert_eq!(
         &inside.request("tcp", "from inside", SECOND).await.unwrap()[..],
         b"from inside"
@@ -517,10 +518,11 @@ async fn an_embedded_node_without_a_relay_port_serves_its_process() {
         .unwrap();
     assert_eq!(node.port(), 0, "no relay port");
     let (h, _ch) = echo();
-    let _svc = Connection::register_embedded(&node, "svc", h, ServiceLimits::default())
+    let _svc = node
+        .register("svc", h, ServiceLimits::default())
         .await
         .unwrap();
-    let c = Connection::connect_embedded(&node).await.unwrap();
+    let c = node.connect().await.unwrap();
     assert_eq!(&c.request("svc", "hi", SECOND).await.unwrap()[..], b"hi");
     c.close().await.unwrap();
     tokio::task::spawn_blocking(move || node.stop("done"))

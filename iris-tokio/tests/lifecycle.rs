@@ -57,7 +57,7 @@ fn a_node_still_joining_its_network_leaves_gracefully_on_sigterm() {
         "--seed",
         &seed,
         "--log",
-        "info,iris_tokio=debug",
+        "info,iris_driver=debug",
     ]);
     // B has reached A but the overlay has not been quiet for 10 s: its relay port is shut.
     b.wait_line("peer link up");

@@ -3,7 +3,6 @@
 
 use iris_proto::link::NetworkKey;
 use iris_proto::{MeshConfig, MeshEvent, Security};
-use iris_tokio::client::Connection;
 use iris_tokio::driver::{NetworkOptions, NodeHandle, NodeOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,7 +85,9 @@ fn three_nodes_converge_over_secure_links_and_then_serve() {
         .unwrap();
     rt.block_on(async {
         for n in [&a, &b, &c] {
-            let conn = Connection::connect(n.port()).await.expect("relay is open");
+            let conn = iris_tokio::client::connect(n.port())
+                .await
+                .expect("relay is open");
             conn.close().await.unwrap();
         }
     });
@@ -109,16 +110,14 @@ fn a_node_refused_by_its_seed_says_so_and_does_not_serve_alone() {
     if let Some(net) = opts.network.as_mut() {
         net.events = Some(tx);
     }
-    let (ready_tx, mut ready_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
+    let (ready_tx, ready_rx) = async_channel::bounded(1);
+    let (stop_tx, stop_rx) = async_channel::bounded::<String>(1);
     let b = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(iris_tokio::driver::run(opts, Some(ready_tx), async {
-            stop_rx.await.unwrap_or_default()
+        use iris_driver::runtime::Runtime;
+        iris_tokio::Tokio::block_on(iris_tokio::driver::run(opts, Some(ready_tx), async move {
+            stop_rx.recv().await.unwrap_or_default()
         }))
+        .unwrap()
     });
     let mut failed = false;
     let mut refusals = 0;
@@ -145,13 +144,10 @@ fn a_node_refused_by_its_seed_says_so_and_does_not_serve_alone() {
     }
     assert!(failed, "the handshake failure named the key");
     assert!(
-        matches!(
-            ready_rx.try_recv(),
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
-        ),
+        matches!(ready_rx.try_recv(), Err(async_channel::TryRecvError::Empty)),
         "B opened its relay port"
     );
-    stop_tx.send("test over".into()).unwrap();
+    stop_tx.try_send("test over".into()).unwrap();
     b.join().unwrap().expect("B stops cleanly");
 }
 
@@ -190,11 +186,15 @@ fn requests_and_tunnels_cross_nodes_over_sockets() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let service =
-            Connection::register(b.port(), "tagged", Tagged("b:"), ServiceLimits::default())
-                .await
-                .unwrap();
-        let client = Connection::connect(a.port()).await.unwrap();
+        let service = iris_tokio::client::register(
+            b.port(),
+            "tagged",
+            Tagged("b:"),
+            ServiceLimits::default(),
+        )
+        .await
+        .unwrap();
+        let client = iris_tokio::client::connect(a.port()).await.unwrap();
         // The member's node joins the cluster's trees as it registers; until its subscribe
         // has reached them a request finds nobody and times out. It must be answered
         // within a few tries.

@@ -1,7 +1,8 @@
-//! The tokio driver: relay sockets, peer links and timers feeding one [`Node`].
+//! The driver: relay sockets, peer links and timers feeding one [`Node`], on any
+//! [`Runtime`].
 //!
 //! The node is a single state machine, so the driver runs it on one thread (a
-//! `current_thread` runtime with a `LocalSet`): every connection (a relay client or a link
+//! single-threaded runtime with local tasks): every connection (a relay client or a link
 //! to another node) has a reader task that feeds bytes into the node and a writer task that
 //! drains what the node queued for it, and no channel sits between them and the node. Each
 //! wake-up handles at most one read of [`READ_CHUNK`] bytes, so one busy connection cannot
@@ -18,10 +19,14 @@
 
 use crate::discovery::{Beacons, Discover};
 use crate::log_limit::LogLimit;
-use bytes::{Buf, Bytes, BytesMut};
+use crate::runtime::{
+    Datagrams, Listener, ReadBytes, Runtime, Task, WriteBytes, sleep, timeout, write_all_vectored,
+};
+use bytes::{Bytes, BytesMut};
+use event_listener::Event;
 use iris_proto::{
-    CloseReason, Config, ConnId, DialId, Event, Input, Instant, LinkId, MeshConfig, MeshEvent,
-    Node, Output, Security, Stats,
+    CloseReason, Config, ConnId, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig,
+    MeshEvent, Node, Output, Security, Stats,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -30,10 +35,6 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::{AbortHandle, LocalSet};
 use tracing::{debug, error, info, warn};
 
 /// Most bytes read from one client per wake-up.
@@ -114,14 +115,14 @@ pub fn random_seed() -> [u8; 32] {
 }
 
 /// Binds the relay listeners: 127.0.0.1 and `[::1]` on one port. Fails only if both fail.
-pub async fn bind_relay(port: u16) -> io::Result<(Vec<TcpListener>, u16)> {
-    let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await;
+pub async fn bind_relay<R: Runtime>(port: u16) -> io::Result<(Vec<R::Listener>, u16)> {
+    let v4 = R::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await;
     // With port 0, IPv6 takes the port IPv4 got so that both name one relay.
     let port6 = match &v4 {
         Ok(l) => l.local_addr()?.port(),
         Err(_) => port,
     };
-    let v6 = TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port6))).await;
+    let v6 = R::listen(SocketAddr::from((Ipv6Addr::LOCALHOST, port6))).await;
     match (v4, v6) {
         (Ok(a), Ok(b)) => Ok((vec![a, b], port6)),
         (Ok(a), Err(e)) => {
@@ -137,15 +138,26 @@ pub async fn bind_relay(port: u16) -> io::Result<(Vec<TcpListener>, u16)> {
     }
 }
 
+/// The node's end of an in-process client's pipe.
+pub type PipeEnd<R> = (<R as Runtime>::PipeReader, <R as Runtime>::PipeWriter);
+
 /// What a node reports once it serves.
-#[derive(Debug, Clone)]
-pub struct Ready {
+pub struct Ready<R: Runtime> {
     /// The relay port.
     pub port: u16,
     /// The address peers dial (networked nodes only).
     pub peer_addr: Option<SocketAddr>,
     /// Where in-process clients are handed to the node (see [`NodeHandle::attach`]).
-    pub attach: mpsc::Sender<DuplexStream>,
+    pub attach: async_channel::Sender<PipeEnd<R>>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Ready<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready")
+            .field("port", &self.port)
+            .field("peer_addr", &self.peer_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Bytes an in-process client's pipe holds each way: as much as a loopback socket's
@@ -154,55 +166,63 @@ pub const EMBEDDED_PIPE: usize = 256 << 10;
 
 /// Runs a node until `shutdown` completes, then closes every client (with `CLOSE
 /// "<reason>"`), tells its peers it leaves, and returns the node's counters. Must run inside
-/// a `current_thread` runtime; `ready` is told the relay port once it is open.
-pub async fn run(
+/// [`Runtime::block_on`]; `ready` is told the relay port once it is open.
+pub async fn run<R: Runtime>(
     opts: NodeOptions,
-    ready: Option<oneshot::Sender<Ready>>,
+    ready: Option<async_channel::Sender<Ready<R>>>,
     shutdown: impl Future<Output = String>,
 ) -> io::Result<Stats> {
-    let local = LocalSet::new();
-    local.run_until(run_local(opts, ready, shutdown)).await
+    run_local::<R>(opts, ready, shutdown).await
 }
 
 /// A node running on its own thread, for tests, benchmarks and embedding.
-#[derive(Debug)]
-pub struct NodeHandle {
+pub struct NodeHandle<R: Runtime> {
     port: u16,
     peer_addr: Option<SocketAddr>,
-    attach: mpsc::Sender<DuplexStream>,
-    stop: Option<oneshot::Sender<String>>,
+    attach: async_channel::Sender<PipeEnd<R>>,
+    stop: Option<async_channel::Sender<String>>,
     thread: Option<std::thread::JoinHandle<io::Result<Stats>>>,
 }
 
-impl NodeHandle {
+impl<R: Runtime> std::fmt::Debug for NodeHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("runtime", &R::NAME)
+            .field("port", &self.port)
+            .field("peer_addr", &self.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> NodeHandle<R> {
     /// Starts a node on a new thread and waits until its relay port is open (for a
     /// networked node: until the overlay has converged; a node whose seeds all refuse it
     /// never opens it, so run such a node with [`run`] to watch its events instead).
-    pub fn spawn(opts: NodeOptions) -> io::Result<NodeHandle> {
+    pub fn spawn(opts: NodeOptions) -> io::Result<NodeHandle<R>> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<String>();
+        let (stop_tx, stop_rx) = async_channel::bounded::<String>(1);
         let thread = std::thread::Builder::new()
             .name("iris-node".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let (tx, rx) = oneshot::channel();
+                let (tx, rx) = async_channel::bounded(1);
                 let ready_ok = ready_tx.clone();
-                let result = rt.block_on(async move {
+                let result = R::block_on(async move {
                     let forward = async move {
-                        if let Ok(ready) = rx.await {
+                        if let Ok(ready) = rx.recv().await {
                             let _ = ready_ok.send(Ok(ready));
                         }
                     };
                     let stop = async move {
                         stop_rx
+                            .recv()
                             .await
                             .unwrap_or_else(|_| "node handle dropped".into())
                     };
-                    let (result, ()) = tokio::join!(run(opts, Some(tx), stop), forward);
+                    let (result, ()) =
+                        futures_lite::future::zip(run::<R>(opts, Some(tx), stop), forward).await;
                     result
-                });
+                })
+                .and_then(|r| r);
                 if let Err(e) = &result {
                     let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
                 }
@@ -235,8 +255,8 @@ impl NodeHandle {
     /// in-memory pipe that speaks the relay protocol, with no socket or system call in
     /// between ([`crate::client::Connection::connect_embedded`] uses it). Fails once the
     /// node has stopped.
-    pub async fn attach(&self) -> io::Result<DuplexStream> {
-        let (client, node) = tokio::io::duplex(EMBEDDED_PIPE);
+    pub async fn attach(&self) -> io::Result<PipeEnd<R>> {
+        let (client, node) = R::pipe(EMBEDDED_PIPE);
         self.attach
             .send(node)
             .await
@@ -256,7 +276,7 @@ impl NodeHandle {
 
     fn stop_inner(&mut self, reason: &str) -> io::Result<Stats> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(reason.to_string());
+            let _ = stop.try_send(reason.to_string());
         }
         match self.thread.take() {
             Some(t) => t
@@ -267,42 +287,42 @@ impl NodeHandle {
     }
 }
 
-impl Drop for NodeHandle {
+impl<R: Runtime> Drop for NodeHandle<R> {
     fn drop(&mut self) {
         let _ = self.stop_inner("node handle dropped");
     }
 }
 
 /// What the tasks of one node share. Never borrowed across an await.
-struct Shared {
+struct Shared<R: Runtime> {
     node: Node,
     epoch: std::time::Instant,
     /// Relay clients by `ConnId.0`.
-    conns: HashMap<u64, Rc<RefCell<ConnIo>>>,
+    conns: HashMap<u64, Rc<RefCell<ConnIo<R>>>>,
     /// Peer links by `LinkId.0`.
-    links: HashMap<u64, Rc<RefCell<ConnIo>>>,
+    links: HashMap<u64, Rc<RefCell<ConnIo<R>>>>,
     next_link: u64,
     events: Option<std::sync::mpsc::Sender<MeshEvent>>,
     /// The node said it knows nobody, and has not converged with anyone since.
     alone_said: bool,
     /// Wakes the timer task when the node's deadline may have moved.
-    timer_wake: Rc<Notify>,
+    timer_wake: Rc<Event>,
     ready: bool,
-    ready_wake: Rc<Notify>,
+    ready_wake: Rc<Event>,
     /// Writer tasks still running, and the notice that the last one ended.
     live_writers: Rc<Cell<usize>>,
-    writers_done: Rc<Notify>,
+    writers_done: Rc<Event>,
     /// Remote addresses of connections, for the log (removed when the node forgets them).
     addrs: HashMap<(bool, u64), SocketAddr>,
     /// Budgets of the warnings a remote party can trigger at will.
     refusals: LogLimit,
     handshakes: LogLimit,
     /// The discovery socket, if the node looks for others.
-    beacons: Option<Beacons>,
+    beacons: Option<Beacons<R>>,
 }
 
 /// The driver's side of one connection (a client's or a peer link's).
-struct ConnIo {
+struct ConnIo<R: Runtime> {
     /// Transmits not yet written.
     queue: VecDeque<Bytes>,
     /// The node asked to close once `queue` is written.
@@ -311,17 +331,16 @@ struct ConnIo {
     gone: bool,
     /// The node asked not to read this socket for now.
     paused: bool,
-    wake: Rc<Notify>,
-    read_wake: Rc<Notify>,
-    reader: Option<AbortHandle>,
-    writer: Option<AbortHandle>,
+    wake: Rc<Event>,
+    read_wake: Rc<Event>,
+    reader: Option<R::Task>,
 }
 
-type SharedRc = Rc<RefCell<Shared>>;
+type SharedRc<R> = Rc<RefCell<Shared<R>>>;
 
-async fn run_local(
+async fn run_local<R: Runtime>(
     opts: NodeOptions,
-    ready: Option<oneshot::Sender<Ready>>,
+    ready: Option<async_channel::Sender<Ready<R>>>,
     shutdown: impl Future<Output = String>,
 ) -> io::Result<Stats> {
     let epoch = std::time::Instant::now();
@@ -334,7 +353,7 @@ async fn run_local(
             None,
         ),
         Some(net) => {
-            let listener = TcpListener::bind(net.bind).await.map_err(|e| {
+            let listener = R::listen(net.bind).await.map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("cannot bind the peer listener on {}: {e}", net.bind),
@@ -351,7 +370,7 @@ async fn run_local(
             info!("peer listener on {bound}, advertised as {listen}");
             let mut mesh = net.mesh;
             mesh.listen = listen;
-            let beacons = Beacons::bind(net.discover, &net.discovery_ports)
+            let beacons = Beacons::<R>::bind(net.discover, &net.discovery_ports)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("discovery socket: {e}")))?;
             mesh.discovery = match (&beacons, mesh.discovery.take()) {
@@ -386,58 +405,50 @@ async fn run_local(
         next_link: 0,
         events,
         alone_said: false,
-        timer_wake: Rc::new(Notify::new()),
+        timer_wake: Rc::new(Event::new()),
         ready: false,
-        ready_wake: Rc::new(Notify::new()),
+        ready_wake: Rc::new(Event::new()),
         live_writers: Rc::new(Cell::new(0)),
-        writers_done: Rc::new(Notify::new()),
+        writers_done: Rc::new(Event::new()),
         addrs: HashMap::new(),
         refusals: LogLimit::new(),
         handshakes: LogLimit::new(),
         beacons,
     }));
     pump(&shared);
-    let timer = tokio::task::spawn_local(timer_task(shared.clone()));
+    let timer = R::spawn_local(timer_task(shared.clone()));
     let mut acceptors = Vec::new();
     if let Some(addr) = opts.metrics {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
+        let listener = R::listen(addr).await.map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot bind the metrics endpoint on {addr}: {e}"),
             )
         })?;
         info!("metrics on http://{}/metrics", listener.local_addr()?);
-        acceptors.push(tokio::task::spawn_local(metrics_task(
-            shared.clone(),
-            listener,
-        )));
+        acceptors.push(R::spawn_local(metrics_task(shared.clone(), listener)));
     }
     let beacon_socket = shared.borrow().beacons.as_ref().map(Beacons::socket);
     if let Some(socket) = beacon_socket {
-        acceptors.push(tokio::task::spawn_local(beacon_task(
-            shared.clone(),
-            socket,
-        )));
+        acceptors.push(R::spawn_local(beacon_task(shared.clone(), socket)));
     }
     if let Some((listener, _)) = peer_listener {
-        acceptors.push(tokio::task::spawn_local(peer_accept_task(
-            shared.clone(),
-            listener,
-        )));
+        acceptors.push(R::spawn_local(peer_accept_task(shared.clone(), listener)));
     }
 
     // The relay port opens only once the node says it serves; a shutdown asked for while
     // it boots is served all the same (peers are told the node leaves).
     let mut shutdown = std::pin::pin!(shutdown);
     let ready_wake = shared.borrow().ready_wake.clone();
-    let notified = ready_wake.notified();
+    let notified = ready_wake.listen();
     let early = if shared.borrow().ready {
         None
     } else {
-        tokio::select! {
-            () = notified => None,
-            reason = &mut shutdown => Some(reason),
-        }
+        futures_lite::future::or(async { Some(shutdown.as_mut().await) }, async {
+            notified.await;
+            None
+        })
+        .await
     };
     let reason = match early {
         Some(reason) => {
@@ -446,7 +457,7 @@ async fn run_local(
         }
         None => {
             let (listeners, port) = if opts.relay {
-                let (listeners, port) = bind_relay(opts.port).await?;
+                let (listeners, port) = bind_relay::<R>(opts.port).await?;
                 info!("iris successfully booted, listening on port {port}.");
                 (listeners, port)
             } else {
@@ -455,41 +466,31 @@ async fn run_local(
                 );
                 (Vec::new(), 0)
             };
-            let (attach, attached) = mpsc::channel(16);
-            acceptors.push(tokio::task::spawn_local(attach_task(
-                shared.clone(),
-                attached,
-            )));
+            let (attach, attached) = async_channel::bounded(16);
+            acceptors.push(R::spawn_local(attach_task(shared.clone(), attached)));
             if let Some(ready) = ready {
-                let _ = ready.send(Ready {
+                let _ = ready.try_send(Ready {
                     port,
                     peer_addr,
                     attach,
                 });
             }
             for listener in listeners {
-                acceptors.push(tokio::task::spawn_local(accept_task(
-                    shared.clone(),
-                    listener,
-                )));
+                acceptors.push(R::spawn_local(accept_task(shared.clone(), listener)));
             }
             let reason = shutdown.await;
             info!("shutting down: {reason}");
             reason
         }
     };
-    for a in &acceptors {
+    for a in acceptors {
         a.abort();
     }
     let done = shared.borrow().writers_done.clone();
     let live = shared.borrow().live_writers.clone();
-    let all_done = done.notified();
+    let all_done = done.listen();
     handle(&shared, Input::Shutdown(&reason));
-    if live.get() > 0
-        && tokio::time::timeout(SHUTDOWN_GRACE, all_done)
-            .await
-            .is_err()
-    {
+    if live.get() > 0 && timeout::<R, _>(SHUTDOWN_GRACE, all_done).await.is_none() {
         warn!("{} clients did not take their CLOSE in time", live.get());
     }
     timer.abort();
@@ -502,7 +503,7 @@ async fn run_local(
 }
 
 /// Feeds one input and carries out everything the node asks for.
-fn handle(shared: &SharedRc, input: Input<'_>) {
+fn handle<R: Runtime>(shared: &SharedRc<R>, input: Input<'_>) {
     {
         let mut s = shared.borrow_mut();
         let now = Instant::from_nanos(s.epoch.elapsed().as_nanos() as u64);
@@ -511,7 +512,7 @@ fn handle(shared: &SharedRc, input: Input<'_>) {
     pump(shared);
 }
 
-fn pump(shared: &SharedRc) {
+fn pump<R: Runtime>(shared: &SharedRc<R>) {
     let mut s = shared.borrow_mut();
     while let Some(out) = s.node.poll_output() {
         match out {
@@ -528,12 +529,12 @@ fn pump(shared: &SharedRc) {
                 if let Some(io) = s.conns.get(&conn.0) {
                     let mut io = io.borrow_mut();
                     io.paused = false;
-                    io.read_wake.notify_one();
+                    io.read_wake.notify(1);
                 }
             }
             Output::Event(e) => log_event(&mut s, e),
             Output::Dial(dial, addr) => {
-                tokio::task::spawn_local(dial_task(shared.clone(), dial, addr));
+                R::spawn_local(dial_task(shared.clone(), dial, addr)).detach();
             }
             Output::Beacon { to, data } => {
                 if let Some(b) = s.beacons.as_mut() {
@@ -542,40 +543,40 @@ fn pump(shared: &SharedRc) {
             }
         }
     }
-    s.timer_wake.notify_one();
+    s.timer_wake.notify(1);
 }
 
 /// Hands bytes to a connection's writer (a client's or a peer link's).
-fn transmit(io: Option<&Rc<RefCell<ConnIo>>>, data: Bytes) {
+fn transmit<R: Runtime>(io: Option<&Rc<RefCell<ConnIo<R>>>>, data: Bytes) {
     if let Some(io) = io {
         let mut io = io.borrow_mut();
         io.queue.push_back(data);
-        io.wake.notify_one();
+        io.wake.notify(1);
     }
 }
 
 /// Tells a connection's writer to close once its queue is written.
-fn close_after_flush(io: Option<Rc<RefCell<ConnIo>>>) {
+fn close_after_flush<R: Runtime>(io: Option<Rc<RefCell<ConnIo<R>>>>) {
     if let Some(io) = io {
         let mut io = io.borrow_mut();
         io.closing = true;
-        io.wake.notify_one();
+        io.wake.notify(1);
     }
 }
 
-fn log_event(s: &mut Shared, e: Event) {
+fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
     match e {
-        Event::Ready => {
+        NodeEvent::Ready => {
             s.ready = true;
-            s.ready_wake.notify_waiters();
+            s.ready_wake.notify(usize::MAX);
         }
-        Event::ClientAttached { conn, cluster } if cluster.is_empty() => {
+        NodeEvent::ClientAttached { conn, cluster } if cluster.is_empty() => {
             debug!(conn = conn.0, "client attached")
         }
-        Event::ClientAttached { conn, cluster } => {
+        NodeEvent::ClientAttached { conn, cluster } => {
             debug!(conn = conn.0, %cluster, "service registered")
         }
-        Event::ClientClosed { conn, reason } => {
+        NodeEvent::ClientClosed { conn, reason } => {
             let addr = s.addrs.remove(&(false, conn.0));
             let client = ClientName(conn, addr);
             match reason {
@@ -592,8 +593,8 @@ fn log_event(s: &mut Shared, e: Event) {
                 other => debug!("{client} closed: {other:?}"),
             }
         }
-        Event::Stopped => debug!("all clients closed"),
-        Event::Mesh(e) => {
+        NodeEvent::Stopped => debug!("all clients closed"),
+        NodeEvent::Mesh(e) => {
             match &e {
                 MeshEvent::Converged { peers } => {
                     s.alone_said = false;
@@ -667,10 +668,10 @@ fn limited_warn(limit: &mut LogLimit, line: std::fmt::Arguments<'_>) {
     }
 }
 
-async fn timer_task(shared: SharedRc) {
+async fn timer_task<R: Runtime>(shared: SharedRc<R>) {
     let wake = shared.borrow().timer_wake.clone();
     loop {
-        let notified = wake.notified();
+        let notified = wake.listen();
         let deadline = {
             let s = shared.borrow();
             s.node
@@ -679,9 +680,19 @@ async fn timer_task(shared: SharedRc) {
         };
         match deadline {
             Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at.into()) => handle(&shared, Input::Timeout),
-                    _ = notified => {}
+                let fired = futures_lite::future::or(
+                    async {
+                        R::sleep_until(at).await;
+                        true
+                    },
+                    async {
+                        notified.await;
+                        false
+                    },
+                )
+                .await;
+                if fired {
+                    handle(&shared, Input::Timeout);
                 }
             }
             None => notified.await,
@@ -689,7 +700,7 @@ async fn timer_task(shared: SharedRc) {
     }
 }
 
-async fn accept_task(shared: SharedRc, listener: TcpListener) {
+async fn accept_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener) {
     let mut next = 0u64;
     let base = listener
         .local_addr()
@@ -697,19 +708,19 @@ async fn accept_task(shared: SharedRc, listener: TcpListener) {
         .unwrap_or(0);
     let mut limit = LogLimit::new();
     loop {
-        let (stream, from) = match listener.accept().await {
+        let (rd, wr, from) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 limited_warn(&mut limit, format_args!("relay accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                sleep::<R>(Duration::from_millis(50)).await;
                 continue;
             }
         };
         // Two listeners share one id space: even ids for IPv4, odd for IPv6.
         let conn = ConnId(next * 2 + base);
         next += 1;
-        start_conn(&shared, Endpoint::Client(conn), stream, from, None);
+        start_io(&shared, Endpoint::Client(conn), rd, wr, Some(from), None);
     }
 }
 
@@ -718,12 +729,14 @@ async fn accept_task(shared: SharedRc, listener: TcpListener) {
 const EMBEDDED_IDS: u64 = 1 << 62;
 
 /// Starts a client connection for each pipe an in-process client hands over.
-async fn attach_task(shared: SharedRc, mut attached: mpsc::Receiver<DuplexStream>) {
+async fn attach_task<R: Runtime>(
+    shared: SharedRc<R>,
+    attached: async_channel::Receiver<PipeEnd<R>>,
+) {
     let mut next = 0u64;
-    while let Some(pipe) = attached.recv().await {
+    while let Ok((rd, wr)) = attached.recv().await {
         let conn = ConnId(EMBEDDED_IDS + next);
         next += 1;
-        let (rd, wr) = tokio::io::split(pipe);
         start_io(&shared, Endpoint::Client(conn), rd, wr, None, None);
     }
 }
@@ -732,34 +745,35 @@ async fn attach_task(shared: SharedRc, mut attached: mpsc::Receiver<DuplexStream
 const MAX_SCRAPES: usize = 8;
 
 /// Serves `GET /metrics`: each scrape a snapshot of the node, taken on its thread.
-async fn metrics_task(shared: SharedRc, listener: TcpListener) {
+async fn metrics_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener) {
     let busy = Rc::new(Cell::new(0usize));
     let mut limit = LogLimit::new();
     loop {
         match listener.accept().await {
-            Ok((stream, _)) if busy.get() < MAX_SCRAPES => {
+            Ok((rd, wr, _)) if busy.get() < MAX_SCRAPES => {
                 busy.set(busy.get() + 1);
                 let (shared, busy) = (shared.clone(), busy.clone());
-                tokio::task::spawn_local(async move {
-                    crate::metrics::serve(stream, || {
+                R::spawn_local(async move {
+                    crate::metrics::serve::<R>(rd, wr, || {
                         let s = shared.borrow();
                         crate::metrics::Snapshot::of(&s.node, s.ready)
                     })
                     .await;
                     busy.set(busy.get() - 1);
-                });
+                })
+                .detach();
             }
             Ok(_) => {} // too many at once: dropped
             Err(e) => {
                 limited_warn(&mut limit, format_args!("metrics accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                sleep::<R>(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
 /// Feeds the datagrams of the discovery socket to the node.
-async fn beacon_task(shared: SharedRc, socket: Rc<tokio::net::UdpSocket>) {
+async fn beacon_task<R: Runtime>(shared: SharedRc<R>, socket: Rc<R::Udp>) {
     let mut buf = [0u8; 512];
     let mut limit = LogLimit::new();
     loop {
@@ -774,7 +788,7 @@ async fn beacon_task(shared: SharedRc, socket: Rc<tokio::net::UdpSocket>) {
             Err(e) => {
                 // ICMP errors of earlier sends surface here on some systems: not fatal.
                 limited_warn(&mut limit, format_args!("discovery socket: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                sleep::<R>(Duration::from_millis(50)).await;
             }
         }
     }
@@ -790,12 +804,12 @@ async fn beacon_task(shared: SharedRc, socket: Rc<tokio::net::UdpSocket>) {
 const PEER_ACCEPTS_PER_SEC: f64 = 200.0;
 const PEER_ACCEPT_BURST: f64 = 64.0;
 
-async fn peer_accept_task(shared: SharedRc, listener: TcpListener) {
+async fn peer_accept_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener) {
     let mut limit = LogLimit::new();
     let mut paced = LogLimit::new();
-    let (mut tokens, mut last) = (PEER_ACCEPT_BURST, tokio::time::Instant::now());
+    let (mut tokens, mut last) = (PEER_ACCEPT_BURST, std::time::Instant::now());
     loop {
-        let now = tokio::time::Instant::now();
+        let now = std::time::Instant::now();
         tokens = (tokens + now.duration_since(last).as_secs_f64() * PEER_ACCEPTS_PER_SEC)
             .min(PEER_ACCEPT_BURST);
         last = now;
@@ -807,43 +821,50 @@ async fn peer_accept_task(shared: SharedRc, listener: TcpListener) {
                 ),
             );
             let wait = (1.0 - tokens) / PEER_ACCEPTS_PER_SEC;
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            sleep::<R>(Duration::from_secs_f64(wait)).await;
             continue;
         }
         tokens -= 1.0;
         match listener.accept().await {
-            Ok((stream, from)) => {
+            Ok((rd, wr, from)) => {
                 debug!("peer connection from {from}");
                 let link = new_link(&shared);
-                start_conn(&shared, Endpoint::Peer(link), stream, from, None);
+                start_io(&shared, Endpoint::Peer(link), rd, wr, Some(from), None);
             }
             Err(e) => {
                 limited_warn(&mut limit, format_args!("peer accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                sleep::<R>(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
 /// Connects to another node for the core, and reports the link or the failure.
-async fn dial_task(shared: SharedRc, dial: DialId, addr: SocketAddr) {
-    match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
+async fn dial_task<R: Runtime>(shared: SharedRc<R>, dial: DialId, addr: SocketAddr) {
+    match timeout::<R, _>(DIAL_TIMEOUT, R::connect(addr)).await {
+        Some(Ok((rd, wr))) => {
             let link = new_link(&shared);
-            start_conn(&shared, Endpoint::Peer(link), stream, addr, Some(dial));
+            start_io(
+                &shared,
+                Endpoint::Peer(link),
+                rd,
+                wr,
+                Some(addr),
+                Some(dial),
+            );
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             debug!("dial {addr} failed: {e}");
             handle(&shared, Input::DialFailed(dial));
         }
-        Err(_) => {
+        None => {
             debug!("dial {addr} timed out");
             handle(&shared, Input::DialFailed(dial));
         }
     }
 }
 
-fn new_link(shared: &SharedRc) -> LinkId {
+fn new_link<R: Runtime>(shared: &SharedRc<R>) -> LinkId {
     let mut s = shared.borrow_mut();
     s.next_link += 1;
     LinkId(s.next_link)
@@ -857,7 +878,10 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    fn table<'a>(&self, s: &'a mut Shared) -> &'a mut HashMap<u64, Rc<RefCell<ConnIo>>> {
+    fn table<'a, R: Runtime>(
+        &self,
+        s: &'a mut Shared<R>,
+    ) -> &'a mut HashMap<u64, Rc<RefCell<ConnIo<R>>>> {
         match self {
             Endpoint::Client(_) => &mut s.conns,
             Endpoint::Peer(_) => &mut s.links,
@@ -876,37 +900,13 @@ impl Endpoint {
     }
 }
 
-/// TCP keepalive: how half-open connections (a peer or client whose host vanished) are
-/// found, since relay clients may rightly stay silent for hours.
-const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
-    .with_time(Duration::from_secs(60))
-    .with_interval(Duration::from_secs(10))
-    .with_retries(6);
-
-fn start_conn(
-    shared: &SharedRc,
-    ep: Endpoint,
-    stream: TcpStream,
-    remote: SocketAddr,
-    dial: Option<DialId>,
-) {
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!("TCP_NODELAY failed: {e}");
-    }
-    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&KEEPALIVE) {
-        debug!("TCP keepalive failed: {e}");
-    }
-    let (rd, wr) = stream.into_split();
-    start_io(shared, ep, rd, wr, Some(remote), dial);
-}
-
 /// Starts the reader and writer tasks of a connection (a socket's halves, or an in-process
 /// client's pipe, which has no address) and tells the node of it.
-fn start_io(
-    shared: &SharedRc,
+fn start_io<R: Runtime>(
+    shared: &SharedRc<R>,
     ep: Endpoint,
-    rd: impl AsyncRead + Unpin + 'static,
-    wr: impl AsyncWrite + Unpin + 'static,
+    rd: impl ReadBytes,
+    wr: impl WriteBytes,
     remote: Option<SocketAddr>,
     dial: Option<DialId>,
 ) {
@@ -915,10 +915,9 @@ fn start_io(
         closing: false,
         gone: false,
         paused: false,
-        wake: Rc::new(Notify::new()),
-        read_wake: Rc::new(Notify::new()),
+        wake: Rc::new(Event::new()),
+        read_wake: Rc::new(Event::new()),
         reader: None,
-        writer: None,
     }));
     {
         let mut s = shared.borrow_mut();
@@ -928,21 +927,20 @@ fn start_io(
         }
         ep.table(&mut s).insert(ep.key(), io.clone());
     }
-    let writer = tokio::task::spawn_local(writer_task(shared.clone(), ep, io.clone(), wr));
-    let reader = tokio::task::spawn_local(reader_task(shared.clone(), ep, io.clone(), rd));
-    io.borrow_mut().reader = Some(reader.abort_handle());
-    io.borrow_mut().writer = Some(writer.abort_handle());
+    R::spawn_local(writer_task(shared.clone(), ep, io.clone(), wr)).detach();
+    let reader = R::spawn_local(reader_task(shared.clone(), ep, io.clone(), rd));
+    io.borrow_mut().reader = Some(reader);
     match ep {
         Endpoint::Client(conn) => handle(shared, Input::ClientConnected(conn)),
         Endpoint::Peer(link) => handle(shared, Input::PeerConnected { link, dial }),
     }
 }
 
-async fn reader_task(
-    shared: SharedRc,
+async fn reader_task<R: Runtime>(
+    shared: SharedRc<R>,
     ep: Endpoint,
-    io: Rc<RefCell<ConnIo>>,
-    mut rd: impl AsyncRead + Unpin,
+    io: Rc<RefCell<ConnIo<R>>>,
+    mut rd: impl ReadBytes,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let read_wake = io.borrow().read_wake.clone();
@@ -950,7 +948,7 @@ async fn reader_task(
         // While the node cannot queue this client's next message, it is not read: TCP
         // pushes back on it alone.
         loop {
-            let resumed = read_wake.notified();
+            let resumed = read_wake.listen();
             if !io.borrow().paused {
                 break;
             }
@@ -975,7 +973,7 @@ async fn reader_task(
     if let Some(io) = known {
         let mut io = io.borrow_mut();
         io.gone = true;
-        io.wake.notify_one();
+        io.wake.notify(1);
     }
     match ep {
         Endpoint::Client(conn) => handle(&shared, Input::ClientGone(conn)),
@@ -992,12 +990,12 @@ async fn reader_task(
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
 /// Bookkeeping that must happen however a writer task ends, aborted included.
-struct WriterGuard {
-    shared: SharedRc,
-    io: Rc<RefCell<ConnIo>>,
+struct WriterGuard<R: Runtime> {
+    shared: SharedRc<R>,
+    io: Rc<RefCell<ConnIo<R>>>,
 }
 
-impl Drop for WriterGuard {
+impl<R: Runtime> Drop for WriterGuard<R> {
     fn drop(&mut self) {
         // Both halves must go for the socket to close: stop the reader too (a no-op if it
         // already ended).
@@ -1009,17 +1007,17 @@ impl Drop for WriterGuard {
         if let Ok(s) = self.shared.try_borrow() {
             s.live_writers.set(s.live_writers.get() - 1);
             if s.live_writers.get() == 0 {
-                s.writers_done.notify_waiters();
+                s.writers_done.notify(usize::MAX);
             }
         }
     }
 }
 
-async fn writer_task(
-    shared: SharedRc,
+async fn writer_task<R: Runtime>(
+    shared: SharedRc<R>,
     ep: Endpoint,
-    io: Rc<RefCell<ConnIo>>,
-    mut wr: impl AsyncWrite + Unpin,
+    io: Rc<RefCell<ConnIo<R>>>,
+    mut wr: impl WriteBytes,
 ) {
     let _guard = WriterGuard {
         shared: shared.clone(),
@@ -1028,7 +1026,7 @@ async fn writer_task(
     let wake = io.borrow().wake.clone();
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     loop {
-        let notified = wake.notified();
+        let notified = wake.listen();
         let closing = {
             let mut io = io.borrow_mut();
             if io.gone {
@@ -1039,7 +1037,7 @@ async fn writer_task(
         };
         if batch.is_empty() {
             if closing {
-                let _ = tokio::time::timeout(CLOSE_FLUSH, wr.shutdown()).await;
+                let _ = timeout::<R, _>(CLOSE_FLUSH, wr.shutdown()).await;
                 return;
             }
             notified.await;
@@ -1049,9 +1047,9 @@ async fn writer_task(
         let write = write_all_vectored(&mut wr, &mut batch);
         // A closing client that stops reading must not hold its socket for ever.
         let result = if closing {
-            tokio::time::timeout(CLOSE_FLUSH, write)
+            timeout::<R, _>(CLOSE_FLUSH, write)
                 .await
-                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+                .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
         } else {
             write.await
         };
@@ -1066,37 +1064,4 @@ async fn writer_task(
             Endpoint::Peer(link) => handle(&shared, Input::PeerFlushed(link, written)),
         }
     }
-}
-
-/// Writes every buffer of `batch` with as few system calls as the socket allows: a batch is
-/// often many small transmits and the odd shared payload, gathered into one `writev`.
-async fn write_all_vectored(
-    wr: &mut (impl AsyncWrite + Unpin),
-    batch: &mut VecDeque<Bytes>,
-) -> io::Result<()> {
-    const MAX_SLICES: usize = 64;
-    while !batch.is_empty() {
-        let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
-        let n = batch.len().min(MAX_SLICES);
-        for (slot, b) in slices.iter_mut().zip(batch.iter()) {
-            *slot = io::IoSlice::new(b);
-        }
-        let mut wrote = wr.write_vectored(&slices[..n]).await?;
-        if wrote == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while wrote > 0 {
-            let Some(front) = batch.front_mut() else {
-                break;
-            };
-            if wrote >= front.len() {
-                wrote -= front.len();
-                batch.pop_front();
-            } else {
-                front.advance(wrote);
-                wrote = 0;
-            }
-        }
-    }
-    Ok(())
 }

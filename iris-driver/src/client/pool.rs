@@ -1,11 +1,12 @@
 //! Bounded handler execution: at most N deliveries run at once and at most M bytes wait.
 //! This is the Go client's per-service and per-topic limit, enforced on the client side.
 
+use super::spawner::Spawner;
+use event_listener::Event;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::Notify;
 
 /// How much work a handler may have at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,7 @@ impl Default for Limits {
 #[derive(Debug)]
 pub(crate) struct Pool<T> {
     state: Mutex<State<T>>,
-    wake: Notify,
+    wake: Event,
     limits: Limits,
     dropped: AtomicU64,
 }
@@ -52,7 +53,7 @@ impl<T: Send + 'static> Pool<T> {
                 bytes: 0,
                 closed: false,
             }),
-            wake: Notify::new(),
+            wake: Event::new(),
             limits,
             dropped: AtomicU64::new(0),
         }
@@ -69,7 +70,7 @@ impl<T: Send + 'static> Pool<T> {
             s.bytes += size;
             s.queue.push_back((item, size));
         }
-        self.wake.notify_one();
+        self.wake.notify(1);
         true
     }
 
@@ -81,11 +82,11 @@ impl<T: Send + 'static> Pool<T> {
     /// Stops the workers once the queue is empty; later submissions are dropped.
     pub(crate) fn close(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
-        self.wake.notify_waiters();
+        self.wake.notify(usize::MAX);
     }
 
     /// Starts the workers; each runs `work` on one delivery at a time.
-    pub(crate) fn start<F, Fut>(self: &std::sync::Arc<Self>, work: F)
+    pub(crate) fn start<F, Fut>(self: &std::sync::Arc<Self>, spawner: Spawner, work: F)
     where
         F: Fn(T) -> Fut + Send + Sync + Clone + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -93,7 +94,7 @@ impl<T: Send + 'static> Pool<T> {
         for _ in 0..self.limits.concurrency.max(1) {
             let pool = self.clone();
             let work = work.clone();
-            tokio::spawn(async move {
+            spawner.spawn(async move {
                 while let Some(item) = pool.next().await {
                     work(item).await;
                 }
@@ -103,14 +104,14 @@ impl<T: Send + 'static> Pool<T> {
 
     async fn next(&self) -> Option<T> {
         loop {
-            let notified = self.wake.notified();
+            let notified = self.wake.listen();
             {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some((item, size)) = s.queue.pop_front() {
                     s.bytes -= size;
                     // Pass the baton: another worker may have been woken for this item.
                     if !s.queue.is_empty() {
-                        self.wake.notify_one();
+                        self.wake.notify(1);
                     }
                     return Some(item);
                 }
@@ -143,7 +144,13 @@ mod tests {
         let peak = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(tokio::sync::Semaphore::new(0));
         let (r, p, d) = (running.clone(), peak.clone(), done.clone());
-        pool.start(move |_item: u32| {
+        let spawner = Spawner::new(
+            |f| {
+                tokio::spawn(f);
+            },
+            |d| Box::pin(tokio::time::sleep(d)),
+        );
+        pool.start(spawner, move |_item: u32| {
             let (r, p, d) = (r.clone(), p.clone(), d.clone());
             async move {
                 let now = r.fetch_add(1, Ordering::SeqCst) + 1;

@@ -1,7 +1,9 @@
-//! The Rust client of Iris, on tokio, with the model of the original Go client.
+//! The Rust client of Iris, with the model of the original Go client, on any [`Runtime`]
+//! (`iris_tokio::client` and `iris_smol::client` name it for theirs).
 //!
 //! ```no_run
-//! use iris_tokio::client::{Connection, ServiceHandler, ServiceLimits};
+//! use iris_driver::client::{ServiceHandler, ServiceLimits, connect, register};
+//! # use iris_driver::runtime::Runtime;
 //! use bytes::Bytes;
 //! use std::time::Duration;
 //!
@@ -12,9 +14,9 @@
 //!     }
 //! }
 //!
-//! # async fn demo() -> iris_tokio::client::Result<()> {
-//! let service = Connection::register(55555, "echo", Echo, ServiceLimits::default()).await?;
-//! let client = Connection::connect(55555).await?;
+//! # async fn demo<R: Runtime>() -> iris_driver::client::Result<()> {
+//! let service = register::<R, _>(55555, "echo", Echo, ServiceLimits::default()).await?;
+//! let client = connect::<R>(55555).await?;
 //! let reply = client.request("echo", "hello", Duration::from_secs(1)).await?;
 //! assert_eq!(&reply[..], b"hello");
 //! client.close().await?;
@@ -33,9 +35,12 @@ mod dial;
 mod error;
 mod handler;
 mod pool;
+mod spawner;
 mod tunnel;
 
-pub use connection::{Connection, MAX_BUFFERED, ServiceLimits};
+#[cfg(doc)]
+use crate::runtime::Runtime;
+pub use connection::{Connection, MAX_BUFFERED, ServiceLimits, connect, register};
 pub use dial::Dial;
 pub use error::{Error, Result};
 pub use handler::{ServiceHandler, TopicHandler};

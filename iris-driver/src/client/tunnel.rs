@@ -3,6 +3,7 @@
 use super::connection::Inner;
 use super::{Error, Result};
 use bytes::{Bytes, BytesMut};
+use event_listener::Event;
 use iris_proto::relay::client::{Reassembly, chunks};
 use iris_proto::relay::codec::{
     Limits, encode_tun_allow, encode_tun_close_request, encode_tun_confirm, encode_tun_transfer,
@@ -10,7 +11,6 @@ use iris_proto::relay::codec::{
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// The window this client grants the node per tunnel, as the Go client does.
 pub const TUNNEL_WINDOW: u64 = 64 << 20;
@@ -28,7 +28,7 @@ pub struct Tunnel {
 pub(crate) struct TunnelShared {
     pub(crate) id: u64,
     pub(crate) state: Mutex<TunnelState>,
-    pub(crate) notify: Notify,
+    pub(crate) notify: Event,
 }
 
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl TunnelShared {
                 reassembly: Reassembly::default(),
                 closed: None,
             }),
-            notify: Notify::new(),
+            notify: Event::new(),
         }
     }
 
@@ -71,7 +71,7 @@ impl TunnelShared {
         if let Some(m) = r.message {
             s.inbox.push_back(m);
             drop(s);
-            self.notify.notify_waiters();
+            self.notify.notify(usize::MAX);
         }
         r.discarded
     }
@@ -82,7 +82,7 @@ impl TunnelShared {
             .allowance
             .saturating_add(i64::try_from(space).unwrap_or(i64::MAX));
         drop(s);
-        self.notify.notify_waiters();
+        self.notify.notify(usize::MAX);
     }
 
     pub(crate) fn on_close(&self, reason: String) {
@@ -91,7 +91,7 @@ impl TunnelShared {
             s.closed = Some(reason);
         }
         drop(s);
-        self.notify.notify_waiters();
+        self.notify.notify(usize::MAX);
     }
 }
 
@@ -103,7 +103,9 @@ impl Tunnel {
         if message.is_empty() {
             return Err(Error::InvalidArgument("empty tunnel message"));
         }
-        tokio::time::timeout(timeout, self.send_chunks(message))
+        self.conn
+            .spawner
+            .timeout(timeout, self.send_chunks(message))
             .await
             .unwrap_or(Err(Error::TimedOut))
     }
@@ -115,9 +117,7 @@ impl Tunnel {
             // taken the chunk is queued without another await, so a timeout never loses it.
             self.conn.wait_for_space().await?;
             loop {
-                let notified = self.shared.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
+                let notified = self.shared.notify.listen();
                 {
                     let mut s = self.shared.lock();
                     if s.closed.is_some() {
@@ -138,16 +138,16 @@ impl Tunnel {
 
     /// The next whole message, in order.
     pub async fn recv(&self, timeout: Duration) -> Result<Bytes> {
-        tokio::time::timeout(timeout, self.recv_inner())
+        self.conn
+            .spawner
+            .timeout(timeout, self.recv_inner())
             .await
             .unwrap_or(Err(Error::TimedOut))
     }
 
     async fn recv_inner(&self) -> Result<Bytes> {
         loop {
-            let notified = self.shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let notified = self.shared.notify.listen();
             {
                 let mut s = self.shared.lock();
                 if let Some(m) = s.inbox.pop_front() {
@@ -168,9 +168,7 @@ impl Tunnel {
 
     /// Closes the tunnel and waits for the node's acknowledgement.
     pub async fn close(&self) -> Result<()> {
-        let notified = self.shared.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        let mut notified = self.shared.notify.listen();
         if self.shared.lock().closed.is_some() {
             return Ok(());
         }
@@ -180,9 +178,8 @@ impl Tunnel {
             if self.shared.lock().closed.is_some() {
                 return Ok(());
             }
-            notified.as_mut().await;
-            notified.set(self.shared.notify.notified());
-            notified.as_mut().enable();
+            notified.await;
+            notified = self.shared.notify.listen();
         }
     }
 

@@ -9,10 +9,11 @@
 //! every IPv4 address and also sweeps the local subnets, a slice of addresses per beacon:
 //! opt-in only, since it sends to every address of the networks this host is on.
 
+use crate::runtime::{Datagrams, Runtime};
 use bytes::Bytes;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use tokio::net::UdpSocket;
+use std::rc::Rc;
 use tracing::{debug, info, warn};
 
 /// Where a node looks for other nodes of its network.
@@ -62,9 +63,8 @@ const SWEEP: usize = 64;
 const MAX_SWEEP_PREFIX: u8 = 20;
 
 /// The discovery socket and where beacons go.
-#[derive(Debug)]
-pub(crate) struct Beacons {
-    socket: std::rc::Rc<UdpSocket>,
+pub(crate) struct Beacons<R: Runtime> {
+    socket: Rc<R::Udp>,
     /// The well-known ports on this host (but this socket's own).
     host: Vec<SocketAddr>,
     /// Subnet addresses (LAN mode), swept a slice at a time.
@@ -72,10 +72,10 @@ pub(crate) struct Beacons {
     cursor: usize,
 }
 
-impl Beacons {
+impl<R: Runtime> Beacons<R> {
     /// Binds the discovery socket for `scope` on the first free of `ports` (any port if
     /// all are taken); `None` for [`Discover::None`].
-    pub(crate) async fn bind(scope: Discover, ports: &[u16]) -> io::Result<Option<Beacons>> {
+    pub(crate) async fn bind(scope: Discover, ports: &[u16]) -> io::Result<Option<Beacons<R>>> {
         let ip = match scope {
             Discover::None => return Ok(None),
             Discover::Host => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -83,7 +83,7 @@ impl Beacons {
         };
         let mut socket = None;
         for &port in ports.iter().chain(std::iter::once(&0)) {
-            match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+            match R::bind_udp(SocketAddr::new(ip, port)).await {
                 Ok(s) => {
                     socket = Some(s);
                     break;
@@ -116,7 +116,7 @@ impl Beacons {
             info!("LAN discovery sweeps {} subnet addresses", lan.len());
         }
         Ok(Some(Beacons {
-            socket: std::rc::Rc::new(socket),
+            socket: Rc::new(socket),
             host,
             lan,
             cursor: 0,
@@ -124,7 +124,7 @@ impl Beacons {
     }
 
     /// The socket, for the task that reads it.
-    pub(crate) fn socket(&self) -> std::rc::Rc<UdpSocket> {
+    pub(crate) fn socket(&self) -> Rc<R::Udp> {
         self.socket.clone()
     }
 

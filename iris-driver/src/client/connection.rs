@@ -3,24 +3,23 @@
 
 use super::handler::{ServiceHandler, TopicHandler};
 use super::pool::{Limits, Pool};
+use super::spawner::Spawner;
 use super::tunnel::{TUNNEL_WINDOW, Tunnel, TunnelShared, encode_accept};
 use super::{Error, Result};
 use crate::driver::NodeHandle;
+use crate::runtime::{ReadBytes, Runtime, WriteBytes};
 use bytes::{Bytes, BytesMut};
+use event_listener::Event;
 use iris_proto::relay::client::{ClientSession, SessionEvent};
 use iris_proto::relay::codec::{
     self, encode_broadcast, encode_publish_client, encode_request, encode_tun_allow,
 };
 use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::net::TcpStream;
-use tokio::sync::{Notify, oneshot};
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Bytes a connection buffers for its socket before send-type calls wait.
 pub const MAX_BUFFERED: usize = 1 << 20;
@@ -64,11 +63,11 @@ impl std::fmt::Debug for Service {
 #[derive(Debug)]
 pub(crate) struct Inner {
     out: Mutex<Out>,
-    writer_wake: Notify,
-    space: Notify,
+    writer_wake: Event,
+    space: Event,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Bytes>>>>,
-    builds: Mutex<HashMap<u64, oneshot::Sender<Option<u64>>>>,
+    pending: Mutex<HashMap<u64, OneShot<Result<Bytes>>>>,
+    builds: Mutex<HashMap<u64, OneShot<Option<u64>>>>,
     tunnels: Mutex<HashMap<u64, Arc<TunnelShared>>>,
     topics: Mutex<HashMap<String, Arc<Pool<Bytes>>>>,
     service: Option<Service>,
@@ -76,9 +75,14 @@ pub(crate) struct Inner {
     closing: AtomicBool,
     /// Why the connection ended, once it has.
     ended: Mutex<Option<Error>>,
-    ended_notify: Notify,
+    ended_notify: Event,
     limits: codec::Limits,
+    /// Where the connection's tasks run.
+    pub(crate) spawner: Spawner,
 }
+
+/// The sending end of a one-answer channel (a request's reply, a tunnel's confirmation).
+type OneShot<T> = async_channel::Sender<T>;
 
 #[derive(Debug, Default)]
 struct Out {
@@ -90,41 +94,45 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Connection {
-    /// Connects to the local node on `port` as a plain client.
-    pub async fn connect(port: u16) -> Result<Connection> {
-        open(Transport::Port(port), "", None).await
+/// Connects to the local node on `port` as a plain client, on runtime `R` (the runtime
+/// crates wrap this: `iris_tokio::client::connect(port)`).
+pub async fn connect<R: Runtime>(port: u16) -> Result<Connection> {
+    open::<R>(Transport::Port(port), "", None).await
+}
+
+/// Connects as a member of `cluster`, served by `handler` within `limits`, on runtime `R`.
+/// The handler's `init` runs before any delivery reaches it; if it fails, the connection
+/// is closed.
+pub async fn register<R: Runtime, H: ServiceHandler>(
+    port: u16,
+    cluster: &str,
+    handler: H,
+    limits: ServiceLimits,
+) -> Result<Connection> {
+    register_over::<R, H>(Transport::Port(port), cluster, handler, limits).await
+}
+
+impl<R: Runtime> NodeHandle<R> {
+    /// Connects as a plain client to this node, which runs in this process, through an
+    /// in-memory pipe: no socket and no system call between them.
+    pub async fn connect(&self) -> Result<Connection> {
+        open::<R>(Transport::Pipe(self.attach().await?), "", None).await
     }
 
-    /// Connects as a plain client to a node running in this process ([`NodeHandle`]),
-    /// through an in-memory pipe: no socket and no system call between them.
-    pub async fn connect_embedded(node: &NodeHandle) -> Result<Connection> {
-        open(Transport::Pipe(node.attach().await?), "", None).await
-    }
-
-    /// [`Connection::register`] with a node running in this process, as
-    /// [`Connection::connect_embedded`] connects.
-    pub async fn register_embedded<H: ServiceHandler>(
-        node: &NodeHandle,
-        cluster: &str,
-        handler: H,
-        limits: ServiceLimits,
-    ) -> Result<Connection> {
-        let pipe = node.attach().await?;
-        register_over(Transport::Pipe(pipe), cluster, handler, limits).await
-    }
-
-    /// Connects as a member of `cluster`, served by `handler` within `limits`. The handler's
-    /// `init` runs before any delivery reaches it; if it fails, the connection is closed.
+    /// Registers a member of `cluster` with this node, as [`NodeHandle::connect`]
+    /// connects ([`register`] over a relay port).
     pub async fn register<H: ServiceHandler>(
-        port: u16,
+        &self,
         cluster: &str,
         handler: H,
         limits: ServiceLimits,
     ) -> Result<Connection> {
-        register_over(Transport::Port(port), cluster, handler, limits).await
+        let pipe = self.attach().await?;
+        register_over::<R, H>(Transport::Pipe(pipe), cluster, handler, limits).await
     }
+}
 
+impl Connection {
     /// Sends `message` to every member of `cluster`. Returns once it is queued for the socket.
     pub async fn broadcast(&self, cluster: &str, message: impl Into<Bytes>) -> Result<()> {
         let message = message.into();
@@ -149,7 +157,7 @@ impl Connection {
         let ms = timeout_ms(timeout)?;
         self.inner.wait_for_space().await?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = async_channel::bounded(1);
         lock(&self.inner.pending).insert(id, tx);
         if let Err(e) = self
             .inner
@@ -158,7 +166,7 @@ impl Connection {
             lock(&self.inner.pending).remove(&id);
             return Err(e);
         }
-        rx.await.unwrap_or(Err(Error::Closed))
+        rx.recv().await.unwrap_or(Err(Error::Closed))
     }
 
     /// Publishes `event` to every subscriber of `topic`.
@@ -189,7 +197,7 @@ impl Connection {
             topics.insert(topic.to_string(), pool.clone());
         }
         let handler = Arc::new(handler);
-        pool.start(move |e: Bytes| {
+        pool.start(self.inner.spawner, move |e: Bytes| {
             let h = handler.clone();
             async move { h.handle_event(e).await }
         });
@@ -214,7 +222,7 @@ impl Connection {
         self.inner.wait_for_space().await?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(TunnelShared::new(id, 0));
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = async_channel::bounded(1);
         lock(&self.inner.tunnels).insert(id, shared.clone());
         lock(&self.inner.builds).insert(id, tx);
         let sent = self
@@ -225,7 +233,7 @@ impl Connection {
             lock(&self.inner.builds).remove(&id);
             return Err(e);
         }
-        match rx.await {
+        match rx.recv().await {
             Ok(Some(_)) => {
                 self.inner
                     .push(|out| encode_tun_allow(out, id, TUNNEL_WINDOW))?;
@@ -244,15 +252,13 @@ impl Connection {
 
     /// Closes the connection gracefully and waits for the node to confirm.
     pub async fn close(&self) -> Result<()> {
-        let ended = self.inner.ended_notify.notified();
-        tokio::pin!(ended);
-        ended.as_mut().enable();
+        let ended = self.inner.ended_notify.listen();
         if lock(&self.inner.ended).is_some() {
             return Ok(());
         }
         self.inner.closing.store(true, Ordering::SeqCst);
         self.inner.push(codec::encode_close_request)?;
-        let _ = tokio::time::timeout(CLOSE_WAIT, ended).await;
+        let _ = self.inner.spawner.timeout(CLOSE_WAIT, ended).await;
         Ok(())
     }
 
@@ -302,16 +308,14 @@ impl Inner {
             }
             encode(&mut out.buf);
         }
-        self.writer_wake.notify_one();
+        self.writer_wake.notify(1);
         Ok(())
     }
 
     /// Waits until the outgoing buffer has room (backpressure from a slow socket).
     pub(crate) async fn wait_for_space(&self) -> Result<()> {
         loop {
-            let notified = self.space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let notified = self.space.listen();
             {
                 let out = lock(&self.out);
                 if out.closed {
@@ -335,12 +339,12 @@ impl Inner {
             *ended = Some(why.clone());
         }
         lock(&self.out).closed = true;
-        self.writer_wake.notify_one();
-        self.space.notify_waiters();
+        self.writer_wake.notify(1);
+        self.space.notify(usize::MAX);
         // Everything is ended at once: the order does not matter.
         #[allow(clippy::disallowed_methods)]
         for (_, tx) in lock(&self.pending).drain() {
-            let _ = tx.send(Err(Error::Closed));
+            let _ = tx.try_send(Err(Error::Closed));
         }
         lock(&self.builds).clear();
         #[allow(clippy::disallowed_methods)]
@@ -358,21 +362,21 @@ impl Inner {
                 (s.on_drop)(why);
             }
         }
-        self.ended_notify.notify_waiters();
+        self.ended_notify.notify(usize::MAX);
     }
 }
 
 /// How a connection reaches its node.
-enum Transport {
+enum Transport<R: Runtime> {
     /// The relay port on loopback.
     Port(u16),
     /// An in-memory pipe to a node in this process.
-    Pipe(DuplexStream),
+    Pipe((R::PipeReader, R::PipeWriter)),
 }
 
 /// Opens a member's connection of `cluster` and starts its handler's pools.
-async fn register_over<H: ServiceHandler>(
-    transport: Transport,
+async fn register_over<R: Runtime, H: ServiceHandler>(
+    transport: Transport<R>,
     cluster: &str,
     handler: H,
     limits: ServiceLimits,
@@ -383,15 +387,16 @@ async fn register_over<H: ServiceHandler>(
     let handler = Arc::new(handler);
     let broadcasts = Arc::new(Pool::new(limits.broadcast));
     let requests = Arc::new(Pool::new(limits.request));
+    let spawner = Spawner::of::<R>();
     let h = handler.clone();
     let on_tunnel = Box::new(move |t: Tunnel| {
         let h = h.clone();
-        tokio::spawn(async move { h.handle_tunnel(t).await });
+        spawner.spawn(async move { h.handle_tunnel(t).await });
     });
     let h = handler.clone();
     let on_drop = Box::new(move |e: Error| {
         let h = h.clone();
-        tokio::spawn(async move { h.handle_drop(e).await });
+        spawner.spawn(async move { h.handle_drop(e).await });
     });
     let service = Service {
         broadcasts: broadcasts.clone(),
@@ -399,18 +404,18 @@ async fn register_over<H: ServiceHandler>(
         on_tunnel,
         on_drop,
     };
-    let conn = open(transport, cluster, Some(service)).await?;
+    let conn = open::<R>(transport, cluster, Some(service)).await?;
     if let Err(e) = handler.init(&conn).await {
         let _ = conn.close().await;
         return Err(Error::Init(e));
     }
     let h = handler.clone();
-    broadcasts.start(move |m: Bytes| {
+    broadcasts.start(spawner, move |m: Bytes| {
         let h = h.clone();
         async move { h.handle_broadcast(m).await }
     });
     let (h, inner) = (handler, conn.inner.clone());
-    requests.start(move |(id, request, deadline): Delivery| {
+    requests.start(spawner, move |(id, request, deadline): Delivery| {
         let (h, inner) = (h.clone(), inner.clone());
         async move {
             // Its requester has already given up: do not run it.
@@ -429,32 +434,32 @@ async fn register_over<H: ServiceHandler>(
 
 /// Connects (a port: 127.0.0.1 first, then [::1]), hand-shakes and starts the reader and
 /// writer.
-async fn open(transport: Transport, cluster: &str, service: Option<Service>) -> Result<Connection> {
+async fn open<R: Runtime>(
+    transport: Transport<R>,
+    cluster: &str,
+    service: Option<Service>,
+) -> Result<Connection> {
     match transport {
         Transport::Port(port) => {
-            let stream = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
+            let (rd, wr) = match R::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
                 Ok(s) => s,
-                Err(e4) => TcpStream::connect((Ipv6Addr::LOCALHOST, port))
+                Err(e4) => R::connect(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
                     .await
                     .map_err(|_| Error::from(e4))?,
             };
-            stream.set_nodelay(true)?;
-            let (rd, wr) = stream.into_split();
-            start(rd, wr, cluster, service).await
+            start(rd, wr, cluster, service, Spawner::of::<R>()).await
         }
-        Transport::Pipe(pipe) => {
-            let (rd, wr) = tokio::io::split(pipe);
-            start(rd, wr, cluster, service).await
-        }
+        Transport::Pipe((rd, wr)) => start(rd, wr, cluster, service, Spawner::of::<R>()).await,
     }
 }
 
 /// Hand-shakes over a stream's halves and starts the reader and writer.
 async fn start(
-    mut rd: impl AsyncRead + Unpin + Send + 'static,
-    mut wr: impl AsyncWrite + Unpin + Send + 'static,
+    mut rd: impl ReadBytes,
+    mut wr: impl WriteBytes,
     cluster: &str,
     service: Option<Service>,
+    spawner: Spawner,
 ) -> Result<Connection> {
     let limits = codec::Limits::default();
     let mut session = ClientSession::new(limits);
@@ -481,8 +486,8 @@ async fn start(
     }
     let inner = Arc::new(Inner {
         out: Mutex::new(Out::default()),
-        writer_wake: Notify::new(),
-        space: Notify::new(),
+        writer_wake: Event::new(),
+        space: Event::new(),
         next_id: AtomicU64::new(0),
         pending: Mutex::new(HashMap::new()),
         builds: Mutex::new(HashMap::new()),
@@ -491,19 +496,18 @@ async fn start(
         service,
         closing: AtomicBool::new(false),
         ended: Mutex::new(None),
-        ended_notify: Notify::new(),
+        ended_notify: Event::new(),
         limits,
+        spawner,
     });
-    tokio::spawn(writer(inner.clone(), wr));
-    tokio::spawn(reader(inner.clone(), rd, session));
+    spawner.spawn(writer(inner.clone(), wr));
+    spawner.spawn(reader(inner.clone(), rd, session));
     Ok(Connection { inner })
 }
 
-async fn writer(inner: Arc<Inner>, mut wr: impl AsyncWrite + Unpin) {
+async fn writer(inner: Arc<Inner>, mut wr: impl WriteBytes) {
     loop {
-        let notified = inner.writer_wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        let notified = inner.writer_wake.listen();
         let (data, closed) = {
             let mut out = lock(&inner.out);
             (out.buf.split().freeze(), out.closed)
@@ -513,7 +517,7 @@ async fn writer(inner: Arc<Inner>, mut wr: impl AsyncWrite + Unpin) {
                 inner.end(Error::Dropped(format!("write failed: {e}")));
                 return;
             }
-            inner.space.notify_waiters();
+            inner.space.notify(usize::MAX);
             continue;
         }
         if closed {
@@ -524,7 +528,7 @@ async fn writer(inner: Arc<Inner>, mut wr: impl AsyncWrite + Unpin) {
     }
 }
 
-async fn reader(inner: Arc<Inner>, mut rd: impl AsyncRead + Unpin, mut session: ClientSession) {
+async fn reader(inner: Arc<Inner>, mut rd: impl ReadBytes, mut session: ClientSession) {
     let why = loop {
         match session.poll() {
             Ok(Some(SessionEvent::Packet(p))) => {
@@ -553,7 +557,7 @@ fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> Option<Error> {
     match packet {
         NodePacket::Reply { id, outcome } => {
             if let Some(tx) = lock(&inner.pending).remove(&id) {
-                let _ = tx.send(match outcome {
+                let _ = tx.try_send(match outcome {
                     ReplyOutcome::Success(reply) => Ok(reply),
                     ReplyOutcome::Fault(f) => Err(Error::Remote(f.to_string())),
                     ReplyOutcome::TimedOut => Err(Error::TimedOut),
@@ -611,7 +615,7 @@ fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> Option<Error> {
                 t.lock().chunk_limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
             }
             let tx = lock(&inner.builds).remove(&tun_id);
-            let delivered = tx.is_some_and(|tx| tx.send(chunk_limit).is_ok());
+            let delivered = tx.is_some_and(|tx| tx.try_send(chunk_limit).is_ok());
             if !delivered && chunk_limit.is_some() {
                 // The builder gave up waiting: close what it will never use.
                 lock(&inner.tunnels).remove(&tun_id);

@@ -5,6 +5,7 @@
 //! the smallest HTTP/1.1 responder that serves `GET /metrics`: scrapes are rare and small,
 //! so it reads one bounded request per connection, answers and closes.
 
+use crate::runtime::{ReadBytes, Runtime, WriteBytes};
 use iris_proto::mesh::MeshStats;
 use iris_proto::{Node, Stats};
 use prometheus_client::encoding::text::encode;
@@ -13,8 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Most bytes of a scrape request read before giving up on it.
 const MAX_REQUEST: usize = 8 << 10;
@@ -334,26 +333,29 @@ pub fn render(s: &Snapshot) -> String {
 }
 
 /// Answers one scrape on `stream` with what `snapshot` gives at that moment.
-pub(crate) async fn serve(mut stream: TcpStream, snapshot: impl FnOnce() -> Snapshot) {
-    let mut req = Vec::with_capacity(512);
+pub(crate) async fn serve<R: Runtime>(
+    mut rd: R::Reader,
+    mut wr: R::Writer,
+    snapshot: impl FnOnce() -> Snapshot,
+) {
+    let mut req = bytes::BytesMut::with_capacity(MAX_REQUEST);
     let read = async {
-        let mut buf = [0u8; 1024];
         while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST {
-            let n = stream.read(&mut buf).await?;
+            req.reserve(1024.min(MAX_REQUEST - req.len()));
+            let n = rd.read_buf(&mut req).await?;
             if n == 0 {
                 break;
             }
-            req.extend_from_slice(&buf[..n]);
         }
         Ok::<_, std::io::Error>(())
     };
     if !matches!(
-        tokio::time::timeout(REQUEST_TIMEOUT, read).await,
-        Ok(Ok(()))
+        crate::runtime::timeout::<R, _>(REQUEST_TIMEOUT, read).await,
+        Some(Ok(()))
     ) {
         return;
     }
-    let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = req[..].split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let (method, path) = (parts.next(), parts.next());
     let (status, body) = match (method, path) {
@@ -365,9 +367,9 @@ pub(crate) async fn serve(mut stream: TcpStream, snapshot: impl FnOnce() -> Snap
         "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    let _ = wr.write_all(head.as_bytes()).await;
+    let _ = wr.write_all(body.as_bytes()).await;
+    let _ = wr.shutdown().await;
 }
 
 #[cfg(test)]

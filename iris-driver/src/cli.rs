@@ -1,0 +1,336 @@
+//! The Iris node command (`iris` on tokio, `iris-smol` on smol): flags, key, logging,
+//! signals, and a node run until a signal stops it.
+
+use crate::driver::{self, NetworkOptions, NodeOptions};
+use crate::runtime::Runtime;
+use clap::Parser;
+use iris_proto::{MeshConfig, Security};
+use std::net::ToSocketAddrs;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+
+/// Iris node: decentralized messaging for backend services.
+///
+/// Applications attach to their local node over the relay protocol (TCP on 127.0.0.1 and
+/// ::1) and address each other by cluster and topic names. The original's single-dash
+/// flags (`iris -dev -port 3333`) work too.
+#[derive(Debug, Parser)]
+#[command(name = "iris", version, about, long_about)]
+struct Args {
+    /// Run a lone development node: random network name and key, no peers, no discovery.
+    #[arg(long)]
+    dev: bool,
+
+    /// Network name; nodes join only nodes of the same network (and the same key).
+    #[arg(long, value_name = "NAME")]
+    net: Option<String>,
+
+    /// Path of the network's shared RSA private key: PKCS#1 or PKCS#8, PEM or DER, at least
+    /// 2048 bits (`openssl genrsa -out net.pem 2048`).
+    #[arg(long, value_name = "PATH")]
+    rsa: Option<std::path::PathBuf>,
+
+    /// A node of the network to join through, as HOST:PORT (its peer address); repeat for
+    /// several. Retried while this node knows nobody. Without seeds the node starts a
+    /// network of its own, which others may join through it.
+    #[arg(long = "seed", value_name = "HOST:PORT")]
+    seeds: Vec<String>,
+
+    /// Where the peer listener binds. Loopback by default: reaching other machines is an
+    /// explicit choice (e.g. `0.0.0.0:7000` with `--advertise 10.0.0.5:7000`).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    peer_bind: std::net::SocketAddr,
+
+    /// The peer address other nodes are told to dial (default: the bound address).
+    #[arg(long, value_name = "ADDR:PORT")]
+    advertise: Option<std::net::SocketAddr>,
+
+    /// Where to look for other nodes of the network besides the seeds: `host` (other nodes
+    /// on this machine, over loopback UDP), `lan` (this machine and every address of its
+    /// IPv4 subnets: opt-in, it sends to every host there) or `none`.
+    #[arg(long, default_value = "host", value_name = "SCOPE")]
+    discover: crate::discovery::Discover,
+
+    /// The well-known UDP ports discovery binds (the first free one) and sends beacons to.
+    /// Nodes look for each other only on the same ports: a different list keeps a group of
+    /// nodes apart from the rest on one host.
+    #[arg(long, value_delimiter = ',', value_name = "PORT,...",
+          default_values_t = crate::discovery::DEFAULT_PORTS)]
+    discovery_ports: Vec<u16>,
+
+    /// Relay port for local clients, on 127.0.0.1 and ::1. 0 picks a free port.
+    #[arg(long, default_value_t = 55555, value_name = "PORT")]
+    port: u16,
+
+    /// Log filter, e.g. `info`, `debug`, `iris_driver=trace` (RUST_LOG overrides it).
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    log: String,
+
+    /// Largest message, request, reply or event a client may send, in bytes.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    max_message_size: u64,
+
+    /// Most relay clients at once (past their handshake); the next is denied with the
+    /// reason. Default: what the open-file limit allows once the node has raised it as far
+    /// as the OS lets it (clients need one descriptor each; some are kept for peers).
+    #[arg(long, value_name = "N")]
+    max_clients: Option<usize>,
+
+    /// Most connections still in their handshake; when full, the oldest is closed, so
+    /// connections that never send INIT cannot keep clients out.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_handshakes: usize,
+
+    /// Unwritten bytes for one client above which the producers sending to it stop being
+    /// read until it catches up (only they: everyone else is served). Default: 8 MiB, or
+    /// half the per-client cap if that is smaller.
+    #[arg(long, value_name = "BYTES")]
+    client_backlog_high: Option<usize>,
+
+    /// Milliseconds a client may stay congested before it is cut as a slow consumer.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    slow_consumer_timeout_ms: u64,
+
+    /// Hard cap on unwritten bytes for one client (its share of the memory budget); beyond
+    /// it the client is cut at once. Default: a quarter of --max-memory, at most 256 MiB.
+    #[arg(long, value_name = "BYTES")]
+    max_client_backlog: Option<usize>,
+
+    /// Memory budget for everything the node holds for clients (queued messages, partial
+    /// input, tunnel buffers), e.g. `1G`, `512M` or bytes. Over three quarters the node stops
+    /// reading new input; over the whole it cuts its largest consumers.
+    #[arg(long, default_value = "1G", value_name = "SIZE", value_parser = parse_size)]
+    max_memory: usize,
+
+    /// Serve the node's counters (Prometheus text) at http://ADDR/metrics, e.g.
+    /// `127.0.0.1:9100`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+
+    /// Milliseconds a new client has to complete its handshake.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    handshake_timeout_ms: u64,
+}
+
+/// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
+fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
+    const LONG: [&str; 19] = [
+        "dev",
+        "net",
+        "rsa",
+        "seed",
+        "peer-bind",
+        "advertise",
+        "discover",
+        "discovery-ports",
+        "metrics",
+        "port",
+        "log",
+        "max-message-size",
+        "max-clients",
+        "handshake-timeout-ms",
+        "client-backlog-high",
+        "slow-consumer-timeout-ms",
+        "max-client-backlog",
+        "max-handshakes",
+        "max-memory",
+    ];
+    args.map(|a| {
+        let body = a.strip_prefix('-').filter(|b| !b.starts_with('-'));
+        match body {
+            Some(b) if LONG.contains(&b.split('=').next().unwrap_or(b)) => format!("-{a}"),
+            _ => a,
+        }
+    })
+    .collect()
+}
+
+/// Runs the command on runtime `R`: parses the process's arguments, runs a node until
+/// SIGINT or SIGTERM, and says how it ended. The `iris` binaries are this one call.
+pub fn main<R: Runtime>() -> ExitCode {
+    let args = match Args::try_parse_from(normalize(std::env::args())) {
+        Ok(args) => args,
+        Err(e) => return flag_error(e),
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
+
+    let seed = driver::random_seed();
+    let network = if args.dev {
+        let network = format!(
+            "dev-{:02x}{:02x}{:02x}{:02x}",
+            seed[0], seed[1], seed[2], seed[3]
+        );
+        tracing::info!("development mode: lone node of network {network:?}, no peers");
+        None
+    } else {
+        match network_options(&args) {
+            Ok(net) => Some(net),
+            Err(e) => {
+                eprintln!("iris: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let mut opts = NodeOptions {
+        port: args.port,
+        seed,
+        network,
+        metrics: args.metrics,
+        ..NodeOptions::default()
+    };
+    // Raised whether or not --max-clients is given, so that the count given can be served.
+    let by_fd_limit = clients_by_fd_limit(args.max_handshakes);
+    let c = &mut opts.config;
+    c.limits.max_message_size = args.max_message_size;
+    c.max_clients = args.max_clients.unwrap_or(by_fd_limit);
+    c.max_handshakes = args.max_handshakes;
+    c.max_memory = args.max_memory;
+    c.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
+    c.max_client_backlog = args
+        .max_client_backlog
+        .unwrap_or((args.max_memory / 4).min(256 << 20));
+    c.client_backlog_high = args
+        .client_backlog_high
+        .unwrap_or((c.max_client_backlog / 2).min(8 << 20));
+    c.slow_consumer_timeout = std::time::Duration::from_millis(args.slow_consumer_timeout_ms);
+    if let Err(e) = opts.config.validate() {
+        eprintln!("iris: {e}");
+        return ExitCode::from(2);
+    }
+
+    tracing::debug!("runtime: {}", R::NAME);
+    let result = R::block_on(async {
+        // Signals are caught from the first instant: a node still joining its network leaves
+        // it gracefully too.
+        let signals = R::shutdown_signals()?;
+        driver::run::<R>(opts, None, signals).await
+    });
+    match result {
+        Ok(Ok(_)) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("iris: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("iris: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go to stdout as clap writes them; a bad flag is one line on stderr and
+/// exit status 2.
+fn flag_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    eprintln!(
+        "iris: {} (see iris --help)",
+        first.strip_prefix("error: ").unwrap_or(first)
+    );
+    ExitCode::from(2)
+}
+
+/// The network half of the options: the key checked, the seeds resolved.
+fn network_options(args: &Args) -> Result<NetworkOptions, String> {
+    let (Some(net), Some(rsa)) = (&args.net, &args.rsa) else {
+        return Err("a network node needs --net NAME and --rsa KEY (or use --dev)".into());
+    };
+    if net.is_empty() {
+        return Err("the network name must not be empty".into());
+    }
+    let key = crate::key_file::load_network_key(rsa).map_err(|e| e.to_string())?;
+    let mut seeds = Vec::new();
+    for s in &args.seeds {
+        let addr = s
+            .to_socket_addrs()
+            .map_err(|e| format!("seed {s:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("seed {s:?} resolves to no address"))?;
+        seeds.push(addr);
+    }
+    let mut mesh = MeshConfig::new(net, args.peer_bind);
+    mesh.seeds = seeds;
+    Ok(NetworkOptions {
+        bind: args.peer_bind,
+        advertise: args.advertise,
+        mesh,
+        security: Security::Rsa(Arc::new(key)),
+        events: None,
+        discover: args.discover,
+        discovery_ports: args.discovery_ports.clone(),
+    })
+}
+
+/// Raises the open-file limit as far as the OS lets this process, and says how many clients
+/// that leaves room for: one descriptor each, after the handshake pool, peer links (the
+/// mesh's 1024 by default) and a few for listeners and files.
+fn clients_by_fd_limit(handshakes: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}");
+            return iris_proto::Config::default().max_clients;
+        }
+    };
+    let reserved = handshakes as u64 + 1024 + 64;
+    let clients = limit.saturating_sub(reserved).clamp(64, 1 << 20) as usize;
+    tracing::info!("open-file limit {limit}: serving up to {clients} clients");
+    clients
+}
+
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 1G, 512M or a number of bytes)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_flags_of_the_original_still_parse() {
+        let argv = ["iris", "-dev", "-port", "3333", "-net=x"].map(String::from);
+        let args = Args::parse_from(normalize(argv.into_iter()));
+        assert!(args.dev);
+        assert_eq!(args.port, 3333);
+        assert_eq!(args.net.as_deref(), Some("x"));
+        // Short options and values that start with one dash are left alone.
+        assert_eq!(normalize(["-h".to_string()].into_iter()), vec!["-h"]);
+    }
+
+    #[test]
+    fn sizes_take_suffixes_and_refuse_nonsense() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+}
