@@ -6,6 +6,7 @@
 use crate::report::Report;
 use iris_proto::Instant;
 use iris_proto::link::{Link, LinkConfig, NetworkKey, Role};
+use iris_tokio::Tokio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,7 +33,7 @@ pub(crate) async fn run(report: &mut Report, quick: bool) -> Result<(), BoxError
 
     report.latency(
         "request 64 B, no flood",
-        crate::iris::request_latency(node.port, node.port, 64, rounds).await?,
+        crate::iris::request_latency::<Tokio>(node.port, node.port, 64, rounds).await?,
     );
     for (what, bytes) in [
         ("replayed first flights", flight),
@@ -62,7 +63,8 @@ pub(crate) async fn run(report: &mut Report, quick: bool) -> Result<(), BoxError
                 Ok::<usize, BoxError>(n)
             })
         };
-        let latency = crate::iris::request_latency(node.port, node.port, 64, rounds).await?;
+        let latency =
+            crate::iris::request_latency::<Tokio>(node.port, node.port, 64, rounds).await?;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let during = flooding.await??;
         report.latency(

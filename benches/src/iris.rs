@@ -2,7 +2,8 @@
 
 use crate::report::Rate;
 use bytes::Bytes;
-pub(crate) use iris_tokio::client::Dial;
+pub(crate) use iris_driver::client::Dial;
+use iris_driver::runtime::Runtime;
 use iris_tokio::client::{Connection, Limits, ServiceHandler, ServiceLimits, TopicHandler};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,14 +97,14 @@ async fn settle(client: &Connection, cluster: &str) -> Result<(), BoxError> {
 }
 
 /// `n` broadcasts from a client of the node at `from` to a member on the node at `port`.
-pub(crate) async fn broadcast(
-    port: impl Into<Dial>,
-    from: impl Into<Dial>,
+pub(crate) async fn broadcast<R: Runtime>(
+    port: impl Into<Dial<R>>,
+    from: impl Into<Dial<R>>,
     size: usize,
     n: usize,
 ) -> Result<Rate, BoxError> {
-    let port: Dial = port.into();
-    let from: Dial = from.into();
+    let port: Dial<R> = port.into();
+    let from: Dial<R> = from.into();
     let counter = Counter::new(n);
     let limits = ServiceLimits {
         broadcast: roomy(),
@@ -128,12 +129,12 @@ pub(crate) async fn broadcast(
     Ok(rate)
 }
 
-pub(crate) async fn publish(
-    port: impl Into<Dial>,
+pub(crate) async fn publish<R: Runtime>(
+    port: impl Into<Dial<R>>,
     size: usize,
     n: usize,
 ) -> Result<Rate, BoxError> {
-    let port: Dial = port.into();
+    let port: Dial<R> = port.into();
     let counter = Counter::new(n);
     let topic = format!("bench-topic-{size}");
     let subscriber = port.connect().await?;
@@ -178,14 +179,14 @@ impl ServiceHandler for Accept {
 
 /// `n` chunks through a tunnel from a client of the node at `from` to a member on the node
 /// at `port`.
-pub(crate) async fn tunnel(
-    port: impl Into<Dial>,
-    from: impl Into<Dial>,
+pub(crate) async fn tunnel<R: Runtime>(
+    port: impl Into<Dial<R>>,
+    from: impl Into<Dial<R>>,
     size: usize,
     n: usize,
 ) -> Result<Rate, BoxError> {
-    let port: Dial = port.into();
-    let from: Dial = from.into();
+    let port: Dial<R> = port.into();
+    let from: Dial<R> = from.into();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cluster = format!("bench-tunnel-{size}");
     let member = port
@@ -224,14 +225,14 @@ pub(crate) async fn tunnel(
 
 /// Round trips, one at a time, from a client of the node at `from` to a member on the node
 /// at `port`.
-pub(crate) async fn request_latency(
-    port: impl Into<Dial>,
-    from: impl Into<Dial>,
+pub(crate) async fn request_latency<R: Runtime>(
+    port: impl Into<Dial<R>>,
+    from: impl Into<Dial<R>>,
     size: usize,
     rounds: usize,
 ) -> Result<Vec<Duration>, BoxError> {
-    let port: Dial = port.into();
-    let from: Dial = from.into();
+    let port: Dial<R> = port.into();
+    let from: Dial<R> = from.into();
     let cluster = format!("bench-echo-{size}");
     let member = port
         .register(&cluster, Echo, ServiceLimits::default())
@@ -258,13 +259,13 @@ pub(crate) async fn request_latency(
     Ok(samples)
 }
 
-pub(crate) async fn request_rate(
-    port: impl Into<Dial>,
+pub(crate) async fn request_rate<R: Runtime>(
+    port: impl Into<Dial<R>>,
     size: usize,
     total: usize,
     in_flight: usize,
 ) -> Result<Rate, BoxError> {
-    let port: Dial = port.into();
+    let port: Dial<R> = port.into();
     let cluster = format!("bench-echo-rate-{size}");
     let member = port
         .register(&cluster, Echo, ServiceLimits::default())

@@ -24,6 +24,7 @@ mod tcp;
 mod twonode;
 
 use clap::Parser;
+use iris_tokio::Tokio;
 use report::Report;
 
 /// End-to-end benchmarks of one Iris node through the Rust client.
@@ -194,12 +195,12 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let rounds = if size > 4096 { rounds / 10 } else { rounds };
                 report.latency(
                     &format!("iris request {size} B"),
-                    iris::request_latency(port, port, size, rounds).await?,
+                    iris::request_latency::<Tokio>(port, port, size, rounds).await?,
                 );
                 report.rate(
                     &format!("iris request {size} B, 32 in flight"),
                     size,
-                    iris::request_rate(port, size, rounds * 2, 32).await?,
+                    iris::request_rate::<Tokio>(port, size, rounds * 2, 32).await?,
                 );
             }
         }
@@ -218,21 +219,21 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 report.rate(
                     &format!("iris broadcast {size} B"),
                     size,
-                    iris::broadcast(port, port, size, n).await?,
+                    iris::broadcast::<Tokio>(port, port, size, n).await?,
                 );
             }
             if run("publish") {
                 report.rate(
                     &format!("iris publish {size} B"),
                     size,
-                    iris::publish(port, size, n).await?,
+                    iris::publish::<Tokio>(port, size, n).await?,
                 );
             }
             if run("tunnel") {
                 report.rate(
                     &format!("iris tunnel {size} B"),
                     size,
-                    iris::tunnel(port, port, size, n.min(200_000)).await?,
+                    iris::tunnel::<Tokio>(port, port, size, n.min(200_000)).await?,
                 );
             }
         }

@@ -8,6 +8,7 @@ use bytes::{Buf, BytesMut};
 use iris_proto::Stats;
 use iris_proto::relay::client::SessionEvent;
 use iris_proto::relay::{ClientPacket, NodePacket};
+use iris_tokio::Tokio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +54,7 @@ pub(crate) async fn run(size: usize, seconds: u64, max_memory: usize) -> Result<
     })?;
     let port = node.port();
     // The third party's requests on the idle node: the baseline of this run.
-    let idle = crate::iris::request_latency(port, port, 64, 2000).await?;
+    let idle = crate::iris::request_latency::<Tokio>(port, port, 64, 2000).await?;
     reset_peak_rss();
 
     let mut stalled = Raw::connect(port, "").await?;

@@ -7,6 +7,7 @@ use crate::iris;
 use crate::report::Report;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use iris_tokio::Tokio;
 use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -46,7 +47,7 @@ pub(crate) async fn run(report: &mut Report, quick: bool) -> Result<(), BoxError
     for (name, to) in [("one node", a), ("two nodes", b)] {
         report.latency(
             &format!("request 64 B, {name}"),
-            iris::request_latency(to, a, 64, rounds).await?,
+            iris::request_latency::<Tokio>(to, a, 64, rounds).await?,
         );
     }
     for size in [64usize, 65536] {
@@ -59,7 +60,7 @@ pub(crate) async fn run(report: &mut Report, quick: bool) -> Result<(), BoxError
         };
         for (name, to) in [("one node", a), ("two nodes", b)] {
             let cpu = Cpu::start(&nodes);
-            let r = iris::broadcast(to, a, size, n).await?;
+            let r = iris::broadcast::<Tokio>(to, a, size, n).await?;
             if size == 65536 {
                 report.row(cpu.row(&format!("CPU during broadcast {size} B, {name}")));
             }
@@ -70,7 +71,7 @@ pub(crate) async fn run(report: &mut Report, quick: bool) -> Result<(), BoxError
         }
         for (name, to) in [("one node", a), ("two nodes", b)] {
             let cpu = Cpu::start(&nodes);
-            let r = iris::tunnel(to, a, size, n.min(200_000)).await?;
+            let r = iris::tunnel::<Tokio>(to, a, size, n.min(200_000)).await?;
             if size == 65536 {
                 report.row(cpu.row(&format!("CPU during tunnel {size} B, {name}")));
             }

@@ -22,8 +22,8 @@ use crate::log_limit::LogLimit;
 use crate::runtime::{
     Datagrams, Listener, ReadBytes, Runtime, Task, WriteBytes, sleep, timeout, write_all_vectored,
 };
+use crate::wake::Wake;
 use bytes::{Bytes, BytesMut};
-use event_listener::Event;
 use iris_proto::{
     CloseReason, Config, ConnId, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig,
     MeshEvent, Node, Output, Security, Stats,
@@ -253,7 +253,7 @@ impl<R: Runtime> NodeHandle<R> {
 
     /// A new client connection to this node inside this process: the client's end of an
     /// in-memory pipe that speaks the relay protocol, with no socket or system call in
-    /// between ([`crate::client::Connection::connect_embedded`] uses it). Fails once the
+    /// between ([`NodeHandle::connect`] uses it). Fails once the
     /// node has stopped.
     pub async fn attach(&self) -> io::Result<PipeEnd<R>> {
         let (client, node) = R::pipe(EMBEDDED_PIPE);
@@ -306,12 +306,12 @@ struct Shared<R: Runtime> {
     /// The node said it knows nobody, and has not converged with anyone since.
     alone_said: bool,
     /// Wakes the timer task when the node's deadline may have moved.
-    timer_wake: Rc<Event>,
+    timer_wake: Rc<Wake>,
     ready: bool,
-    ready_wake: Rc<Event>,
+    ready_wake: Rc<Wake>,
     /// Writer tasks still running, and the notice that the last one ended.
     live_writers: Rc<Cell<usize>>,
-    writers_done: Rc<Event>,
+    writers_done: Rc<Wake>,
     /// Remote addresses of connections, for the log (removed when the node forgets them).
     addrs: HashMap<(bool, u64), SocketAddr>,
     /// Budgets of the warnings a remote party can trigger at will.
@@ -331,8 +331,8 @@ struct ConnIo<R: Runtime> {
     gone: bool,
     /// The node asked not to read this socket for now.
     paused: bool,
-    wake: Rc<Event>,
-    read_wake: Rc<Event>,
+    wake: Rc<Wake>,
+    read_wake: Rc<Wake>,
     reader: Option<R::Task>,
 }
 
@@ -405,11 +405,11 @@ async fn run_local<R: Runtime>(
         next_link: 0,
         events,
         alone_said: false,
-        timer_wake: Rc::new(Event::new()),
+        timer_wake: Rc::new(Wake::default()),
         ready: false,
-        ready_wake: Rc::new(Event::new()),
+        ready_wake: Rc::new(Wake::default()),
         live_writers: Rc::new(Cell::new(0)),
-        writers_done: Rc::new(Event::new()),
+        writers_done: Rc::new(Wake::default()),
         addrs: HashMap::new(),
         refusals: LogLimit::new(),
         handshakes: LogLimit::new(),
@@ -440,16 +440,13 @@ async fn run_local<R: Runtime>(
     // it boots is served all the same (peers are told the node leaves).
     let mut shutdown = std::pin::pin!(shutdown);
     let ready_wake = shared.borrow().ready_wake.clone();
-    let notified = ready_wake.listen();
-    let early = if shared.borrow().ready {
+    let early = futures_lite::future::or(async { Some(shutdown.as_mut().await) }, async {
+        while !shared.borrow().ready {
+            ready_wake.wait().await;
+        }
         None
-    } else {
-        futures_lite::future::or(async { Some(shutdown.as_mut().await) }, async {
-            notified.await;
-            None
-        })
-        .await
-    };
+    })
+    .await;
     let reason = match early {
         Some(reason) => {
             info!("shutting down before the relay port opened: {reason}");
@@ -488,9 +485,13 @@ async fn run_local<R: Runtime>(
     }
     let done = shared.borrow().writers_done.clone();
     let live = shared.borrow().live_writers.clone();
-    let all_done = done.listen();
     handle(&shared, Input::Shutdown(&reason));
-    if live.get() > 0 && timeout::<R, _>(SHUTDOWN_GRACE, all_done).await.is_none() {
+    let all_done = async {
+        while live.get() > 0 {
+            done.wait().await;
+        }
+    };
+    if timeout::<R, _>(SHUTDOWN_GRACE, all_done).await.is_none() {
         warn!("{} clients did not take their CLOSE in time", live.get());
     }
     timer.abort();
@@ -529,7 +530,7 @@ fn pump<R: Runtime>(shared: &SharedRc<R>) {
                 if let Some(io) = s.conns.get(&conn.0) {
                     let mut io = io.borrow_mut();
                     io.paused = false;
-                    io.read_wake.notify(1);
+                    io.read_wake.notify();
                 }
             }
             Output::Event(e) => log_event(&mut s, e),
@@ -543,7 +544,7 @@ fn pump<R: Runtime>(shared: &SharedRc<R>) {
             }
         }
     }
-    s.timer_wake.notify(1);
+    s.timer_wake.notify();
 }
 
 /// Hands bytes to a connection's writer (a client's or a peer link's).
@@ -551,7 +552,7 @@ fn transmit<R: Runtime>(io: Option<&Rc<RefCell<ConnIo<R>>>>, data: Bytes) {
     if let Some(io) = io {
         let mut io = io.borrow_mut();
         io.queue.push_back(data);
-        io.wake.notify(1);
+        io.wake.notify();
     }
 }
 
@@ -560,7 +561,7 @@ fn close_after_flush<R: Runtime>(io: Option<Rc<RefCell<ConnIo<R>>>>) {
     if let Some(io) = io {
         let mut io = io.borrow_mut();
         io.closing = true;
-        io.wake.notify(1);
+        io.wake.notify();
     }
 }
 
@@ -568,7 +569,7 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
     match e {
         NodeEvent::Ready => {
             s.ready = true;
-            s.ready_wake.notify(usize::MAX);
+            s.ready_wake.notify();
         }
         NodeEvent::ClientAttached { conn, cluster } if cluster.is_empty() => {
             debug!(conn = conn.0, "client attached")
@@ -671,7 +672,6 @@ fn limited_warn(limit: &mut LogLimit, line: std::fmt::Arguments<'_>) {
 async fn timer_task<R: Runtime>(shared: SharedRc<R>) {
     let wake = shared.borrow().timer_wake.clone();
     loop {
-        let notified = wake.listen();
         let deadline = {
             let s = shared.borrow();
             s.node
@@ -686,7 +686,7 @@ async fn timer_task<R: Runtime>(shared: SharedRc<R>) {
                         true
                     },
                     async {
-                        notified.await;
+                        wake.wait().await;
                         false
                     },
                 )
@@ -695,7 +695,7 @@ async fn timer_task<R: Runtime>(shared: SharedRc<R>) {
                     handle(&shared, Input::Timeout);
                 }
             }
-            None => notified.await,
+            None => wake.wait().await,
         }
     }
 }
@@ -915,8 +915,8 @@ fn start_io<R: Runtime>(
         closing: false,
         gone: false,
         paused: false,
-        wake: Rc::new(Event::new()),
-        read_wake: Rc::new(Event::new()),
+        wake: Rc::new(Wake::default()),
+        read_wake: Rc::new(Wake::default()),
         reader: None,
     }));
     {
@@ -947,12 +947,8 @@ async fn reader_task<R: Runtime>(
     loop {
         // While the node cannot queue this client's next message, it is not read: TCP
         // pushes back on it alone.
-        loop {
-            let resumed = read_wake.listen();
-            if !io.borrow().paused {
-                break;
-            }
-            resumed.await;
+        while io.borrow().paused {
+            read_wake.wait().await;
         }
         buf.clear();
         buf.reserve(READ_CHUNK);
@@ -973,7 +969,7 @@ async fn reader_task<R: Runtime>(
     if let Some(io) = known {
         let mut io = io.borrow_mut();
         io.gone = true;
-        io.wake.notify(1);
+        io.wake.notify();
     }
     match ep {
         Endpoint::Client(conn) => handle(&shared, Input::ClientGone(conn)),
@@ -1007,7 +1003,7 @@ impl<R: Runtime> Drop for WriterGuard<R> {
         if let Ok(s) = self.shared.try_borrow() {
             s.live_writers.set(s.live_writers.get() - 1);
             if s.live_writers.get() == 0 {
-                s.writers_done.notify(usize::MAX);
+                s.writers_done.notify();
             }
         }
     }
@@ -1026,7 +1022,6 @@ async fn writer_task<R: Runtime>(
     let wake = io.borrow().wake.clone();
     let mut batch: VecDeque<Bytes> = VecDeque::new();
     loop {
-        let notified = wake.listen();
         let closing = {
             let mut io = io.borrow_mut();
             if io.gone {
@@ -1040,7 +1035,7 @@ async fn writer_task<R: Runtime>(
                 let _ = timeout::<R, _>(CLOSE_FLUSH, wr.shutdown()).await;
                 return;
             }
-            notified.await;
+            wake.wait().await;
             continue;
         }
         let written: usize = batch.iter().map(Bytes::len).sum();

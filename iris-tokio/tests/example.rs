@@ -1,6 +1,19 @@
 //! Runs the Chinese whispers example as a user would and checks what it prints: the whole
 //! ring on one in-process node, and each gopher on its own `iris` process.
 
+#![allow(unreachable_pub)]
+
+/// The node binary the example's gophers attach to, for the suite's helpers.
+mod rt {
+    pub const BIN: &str = env!("CARGO_BIN_EXE_iris");
+    pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+    /// Network names of this runtime's cases end in it (see `common::apart`).
+    pub const NAME: &str = "tokio";
+    /// Discovery ports of this runtime's cases are shifted by it (see `common::apart`).
+    pub const PORT_SHIFT: u16 = 0;
+}
+
+#[path = "../../iris-driver/suite/common.rs"]
 mod common;
 
 use std::path::PathBuf;

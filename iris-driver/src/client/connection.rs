@@ -314,16 +314,22 @@ impl Inner {
 
     /// Waits until the outgoing buffer has room (backpressure from a slow socket).
     pub(crate) async fn wait_for_space(&self) -> Result<()> {
+        // Checked before listening too: a listener is an allocation, and there is room
+        // almost always.
+        let room = || {
+            let out = lock(&self.out);
+            if out.closed {
+                return Some(Err(Error::Closed));
+            }
+            (out.buf.len() < MAX_BUFFERED).then_some(Ok(()))
+        };
         loop {
+            if let Some(r) = room() {
+                return r;
+            }
             let notified = self.space.listen();
-            {
-                let out = lock(&self.out);
-                if out.closed {
-                    return Err(Error::Closed);
-                }
-                if out.buf.len() < MAX_BUFFERED {
-                    return Ok(());
-                }
+            if let Some(r) = room() {
+                return r;
             }
             notified.await;
         }
@@ -506,8 +512,8 @@ async fn start(
 }
 
 async fn writer(inner: Arc<Inner>, mut wr: impl WriteBytes) {
+    let mut notified = None;
     loop {
-        let notified = inner.writer_wake.listen();
         let (data, closed) = {
             let mut out = lock(&inner.out);
             (out.buf.split().freeze(), out.closed)
@@ -524,7 +530,12 @@ async fn writer(inner: Arc<Inner>, mut wr: impl WriteBytes) {
             let _ = wr.shutdown().await;
             return;
         }
-        notified.await;
+        // Nothing to write: listen, then look once more before sleeping (a listener is an
+        // allocation, so only an idle writer makes one).
+        match notified.take() {
+            Some(listener) => listener.await,
+            None => notified = Some(inner.writer_wake.listen()),
+        }
     }
 }
 

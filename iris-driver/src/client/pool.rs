@@ -103,8 +103,8 @@ impl<T: Send + 'static> Pool<T> {
     }
 
     async fn next(&self) -> Option<T> {
+        let mut notified = None;
         loop {
-            let notified = self.wake.listen();
             {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some((item, size)) = s.queue.pop_front() {
@@ -119,7 +119,12 @@ impl<T: Send + 'static> Pool<T> {
                     return None;
                 }
             }
-            notified.await;
+            // Listen, then look once more before sleeping: a listener is an allocation,
+            // made only by a worker that finds the queue empty.
+            match notified.take() {
+                Some(listener) => listener.await,
+                None => notified = Some(self.wake.listen()),
+            }
         }
     }
 }

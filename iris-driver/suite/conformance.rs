@@ -1,7 +1,7 @@
 //! Relay protocol v1 conformance of the real `iris` binary over TCP: every operation and the
 //! edge cases of the spec, with a raw client that controls every byte.
 
-mod common;
+use super::common;
 
 use bytes::{Bytes, BytesMut};
 use common::{Got, IrisProcess, PROMPT, RawClient, b, build_tunnel};

@@ -3,7 +3,7 @@
 //! that must stay apart, and LAN discovery inside network namespaces this test creates
 //! (with no route out of them).
 
-mod common;
+use super::common;
 
 use common::{Got, IrisProcess, fixture};
 use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};

@@ -1,15 +1,12 @@
 //! The `iris` command line: help, and clear errors for bad flags and key files.
 
-mod common;
+use super::common;
 
 use common::fixture;
 use std::process::Command;
 
 fn iris(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_iris"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(crate::rt::BIN).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,19 +1,22 @@
-//! The Rust client, one suite run twice: against the real `iris` binary over its relay
-//! port (`process::`), and against a node embedded in the test's process over an in-memory
-//! pipe (`embedded::`). `cargo test -p iris-tokio --test client embedded::` runs one.
+//! The Rust client, one suite run twice per runtime: against the node binary over its
+//! relay port (`process::`), and against a node embedded in the test's process over an
+//! in-memory pipe (`embedded::`). `cargo test -p iris-tokio --test suite client::embedded::`
+//! runs one.
 
-mod common;
+use super::common;
 
-use bytes::Bytes;
-use common::IrisProcess;
-use iris_tokio::client::{
+use crate::rt::client::{
     Connection, Dial, Error, Limits, ServiceHandler, ServiceLimits, TopicHandler, Tunnel,
 };
-use iris_tokio::driver::{NodeHandle, NodeOptions};
+use crate::rt::driver::{NodeHandle, NodeOptions};
+use crate::rt::{Rt, block_on, unblock};
+use async_channel::{Receiver, Sender, unbounded};
+use bytes::Bytes;
+use common::IrisProcess;
+use iris_driver::runtime::{Runtime, timeout};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -27,9 +30,7 @@ impl Target {
     /// The `iris` binary in dev mode, started on a blocking thread (it waits for the boot
     /// line).
     async fn process() -> Target {
-        let process = tokio::task::spawn_blocking(|| IrisProcess::start(&[]))
-            .await
-            .expect("start iris");
+        let process = unblock(|| IrisProcess::start(&[])).await;
         Target {
             dial: Dial::Port(process.port),
             process: Some(process),
@@ -43,9 +44,8 @@ impl Target {
             port: 0,
             ..NodeOptions::default()
         };
-        let node = tokio::task::spawn_blocking(|| NodeHandle::spawn(opts))
+        let node = unblock(|| NodeHandle::spawn(opts))
             .await
-            .expect("spawn")
             .expect("start the node");
         Target {
             dial: Dial::Embedded(Arc::new(node)),
@@ -58,19 +58,14 @@ impl Target {
     async fn shut_down(self) -> String {
         match (self.process, self.dial) {
             (Some(mut process), _) => {
-                let (_, status) = tokio::task::spawn_blocking(move || process.terminate())
-                    .await
-                    .unwrap();
+                let (_, status) = unblock(move || process.terminate()).await;
                 assert!(status.success());
                 "node shutting down (SIGTERM)".into()
             }
             (None, Dial::Embedded(node)) => {
                 let node = Arc::try_unwrap(node).unwrap_or_else(|_| panic!("dialers left"));
                 let reason = "node shutting down (the application stops)";
-                tokio::task::spawn_blocking(move || node.stop(reason))
-                    .await
-                    .unwrap()
-                    .unwrap();
+                unblock(move || node.stop(reason)).await.unwrap();
                 reason.into()
             }
             (None, Dial::Port(_)) => unreachable!("a port is a process's"),
@@ -83,17 +78,17 @@ macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod process {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Target::process().await).await
+                #[test]
+                fn $case() {
+                    super::block_on(async { super::$case(super::Target::process().await).await })
                 }
             )*
         }
         mod embedded {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Target::embedded().await).await
+                #[test]
+                fn $case() {
+                    super::block_on(async { super::$case(super::Target::embedded().await).await })
                 }
             )*
         }
@@ -116,14 +111,14 @@ suite!(
 /// A service that echoes requests, fails on "fail", reports broadcasts and tunnels.
 #[derive(Clone)]
 struct Echo {
-    broadcasts: mpsc::UnboundedSender<Bytes>,
-    tunnels: mpsc::UnboundedSender<Tunnel>,
-    drops: mpsc::UnboundedSender<Error>,
+    broadcasts: Sender<Bytes>,
+    tunnels: Sender<Tunnel>,
+    drops: Sender<Error>,
 }
 
 impl ServiceHandler for Echo {
     async fn handle_broadcast(&self, message: Bytes) {
-        let _ = self.broadcasts.send(message);
+        let _ = self.broadcasts.try_send(message);
     }
     async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
         if &request[..] == b"fail" {
@@ -132,23 +127,23 @@ impl ServiceHandler for Echo {
         Ok(request)
     }
     async fn handle_tunnel(&self, tunnel: Tunnel) {
-        let _ = self.tunnels.send(tunnel);
+        let _ = self.tunnels.try_send(tunnel);
     }
     async fn handle_drop(&self, reason: Error) {
-        let _ = self.drops.send(reason);
+        let _ = self.drops.try_send(reason);
     }
 }
 
 struct Channels {
-    broadcasts: mpsc::UnboundedReceiver<Bytes>,
-    tunnels: mpsc::UnboundedReceiver<Tunnel>,
-    drops: mpsc::UnboundedReceiver<Error>,
+    broadcasts: Receiver<Bytes>,
+    tunnels: Receiver<Tunnel>,
+    drops: Receiver<Error>,
 }
 
 fn echo() -> (Echo, Channels) {
-    let (b, br) = mpsc::unbounded_channel();
-    let (t, tr) = mpsc::unbounded_channel();
-    let (d, dr) = mpsc::unbounded_channel();
+    let (b, br) = unbounded();
+    let (t, tr) = unbounded();
+    let (d, dr) = unbounded();
     (
         Echo {
             broadcasts: b,
@@ -164,7 +159,7 @@ fn echo() -> (Echo, Channels) {
 }
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), f)
+    timeout::<Rt, _>(Duration::from_secs(10), f)
         .await
         .expect("took too long")
 }
@@ -212,8 +207,8 @@ async fn arguments_are_checked_before_sending(node: Target) {
 }
 
 async fn broadcast_reaches_every_member_including_the_sender(node: Target) {
-    let (h1, mut ch1) = echo();
-    let (h2, mut ch2) = echo();
+    let (h1, ch1) = echo();
+    let (h2, ch2) = echo();
     let s1 = node
         .dial
         .register("group", h1, ServiceLimits::default())
@@ -229,17 +224,17 @@ async fn broadcast_reaches_every_member_including_the_sender(node: Target) {
     assert_eq!(&within(ch2.broadcasts.recv()).await.unwrap()[..], b"all");
 }
 
-struct Events(mpsc::UnboundedSender<Bytes>);
+struct Events(Sender<Bytes>);
 
 impl TopicHandler for Events {
     async fn handle_event(&self, event: Bytes) {
-        let _ = self.0.send(event);
+        let _ = self.0.try_send(event);
     }
 }
 
 async fn publish_subscribe_and_local_double_subscribe_refusal(node: Target) {
     let c = node.dial.connect().await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = unbounded();
     c.subscribe("news", Events(tx.clone()), Limits::default())
         .await
         .unwrap();
@@ -257,7 +252,7 @@ async fn publish_subscribe_and_local_double_subscribe_refusal(node: Target) {
 }
 
 async fn tunnel_carries_16_mib_and_small_messages_in_order(node: Target) {
-    let (h, mut ch) = echo();
+    let (h, ch) = echo();
     let _svc = node
         .dial
         .register("tun", h, ServiceLimits::default())
@@ -272,7 +267,7 @@ async fn tunnel_carries_16_mib_and_small_messages_in_order(node: Target) {
         .into();
     let sender = {
         let big = big.clone();
-        tokio::spawn(async move {
+        spawn(async move {
             t.send(big, Duration::from_secs(30)).await.unwrap();
             for i in 0..100u32 {
                 t.send(i.to_be_bytes().to_vec(), SECOND).await.unwrap();
@@ -285,7 +280,7 @@ async fn tunnel_carries_16_mib_and_small_messages_in_order(node: Target) {
     for i in 0..100u32 {
         assert_eq!(&remote.recv(SECOND).await.unwrap()[..], &i.to_be_bytes());
     }
-    let t = sender.await.unwrap();
+    let t = sender.await;
     // Closing is acknowledged, and the other end's receive returns "closed".
     t.close().await.unwrap();
     assert_eq!(remote.recv(SECOND).await, Err(Error::Closed));
@@ -293,7 +288,7 @@ async fn tunnel_carries_16_mib_and_small_messages_in_order(node: Target) {
 }
 
 async fn a_timed_out_64_mib_send_leaves_the_tunnel_usable(node: Target) {
-    let (h, mut ch) = echo();
+    let (h, ch) = echo();
     let _svc = node
         .dial
         .register("tun64", h, ServiceLimits::default())
@@ -330,11 +325,11 @@ async fn tunnel_to_an_empty_cluster_times_out(node: Target) {
 /// A service whose init fails, or waits for a gate; it records whether init had returned
 /// when each broadcast was handled.
 struct Slow {
-    started: mpsc::UnboundedSender<()>,
-    gate: Arc<Semaphore>,
+    started: Sender<()>,
+    gate: Receiver<()>,
     fail: bool,
     init_done: Arc<std::sync::atomic::AtomicBool>,
-    seen: mpsc::UnboundedSender<(Bytes, bool)>,
+    seen: Sender<(Bytes, bool)>,
 }
 
 impl ServiceHandler for Slow {
@@ -342,15 +337,15 @@ impl ServiceHandler for Slow {
         if self.fail {
             return Err("no config".into());
         }
-        let _ = self.started.send(());
-        let _ = self.gate.acquire().await;
+        let _ = self.started.try_send(());
+        let _ = self.gate.recv().await;
         self.init_done.store(true, Ordering::SeqCst);
         Ok(())
     }
     async fn handle_broadcast(&self, message: Bytes) {
         let _ = self
             .seen
-            .send((message, self.init_done.load(Ordering::SeqCst)));
+            .try_send((message, self.init_done.load(Ordering::SeqCst)));
     }
     async fn handle_request(&self, r: Bytes) -> Result<Bytes, String> {
         Ok(r)
@@ -358,16 +353,16 @@ impl ServiceHandler for Slow {
 }
 
 async fn failed_init_fails_registration_and_early_deliveries_wait_for_init(node: Target) {
-    let (started_tx, mut started) = mpsc::unbounded_channel();
-    let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let make = |fail, gate: &Arc<Semaphore>| Slow {
+    let (started_tx, started) = unbounded();
+    let (seen_tx, seen) = unbounded();
+    let make = |fail, gate: &Receiver<()>| Slow {
         started: started_tx.clone(),
         gate: gate.clone(),
         fail,
         init_done: Arc::default(),
         seen: seen_tx.clone(),
     };
-    let gate = Arc::new(Semaphore::new(0));
+    let (open, gate) = unbounded();
     assert_eq!(
         node.dial
             .register("svc", make(true, &gate), ServiceLimits::default())
@@ -378,10 +373,10 @@ async fn failed_init_fails_registration_and_early_deliveries_wait_for_init(node:
     let dial = node.dial.clone();
     let slow = make(false, &gate);
     let registering =
-        tokio::spawn(async move { dial.register("svc", slow, ServiceLimits::default()).await });
+        spawn(async move { dial.register("svc", slow, ServiceLimits::default()).await });
     // init runs after the handshake, so the node already counts the member.
     within(started.recv()).await.unwrap();
-    let (probe, mut probe_ch) = echo();
+    let (probe, probe_ch) = echo();
     let _probe = node
         .dial
         .register("svc", probe, ServiceLimits::default())
@@ -395,8 +390,8 @@ async fn failed_init_fails_registration_and_early_deliveries_wait_for_init(node:
         b"early"
     );
     assert!(seen.try_recv().is_err(), "handled before init returned");
-    gate.add_permits(1);
-    let _svc = within(registering).await.unwrap().unwrap();
+    open.try_send(()).unwrap();
+    let _svc = within(registering).await.unwrap();
     let (message, after_init) = within(seen.recv()).await.unwrap();
     assert_eq!(&message[..], b"early");
     assert!(after_init, "a delivery ran before init returned");
@@ -404,15 +399,15 @@ async fn failed_init_fails_registration_and_early_deliveries_wait_for_init(node:
 
 /// A broadcast handler that says when it starts, then blocks until released.
 struct Blocked {
-    started: mpsc::UnboundedSender<()>,
-    gate: Arc<Semaphore>,
+    started: Sender<()>,
+    gate: Receiver<()>,
     handled: Arc<AtomicUsize>,
 }
 
 impl ServiceHandler for Blocked {
     async fn handle_broadcast(&self, _m: Bytes) {
-        let _ = self.started.send(());
-        let _ = self.gate.acquire().await.map(|p| p.forget());
+        let _ = self.started.try_send(());
+        let _ = self.gate.recv().await;
         self.handled.fetch_add(1, Ordering::SeqCst);
     }
     async fn handle_request(&self, r: Bytes) -> Result<Bytes, String> {
@@ -421,7 +416,7 @@ impl ServiceHandler for Blocked {
 }
 
 async fn memory_limit_drops_broadcasts_beyond_the_cap(node: Target) {
-    let gate = Arc::new(Semaphore::new(0));
+    let (open, gate) = unbounded();
     let handled = Arc::new(AtomicUsize::new(0));
     let limits = ServiceLimits {
         broadcast: Limits {
@@ -430,7 +425,7 @@ async fn memory_limit_drops_broadcasts_beyond_the_cap(node: Target) {
         },
         request: Limits::default(),
     };
-    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (started_tx, started) = unbounded();
     let h = Blocked {
         started: started_tx,
         gate: gate.clone(),
@@ -448,17 +443,19 @@ async fn memory_limit_drops_broadcasts_beyond_the_cap(node: Target) {
     // in that order: once it is answered, svc has seen every broadcast.
     c.request("capped", "sync", SECOND).await.unwrap();
     assert_eq!(svc.dropped_deliveries().0, 6);
-    gate.add_permits(100);
+    for _ in 0..100 {
+        open.try_send(()).unwrap();
+    }
     within(async {
         while handled.load(Ordering::SeqCst) < 4 {
-            tokio::task::yield_now().await;
+            futures_lite::future::yield_now().await;
         }
     })
     .await;
 }
 
 async fn node_shutdown_reaches_the_drop_handler_with_its_reason(node: Target) {
-    let (h, mut ch) = echo();
+    let (h, ch) = echo();
     let svc = node
         .dial
         .register("d", h, ServiceLimits::default())
@@ -472,19 +469,23 @@ async fn node_shutdown_reaches_the_drop_handler_with_its_reason(node: Target) {
 
 /// An embedded node serves in-process clients and relay clients over its port alike, and
 /// they reach each other.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_and_socket_clients_of_one_node_reach_each_other() {
+#[test]
+fn embedded_and_socket_clients_of_one_node_reach_each_other() {
+    block_on(embedded_and_socket_clients())
+}
+
+async fn embedded_and_socket_clients() {
     let node = Target::embedded().await;
     let Dial::Embedded(handle) = &node.dial else {
         unreachable!()
     };
-    let (h, mut ch) = echo();
+    let (h, ch) = echo();
     let inside = node
         .dial
         .register("svc", h, ServiceLimits::default())
         .await
         .unwrap();
-    let outside = iris_tokio::client::connect(handle.port()).await.unwrap();
+    let outside = crate::rt::client::connect(handle.port()).await.unwrap();
     assert_eq!(
         &outside.request("svc", "over tcp", SECOND).await.unwrap()[..],
         b"over tcp"
@@ -496,7 +497,7 @@ async fn embedded_and_socket_clients_of_one_node_reach_each_other() {
     );
     let (h, _ch) = echo();
     let _tcp_member =
-        iris_tokio::client::register(handle.port(), "tcp", h, ServiceLimits::default())
+        crate::rt::client::register(handle.port(), "tcp", h, ServiceLimits::default())
             .await
             .unwrap();
     assert_eq!(
@@ -506,16 +507,17 @@ async fn embedded_and_socket_clients_of_one_node_reach_each_other() {
 }
 
 /// An embedded node can go without a relay port and still serve its own process.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_node_without_a_relay_port_serves_its_process() {
+#[test]
+fn an_embedded_node_without_a_relay_port_serves_its_process() {
+    block_on(embedded_without_relay_port())
+}
+
+async fn embedded_without_relay_port() {
     let opts = NodeOptions {
         relay: false,
         ..NodeOptions::default()
     };
-    let node = tokio::task::spawn_blocking(|| NodeHandle::spawn(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let node = unblock(|| NodeHandle::spawn(opts)).await.unwrap();
     assert_eq!(node.port(), 0, "no relay port");
     let (h, _ch) = echo();
     let _svc = node
@@ -525,8 +527,16 @@ async fn an_embedded_node_without_a_relay_port_serves_its_process() {
     let c = node.connect().await.unwrap();
     assert_eq!(&c.request("svc", "hi", SECOND).await.unwrap()[..], b"hi");
     c.close().await.unwrap();
-    tokio::task::spawn_blocking(move || node.stop("done"))
-        .await
-        .unwrap()
-        .unwrap();
+    unblock(move || node.stop("done")).await.unwrap();
+}
+
+/// Runs `fut` as a task of the runtime under test; its output once it ends.
+fn spawn<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> impl std::future::Future<Output = T> {
+    let (tx, rx) = async_channel::bounded(1);
+    Rt::spawn(async move {
+        let _ = tx.try_send(fut.await);
+    });
+    async move { rx.recv().await.expect("the task panicked") }
 }

@@ -3,7 +3,7 @@
 //! Each test boots its own network (about 10 s: a node serves once its overlay has been
 //! quiet that long) on its own discovery ports.
 
-mod common;
+use super::common;
 
 use bytes::Bytes;
 use common::{Got, RawClient, b, build_tunnel, network};

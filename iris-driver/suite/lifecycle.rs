@@ -2,7 +2,7 @@
 //! joining its network leaves gracefully, a second signal exits at once), and a node whose
 //! seed refuses it says so loudly on both sides instead of serving as a network of one.
 
-mod common;
+use super::common;
 
 use bytes::BytesMut;
 use common::{IrisProcess, fixture};

@@ -1,9 +1,9 @@
 //! Nodes of one network on loopback: secure links over real sockets, the overlay converging,
 //! and the relay port opening only after that.
 
+use crate::rt::driver::{NetworkOptions, NodeHandle, NodeOptions};
 use iris_proto::link::NetworkKey;
 use iris_proto::{MeshConfig, MeshEvent, Security};
-use iris_tokio::driver::{NetworkOptions, NodeHandle, NodeOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 fn key(name: &str) -> Arc<NetworkKey> {
     let path = format!(
         "{}/../iris-proto/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
+        crate::rt::MANIFEST_DIR
     );
     Arc::new(NetworkKey::from_bytes(&std::fs::read(path).unwrap()).unwrap())
 }
@@ -32,7 +32,7 @@ fn options(seeds: &[SocketAddr], key: Arc<NetworkKey>) -> NodeOptions {
             mesh,
             security: Security::Rsa(key),
             events: None,
-            discover: iris_tokio::discovery::Discover::None,
+            discover: crate::rt::discovery::Discover::None,
             discovery_ports: Vec::new(),
         }),
         ..NodeOptions::default()
@@ -79,13 +79,9 @@ fn three_nodes_converge_over_secure_links_and_then_serve() {
         wait_for(events, |e| matches!(e, MeshEvent::Converged { peers: 2 }));
     }
     // Every node serves relay clients on its own port.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    crate::rt::block_on(async {
         for n in [&a, &b, &c] {
-            let conn = iris_tokio::client::connect(n.port())
+            let conn = crate::rt::client::connect(n.port())
                 .await
                 .expect("relay is open");
             conn.close().await.unwrap();
@@ -114,7 +110,7 @@ fn a_node_refused_by_its_seed_says_so_and_does_not_serve_alone() {
     let (stop_tx, stop_rx) = async_channel::bounded::<String>(1);
     let b = std::thread::spawn(move || {
         use iris_driver::runtime::Runtime;
-        iris_tokio::Tokio::block_on(iris_tokio::driver::run(opts, Some(ready_tx), async move {
+        crate::rt::Rt::block_on(crate::rt::driver::run(opts, Some(ready_tx), async move {
             stop_rx.recv().await.unwrap_or_default()
         }))
         .unwrap()
@@ -154,14 +150,14 @@ fn a_node_refused_by_its_seed_says_so_and_does_not_serve_alone() {
 /// Answers with the request, prefixed by the name of the node it runs on.
 struct Tagged(&'static str);
 
-impl iris_tokio::client::ServiceHandler for Tagged {
+impl crate::rt::client::ServiceHandler for Tagged {
     async fn handle_request(&self, request: bytes::Bytes) -> Result<bytes::Bytes, String> {
         let mut out = self.0.as_bytes().to_vec();
         out.extend_from_slice(&request);
         Ok(out.into())
     }
 
-    async fn handle_tunnel(&self, tunnel: iris_tokio::client::Tunnel) {
+    async fn handle_tunnel(&self, tunnel: crate::rt::client::Tunnel) {
         // Echoes every message until the builder closes.
         while let Ok(m) = tunnel.recv(Duration::from_secs(10)).await {
             if tunnel.send(m, Duration::from_secs(10)).await.is_err() {
@@ -173,7 +169,7 @@ impl iris_tokio::client::ServiceHandler for Tagged {
 
 #[test]
 fn requests_and_tunnels_cross_nodes_over_sockets() {
-    use iris_tokio::client::{Error, ServiceLimits};
+    use crate::rt::client::{Error, ServiceLimits};
     let k = key("net-pkcs8.pem");
     let (a, a_events) = node(&[], k.clone());
     let seed = a.peer_addr().unwrap();
@@ -181,20 +177,12 @@ fn requests_and_tunnels_cross_nodes_over_sockets() {
     wait_for(&a_events, |e| {
         matches!(e, MeshEvent::Converged { peers: 1 })
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let service = iris_tokio::client::register(
-            b.port(),
-            "tagged",
-            Tagged("b:"),
-            ServiceLimits::default(),
-        )
-        .await
-        .unwrap();
-        let client = iris_tokio::client::connect(a.port()).await.unwrap();
+    crate::rt::block_on(async {
+        let service =
+            crate::rt::client::register(b.port(), "tagged", Tagged("b:"), ServiceLimits::default())
+                .await
+                .unwrap();
+        let client = crate::rt::client::connect(a.port()).await.unwrap();
         // The member's node joins the cluster's trees as it registers; until its subscribe
         // has reached them a request finds nobody and times out. It must be answered
         // within a few tries.

@@ -2,7 +2,7 @@
 //! holds back only the producers sending to it, a broadcast to many is held once, silent
 //! connections cannot keep clients out, and nobody is refused without a reason.
 
-mod common;
+use super::common;
 
 use bytes::{Bytes, BytesMut};
 use common::{Got, IrisProcess, PROMPT, RawClient, b};

@@ -1,7 +1,7 @@
 //! `--metrics`: the node's counters scraped over HTTP while two processes exchange
 //! messages.
 
-mod common;
+use super::common;
 
 use common::{Got, IrisProcess, fixture};
 use iris_proto::relay::{ClientPacket, NodePacket};

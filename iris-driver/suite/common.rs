@@ -60,7 +60,8 @@ impl IrisProcess {
         IrisProcess::launch_in(None, flags)
     }
 
-    /// [`IrisProcess::launch`] inside a network namespace (`ip netns exec`).
+    /// [`IrisProcess::launch`] inside a network namespace (`ip netns exec`). The flags are
+    /// kept [`apart`] from other runtimes' runs of the suite.
     pub fn launch_in(netns: Option<&str>, flags: &[&str]) -> IrisProcess {
         let log: &[&str] = if flags.contains(&"--log") {
             &[]
@@ -68,17 +69,17 @@ impl IrisProcess {
             &["--log", "info"]
         };
         let mut command = match netns {
-            None => Command::new(env!("CARGO_BIN_EXE_iris")),
+            None => Command::new(crate::rt::BIN),
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_iris")]);
+                c.args(["netns", "exec", ns, crate::rt::BIN]);
                 c
             }
         };
         let mut child = command
             .args(["--port", "0"])
             .args(log)
-            .args(flags)
+            .args(apart(flags))
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -295,11 +296,41 @@ pub fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// `flags` with the network name and the discovery ports made this runtime's own: the
+/// suite runs once per runtime, often at the same time, and the networks of one runtime's
+/// cases must not find (or take the discovery ports of) the other's.
+pub fn apart(flags: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(flags.len());
+    let mut flags = flags.iter();
+    while let Some(&f) = flags.next() {
+        out.push(f.to_string());
+        match (f, flags.clone().next()) {
+            ("--net", Some(name)) => {
+                out.push(format!("{name} ({})", crate::rt::NAME));
+                flags.next();
+            }
+            ("--discovery-ports", Some(ports)) => {
+                let shifted: Vec<String> = ports
+                    .split(',')
+                    .map(|p| match p.parse::<u16>() {
+                        Ok(p) => (p + crate::rt::PORT_SHIFT).to_string(),
+                        Err(_) => p.to_string(),
+                    })
+                    .collect();
+                out.push(shifted.join(","));
+                flags.next();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The path of a key in iris-proto's test fixtures.
 pub fn fixture(name: &str) -> String {
     format!(
         "{}/../iris-proto/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
+        crate::rt::MANIFEST_DIR
     )
 }
 
