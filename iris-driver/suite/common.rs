@@ -304,12 +304,14 @@ pub fn apart(flags: &[&str]) -> Vec<String> {
     let mut flags = flags.iter();
     while let Some(&f) = flags.next() {
         out.push(f.to_string());
-        match (f, flags.clone().next()) {
-            ("--net", Some(name)) => {
+        // `--net` and the original's single-dash `-net` alike.
+        let flag = f.strip_prefix('-').map(|g| g.trim_start_matches('-'));
+        match (flag.unwrap_or_default(), flags.clone().next()) {
+            ("net", Some(name)) => {
                 out.push(format!("{name} ({})", crate::rt::NAME));
                 flags.next();
             }
-            ("--discovery-ports", Some(ports)) => {
+            ("discovery-ports", Some(ports)) => {
                 let shifted: Vec<String> = ports
                     .split(',')
                     .map(|p| match p.parse::<u16>() {

@@ -1,5 +1,8 @@
-//! Relay protocol v1 conformance of the real `iris` binary over TCP: every operation and the
-//! edge cases of the spec, with a raw client that controls every byte.
+//! Relay protocol v1 conformance over TCP: every operation and the edge cases of the spec,
+//! with a raw client that controls every byte. The cases that need nothing but a node run
+//! twice, against the node binary (`process::`) and against a node embedded in this
+//! process, through its relay port (`embedded::`); the rest (flags, signals) against the
+//! binary.
 
 use super::common;
 
@@ -10,6 +13,86 @@ use iris_proto::relay::codec::put_varint;
 use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};
 use std::time::{Duration, Instant};
 
+/// The node of a case: a process, or a node on a thread of this process; either way
+/// reached through its relay port.
+struct Node {
+    port: u16,
+    _keep: Keep,
+}
+
+#[allow(dead_code)] // held to keep the node running until the case ends
+enum Keep {
+    Process(IrisProcess),
+    Embedded(crate::rt::driver::NodeHandle),
+}
+
+impl Node {
+    fn process() -> Node {
+        let p = IrisProcess::start(&[]);
+        Node {
+            port: p.port,
+            _keep: Keep::Process(p),
+        }
+    }
+
+    fn embedded() -> Node {
+        let node = crate::rt::driver::NodeHandle::spawn(crate::rt::driver::NodeOptions {
+            port: 0,
+            ..Default::default()
+        })
+        .expect("start the node");
+        Node {
+            port: node.port(),
+            _keep: Keep::Embedded(node),
+        }
+    }
+
+    fn connect(&self, cluster: &str) -> RawClient {
+        let mut c = RawClient::open(self.port);
+        c.handshake(cluster);
+        c
+    }
+}
+
+/// Each case once per target, as `process::case` and `embedded::case`.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod process {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(super::Node::process())
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(super::Node::embedded())
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    handshake_split_into_single_bytes_and_packets_coalesced,
+    wrong_version_is_denied_naming_both_versions,
+    wrong_magic_gets_no_reply,
+    broadcast_reaches_members_including_the_sender_only,
+    one_ms_timeout_is_forwarded_as_one_and_answered_once,
+    silent_member_and_empty_cluster_each_get_exactly_one_timeout,
+    empty_success_and_fault_replies,
+    pubsub_with_double_subscribe_and_unknown_unsubscribe,
+    graceful_close_is_answered_with_an_empty_close,
+    sixteen_mib_through_a_tunnel_arrives_intact,
+    tunnel_close_is_acknowledged_and_the_other_end_told,
+    tunnel_to_the_senders_own_cluster_works_on_one_node,
+    garbage_before_the_handshake_is_dropped_silently_and_harms_nobody,
+    eof_from_a_client_does_not_disturb_others,
+);
+
 fn timed_out(id: u64) -> NodePacket {
     NodePacket::Reply {
         id,
@@ -17,9 +100,7 @@ fn timed_out(id: u64) -> NodePacket {
     }
 }
 
-#[test]
-fn handshake_split_into_single_bytes_and_packets_coalesced() {
-    let iris = IrisProcess::start(&[]);
+fn handshake_split_into_single_bytes_and_packets_coalesced(iris: Node) {
     let mut c = RawClient::open(iris.port);
     let mut wire = BytesMut::new();
     iris_proto::relay::client::ClientSession::encode_init("split", &mut wire);
@@ -45,9 +126,7 @@ fn handshake_split_into_single_bytes_and_packets_coalesced() {
     assert_eq!(c.recv(), NodePacket::Broadcast { message: b("two") });
 }
 
-#[test]
-fn wrong_version_is_denied_naming_both_versions() {
-    let iris = IrisProcess::start(&[]);
+fn wrong_version_is_denied_naming_both_versions(iris: Node) {
     let mut c = RawClient::open(iris.port);
     c.send(ClientPacket::Init {
         magic: b("iris-client-magic"),
@@ -64,9 +143,7 @@ fn wrong_version_is_denied_naming_both_versions() {
     );
 }
 
-#[test]
-fn wrong_magic_gets_no_reply() {
-    let iris = IrisProcess::start(&[]);
+fn wrong_magic_gets_no_reply(iris: Node) {
     let mut c = RawClient::open(iris.port);
     c.send(ClientPacket::Init {
         magic: b("iris-client-magik"),
@@ -76,9 +153,7 @@ fn wrong_magic_gets_no_reply() {
     assert_eq!(c.expect_eof(), vec![]);
 }
 
-#[test]
-fn broadcast_reaches_members_including_the_sender_only() {
-    let iris = IrisProcess::start(&[]);
+fn broadcast_reaches_members_including_the_sender_only(iris: Node) {
     let mut m1 = iris.connect("bcast");
     let mut m2 = iris.connect("bcast");
     let mut plain = iris.connect("");
@@ -94,9 +169,7 @@ fn broadcast_reaches_members_including_the_sender_only() {
     plain.expect_silence(Duration::from_millis(50));
 }
 
-#[test]
-fn one_ms_timeout_is_forwarded_as_one_and_answered_once() {
-    let iris = IrisProcess::start(&[]);
+fn one_ms_timeout_is_forwarded_as_one_and_answered_once(iris: Node) {
     let mut m = iris.connect("rr");
     let mut c = iris.connect("");
     c.send(ClientPacket::Request {
@@ -132,9 +205,7 @@ fn one_ms_timeout_is_forwarded_as_one_and_answered_once() {
     c.expect_silence(Duration::from_millis(100));
 }
 
-#[test]
-fn silent_member_and_empty_cluster_each_get_exactly_one_timeout() {
-    let iris = IrisProcess::start(&[]);
+fn silent_member_and_empty_cluster_each_get_exactly_one_timeout(iris: Node) {
     let mut m = iris.connect("silent");
     let mut c = iris.connect("");
     let t = Instant::now();
@@ -167,9 +238,7 @@ fn silent_member_and_empty_cluster_each_get_exactly_one_timeout() {
     c.expect_silence(Duration::from_millis(100));
 }
 
-#[test]
-fn empty_success_and_fault_replies() {
-    let iris = IrisProcess::start(&[]);
+fn empty_success_and_fault_replies(iris: Node) {
     let mut m = iris.connect("echo");
     let mut c = iris.connect("");
     for (id, outcome) in [(1, Ok(Bytes::new())), (2, Err("kaput".into()))] {
@@ -203,9 +272,7 @@ fn empty_success_and_fault_replies() {
     );
 }
 
-#[test]
-fn pubsub_with_double_subscribe_and_unknown_unsubscribe() {
-    let iris = IrisProcess::start(&[]);
+fn pubsub_with_double_subscribe_and_unknown_unsubscribe(iris: Node) {
     let mut a = iris.connect("");
     let mut other = iris.connect("");
     a.send(ClientPacket::Subscribe {
@@ -245,9 +312,7 @@ fn pubsub_with_double_subscribe_and_unknown_unsubscribe() {
     other.expect_silence(Duration::from_millis(10));
 }
 
-#[test]
-fn graceful_close_is_answered_with_an_empty_close() {
-    let iris = IrisProcess::start(&[]);
+fn graceful_close_is_answered_with_an_empty_close(iris: Node) {
     let mut c = iris.connect("bye");
     c.send(ClientPacket::Close);
     assert_eq!(
@@ -265,9 +330,7 @@ fn graceful_close_is_answered_with_an_empty_close() {
     assert_eq!(d.recv(), timed_out(1));
 }
 
-#[test]
-fn sixteen_mib_through_a_tunnel_arrives_intact() {
-    let iris = IrisProcess::start(&[]);
+fn sixteen_mib_through_a_tunnel_arrives_intact(iris: Node) {
     let mut m = iris.connect("tun16");
     let mut c = iris.connect("");
     build_tunnel(&mut c, &mut m, "tun16");
@@ -313,9 +376,7 @@ fn sixteen_mib_through_a_tunnel_arrives_intact() {
     assert!(got == message, "16 MiB message corrupted");
 }
 
-#[test]
-fn tunnel_close_is_acknowledged_and_the_other_end_told() {
-    let iris = IrisProcess::start(&[]);
+fn tunnel_close_is_acknowledged_and_the_other_end_told(iris: Node) {
     let mut m = iris.connect("tunclose");
     let mut c = iris.connect("");
     build_tunnel(&mut c, &mut m, "tunclose");
@@ -336,9 +397,7 @@ fn tunnel_close_is_acknowledged_and_the_other_end_told() {
     );
 }
 
-#[test]
-fn tunnel_to_the_senders_own_cluster_works_on_one_node() {
-    let iris = IrisProcess::start(&[]);
+fn tunnel_to_the_senders_own_cluster_works_on_one_node(iris: Node) {
     let mut m = iris.connect("self");
     m.send(ClientPacket::TunInit {
         tun_id: 1,
@@ -461,9 +520,7 @@ fn chunk_over_64_kib_closes_only_that_client() {
     assert_violation(&v, "chunk of 65537 bytes exceeds the limit of 65536");
 }
 
-#[test]
-fn garbage_before_the_handshake_is_dropped_silently_and_harms_nobody() {
-    let iris = IrisProcess::start(&[]);
+fn garbage_before_the_handshake_is_dropped_silently_and_harms_nobody(iris: Node) {
     let mut bystander = iris.connect("bystander");
     let mut junk = RawClient::open(iris.port);
     junk.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 random TLS hello and more");
@@ -517,9 +574,7 @@ fn sigterm_closes_every_client_with_a_reason_within_three_seconds() {
     assert!(matches!(&got[..], [NodePacket::Close { reason }] if !reason.is_empty()));
 }
 
-#[test]
-fn eof_from_a_client_does_not_disturb_others() {
-    let iris = IrisProcess::start(&[]);
+fn eof_from_a_client_does_not_disturb_others(iris: Node) {
     let mut m = iris.connect("eof");
     let c = iris.connect("eof");
     c.shutdown_write();
