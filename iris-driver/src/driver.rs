@@ -932,7 +932,14 @@ fn start_io<R: Runtime>(
     io.borrow_mut().reader = Some(reader);
     match ep {
         Endpoint::Client(conn) => handle(shared, Input::ClientConnected(conn)),
-        Endpoint::Peer(link) => handle(shared, Input::PeerConnected { link, dial }),
+        Endpoint::Peer(link) => handle(
+            shared,
+            Input::PeerConnected {
+                link,
+                dial,
+                from: remote,
+            },
+        ),
     }
 }
 

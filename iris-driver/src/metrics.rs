@@ -300,6 +300,7 @@ pub fn render(s: &Snapshot) -> String {
                 ("idle", m.links_idle),
                 ("refused", m.links_refused),
                 ("handshake_evicted", m.handshakes_evicted),
+                ("handshake_refused_per_addr", m.handshakes_refused_per_addr),
                 ("dial_failed", m.dials_failed),
             ],
         );

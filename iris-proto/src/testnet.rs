@@ -287,9 +287,14 @@ impl Net {
             };
 
             match action {
-                Action::Connected(link, dial) => {
-                    self.handle(i, Input::PeerConnected { link, dial })
-                }
+                Action::Connected(link, dial) => self.handle(
+                    i,
+                    Input::PeerConnected {
+                        link,
+                        dial,
+                        from: None,
+                    },
+                ),
                 Action::Data(link, data) => self.handle(i, Input::PeerData(link, &data)),
                 Action::Flushed(link, n) => self.handle(i, Input::PeerFlushed(link, n)),
                 Action::Gone(link) => self.handle(i, Input::PeerGone(link)),

@@ -540,6 +540,7 @@ impl Sim {
                         Input::PeerConnected {
                             link: LinkId(2 * id + 1),
                             dial: None,
+                            from: None,
                         },
                     );
                 }
@@ -561,6 +562,7 @@ impl Sim {
                                 Input::PeerConnected {
                                     link: LinkId(2 * id),
                                     dial: Some(dial),
+                                    from: None,
                                 },
                             );
                         }

@@ -31,7 +31,7 @@ use discovery::{Discovery, DiscoveryConfig};
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use wire::PeerMsg;
@@ -82,6 +82,12 @@ pub struct MeshConfig {
     /// hold every link slot until their handshakes timed out, and genuine nodes would be
     /// refused. A genuine handshake takes milliseconds, so it completes before it is oldest.
     pub max_inbound_handshakes: usize,
+    /// Most inbound links from one source address still in their handshake; a new one
+    /// beyond it is refused at once (counted in `handshakes_refused_per_addr`). One host's
+    /// flood then holds at most this many of the slots above, and the oldest of a genuine
+    /// node's are not evicted by it. Nodes sharing an address (one host, one NAT) should
+    /// not need more at once: a genuine handshake takes milliseconds.
+    pub max_inbound_handshakes_per_addr: usize,
     /// Messages held for a peer while its link comes up; more are dropped.
     pub max_pending: usize,
     /// A link with no message either way for this long is closed.
@@ -107,6 +113,7 @@ impl MeshConfig {
             },
             max_links: 1024,
             max_inbound_handshakes: 64,
+            max_inbound_handshakes_per_addr: 8,
             max_pending: 64,
             link_idle: Duration::from_secs(60),
             scribe: crate::scribe::ScribeConfig::default(),
@@ -123,6 +130,10 @@ impl MeshConfig {
         for (zero, name) in [
             (self.max_links == 0, "max_links"),
             (self.max_inbound_handshakes == 0, "max_inbound_handshakes"),
+            (
+                self.max_inbound_handshakes_per_addr == 0,
+                "max_inbound_handshakes_per_addr",
+            ),
             (self.link_idle.is_zero(), "link_idle"),
             (o.heartbeat_period.is_zero(), "heartbeat_period"),
             (o.heartbeat_misses == 0, "heartbeat_misses"),
@@ -279,6 +290,9 @@ pub struct MeshStats {
     pub links_refused: u64,
     /// Inbound links closed in their handshake to make room for a newer one.
     pub handshakes_evicted: u64,
+    /// Inbound links refused because their source address had
+    /// [`MeshConfig::max_inbound_handshakes_per_addr`] handshakes in flight.
+    pub handshakes_refused_per_addr: u64,
     /// Signatures made with the network key by links that are gone (see
     /// [`Mesh::signatures`] for every link's).
     pub signatures_closed_links: u64,
@@ -368,7 +382,7 @@ pub struct Mesh {
     /// Boxed: a link is a kilobyte, and the table's slots stay small and cache-friendly.
     links: Map<LinkId, Box<PeerLink>>,
     /// Inbound links in their handshake, oldest first (some may be open or gone since).
-    inbound_handshakes: VecDeque<LinkId>,
+    inbound_handshakes: VecDeque<(LinkId, Option<IpAddr>)>,
     /// The identified link chosen for each peer.
     by_id: Map<NodeId, LinkId>,
     dials: Map<DialId, Dial>,
@@ -638,7 +652,13 @@ impl Mesh {
     }
 
     /// The driver opened a connection: accepted (`dial` is `None`) or answering a dial.
-    pub fn on_connected(&mut self, now: Instant, id: LinkId, dial: Option<DialId>) {
+    pub fn on_connected(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        dial: Option<DialId>,
+        from: Option<SocketAddr>,
+    ) {
         let d = dial.and_then(|d| self.dials.remove(&d));
         // Anyone may connect to the peer listener: unauthenticated links are bounded too.
         if self.leaving || (d.is_none() && self.links.len() >= self.cfg.max_links) {
@@ -654,8 +674,10 @@ impl Mesh {
         {
             self.dialing.remove(&e);
         }
-        if dial.is_none() {
-            self.admit_inbound_handshake(id);
+        if dial.is_none() && !self.admit_inbound_handshake(id, from.map(|a| a.ip())) {
+            self.stats.handshakes_refused_per_addr += 1;
+            self.outputs.push_back(MeshOutput::Close(id));
+            return;
         }
         let role = if dial.is_some() {
             Role::Initiator
@@ -1157,23 +1179,35 @@ impl Mesh {
         }
     }
 
-    /// Makes room for inbound link `id` among those in their handshake: past the bound, the
-    /// oldest still handshaking is closed.
-    fn admit_inbound_handshake(&mut self, id: LinkId) {
+    /// Makes room for inbound link `id` (from `ip`, if known) among those in their
+    /// handshake: `false` if its address already has its share in flight (the link is to
+    /// be refused); past the overall bound, the oldest still handshaking is closed.
+    fn admit_inbound_handshake(&mut self, id: LinkId, ip: Option<IpAddr>) -> bool {
         let links = &self.links;
-        self.inbound_handshakes.retain(|l| {
+        self.inbound_handshakes.retain(|(l, _)| {
             links
                 .get(l)
                 .is_some_and(|pl| !pl.link.is_open() && !pl.link.is_closed())
         });
+        if let Some(ip) = ip {
+            let same = self
+                .inbound_handshakes
+                .iter()
+                .filter(|(_, from)| *from == Some(ip))
+                .count();
+            if same >= self.cfg.max_inbound_handshakes_per_addr {
+                return false;
+            }
+        }
         while self.inbound_handshakes.len() >= self.cfg.max_inbound_handshakes {
-            let Some(oldest) = self.inbound_handshakes.pop_front() else {
+            let Some((oldest, _)) = self.inbound_handshakes.pop_front() else {
                 break;
             };
             self.stats.handshakes_evicted += 1;
             self.close_link(oldest, "handshake evicted by a newer one");
         }
-        self.inbound_handshakes.push_back(id);
+        self.inbound_handshakes.push_back((id, ip));
+        true
     }
 
     /// Notes that a link may have frames to transmit.

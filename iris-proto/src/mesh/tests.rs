@@ -118,9 +118,14 @@ impl Net {
                 return;
             };
             match action {
-                Action::Connected(link, dial) => {
-                    self.handle(i, Input::PeerConnected { link, dial })
-                }
+                Action::Connected(link, dial) => self.handle(
+                    i,
+                    Input::PeerConnected {
+                        link,
+                        dial,
+                        from: None,
+                    },
+                ),
                 Action::Data(link, data) => self.handle(i, Input::PeerData(link, &data)),
                 Action::Flushed(link, n) => self.handle(i, Input::PeerFlushed(link, n)),
                 Action::Gone(link) => self.handle(i, Input::PeerGone(link)),
@@ -331,7 +336,14 @@ fn garbage_on_one_link_closes_that_link_and_nothing_else() {
 /// A test's own end of a plain link to node `to`, opened as if dialed from elsewhere.
 fn raw_link(net: &mut Net, to: usize) -> (LinkId, Link) {
     let link = net.new_link();
-    net.handle(to, Input::PeerConnected { link, dial: None });
+    net.handle(
+        to,
+        Input::PeerConnected {
+            link,
+            dial: None,
+            from: None,
+        },
+    );
     let cfg = LinkConfig {
         network: "test-net".into(),
         ..LinkConfig::default()
@@ -421,7 +433,14 @@ fn inbound_connections_beyond_the_link_limit_are_refused() {
     let a = net.add_with(cfg, Security::Plain);
     let links: Vec<LinkId> = (0..5).map(|_| net.new_link()).collect();
     for &link in &links {
-        net.handle(a, Input::PeerConnected { link, dial: None });
+        net.handle(
+            a,
+            Input::PeerConnected {
+                link,
+                dial: None,
+                from: None,
+            },
+        );
     }
     net.drain();
     assert_eq!(net.mesh(a).link_count(), 3);
@@ -446,7 +465,14 @@ fn silent_strangers_are_evicted_and_a_genuine_node_still_joins() {
     net.secs(3);
     let strangers: Vec<LinkId> = (0..10).map(|_| net.new_link()).collect();
     for &link in &strangers {
-        net.handle(a, Input::PeerConnected { link, dial: None });
+        net.handle(
+            a,
+            Input::PeerConnected {
+                link,
+                dial: None,
+                from: None,
+            },
+        );
     }
     net.drain();
     assert_eq!(net.mesh(a).link_count(), 4, "only the newest four wait");
@@ -461,12 +487,63 @@ fn silent_strangers_are_evicted_and_a_genuine_node_still_joins() {
     assert_eq!(net.mesh(a).overlay().peer_count(), 1, "a knows b");
 }
 
+/// One source address holds at most its share of the inbound handshakes: beyond it its new
+/// connections are refused at once and counted, while other addresses are admitted, and
+/// its share frees as its handshakes end.
+#[test]
+fn inbound_handshakes_are_bounded_per_source_address() {
+    let mut net = Net::new();
+    let mut cfg = mesh_config(0, &[]);
+    cfg.max_inbound_handshakes_per_addr = 3;
+    let a = net.add_with(cfg, Security::Plain);
+    net.secs(3);
+    let flood: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+    let other: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+    let connect = |net: &mut Net, from: SocketAddr| {
+        let link = net.new_link();
+        net.handle(
+            a,
+            Input::PeerConnected {
+                link,
+                dial: None,
+                from: Some(SocketAddr::new(from.ip(), from.port() + link.0 as u16)),
+            },
+        );
+        link
+    };
+    let floods: Vec<LinkId> = (0..5).map(|_| connect(&mut net, flood)).collect();
+    let elsewhere = connect(&mut net, other);
+    net.drain();
+    assert_eq!(net.mesh(a).stats().handshakes_refused_per_addr, 2);
+    assert_eq!(net.mesh(a).stats().handshakes_evicted, 0);
+    for link in &floods[3..] {
+        assert!(net.closes.contains(&(a, *link)), "{link:?} refused at once");
+    }
+    for link in floods[..3].iter().chain([&elsewhere]) {
+        assert!(!net.closes.contains(&(a, *link)), "{link:?} admitted");
+    }
+    assert_eq!(net.mesh(a).link_count(), 4);
+    // The handshake deadline ends the three; the address may try again.
+    net.secs(11);
+    assert_eq!(net.mesh(a).link_count(), 0);
+    let again = connect(&mut net, flood);
+    net.drain();
+    assert!(
+        !net.closes.contains(&(a, again)),
+        "admitted once its share freed"
+    );
+    assert_eq!(net.mesh(a).stats().handshakes_refused_per_addr, 2);
+}
+
 #[test]
 fn settings_that_would_spin_or_refuse_everything_are_errors() {
     type Spoil = fn(&mut MeshConfig);
-    let bad: [(&str, Spoil); 4] = [
+    let bad: [(&str, Spoil); 5] = [
         ("max_links", |c| c.max_links = 0),
         ("max_inbound_handshakes", |c| c.max_inbound_handshakes = 0),
+        ("max_inbound_handshakes_per_addr", |c| {
+            c.max_inbound_handshakes_per_addr = 0
+        }),
         ("heartbeat_period", |c| {
             c.overlay.heartbeat_period = Duration::ZERO
         }),

@@ -70,6 +70,10 @@ pub enum Input<'a> {
         link: LinkId,
         /// The dial it answers, if any.
         dial: Option<DialId>,
+        /// Where an accepted connection comes from, if the driver knows: inbound
+        /// handshakes in flight are bounded per source address too
+        /// ([`crate::MeshConfig::max_inbound_handshakes_per_addr`]).
+        from: Option<std::net::SocketAddr>,
     },
     /// Bytes arrived from a peer link, in order.
     PeerData(LinkId, &'a [u8]),
@@ -351,10 +355,10 @@ impl Node {
                 self.trees_timeout();
             }
             Input::Shutdown(reason) => self.shutdown(reason),
-            Input::PeerConnected { link, dial } => {
+            Input::PeerConnected { link, dial, from } => {
                 let now = self.now;
                 if let Some(m) = self.mesh.as_mut() {
-                    m.on_connected(now, link, dial);
+                    m.on_connected(now, link, dial, from);
                 } else {
                     // A lone node has no peer listener; a driver that reports one anyway
                     // gets the link closed.
