@@ -31,6 +31,13 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     rsa: Option<std::path::PathBuf>,
 
+    /// During a key rotation, the network's key before the one given with --rsa: links
+    /// authenticated with it are accepted too, so that a network moves from one key to the
+    /// next a node at a time (restart each with `--rsa NEW --rsa-previous OLD`, then each
+    /// without --rsa-previous).
+    #[arg(long, value_name = "PATH")]
+    rsa_previous: Option<std::path::PathBuf>,
+
     /// A node of the network to join through, as HOST:PORT (its peer address); repeat for
     /// several. Retried while this node knows nobody. Without seeds the node starts a
     /// network of its own, which others may join through it.
@@ -115,10 +122,11 @@ struct Args {
 
 /// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
 fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 19] = [
+    const LONG: [&str; 20] = [
         "dev",
         "net",
         "rsa",
+        "rsa-previous",
         "seed",
         "peer-bind",
         "advertise",
@@ -252,6 +260,25 @@ fn network_options(args: &Args) -> Result<NetworkOptions, String> {
         return Err("the network name must not be empty".into());
     }
     let key = crate::key_file::load_network_key(rsa).map_err(|e| e.to_string())?;
+    let previous = match &args.rsa_previous {
+        None => None,
+        Some(path) => {
+            let previous = crate::key_file::load_network_key(path)
+                .map_err(|e| format!("--rsa-previous: {e}"))?;
+            if previous == key {
+                return Err("--rsa-previous is the same key as --rsa".into());
+            }
+            Some(Arc::new(previous))
+        }
+    };
+    match &previous {
+        Some(p) => tracing::info!(
+            "network key {}; previous key {} accepted too (key rotation)",
+            key.id_hex(),
+            p.id_hex()
+        ),
+        None => tracing::info!("network key {}", key.id_hex()),
+    }
     let mut seeds = Vec::new();
     for s in &args.seeds {
         let addr = s
@@ -263,6 +290,7 @@ fn network_options(args: &Args) -> Result<NetworkOptions, String> {
     }
     let mut mesh = MeshConfig::new(net, args.peer_bind);
     mesh.seeds = seeds;
+    mesh.link.previous_key = previous;
     Ok(NetworkOptions {
         bind: args.peer_bind,
         advertise: args.advertise,

@@ -22,6 +22,7 @@ fn help_explains_every_flag() {
         "--dev",
         "--net",
         "--rsa",
+        "--rsa-previous",
         "--seed",
         "--peer-bind",
         "--advertise",
@@ -55,6 +56,19 @@ fn key_file_problems_are_reported_clearly() {
         let (code, _, err) = iris(&["-net", "prod", "-rsa", &path]);
         assert_eq!(code, 2, "{path}");
         assert!(err.contains(says), "{path}: {err}");
+    }
+}
+
+#[test]
+fn a_bad_previous_key_is_a_clear_error() {
+    let key = fixture("net-pkcs8.pem");
+    for (previous, says) in [
+        (fixture("missing.pem"), "--rsa-previous: "),
+        (key.clone(), "the same key as --rsa"),
+    ] {
+        let (code, _, err) = iris(&["--net", "prod", "--rsa", &key, "--rsa-previous", &previous]);
+        assert_eq!(code, 2, "{previous}");
+        assert!(err.contains(says), "{previous}: {err}");
     }
 }
 

@@ -21,3 +21,4 @@ mod metrics;
 mod multinode;
 mod network;
 mod overload;
+mod rotation;

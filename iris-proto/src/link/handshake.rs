@@ -6,6 +6,14 @@
 //! signature); the responder signs only once that AUTH verifies, then sends its own; on it
 //! the initiator's link is up. Two messages each way, one RSA signature per side.
 //!
+//! **Key rotation** (version 3): a node may hold a previous key beside its current one.
+//! HELLO lists the ids ([`KeyId`]) of the keys a node accepts; the initiator signs with its
+//! current key if the responder accepts it, else with its previous one, and AUTH names the
+//! key it was made with; the responder verifies with that key and signs with it too. So a
+//! node moved to key B that still holds A links with nodes on A alone, on A and B, and on B
+//! alone, and a network rolls from A to B one node at a time. A peer that holds none of the
+//! initiator's keys is refused before anyone signs.
+//!
 //! **Why the responder waits** (version 2; version 1 had both sides sign on HELLO): a
 //! signature is a private-key operation of 1-4.5 ms on the node's thread, and anyone who
 //! can reach the peer port could ask for one with 69 bytes. Now a stranger (garbage, a
@@ -13,17 +21,19 @@
 //! another responder ephemeral) costs the responder one X25519 key and one public-key
 //! verification before the link closes, and never a signature.
 
-use super::key::NetworkKey;
+use super::key::{KeyId, NetworkKey};
 use bytes::{BufMut, BytesMut};
 use rand::Rng;
 use rand::rngs::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-/// Bytes of a HELLO payload.
+/// Bytes of a version 2 HELLO payload, and of a version 3 one before its key ids.
 pub const HELLO_LEN: usize = 2 + 1 + 32 + 32;
-/// Largest AUTH payload accepted (an RSA-8192 signature).
-pub const MAX_AUTH_LEN: usize = 1024;
+/// Most key ids a HELLO may list (a node holds at most two; room to spare).
+pub const MAX_HELLO_KEYS: usize = 4;
+/// Largest AUTH payload accepted: a key id and an RSA-8192 signature.
+pub const MAX_AUTH_LEN: usize = 8 + 1024;
 
 /// Which end of a link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +55,9 @@ pub struct Hello {
     pub network: [u8; 32],
     /// The sender's ephemeral X25519 public key.
     pub ephemeral: [u8; 32],
+    /// The keys the sender accepts, current first (empty on a plain link, and in a
+    /// version 2 HELLO, which has no such field).
+    pub keys: Vec<KeyId>,
 }
 
 impl Hello {
@@ -54,13 +67,39 @@ impl Hello {
         out.put_u8(self.role as u8);
         out.put_slice(&self.network);
         out.put_slice(&self.ephemeral);
+        out.put_u8(self.keys.len() as u8);
+        for id in &self.keys {
+            out.put_slice(id);
+        }
     }
 
-    /// Parses a payload; `None` if malformed.
+    /// Bytes of the payload.
+    pub fn len(&self) -> usize {
+        HELLO_LEN + 1 + 8 * self.keys.len()
+    }
+
+    /// Never: a HELLO has at least its fixed fields.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Parses a payload; `None` if malformed. A version 2 HELLO (no key ids) parses too,
+    /// so that its sender is refused naming both versions rather than as garbage.
     pub fn decode(p: &[u8]) -> Option<Hello> {
-        if p.len() != HELLO_LEN {
-            return None;
-        }
+        let keys = match p.len() {
+            HELLO_LEN => Vec::new(),
+            n if n > HELLO_LEN => {
+                let count = usize::from(p[HELLO_LEN]);
+                if count > MAX_HELLO_KEYS || n != HELLO_LEN + 1 + 8 * count {
+                    return None;
+                }
+                p[HELLO_LEN + 1..]
+                    .chunks_exact(8)
+                    .map(|c| c.try_into().expect("8-byte chunks"))
+                    .collect()
+            }
+            _ => return None,
+        };
         let role = match p[2] {
             0 => Role::Initiator,
             1 => Role::Responder,
@@ -71,6 +110,7 @@ impl Hello {
             role,
             network: p[3..35].try_into().ok()?,
             ephemeral: p[35..67].try_into().ok()?,
+            keys,
         })
     }
 }
@@ -80,6 +120,31 @@ pub fn network_hash(name: &str) -> [u8; 32] {
     Sha256::digest(name.as_bytes()).into()
 }
 
+/// The keys a node authenticates links with: its current one, and during a rotation the
+/// one before it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keyring<'a> {
+    pub(crate) current: &'a NetworkKey,
+    pub(crate) previous: Option<&'a NetworkKey>,
+}
+
+impl<'a> Keyring<'a> {
+    /// Ids of the keys accepted, current first.
+    pub(crate) fn ids(&self) -> Vec<KeyId> {
+        std::iter::once(self.current)
+            .chain(self.previous)
+            .map(NetworkKey::id)
+            .collect()
+    }
+
+    /// The key with this id, if held.
+    fn get(&self, id: &[u8]) -> Option<&'a NetworkKey> {
+        std::iter::once(self.current)
+            .chain(self.previous)
+            .find(|k| k.id() == id)
+    }
+}
+
 /// One side's handshake state.
 pub(crate) struct Handshake {
     pub(crate) role: Role,
@@ -87,6 +152,8 @@ pub(crate) struct Handshake {
     pub(crate) hello: Hello,
     transcript: Option<[u8; 32]>,
     peer_ephemeral: Option<[u8; 32]>,
+    /// The key the initiator signed with, which the responder's AUTH must use too.
+    signed_with: Option<KeyId>,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -118,6 +185,12 @@ pub enum HandshakeError {
     /// The peer's signature does not verify: it does not hold the network key.
     #[error("peer's signature does not verify: wrong network key")]
     Signature,
+    /// The peer accepts none of the keys this node holds (another key, or a rotation that
+    /// skipped a step).
+    #[error(
+        "peer holds none of this node's network keys (during a key rotation, give nodes the old key with --rsa-previous)"
+    )]
+    NoCommonKey,
     /// The peer closed the connection before the handshake finished (it may have refused us).
     #[error(
         "peer closed the connection during the handshake (it may hold another network key or name)"
@@ -129,7 +202,13 @@ pub enum HandshakeError {
 }
 
 impl Handshake {
-    pub(crate) fn new(role: Role, version: u16, network: &str, rng: &mut ChaCha8Rng) -> Handshake {
+    pub(crate) fn new(
+        role: Role,
+        version: u16,
+        network: &str,
+        keys: Vec<KeyId>,
+        rng: &mut ChaCha8Rng,
+    ) -> Handshake {
         let mut bytes = [0u8; 32];
         rng.fill_bytes(&mut bytes);
         let secret = StaticSecret::from(bytes);
@@ -142,9 +221,11 @@ impl Handshake {
                 role,
                 network: network_hash(network),
                 ephemeral,
+                keys,
             },
             transcript: None,
             peer_ephemeral: None,
+            signed_with: None,
         }
     }
 
@@ -153,7 +234,7 @@ impl Handshake {
     pub(crate) fn on_hello(
         &mut self,
         peer: &Hello,
-        key: &NetworkKey,
+        keys: Keyring<'_>,
         rng: &mut ChaCha8Rng,
     ) -> Result<Option<Vec<u8>>, HandshakeError> {
         if self.transcript.is_some() {
@@ -171,6 +252,16 @@ impl Handshake {
         if peer.role == self.role {
             return Err(HandshakeError::Role);
         }
+        // The initiator signs with a key the responder accepts: its current one if it can.
+        let key = match self.role {
+            Role::Initiator => Some(
+                std::iter::once(keys.current)
+                    .chain(keys.previous)
+                    .find(|k| peer.keys.contains(&k.id()))
+                    .ok_or(HandshakeError::NoCommonKey)?,
+            ),
+            Role::Responder => None,
+        };
         let (i, r) = match self.role {
             Role::Initiator => (&self.hello.ephemeral, &peer.ephemeral),
             Role::Responder => (&peer.ephemeral, &self.hello.ephemeral),
@@ -184,10 +275,10 @@ impl Handshake {
         let transcript: [u8; 32] = h.finalize().into();
         self.transcript = Some(transcript);
         self.peer_ephemeral = Some(peer.ephemeral);
-        Ok(match self.role {
-            Role::Initiator => Some(key.sign(rng, &signed(&transcript, self.role))),
-            Role::Responder => None,
-        })
+        Ok(key.map(|key| {
+            self.signed_with = Some(key.id());
+            auth(key, rng, &signed(&transcript, self.role))
+        }))
     }
 
     /// Checks the peer's AUTH; returns the session keys (send, receive) and, for the
@@ -195,8 +286,8 @@ impl Handshake {
     /// network key.
     pub(crate) fn on_auth(
         &self,
-        signature: &[u8],
-        key: &NetworkKey,
+        payload: &[u8],
+        keys: Keyring<'_>,
         rng: &mut ChaCha8Rng,
     ) -> Result<Keys, HandshakeError> {
         let (Some(transcript), Some(peer_eph)) = (self.transcript, self.peer_ephemeral) else {
@@ -205,6 +296,20 @@ impl Handshake {
         let peer_role = match self.role {
             Role::Initiator => Role::Responder,
             Role::Responder => Role::Initiator,
+        };
+        if payload.len() < 8 {
+            return Err(HandshakeError::Malformed("AUTH"));
+        }
+        let (id, signature) = payload.split_at(8);
+        // The responder verifies with the key the initiator names (if it holds it); the
+        // initiator expects the key it signed with.
+        let key = match (self.role, self.signed_with) {
+            (Role::Initiator, Some(ours)) if ours[..] == *id => keys.get(id),
+            (Role::Initiator, _) => None,
+            (Role::Responder, _) => keys.get(id),
+        };
+        let Some(key) = key else {
+            return Err(HandshakeError::Signature);
         };
         if !key.verify(&signed(&transcript, peer_role), signature) {
             return Err(HandshakeError::Signature);
@@ -226,7 +331,7 @@ impl Handshake {
             Role::Responder => Keys {
                 send: r2i,
                 recv: i2r,
-                auth: Some(key.sign(rng, &signed(&transcript, self.role))),
+                auth: Some(auth(key, rng, &signed(&transcript, self.role))),
             },
         })
     }
@@ -240,6 +345,13 @@ pub(crate) struct Keys {
     pub(crate) recv: [u8; 32],
     /// The responder's own AUTH payload, to send before any record.
     pub(crate) auth: Option<Vec<u8>>,
+}
+
+/// An AUTH payload: the id of the key, then its signature of `message`.
+fn auth(key: &NetworkKey, rng: &mut ChaCha8Rng, message: &[u8]) -> Vec<u8> {
+    let mut out = key.id().to_vec();
+    out.extend_from_slice(&key.sign(rng, message));
+    out
 }
 
 /// What a side signs: the transcript and its own role, so a signature cannot be reflected.

@@ -4,13 +4,13 @@
 //! Parsing lives here (bytes in, no file IO); drivers read the file and add the file errors.
 
 use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::pss::{Signature, SigningKey, VerifyingKey};
 use rsa::signature::{RandomizedSigner, Verifier};
 use rsa::traits::PublicKeyParts;
 use rsa::{PrivateKey, PublicKey};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// The smallest modulus accepted, in bits.
@@ -33,12 +33,41 @@ pub enum KeyError {
     },
 }
 
+/// A key's public fingerprint: the first 8 bytes of SHA-256 of its public key (PKCS#1
+/// DER). HELLO carries the ids of the keys a node accepts, so that during a key rotation
+/// the dialing node signs with one its peer holds; an id says nothing of the private key.
+pub type KeyId = [u8; 8];
+
 /// The network's RSA key, ready to sign and verify handshakes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NetworkKey {
     signing: SigningKey<Sha256>,
     verifying: VerifyingKey<Sha256>,
     bits: usize,
+    id: KeyId,
+}
+
+impl std::fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key itself: configs holding keys get logged.
+        f.debug_struct("NetworkKey")
+            .field("bits", &self.bits)
+            .field("id", &hex(&self.id))
+            .finish()
+    }
+}
+
+/// Two keys are the same key when their public halves are.
+impl PartialEq for NetworkKey {
+    fn eq(&self, other: &NetworkKey) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for NetworkKey {}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl NetworkKey {
@@ -52,12 +81,28 @@ impl NetworkKey {
         if bits < MIN_KEY_BITS {
             return Err(KeyError::TooSmall { bits });
         }
-        let verifying = VerifyingKey::new(key.to_public_key());
+        let public = key.to_public_key();
+        let der = public.to_pkcs1_der().map_err(|_| KeyError::UnknownFormat)?;
+        let digest = Sha256::digest(der.as_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        let verifying = VerifyingKey::new(public);
         Ok(NetworkKey {
             signing: SigningKey::new(key),
             verifying,
             bits,
+            id,
         })
+    }
+
+    /// The key's public fingerprint ([`KeyId`]).
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The fingerprint in hex, for logs.
+    pub fn id_hex(&self) -> String {
+        hex(&self.id)
     }
 
     /// Modulus size in bits.

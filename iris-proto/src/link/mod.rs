@@ -25,7 +25,7 @@ mod session;
 mod tests;
 
 pub use handshake::Role;
-pub use key::{KeyError, NetworkKey};
+pub use key::{KeyError, KeyId, NetworkKey};
 pub use session::{
     HANDSHAKE_VERSION, Link, LinkConfig, LinkError, LinkEvent, LinkStats, SendError,
 };

@@ -2,7 +2,7 @@
 
 use super::frame::{FrameKind, HEADER_LEN, decode_frame, put_header};
 use super::grouping::{fits, item_len, parse_items, put_item, tag};
-use super::handshake::{HELLO_LEN, Handshake, HandshakeError, Hello, MAX_AUTH_LEN, Role};
+use super::handshake::{Handshake, HandshakeError, Hello, Keyring, MAX_AUTH_LEN, Role};
 use super::key::NetworkKey;
 use super::record::{BadRecord, Opener, RekeyLimits, Sealer, TAG_LEN};
 use crate::time::Instant;
@@ -15,9 +15,10 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// The handshake protocol version this build speaks. 2: the responder signs only after
-/// the initiator's signature verifies (see `handshake`); a node speaking 1 is refused with
-/// both versions named.
-pub const HANDSHAKE_VERSION: u16 = 2;
+/// the initiator's signature verifies (see `handshake`). 3: HELLO lists the ids of the keys
+/// a node accepts and AUTH names its key (key rotation). A node speaking another version
+/// is refused with both versions named.
+pub const HANDSHAKE_VERSION: u16 = 3;
 
 /// Bounds and timers of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub struct LinkConfig {
     pub max_data_queue: usize,
     /// When keys are ratcheted.
     pub rekey: RekeyLimits,
+    /// The network key before the current one, during a key rotation: links authenticated
+    /// with it are accepted too, and the node signs with it for peers that hold only it.
+    pub previous_key: Option<Arc<NetworkKey>>,
 }
 
 impl Default for LinkConfig {
@@ -53,6 +57,7 @@ impl Default for LinkConfig {
             max_control_queue: 1 << 20,
             max_data_queue: 16 << 20,
             rekey: RekeyLimits::default(),
+            previous_key: None,
         }
     }
 }
@@ -195,7 +200,12 @@ impl Link {
         now: Instant,
     ) -> Link {
         let mut rng = ChaCha8Rng::from_seed(seed);
-        let hs = Handshake::new(role, cfg.version, &cfg.network, &mut rng);
+        let ids = Keyring {
+            current: &key,
+            previous: cfg.previous_key.as_deref(),
+        }
+        .ids();
+        let hs = Handshake::new(role, cfg.version, &cfg.network, ids, &mut rng);
         let hello = hs.hello.clone();
         Link::hello_sent(
             cfg,
@@ -217,6 +227,7 @@ impl Link {
             role,
             network: super::handshake::network_hash(&cfg.network),
             ephemeral: [0; 32],
+            keys: Vec::new(),
         };
         let rng = ChaCha8Rng::from_seed([0; 32]);
         Link::hello_sent(
@@ -239,7 +250,7 @@ impl Link {
         now: Instant,
     ) -> Link {
         let mut out = BytesMut::new();
-        put_header(&mut out, FrameKind::Hello, HELLO_LEN);
+        put_header(&mut out, FrameKind::Hello, hello.len());
         hello.encode(&mut out);
         Link {
             deadline: Some(now + cfg.handshake_timeout),
@@ -532,7 +543,11 @@ impl Link {
                 let Some(key) = &self.key else {
                     return self.fail(HandshakeError::Malformed("no key").into());
                 };
-                match hs.on_hello(&peer, key, &mut self.rng) {
+                let keys = Keyring {
+                    current: key,
+                    previous: self.cfg.previous_key.as_deref(),
+                };
+                match hs.on_hello(&peer, keys, &mut self.rng) {
                     Ok(Some(signature)) => {
                         self.stats.signatures += 1;
                         put_header(&mut self.out, FrameKind::Auth, signature.len());
@@ -546,8 +561,13 @@ impl Link {
                 .key
                 .as_ref()
                 .ok_or(HandshakeError::Malformed("no key"))
-                .and_then(|key| hs.on_auth(&payload, key, &mut self.rng))
-            {
+                .and_then(|key| {
+                    let keys = Keyring {
+                        current: key,
+                        previous: self.cfg.previous_key.as_deref(),
+                    };
+                    hs.on_auth(&payload, keys, &mut self.rng)
+                }) {
                 Ok(keys) => {
                     if let Some(signature) = keys.auth {
                         self.stats.signatures += 1;

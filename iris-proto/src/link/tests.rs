@@ -127,8 +127,61 @@ fn wrong_key_is_rejected() {
     assert_handshake_fails(
         (cfg(), net_key()),
         (cfg(), load("other-pkcs8.pem")),
-        &[HandshakeError::Signature],
+        &[HandshakeError::NoCommonKey],
     );
+}
+
+/// A link between `a` (the initiator) and `b`, each with a current key and maybe a
+/// previous one, run to its end; the events of each end and their signature counts.
+fn rotation_pair(
+    a: (Arc<NetworkKey>, Option<Arc<NetworkKey>>),
+    b: (Arc<NetworkKey>, Option<Arc<NetworkKey>>),
+) -> (Vec<LinkEvent>, Vec<LinkEvent>, (u64, u64)) {
+    let with = |previous: Option<Arc<NetworkKey>>| LinkConfig {
+        previous_key: previous,
+        ..cfg()
+    };
+    let (mut x, mut y) = pair_with((with(a.1), a.0), (with(b.1), b.0));
+    let (ex, ey) = run(&mut x, &mut y);
+    (ex, ey, (x.stats().signatures, y.stats().signatures))
+}
+
+/// A network rolls from key A to key B one node at a time: a node holding B and, as its
+/// previous key, A links with nodes on A alone, on both and on B alone, whichever end
+/// dials; a node on A alone and one on B alone never link, and neither signs anything.
+#[test]
+fn key_rotation_links_every_step_of_a_roll_and_nothing_across_it() {
+    let a = net_key();
+    let b = load("other-pkcs8.pem");
+    let old = (a.clone(), None);
+    let rolling = (b.clone(), Some(a.clone()));
+    let new = (b.clone(), None);
+    for (x, y, why) in [
+        (&rolling, &old, "rolling dials old"),
+        (&old, &rolling, "old dials rolling"),
+        (&rolling, &rolling, "rolling with rolling"),
+        (&rolling, &new, "rolling dials new"),
+        (&new, &rolling, "new dials rolling"),
+    ] {
+        let (ex, ey, signatures) = rotation_pair(x.clone(), y.clone());
+        assert_eq!(ex, vec![LinkEvent::Established], "{why}: {ey:?}");
+        assert_eq!(ey, vec![LinkEvent::Established], "{why}");
+        assert_eq!(signatures, (1, 1), "{why}");
+    }
+    for (x, y) in [(&old, &new), (&new, &old)] {
+        let (ex, _, signatures) = rotation_pair(x.clone(), y.clone());
+        assert!(
+            ex.contains(&LinkEvent::Closed(LinkError::Handshake(
+                HandshakeError::NoCommonKey
+            ))),
+            "{ex:?}"
+        );
+        assert_eq!(
+            signatures,
+            (0, 0),
+            "a link across the roll made a signature"
+        );
+    }
 }
 
 /// Each side of a genuine handshake signs once; the responder only after the initiator's
@@ -158,17 +211,46 @@ fn a_stranger_never_makes_the_responder_sign() {
     let (events, signatures) = responder_fed(&[0x5a; 300], 3);
     assert!(matches!(events[..], [LinkEvent::Closed(_)]), "{events:?}");
     assert_eq!(signatures, 0);
-    // A handshake with another key: the initiator's AUTH does not verify.
+    // A handshake with another key: the initiator sees that the responder does not
+    // accept its key and gives up; nobody signs.
     let (mut a, mut b) = pair_with((cfg(), load("other-pkcs8.pem")), (cfg(), net_key()));
-    let (_, eb) = run(&mut a, &mut b);
+    let (ea, _) = run(&mut a, &mut b);
     assert!(
-        eb.contains(&LinkEvent::Closed(LinkError::Handshake(
-            HandshakeError::Signature
+        ea.contains(&LinkEvent::Closed(LinkError::Handshake(
+            HandshakeError::NoCommonKey
         ))),
-        "{eb:?}"
+        "{ea:?}"
     );
-    assert_eq!(b.stats().signatures, 0, "signed for a wrong key");
-    assert_eq!(a.stats().signatures, 1);
+    assert_eq!((a.stats().signatures, b.stats().signatures), (0, 0));
+    // A stranger that claims the responder's key (its id is public) and signs with
+    // another: the AUTH does not verify, and the responder signs nothing. (The stranger is
+    // shown a HELLO that accepts its own key, so that it signs the right transcript.)
+    let other = load("other-pkcs8.pem");
+    let mut liar = Link::new(
+        Role::Initiator,
+        other.clone(),
+        cfg(),
+        [4; 32],
+        Instant::ZERO,
+    );
+    let mut r = Link::new(Role::Responder, net_key(), cfg(), [5; 32], Instant::ZERO);
+    r.handle_bytes(&liar.poll_transmit().unwrap());
+    let mut r_hello = r.poll_transmit().unwrap().to_vec();
+    let n = r_hello.len();
+    r_hello[n - 8..].copy_from_slice(&other.id());
+    liar.handle_bytes(&r_hello);
+    let mut forged = liar.poll_transmit().unwrap().to_vec();
+    assert_eq!(liar.stats().signatures, 1);
+    forged[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&net_key().id());
+    r.handle_bytes(&forged);
+    let events: Vec<LinkEvent> = std::iter::from_fn(|| r.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![LinkEvent::Closed(LinkError::Handshake(
+            HandshakeError::Signature
+        ))]
+    );
+    assert_eq!(r.stats().signatures, 0, "signed for a forged AUTH");
 }
 
 /// A genuine member's first flight (HELLO and AUTH), recorded and replayed to another
@@ -259,7 +341,7 @@ fn oversized_handshake_frame_is_refused_before_buffering() {
         a.poll_event(),
         Some(LinkEvent::Closed(LinkError::Frame(FrameError::TooLong {
             len: u32::MAX as usize,
-            max: 1024
+            max: super::handshake::MAX_AUTH_LEN
         })))
     );
     assert_eq!(a.stats().handshake_failures, 1);
