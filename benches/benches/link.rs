@@ -201,6 +201,61 @@ fn handshakes(c: &mut Criterion) {
             assert!(i.is_open() && r.is_open());
         })
     });
+    // The same handshake as a node runs it: signatures offloaded to the driver's blocking
+    // pool. Timed is what stays on the node's thread (both ends' share, the signing itself
+    // left out): two X25519 keys and exchanges, two RSA verifications, HKDF.
+    let offload = LinkConfig {
+        offload_signatures: true,
+        ..cfg.clone()
+    };
+    g.bench_function("genuine_both_ends_node_thread_offloaded", |b| {
+        b.iter_custom(|iters| {
+            let mut on_thread = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                seed += 1;
+                let mut s = [0u8; 32];
+                s[..8].copy_from_slice(&seed.to_le_bytes());
+                let start = std::time::Instant::now();
+                let mut i = Link::new(
+                    Role::Initiator,
+                    key.clone(),
+                    offload.clone(),
+                    s,
+                    Instant::ZERO,
+                );
+                s[8] = 1;
+                let mut r = Link::new(
+                    Role::Responder,
+                    key.clone(),
+                    offload.clone(),
+                    s,
+                    Instant::ZERO,
+                );
+                let mut mark = start;
+                for _ in 0..6 {
+                    while let Some(f) = i.poll_transmit() {
+                        r.handle_bytes(&f);
+                    }
+                    while let Some(f) = r.poll_transmit() {
+                        i.handle_bytes(&f);
+                    }
+                    for link in [&mut i, &mut r] {
+                        while let Some(e) = link.poll_event() {
+                            if let LinkEvent::Sign(to_sign) = e {
+                                on_thread += mark.elapsed();
+                                let sig = key.sign_seeded([3; 32], &to_sign.message);
+                                mark = std::time::Instant::now();
+                                link.signed(&sig);
+                            }
+                        }
+                    }
+                }
+                on_thread += mark.elapsed();
+                assert!(i.is_open() && r.is_open());
+            }
+            on_thread
+        })
+    });
     g.bench_function("replayed_first_flight_at_the_responder", |b| {
         b.iter(|| {
             let (_, mut r) = pair(&mut seed);

@@ -24,6 +24,7 @@ use crate::runtime::{
 };
 use crate::wake::Wake;
 use bytes::{Bytes, BytesMut};
+use iris_proto::link::NetworkKey;
 use iris_proto::{
     CloseReason, Config, ConnId, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig,
     MeshEvent, Node, Output, Security, Stats,
@@ -34,6 +35,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
@@ -319,6 +321,9 @@ struct Shared<R: Runtime> {
     handshakes: LogLimit,
     /// The discovery socket, if the node looks for others.
     beacons: Option<Beacons<R>>,
+    /// The network keys (current, then previous), for the handshakes' signatures, which
+    /// run on the runtime's blocking pool.
+    keys: Vec<Arc<NetworkKey>>,
 }
 
 /// The driver's side of one connection (a client's or a peer link's).
@@ -345,6 +350,7 @@ async fn run_local<R: Runtime>(
 ) -> io::Result<Stats> {
     let epoch = std::time::Instant::now();
     let invalid = |e: iris_proto::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let mut keys = Vec::new();
     let (node, peer_listener, events, beacons) = match opts.network {
         None => (
             Node::new(opts.config, opts.seed, Instant::ZERO).map_err(invalid)?,
@@ -370,6 +376,12 @@ async fn run_local<R: Runtime>(
             info!("peer listener on {bound}, advertised as {listen}");
             let mut mesh = net.mesh;
             mesh.listen = listen;
+            // Handshake signatures (1-4.5 ms each) go to the blocking pool.
+            mesh.link.offload_signatures = true;
+            if let Security::Rsa(key) = &net.security {
+                keys.push(key.clone());
+            }
+            keys.extend(mesh.link.previous_key.clone());
             let beacons = Beacons::<R>::bind(net.discover, &net.discovery_ports)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("discovery socket: {e}")))?;
@@ -414,6 +426,7 @@ async fn run_local<R: Runtime>(
         refusals: LogLimit::new(),
         handshakes: LogLimit::new(),
         beacons,
+        keys,
     }));
     pump(&shared);
     let timer = R::spawn_local(timer_task(shared.clone()));
@@ -542,9 +555,30 @@ fn pump<R: Runtime>(shared: &SharedRc<R>) {
                     b.send(to, &data);
                 }
             }
+            Output::Sign(link, to_sign) => {
+                match s.keys.iter().find(|k| k.id() == to_sign.key).cloned() {
+                    Some(key) => {
+                        R::spawn_local(sign_task(shared.clone(), link, key, to_sign)).detach()
+                    }
+                    // The core names only keys it was given: cannot happen.
+                    None => error!("link {} asked for a key this node lacks", link.0),
+                }
+            }
         }
     }
     s.timer_wake.notify();
+}
+
+/// Signs for a link's handshake on the blocking pool, then hands the node the signature.
+async fn sign_task<R: Runtime>(
+    shared: SharedRc<R>,
+    link: LinkId,
+    key: Arc<NetworkKey>,
+    to_sign: iris_proto::link::ToSign,
+) {
+    let seed = random_seed();
+    let signature = R::unblock(move || key.sign_seeded(seed, &to_sign.message)).await;
+    handle(&shared, Input::Signed(link, &signature));
 }
 
 /// Hands bytes to a connection's writer (a client's or a peer link's).

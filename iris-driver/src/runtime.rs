@@ -106,6 +106,12 @@ pub trait Runtime: Sized + Send + Sync + 'static {
     /// reader, writer and handlers).
     fn spawn(fut: impl Future<Output = ()> + Send + 'static);
 
+    /// Runs blocking or CPU-heavy `f` on a thread pool (the handshake's RSA signatures:
+    /// milliseconds the node's thread must not spend).
+    fn unblock<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T> + Send;
+
     /// Completes at `deadline`.
     fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send;
 

@@ -382,6 +382,8 @@ impl Net {
                 }
             }
             Output::Event(e) => self.events.push((i, e)),
+            // Links here sign in place (`offload_signatures` is off): never asked.
+            Output::Sign(..) => {}
         }
     }
 

@@ -880,6 +880,8 @@ impl Sim {
                 Output::PeerClose(link) => self.close_end(link.0 / 2, (link.0 % 2) as usize),
                 // The simulated nodes join through seeds; discovery is off in their config.
                 Output::Beacon { .. } => {}
+                // Simulated links sign in place, in virtual time (`offload_signatures` off).
+                Output::Sign(..) => {}
                 Output::Dial(dial, addr) => {
                     let to = self.addrs.get(&addr).copied();
                     match to {

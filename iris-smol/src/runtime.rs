@@ -188,6 +188,12 @@ impl Runtime for Smol {
         smol::spawn(fut).detach();
     }
 
+    fn unblock<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T> + Send {
+        smol::unblock(f)
+    }
+
     fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send {
         let timer = smol::Timer::at(deadline);
         async move {

@@ -128,6 +128,13 @@ impl Runtime for Tokio {
         tokio::spawn(fut);
     }
 
+    async fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send {
         tokio::time::sleep_until(deadline.into())
     }

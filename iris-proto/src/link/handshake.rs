@@ -138,7 +138,7 @@ impl<'a> Keyring<'a> {
     }
 
     /// The key with this id, if held.
-    fn get(&self, id: &[u8]) -> Option<&'a NetworkKey> {
+    pub(crate) fn get(&self, id: &[u8]) -> Option<&'a NetworkKey> {
         std::iter::once(self.current)
             .chain(self.previous)
             .find(|k| k.id() == id)
@@ -229,14 +229,13 @@ impl Handshake {
         }
     }
 
-    /// Takes the peer's HELLO; returns our AUTH payload (the signature) if it is ours to
-    /// send now: the initiator's. The responder signs in [`Handshake::on_auth`].
+    /// Takes the peer's HELLO; returns what to sign for our AUTH if it is ours to send now:
+    /// the initiator's. The responder's comes from [`Handshake::on_auth`].
     pub(crate) fn on_hello(
         &mut self,
         peer: &Hello,
         keys: Keyring<'_>,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Option<Vec<u8>>, HandshakeError> {
+    ) -> Result<Option<ToSign>, HandshakeError> {
         if self.transcript.is_some() {
             return Err(HandshakeError::Malformed("second HELLO"));
         }
@@ -277,18 +276,20 @@ impl Handshake {
         self.peer_ephemeral = Some(peer.ephemeral);
         Ok(key.map(|key| {
             self.signed_with = Some(key.id());
-            auth(key, rng, &signed(&transcript, self.role))
+            ToSign {
+                key: key.id(),
+                message: signed(&transcript, self.role),
+            }
         }))
     }
 
     /// Checks the peer's AUTH; returns the session keys (send, receive) and, for the
-    /// responder, its own AUTH payload, signed only now that the peer proved it holds the
+    /// responder, what to sign for its own AUTH: only now that the peer proved it holds the
     /// network key.
     pub(crate) fn on_auth(
         &self,
         payload: &[u8],
         keys: Keyring<'_>,
-        rng: &mut ChaCha8Rng,
     ) -> Result<Keys, HandshakeError> {
         let (Some(transcript), Some(peer_eph)) = (self.transcript, self.peer_ephemeral) else {
             return Err(HandshakeError::Malformed("AUTH before HELLO"));
@@ -331,7 +332,10 @@ impl Handshake {
             Role::Responder => Keys {
                 send: r2i,
                 recv: i2r,
-                auth: Some(auth(key, rng, &signed(&transcript, self.role))),
+                auth: Some(ToSign {
+                    key: key.id(),
+                    message: signed(&transcript, self.role),
+                }),
             },
         })
     }
@@ -343,15 +347,28 @@ pub(crate) struct Keys {
     pub(crate) send: [u8; 32],
     /// Key of what this side opens.
     pub(crate) recv: [u8; 32],
-    /// The responder's own AUTH payload, to send before any record.
-    pub(crate) auth: Option<Vec<u8>>,
+    /// What the responder signs for its own AUTH, to send before any record.
+    pub(crate) auth: Option<ToSign>,
 }
 
-/// An AUTH payload: the id of the key, then its signature of `message`.
-fn auth(key: &NetworkKey, rng: &mut ChaCha8Rng, message: &[u8]) -> Vec<u8> {
-    let mut out = key.id().to_vec();
-    out.extend_from_slice(&key.sign(rng, message));
-    out
+/// A signature a side owes its peer: the message, and the key to sign it with. The link
+/// signs it at once, or hands it to its driver ([`crate::link::LinkEvent::Sign`]) so that
+/// the private-key operation runs off the node's thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToSign {
+    /// Which of the node's keys.
+    pub key: KeyId,
+    /// What to sign (RSA-PSS, SHA-256).
+    pub message: [u8; 33],
+}
+
+impl ToSign {
+    /// The AUTH payload carrying `signature`.
+    pub(crate) fn auth(&self, signature: &[u8]) -> Vec<u8> {
+        let mut out = self.key.to_vec();
+        out.extend_from_slice(signature);
+        out
+    }
 }
 
 /// What a side signs: the transcript and its own role, so a signature cannot be reflected.

@@ -110,6 +110,13 @@ impl NetworkKey {
         self.bits
     }
 
+    /// Signs `message` (RSA-PSS, SHA-256), its salt drawn from `seed` (the caller's
+    /// randomness: a driver answering [`crate::Output::Sign`] off the node's thread).
+    pub fn sign_seeded(&self, seed: [u8; 32], message: &[u8]) -> Vec<u8> {
+        use rand::SeedableRng;
+        self.sign(&mut rand::rngs::ChaCha8Rng::from_seed(seed), message)
+    }
+
     /// Signs `message` (RSA-PSS, SHA-256) with randomness from the caller's seeded RNG.
     pub(crate) fn sign(&self, rng: &mut rand::rngs::ChaCha8Rng, message: &[u8]) -> Vec<u8> {
         let sig: Signature = self.signing.sign_with_rng(rng, message);

@@ -24,7 +24,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use handshake::Role;
+pub use handshake::{Role, ToSign};
 pub use key::{KeyError, KeyId, NetworkKey};
 pub use session::{
     HANDSHAKE_VERSION, Link, LinkConfig, LinkError, LinkEvent, LinkStats, SendError,

@@ -2,7 +2,7 @@
 
 use super::frame::{FrameKind, HEADER_LEN, decode_frame, put_header};
 use super::grouping::{fits, item_len, parse_items, put_item, tag};
-use super::handshake::{Handshake, HandshakeError, Hello, Keyring, MAX_AUTH_LEN, Role};
+use super::handshake::{Handshake, HandshakeError, Hello, Keyring, MAX_AUTH_LEN, Role, ToSign};
 use super::key::NetworkKey;
 use super::record::{BadRecord, Opener, RekeyLimits, Sealer, TAG_LEN};
 use crate::time::Instant;
@@ -44,6 +44,10 @@ pub struct LinkConfig {
     /// The network key before the current one, during a key rotation: links authenticated
     /// with it are accepted too, and the node signs with it for peers that hold only it.
     pub previous_key: Option<Arc<NetworkKey>>,
+    /// Hand the handshake's signature to the driver ([`LinkEvent::Sign`], answered with
+    /// [`Link::signed`]) instead of making it here: an RSA private-key operation takes
+    /// 1-4.5 ms, too long for the node's thread. Off for simulations, which sign in place.
+    pub offload_signatures: bool,
 }
 
 impl Default for LinkConfig {
@@ -58,6 +62,7 @@ impl Default for LinkConfig {
             max_data_queue: 16 << 20,
             rekey: RekeyLimits::default(),
             previous_key: None,
+            offload_signatures: false,
         }
     }
 }
@@ -102,6 +107,10 @@ pub enum LinkEvent {
     Data(Bytes),
     /// The link is over; transmit nothing more and close the socket.
     Closed(LinkError),
+    /// The handshake needs this signed with the named key (only with
+    /// [`LinkConfig::offload_signatures`]): sign it off the node's thread and hand the
+    /// signature to [`Link::signed`]. Nothing more happens on the link until then.
+    Sign(ToSign),
 }
 
 /// Why a message was not queued.
@@ -155,6 +164,9 @@ enum State {
     Closed,
 }
 
+/// The keys a handshake yields: what this side seals with, what it opens with.
+type SessionKeys = ([u8; 32], [u8; 32]);
+
 /// One link to a peer node. Feed it the socket's bytes, drain [`Link::poll_transmit`] when
 /// the socket can take more (pull, so control messages never wait behind a deep queue of
 /// data), and handle [`Link::poll_event`].
@@ -162,6 +174,9 @@ pub struct Link {
     cfg: LinkConfig,
     /// `None` on a plain link.
     key: Option<Arc<NetworkKey>>,
+    /// A signature our AUTH waits for (offloaded), and the session keys (send, receive) it
+    /// opens the link with, for the responder.
+    owed: Option<(ToSign, Option<SessionKeys>)>,
     rng: ChaCha8Rng,
     state: State,
     deadline: Option<Instant>,
@@ -256,6 +271,7 @@ impl Link {
             deadline: Some(now + cfg.handshake_timeout),
             cfg,
             key,
+            owed: None,
             rng,
             state,
             rbuf: BytesMut::new(),
@@ -518,6 +534,59 @@ impl Link {
         Some(rec.freeze())
     }
 
+    /// The signature asked for by [`LinkEvent::Sign`]: our AUTH goes out with it (and the
+    /// responder's link opens). Ignored if none is owed (the link closed meanwhile).
+    pub fn signed(&mut self, signature: &[u8]) {
+        if let Some((to_sign, keys)) = self.owed.take() {
+            self.send_auth(&to_sign, signature, keys);
+        }
+    }
+
+    /// Our AUTH needs `to_sign` signed: here and now, or by the driver.
+    fn owe(&mut self, to_sign: ToSign, keys: Option<SessionKeys>) {
+        self.stats.signatures += 1;
+        if self.cfg.offload_signatures {
+            self.owed = Some((to_sign.clone(), keys));
+            self.events.push_back(LinkEvent::Sign(to_sign));
+            return;
+        }
+        let key = self.key.as_deref().and_then(|current| {
+            Keyring {
+                current,
+                previous: self.cfg.previous_key.as_deref(),
+            }
+            .get(&to_sign.key)
+        });
+        let Some(key) = key else {
+            return self.fail(HandshakeError::Malformed("no key").into());
+        };
+        let signature = key.sign(&mut self.rng, &to_sign.message);
+        self.send_auth(&to_sign, &signature, keys);
+    }
+
+    /// Queues our AUTH; for the responder, the link is then open.
+    fn send_auth(&mut self, to_sign: &ToSign, signature: &[u8], keys: Option<SessionKeys>) {
+        if self.is_closed() {
+            return;
+        }
+        let auth = to_sign.auth(signature);
+        put_header(&mut self.out, FrameKind::Auth, auth.len());
+        self.out.extend_from_slice(&auth);
+        if let Some((send, recv)) = keys {
+            self.open(send, recv);
+        }
+    }
+
+    /// The handshake is done: records may flow.
+    fn open(&mut self, send: [u8; 32], recv: [u8; 32]) {
+        self.state = State::Open {
+            sealer: Sealer::new(send, self.cfg.rekey),
+            opener: Opener::new(recv),
+        };
+        self.deadline = None;
+        self.events.push_back(LinkEvent::Established);
+    }
+
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
@@ -535,6 +604,10 @@ impl Link {
     }
 
     fn on_frame(&mut self, kind: FrameKind, header: &[u8; HEADER_LEN], mut payload: BytesMut) {
+        if self.owed.is_some() {
+            // A genuine peer waits for our AUTH before it sends anything more.
+            return self.fail(HandshakeError::Malformed("frame before our AUTH").into());
+        }
         match (&mut self.state, kind) {
             (State::Handshaking(hs), FrameKind::Hello) => {
                 let Some(peer) = Hello::decode(&payload) else {
@@ -547,12 +620,8 @@ impl Link {
                     current: key,
                     previous: self.cfg.previous_key.as_deref(),
                 };
-                match hs.on_hello(&peer, keys, &mut self.rng) {
-                    Ok(Some(signature)) => {
-                        self.stats.signatures += 1;
-                        put_header(&mut self.out, FrameKind::Auth, signature.len());
-                        self.out.extend_from_slice(&signature);
-                    }
+                match hs.on_hello(&peer, keys) {
+                    Ok(Some(to_sign)) => self.owe(to_sign, None),
                     Ok(None) => {}
                     Err(e) => self.fail(e.into()),
                 }
@@ -566,21 +635,12 @@ impl Link {
                         current: key,
                         previous: self.cfg.previous_key.as_deref(),
                     };
-                    hs.on_auth(&payload, keys, &mut self.rng)
+                    hs.on_auth(&payload, keys)
                 }) {
-                Ok(keys) => {
-                    if let Some(signature) = keys.auth {
-                        self.stats.signatures += 1;
-                        put_header(&mut self.out, FrameKind::Auth, signature.len());
-                        self.out.extend_from_slice(&signature);
-                    }
-                    self.state = State::Open {
-                        sealer: Sealer::new(keys.send, self.cfg.rekey),
-                        opener: Opener::new(keys.recv),
-                    };
-                    self.deadline = None;
-                    self.events.push_back(LinkEvent::Established);
-                }
+                Ok(keys) => match keys.auth {
+                    Some(to_sign) => self.owe(to_sign, Some((keys.send, keys.recv))),
+                    None => self.open(keys.send, keys.recv),
+                },
                 Err(e) => self.fail(e.into()),
             },
             (State::Open { opener, .. }, FrameKind::Record) => {

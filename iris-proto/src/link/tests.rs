@@ -131,6 +131,60 @@ fn wrong_key_is_rejected() {
     );
 }
 
+/// With `offload_signatures`, each end asks for its signature instead of making it, sends
+/// nothing more until it has it, and completes the handshake once it is handed over; a
+/// stranger's frame while an end waits fails the link.
+#[test]
+fn offloaded_signatures_are_asked_for_and_the_handshake_waits_for_them() {
+    let offload = || LinkConfig {
+        offload_signatures: true,
+        ..cfg()
+    };
+    let (mut a, mut b) = pair_with((offload(), net_key()), (offload(), net_key()));
+    let (mut asked, mut rounds) = (Vec::new(), 0);
+    loop {
+        let (ea, eb) = run(&mut a, &mut b);
+        let mut answered = false;
+        for (link, events) in [(&mut a, ea), (&mut b, eb)] {
+            for e in events {
+                match e {
+                    LinkEvent::Sign(to_sign) => {
+                        // Nothing goes out while the signature is owed.
+                        assert!(link.poll_transmit().is_none(), "sent before signing");
+                        asked.push(to_sign.key);
+                        let signature = net_key().sign_seeded([7; 32], &to_sign.message);
+                        link.signed(&signature);
+                        answered = true;
+                    }
+                    LinkEvent::Established => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        rounds += 1;
+        if !answered || rounds > 4 {
+            break;
+        }
+    }
+    assert!(a.is_open() && b.is_open());
+    assert_eq!(asked, vec![net_key().id(), net_key().id()], "one each");
+    assert_eq!((a.stats().signatures, b.stats().signatures), (1, 1));
+    // A responder owing its signature takes no further frame: the initiator waits for it.
+    let mut i = Link::new(Role::Initiator, net_key(), cfg(), [1; 32], Instant::ZERO);
+    let mut r = Link::new(
+        Role::Responder,
+        net_key(),
+        offload(),
+        [2; 32],
+        Instant::ZERO,
+    );
+    let (_, er) = run(&mut i, &mut r);
+    assert!(matches!(er[..], [LinkEvent::Sign(_)]), "{er:?}");
+    r.handle_bytes(&[0, 0, 0, 0, 0, 0]);
+    let events: Vec<LinkEvent> = std::iter::from_fn(|| r.poll_event()).collect();
+    assert!(matches!(events[..], [LinkEvent::Closed(_)]), "{events:?}");
+}
+
 /// A link between `a` (the initiator) and `b`, each with a current key and maybe a
 /// previous one, run to its end; the events of each end and their signature counts.
 fn rotation_pair(

@@ -157,6 +157,9 @@ pub enum MeshOutput {
     Transmit(LinkId, Bytes),
     /// Close the link's socket once everything before is written.
     Close(LinkId),
+    /// Sign this for the link's handshake, off the node's thread; answer with
+    /// [`Mesh::on_signed`].
+    Sign(LinkId, crate::link::ToSign),
     /// Send a discovery beacon: to `to`, or (`None`) to wherever the driver looks for
     /// nodes (the well-known ports on this host, the local subnet if asked).
     Beacon {
@@ -730,6 +733,17 @@ impl Mesh {
         self.pump(now);
     }
 
+    /// The signature a link asked for ([`MeshOutput::Sign`]).
+    pub fn on_signed(&mut self, now: Instant, id: LinkId, signature: &[u8]) {
+        let Some(pl) = self.links.get_mut(&id) else {
+            return;
+        };
+        pl.link.signed(signature);
+        self.mark(id);
+        self.drain_link(now, id);
+        self.pump(now);
+    }
+
     /// A link's socket closed under us.
     pub fn on_gone(&mut self, now: Instant, id: LinkId) {
         if let Some(pl) = self.links.get_mut(&id) {
@@ -1007,6 +1021,9 @@ impl Mesh {
                 continue; // closing for a violation: nothing more it says counts
             }
             match event {
+                LinkEvent::Sign(to_sign) => {
+                    self.outputs.push_back(MeshOutput::Sign(id, to_sign));
+                }
                 LinkEvent::Established => {
                     if pl.deadline.take().is_some() {
                         self.timers.cancel(MeshTimer::Handshake(id));

@@ -94,6 +94,8 @@ pub enum Input<'a> {
         /// What it held.
         data: &'a [u8],
     },
+    /// The signature asked for by [`Output::Sign`].
+    Signed(LinkId, &'a [u8]),
 }
 
 /// Something the node asks its driver to do.
@@ -131,6 +133,10 @@ pub enum Output {
         /// The datagram.
         data: Bytes,
     },
+    /// A link's handshake needs this signed with the network key it names (only with
+    /// `LinkConfig::offload_signatures`): sign it off the node's thread (an RSA
+    /// private-key operation is milliseconds) and answer with [`Input::Signed`].
+    Sign(LinkId, crate::link::ToSign),
     /// Something worth logging or counting happened.
     Event(Event),
 }
@@ -400,6 +406,12 @@ impl Node {
                     m.on_beacon(now, from, data);
                 }
             }
+            Input::Signed(link, signature) => {
+                let now = self.now;
+                if let Some(m) = self.mesh.as_mut() {
+                    m.on_signed(now, link, signature);
+                }
+            }
         }
         self.settle();
     }
@@ -466,6 +478,7 @@ impl Node {
                 MeshOutput::Transmit(l, b) => Output::PeerTransmit(l, b),
                 MeshOutput::Close(l) => Output::PeerClose(l),
                 MeshOutput::Beacon { to, data } => Output::Beacon { to, data },
+                MeshOutput::Sign(l, s) => Output::Sign(l, s),
                 MeshOutput::Event(e) => {
                     let converged = matches!(e, MeshEvent::Converged { .. });
                     self.outputs.push_back(Output::Event(Event::Mesh(e)));
