@@ -132,9 +132,7 @@ impl IrisProcess {
     }
 
     pub fn connect(&self, cluster: &str) -> RawClient {
-        let mut c = RawClient::open(self.port);
-        c.handshake(cluster);
-        c
+        RawClient::connect(self.port, cluster)
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns how long that took.
@@ -196,6 +194,13 @@ pub enum Got {
 }
 
 impl RawClient {
+    /// [`RawClient::open`] and [`RawClient::handshake`] as `cluster` ("": a plain client).
+    pub fn connect(port: u16, cluster: &str) -> RawClient {
+        let mut c = RawClient::open(port);
+        c.handshake(cluster);
+        c
+    }
+
     pub fn open(port: u16) -> RawClient {
         RawClient::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
     }

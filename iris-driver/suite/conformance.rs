@@ -48,9 +48,7 @@ impl Node {
     }
 
     fn connect(&self, cluster: &str) -> RawClient {
-        let mut c = RawClient::open(self.port);
-        c.handshake(cluster);
-        c
+        RawClient::connect(self.port, cluster)
     }
 }
 
@@ -597,8 +595,7 @@ fn eof_from_a_client_does_not_disturb_others(iris: Node) {
 /// bytes, each starting with its sequence number.
 fn flood(port: u16, cluster: &'static str, n: u32, size: usize) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut p = RawClient::open(port);
-        p.handshake("");
+        let mut p = RawClient::connect(port, "");
         let mut wire = BytesMut::new();
         for i in 0..n {
             let mut msg = vec![0u8; size];

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 /// A member of `cluster` on its own thread, answering every request with "re:" + request.
 fn answering_member(port: u16, cluster: &'static str) {
-    let mut m = RawClient::open(port);
-    m.handshake(cluster);
+    let mut m = RawClient::connect(port, cluster);
     std::thread::spawn(move || {
         loop {
             match m.poll(Duration::from_secs(3600)) {
@@ -79,8 +78,7 @@ fn publisher(
 ) -> (std::thread::JoinHandle<()>, mpsc::Receiver<()>) {
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
-        let mut p = RawClient::open(port);
-        p.handshake("");
+        let mut p = RawClient::connect(port, "");
         let mut written = 0;
         let mut wire = BytesMut::new();
         for i in 0..count {

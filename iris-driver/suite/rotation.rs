@@ -76,8 +76,7 @@ struct Traffic {
 impl Traffic {
     fn start(member_port: u16, requester_port: u16, cluster: &'static str) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut m = RawClient::open(member_port);
-        m.handshake(cluster);
+        let mut m = RawClient::connect(member_port, cluster);
         let s = stop.clone();
         let member = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
@@ -93,8 +92,7 @@ impl Traffic {
                 }
             }
         });
-        let mut c = RawClient::open(requester_port);
-        c.handshake("");
+        let mut c = RawClient::connect(requester_port, "");
         // The member's subscription takes a moment to reach the trees: ask until it answers.
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut id = 1_000_000;

@@ -73,14 +73,9 @@ impl Hello {
         }
     }
 
-    /// Bytes of the payload.
-    pub fn len(&self) -> usize {
+    /// Bytes of the payload [`Hello::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
         HELLO_LEN + 1 + 8 * self.keys.len()
-    }
-
-    /// Never: a HELLO has at least its fixed fields.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Parses a payload; `None` if malformed. A version 2 HELLO (no key ids) parses too,
@@ -129,19 +124,19 @@ pub(crate) struct Keyring<'a> {
 }
 
 impl<'a> Keyring<'a> {
+    /// The keys, current first.
+    fn iter(&self) -> impl Iterator<Item = &'a NetworkKey> {
+        std::iter::once(self.current).chain(self.previous)
+    }
+
     /// Ids of the keys accepted, current first.
     pub(crate) fn ids(&self) -> Vec<KeyId> {
-        std::iter::once(self.current)
-            .chain(self.previous)
-            .map(NetworkKey::id)
-            .collect()
+        self.iter().map(NetworkKey::id).collect()
     }
 
     /// The key with this id, if held.
     pub(crate) fn get(&self, id: &[u8]) -> Option<&'a NetworkKey> {
-        std::iter::once(self.current)
-            .chain(self.previous)
-            .find(|k| k.id() == id)
+        self.iter().find(|k| k.id() == id)
     }
 }
 
@@ -254,8 +249,7 @@ impl Handshake {
         // The initiator signs with a key the responder accepts: its current one if it can.
         let key = match self.role {
             Role::Initiator => Some(
-                std::iter::once(keys.current)
-                    .chain(keys.previous)
+                keys.iter()
                     .find(|k| peer.keys.contains(&k.id()))
                     .ok_or(HandshakeError::NoCommonKey)?,
             ),

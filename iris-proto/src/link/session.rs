@@ -265,7 +265,7 @@ impl Link {
         now: Instant,
     ) -> Link {
         let mut out = BytesMut::new();
-        put_header(&mut out, FrameKind::Hello, hello.len());
+        put_header(&mut out, FrameKind::Hello, hello.encoded_len());
         hello.encode(&mut out);
         Link {
             deadline: Some(now + cfg.handshake_timeout),

@@ -739,7 +739,6 @@ impl Mesh {
             return;
         };
         pl.link.signed(signature);
-        self.mark(id);
         self.drain_link(now, id);
         self.pump(now);
     }
