@@ -4,7 +4,7 @@
 //! `Runtime` trait; this crate is that trait for tokio ([`Tokio`]) and the names a tokio
 //! user wants: [`driver::NodeHandle`], [`client::connect`], the `iris` binary.
 //!
-//! - [`driver`] runs an [`iris_proto::Node`] on tokio's sockets and timers;
+//! - [`driver`] runs the `iris-proto` node on tokio's sockets and timers;
 //! - [`client`] is the Rust client library, modeled on the original Go client;
 //! - [`discovery`], [`key_file`] and [`metrics`] are the shared ones, re-exported.
 
