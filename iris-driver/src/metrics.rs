@@ -84,6 +84,12 @@ fn gauge(r: &mut Registry, name: &str, help: &str, v: usize) {
     r.register(name, help, g);
 }
 
+fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(v);
+    r.register(name, help, c);
+}
+
 /// A counter family with one label, one series per `(label value, count)`.
 fn family(
     r: &mut Registry,
@@ -226,6 +232,7 @@ pub fn render(s: &Snapshot) -> String {
             ("cast_duplicate", st.casts_duplicate),
             ("cast_stray", st.casts_stray),
             ("cast_no_tree", st.casts_no_tree),
+            ("anycast_no_tree", st.anycasts_no_tree),
             ("anycast_lost", st.anycasts_lost),
             ("anycast_expired", st.anycasts_expired),
             ("peer_unreachable", st.undelivered),
@@ -233,6 +240,12 @@ pub fn render(s: &Snapshot) -> String {
             ("request_expired_queued", st.requests_expired_queued),
             ("peer_message_bad", st.peer_messages_bad),
         ],
+    );
+    counter(
+        &mut r,
+        "held_for_tree",
+        "Multicasts and anycasts that found no tree while the overlay moved and waited for one",
+        st.held,
     );
     family(
         &mut r,

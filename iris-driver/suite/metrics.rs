@@ -125,6 +125,10 @@ fn counters_are_scraped_while_two_nodes_carry_traffic() {
     assert_eq!(value(&at_a, "iris_clusters"), 1);
     assert_eq!(value(&at_a, "iris_clients"), 1);
     assert!(value(&at_b, "iris_bytes_total{way=\"peer_out\"}") > 100);
+    // Served (value() panics on a missing series); what was held for a tree depends on
+    // whether the first broadcasts raced the trees' forming.
+    value(&at_b, "iris_held_for_tree_total");
+    value(&at_b, "iris_dropped_total{reason=\"anycast_no_tree\"}");
     // Anything but GET /metrics is refused plainly.
     assert_eq!(get(&a, "/other").0, "HTTP/1.1 404 Not Found");
     let mut s = TcpStream::connect(&a).unwrap();

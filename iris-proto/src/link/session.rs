@@ -94,6 +94,9 @@ pub enum LinkError {
     /// The peer closed the link, saying why (empty: graceful).
     #[error("closed by peer: {0:?}")]
     ClosedByPeer(String),
+    /// Our side was closed and the peer did not close its own in time.
+    #[error("the peer did not close its side in time")]
+    CloseTimeout,
 }
 
 /// What a link reports.
@@ -105,6 +108,9 @@ pub enum LinkEvent {
     Control(Bytes),
     /// A data message.
     Data(Bytes),
+    /// The peer closed its side, saying why: it sends nothing more, but reads what this
+    /// side still sends until this side closes too ([`Link::close`]).
+    PeerClosed(String),
     /// The link is over; transmit nothing more and close the socket.
     Closed(LinkError),
     /// The handshake needs this signed with the named key (only with
@@ -191,7 +197,15 @@ pub struct Link {
     data_offset: usize,
     /// A data message being reassembled from parts.
     partial: BytesMut,
+    /// Each side ends its own direction with a CLOSE, and reads on until the other's: what
+    /// either sent before its CLOSE is delivered. Our CLOSE's reason, once asked for.
     close: Option<String>,
+    /// Our CLOSE is out: nothing more is sent.
+    close_sent: bool,
+    /// The link ends as soon as our CLOSE is out, without waiting for the peer's.
+    close_abrupt: bool,
+    /// The peer's CLOSE came: nothing more is read.
+    peer_closed: bool,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
 }
@@ -283,6 +297,9 @@ impl Link {
             data_offset: 0,
             partial: BytesMut::new(),
             close: None,
+            close_sent: false,
+            close_abrupt: false,
+            peer_closed: false,
             events: VecDeque::new(),
             stats: LinkStats::default(),
         }
@@ -361,7 +378,7 @@ impl Link {
     }
 
     fn process(&mut self) {
-        while !self.is_closed() {
+        while !self.is_closed() && !self.peer_closed {
             // Handshake frames are small; records are bounded by the record size.
             let max = match self.state {
                 State::Handshaking(_) | State::PlainHello(_) => MAX_AUTH_LEN,
@@ -380,6 +397,13 @@ impl Link {
         match self.state {
             State::Handshaking(_) | State::PlainHello(_) => {
                 self.fail(HandshakeError::PeerClosed.into())
+            }
+            // Either side's CLOSE came first: the stream may end (a peer of an earlier
+            // release closes its socket at once, or gives up waiting for ours).
+            State::Open { .. } | State::PlainOpen if self.close_sent || self.peer_closed => {
+                self.state = State::Closed;
+                self.events
+                    .push_back(LinkEvent::Closed(LinkError::ClosedByPeer(String::new())));
             }
             State::Open { .. } | State::PlainOpen => self.fail(LinkError::Truncated),
             State::Closed => {}
@@ -426,14 +450,41 @@ impl Link {
         self.data_bytes - self.data_offset
     }
 
-    /// Ends the link gracefully once what is queued has gone out.
+    /// Ends this side gracefully once what is queued has gone out; the link ends when the
+    /// peer's CLOSE comes (or has come). Until then what the peer sends is still read:
+    /// nothing either side sent before its CLOSE is lost.
     pub fn close(&mut self, reason: &str) {
         if self.is_open() {
-            self.close = Some(reason.to_string());
+            if self.close.is_none() {
+                self.close = Some(reason.to_string());
+            }
         } else {
             self.state = State::Closed;
             self.deadline = None;
         }
+    }
+
+    /// Ends the link once what is queued has gone out, without waiting for the peer's
+    /// CLOSE (what it still sends is not read).
+    pub fn close_abruptly(&mut self, reason: &str) {
+        self.close_abrupt = true;
+        if self.close_sent {
+            self.state = State::Closed;
+        }
+        self.close(reason);
+    }
+
+    /// Gives up on a peer that did not close its side in time (or at all): the link is
+    /// over now, whatever is still queued.
+    pub fn abandon(&mut self) {
+        if self.is_open() {
+            self.fail(LinkError::CloseTimeout);
+        }
+    }
+
+    /// True once the peer has closed its side (it sends nothing more).
+    pub fn is_peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// The next frame to write, if any: handshake frames, then records, control first.
@@ -447,6 +498,9 @@ impl Link {
             State::PlainOpen => None,
             _ => return None,
         };
+        if self.close_sent {
+            return None;
+        }
         if self.control.is_empty() && self.data.is_empty() && self.close.is_none() {
             return None;
         }
@@ -529,7 +583,10 @@ impl Link {
             }
         }
         if closing.is_some() {
-            self.state = State::Closed;
+            self.close_sent = true;
+            if self.peer_closed || self.close_abrupt {
+                self.state = State::Closed;
+            }
         }
         Some(rec.freeze())
     }
@@ -724,9 +781,14 @@ impl Link {
                 }
                 tag::CLOSE => {
                     let reason = String::from_utf8_lossy(&item.payload).into_owned();
-                    self.state = State::Closed;
-                    self.events
-                        .push_back(LinkEvent::Closed(LinkError::ClosedByPeer(reason)));
+                    self.peer_closed = true;
+                    if self.close_sent {
+                        self.state = State::Closed;
+                        self.events
+                            .push_back(LinkEvent::Closed(LinkError::ClosedByPeer(reason)));
+                    } else {
+                        self.events.push_back(LinkEvent::PeerClosed(reason));
+                    }
                     return;
                 }
                 _ => return self.fail(LinkError::Malformed("unexpected item")),
@@ -744,6 +806,7 @@ impl Link {
             }
             LinkError::Frame(_) if !self.is_open() => self.stats.handshake_failures += 1,
             LinkError::Truncated => self.stats.truncations += 1,
+            LinkError::CloseTimeout | LinkError::ClosedByPeer(_) => {}
             _ => self.stats.records_rejected += 1,
         }
         self.state = State::Closed;

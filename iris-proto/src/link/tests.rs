@@ -495,11 +495,73 @@ fn truncated_stream_is_detected_and_a_graceful_close_is_not_truncation() {
         eb,
         vec![
             LinkEvent::Data(Bytes::from_static(b"last words")),
-            LinkEvent::Closed(LinkError::ClosedByPeer("leaving".into()))
+            LinkEvent::PeerClosed("leaving".into())
         ]
     );
+    // A peer of an earlier release closes its socket without waiting for our CLOSE.
     b.handle_eof();
+    assert_eq!(
+        b.poll_event(),
+        Some(LinkEvent::Closed(LinkError::ClosedByPeer(String::new())))
+    );
+    assert!(b.is_closed());
     assert_eq!(b.stats().truncations, 0);
+}
+
+/// Each side ends only its own direction: what the other sends until its own CLOSE is
+/// still delivered, and the link is over once both CLOSEs have crossed.
+#[test]
+fn a_closed_side_still_reads_what_the_peer_sends_until_its_close() {
+    let (mut a, mut b) = established();
+    a.close("leaving");
+    let (ea, eb) = run(&mut a, &mut b);
+    assert!(ea.is_empty(), "{ea:?}");
+    assert_eq!(eb, vec![LinkEvent::PeerClosed("leaving".into())]);
+    assert!(!a.is_closed() && !b.is_closed());
+    assert_eq!(
+        a.send_data(Bytes::from_static(b"too late")),
+        Err(SendError::NotOpen)
+    );
+    // The side still open sends on, then closes too.
+    for i in 0..3 {
+        b.send_data(Bytes::from(format!("after {i}"))).unwrap();
+    }
+    b.close("bye");
+    let (ea, eb) = run(&mut a, &mut b);
+    assert_eq!(
+        ea,
+        vec![
+            LinkEvent::Data(Bytes::from_static(b"after 0")),
+            LinkEvent::Data(Bytes::from_static(b"after 1")),
+            LinkEvent::Data(Bytes::from_static(b"after 2")),
+            LinkEvent::Closed(LinkError::ClosedByPeer("bye".into())),
+        ]
+    );
+    assert!(eb.is_empty(), "{eb:?}");
+    assert!(a.is_closed() && b.is_closed());
+    assert_eq!(a.poll_transmit(), None);
+    assert_eq!(b.poll_transmit(), None);
+}
+
+/// Closing abruptly does not wait for the peer; abandoning a link that never hears the
+/// peer's CLOSE ends it at once.
+#[test]
+fn a_link_closed_abruptly_or_abandoned_does_not_wait_for_the_peer() {
+    let (mut a, _b) = established();
+    a.close_abruptly("violation");
+    assert!(a.poll_transmit().is_some());
+    assert!(a.is_closed());
+    let (mut a, _b) = established();
+    a.close("leaving");
+    while a.poll_transmit().is_some() {}
+    assert!(!a.is_closed(), "closed before the peer's CLOSE");
+    a.abandon();
+    assert!(a.is_closed());
+    assert_eq!(
+        a.poll_event(),
+        Some(LinkEvent::Closed(LinkError::CloseTimeout))
+    );
+    assert_eq!(a.stats().records_rejected + a.stats().truncations, 0);
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub mod wire;
 mod tests;
 
 use crate::link::{Link, LinkConfig, LinkEvent, NetworkKey, Role};
-use crate::overlay::{Contact, NodeId, Overlay, OverlayConfig, OverlayEvent};
+use crate::overlay::{Contact, NodeId, Overlay, OverlayConfig, OverlayEvent, OverlayMsg};
 use crate::time::Instant;
 use crate::timer::Timers;
 use bytes::Bytes;
@@ -92,6 +92,11 @@ pub struct MeshConfig {
     pub max_pending: usize,
     /// A link with no message either way for this long is closed.
     pub link_idle: Duration,
+    /// A side of a link that closed reads on for at most this long, until the peer closes
+    /// its own (what the peer sent before it heard of the close is not lost); a leaving
+    /// node goes on passing on what reaches it for at most this long, until every peer
+    /// has closed its side. Keep it under the driver's shutdown grace.
+    pub close_linger: Duration,
     /// The multicast trees' settings.
     pub scribe: crate::scribe::ScribeConfig,
     /// Beacons to find nodes of the network without seeds; `None`: none sent or heeded.
@@ -116,6 +121,7 @@ impl MeshConfig {
             max_inbound_handshakes_per_addr: 8,
             max_pending: 64,
             link_idle: Duration::from_secs(60),
+            close_linger: Duration::from_millis(1500),
             scribe: crate::scribe::ScribeConfig::default(),
             discovery: None,
         }
@@ -332,6 +338,8 @@ struct PeerLink {
     bad: bool,
     /// Ended by an error or a cut rather than a close.
     failed: bool,
+    /// This side closed it (it waits for the peer's CLOSE, up to `close_linger`).
+    closing: bool,
     /// The handshake deadline, until the link is up.
     deadline: Option<Instant>,
     /// In the `dirty` queue.
@@ -372,6 +380,10 @@ enum MeshTimer {
     Handshake(LinkId),
     /// Idle links are closed.
     Sweep,
+    /// A link whose side closed stops waiting for the peer's CLOSE.
+    Linger(LinkId),
+    /// A leaving node stops waiting for its peers to close their sides.
+    Left,
     /// The next discovery beacon.
     Beacon,
 }
@@ -640,18 +652,51 @@ impl Mesh {
     }
 
     /// Leaves the overlay for good: peers are told, and repair at once.
+    ///
+    /// The node does not vanish with its farewells: what its peers sent it before they
+    /// heard of the leave is still on its way, and it passes that on (it is no message's
+    /// destination any more) until every peer has closed its side of their link, which
+    /// each does on reading the farewell, or `close_linger` has passed. Then it closes its
+    /// own sides. Dials in flight and links not yet identified are not waited for.
     pub fn leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
         self.leaving = true;
         self.overlay.leave();
         self.pump(now);
-        // The farewells are queued on the links; each closes once they are out. Dials in
-        // flight are not waited for.
+        for id in self.sorted_links() {
+            if self.links.get(&id).is_some_and(|pl| pl.peer.is_none()) {
+                self.close_link(now, id, "leaving");
+            }
+        }
+        self.timers
+            .set(MeshTimer::Left, now + self.cfg.close_linger);
+        self.finish_leave_if_done(now);
+    }
+
+    /// A leaving node's peers have all closed their sides: nothing more is coming, and
+    /// its own sides close (at once, or when they have nothing more to send).
+    fn finish_leave_if_done(&mut self, now: Instant) {
+        #[allow(clippy::disallowed_methods)] // any(): the order cannot show
+        let waiting = self
+            .links
+            .values()
+            .any(|pl| pl.peer.is_some() && !pl.closing && !pl.link.is_peer_closed());
+        if self.leaving && !waiting {
+            self.timers.cancel(MeshTimer::Left);
+            for id in self.sorted_links() {
+                self.close_link(now, id, "left");
+            }
+        }
+    }
+
+    /// The links' ids, in order (for work whose outcome must not hang on hash order).
+    fn sorted_links(&self) -> Vec<LinkId> {
         #[allow(clippy::disallowed_methods)] // sorted below
         let mut ids: Vec<LinkId> = self.links.keys().copied().collect();
         ids.sort_unstable();
-        for id in ids {
-            self.close_link(id, "leaving");
-        }
+        ids
     }
 
     /// The driver opened a connection: accepted (`dial` is `None`) or answering a dial.
@@ -677,7 +722,7 @@ impl Mesh {
         {
             self.dialing.remove(&e);
         }
-        if dial.is_none() && !self.admit_inbound_handshake(id, from.map(|a| a.ip())) {
+        if dial.is_none() && !self.admit_inbound_handshake(now, id, from.map(|a| a.ip())) {
             self.stats.handshakes_refused_per_addr += 1;
             self.outputs.push_back(MeshOutput::Close(id));
             return;
@@ -714,6 +759,7 @@ impl Mesh {
                 join,
                 bad: false,
                 failed: false,
+                closing: false,
                 deadline,
                 queued: false,
                 last_used: now,
@@ -783,6 +829,21 @@ impl Mesh {
                     self.drain_link(now, id);
                 }
                 MeshTimer::Sweep => self.sweep(now),
+                MeshTimer::Linger(id) => {
+                    if let Some(pl) = self.links.get_mut(&id) {
+                        pl.link.abandon();
+                    }
+                    self.drain_link(now, id);
+                }
+                MeshTimer::Left => {
+                    // Peers that did not close in time are not waited for any longer.
+                    for id in self.sorted_links() {
+                        if let Some(pl) = self.links.get_mut(&id) {
+                            pl.link.close_abruptly("left");
+                        }
+                        self.mark(id);
+                    }
+                }
                 MeshTimer::Beacon => self.send_beacon(now, None),
             }
         }
@@ -836,7 +897,7 @@ impl Mesh {
         idle.sort_unstable();
         for id in idle {
             self.stats.links_idle += 1;
-            self.close_link(id, "idle");
+            self.close_link(now, id, "idle");
         }
     }
 
@@ -1036,7 +1097,13 @@ impl Mesh {
                     match (wire::decode_bytes(&bytes), peer) {
                         (Ok(PeerMsg::Ident(c)), None) => self.on_ident(now, id, c),
                         (Ok(PeerMsg::Overlay(m)), Some(c)) => {
-                            self.overlay.handle_message(now, c, m)
+                            let farewell = matches!(m, OverlayMsg::Leave);
+                            self.overlay.handle_message(now, c, m);
+                            if farewell {
+                                // Nothing more goes to a peer that left: what is queued
+                                // for it still does (it passes that on), then our CLOSE.
+                                self.close_link(now, id, "you left");
+                            }
                         }
                         (Ok(PeerMsg::Node(b)), Some(c)) => {
                             self.inbox.push_back(Incoming::Message(c, b))
@@ -1055,7 +1122,36 @@ impl Mesh {
                         None => self.violation(id, "data before IDENT"),
                     }
                 }
+                LinkEvent::PeerClosed(reason) => {
+                    if self.leaving {
+                        // Its side is done; ours stays open for what we pass on, until
+                        // every peer's side is.
+                        self.finish_leave_if_done(now);
+                        continue;
+                    }
+                    if !pl.closing {
+                        let peer = pl.peer.map(|c| c.id);
+                        self.outputs
+                            .push_back(MeshOutput::Event(MeshEvent::LinkClosed {
+                                link: id,
+                                peer,
+                                reason: format!("closed by peer: {reason:?}"),
+                            }));
+                    }
+                    // What is queued for it still goes out (it reads until our CLOSE).
+                    self.close_link(now, id, "closed");
+                }
                 LinkEvent::Closed(e) => {
+                    let closing = pl.closing;
+                    if closing {
+                        self.timers.cancel(MeshTimer::Linger(id));
+                    }
+                    if closing && matches!(e, crate::link::LinkError::ClosedByPeer(_)) {
+                        // The end of a close this side began: nothing to report.
+                        self.mark(id);
+                        self.forget_peer_of(id);
+                        continue;
+                    }
                     let peer = pl.peer.map(|c| c.id);
                     if !matches!(e, crate::link::LinkError::ClosedByPeer(_)) {
                         self.stats.links_failed += 1;
@@ -1091,7 +1187,7 @@ impl Mesh {
     fn on_ident(&mut self, now: Instant, id: LinkId, c: Contact) {
         if c.id == self.overlay.id() {
             // A stale contact led back here (a seed list naming this node, say): harmless.
-            return self.close_link(id, "connected to itself");
+            return self.close_link(now, id, "connected to itself");
         }
         let pl = self.links.get_mut(&id).expect("caller holds the link");
         pl.peer = Some(c);
@@ -1117,7 +1213,7 @@ impl Mesh {
                 .extend(moved);
             self.by_id.insert(c.id, keep);
             self.stats.links_duplicate += 1;
-            self.close_link(drop, "duplicate link");
+            self.close_link(now, drop, "duplicate link");
         } else {
             self.by_id.insert(c.id, id);
         }
@@ -1181,16 +1277,27 @@ impl Mesh {
                 peer,
                 reason: why.to_string(),
             }));
-        self.close_link(id, why);
+        if let Some(pl) = self.links.get_mut(&id) {
+            pl.link.close_abruptly(why);
+        }
+        self.forget_peer_of(id);
+        self.mark(id);
     }
 
-    /// Closes a link gracefully: it transmits its close, then the driver closes the socket.
-    fn close_link(&mut self, id: LinkId, why: &str) {
+    /// Closes this side of a link gracefully: nothing new is sent on it, what is queued
+    /// goes out, then its CLOSE; it reads on until the peer's CLOSE (for `close_linger` at
+    /// most), then the driver closes the socket.
+    fn close_link(&mut self, now: Instant, id: LinkId, why: &str) {
         self.forget_peer_of(id);
         if let Some(pl) = self.links.get_mut(&id) {
             self.stats.messages_dropped += pl.pending.len() as u64;
             pl.pending.clear();
             pl.link.close(why);
+            if !pl.closing && !pl.link.is_closed() {
+                pl.closing = true;
+                self.timers
+                    .set(MeshTimer::Linger(id), now + self.cfg.close_linger);
+            }
             self.mark(id);
         }
     }
@@ -1198,7 +1305,7 @@ impl Mesh {
     /// Makes room for inbound link `id` (from `ip`, if known) among those in their
     /// handshake: `false` if its address already has its share in flight (the link is to
     /// be refused); past the overall bound, the oldest still handshaking is closed.
-    fn admit_inbound_handshake(&mut self, id: LinkId, ip: Option<IpAddr>) -> bool {
+    fn admit_inbound_handshake(&mut self, now: Instant, id: LinkId, ip: Option<IpAddr>) -> bool {
         let links = &self.links;
         self.inbound_handshakes.retain(|(l, _)| {
             links
@@ -1220,7 +1327,7 @@ impl Mesh {
                 break;
             };
             self.stats.handshakes_evicted += 1;
-            self.close_link(oldest, "handshake evicted by a newer one");
+            self.close_link(now, oldest, "handshake evicted by a newer one");
         }
         self.inbound_handshakes.push_back((id, ip));
         true
@@ -1255,6 +1362,9 @@ impl Mesh {
             self.stats.signatures_closed_links += pl.link.stats().signatures;
             if pl.deadline.is_some() {
                 self.timers.cancel(MeshTimer::Handshake(id));
+            }
+            if pl.closing {
+                self.timers.cancel(MeshTimer::Linger(id));
             }
         }
     }

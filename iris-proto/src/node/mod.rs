@@ -6,6 +6,7 @@ mod castflow;
 mod config;
 mod conns;
 mod flow;
+mod held;
 mod memory;
 mod network;
 mod outbox;
@@ -196,6 +197,8 @@ enum Timer {
     SlowConsumer(ConnId),
     Request(u64),
     TunnelBuild(u64),
+    /// The oldest message held for a tree in repair has waited its time.
+    Held,
 }
 
 /// Where one end of a request or a tunnel is: one table serves both the local and the
@@ -251,6 +254,10 @@ pub struct Node {
     casts: castflow::CastFlow,
     /// Tree keys of the groups this node's clients send to, hashed once.
     tree_keys: crate::scribe::TreeKeys,
+    /// Messages waiting at the closest node of their key for a tree in repair.
+    held: held::Held,
+    /// When a peer last came or went (or its link did): trees may be moving.
+    routes_moved_at: Option<Instant>,
     /// [`Event::Ready`] has been emitted.
     ready: bool,
     /// Shutdown is done once what it set off is out: [`Event::Stopped`] goes last.
@@ -290,6 +297,8 @@ impl Node {
             unreachable: BTreeMap::new(),
             casts: castflow::CastFlow::default(),
             tree_keys: crate::scribe::TreeKeys::default(),
+            held: held::Held::default(),
+            routes_moved_at: None,
             ready: true,
             stopping: false,
         };
@@ -698,6 +707,7 @@ impl Node {
                 Timer::SlowConsumer(conn) => self.cut(conn, Cut::Lagging),
                 Timer::Request(key) => self.expire_request(key),
                 Timer::TunnelBuild(key) => self.expire_build(key),
+                Timer::Held => self.release_held(),
             }
         }
     }

@@ -14,8 +14,9 @@
 //!   one local member chosen uniformly; the reply (or the tunnel's confirmation) goes straight
 //!   back to the origin node over their direct link.
 
-use super::Node;
+use super::held::Parked;
 use super::wire::{self, Anycast, Cast, NodeMsg, Via, Wanted};
+use super::{Node, Timer};
 use crate::mesh::{Class, Incoming, Mesh};
 use crate::overlay::{Contact, NodeId, Overlay};
 use crate::relay::NodePacket;
@@ -80,8 +81,13 @@ impl Node {
     /// Handles what the mesh handed over, until it has nothing more.
     pub(super) fn drain_peers(&mut self) -> bool {
         let mut any = false;
+        let mut moved = false;
         while let Some(incoming) = self.mesh.as_mut().and_then(|m| m.poll_incoming()) {
             any = true;
+            moved |= !matches!(incoming, Incoming::Message(..));
+            if moved {
+                self.routes_moved_at = Some(self.now);
+            }
             let until = self.now + UNREACHABLE_FOR;
             match incoming {
                 Incoming::Message(from, bytes) => self.on_peer_message(from, bytes),
@@ -103,6 +109,9 @@ impl Node {
                 }
                 Incoming::Down(node) => self.peer_lost(node),
             }
+        }
+        if moved {
+            self.release_held();
         }
         any
     }
@@ -256,6 +265,9 @@ impl Node {
                 ) {
                     scribe.handle(now, from, t, &routes);
                 }
+                // A subscription may have made this node the root that held messages wait
+                // for.
+                self.release_held();
             }
             NodeMsg::Cast(mut c) => {
                 c.hops = c.hops.saturating_add(1);
@@ -290,7 +302,7 @@ impl Node {
         match wire::decode(&bytes) {
             Ok(NodeMsg::Cast(c)) if c.via != Via::Tree => {
                 self.stats.rerouted += 1;
-                self.route_cast(c);
+                self.route_cast(c, None);
             }
             Ok(NodeMsg::Anycast(a)) => {
                 self.stats.rerouted += 1;
@@ -334,7 +346,7 @@ impl Node {
                 let msg = NodeMsg::Tree(crate::scribe::ScribeMsg::NotInTree { key: c.key });
                 self.send_peer(f, Class::Control, &msg);
             }
-            return self.route_cast(c);
+            return self.route_cast(c, from);
         }
         if c.via == Via::Tree && from_id.is_some_and(|f| !scribe.is_neighbour(c.key, f)) {
             // Along an edge this node no longer has (the sender has not heard yet, or it is
@@ -373,10 +385,11 @@ impl Node {
         }
     }
 
-    /// Routes a multicast toward its tree (this node is not in it).
-    fn route_cast(&mut self, c: Cast) {
+    /// Routes a multicast toward its tree (this node is not in it); `from` is the peer it
+    /// came from, if any.
+    fn route_cast(&mut self, c: Cast, from: Option<Contact>) {
         let Some((next, via)) = self.toward(c.key, c.via) else {
-            self.stats.casts_no_tree += 1;
+            self.park(Parked::Cast(c, from));
             return;
         };
         if c.hops >= MAX_HOPS {
@@ -482,8 +495,12 @@ impl Node {
                     a.via = via;
                     c
                 }
-                // No tree at the key's closest nodes: no member anywhere.
-                None => return true,
+                // No tree at the key's closest nodes: no member anywhere, unless the tree
+                // is moving.
+                None => {
+                    self.park(Parked::Anycast(a, from));
+                    return true;
+                }
             }
         };
         // The time the hop takes (a round trip, to leave room for the way back) is off the
@@ -537,5 +554,71 @@ impl Node {
     /// The next hop toward `key` (around peers lost recently); `None` here.
     fn route(&self, key: NodeId) -> Option<Contact> {
         routes(&self.mesh, &self.unreachable, self.now)?.next_hop(key, None)
+    }
+
+    /// How long a message waits at the key's closest node for a tree in repair: its
+    /// members subscribe again at once, or at the next beat if they did a beat ago.
+    fn hold_for(&self) -> Duration {
+        self.scribe
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.config().beat * 2)
+    }
+
+    /// Holds a message that found no tree, if the overlay moved lately (see the `held`
+    /// module); drops it, counted, otherwise or if too much waits already.
+    fn park(&mut self, msg: Parked) {
+        let hold = self.hold_for();
+        let moving = self
+            .routes_moved_at
+            .is_some_and(|t| self.now.saturating_duration_since(t) < hold);
+        let cast = matches!(msg, Parked::Cast(..));
+        let was_empty = self.held.is_empty();
+        if !moving || !self.held.park(self.now, msg) {
+            if cast {
+                self.stats.casts_no_tree += 1;
+            } else {
+                self.stats.anycasts_no_tree += 1;
+            }
+            return;
+        }
+        self.stats.held += 1;
+        if was_empty {
+            self.timers.set(Timer::Held, self.now + hold);
+        }
+    }
+
+    /// Passes on the held messages whose tree is here now (or whose key has a closer node
+    /// now), and drops those that waited their time.
+    pub(super) fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (now, hold) = (self.now, self.hold_for());
+        for (since, msg) in self.held.take_all() {
+            let key = msg.key();
+            let ready =
+                self.scribe.as_ref().is_some_and(|s| s.in_tree(key)) || self.route(key).is_some();
+            let waited = now.saturating_duration_since(since);
+            match msg {
+                msg if !ready && waited < hold => self.held.put_back(since, msg),
+                Parked::Cast(..) if !ready => self.stats.casts_no_tree += 1,
+                Parked::Anycast(..) if !ready => self.stats.anycasts_no_tree += 1,
+                Parked::Cast(c, from) => self.pass_cast(c, from),
+                Parked::Anycast(mut a, from) => {
+                    a.budget_ms = a.budget_ms.saturating_sub(waited.as_millis() as u64);
+                    if a.budget_ms == 0 {
+                        self.stats.anycasts_expired += 1;
+                    } else {
+                        self.pass_anycast(a, from);
+                    }
+                }
+            }
+        }
+        match self.held.oldest() {
+            Some(oldest) => self.timers.set(Timer::Held, oldest + hold),
+            None => {
+                self.timers.cancel(Timer::Held);
+            }
+        }
     }
 }

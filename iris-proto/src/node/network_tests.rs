@@ -1136,3 +1136,144 @@ fn quiet_groups_leave_no_flow_state_behind() {
     assert!(out0 <= 1024, "node 0 keeps {out0} groups outstanding");
     assert!(owed0 + out1 <= 1024, "reverse direction: {owed0} / {out1}");
 }
+
+/// Requests on their way through a node when it leaves gracefully (written to its socket,
+/// not yet read) are passed on by it, not lost: it keeps routing what reaches it until
+/// every peer has closed its side. And requests sent right after, while the member's node
+/// is slow to subscribe again around it, wait at the tree's new root for the tree. Each
+/// node but the requester's and the member's leaves in turn, in a network of its own.
+#[test]
+fn requests_in_flight_through_a_leaving_node_are_all_answered() {
+    let (mut held_somewhere, mut parked) = (false, 0);
+    for victim in 2..5 {
+        let mut net = Net::ready(5);
+        let m = net.client(1, "echo");
+        let c = net.client(0, "");
+        net.secs(2);
+        // Node 0 writes to the victim but the victim has not read it yet.
+        net.stall(0, victim);
+        for id in 1..=40 {
+            net.send(
+                0,
+                c,
+                ClientPacket::Request {
+                    id,
+                    cluster: "echo".into(),
+                    request: b(&format!("r{id}")),
+                    timeout_ms: 5000,
+                },
+            );
+        }
+        let mut requests = net.take(1, m);
+        held_somewhere |= requests.len() < 40;
+        // The member's node is slow to write: the trees' repair lags behind the requests.
+        for j in (0..5).filter(|&j| j != 1) {
+            net.stall(1, j);
+        }
+        net.shutdown(victim, "restart");
+        net.unstall(0, victim);
+        // And requests sent right after the leave, while the trees repair.
+        for id in 41..=50 {
+            net.send(
+                0,
+                c,
+                ClientPacket::Request {
+                    id,
+                    cluster: "echo".into(),
+                    request: b(&format!("r{id}")),
+                    timeout_ms: 5000,
+                },
+            );
+        }
+        for j in (0..5).filter(|&j| j != 1) {
+            net.unstall(1, j);
+        }
+        let mut replies = Vec::new();
+        for _ in 0..10 {
+            requests.extend(net.take(1, m));
+            for p in requests.drain(..) {
+                let NodePacket::Request { id, request, .. } = p else {
+                    panic!("the member got {p:?}");
+                };
+                net.send(
+                    1,
+                    m,
+                    ClientPacket::Reply {
+                        id,
+                        outcome: Ok(request),
+                    },
+                );
+            }
+            net.millis(100);
+            replies.extend(net.take(0, c));
+        }
+        replies.sort_by_key(|p| match p {
+            NodePacket::Reply { id, .. } => *id,
+            _ => 0,
+        });
+        let want: Vec<NodePacket> = (1..=50)
+            .map(|id| NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Success(b(&format!("r{id}"))),
+            })
+            .collect();
+        assert_eq!(replies, want, "node {victim} left");
+        parked += (0..5)
+            .filter(|&i| i != victim)
+            .map(|i| net.node(i).stats().held)
+            .sum::<u64>();
+    }
+    assert!(
+        held_somewhere,
+        "no request ever went through a leaving node"
+    );
+    assert!(parked > 0, "no request ever raced a tree's repair");
+}
+
+/// A request that finds no tree while the overlay moves waits for one, but not for ever:
+/// after its hold it counts as finding no tree, and its origin answers at the deadline.
+#[test]
+fn a_request_held_for_a_tree_that_never_comes_is_dropped_after_its_hold() {
+    let mut net = Net::ready(4);
+    let c = net.client(0, "");
+    net.secs(2);
+    net.shutdown(3, "restart");
+    net.send(
+        0,
+        c,
+        ClientPacket::Request {
+            id: 1,
+            cluster: "nobody".into(),
+            request: b("hello"),
+            timeout_ms: 10_000,
+        },
+    );
+    let held: u64 = (0..3).map(|i| net.node(i).stats().held).sum();
+    assert_eq!(held, 1, "the request was not held");
+    net.secs(3);
+    let no_tree: u64 = (0..3).map(|i| net.node(i).stats().anycasts_no_tree).sum();
+    assert_eq!(no_tree, 1, "the request is still held");
+    assert!(net.take(0, c).is_empty());
+    net.secs(8);
+    assert_eq!(
+        net.take(0, c),
+        vec![NodePacket::Reply {
+            id: 1,
+            outcome: ReplyOutcome::TimedOut
+        }]
+    );
+    // In a settled network nothing is held: nobody is a member.
+    net.secs(10);
+    net.send(
+        0,
+        c,
+        ClientPacket::Request {
+            id: 2,
+            cluster: "nobody".into(),
+            request: b("hello"),
+            timeout_ms: 1000,
+        },
+    );
+    let held_after: u64 = (0..3).map(|i| net.node(i).stats().held).sum();
+    assert_eq!(held_after, 1);
+}

@@ -80,6 +80,12 @@ pub struct Stats {
     /// Broadcasts and events routed to the key's closest nodes and finding no tree there
     /// (nobody is a member, or the tree was moving).
     pub casts_no_tree: u64,
+    /// Requests and tunnel builds routed to the key's closest nodes and finding no tree
+    /// there (nobody is a member, or the tree was moving and did not come in time).
+    pub anycasts_no_tree: u64,
+    /// Broadcasts, events, requests and tunnel builds that found no tree while the overlay
+    /// was moving, and waited for one (most then went on; the rest count as no tree).
+    pub held: u64,
     /// Requests and tunnel builds that found no way on (stale capacities) or whose
     /// queue was full on the way: their origins time out.
     pub anycasts_lost: u64,

@@ -290,7 +290,19 @@ impl Overlay {
 
     /// The next hop toward `key` among the known nodes that `usable` accepts.
     pub fn route_where(&self, key: NodeId, usable: impl Fn(NodeId) -> bool) -> Option<Contact> {
-        let hop = super::route::route_where(self.own.id, &self.leaves, &self.table, key, usable)?;
+        let hop =
+            match super::route::route_where(self.own.id, &self.leaves, &self.table, key, &usable) {
+                Some(hop) => hop,
+                // A node that left is the destination of nothing: what still reaches it (sent
+                // before its peers heard of the leave) goes on to the closest of them.
+                None if self.left => self
+                    .leaves
+                    .members()
+                    .chain(self.table.entries())
+                    .filter(|&id| usable(id))
+                    .reduce(|best, id| if key.prefers(id, best) { id } else { best })?,
+                None => return None,
+            };
         let p = self.peers.get(&hop)?;
         Some(Contact::new(hop, p.addr, p.epoch))
     }

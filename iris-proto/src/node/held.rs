@@ -1,0 +1,92 @@
+//! Multicasts and anycasts that reached the closest node of their tree's key before the
+//! tree did.
+//!
+//! When a tree's root leaves or fails, its members subscribe again toward the key, and the
+//! node now closest to it becomes the root once their subscriptions arrive. Messages the
+//! other nodes route toward the key meanwhile race those subscriptions, and one that wins
+//! finds no tree (see `Node::toward`). Rather than being dropped, it waits here: it goes on
+//! as soon as this node is in the tree or a closer node appears, and is dropped (counted)
+//! after a while. Only messages arriving while the overlay is moving are held, since in a
+//! settled network a key's closest node without a tree means nobody is a member. Bounded in
+//! number and bytes.
+
+use super::wire::{Anycast, Cast};
+use crate::overlay::{Contact, NodeId};
+use crate::time::Instant;
+use std::collections::VecDeque;
+
+/// A message waiting for its tree, and the peer it came from (`None`: sent from here).
+#[derive(Debug)]
+pub(super) enum Parked {
+    Cast(Cast, Option<Contact>),
+    Anycast(Anycast, Option<Contact>),
+}
+
+impl Parked {
+    /// The key of the tree it waits for.
+    pub(super) fn key(&self) -> NodeId {
+        match self {
+            Parked::Cast(c, _) => c.key,
+            Parked::Anycast(a, _) => a.key,
+        }
+    }
+
+    /// Bytes it holds (its payload; the rest is small and fixed).
+    fn size(&self) -> usize {
+        match self {
+            Parked::Cast(c, _) => c.payload.len(),
+            Parked::Anycast(a, _) => match &a.wanted {
+                super::wire::Wanted::Request(r) => r.len(),
+                super::wire::Wanted::Tunnel => 0,
+            },
+        }
+    }
+}
+
+/// The waiting messages, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    queue: VecDeque<(Instant, Parked)>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Most messages held at once.
+    pub(super) const MAX: usize = 1024;
+    /// Most payload bytes held at once.
+    pub(super) const MAX_BYTES: usize = 8 << 20;
+
+    /// Holds `msg` from `now`; false (and `msg` dropped) if there is no room.
+    pub(super) fn park(&mut self, now: Instant, msg: Parked) -> bool {
+        let size = msg.size();
+        if self.queue.len() >= Self::MAX || self.bytes + size > Self::MAX_BYTES {
+            return false;
+        }
+        self.bytes += size;
+        self.queue.push_back((now, msg));
+        true
+    }
+
+    /// True if nothing waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// When the oldest was parked.
+    pub(super) fn oldest(&self) -> Option<Instant> {
+        self.queue.front().map(|(since, _)| *since)
+    }
+
+    /// Takes out every message, oldest first, with when it was parked.
+    pub(super) fn take_all(&mut self) -> VecDeque<(Instant, Parked)> {
+        self.bytes = 0;
+        std::mem::take(&mut self.queue)
+    }
+
+    /// Puts back one taken out by [`Held::take_all`], keeping its time (and the order, if
+    /// put back in the order taken).
+    pub(super) fn put_back(&mut self, since: Instant, msg: Parked) {
+        self.bytes += msg.size();
+        self.queue.push_back((since, msg));
+    }
+}
