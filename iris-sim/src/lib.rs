@@ -70,6 +70,8 @@ enum Event {
     Fin { conn: u64, side: usize },
     /// Churn: a random live node crashes or leaves, and another will take its slot.
     Churn,
+    /// A node that left gracefully exits: whatever it still held closes.
+    Exit { slot: usize, inc: u64 },
     /// The partition starts or heals.
     Partition { on: bool },
     /// A random link breaks for a while.
@@ -484,6 +486,12 @@ impl Sim {
                 self.trace(1, slot);
                 self.spawn(slot);
             }
+            Event::Exit { slot, inc } => {
+                self.trace(11, slot);
+                if self.node(slot, inc).is_some() {
+                    self.exit(slot);
+                }
+            }
             Event::Timer { slot, inc } => {
                 self.trace(2, slot);
                 let at = self.now;
@@ -730,24 +738,48 @@ impl Sim {
     }
 
     /// The node in `slot` leaves (telling its peers) or crashes; a node joins its slot later.
+    ///
+    /// A node that leaves gracefully is gone from the network at once (its clients are
+    /// closed, its peers told), but its process lives on while they close their sides of
+    /// its links, passing on what still reaches it, as a real one does until its driver's
+    /// grace runs out.
     fn remove_node(&mut self, slot: usize, graceful: bool) {
         if graceful {
-            // Graceful: the node tells its peers and closes its links.
             if let Some(n) = self.slots[slot].as_mut() {
                 n.node
                     .handle(Instant::from_nanos(self.now), Input::Shutdown("leaving"));
             }
             self.after(slot);
         }
-        if let Some(n) = self.slots[slot].take() {
-            let id = n.overlay().id();
-            self.tree_bytes_gone += n.node.stats().tree_bytes_out;
-            self.by_id.remove(&id);
-            self.born.remove(&id);
-            self.departed.push(id);
-        }
+        let Some(n) = self.slots[slot].as_ref() else {
+            return;
+        };
+        let (id, inc) = (n.overlay().id(), n.inc);
+        self.by_id.remove(&id);
+        self.born.remove(&id);
+        self.departed.push(id);
         self.clients_die(slot);
-        // The process is gone: the kernel closes whatever it still held.
+        if !graceful {
+            self.exit(slot);
+        }
+        self.last_fault = self.now;
+        let delay = self.rng.random_range(1_000_000_000..10_000_000_000u64);
+        if graceful {
+            // It lingers at most this long (then its driver closes what is left).
+            let linger = MeshConfig::new("sim", addr_of(slot)).close_linger;
+            let exit = self.now + (linger + Duration::from_millis(100)).as_nanos() as u64;
+            self.push(exit, Event::Exit { slot, inc });
+            self.push((self.now + delay).max(exit + 1), Event::Join { slot });
+        } else {
+            self.push(self.now + delay, Event::Join { slot });
+        }
+    }
+
+    /// The process in `slot` is gone: the kernel closes whatever it still held.
+    fn exit(&mut self, slot: usize) {
+        if let Some(n) = self.slots[slot].take() {
+            self.tree_bytes_gone += n.node.stats().tree_bytes_out;
+        }
         #[allow(clippy::disallowed_methods)] // sorted below
         let mut held: Vec<(u64, usize)> = self
             .conns
@@ -762,9 +794,6 @@ impl Sim {
         for (id, side) in held {
             self.close_end(id, side);
         }
-        self.last_fault = self.now;
-        let delay = self.rng.random_range(1_000_000_000..10_000_000_000u64);
-        self.push(self.now + delay, Event::Join { slot });
     }
 
     /// Closes one end of a connection: the other end hears of it after the data in flight.
