@@ -356,7 +356,8 @@ impl Link {
 
     /// Bytes from the socket, in order.
     pub fn handle_bytes(&mut self, data: &[u8]) {
-        if self.is_closed() {
+        // Nothing may follow the peer's CLOSE: whatever does is not even buffered.
+        if self.is_closed() || self.peer_closed {
             return;
         }
         self.rbuf.extend_from_slice(data);
@@ -366,7 +367,7 @@ impl Link {
     /// Bytes from the socket in a buffer the link may keep: when nothing is pending, no
     /// copy is made and records are decrypted where the driver read them.
     pub fn handle_buf(&mut self, data: BytesMut) {
-        if self.is_closed() {
+        if self.is_closed() || self.peer_closed {
             return;
         }
         if self.rbuf.is_empty() {

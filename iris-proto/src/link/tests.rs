@@ -522,6 +522,10 @@ fn a_closed_side_still_reads_what_the_peer_sends_until_its_close() {
         a.send_data(Bytes::from_static(b"too late")),
         Err(SendError::NotOpen)
     );
+    // Whatever a peer sends after its CLOSE is dropped unread, not buffered.
+    b.handle_bytes(&[0x5a; 4096]);
+    assert!(b.poll_event().is_none());
+    assert!(!b.is_closed());
     // The side still open sends on, then closes too.
     for i in 0..3 {
         b.send_data(Bytes::from(format!("after {i}"))).unwrap();

@@ -565,3 +565,39 @@ fn settings_that_would_spin_or_refuse_everything_are_errors() {
         assert_eq!(err, crate::ConfigError::Zero(name));
     }
 }
+
+#[test]
+fn a_leaving_node_waits_for_its_peers_to_close_but_not_for_ever() {
+    let mut net = Net::new();
+    let a = net.add(&[], Security::Plain);
+    // A peer that never answers the farewell (one of an earlier release, or stuck).
+    let (link, mut ours) = raw_link(&mut net, a);
+    let stranger = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
+    send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(stranger));
+    net.handle(a, Input::Shutdown("leaving"));
+    net.drain();
+    assert!(!net.closes.contains(&(a, link)), "closed before the peer");
+    // What the peer still sends is read and handled meanwhile.
+    send_raw(
+        &mut net,
+        a,
+        link,
+        &mut ours,
+        &PeerMsg::Overlay(OverlayMsg::Ping { leaves: None }),
+    );
+    assert_eq!(net.mesh(a).stats().bad_messages, 0);
+    let linger = MeshConfig::new("t", addr(0)).close_linger;
+    let t = net.now + (linger - Duration::from_millis(100));
+    net.run_until(t);
+    assert!(
+        !net.closes.contains(&(a, link)),
+        "closed before close_linger"
+    );
+    let t = net.now + Duration::from_millis(200);
+    net.run_until(t);
+    assert!(
+        net.closes.contains(&(a, link)),
+        "still waiting after close_linger"
+    );
+    assert_eq!(net.mesh(a).link_count(), 0);
+}
