@@ -90,3 +90,49 @@ impl Held {
         self.queue.push_back((since, msg));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::wire::{Via, Wanted};
+    use bytes::Bytes;
+
+    fn request(key: u128, size: usize) -> Parked {
+        Parked::Anycast(
+            Anycast {
+                key: NodeId(key),
+                cluster: "c".into(),
+                index: 0,
+                origin: Contact::new(NodeId(1), ([127, 0, 0, 1], 1).into(), 1),
+                id: 0,
+                timeout_ms: 1000,
+                budget_ms: 1000,
+                via: Via::Routed,
+                hops: 0,
+                wanted: Wanted::Request(Bytes::from(vec![0; size])),
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn held_messages_are_bounded_in_number_and_bytes_and_keep_their_order() {
+        let t = Instant::ZERO;
+        let mut held = Held::default();
+        for i in 0..Held::MAX {
+            assert!(held.park(t, request(i as u128, 16)), "message {i}");
+        }
+        assert!(!held.park(t, request(0, 16)), "more than MAX held");
+        let all = held.take_all();
+        assert!(held.is_empty());
+        let keys: Vec<u128> = all.iter().map(|(_, m)| m.key().0).collect();
+        assert_eq!(keys, (0..Held::MAX as u128).collect::<Vec<_>>());
+        // Bytes: one message as large as the bound fits, then nothing more.
+        assert!(held.park(t, request(1, Held::MAX_BYTES)));
+        assert!(!held.park(t, request(2, 1)));
+        let (since, msg) = held.take_all().pop_front().unwrap();
+        held.put_back(since, msg);
+        assert!(!held.park(t, request(2, 1)), "put back, still counted");
+        assert_eq!(held.oldest(), Some(t));
+    }
+}

@@ -259,15 +259,20 @@ impl Node {
         }
         match msg {
             NodeMsg::Tree(t) => {
+                let mut joined = false;
                 if let (Some(scribe), Some(routes)) = (
                     self.scribe.as_mut(),
                     routes(&self.mesh, &self.unreachable, now),
                 ) {
+                    let trees = scribe.tree_count();
                     scribe.handle(now, from, t, &routes);
+                    joined = scribe.tree_count() > trees;
                 }
-                // A subscription may have made this node the root that held messages wait
-                // for.
-                self.release_held();
+                // A subscription made this node part of a tree: maybe the root that held
+                // messages wait for. (Only then: beats are many, and change no tree.)
+                if joined {
+                    self.release_held();
+                }
             }
             NodeMsg::Cast(mut c) => {
                 c.hops = c.hops.saturating_add(1);
