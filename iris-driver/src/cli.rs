@@ -115,6 +115,14 @@ struct Args {
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
 
+    /// Milliseconds a node shutting down (SIGTERM, SIGINT) waits for the requests in
+    /// progress to be answered before it closes its clients; its members take no new ones
+    /// meanwhile. 0 to fail them at once. At most 2000, so that the node still exits within
+    /// 3 s of the signal.
+    #[arg(long, default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=2000))]
+    shutdown_drain_ms: u64,
+
     /// Milliseconds a new client has to complete its handshake.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     handshake_timeout_ms: u64,
@@ -209,6 +217,7 @@ pub fn main<R: Runtime>() -> ExitCode {
         .client_backlog_high
         .unwrap_or((c.max_client_backlog / 2).min(8 << 20));
     c.slow_consumer_timeout = std::time::Duration::from_millis(args.slow_consumer_timeout_ms);
+    c.shutdown_drain = std::time::Duration::from_millis(args.shutdown_drain_ms);
     if let Err(e) = opts.config.validate() {
         eprintln!("iris: {e}");
         return ExitCode::from(2);

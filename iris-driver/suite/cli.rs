@@ -34,6 +34,7 @@ fn help_explains_every_flag() {
         "--slow-consumer-timeout-ms",
         "--max-client-backlog",
         "--handshake-timeout-ms",
+        "--shutdown-drain-ms",
         "--max-memory",
         "--max-handshakes",
         "--discover",
@@ -92,6 +93,7 @@ fn bad_flags_are_refused() {
         ),
         (&["--dev", "--metrics", "nowhere"][..], "nowhere"),
         (&["--dev", "--max-memory", "lots"][..], "not a size"),
+        (&["--dev", "--shutdown-drain-ms", "5000"][..], "0..=2000"),
     ] {
         let (code, _, err) = iris(args);
         assert_eq!(code, 2, "{args:?}");

@@ -135,6 +135,11 @@ impl IrisProcess {
         RawClient::connect(self.port, cluster)
     }
 
+    /// Waits for the process to exit (after a signal sent with [`IrisProcess::kill`]).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for iris")
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns how long that took.
     pub fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
         self.signal("TERM")

@@ -572,6 +572,41 @@ fn sigterm_closes_every_client_with_a_reason_within_three_seconds() {
     assert!(matches!(&got[..], [NodePacket::Close { reason }] if !reason.is_empty()));
 }
 
+/// A restart fails no work in progress: after SIGTERM the member still answers the request
+/// it holds (for up to a second), its requester gets the reply, then both their CLOSE.
+#[test]
+fn sigterm_lets_a_member_answer_the_request_it_holds() {
+    let mut iris = IrisProcess::start(&[]);
+    let mut m = iris.connect("svc");
+    let mut c = iris.connect("");
+    c.send(ClientPacket::Request {
+        id: 4,
+        cluster: "svc".into(),
+        request: b("x"),
+        timeout_ms: 60_000,
+    });
+    let NodePacket::Request { id, request, .. } = m.recv() else {
+        panic!("the member got no request");
+    };
+    iris.kill("TERM");
+    iris.wait_line("shutting down");
+    m.send(ClientPacket::Reply {
+        id,
+        outcome: Ok(request),
+    });
+    let got = c.expect_eof();
+    assert_eq!(
+        got[0],
+        NodePacket::Reply {
+            id: 4,
+            outcome: ReplyOutcome::Success(b("x"))
+        }
+    );
+    assert!(matches!(&got[1], NodePacket::Close { reason } if reason.as_str().contains("SIGTERM")));
+    assert!(matches!(&m.expect_eof()[..], [NodePacket::Close { .. }]));
+    assert!(iris.wait().success());
+}
+
 fn eof_from_a_client_does_not_disturb_others(iris: Node) {
     let mut m = iris.connect("eof");
     let c = iris.connect("eof");

@@ -765,8 +765,10 @@ impl Sim {
         self.last_fault = self.now;
         let delay = self.rng.random_range(1_000_000_000..10_000_000_000u64);
         if graceful {
-            // It lingers at most this long (then its driver closes what is left).
-            let linger = MeshConfig::new("sim", addr_of(slot)).close_linger;
+            // It drains its requests in progress, then its links, for at most this long
+            // (then its driver closes what is left).
+            let linger = Config::default().shutdown_drain
+                + MeshConfig::new("sim", addr_of(slot)).close_linger;
             let exit = self.now + (linger + Duration::from_millis(100)).as_nanos() as u64;
             self.push(exit, Event::Exit { slot, inc });
             self.push((self.now + delay).max(exit + 1), Event::Join { slot });

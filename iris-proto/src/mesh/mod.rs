@@ -1052,7 +1052,7 @@ impl Mesh {
         let opening = self
             .links
             .iter()
-            .filter(|(_, pl)| pl.peer.is_none() && pl.expect == Some(to.id))
+            .filter(|(_, pl)| pl.peer.is_none() && pl.expect == Some(to.id) && !pl.link.is_closed())
             .map(|(&l, _)| l)
             .min()
             .and_then(|l| self.links.get_mut(&l));
@@ -1175,6 +1175,17 @@ impl Mesh {
                         }
                     };
                     self.outputs.push_back(MeshOutput::Event(event));
+                    // Ended before its peer said who it is (refused: the node is leaving,
+                    // full, or not of this network): what was held for the node dialed
+                    // goes back to be routed another way, as when a dial fails.
+                    if pl.peer.is_none()
+                        && let Some(e) = pl.expect
+                        && !pl.pending.is_empty()
+                    {
+                        let pending = std::mem::take(&mut pl.pending);
+                        let returned = self.node_messages(pending);
+                        self.inbox.push_back(Incoming::Unreachable(e, returned));
+                    }
                     // Let the driver write what is left (a close record) and close.
                     self.mark(id);
                     self.forget_peer_of(id);

@@ -43,6 +43,11 @@ pub struct Config {
     pub max_tunnels_per_client: usize,
     /// Most topics one client may subscribe to; more are a protocol violation.
     pub max_subscriptions_per_client: usize,
+    /// On shutdown, how long the node waits for the requests in progress (delivered to its
+    /// members, or its clients' own, on their way) to be answered before it closes its
+    /// clients. Meanwhile its members get no new requests while other members can take
+    /// them. Zero: the pending requests time out at once.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
             max_pending_requests: 1 << 16,
             max_tunnels_per_client: 1 << 12,
             max_subscriptions_per_client: 1 << 12,
+            shutdown_drain: Duration::from_secs(1),
         }
     }
 }

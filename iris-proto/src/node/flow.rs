@@ -87,6 +87,8 @@ impl Node {
                 break;
             }
         }
+        // A shutdown that waited for the requests in progress goes on once they are done.
+        self.check_drained();
         self.return_cast_credit();
         self.stats.memory_peak = self.conns.mem.peak() as u64;
         self.tell_pauses();

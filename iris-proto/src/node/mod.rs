@@ -199,6 +199,8 @@ enum Timer {
     TunnelBuild(u64),
     /// The oldest message held for a tree in repair has waited its time.
     Held,
+    /// Shutdown stops waiting for the requests in progress.
+    Drain,
 }
 
 /// Where one end of a request or a tunnel is: one table serves both the local and the
@@ -241,7 +243,14 @@ pub struct Node {
     /// Clients waiting for memory to reserve a large message, in arrival order.
     memory_waiters: VecDeque<ConnId>,
     stats: Stats,
+    /// Shutdown began: no new connections.
     stopped: bool,
+    /// Shutdown waits for the requests in progress (`Timer::Drain` bounds it).
+    draining: bool,
+    /// Shutdown closed the clients and left the network.
+    closed_all: bool,
+    /// What the clients are told when shutdown closes them.
+    closing_reason: String,
     /// Links to other nodes and the overlay; `None` for a lone node.
     mesh: Option<Mesh>,
     /// The multicast trees, for a node of a network.
@@ -291,6 +300,9 @@ impl Node {
             memory_waiters: VecDeque::new(),
             stats: Stats::default(),
             stopped: false,
+            draining: false,
+            closed_all: false,
+            closing_reason: String::new(),
             mesh: None,
             scribe: None,
             next_cast: 0,
@@ -708,15 +720,47 @@ impl Node {
                 Timer::Request(key) => self.expire_request(key),
                 Timer::TunnelBuild(key) => self.expire_build(key),
                 Timer::Held => self.release_held(),
+                Timer::Drain => self.finish_shutdown(),
             }
         }
     }
 
+    /// Stops taking connections and, while requests are in progress, waits for them (up
+    /// to `shutdown_drain`, its members taking no new ones) before it closes its clients
+    /// and leaves: a restart does not fail the work it was doing.
     fn shutdown(&mut self, reason: &str) {
         if self.stopped {
             return;
         }
         self.stopped = true;
+        self.closing_reason = reason.into();
+        if self.requests.is_empty() || self.cfg.shutdown_drain.is_zero() {
+            return self.finish_shutdown();
+        }
+        self.draining = true;
+        self.stop_offering();
+        self.timers
+            .set(Timer::Drain, self.now + self.cfg.shutdown_drain);
+    }
+
+    /// Ends a drain once nothing is in progress any more.
+    pub(super) fn check_drained(&mut self) {
+        if self.draining && self.requests.is_empty() {
+            self.finish_shutdown();
+        }
+    }
+
+    /// The rest of the shutdown: clients answered and closed, peers told.
+    fn finish_shutdown(&mut self) {
+        if self.closed_all {
+            return;
+        }
+        self.closed_all = true;
+        if std::mem::take(&mut self.draining) {
+            self.timers.cancel(Timer::Drain);
+        }
+        let reason = std::mem::take(&mut self.closing_reason);
+        let reason = reason.as_str();
         // Every pending request gets its one REPLY before its connection closes.
         let keys: Vec<u64> = self.requests.keys().copied().collect();
         for key in keys {

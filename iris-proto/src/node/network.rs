@@ -176,6 +176,15 @@ impl Node {
         }
     }
 
+    /// Tells the tree neighbours at once that this node's members take nothing new (it is
+    /// shutting down and draining).
+    pub(super) fn stop_offering(&mut self) {
+        if let Some(scribe) = self.scribe.as_mut() {
+            scribe.report_now(|_| 0);
+        }
+        self.flush_trees();
+    }
+
     /// The trees' deadlines.
     pub(super) fn trees_timeout(&mut self) {
         let now = self.now;
@@ -186,15 +195,19 @@ impl Node {
             clusters,
             conns,
             unreachable,
+            draining,
             ..
         } = self;
         let (Some(scribe), Some(routes)) = (scribe.as_mut(), routes(mesh, unreachable, now)) else {
             return;
         };
         if scribe.poll_timeout().is_some_and(|t| t <= now) {
+            // A node shutting down offers its members for nothing new.
             let capacity = |g: &Group| match g.kind {
-                GroupKind::Cluster => super::requests::capacity(clusters, conns, &g.name),
-                GroupKind::Topic => 0,
+                GroupKind::Cluster if !*draining => {
+                    super::requests::capacity(clusters, conns, &g.name)
+                }
+                _ => 0,
             };
             scribe.handle_timeout(now, &routes, capacity);
         }
@@ -480,7 +493,19 @@ impl Node {
             let Some(scribe) = self.scribe.as_ref() else {
                 return false;
             };
-            match scribe.anycast(a.key, came, local, &mut self.rng) {
+            // A node shutting down gives its members nothing new while another can take it:
+            // what its neighbours sent before they heard (see `Node::stop_offering`) may
+            // go back where it came from.
+            let (offered, came) = if self.draining {
+                (0, None)
+            } else {
+                (local, came)
+            };
+            let pick = match scribe.anycast(a.key, came, offered, &mut self.rng) {
+                Pick::None if local > 0 => Pick::Local,
+                pick => pick,
+            };
+            match pick {
                 Pick::Local => {
                     self.land_anycast(a);
                     return true;

@@ -1277,3 +1277,104 @@ fn a_request_held_for_a_tree_that_never_comes_is_dropped_after_its_hold() {
     let held_after: u64 = (0..3).map(|i| net.node(i).stats().held).sum();
     assert_eq!(held_after, 1);
 }
+
+/// A member node that shuts down lets its member answer what it holds, and meanwhile sends
+/// new requests to the other members: a restarted service node fails no request.
+#[test]
+fn a_node_shutting_down_lets_its_member_finish_and_gives_it_nothing_new() {
+    let mut net = Net::ready(3);
+    let (m1, m2) = (net.client(1, "echo"), net.client(2, "echo"));
+    let c = net.client(0, "");
+    net.secs(2);
+    let ask = |net: &mut Net, id: u64| {
+        net.send(
+            0,
+            c,
+            ClientPacket::Request {
+                id,
+                cluster: "echo".into(),
+                request: b(&format!("r{id}")),
+                timeout_ms: 5000,
+            },
+        );
+    };
+    // Until one request is held by node 1's member (requests spread by capacity).
+    let mut id = 0;
+    let held = loop {
+        id += 1;
+        assert!(id < 100, "node 1's member never got a request");
+        ask(&mut net, id);
+        if let [
+            NodePacket::Request {
+                id: rid, request, ..
+            },
+        ] = &net.take(1, m1)[..]
+        {
+            break (*rid, request.clone());
+        }
+        for p in net.take(2, m2) {
+            let NodePacket::Request { id, request, .. } = p else {
+                panic!("{p:?}")
+            };
+            net.send(
+                2,
+                m2,
+                ClientPacket::Reply {
+                    id,
+                    outcome: Ok(request),
+                },
+            );
+        }
+    };
+    net.take(0, c);
+    net.shutdown(1, "restart");
+    assert!(!net.is_closed(1, m1), "closed with a request in progress");
+    // New requests meanwhile go to the other member only.
+    for n in 0..10 {
+        ask(&mut net, 1000 + n);
+    }
+    assert!(
+        net.take(1, m1).is_empty(),
+        "the draining node's member got more"
+    );
+    let to_m2 = net.take(2, m2);
+    assert_eq!(to_m2.len(), 10, "{to_m2:?}");
+    for p in to_m2 {
+        let NodePacket::Request { id, request, .. } = p else {
+            panic!("{p:?}")
+        };
+        net.send(
+            2,
+            m2,
+            ClientPacket::Reply {
+                id,
+                outcome: Ok(request),
+            },
+        );
+    }
+    net.send(
+        1,
+        m1,
+        ClientPacket::Reply {
+            id: held.0,
+            outcome: Ok(held.1.clone()),
+        },
+    );
+    assert!(net.is_closed(1, m1), "not closed once its work was done");
+    net.millis(100);
+    let mut got: Vec<u64> = net
+        .take(0, c)
+        .into_iter()
+        .map(|p| match p {
+            NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Success(_),
+            } => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<u64> = (1000..1010).collect();
+    want.insert(0, id);
+    assert_eq!(got, want);
+}

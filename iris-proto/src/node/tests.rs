@@ -570,6 +570,11 @@ fn shutdown_answers_pending_requests_and_closes_everyone_with_the_reason() {
     h.take(m);
     h.node.handle(h.now, Input::Shutdown("node shutting down"));
     h.drain();
+    // The member may still answer for the drain's time; it does not.
+    let drain = Config::default().shutdown_drain;
+    h.advance(drain - Duration::from_millis(1));
+    assert!(h.take(c).is_empty() && h.take(m).is_empty() && h.closed.is_empty());
+    h.advance(Duration::from_millis(1));
     assert_eq!(
         h.take(c),
         vec![
@@ -591,6 +596,52 @@ fn shutdown_answers_pending_requests_and_closes_everyone_with_the_reason() {
     assert!(h.closed.contains(&m) && h.closed.contains(&c));
     assert_eq!(h.events.last(), Some(&Event::Stopped));
     assert_eq!(h.node.poll_timeout(), None);
+}
+
+/// A restart does not fail the work in progress: the member answers what it holds during
+/// the drain, its client gets the reply, and only then is everyone closed; a node with
+/// nothing in progress closes at once.
+#[test]
+fn shutdown_waits_for_the_requests_in_progress() {
+    let mut h = Harness::new();
+    let m = h.connect("svc");
+    let c = h.connect("");
+    request(&mut h, c, 5, "svc", "x", 60_000);
+    let [NodePacket::Request { id, .. }] = h.take(m)[..] else {
+        panic!("the member got no request");
+    };
+    h.node.handle(h.now, Input::Shutdown("restart"));
+    h.drain();
+    assert!(h.closed.is_empty(), "closed before the drain");
+    h.advance(Duration::from_millis(200));
+    h.send(
+        m,
+        ClientPacket::Reply {
+            id,
+            outcome: Ok(bytes("done")),
+        },
+    );
+    assert_eq!(
+        h.take(c),
+        vec![
+            NodePacket::Reply {
+                id: 5,
+                outcome: ReplyOutcome::Success(bytes("done"))
+            },
+            NodePacket::Close {
+                reason: "restart".into()
+            }
+        ]
+    );
+    assert!(h.closed.contains(&m) && h.closed.contains(&c));
+    assert_eq!(h.events.last(), Some(&Event::Stopped));
+    assert_eq!(h.node.poll_timeout(), None);
+
+    let mut h = Harness::new();
+    let c = h.connect("");
+    h.node.handle(h.now, Input::Shutdown("restart"));
+    h.drain();
+    assert!(h.closed.contains(&c), "nothing in progress: closed at once");
 }
 
 /// Builds a tunnel from `c` (id `tun`) to the only member `m` (which names it `mtun`).

@@ -513,6 +513,12 @@ impl Scribe {
         self.beat(capacity);
     }
 
+    /// Tells the neighbours now, not at the next beat, the capacities that changed (a node
+    /// shutting down stops offering its members).
+    pub fn report_now(&mut self, capacity: impl Fn(&Group) -> u32) {
+        self.beat(&capacity);
+    }
+
     /// One beat to each neighbour: the capacities that changed for it, and on refresh beats
     /// the trees it is this node's parent in.
     fn beat(&mut self, capacity: &impl Fn(&Group) -> u32) {
