@@ -21,4 +21,5 @@ mod metrics;
 mod multinode;
 mod network;
 mod overload;
+mod restart;
 mod rotation;
