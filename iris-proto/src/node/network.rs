@@ -494,9 +494,9 @@ impl Node {
                 return false;
             };
             // A node shutting down gives its members nothing new while another can take it:
-            // what its neighbours sent before they heard (see `Node::stop_offering`) may
-            // go back where it came from.
-            let (offered, came) = if self.draining {
+            // what its neighbours sent before they heard (see `Node::stop_offering`), or
+            // before they heard it left, may go back where it came from.
+            let (offered, came) = if self.stopped {
                 (0, None)
             } else {
                 (local, came)

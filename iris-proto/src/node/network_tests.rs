@@ -1378,3 +1378,84 @@ fn a_node_shutting_down_lets_its_member_finish_and_gives_it_nothing_new() {
     want.insert(0, id);
     assert_eq!(got, want);
 }
+
+/// Requests still on their way to a member's node when it has left (its member closed) go
+/// back into the tree, to the other member, rather than being lost there.
+#[test]
+fn requests_reaching_a_member_node_after_it_left_go_to_another_member() {
+    let mut net = Net::ready(3);
+    let (m1, m2) = (net.client(1, "echo"), net.client(2, "echo"));
+    let c = net.client(0, "");
+    net.secs(2);
+    // Some written to node 1 (by the requester's node, or by a tree parent that chose
+    // node 1's member), not yet read.
+    net.stall(0, 1);
+    net.stall(2, 1);
+    for id in 1..=40 {
+        net.send(
+            0,
+            c,
+            ClientPacket::Request {
+                id,
+                cluster: "echo".into(),
+                request: b(&format!("r{id}")),
+                timeout_ms: 5000,
+            },
+        );
+    }
+    // Those that reached node 1's member another way are answered: it has nothing in
+    // progress and leaves at once.
+    let reached: Vec<NodePacket> = net.take(1, m1);
+    for p in reached {
+        let NodePacket::Request { id, request, .. } = p else {
+            panic!("{p:?}")
+        };
+        net.send(
+            1,
+            m1,
+            ClientPacket::Reply {
+                id,
+                outcome: Ok(request),
+            },
+        );
+    }
+    net.shutdown(1, "restart");
+    assert!(net.is_closed(1, m1));
+    let served_by_1 = net.node(1).stats().requests_served_for_peers;
+    net.unstall(0, 1);
+    net.unstall(2, 1);
+    for _ in 0..5 {
+        for p in net.take(2, m2) {
+            let NodePacket::Request { id, request, .. } = p else {
+                panic!("{p:?}")
+            };
+            net.send(
+                2,
+                m2,
+                ClientPacket::Reply {
+                    id,
+                    outcome: Ok(request),
+                },
+            );
+        }
+        net.millis(100);
+    }
+    let mut got: Vec<u64> = net
+        .take(0, c)
+        .into_iter()
+        .map(|p| match p {
+            NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Success(_),
+            } => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=40).collect::<Vec<_>>());
+    assert_eq!(
+        net.node(1).stats().requests_served_for_peers,
+        served_by_1,
+        "its closed member got more"
+    );
+}
