@@ -247,8 +247,6 @@ pub struct Node {
     stopped: bool,
     /// Shutdown waits for the requests in progress (`Timer::Drain` bounds it).
     draining: bool,
-    /// Shutdown closed the clients and left the network.
-    closed_all: bool,
     /// What the clients are told when shutdown closes them.
     closing_reason: String,
     /// Links to other nodes and the overlay; `None` for a lone node.
@@ -301,7 +299,6 @@ impl Node {
             stats: Stats::default(),
             stopped: false,
             draining: false,
-            closed_all: false,
             closing_reason: String::new(),
             mesh: None,
             scribe: None,
@@ -750,15 +747,11 @@ impl Node {
         }
     }
 
-    /// The rest of the shutdown: clients answered and closed, peers told.
+    /// The rest of the shutdown: clients answered and closed, peers told. Reached once:
+    /// from `shutdown`, or from a drain (which this ends, with its timer).
     fn finish_shutdown(&mut self) {
-        if self.closed_all {
-            return;
-        }
-        self.closed_all = true;
-        if std::mem::take(&mut self.draining) {
-            self.timers.cancel(Timer::Drain);
-        }
+        self.draining = false;
+        self.timers.cancel(Timer::Drain);
         let reason = std::mem::take(&mut self.closing_reason);
         let reason = reason.as_str();
         // Every pending request gets its one REPLY before its connection closes.

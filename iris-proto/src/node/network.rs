@@ -84,8 +84,9 @@ impl Node {
         let mut moved = false;
         while let Some(incoming) = self.mesh.as_mut().and_then(|m| m.poll_incoming()) {
             any = true;
-            moved |= !matches!(incoming, Incoming::Message(..));
-            if moved {
+            // A peer came or went: trees may move (messages that find none wait, `held`).
+            if !matches!(incoming, Incoming::Message(..)) {
+                moved = true;
                 self.routes_moved_at = Some(self.now);
             }
             let until = self.now + UNREACHABLE_FOR;

@@ -1,5 +1,6 @@
 //! Relay operations between clients of different nodes, in memory.
 
+use crate::ConnId;
 use crate::relay::{ClientPacket, NodePacket, ReplyOutcome};
 use crate::testnet::Net;
 use bytes::{Bytes, BytesMut};
@@ -1137,6 +1138,55 @@ fn quiet_groups_leave_no_flow_state_behind() {
     assert!(owed0 + out1 <= 1024, "reverse direction: {owed0} / {out1}");
 }
 
+/// Client `conn` of node `i` requests `r{id}` of `cluster`.
+fn ask(net: &mut Net, i: usize, conn: ConnId, cluster: &str, id: u64, timeout_ms: u64) {
+    net.send(
+        i,
+        conn,
+        ClientPacket::Request {
+            id,
+            cluster: cluster.into(),
+            request: b(&format!("r{id}")),
+            timeout_ms,
+        },
+    );
+}
+
+/// Member `member` of node `i` answers each of `requests` with the request itself.
+fn echo(net: &mut Net, i: usize, member: ConnId, requests: Vec<NodePacket>) {
+    for p in requests {
+        let NodePacket::Request { id, request, .. } = p else {
+            panic!("the member got {p:?}");
+        };
+        net.send(
+            i,
+            member,
+            ClientPacket::Reply {
+                id,
+                outcome: Ok(request),
+            },
+        );
+    }
+}
+
+/// The ids of the successful replies client `conn` of node `i` got, in order; any other
+/// packet fails the test.
+fn succeeded(net: &mut Net, i: usize, conn: ConnId) -> Vec<u64> {
+    let mut got: Vec<u64> = net
+        .take(i, conn)
+        .into_iter()
+        .map(|p| match p {
+            NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Success(_),
+            } => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    got.sort_unstable();
+    got
+}
+
 /// Requests on their way through a node when it leaves gracefully (written to its socket,
 /// not yet read) are passed on by it, not lost: it keeps routing what reaches it until
 /// every peer has closed its side. And requests sent right after, while the member's node
@@ -1153,16 +1203,7 @@ fn requests_in_flight_through_a_leaving_node_are_all_answered() {
         // Node 0 writes to the victim but the victim has not read it yet.
         net.stall(0, victim);
         for id in 1..=40 {
-            net.send(
-                0,
-                c,
-                ClientPacket::Request {
-                    id,
-                    cluster: "echo".into(),
-                    request: b(&format!("r{id}")),
-                    timeout_ms: 5000,
-                },
-            );
+            ask(&mut net, 0, c, "echo", id, 5000);
         }
         let mut requests = net.take(1, m);
         held_somewhere |= requests.len() < 40;
@@ -1174,16 +1215,7 @@ fn requests_in_flight_through_a_leaving_node_are_all_answered() {
         net.unstall(0, victim);
         // And requests sent right after the leave, while the trees repair.
         for id in 41..=50 {
-            net.send(
-                0,
-                c,
-                ClientPacket::Request {
-                    id,
-                    cluster: "echo".into(),
-                    request: b(&format!("r{id}")),
-                    timeout_ms: 5000,
-                },
-            );
+            ask(&mut net, 0, c, "echo", id, 5000);
         }
         for j in (0..5).filter(|&j| j != 1) {
             net.unstall(1, j);
@@ -1191,19 +1223,7 @@ fn requests_in_flight_through_a_leaving_node_are_all_answered() {
         let mut replies = Vec::new();
         for _ in 0..10 {
             requests.extend(net.take(1, m));
-            for p in requests.drain(..) {
-                let NodePacket::Request { id, request, .. } = p else {
-                    panic!("the member got {p:?}");
-                };
-                net.send(
-                    1,
-                    m,
-                    ClientPacket::Reply {
-                        id,
-                        outcome: Ok(request),
-                    },
-                );
-            }
+            echo(&mut net, 1, m, std::mem::take(&mut requests));
             net.millis(100);
             replies.extend(net.take(0, c));
         }
@@ -1238,16 +1258,7 @@ fn a_request_held_for_a_tree_that_never_comes_is_dropped_after_its_hold() {
     let c = net.client(0, "");
     net.secs(2);
     net.shutdown(3, "restart");
-    net.send(
-        0,
-        c,
-        ClientPacket::Request {
-            id: 1,
-            cluster: "nobody".into(),
-            request: b("hello"),
-            timeout_ms: 10_000,
-        },
-    );
+    ask(&mut net, 0, c, "nobody", 1, 10_000);
     let held: u64 = (0..3).map(|i| net.node(i).stats().held).sum();
     assert_eq!(held, 1, "the request was not held");
     net.secs(3);
@@ -1264,16 +1275,7 @@ fn a_request_held_for_a_tree_that_never_comes_is_dropped_after_its_hold() {
     );
     // In a settled network nothing is held: nobody is a member.
     net.secs(10);
-    net.send(
-        0,
-        c,
-        ClientPacket::Request {
-            id: 2,
-            cluster: "nobody".into(),
-            request: b("hello"),
-            timeout_ms: 1000,
-        },
-    );
+    ask(&mut net, 0, c, "nobody", 2, 1000);
     let held_after: u64 = (0..3).map(|i| net.node(i).stats().held).sum();
     assert_eq!(held_after, 1);
 }
@@ -1286,52 +1288,26 @@ fn a_node_shutting_down_lets_its_member_finish_and_gives_it_nothing_new() {
     let (m1, m2) = (net.client(1, "echo"), net.client(2, "echo"));
     let c = net.client(0, "");
     net.secs(2);
-    let ask = |net: &mut Net, id: u64| {
-        net.send(
-            0,
-            c,
-            ClientPacket::Request {
-                id,
-                cluster: "echo".into(),
-                request: b(&format!("r{id}")),
-                timeout_ms: 5000,
-            },
-        );
-    };
     // Until one request is held by node 1's member (requests spread by capacity).
     let mut id = 0;
     let held = loop {
         id += 1;
         assert!(id < 100, "node 1's member never got a request");
-        ask(&mut net, id);
-        if let [
-            NodePacket::Request {
-                id: rid, request, ..
-            },
-        ] = &net.take(1, m1)[..]
-        {
-            break (*rid, request.clone());
+        ask(&mut net, 0, c, "echo", id, 5000);
+        let got = net.take(1, m1);
+        if !got.is_empty() {
+            assert_eq!(got.len(), 1, "{got:?}");
+            break got;
         }
-        for p in net.take(2, m2) {
-            let NodePacket::Request { id, request, .. } = p else {
-                panic!("{p:?}")
-            };
-            net.send(
-                2,
-                m2,
-                ClientPacket::Reply {
-                    id,
-                    outcome: Ok(request),
-                },
-            );
-        }
+        let to_m2 = net.take(2, m2);
+        echo(&mut net, 2, m2, to_m2);
     };
     net.take(0, c);
     net.shutdown(1, "restart");
     assert!(!net.is_closed(1, m1), "closed with a request in progress");
     // New requests meanwhile go to the other member only.
     for n in 0..10 {
-        ask(&mut net, 1000 + n);
+        ask(&mut net, 0, c, "echo", 1000 + n, 5000);
     }
     assert!(
         net.take(1, m1).is_empty(),
@@ -1339,44 +1315,13 @@ fn a_node_shutting_down_lets_its_member_finish_and_gives_it_nothing_new() {
     );
     let to_m2 = net.take(2, m2);
     assert_eq!(to_m2.len(), 10, "{to_m2:?}");
-    for p in to_m2 {
-        let NodePacket::Request { id, request, .. } = p else {
-            panic!("{p:?}")
-        };
-        net.send(
-            2,
-            m2,
-            ClientPacket::Reply {
-                id,
-                outcome: Ok(request),
-            },
-        );
-    }
-    net.send(
-        1,
-        m1,
-        ClientPacket::Reply {
-            id: held.0,
-            outcome: Ok(held.1.clone()),
-        },
-    );
+    echo(&mut net, 2, m2, to_m2);
+    echo(&mut net, 1, m1, held);
     assert!(net.is_closed(1, m1), "not closed once its work was done");
     net.millis(100);
-    let mut got: Vec<u64> = net
-        .take(0, c)
-        .into_iter()
-        .map(|p| match p {
-            NodePacket::Reply {
-                id,
-                outcome: ReplyOutcome::Success(_),
-            } => id,
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    got.sort_unstable();
     let mut want: Vec<u64> = (1000..1010).collect();
     want.insert(0, id);
-    assert_eq!(got, want);
+    assert_eq!(succeeded(&mut net, 0, c), want);
 }
 
 /// Requests still on their way to a member's node when it has left (its member closed) go
@@ -1392,67 +1337,23 @@ fn requests_reaching_a_member_node_after_it_left_go_to_another_member() {
     net.stall(0, 1);
     net.stall(2, 1);
     for id in 1..=40 {
-        net.send(
-            0,
-            c,
-            ClientPacket::Request {
-                id,
-                cluster: "echo".into(),
-                request: b(&format!("r{id}")),
-                timeout_ms: 5000,
-            },
-        );
+        ask(&mut net, 0, c, "echo", id, 5000);
     }
     // Those that reached node 1's member another way are answered: it has nothing in
     // progress and leaves at once.
-    let reached: Vec<NodePacket> = net.take(1, m1);
-    for p in reached {
-        let NodePacket::Request { id, request, .. } = p else {
-            panic!("{p:?}")
-        };
-        net.send(
-            1,
-            m1,
-            ClientPacket::Reply {
-                id,
-                outcome: Ok(request),
-            },
-        );
-    }
+    let reached = net.take(1, m1);
+    echo(&mut net, 1, m1, reached);
     net.shutdown(1, "restart");
     assert!(net.is_closed(1, m1));
     let served_by_1 = net.node(1).stats().requests_served_for_peers;
     net.unstall(0, 1);
     net.unstall(2, 1);
     for _ in 0..5 {
-        for p in net.take(2, m2) {
-            let NodePacket::Request { id, request, .. } = p else {
-                panic!("{p:?}")
-            };
-            net.send(
-                2,
-                m2,
-                ClientPacket::Reply {
-                    id,
-                    outcome: Ok(request),
-                },
-            );
-        }
+        let to_m2 = net.take(2, m2);
+        echo(&mut net, 2, m2, to_m2);
         net.millis(100);
     }
-    let mut got: Vec<u64> = net
-        .take(0, c)
-        .into_iter()
-        .map(|p| match p {
-            NodePacket::Reply {
-                id,
-                outcome: ReplyOutcome::Success(_),
-            } => id,
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    got.sort_unstable();
-    assert_eq!(got, (1..=40).collect::<Vec<_>>());
+    assert_eq!(succeeded(&mut net, 0, c), (1..=40).collect::<Vec<_>>());
     assert_eq!(
         net.node(1).stats().requests_served_for_peers,
         served_by_1,
