@@ -39,9 +39,10 @@
 //!
 //! Requests, replies, tunnels and the overlay's control traffic are not affected.
 
-use super::conns::Conns;
+use super::effect::{Effect, Effects, Refusal, to_peer};
+use super::ids::ConnId;
+use super::stats::Stats;
 use super::wire::NodeMsg;
-use super::{ConnId, Node};
 use crate::mesh::Class;
 use crate::overlay::{Contact, NodeId};
 use crate::relay::ClientPacket;
@@ -60,7 +61,7 @@ const MAX_OWED_ENTRIES: usize = 1024;
 
 /// The multicast flow state of a node.
 #[derive(Debug, Default)]
-pub(super) struct CastFlow {
+pub(crate) struct CastFlow {
     /// Bytes of one group a peer may have outstanding from this node (and this node from a
     /// peer).
     window: u64,
@@ -87,6 +88,7 @@ pub(super) struct CastFlow {
     /// While it is: who sent it and its size, for the credit it is owed (taken by the copy
     /// that holds the credit until it leaves).
     transit: Option<(Contact, u64)>,
+    pub(crate) stats: Stats,
 }
 
 /// One group's multicasts in this node.
@@ -132,7 +134,7 @@ struct Waiting {
 impl CastFlow {
     /// Windows of `window` bytes per peer and group; producers held above `mark` bytes
     /// of their group waiting.
-    pub(super) fn new(window: u64, mark: usize) -> CastFlow {
+    pub(crate) fn new(window: u64, mark: usize) -> CastFlow {
         CastFlow {
             window: window.max(4),
             mark,
@@ -142,13 +144,13 @@ impl CastFlow {
 
     /// Whether any of this node's own multicasts waits for credit (if not, none of its
     /// clients must wait for the network).
-    pub(super) fn any_own_waiting(&self) -> bool {
+    pub(crate) fn any_own_waiting(&self) -> bool {
         self.waiting_own > 0
     }
 
     /// Whether a client's multicast to `group` must wait: too much of this node's own
     /// multicasts to it (or to all groups together) waits for credit.
-    pub(super) fn congested(&self, group: &Group) -> bool {
+    pub(crate) fn congested(&self, group: &Group) -> bool {
         self.waiting_own > self.mark * OWN_TOTAL_MARKS
             || self
                 .groups
@@ -158,9 +160,14 @@ impl CastFlow {
 
     /// Members of `group` that a multicast from a peer was just delivered to: those
     /// congested hold the group's credit back until they drain.
-    pub(super) fn delivered_to(&mut self, group: &Group, conns: &Conns, members: &[ConnId]) {
+    pub(crate) fn delivered_to(
+        &mut self,
+        group: &Group,
+        members: &[ConnId],
+        congested: impl Fn(ConnId) -> bool,
+    ) {
         for &m in members {
-            if conns.is_congested(m) {
+            if congested(m) {
                 let g = group_flow(&mut self.groups, group);
                 if !g.blockers.contains(&m) {
                     g.blockers.push(m);
@@ -170,13 +177,13 @@ impl CastFlow {
     }
 
     /// A producer's multicast to `group` waits for the group's credit.
-    pub(super) fn hold(&mut self, group: &Group, conn: ConnId) {
+    pub(crate) fn hold(&mut self, group: &Group, conn: ConnId) {
         group_flow(&mut self.groups, group).held.push(conn);
         self.held += 1;
     }
 
     /// A held producer is gone.
-    pub(super) fn unhold(&mut self, conn: ConnId) {
+    pub(crate) fn unhold(&mut self, conn: ConnId) {
         for g in self.groups.values_mut() {
             let before = g.held.len();
             g.held.retain(|&c| c != conn);
@@ -186,13 +193,13 @@ impl CastFlow {
     }
 
     /// Bytes waiting for credit.
-    pub(super) fn waiting_bytes(&self) -> usize {
+    pub(crate) fn waiting_bytes(&self) -> usize {
         self.waiting
     }
 
     /// Entries kept per peer and group: credit outstanding toward peers, credit owed to
     /// them.
-    pub(super) fn entries(&self) -> (usize, usize) {
+    pub(crate) fn entries(&self) -> (usize, usize) {
         (self.out.len(), self.owed.len())
     }
 
@@ -209,7 +216,7 @@ impl CastFlow {
 }
 
 /// The group a client's multicast goes to.
-pub(super) fn cast_group(packet: &ClientPacket) -> Option<Group> {
+pub(crate) fn cast_group(packet: &ClientPacket) -> Option<Group> {
     match packet {
         ClientPacket::Broadcast { cluster, .. } => Some(Group::cluster(cluster.clone())),
         ClientPacket::Publish { topic, .. } => Some(Group::topic(topic.clone())),
@@ -217,12 +224,12 @@ pub(super) fn cast_group(packet: &ClientPacket) -> Option<Group> {
     }
 }
 
-impl Node {
+impl CastFlow {
     /// Sends an encoded multicast of `group` to a peer under its window, or queues it for
     /// credit.
-    pub(super) fn send_cast(&mut self, to: Contact, group: &Group, bytes: Bytes) {
-        let (window, step) = (self.casts.window as i64, self.casts.step() as i64);
-        let o = slot(&mut self.casts.out, to.id, group, || Outbound {
+    pub(crate) fn send_cast(&mut self, to: Contact, group: &Group, bytes: Bytes, fx: &mut Effects) {
+        let (window, step) = (self.window as i64, self.step() as i64);
+        let o = slot(&mut self.out, to.id, group, || Outbound {
             to,
             credit: window,
             waiting: VecDeque::new(),
@@ -231,14 +238,13 @@ impl Node {
         let len = bytes.len();
         if o.waiting.is_empty() && may_send(o.credit, window, step, len) {
             o.credit -= len as i64;
-            self.send_under_credit(to, group, bytes);
-            return;
+            return send_under_credit(to, group, bytes, fx);
         }
         // (Every copy of a peer's multicast is the peer's, whichever holds its credit.)
-        let own = !self.casts.passing_on;
-        let mark = self.casts.mark;
-        let passed_total = self.casts.waiting - self.casts.waiting_own;
-        let g = group_flow(&mut self.casts.groups, group);
+        let own = !self.passing_on;
+        let mark = self.mark;
+        let passed_total = self.waiting - self.waiting_own;
+        let g = group_flow(&mut self.groups, group);
         // Credit for a peer's multicast is held back only past a bound of the group's
         // multicasts waiting: below it, what waits is owed upstream at once so that short
         // bursts do not throttle the sender.
@@ -246,11 +252,11 @@ impl Node {
             if own || (g.waiting_passed < mark * 2 && passed_total < mark * PASSED_TOTAL_MARKS) {
                 None
             } else {
-                self.casts.transit.take()
+                self.transit.take()
             };
         if own {
             g.waiting_own += len;
-            self.casts.waiting_own += len;
+            self.waiting_own += len;
         } else {
             g.waiting_passed += len;
         }
@@ -259,64 +265,62 @@ impl Node {
             own,
             upstream,
         });
-        self.casts.waiting += len;
+        self.waiting += len;
         self.stats.casts_waited += 1;
     }
 
-    /// Passes a multicast of `group` from a peer on (`pass` does it); the credit for it is
-    /// owed at once unless a copy had to wait, in which case it is owed when that copy
-    /// leaves.
-    pub(super) fn in_transit(
-        &mut self,
-        from: Contact,
-        group: &Group,
-        len: usize,
-        pass: impl FnOnce(&mut Node),
-    ) {
-        self.casts.transit = Some((from, len as u64));
-        self.casts.passing_on = true;
-        pass(self);
-        self.casts.passing_on = false;
-        if let Some((from, len)) = self.casts.transit.take() {
+    /// A multicast of a group from `from` is being passed on (what is sent until
+    /// [`CastFlow::end_transit`] is that peer's): the credit for it is owed at once unless a
+    /// copy has to wait, in which case it is owed when that copy leaves.
+    pub(crate) fn begin_transit(&mut self, from: Contact, len: usize) {
+        self.transit = Some((from, len as u64));
+        self.passing_on = true;
+    }
+
+    /// The multicast of `group` begun with [`CastFlow::begin_transit`] went on.
+    pub(crate) fn end_transit(&mut self, group: &Group) {
+        self.passing_on = false;
+        if let Some((from, len)) = self.transit.take() {
             self.owe(from, group, len);
         }
     }
 
     fn owe(&mut self, to: Contact, group: &Group, len: u64) {
-        let step = self.casts.step();
-        let e = slot(&mut self.casts.owed, to.id, group, || (to, 0));
+        let step = self.step();
+        let e = slot(&mut self.owed, to.id, group, || (to, 0));
         e.0 = to;
         let was_due = e.1 >= step;
         e.1 += len;
         if !was_due && e.1 >= step {
-            self.casts.owed_due += 1;
+            self.owed_due += 1;
         }
     }
 
-    /// Hands a multicast the window made room for to the link. The window bounds what it
-    /// queues there, so the link's own bound on data (which requests meet) does not apply.
-    fn send_under_credit(&mut self, to: Contact, group: &Group, bytes: Bytes) {
-        let len = bytes.len() as i64;
-        if !self.send_bytes(to, Class::Stream, bytes) {
-            // No link: the peer will never credit it back.
-            self.stats.casts_dropped += 1;
-            if let Some(o) = self.casts.out.get_mut(&(to.id, group.clone())) {
-                o.credit += len;
-            }
+    /// A multicast sent under credit found no link: the peer will never credit it back.
+    pub(crate) fn refused(&mut self, to: NodeId, group: Group, len: usize) {
+        self.stats.casts_dropped += 1;
+        if let Some(o) = self.out.get_mut(&(to, group)) {
+            o.credit += len as i64;
         }
     }
 
     /// A peer took `bytes` of this node's multicasts of `group`: what waited for it goes.
-    pub(super) fn on_cast_credit(&mut self, from: NodeId, group: Group, bytes: u64) {
-        let (window, step) = (self.casts.window as i64, self.casts.step() as i64);
+    pub(crate) fn handle_credit(
+        &mut self,
+        from: NodeId,
+        group: Group,
+        bytes: u64,
+        fx: &mut Effects,
+    ) {
+        let (window, step) = (self.window as i64, self.step() as i64);
         let key = (from, group);
-        let Some(o) = self.casts.out.get_mut(&key) else {
+        let Some(o) = self.out.get_mut(&key) else {
             return;
         };
         // Never more than a window: credit from a link before a reconnection cannot
         // inflate the next one's.
         o.credit = (o.credit + bytes as i64).min(window);
-        while let Some(o) = self.casts.out.get_mut(&key) {
+        while let Some(o) = self.out.get_mut(&key) {
             let len = match o.waiting.front() {
                 Some(w) if may_send(o.credit, window, step, w.bytes.len()) => w.bytes.len(),
                 _ => break,
@@ -325,41 +329,39 @@ impl Node {
             o.credit -= len as i64;
             let to = o.to;
             self.left_waiting(&key.1, &w);
-            self.send_under_credit(to, &key.1, w.bytes);
+            send_under_credit(to, &key.1, w.bytes, fx);
         }
         // Nothing outstanding and nothing waiting: a fresh entry would be the same.
-        if let Some(o) = self.casts.out.get(&key)
+        if let Some(o) = self.out.get(&key)
             && o.waiting.is_empty()
             && o.credit >= window
         {
-            self.casts.out.remove(&key);
+            self.out.remove(&key);
         }
-        self.wake_cast_producers();
-        self.casts.tidy(&key.1);
+        self.wake_producers(fx);
+        self.tidy(&key.1);
     }
 
     /// Returns credit to the peers owed a step of it for a group, unless a member of that
     /// group a multicast was delivered to is still congested. (A sender blocked for credit
     /// always has at least a step outstanding, see [`may_send`].)
-    pub(super) fn return_cast_credit(&mut self) {
-        let step = self.casts.step();
+    pub(crate) fn return_credit(&mut self, congested: impl Fn(ConnId) -> bool, fx: &mut Effects) {
+        let step = self.step();
         // Too many small debts: all of them go back (once each), so that both ends forget
         // the groups that are quiet.
-        let all = self.casts.owed.len() > MAX_OWED_ENTRIES;
-        if self.casts.owed_due == 0 && !all {
+        let all = self.owed.len() > MAX_OWED_ENTRIES;
+        if self.owed_due == 0 && !all {
             return;
         }
         let due_at = if all { 1 } else { step };
-        let conns = &self.conns;
-        let flows = &mut self.casts.groups;
+        let flows = &mut self.groups;
         let due: Vec<((NodeId, Group), Contact, u64)> = self
-            .casts
             .owed
             .iter()
             .filter(|(_, (_, n))| *n >= due_at)
             .filter(|((_, group), _)| match flows.get_mut(group) {
                 Some(g) => {
-                    g.blockers.retain(|&c| conns.is_congested(c));
+                    g.blockers.retain(|&c| congested(c));
                     g.blockers.is_empty()
                 }
                 None => true,
@@ -367,42 +369,42 @@ impl Node {
             .map(|(key, &(peer, n))| (key.clone(), peer, n))
             .collect();
         for (key, peer, bytes) in due {
-            self.casts.owed.remove(&key);
+            self.owed.remove(&key);
             if bytes >= step {
-                self.casts.owed_due -= 1;
+                self.owed_due -= 1;
             }
-            self.casts.tidy(&key.1);
+            self.tidy(&key.1);
             self.stats.cast_credits_sent += 1;
             let msg = NodeMsg::CastCredit {
                 group: key.1,
                 bytes,
             };
-            self.send_peer(peer, Class::Control, &msg);
+            fx.push(to_peer(peer, Class::Control, &msg, Refusal::Ignore));
         }
     }
 
     /// The node stops: what waits for credit goes to its links now, past the windows, so
     /// that it leaves with the farewells instead of being lost with the node (receivers take
     /// whatever arrives; windows only pace a sender that goes on).
-    pub(super) fn flush_casts(&mut self) {
-        let keys: Vec<(NodeId, Group)> = self.casts.out.keys().cloned().collect();
+    pub(crate) fn flush(&mut self, fx: &mut Effects) {
+        let keys: Vec<(NodeId, Group)> = self.out.keys().cloned().collect();
         for key in keys {
-            let Some(o) = self.casts.out.get_mut(&key) else {
+            let Some(o) = self.out.get_mut(&key) else {
                 continue;
             };
             let to = o.to;
             for w in std::mem::take(&mut o.waiting) {
                 self.left_waiting(&key.1, &w);
-                self.send_under_credit(to, &key.1, w.bytes);
+                send_under_credit(to, &key.1, w.bytes, fx);
             }
         }
     }
 
     /// A peer is gone: what waited for it is routed around it if it can be, and neither
     /// side owes the other anything (a new link starts with fresh windows).
-    pub(super) fn cast_peer_lost(&mut self, node: NodeId) -> Vec<Bytes> {
-        let step = self.casts.step();
-        let (owed, due) = (&mut self.casts.owed, &mut self.casts.owed_due);
+    pub(crate) fn handle_peer_lost(&mut self, node: NodeId, fx: &mut Effects) {
+        let step = self.step();
+        let (owed, due) = (&mut self.owed, &mut self.owed_due);
         owed.retain(|(peer, _), (_, n)| {
             let keep = *peer != node;
             if !keep && *n >= step {
@@ -411,35 +413,32 @@ impl Node {
             keep
         });
         let keys: Vec<(NodeId, Group)> = self
-            .casts
             .out
             .keys()
             .filter(|(peer, _)| *peer == node)
             .cloned()
             .collect();
-        let mut out = Vec::new();
         for key in keys {
-            let Some(o) = self.casts.out.remove(&key) else {
+            let Some(o) = self.out.remove(&key) else {
                 continue;
             };
             for w in o.waiting {
                 self.left_waiting(&key.1, &w);
-                out.push(w.bytes);
+                fx.push(Effect::Reroute(w.bytes));
             }
-            self.casts.tidy(&key.1);
+            self.tidy(&key.1);
         }
-        self.wake_cast_producers();
-        out
+        self.wake_producers(fx);
     }
 
     /// A multicast of `group` stopped waiting: its upstream is owed its credit now.
     fn left_waiting(&mut self, group: &Group, w: &Waiting) {
         let len = w.bytes.len();
-        self.casts.waiting -= len;
+        self.waiting -= len;
         if w.own {
-            self.casts.waiting_own -= len;
+            self.waiting_own -= len;
         }
-        if let Some(g) = self.casts.groups.get_mut(group) {
+        if let Some(g) = self.groups.get_mut(group) {
             if w.own {
                 g.waiting_own -= len;
             } else {
@@ -455,8 +454,8 @@ impl Node {
 
     /// Producers held for the network go on once at most half the mark of their group
     /// waits (and at most half the total bound of every group's).
-    fn wake_cast_producers(&mut self) {
-        let c = &mut self.casts;
+    fn wake_producers(&mut self, fx: &mut Effects) {
+        let c = self;
         if c.held == 0 || c.waiting_own > c.mark * OWN_TOTAL_MARKS / 2 {
             return;
         }
@@ -464,11 +463,30 @@ impl Node {
         for g in c.groups.values_mut() {
             if !g.held.is_empty() && g.waiting_own <= half {
                 c.held -= g.held.len();
-                self.wakeups.extend(g.held.drain(..));
+                for conn in g.held.drain(..) {
+                    fx.push(Effect::Wake(conn));
+                }
             }
         }
         c.groups.retain(|_, g| !g.idle());
     }
+}
+
+/// Hands a multicast the window made room for to the link. The window bounds what it queues
+/// there, so the link's own bound on data (which requests meet) does not apply; if no link
+/// takes it, its credit comes back ([`CastFlow::refused`]).
+fn send_under_credit(to: Contact, group: &Group, bytes: Bytes, fx: &mut Effects) {
+    let refused = Refusal::Cast {
+        to: to.id,
+        group: group.clone(),
+        len: bytes.len(),
+    };
+    fx.push(Effect::ToPeer {
+        to,
+        class: Class::Stream,
+        bytes,
+        refused,
+    });
 }
 
 /// The entry of `peer` and `group`, made by `new` if there is none. A new entry's group is

@@ -7,319 +7,443 @@
 //! origin alone decides the outcome, so a dead member node, a broken tree or a leaving node
 //! all end in the one timed-out REPLY.
 
-use super::session::Session;
-use super::wire::{Anycast, NodeMsg, Wanted};
-use super::{ConnId, Endpoint, Node, Timer};
+use super::effect::{Effect, Effects, Refusal, to_peer};
+use super::ids::{ClientReqId, ConnId, Endpoint, KeyCounter, MemberReqId, PeerReqKey, ReqKey};
+use super::stats::Stats;
+use super::wire::NodeMsg;
 use crate::mesh::Class;
+use crate::overlay::Contact;
 use crate::relay::{Name, NodePacket, ReplyOutcome};
+use crate::time::Instant;
+use crate::timer::Timers;
 use bytes::Bytes;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A request in progress on this node: asked by one of its clients (it owns the deadline),
 /// or delivered to one of its members for another node.
 #[derive(Debug)]
-pub(crate) struct PendingRequest {
+struct Pending {
     /// Who gets the outcome: a local client (by its own request id), or the origin node
     /// (by the origin's key for the request).
-    origin: Endpoint,
+    origin: Endpoint<ClientReqId, PeerReqKey>,
     /// The local member it was delivered to and this node's id for it there; `None` while
     /// it is on its way elsewhere, or when no member took it.
-    member: Option<(ConnId, u64)>,
+    member: Option<(ConnId, MemberReqId)>,
 }
 
-impl Node {
-    pub(super) fn on_request(
+/// One connection's requests: those it asked, those delivered to it.
+#[derive(Debug, Default)]
+struct OfConn {
+    /// Requests this client made that await an outcome.
+    requested: BTreeMap<ClientReqId, ReqKey>,
+    /// Requests delivered to this member and awaiting its REPLY.
+    delivered: BTreeMap<MemberReqId, ReqKey>,
+    /// The next id for a REQUEST delivered to this member (counts from 0).
+    next_member_id: u64,
+}
+
+/// The requests in progress on this node.
+#[derive(Debug)]
+pub(crate) struct Requests {
+    /// Most requests one client may have awaiting a reply.
+    max_pending: usize,
+    pending: BTreeMap<ReqKey, Pending>,
+    /// Per connection (kept while it lives, so that member ids are never reused).
+    of: BTreeMap<ConnId, OfConn>,
+    timers: Timers<ReqKey>,
+    pub(crate) stats: Stats,
+}
+
+impl Requests {
+    pub(crate) fn new(max_pending: usize) -> Requests {
+        Requests {
+            max_pending,
+            pending: BTreeMap::new(),
+            of: BTreeMap::new(),
+            timers: Timers::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether nothing is in progress (a draining shutdown waits for that).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Whether request `key` of this node is still waiting for its outcome.
+    pub(crate) fn is_pending(&self, key: ReqKey) -> bool {
+        self.pending.contains_key(&key)
+    }
+
+    /// Requests delivered to member `conn` and not yet answered.
+    pub(crate) fn delivered_to(&self, conn: ConnId) -> usize {
+        self.of.get(&conn).map_or(0, |o| o.delivered.len())
+    }
+
+    /// Whether `conn` may not ask for more at once (a request would be shed).
+    pub(crate) fn at_bound(&self, conn: ConnId) -> bool {
+        self.of
+            .get(&conn)
+            .is_some_and(|o| o.requested.len() >= self.max_pending)
+    }
+
+    /// When the next deadline passes.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Deadlines that passed: local origins get their timed-out REPLY.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, fx: &mut Effects) {
+        while let Some(key) = self.timers.pop_due(now) {
+            self.expire(key, fx);
+        }
+    }
+
+    /// A client's REQUEST. Returns this node's key for it if it is to be delivered (the
+    /// node finds it a member); otherwise its one REPLY is out already, or the client broke
+    /// the protocol.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn handle_request(
         &mut self,
+        now: Instant,
         conn: ConnId,
-        id: u64,
-        cluster: Name,
-        request: Bytes,
+        id: ClientReqId,
         timeout_ms: u64,
-    ) {
+        keys: &mut KeyCounter,
+        fx: &mut Effects,
+    ) -> Option<ReqKey> {
         self.stats.requests += 1;
-        let Some(origin) = self.conns.map.get(&conn) else {
-            return;
-        };
-        if origin.requested.contains_key(&id) {
+        let o = self.of.entry(conn).or_default();
+        if o.requested.contains_key(&id) {
             // Two pending requests under one id could not be told apart by the client.
-            return self.violation(conn, format!("request id {id} is already pending"));
+            let what = format!("request id {} is already pending", id.0);
+            fx.push(Effect::Violation(conn, what));
+            return None;
         }
         // A zero timeout has already passed; a client over its bound is shed. Either way the
         // one REPLY goes out now and nothing is delivered.
-        let shed = origin.requested.len() >= self.cfg.max_pending_requests;
+        let shed = o.requested.len() >= self.max_pending;
         if timeout_ms == 0 || shed {
             if shed {
                 self.stats.requests_shed += 1;
             }
-            return self.reply_timed_out(conn, id);
+            self.stats.requests_timed_out += 1;
+            fx.push(timed_out(conn, id));
+            return None;
         }
-        let key = self.next_key();
-        if let Some(origin) = self.conns.map.get_mut(&conn) {
-            origin.requested.insert(id, key);
-        }
-        self.requests.insert(
+        let key = ReqKey(keys.next());
+        o.requested.insert(id, key);
+        self.pending.insert(
             key,
-            PendingRequest {
+            Pending {
                 origin: Endpoint::Local(conn, id),
                 member: None,
             },
         );
-        self.timers.set(
-            Timer::Request(key),
-            self.now + Duration::from_millis(timeout_ms),
-        );
-        if self.scribe.is_none() {
-            // A lone node: a local member, if there is one.
-            if let Some(m) = self.pick_member(&cluster, true) {
-                self.deliver_request(key, m, request, timeout_ms);
-            }
-            return;
-        }
-        let anycast = Anycast {
-            key: Default::default(),
-            cluster,
-            index: 0,
-            origin: self.own_contact(),
-            id: key,
-            timeout_ms,
-            budget_ms: timeout_ms,
-            via: super::wire::Via::Routed,
-            hops: 0,
-            wanted: Wanted::Request(request),
-        };
-        if !self.start_anycast(anycast) {
-            // The first hop's queue is full: the request fails at once, as timed out.
-            self.stats.requests_refused += 1;
-            self.expire_request(key);
-        }
+        self.timers
+            .set(key, now + Duration::from_millis(timeout_ms));
+        Some(key)
     }
 
-    /// A request this node was chosen for (`key` names it here): one of its members gets
-    /// it, unless its time runs out while it waits for that member's socket.
-    pub(super) fn deliver_request(
+    /// A request this node was chosen for (`key` names it here): `member` gets it, unless
+    /// its time runs out while it waits for that member's socket.
+    pub(crate) fn deliver(
         &mut self,
-        key: u64,
+        now: Instant,
+        key: ReqKey,
         member: ConnId,
         request: Bytes,
         timeout_ms: u64,
+        fx: &mut Effects,
     ) {
         let expires = self
             .timers
-            .get(Timer::Request(key))
-            .unwrap_or(self.now + Duration::from_millis(timeout_ms));
-        let Some(s) = self.conns.map.get_mut(&member) else {
-            return;
-        };
-        let node_id = s.next_request_id;
-        s.next_request_id += 1;
-        s.delivered.insert(node_id, key);
-        if let Some(req) = self.requests.get_mut(&key) {
-            req.member = Some((member, node_id));
+            .get(key)
+            .unwrap_or(now + Duration::from_millis(timeout_ms));
+        let o = self.of.entry(member).or_default();
+        let id = MemberReqId(o.next_member_id);
+        o.next_member_id += 1;
+        o.delivered.insert(id, key);
+        if let Some(req) = self.pending.get_mut(&key) {
+            req.member = Some((member, id));
         }
         // The requester's timeout goes out unchanged: a 1 ms timeout stays 1.
-        self.conns.send_expiring(
-            member,
-            &NodePacket::Request {
-                id: node_id,
-                request,
-                timeout_ms,
-            },
-            expires,
-        );
+        let packet = NodePacket::Request {
+            id: id.0,
+            request,
+            timeout_ms,
+        };
+        fx.push(Effect::SendExpiring(member, packet, expires));
     }
 
-    /// A request for a local member on behalf of another node (an anycast that ended here).
-    pub(super) fn accept_remote_request(&mut self, a: &Anycast, member: ConnId, request: Bytes) {
-        let key = self.next_key();
-        self.requests.insert(
+    /// A request for a local member on behalf of another node (an anycast that ended
+    /// here), kept until the member answers or the origin has surely given up.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn accept_remote(
+        &mut self,
+        now: Instant,
+        origin: Contact,
+        their_key: PeerReqKey,
+        budget_ms: u64,
+        timeout_ms: u64,
+        member: ConnId,
+        request: Bytes,
+        keys: &mut KeyCounter,
+        fx: &mut Effects,
+    ) {
+        let key = ReqKey(keys.next());
+        self.pending.insert(
             key,
-            PendingRequest {
-                origin: Endpoint::Remote(a.origin, a.id),
+            Pending {
+                origin: Endpoint::Remote(origin, their_key),
                 member: None,
             },
         );
-        // Kept until the member answers, or until the origin has surely given up.
-        self.timers.set(
-            Timer::Request(key),
-            self.now + Duration::from_millis(a.budget_ms),
-        );
+        self.timers.set(key, now + Duration::from_millis(budget_ms));
         self.stats.requests_served_for_peers += 1;
-        self.deliver_request(key, member, request, a.timeout_ms);
+        self.deliver(now, key, member, request, timeout_ms, fx);
     }
 
-    pub(super) fn on_reply(&mut self, conn: ConnId, node_id: u64, outcome: Result<Bytes, Name>) {
-        // A failure with no text means "no reply": the requester times out instead.
+    /// A member's REPLY. A failure with no text means "no reply": the requester times out
+    /// instead. A late or unknown id is ignored, as the protocol says.
+    pub(crate) fn handle_reply(
+        &mut self,
+        conn: ConnId,
+        id: MemberReqId,
+        outcome: Result<Bytes, Name>,
+        fx: &mut Effects,
+    ) {
         if matches!(&outcome, Err(fault) if fault.is_empty()) {
             return;
         }
-        let Some(key) = self
-            .conns
-            .map
-            .get_mut(&conn)
-            .and_then(|s| s.delivered.remove(&node_id))
-        else {
-            // Late (after the deadline) or never delivered: ignored, as the protocol says.
+        let Some(key) = self.of.get_mut(&conn).and_then(|o| o.delivered.remove(&id)) else {
             return;
         };
-        let Some(req) = self.requests.remove(&key) else {
+        let Some(req) = self.pending.remove(&key) else {
             return;
         };
-        self.timers.cancel(Timer::Request(key));
+        self.timers.cancel(key);
         match req.origin {
-            Endpoint::Local(origin, id) => self.answer(origin, id, outcome),
+            Endpoint::Local(origin, id) => self.answer(origin, id, outcome, fx),
             Endpoint::Remote(node, id) => {
                 let class = match &outcome {
                     Ok(reply) if reply.len() > 1024 => Class::Data,
                     _ => Class::Control,
                 };
-                let msg = NodeMsg::Reply { id, outcome };
-                if !self.send_peer(node, class, &msg) {
-                    self.stats.replies_refused += 1;
-                }
+                let msg = NodeMsg::Reply { id: id.0, outcome };
+                fx.push(to_peer(node, class, &msg, Refusal::Reply(id)));
             }
             Endpoint::Nowhere => {}
         }
     }
 
-    /// A member's outcome relayed by its node for request `key` of this node.
-    pub(super) fn on_remote_reply(&mut self, key: u64, outcome: Result<Bytes, Name>) {
-        let Some(PendingRequest {
+    /// A member's outcome relayed by its node for this node's request `key`.
+    pub(crate) fn handle_remote_reply(
+        &mut self,
+        key: ReqKey,
+        outcome: Result<Bytes, Name>,
+        fx: &mut Effects,
+    ) {
+        let Some(Pending {
             origin: Endpoint::Local(origin, id),
             ..
-        }) = self.requests.get(&key)
+        }) = self.pending.get(&key)
         else {
             // Answered or expired already: the one REPLY went out.
             return;
         };
         let (origin, id) = (*origin, *id);
-        self.requests.remove(&key);
-        self.timers.cancel(Timer::Request(key));
-        self.answer(origin, id, outcome);
+        self.pending.remove(&key);
+        self.timers.cancel(key);
+        self.answer(origin, id, outcome, fx);
+    }
+
+    /// A request of this node's client could not leave the node: it fails at once.
+    pub(crate) fn refused(&mut self, key: ReqKey, fx: &mut Effects) {
+        self.stats.requests_refused += 1;
+        self.expire(key, fx);
+    }
+
+    /// A reply for another node could not be sent (its origin times out).
+    pub(crate) fn reply_refused(&mut self) {
+        self.stats.replies_refused += 1;
+    }
+
+    /// Every request in progress ends now (the node stops): local origins get their
+    /// timed-out REPLY.
+    pub(crate) fn expire_all(&mut self, fx: &mut Effects) {
+        let keys: Vec<ReqKey> = self.pending.keys().copied().collect();
+        for key in keys {
+            self.expire(key, fx);
+        }
     }
 
     /// The deadline passed (or the node stops): a local origin gets its timed-out REPLY; a
     /// request served for another node is forgotten (its origin keeps its own deadline).
-    pub(super) fn expire_request(&mut self, key: u64) {
-        let Some(req) = self.requests.remove(&key) else {
+    fn expire(&mut self, key: ReqKey, fx: &mut Effects) {
+        let Some(req) = self.pending.remove(&key) else {
             return;
         };
-        self.timers.cancel(Timer::Request(key));
-        if let Some((member, node_id)) = req.member
-            && let Some(s) = self.conns.map.get_mut(&member)
+        self.timers.cancel(key);
+        if let Some((member, id)) = req.member
+            && let Some(o) = self.of.get_mut(&member)
         {
-            s.delivered.remove(&node_id);
+            o.delivered.remove(&id);
         }
         if let Endpoint::Local(origin, id) = req.origin {
-            if let Some(s) = self.conns.map.get_mut(&origin) {
-                s.requested.remove(&id);
+            if let Some(o) = self.of.get_mut(&origin) {
+                o.requested.remove(&id);
             }
             self.stats.requests_timed_out += 1;
-            self.conns.send(
-                origin,
-                &NodePacket::Reply {
-                    id,
-                    outcome: ReplyOutcome::TimedOut,
-                },
-            );
+            fx.push(timed_out(origin, id));
         }
     }
 
-    /// Drops the request bookkeeping of a connection that is going away.
-    pub(super) fn forget_requests(&mut self, s: &mut Session) {
-        // Its own requests: nobody is left to answer.
-        for (_, key) in std::mem::take(&mut s.requested) {
-            if let Some(req) = self.requests.remove(&key) {
-                self.timers.cancel(Timer::Request(key));
-                if let Some((member, node_id)) = req.member
-                    && let Some(m) = self.conns.map.get_mut(&member)
+    /// A connection is gone: its own requests have nobody left to answer; the origins of
+    /// those it was serving time out at their deadline, as the protocol says for a member
+    /// that goes away.
+    pub(crate) fn handle_closed(&mut self, conn: ConnId) {
+        let Some(o) = self.of.remove(&conn) else {
+            return;
+        };
+        for (_, key) in o.requested {
+            if let Some(req) = self.pending.remove(&key) {
+                self.timers.cancel(key);
+                if let Some((member, id)) = req.member
+                    && let Some(m) = self.of.get_mut(&member)
                 {
-                    m.delivered.remove(&node_id);
+                    m.delivered.remove(&id);
                 }
             }
         }
-        // Requests it was serving: their origins time out at the deadline, as the protocol
-        // says for a member that goes away.
-        for (_, key) in std::mem::take(&mut s.delivered) {
-            if let Some(req) = self.requests.get_mut(&key) {
+        for (_, key) in o.delivered {
+            if let Some(req) = self.pending.get_mut(&key) {
                 req.member = None;
             }
         }
     }
 
-    /// A member of `cluster` chosen uniformly at random, among those not congested if
-    /// `spare_congested` and any is not.
-    pub(super) fn pick_member(&mut self, cluster: &Name, spare_congested: bool) -> Option<ConnId> {
-        use rand::RngExt;
-        let members = self.clusters.get(cluster)?;
-        let free = if spare_congested {
-            members
-                .iter()
-                .filter(|&&m| !self.conns.is_congested(m))
-                .count()
-        } else {
-            0
-        };
-        if free == 0 || free == members.len() {
-            let i = self.rng.random_range(0..members.len());
-            return Some(members[i]);
-        }
-        let i = self.rng.random_range(0..free);
-        members
-            .iter()
-            .filter(|&&m| !self.conns.is_congested(m))
-            .nth(i)
-            .copied()
-    }
-
-    /// This node's capacity for `cluster` (see [`capacity`]).
-    pub(super) fn capacity_of(&self, cluster: &Name) -> u32 {
-        capacity(&self.clusters, &self.conns, cluster)
-    }
-
     /// The one REPLY of a local client's request.
-    fn answer(&mut self, origin: ConnId, id: u64, outcome: Result<Bytes, Name>) {
-        if let Some(s) = self.conns.map.get_mut(&origin) {
-            s.requested.remove(&id);
+    fn answer(
+        &mut self,
+        origin: ConnId,
+        id: ClientReqId,
+        outcome: Result<Bytes, Name>,
+        fx: &mut Effects,
+    ) {
+        if let Some(o) = self.of.get_mut(&origin) {
+            o.requested.remove(&id);
         }
         let outcome = match outcome {
             Ok(reply) => ReplyOutcome::Success(reply),
             Err(fault) => ReplyOutcome::Fault(fault),
         };
-        self.conns.send(origin, &NodePacket::Reply { id, outcome });
-    }
-
-    fn reply_timed_out(&mut self, conn: ConnId, id: u64) {
-        self.stats.requests_timed_out += 1;
-        self.conns.send(
-            conn,
-            &NodePacket::Reply {
-                id,
-                outcome: ReplyOutcome::TimedOut,
-            },
-        );
+        fx.push(Effect::Send(
+            origin,
+            NodePacket::Reply { id: id.0, outcome },
+        ));
     }
 }
 
-/// A node's capacity for `cluster`, as its trees report it: each local member counts for
-/// the requests it could take at once (a small window, less what it holds unanswered), at
-/// least one; congested members count one; no members, nothing.
-pub(super) fn capacity(
-    clusters: &std::collections::BTreeMap<Name, Vec<ConnId>>,
-    conns: &super::conns::Conns,
-    cluster: &Name,
-) -> u32 {
-    const WINDOW: usize = 8;
-    clusters.get(cluster).map_or(0, |members| {
-        members
-            .iter()
-            .filter_map(|m| conns.map.get(m))
-            .map(|s| {
-                if s.congested.is_some() {
-                    1
-                } else {
-                    WINDOW.saturating_sub(s.delivered.len()).max(1) as u32
-                }
+/// The timed-out REPLY of a client's request.
+fn timed_out(conn: ConnId, id: ClientReqId) -> Effect {
+    Effect::Send(
+        conn,
+        NodePacket::Reply {
+            id: id.0,
+            outcome: ReplyOutcome::TimedOut,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The part alone: no node, no sessions; its effects are what it asks of the others.
+    use super::*;
+
+    fn sent(fx: &mut Effects) -> Vec<(ConnId, NodePacket)> {
+        fx.drain()
+            .map(|e| match e {
+                Effect::Send(c, p) | Effect::SendExpiring(c, p, _) => (c, p),
+                other => panic!("unexpected effect {other:?}"),
             })
-            .sum()
-    })
+            .collect()
+    }
+
+    #[test]
+    fn one_reply_per_request_whatever_the_member_does() {
+        let (origin, member) = (ConnId(1), ConnId(2));
+        let mut r = Requests::new(8);
+        let mut keys = KeyCounter::default();
+        let mut fx = Effects::default();
+        let t0 = Instant::ZERO;
+        let key = r
+            .handle_request(t0, origin, ClientReqId(7), 100, &mut keys, &mut fx)
+            .expect("to be delivered");
+        r.deliver(t0, key, member, Bytes::from_static(b"q"), 100, &mut fx);
+        let got = sent(&mut fx);
+        let [(to, NodePacket::Request { id, .. })] = got.as_slice() else {
+            panic!("{got:?}");
+        };
+        assert_eq!(*to, member);
+        assert_eq!(r.delivered_to(member), 1);
+        // The member answers: the origin gets its REPLY under its own id...
+        let ok = Ok(Bytes::from_static(b"a"));
+        r.handle_reply(member, MemberReqId(*id), ok.clone(), &mut fx);
+        let got = sent(&mut fx);
+        assert!(matches!(
+            got.as_slice(),
+            [(o, NodePacket::Reply { id: 7, outcome: ReplyOutcome::Success(_) })] if *o == origin
+        ));
+        // ...once: a second answer, and the deadline, are nothing.
+        r.handle_reply(member, MemberReqId(*id), ok, &mut fx);
+        r.handle_timeout(t0 + Duration::from_secs(1), &mut fx);
+        assert!(sent(&mut fx).is_empty());
+        assert!(r.is_empty() && r.delivered_to(member) == 0);
+    }
+
+    #[test]
+    fn a_member_that_leaves_leaves_its_requests_to_time_out_and_ids_are_checked() {
+        let (origin, member) = (ConnId(1), ConnId(2));
+        let mut r = Requests::new(1);
+        let mut keys = KeyCounter::default();
+        let mut fx = Effects::default();
+        let t0 = Instant::ZERO;
+        let key = r
+            .handle_request(t0, origin, ClientReqId(1), 50, &mut keys, &mut fx)
+            .unwrap();
+        r.deliver(t0, key, member, Bytes::new(), 50, &mut fx);
+        sent(&mut fx);
+        // Over the bound: shed at once, with its one REPLY.
+        assert!(r.at_bound(origin));
+        let shed = r.handle_request(t0, origin, ClientReqId(2), 50, &mut keys, &mut fx);
+        assert!(shed.is_none());
+        assert!(matches!(
+            sent(&mut fx).as_slice(),
+            [(
+                _,
+                NodePacket::Reply {
+                    id: 2,
+                    outcome: ReplyOutcome::TimedOut
+                }
+            )]
+        ));
+        // The member goes: nothing yet; the deadline gives the one timed-out REPLY.
+        r.handle_closed(member);
+        assert!(sent(&mut fx).is_empty());
+        r.handle_timeout(t0 + Duration::from_millis(50), &mut fx);
+        assert!(matches!(
+            sent(&mut fx).as_slice(),
+            [(o, NodePacket::Reply { id: 1, outcome: ReplyOutcome::TimedOut })] if *o == origin
+        ));
+        // A pending id used again is a protocol violation.
+        let again = r.handle_request(t0, origin, ClientReqId(3), 50, &mut keys, &mut fx);
+        let dup = r.handle_request(t0, origin, ClientReqId(3), 50, &mut keys, &mut fx);
+        assert!(again.is_some() && dup.is_none());
+        assert!(matches!(
+            fx.drain().collect::<Vec<_>>().as_slice(),
+            [Effect::Violation(o, _)] if *o == origin
+        ));
+    }
 }

@@ -1,5 +1,23 @@
-//! Counters the node keeps for logs and metrics.
+//! Counters the node keeps for logs and metrics. Each part of the node counts what it does
+//! in a [`Stats`] of its own (every field is some one part's); the node's counters are their
+//! sum ([`Stats::absorb`]).
 
+/// Declares the counters and their field-wise sum.
+macro_rules! counters {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: u64,)* }) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$fmeta])* pub $field: u64,)* }
+
+        impl $name {
+            /// Adds another part's counters to these.
+            pub(crate) fn absorb(&mut self, other: &$name) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
+}
+
+counters! {
 /// Monotonic counters since the node started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -109,4 +127,5 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Relay bytes handed to the driver.
     pub bytes_out: u64,
+}
 }

@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::relay::client::{ClientSession, SessionEvent};
-use crate::relay::codec::Limits;
+use crate::relay::codec::{CLIENT_MAGIC, Limits, PROTOCOL_VERSION, RELAY_MAGIC};
 use crate::relay::{ClientPacket, NodePacket, ReplyOutcome};
-use bytes::BytesMut;
-use std::collections::{BTreeMap, VecDeque};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// A node plus in-memory clients; time moves only when a test says so.
@@ -1223,10 +1223,11 @@ fn silent_connections_cannot_keep_a_client_out_and_the_client_past_the_cap_is_to
 
 #[test]
 fn a_large_message_reserves_its_memory_and_waits_for_room() {
+    // The consumer may hold both messages (12 MiB) unread: it is not what is tested here.
     let mut h = Harness::with(
         Config {
             max_memory: 16 << 20,
-            max_client_backlog: 8 << 20,
+            max_client_backlog: 16 << 20,
             limits: Limits {
                 max_message_size: 8 << 20,
                 ..Limits::default()
@@ -1259,6 +1260,10 @@ fn a_large_message_reserves_its_memory_and_waits_for_room() {
     // a's message went out; its reservation freed room for b, which finished too.
     let got = h.take(m);
     assert_eq!(got.len(), 2);
+    assert!(h.closed.is_empty(), "nobody was cut: {:?}", h.events);
+    // Memory went tight meanwhile (12 MiB of 16), which paused every reader; with all
+    // written, all read again.
+    assert_eq!(h.node.stats().memory_tight, 1);
     assert!(h.paused.is_empty());
     assert_eq!(h.node.memory_used(), 0);
 }
@@ -1346,11 +1351,12 @@ fn kept_names_do_not_pin_the_read_buffer_they_came_in() {
     // One read: the buffer is not reallocated, so where it started is known.
     h.raw(conn, &b);
     assert!(h.clients[&conn].is_accepted());
-    let end = h.node.conns.map[&conn].rbuf.as_ptr() as usize;
+    let end = h.node.sessions.read_buf(conn).as_ptr() as usize;
     let read = end - b.len()..end;
     let at = |name: &crate::relay::Name| name.as_bytes().as_ptr() as usize;
-    let cluster = h.node.clusters.keys().next().expect("registered");
-    let topic = h.node.topics.keys().next().expect("subscribed");
+    let (clusters, topics) = h.node.groups.names();
+    let cluster = clusters.first().expect("registered");
+    let topic = topics.first().expect("subscribed");
     assert_eq!((cluster.as_str(), topic.as_str()), ("svc", "news"));
     assert!(
         !read.contains(&at(cluster)),

@@ -10,21 +10,21 @@
 //! settled network a key's closest node without a tree means nobody is a member. Bounded in
 //! number and bytes.
 
-use super::wire::{Anycast, Cast};
+use crate::node::wire::{Anycast, Cast};
 use crate::overlay::{Contact, NodeId};
 use crate::time::Instant;
 use std::collections::VecDeque;
 
 /// A message waiting for its tree, and the peer it came from (`None`: sent from here).
 #[derive(Debug)]
-pub(super) enum Parked {
+pub(crate) enum Parked {
     Cast(Cast, Option<Contact>),
     Anycast(Anycast, Option<Contact>),
 }
 
 impl Parked {
     /// The key of the tree it waits for.
-    pub(super) fn key(&self) -> NodeId {
+    pub(crate) fn key(&self) -> NodeId {
         match self {
             Parked::Cast(c, _) => c.key,
             Parked::Anycast(a, _) => a.key,
@@ -36,8 +36,8 @@ impl Parked {
         match self {
             Parked::Cast(c, _) => c.payload.len(),
             Parked::Anycast(a, _) => match &a.wanted {
-                super::wire::Wanted::Request(r) => r.len(),
-                super::wire::Wanted::Tunnel => 0,
+                crate::node::wire::Wanted::Request(r) => r.len(),
+                crate::node::wire::Wanted::Tunnel => 0,
             },
         }
     }
@@ -45,19 +45,19 @@ impl Parked {
 
 /// The waiting messages, oldest first.
 #[derive(Debug, Default)]
-pub(super) struct Held {
+pub(crate) struct Held {
     queue: VecDeque<(Instant, Parked)>,
     bytes: usize,
 }
 
 impl Held {
     /// Most messages held at once.
-    pub(super) const MAX: usize = 1024;
+    pub(crate) const MAX: usize = 1024;
     /// Most payload bytes held at once.
-    pub(super) const MAX_BYTES: usize = 8 << 20;
+    pub(crate) const MAX_BYTES: usize = 8 << 20;
 
     /// Holds `msg` from `now`; false (and `msg` dropped) if there is no room.
-    pub(super) fn park(&mut self, now: Instant, msg: Parked) -> bool {
+    pub(crate) fn park(&mut self, now: Instant, msg: Parked) -> bool {
         let size = msg.size();
         if self.queue.len() >= Self::MAX || self.bytes + size > Self::MAX_BYTES {
             return false;
@@ -68,24 +68,24 @@ impl Held {
     }
 
     /// True if nothing waits.
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
     /// When the oldest was parked.
-    pub(super) fn oldest(&self) -> Option<Instant> {
+    pub(crate) fn oldest(&self) -> Option<Instant> {
         self.queue.front().map(|(since, _)| *since)
     }
 
     /// Takes out every message, oldest first, with when it was parked.
-    pub(super) fn take_all(&mut self) -> VecDeque<(Instant, Parked)> {
+    pub(crate) fn take_all(&mut self) -> VecDeque<(Instant, Parked)> {
         self.bytes = 0;
         std::mem::take(&mut self.queue)
     }
 
     /// Puts back one taken out by [`Held::take_all`], keeping its time (and the order, if
     /// put back in the order taken).
-    pub(super) fn put_back(&mut self, since: Instant, msg: Parked) {
+    pub(crate) fn put_back(&mut self, since: Instant, msg: Parked) {
         self.bytes += msg.size();
         self.queue.push_back((since, msg));
     }

@@ -1,11 +1,13 @@
-//! Per-connection state of a relay client as the node sees it.
+//! Per-connection state of a relay client as the node sees it: its input, its output and
+//! its place in flow control. (What it is a member of, and its requests and tunnels, are
+//! kept by the parts that own those: `groups`, `requests`, `tunnels`.)
 
-use super::ConnId;
+use super::Blocker;
 use super::outbox::Outbox;
-use crate::relay::{ClientPacket, Name};
+use crate::node::ConnId;
+use crate::relay::ClientPacket;
 use crate::time::Instant;
 use bytes::BytesMut;
-use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,32 +34,17 @@ pub(crate) struct Session {
     pub(crate) wants_memory: bool,
     /// Outgoing bytes, queued and in flight.
     pub(crate) outbox: Outbox,
-    /// In the node's queue of connections with bytes to hand the driver.
+    /// In the queue of connections with bytes to hand the driver.
     pub(crate) dirty: bool,
     /// Unwritten bytes passed the congestion mark: until when it may stay so before it is
     /// cut as a slow consumer.
     pub(crate) congested: Option<Instant>,
     /// Producers whose next packet waits for this connection to drain.
     pub(crate) waiters: Vec<ConnId>,
-    /// This producer's next packet, which could not be queued, and the consumer it waits for.
-    pub(crate) held: Option<(ClientPacket, super::flow::Blocker)>,
+    /// This producer's next packet, which could not be queued, and what it waits for.
+    pub(crate) held: Option<(ClientPacket, Blocker)>,
     /// Whether the driver was last told to stop reading this connection.
     pub(crate) told_paused: bool,
-    /// The cluster this connection is a member of, if any.
-    pub(crate) cluster: Option<Name>,
-    pub(crate) topics: BTreeSet<Name>,
-    /// Next node-chosen id for a REQUEST delivered to this member (counts from 0).
-    pub(crate) next_request_id: u64,
-    /// Requests delivered to this member and awaiting its REPLY: node id -> request key.
-    pub(crate) delivered: BTreeMap<u64, u64>,
-    /// Requests this client made that await an outcome: client id -> request key.
-    pub(crate) requested: BTreeMap<u64, u64>,
-    /// Next node-chosen build id for a TUN_INIT offered to this member.
-    pub(crate) next_build_id: u64,
-    /// Inbound tunnel offers awaiting this member's TUN_CONFIRM: build id -> tunnel key.
-    pub(crate) builds: BTreeMap<u64, u64>,
-    /// Tunnels by this client's tunnel id -> tunnel key (being built by it, or open).
-    pub(crate) tunnels: BTreeMap<u64, u64>,
 }
 
 impl Session {
@@ -75,20 +62,7 @@ impl Session {
             waiters: Vec::new(),
             held: None,
             told_paused: false,
-            cluster: None,
-            topics: BTreeSet::new(),
-            next_request_id: 0,
-            delivered: BTreeMap::new(),
-            requested: BTreeMap::new(),
-            next_build_id: 0,
-            builds: BTreeMap::new(),
-            tunnels: BTreeMap::new(),
         }
-    }
-
-    /// Tunnels held, counting offers not yet confirmed, for the per-client bound.
-    pub(crate) fn tunnel_count(&self) -> usize {
-        self.tunnels.len() + self.builds.len()
     }
 
     /// Whether the handshake is done.

@@ -1,0 +1,323 @@
+//! Routes of the relay side: what a client's packets ask of the parts, and the flow control
+//! that decides whether a packet may go now (a congested consumer, the network's credit)
+//! or its producer waits.
+
+use super::effect::Start;
+use super::groups::Groups;
+use super::ids::{BuildId, ClientReqId, ClientTunId, ConnId, MemberReqId};
+use super::requests::Requests;
+use super::router::call;
+use super::sessions::{Blocker, Decoded, Sessions};
+use super::wire::{Anycast, Via, Wanted};
+use super::{CloseReason, Node};
+use crate::overlay::Contact;
+use crate::relay::{ClientPacket, Name, NodePacket};
+use crate::scribe::Group;
+use bytes::Bytes;
+use rand::RngExt;
+
+impl Node {
+    pub(super) fn on_connected(&mut self, conn: ConnId) {
+        let (now, stopped) = (self.now, self.life.stopped);
+        call!(self, |fx| self
+            .sessions
+            .handle_connected(now, conn, stopped, fx));
+    }
+
+    pub(super) fn on_client_data(&mut self, conn: ConnId, data: &[u8]) {
+        self.sessions.handle_data(conn, data);
+        self.process(conn);
+    }
+
+    pub(super) fn on_client_flushed(&mut self, conn: ConnId, n: usize) {
+        if self.sessions.handle_flushed(conn, n) {
+            call!(self, |fx| self.sessions.decongest(conn, fx));
+        }
+    }
+
+    /// Decodes and carries out the client's buffered packets while it may go on, then
+    /// charges what stays buffered.
+    pub(super) fn process(&mut self, conn: ConnId) {
+        loop {
+            match call!(self, |fx| self.sessions.decode(conn, fx)) {
+                Decoded::Wait => break,
+                Decoded::Packet(packet) => {
+                    if let Some((packet, blocker)) = self.on_packet(conn, packet) {
+                        self.hold(conn, packet, blocker);
+                    }
+                }
+            }
+        }
+        self.sessions.charge_input(conn);
+    }
+
+    /// Tries a held producer's packet again, then goes on with its input.
+    pub(super) fn retry_producer(&mut self, conn: ConnId) {
+        let Some(packet) = self.sessions.take_held(conn) else {
+            return;
+        };
+        if let Some((packet, blocker)) = self.on_packet(conn, packet) {
+            return self.hold(conn, packet, blocker);
+        }
+        self.process(conn);
+    }
+
+    /// Carries out one packet of an active client. Returns the packet instead if its
+    /// delivery must wait (the caller holds it).
+    fn on_packet(&mut self, conn: ConnId, packet: ClientPacket) -> Option<(ClientPacket, Blocker)> {
+        if let Some(blocker) = self.blocker(conn, &packet) {
+            return Some((packet, blocker));
+        }
+        match packet {
+            ClientPacket::Init { .. } => {
+                let what = "INIT after the handshake".to_string();
+                call!(self, |fx| self.sessions.violation(conn, what, fx));
+            }
+            ClientPacket::Close => self.close_client(conn, CloseReason::Graceful),
+            ClientPacket::Broadcast { cluster, message } => {
+                self.sessions.stats.broadcasts += 1;
+                if let Some(members) = self.groups.members(&cluster) {
+                    let packet = NodePacket::Broadcast {
+                        message: message.clone(),
+                    };
+                    self.sessions.fan_out(members, &packet);
+                }
+                self.multicast(Group::cluster(cluster), message);
+            }
+            ClientPacket::Request {
+                id,
+                cluster,
+                request,
+                timeout_ms,
+            } => self.on_request(conn, ClientReqId(id), cluster, request, timeout_ms),
+            ClientPacket::Reply { id, outcome } => {
+                let id = MemberReqId(id);
+                call!(self, |fx| self.requests.handle_reply(conn, id, outcome, fx));
+            }
+            ClientPacket::Subscribe { topic } => {
+                call!(self, |fx| self.groups.handle_subscribe(conn, topic, fx));
+            }
+            ClientPacket::Unsubscribe { topic } => {
+                call!(self, |fx| self.groups.handle_unsubscribe(conn, &topic, fx));
+            }
+            ClientPacket::Publish { topic, event } => {
+                self.sessions.stats.publishes += 1;
+                if let Some(subscribers) = self.groups.subscribers(&topic) {
+                    let packet = NodePacket::Publish {
+                        topic: topic.clone(),
+                        event: event.clone(),
+                    };
+                    self.sessions.fan_out(subscribers, &packet);
+                }
+                self.multicast(Group::topic(topic), event);
+            }
+            ClientPacket::TunInit {
+                tun_id,
+                cluster,
+                timeout_ms,
+            } => self.on_tun_init(conn, ClientTunId(tun_id), cluster, timeout_ms),
+            ClientPacket::TunConfirm { build_id, tun_id } => {
+                let (build, id) = (BuildId(build_id), ClientTunId(tun_id));
+                call!(self, |fx| self.tunnels.handle_confirm(conn, build, id, fx));
+            }
+            ClientPacket::TunAllow { tun_id, space } => {
+                let id = ClientTunId(tun_id);
+                call!(self, |fx| self.tunnels.handle_allow(conn, id, space, fx));
+            }
+            ClientPacket::TunTransfer {
+                tun_id,
+                size_or_cont,
+                payload,
+            } => {
+                let id = ClientTunId(tun_id);
+                call!(self, |fx| self.tunnels.handle_transfer(
+                    conn,
+                    id,
+                    size_or_cont,
+                    payload,
+                    fx
+                ));
+            }
+            ClientPacket::TunClose { tun_id } => {
+                let id = ClientTunId(tun_id);
+                call!(self, |fx| self.tunnels.handle_close(conn, id, fx));
+            }
+        }
+        None
+    }
+
+    /// What a packet would have to wait for: a congested member of a broadcast's cluster or
+    /// subscriber of a published topic, or, for a request, the first member when every
+    /// member is congested; a multicast also the network's credit. Other packets never wait
+    /// (replies and tunnel traffic have their own bounds, and holding them could deadlock
+    /// two clients serving each other).
+    fn blocker(&self, conn: ConnId, packet: &ClientPacket) -> Option<Blocker> {
+        let congested = |c: &&ConnId| self.sessions.is_congested(**c);
+        let consumer = |m: &[ConnId]| m.iter().find(congested).map(|&c| Blocker::Consumer(c));
+        // Multicasts to other nodes wait while too many of the group's wait for credit.
+        let network = |group: Group| {
+            let n = self.net.as_ref()?;
+            let congested = n.casts.any_own_waiting() && n.casts.congested(&group);
+            congested.then_some(Blocker::Network)
+        };
+        match packet {
+            ClientPacket::Broadcast { cluster, .. } => self
+                .groups
+                .members(cluster)
+                .and_then(consumer)
+                .or_else(|| network(Group::cluster(cluster.clone()))),
+            ClientPacket::Publish { topic, .. } => self
+                .groups
+                .subscribers(topic)
+                .and_then(consumer)
+                .or_else(|| network(Group::topic(topic.clone()))),
+            ClientPacket::Request { cluster, .. } => {
+                let members = self.groups.members(cluster)?;
+                // A request the node would refuse at once waits for nobody.
+                let refused = self.requests.at_bound(conn);
+                if refused || !members.iter().all(|&c| self.sessions.is_congested(c)) {
+                    return None;
+                }
+                members.first().map(|&c| Blocker::Consumer(c))
+            }
+            _ => None,
+        }
+    }
+
+    /// Parks a producer's packet until `blocker` drains; the producer is not read meanwhile.
+    fn hold(&mut self, conn: ConnId, packet: ClientPacket, blocker: Blocker) {
+        let group = matches!(blocker, Blocker::Network)
+            .then(|| super::castflow::cast_group(&packet))
+            .flatten();
+        self.sessions.hold(conn, packet, blocker);
+        if let (Some(group), Some(n)) = (group, self.net.as_mut()) {
+            n.casts.hold(&group, conn);
+        }
+    }
+
+    /// Multicasts a client's broadcast or event to the other nodes with members.
+    fn multicast(&mut self, group: Group, payload: Bytes) {
+        self.with_trees(|t, v, _, fx| t.multicast(v, group, payload, fx));
+    }
+
+    fn on_request(
+        &mut self,
+        conn: ConnId,
+        id: ClientReqId,
+        cluster: Name,
+        request: Bytes,
+        timeout_ms: u64,
+    ) {
+        let now = self.now;
+        let Some(key) = call!(self, |fx| self.requests.handle_request(
+            now,
+            conn,
+            id,
+            timeout_ms,
+            &mut self.keys,
+            fx
+        )) else {
+            return;
+        };
+        let Some(origin) = self.own_contact() else {
+            // A lone node: a local member, if there is one.
+            if let Some(m) = self.pick_member(&cluster, true) {
+                call!(self, |fx| self
+                    .requests
+                    .deliver(now, key, m, request, timeout_ms, fx));
+            }
+            return;
+        };
+        let anycast = new_anycast(origin, cluster, key.0, timeout_ms, Wanted::Request(request));
+        self.with_trees(|t, v, rng, fx| t.start_anycast(v, rng, anycast, Start::Request(key), fx));
+    }
+
+    fn on_tun_init(&mut self, conn: ConnId, id: ClientTunId, cluster: Name, timeout_ms: u64) {
+        let now = self.now;
+        if !call!(self, |fx| self.tunnels.check_init(conn, id, timeout_ms, fx)) {
+            return;
+        }
+        let Some(origin) = self.own_contact() else {
+            // A lone node knows every member: none means none, at once.
+            let Some(member) = self.pick_member(&cluster, true) else {
+                return call!(self, |fx| self.tunnels.refuse_build(conn, id, fx));
+            };
+            let key = self.tunnels.open(now, conn, id, timeout_ms, &mut self.keys);
+            return call!(self, |fx| self.tunnels.offer(now, key, member, fx));
+        };
+        // Across nodes a member may be anywhere: the build travels like a request.
+        let key = self.tunnels.open(now, conn, id, timeout_ms, &mut self.keys);
+        self.tunnels.wait_for_member(now, key, timeout_ms);
+        let anycast = new_anycast(origin, cluster, key.0, timeout_ms, Wanted::Tunnel);
+        self.with_trees(|t, v, rng, fx| t.start_anycast(v, rng, anycast, Start::Build(key), fx));
+    }
+
+    /// This node as peers reach it (`None` for a lone node).
+    pub(super) fn own_contact(&self) -> Option<Contact> {
+        self.net.as_ref().map(|n| n.mesh.overlay().contact())
+    }
+
+    /// A member of `cluster` chosen uniformly at random, among those not congested if
+    /// `spare_congested` and any is not.
+    pub(super) fn pick_member(&mut self, cluster: &Name, spare_congested: bool) -> Option<ConnId> {
+        let members = self.groups.members(cluster)?;
+        let free = |m: &&ConnId| !self.sessions.is_congested(**m);
+        let free_count = if spare_congested {
+            members.iter().filter(free).count()
+        } else {
+            0
+        };
+        if free_count == 0 || free_count == members.len() {
+            let i = self.rng.random_range(0..members.len());
+            return Some(members[i]);
+        }
+        let i = self.rng.random_range(0..free_count);
+        members.iter().filter(free).nth(i).copied()
+    }
+}
+
+/// A request or tunnel build of this node's client, about to enter its cluster's trees.
+fn new_anycast(
+    origin: Contact,
+    cluster: Name,
+    id: u64,
+    timeout_ms: u64,
+    wanted: Wanted,
+) -> Anycast {
+    Anycast {
+        key: Default::default(),
+        cluster,
+        index: 0,
+        origin,
+        id,
+        timeout_ms,
+        budget_ms: timeout_ms,
+        via: Via::Routed,
+        hops: 0,
+        wanted,
+    }
+}
+
+/// A node's capacity for `cluster`, as its trees report it: each local member counts for
+/// the requests it could take at once (a small window, less what it holds unanswered), at
+/// least one; congested members count one; no members, nothing.
+pub(super) fn capacity(
+    groups: &Groups,
+    sessions: &Sessions,
+    requests: &Requests,
+    cluster: &Name,
+) -> u32 {
+    const WINDOW: usize = 8;
+    groups.members(cluster).map_or(0, |members| {
+        members
+            .iter()
+            .map(|&m| {
+                if sessions.is_congested(m) {
+                    1
+                } else {
+                    WINDOW.saturating_sub(requests.delivered_to(m)).max(1) as u32
+                }
+            })
+            .sum()
+    })
+}

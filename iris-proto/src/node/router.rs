@@ -1,0 +1,258 @@
+//! The router: carries out what the parts ask of each other.
+//!
+//! Every call into a part goes through [`call!`] (or [`Node::with_trees`]): the part pushes
+//! effects on the router's queue, and the router routes them before the next step, depth
+//! first and each in the order pushed, so an effect happens exactly where the call it
+//! stands for would have. Then, once an input is handled, [`Node::settle`] runs the one
+//! router loop: it takes the parts' pending work, most urgent first (news from the mesh,
+//! held messages a move may release, tree messages, cuts and the memory policy, producers
+//! to try again, the end of a drained shutdown), until none is left, and hands the driver
+//! what the sockets may take.
+
+use super::effect::{Effect, Refusal, Start};
+use super::trees::{Trees, View};
+use super::{CloseReason, ConnId, Event, Node, Output};
+use crate::mesh::MeshOutput;
+use crate::relay::Name;
+use rand::rngs::ChaCha8Rng;
+
+/// Calls a part with the router's queue (`|fx| expr`), then routes what it pushed.
+macro_rules! call {
+    ($node:ident, |$fx:ident| $body:expr) => {{
+        let mark = $node.fx.len();
+        let $fx = &mut $node.fx;
+        let r = $body;
+        $node.route_from(mark);
+        r
+    }};
+}
+pub(super) use call;
+
+impl Node {
+    /// Routes the effects pushed since `mark`, depth first, each in the order pushed.
+    pub(super) fn route_from(&mut self, mark: usize) {
+        self.fx.settle_order(mark);
+        while let Some(effect) = self.fx.pop_above(mark) {
+            let inner = self.fx.len();
+            self.dispatch(effect);
+            self.fx.settle_order(inner);
+        }
+    }
+
+    /// Calls the trees with a view of the rest of the node (the overlay, capacities, the
+    /// node's state), then routes what they pushed. Nothing for a lone node.
+    pub(super) fn with_trees(
+        &mut self,
+        f: impl FnOnce(&mut Trees, &View<'_>, &mut ChaCha8Rng, &mut super::effect::Effects),
+    ) {
+        let mark = self.fx.len();
+        let Node {
+            net,
+            groups,
+            sessions,
+            requests,
+            rng,
+            fx,
+            now,
+            life,
+            ..
+        } = self;
+        let Some(net) = net.as_mut() else {
+            return;
+        };
+        let capacity = |cluster: &Name| super::relay::capacity(groups, sessions, requests, cluster);
+        let v = View {
+            now: *now,
+            overlay: net.mesh.overlay(),
+            capacity: &capacity,
+            stopped: life.stopped,
+        };
+        f(&mut net.trees, &v, rng, fx);
+        self.route_from(mark);
+    }
+
+    /// Carries out one effect.
+    fn dispatch(&mut self, effect: Effect) {
+        let now = self.now;
+        match effect {
+            Effect::Send(conn, packet) => self.sessions.send(conn, &packet),
+            Effect::SendExpiring(conn, packet, at) => {
+                self.sessions.send_expiring(conn, &packet, at)
+            }
+            Effect::Violation(conn, what) => {
+                call!(self, |fx| self.sessions.violation(conn, what, fx))
+            }
+            Effect::Cut(conn, why) => call!(self, |fx| self.sessions.cut(conn, why, fx)),
+            Effect::Charge(n) => self.sessions.charge(n),
+            Effect::Release(n) => self.sessions.release(n),
+            Effect::Wake(conn) => self.sessions.wake(conn),
+            Effect::Retry(conn) => self.retry_producer(conn),
+            Effect::ReadOn(conn) => self.process(conn),
+            Effect::Registered(conn, cluster) => {
+                call!(self, |fx| self.groups.handle_registered(conn, cluster, fx))
+            }
+            Effect::Closed {
+                conn,
+                held_for_network,
+            } => self.forget_client(conn, held_for_network),
+            Effect::Decongested(conn) => {
+                call!(self, |fx| self.tunnels.handle_decongested(conn, fx))
+            }
+            Effect::GroupChanged(group, present) => {
+                self.with_trees(|t, v, _, _| t.handle_group_changed(v, group, present))
+            }
+            Effect::Reroute(bytes) => {
+                self.with_trees(|t, v, rng, fx| t.reroute(v, rng, &bytes, fx))
+            }
+            Effect::CastTo(to, group, bytes) => {
+                if let Some(net) = self.net.as_mut() {
+                    call!(self, |fx| net.casts.send_cast(to, &group, bytes, fx));
+                }
+            }
+            Effect::Deliver(group, payload) => self.deliver(&group, payload),
+            Effect::Landed(a) => self.landed(a),
+            Effect::ToPeer {
+                to,
+                class,
+                bytes,
+                refused,
+            } => {
+                let sent = self.net.as_mut().is_some_and(|n| {
+                    n.trees.sent(bytes.len());
+                    n.mesh.send(now, to, class, bytes).is_ok()
+                });
+                if !sent {
+                    self.refused(refused);
+                }
+            }
+            Effect::Pin(node) => {
+                if let Some(n) = self.net.as_mut() {
+                    n.mesh.pin(node);
+                }
+            }
+            Effect::Unpin(node) => {
+                if let Some(n) = self.net.as_mut() {
+                    n.mesh.unpin(node);
+                }
+            }
+            Effect::Pump(key, side) => self.pump(key, side),
+            Effect::News(news) => self.on_news(news),
+            Effect::ReleaseHeld => self.with_trees(|t, v, rng, fx| t.release_held(v, rng, fx)),
+            Effect::Drained => self.finish_shutdown(),
+        }
+    }
+
+    /// A message no link took: what that means for the part that sent it.
+    fn refused(&mut self, refused: Refusal) {
+        match refused {
+            Refusal::Ignore => {}
+            Refusal::Cast { to, group, len } => {
+                if let Some(n) = self.net.as_mut() {
+                    n.casts.refused(to, group, len);
+                }
+            }
+            Refusal::Anycast(start) => {
+                if let Some(n) = self.net.as_mut() {
+                    n.trees.anycast_refused();
+                }
+                match start {
+                    Some(Start::Request(key)) => call!(self, |fx| self.requests.refused(key, fx)),
+                    Some(Start::Build(key)) => {
+                        call!(self, |fx| self.tunnels.handle_refused(key, fx))
+                    }
+                    None => {}
+                }
+            }
+            Refusal::Reply(_) => self.requests.reply_refused(),
+        }
+    }
+
+    /// A client connection is gone: every part forgets it.
+    fn forget_client(&mut self, conn: ConnId, held_for_network: bool) {
+        if held_for_network && let Some(n) = self.net.as_mut() {
+            n.casts.unhold(conn);
+        }
+        call!(self, |fx| self.groups.handle_closed(conn, fx));
+        self.requests.handle_closed(conn);
+        call!(self, |fx| self.tunnels.handle_closed(conn, fx));
+    }
+
+    /// Runs everything the input set off to completion (the one router loop), then hands
+    /// the driver what its sockets may take.
+    pub(super) fn settle(&mut self) {
+        while let Some(effect) = self.next_effect() {
+            let mark = self.fx.len();
+            self.fx.push(effect);
+            self.route_from(mark);
+        }
+        if let Some(n) = self.net.as_mut() {
+            let sessions = &self.sessions;
+            call!(self, |fx| n
+                .casts
+                .return_credit(|c| sessions.is_congested(c), fx));
+        }
+        self.sessions.tell_pauses();
+        self.sessions.transmit(self.now);
+        while let Some(o) = self.sessions.poll_output() {
+            self.outputs.push_back(o);
+        }
+        self.drain_mesh();
+        if std::mem::take(&mut self.life.stopping) {
+            self.outputs.push_back(Output::Event(Event::Stopped));
+        }
+    }
+
+    /// The parts' pending work, most urgent first.
+    fn next_effect(&mut self) -> Option<Effect> {
+        if let Some(n) = self.net.as_mut() {
+            if let Some(news) = n.mesh.poll_incoming() {
+                return Some(Effect::News(news));
+            }
+            if n.trees.poll_moved() {
+                return Some(Effect::ReleaseHeld);
+            }
+            if let Some(send) = n.trees.poll_send() {
+                return Some(send);
+            }
+        }
+        if let Some(e) = self.sessions.poll_effect(self.now) {
+            return Some(e);
+        }
+        // A shutdown that waited for the requests in progress goes on once they are done.
+        (self.life.draining && self.requests.is_empty()).then_some(Effect::Drained)
+    }
+
+    /// Moves the mesh's outputs to the node's, noting convergence.
+    fn drain_mesh(&mut self) {
+        let Some(n) = self.net.as_mut() else {
+            return;
+        };
+        // A node its seeds refused must not pass for a network of one: it stays unready
+        // (relay port closed) and keeps retrying, loudly.
+        let refused = n.mesh.refused_by_seeds();
+        while let Some(out) = n.mesh.poll_output() {
+            let out = match out {
+                MeshOutput::Dial(d, addr) => Output::Dial(d, addr),
+                MeshOutput::Transmit(l, b) => Output::PeerTransmit(l, b),
+                MeshOutput::Close(l) => Output::PeerClose(l),
+                MeshOutput::Beacon { to, data } => Output::Beacon { to, data },
+                MeshOutput::Sign(l, s) => Output::Sign(l, s),
+                MeshOutput::Event(e) => {
+                    let converged = matches!(e, crate::mesh::MeshEvent::Converged { .. });
+                    self.outputs.push_back(Output::Event(Event::Mesh(e)));
+                    if converged && !self.life.ready && !refused {
+                        self.life.ready = true;
+                        self.outputs.push_back(Output::Event(Event::Ready));
+                    }
+                    continue;
+                }
+            };
+            self.outputs.push_back(out);
+        }
+    }
+
+    /// Closes a client connection (every part forgets it).
+    pub(super) fn close_client(&mut self, conn: ConnId, reason: CloseReason) {
+        call!(self, |fx| self.sessions.close(conn, reason, fx));
+    }
+}

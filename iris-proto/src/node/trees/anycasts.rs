@@ -1,0 +1,121 @@
+//! Anycasts on the trees: a request or tunnel build enters its cluster's tree like a
+//! multicast, then walks it toward capacity until a node takes it for one of its members.
+
+use super::held::Parked;
+use super::{MAX_HOPS, Trees, View};
+use crate::mesh::Class;
+use crate::node::effect::{Effect, Effects, Refusal, Start, to_peer};
+use crate::node::wire::{Anycast, NodeMsg, Via};
+use crate::overlay::Contact;
+use crate::scribe::{Group, Pick};
+use rand::rngs::ChaCha8Rng;
+
+impl Trees {
+    /// Starts an anycast from this node (a client's request or tunnel build, named `a.id`
+    /// here): it fails at once ([`Refusal::Anycast`]) if its first hop refuses it.
+    pub(crate) fn start_anycast(
+        &mut self,
+        v: &View<'_>,
+        rng: &mut ChaCha8Rng,
+        mut a: Anycast,
+        start: Start,
+        fx: &mut Effects,
+    ) {
+        let splits = self.scribe.config().splits;
+        let index = (self.next_cast % u64::from(splits)) as u8;
+        self.next_cast += 1;
+        a.index = index;
+        let group = Group::cluster(a.cluster.clone());
+        a.key = self.keys.get(&group, splits, index);
+        self.pass_anycast(v, rng, a, None, Some(start), fx);
+    }
+
+    /// A peer's anycast.
+    pub(crate) fn handle_anycast(
+        &mut self,
+        v: &View<'_>,
+        rng: &mut ChaCha8Rng,
+        from: Contact,
+        mut a: Anycast,
+        fx: &mut Effects,
+    ) {
+        a.hops = a.hops.saturating_add(1);
+        self.pass_anycast(v, rng, a, Some(from), None, fx);
+    }
+
+    /// Passes an anycast on from here: to a local member, a tree neighbour, or toward the
+    /// tree. `start`: it is leaving this node for its own client.
+    pub(super) fn pass_anycast(
+        &mut self,
+        v: &View<'_>,
+        rng: &mut ChaCha8Rng,
+        mut a: Anycast,
+        from: Option<Contact>,
+        start: Option<Start>,
+        fx: &mut Effects,
+    ) {
+        if a.budget_ms == 0 || a.hops >= MAX_HOPS {
+            self.stats.anycasts_expired += 1;
+            return;
+        }
+        let next = if self.scribe.in_tree(a.key) {
+            match self.pick(v, rng, &a, from) {
+                Pick::Local => return fx.push(Effect::Landed(a)),
+                Pick::Neighbour(c) => {
+                    a.via = Via::Tree;
+                    c
+                }
+                Pick::None => {
+                    self.stats.anycasts_lost += 1;
+                    return;
+                }
+            }
+        } else {
+            match self.toward(v, a.key, a.via) {
+                Some((c, via)) => {
+                    a.via = via;
+                    c
+                }
+                // No tree at the key's closest nodes: no member anywhere, unless the tree
+                // is moving.
+                None => return self.park(v, Parked::Anycast(a, from), fx),
+            }
+        };
+        // The time the hop takes (a round trip, to leave room for the way back) is off the
+        // budget: a request that could not be answered in time is not delivered.
+        let hop = v
+            .overlay
+            .rtt(next.id)
+            .unwrap_or(self.scribe.config().hop_rtt);
+        a.budget_ms = a.budget_ms.saturating_sub((hop.as_millis() as u64).max(1));
+        if a.budget_ms == 0 {
+            self.stats.anycasts_expired += 1;
+            return;
+        }
+        let msg = NodeMsg::Anycast(a);
+        fx.push(to_peer(next, Class::Data, &msg, Refusal::Anycast(start)));
+    }
+
+    /// Where an anycast in a tree of this node goes: its local members or a neighbour, by
+    /// the capacity each way reports, never back to a neighbour it came from. A node
+    /// shutting down gives its members nothing new while another can take it: what its
+    /// neighbours sent before they heard (see `Trees::stop_offering`), or before they heard
+    /// it left, may go back where it came from.
+    fn pick(&self, v: &View<'_>, rng: &mut ChaCha8Rng, a: &Anycast, from: Option<Contact>) -> Pick {
+        // From a node that is no tree neighbour, it enters the tree here.
+        let came = from
+            .map(|f| f.id)
+            .filter(|&f| self.scribe.is_neighbour(a.key, f));
+        let local = (v.capacity)(&a.cluster);
+        let (offered, came) = if v.stopped { (0, None) } else { (local, came) };
+        match self.scribe.anycast(a.key, came, offered, rng) {
+            Pick::None if local > 0 => Pick::Local,
+            pick => pick,
+        }
+    }
+
+    /// A request or tunnel build that could not go on from here (a full queue, no link).
+    pub(crate) fn anycast_refused(&mut self) {
+        self.stats.anycasts_lost += 1;
+    }
+}

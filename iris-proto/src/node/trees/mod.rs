@@ -1,0 +1,256 @@
+//! The trees: relay traffic between nodes on the Scribe trees of each group. This part owns
+//! the [`Scribe`] machine, the messages held for a tree in repair, and the peers routed
+//! around because their links failed lately; it decides where each multicast and anycast
+//! goes next, and hands the rest of the node what it decided as effects (deliver here, pass
+//! to a neighbour under credit, send to a peer, an anycast landed here).
+//!
+//! - **Multicast** (broadcast to a cluster, event on a topic): the origin node delivers to
+//!   its own members, then sends the message on one of the group's trees (round-robin),
+//!   numbered. If it is in that tree it floods it to its tree neighbours; otherwise the
+//!   message is routed toward the tree's key until it meets a node of the tree. Every tree
+//!   node delivers to its members and floods on, never back where it came from, and takes
+//!   each message once (see `scribe::window`). (`casts.rs`)
+//! - **Anycast** (request, tunnel build): the same entry into the tree, then a walk in it:
+//!   each node sends it to its own members or to a neighbour, at random in proportion to
+//!   the capacity reported through each way, never back. The node that takes it delivers to
+//!   one local member chosen uniformly; the reply (or the tunnel's confirmation) goes straight
+//!   back to the origin node over their direct link. (`anycasts.rs`)
+//! - Messages that reach the key's closest node before its tree does wait there a little
+//!   (`held.rs`); routes avoid peers lost lately (`routes.rs`).
+
+mod anycasts;
+mod casts;
+mod held;
+mod routes;
+
+pub(crate) use routes::View;
+
+use super::effect::{Effect, Effects, Refusal, to_peer};
+use super::stats::Stats;
+use super::wire::{self, NodeMsg};
+use crate::mesh::Class;
+use crate::overlay::{Contact, NodeId};
+use crate::scribe::{Group, GroupKind, Scribe, ScribeConfig, ScribeMsg, TreeKeys};
+use crate::time::Instant;
+use held::Held;
+use rand::rngs::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Most hops a tree message may take: trees are a few hops deep; this only bounds what a
+/// repair in progress could make wander.
+const MAX_HOPS: u8 = 64;
+
+/// How long a peer whose link failed (or whom a dial failed to reach) is routed around:
+/// long enough for the overlay's heartbeats to find it dead, if it is.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
+
+/// The trees of a node of a network, and what travels on them.
+#[derive(Debug)]
+pub(crate) struct Trees {
+    scribe: Scribe,
+    /// Tree keys of the groups this node's clients send to, hashed once.
+    keys: TreeKeys,
+    /// Number of the next multicast or anycast this node starts (trees round-robin on it).
+    next_cast: u64,
+    /// Peers whose links failed (or a dial to them did) lately, routed around until then.
+    unreachable: BTreeMap<NodeId, Instant>,
+    /// Messages waiting at the closest node of their key for a tree in repair.
+    held: Held,
+    /// When the oldest held message has waited its time.
+    held_until: Option<Instant>,
+    /// When a peer last came or went (or its link did): trees may be moving.
+    moved_at: Option<Instant>,
+    /// A peer came or went since the held messages were last looked at.
+    moved: bool,
+    pub(crate) stats: Stats,
+}
+
+impl Trees {
+    pub(crate) fn new(cfg: ScribeConfig, now: Instant) -> Trees {
+        Trees {
+            scribe: Scribe::new(cfg, now),
+            keys: TreeKeys::default(),
+            next_cast: 0,
+            unreachable: BTreeMap::new(),
+            held: Held::default(),
+            held_until: None,
+            moved_at: None,
+            moved: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The trees machine, for inspection.
+    pub(crate) fn scribe(&self) -> &Scribe {
+        &self.scribe
+    }
+
+    /// When the trees next beat, or a held message has waited its time.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        [self.scribe.poll_timeout(), self.held_until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Held messages whose time is up (they are dropped, counted).
+    pub(crate) fn handle_held_timeout(
+        &mut self,
+        v: &View<'_>,
+        rng: &mut ChaCha8Rng,
+        fx: &mut Effects,
+    ) {
+        if self.held_until.is_some_and(|t| t <= v.now) {
+            self.release_held(v, rng, fx);
+        }
+    }
+
+    /// Beats, liveness, root moves. `draining`: the node shuts down and offers its members
+    /// for nothing new.
+    pub(crate) fn handle_timeout(&mut self, v: &View<'_>, draining: bool) {
+        let now = v.now;
+        self.unreachable.retain(|_, until| *until > now);
+        if self.scribe.poll_timeout().is_some_and(|t| t <= now) {
+            let routes = routes::Routes::new(v, &self.unreachable);
+            let capacity = |g: &Group| match g.kind {
+                GroupKind::Cluster if !draining => (v.capacity)(&g.name),
+                _ => 0,
+            };
+            self.scribe.handle_timeout(now, &routes, capacity);
+        }
+    }
+
+    /// Local members of a group appeared or all left: join or leave its trees.
+    pub(crate) fn handle_group_changed(&mut self, v: &View<'_>, group: Group, present: bool) {
+        if present {
+            let routes = routes::Routes::new(v, &self.unreachable);
+            self.scribe.join(v.now, &group, &routes);
+        } else {
+            self.scribe.leave(&group);
+        }
+    }
+
+    /// Tells the tree neighbours at once that this node's members take nothing new (it is
+    /// shutting down and draining).
+    pub(crate) fn stop_offering(&mut self) {
+        self.scribe.report_now(|_| 0);
+    }
+
+    /// The next tree message to send (the node sends them once it has nothing more
+    /// urgent to do).
+    pub(crate) fn poll_send(&mut self) -> Option<Effect> {
+        let (to, msg) = self.scribe.poll_send()?;
+        let bytes = wire::encode(&NodeMsg::Tree(msg));
+        self.stats.tree_bytes_out += bytes.len() as u64;
+        Some(Effect::ToPeer {
+            to,
+            class: Class::Control,
+            bytes,
+            refused: Refusal::Ignore,
+        })
+    }
+
+    /// After peers came or went: the held messages whose tree is here now go on (the
+    /// node asks once the news is all in).
+    pub(crate) fn poll_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
+    }
+
+    /// Any message from a peer: a tree neighbour is alive (or restarted).
+    pub(crate) fn heard_from(&mut self, v: &View<'_>, from: Contact) {
+        let routes = routes::Routes::new(v, &self.unreachable);
+        self.scribe.heard_from(v.now, from, &routes);
+    }
+
+    /// A tree message from a peer.
+    pub(crate) fn handle_tree_msg(
+        &mut self,
+        v: &View<'_>,
+        rng: &mut ChaCha8Rng,
+        from: Contact,
+        msg: ScribeMsg,
+        fx: &mut Effects,
+    ) {
+        let trees = self.scribe.tree_count();
+        let routes = routes::Routes::new(v, &self.unreachable);
+        self.scribe.handle(v.now, from, msg, &routes);
+        // A subscription made this node part of a tree: maybe the root that held messages
+        // wait for. (Only then: beats are many, and change no tree.)
+        if self.scribe.tree_count() > trees {
+            self.release_held(v, rng, fx);
+        }
+    }
+
+    /// A peer came or went (or its link did): trees may move, and messages that find none
+    /// wait a little (`held.rs`).
+    pub(crate) fn peer_moved(&mut self, now: Instant) {
+        self.moved_at = Some(now);
+        self.moved = true;
+    }
+
+    /// A link to `node` is up: it is reachable again.
+    pub(crate) fn handle_linked(&mut self, node: NodeId) {
+        self.unreachable.remove(&node);
+    }
+
+    /// `node`'s link failed, or a dial to it did: it is routed around for a while.
+    pub(crate) fn mark_unreachable(&mut self, now: Instant, node: NodeId) {
+        self.unreachable.insert(node, now + UNREACHABLE_FOR);
+    }
+
+    /// A peer is gone: the trees it was in repair around it.
+    pub(crate) fn handle_lost(&mut self, v: &View<'_>, node: NodeId) {
+        let routes = routes::Routes::new(v, &self.unreachable);
+        self.scribe.lost(v.now, node, &routes);
+    }
+
+    /// A peer's message of `len` bytes arrived (`ok`: it parsed; one that does not is a bug
+    /// in that peer).
+    pub(crate) fn received(&mut self, len: usize, ok: bool) {
+        self.stats.peer_bytes_in += len as u64;
+        if !ok {
+            self.stats.peer_messages_bad += 1;
+        }
+    }
+
+    /// A node message of `len` bytes went to a peer's link.
+    pub(crate) fn sent(&mut self, len: usize) {
+        self.stats.peer_bytes_out += len as u64;
+    }
+
+    /// An anycast that landed here found no local member after all.
+    pub(crate) fn anycast_lost(&mut self) {
+        self.stats.anycasts_lost += 1;
+    }
+
+    /// A message whose next hop could not be reached: one routed toward a tree (or walking
+    /// one) is sent again, around the lost peer; anything else was for that peer only.
+    pub(crate) fn reroute(
+        &mut self,
+        v: &View<'_>,
+        rng: &mut ChaCha8Rng,
+        bytes: &bytes::Bytes,
+        fx: &mut Effects,
+    ) {
+        match wire::decode(bytes) {
+            Ok(NodeMsg::Cast(c)) if c.via != wire::Via::Tree => {
+                self.stats.rerouted += 1;
+                self.route_cast(v, c, None, fx);
+            }
+            Ok(NodeMsg::Anycast(a)) => {
+                self.stats.rerouted += 1;
+                self.pass_anycast(v, rng, a, None, None, fx);
+            }
+            _ => self.stats.undelivered += 1,
+        }
+    }
+
+    /// Tells a peer that sent along a tree edge this node does not have that it must
+    /// repair.
+    fn not_in_tree(&mut self, to: Contact, key: NodeId, fx: &mut Effects) {
+        self.stats.casts_stray += 1;
+        let msg = NodeMsg::Tree(ScribeMsg::NotInTree { key });
+        fx.push(to_peer(to, Class::Control, &msg, Refusal::Ignore));
+    }
+}
