@@ -8,7 +8,7 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use iris_proto::Instant;
-use iris_proto::link::{Link, LinkConfig, LinkEvent, NetworkKey, Role};
+use iris_proto::link::{Link, LinkConfig, LinkEvent, LinkInput, NetworkKey, Role};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -31,15 +31,15 @@ fn established(max_record: usize) -> (Link, Link) {
     let mut b = Link::new(Role::Responder, key, cfg, [2; 32], Instant::ZERO);
     for _ in 0..4 {
         while let Some(f) = a.poll_transmit() {
-            b.handle_bytes(&f);
+            b.handle(Instant::ZERO, LinkInput::Bytes(&f));
         }
         while let Some(f) = b.poll_transmit() {
-            a.handle_bytes(&f);
+            a.handle(Instant::ZERO, LinkInput::Bytes(&f));
         }
     }
     assert!(a.is_open() && b.is_open());
-    while a.poll_event().is_some() {}
-    while b.poll_event().is_some() {}
+    while a.poll_output().is_some() {}
+    while b.poll_output().is_some() {}
     (a, b)
 }
 
@@ -49,11 +49,14 @@ fn established(max_record: usize) -> (Link, Link) {
 fn transfer(a: &mut Link, b: &mut Link) -> usize {
     let mut n = 0;
     while let Some(f) = a.poll_transmit() {
-        b.handle_buf(
-            f.try_into_mut()
-                .unwrap_or_else(|f| bytes::BytesMut::from(&f[..])),
+        b.handle(
+            Instant::ZERO,
+            LinkInput::Buf(
+                f.try_into_mut()
+                    .unwrap_or_else(|f| bytes::BytesMut::from(&f[..])),
+            ),
         );
-        while let Some(e) = b.poll_event() {
+        while let Some(e) = b.poll_output() {
             if let LinkEvent::Data(m) = e {
                 black_box(m);
                 n += 1;
@@ -177,10 +180,10 @@ fn handshakes(c: &mut Criterion) {
     for _ in 0..4 {
         while let Some(f) = i.poll_transmit() {
             flight.extend_from_slice(&f);
-            r.handle_bytes(&f);
+            r.handle(Instant::ZERO, LinkInput::Bytes(&f));
         }
         while let Some(f) = r.poll_transmit() {
-            i.handle_bytes(&f);
+            i.handle(Instant::ZERO, LinkInput::Bytes(&f));
         }
     }
     assert!(i.is_open() && r.is_open());
@@ -192,10 +195,10 @@ fn handshakes(c: &mut Criterion) {
             let (mut i, mut r) = pair(&mut seed);
             for _ in 0..4 {
                 while let Some(f) = i.poll_transmit() {
-                    r.handle_bytes(&f);
+                    r.handle(Instant::ZERO, LinkInput::Bytes(&f));
                 }
                 while let Some(f) = r.poll_transmit() {
-                    i.handle_bytes(&f);
+                    i.handle(Instant::ZERO, LinkInput::Bytes(&f));
                 }
             }
             assert!(i.is_open() && r.is_open());
@@ -234,18 +237,18 @@ fn handshakes(c: &mut Criterion) {
                 let mut mark = start;
                 for _ in 0..6 {
                     while let Some(f) = i.poll_transmit() {
-                        r.handle_bytes(&f);
+                        r.handle(Instant::ZERO, LinkInput::Bytes(&f));
                     }
                     while let Some(f) = r.poll_transmit() {
-                        i.handle_bytes(&f);
+                        i.handle(Instant::ZERO, LinkInput::Bytes(&f));
                     }
                     for link in [&mut i, &mut r] {
-                        while let Some(e) = link.poll_event() {
+                        while let Some(e) = link.poll_output() {
                             if let LinkEvent::Sign(to_sign) = e {
                                 on_thread += mark.elapsed();
                                 let sig = key.sign_seeded([3; 32], &to_sign.message);
                                 mark = std::time::Instant::now();
-                                link.signed(&sig);
+                                link.handle(Instant::ZERO, LinkInput::Signed(&sig));
                             }
                         }
                     }
@@ -259,7 +262,7 @@ fn handshakes(c: &mut Criterion) {
     g.bench_function("replayed_first_flight_at_the_responder", |b| {
         b.iter(|| {
             let (_, mut r) = pair(&mut seed);
-            r.handle_bytes(&flight);
+            r.handle(Instant::ZERO, LinkInput::Bytes(&flight));
             while r.poll_transmit().is_some() {}
             assert!(!r.is_open());
             black_box(r.stats().signatures)

@@ -5,7 +5,7 @@
 
 use crate::report::Report;
 use iris_proto::Instant;
-use iris_proto::link::{Link, LinkConfig, NetworkKey, Role};
+use iris_proto::link::{Link, LinkConfig, LinkInput, NetworkKey, Role};
 use iris_tokio::Tokio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,7 +113,7 @@ async fn record_flight(
         if n == 0 {
             return Err("the node closed a genuine handshake".into());
         }
-        link.handle_bytes(&buf[..n]);
+        link.handle(Instant::ZERO, LinkInput::Bytes(&buf[..n]));
     }
     while let Some(f) = link.poll_transmit() {
         flight.extend_from_slice(&f);

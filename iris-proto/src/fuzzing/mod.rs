@@ -88,7 +88,7 @@ pub use links::{link_handshake, link_records};
 #[cfg(any(test, fuzzing))]
 mod links {
     use crate::link::record::{RekeyLimits, Sealer};
-    use crate::link::{Link, LinkConfig, LinkEvent, NetworkKey, Role};
+    use crate::link::{Link, LinkConfig, LinkEvent, LinkInput, NetworkKey, Role};
     use crate::time::Instant;
     use bytes::BytesMut;
     use std::sync::{Arc, OnceLock};
@@ -116,8 +116,8 @@ mod links {
     pub fn link_handshake(data: &[u8]) {
         let mut link = Link::new(Role::Responder, key(), cfg(), [0; 32], Instant::ZERO);
         let _ = link.poll_transmit();
-        link.handle_bytes(data);
-        while let Some(e) = link.poll_event() {
+        link.handle(Instant::ZERO, LinkInput::Bytes(data));
+        while let Some(e) = link.poll_output() {
             assert_ne!(
                 e,
                 LinkEvent::Established,
@@ -126,7 +126,7 @@ mod links {
         }
         assert!(!link.is_open());
         let _ = link.poll_transmit();
-        link.handle_eof();
+        link.handle(Instant::ZERO, LinkInput::Eof);
     }
 
     /// Arbitrary plaintexts sealed as records (the first byte of each piece gives the next
@@ -148,17 +148,17 @@ mod links {
             let mut rec = BytesMut::from(&[0u8; crate::link::frame::HEADER_LEN][..]);
             rec.extend_from_slice(piece);
             sealer.seal(&mut rec, 0);
-            link.handle_bytes(&rec);
+            link.handle(Instant::ZERO, LinkInput::Bytes(&rec));
             rest = tail;
         }
-        while let Some(e) = link.poll_event() {
+        while let Some(e) = link.poll_output() {
             if let LinkEvent::Data(m) | LinkEvent::Control(m) = e {
                 assert!(m.len() <= 1 << 16);
             }
         }
         let mut raw = Link::open_with_keys(key(), cfg(), send, recv);
-        raw.handle_bytes(data);
-        while raw.poll_event().is_some() {}
+        raw.handle(Instant::ZERO, LinkInput::Bytes(data));
+        while raw.poll_output().is_some() {}
     }
 }
 

@@ -27,5 +27,5 @@ mod tests;
 pub use handshake::{Role, ToSign};
 pub use key::{KeyError, KeyId, NetworkKey};
 pub use session::{
-    HANDSHAKE_VERSION, Link, LinkConfig, LinkError, LinkEvent, LinkStats, SendError,
+    HANDSHAKE_VERSION, Link, LinkConfig, LinkError, LinkEvent, LinkInput, LinkStats, SendError,
 };

@@ -99,6 +99,23 @@ pub enum LinkError {
     CloseTimeout,
 }
 
+/// What a link is told: bytes from its socket, their end, the signature it asked for, or
+/// that its deadline passed.
+#[derive(Debug)]
+pub enum LinkInput<'a> {
+    /// Bytes from the socket, in order.
+    Bytes(&'a [u8]),
+    /// Bytes from the socket in a buffer the link may keep: when nothing is pending, no
+    /// copy is made and records are decrypted where the driver read them.
+    Buf(BytesMut),
+    /// The socket reached end of stream.
+    Eof,
+    /// The signature asked for by [`LinkEvent::Sign`].
+    Signed(&'a [u8]),
+    /// The deadline from [`Link::poll_timeout`] passed.
+    Timeout,
+}
+
 /// What a link reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
@@ -115,7 +132,7 @@ pub enum LinkEvent {
     Closed(LinkError),
     /// The handshake needs this signed with the named key (only with
     /// [`LinkConfig::offload_signatures`]): sign it off the node's thread and hand the
-    /// signature to [`Link::signed`]. Nothing more happens on the link until then.
+    /// signature back ([`LinkInput::Signed`]). Nothing more happens on the link until then.
     Sign(ToSign),
 }
 
@@ -347,15 +364,26 @@ impl Link {
         self.deadline
     }
 
+    /// Feeds one input; what it led to comes out of [`Link::poll_output`] and
+    /// [`Link::poll_transmit`].
+    pub fn handle(&mut self, now: Instant, input: LinkInput<'_>) {
+        match input {
+            LinkInput::Bytes(data) => self.handle_bytes(data),
+            LinkInput::Buf(data) => self.handle_buf(data),
+            LinkInput::Eof => self.handle_eof(),
+            LinkInput::Signed(signature) => self.signed(signature),
+            LinkInput::Timeout => self.handle_timeout(now),
+        }
+    }
+
     /// Fails the handshake if its deadline has passed.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         if self.deadline.is_some_and(|d| now >= d) {
             self.fail(LinkError::HandshakeTimeout);
         }
     }
 
-    /// Bytes from the socket, in order.
-    pub fn handle_bytes(&mut self, data: &[u8]) {
+    fn handle_bytes(&mut self, data: &[u8]) {
         // Nothing may follow the peer's CLOSE: whatever does is not even buffered.
         if self.is_closed() || self.peer_closed {
             return;
@@ -364,9 +392,7 @@ impl Link {
         self.process();
     }
 
-    /// Bytes from the socket in a buffer the link may keep: when nothing is pending, no
-    /// copy is made and records are decrypted where the driver read them.
-    pub fn handle_buf(&mut self, data: BytesMut) {
+    fn handle_buf(&mut self, data: BytesMut) {
         if self.is_closed() || self.peer_closed {
             return;
         }
@@ -393,8 +419,7 @@ impl Link {
         }
     }
 
-    /// The socket reached end of stream.
-    pub fn handle_eof(&mut self) {
+    fn handle_eof(&mut self) {
         match self.state {
             State::Handshaking(_) | State::PlainHello(_) => {
                 self.fail(HandshakeError::PeerClosed.into())
@@ -594,7 +619,7 @@ impl Link {
 
     /// The signature asked for by [`LinkEvent::Sign`]: our AUTH goes out with it (and the
     /// responder's link opens). Ignored if none is owed (the link closed meanwhile).
-    pub fn signed(&mut self, signature: &[u8]) {
+    fn signed(&mut self, signature: &[u8]) {
         if let Some((to_sign, keys)) = self.owed.take() {
             self.send_auth(&to_sign, signature, keys);
         }
@@ -647,7 +672,7 @@ impl Link {
 
     /// The next event, if any.
     #[must_use]
-    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+    pub fn poll_output(&mut self) -> Option<LinkEvent> {
         self.events.pop_front()
     }
 

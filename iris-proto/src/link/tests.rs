@@ -44,17 +44,17 @@ fn run(a: &mut Link, b: &mut Link) -> (Vec<LinkEvent>, Vec<LinkEvent>) {
     loop {
         let mut moved = false;
         while let Some(f) = a.poll_transmit() {
-            b.handle_bytes(&f);
+            b.handle(Instant::ZERO, LinkInput::Bytes(&f));
             moved = true;
         }
         while let Some(f) = b.poll_transmit() {
-            a.handle_bytes(&f);
+            a.handle(Instant::ZERO, LinkInput::Bytes(&f));
             moved = true;
         }
-        while let Some(e) = a.poll_event() {
+        while let Some(e) = a.poll_output() {
             ea.push(e);
         }
-        while let Some(e) = b.poll_event() {
+        while let Some(e) = b.poll_output() {
             eb.push(e);
         }
         if !moved {
@@ -105,8 +105,8 @@ fn assert_handshake_fails(
     // The driver closes a failed link's socket: the other end sees EOF.
     for (link, events) in [(&mut a, &mut ea), (&mut b, &mut eb)] {
         if !link.is_closed() {
-            link.handle_eof();
-            events.extend(std::iter::from_fn(|| link.poll_event()));
+            link.handle(Instant::ZERO, LinkInput::Eof);
+            events.extend(std::iter::from_fn(|| link.poll_output()));
         }
     }
     assert!(a.is_closed() && b.is_closed());
@@ -153,7 +153,7 @@ fn offloaded_signatures_are_asked_for_and_the_handshake_waits_for_them() {
                         assert!(link.poll_transmit().is_none(), "sent before signing");
                         asked.push(to_sign.key);
                         let signature = net_key().sign_seeded([7; 32], &to_sign.message);
-                        link.signed(&signature);
+                        link.handle(Instant::ZERO, LinkInput::Signed(&signature));
                         answered = true;
                     }
                     LinkEvent::Established => {}
@@ -180,8 +180,8 @@ fn offloaded_signatures_are_asked_for_and_the_handshake_waits_for_them() {
     );
     let (_, er) = run(&mut i, &mut r);
     assert!(matches!(er[..], [LinkEvent::Sign(_)]), "{er:?}");
-    r.handle_bytes(&[0, 0, 0, 0, 0, 0]);
-    let events: Vec<LinkEvent> = std::iter::from_fn(|| r.poll_event()).collect();
+    r.handle(Instant::ZERO, LinkInput::Bytes(&[0, 0, 0, 0, 0, 0]));
+    let events: Vec<LinkEvent> = std::iter::from_fn(|| r.poll_output()).collect();
     assert!(matches!(events[..], [LinkEvent::Closed(_)]), "{events:?}");
 }
 
@@ -250,12 +250,12 @@ fn a_genuine_handshake_costs_one_signature_per_side() {
 fn responder_fed(bytes: &[u8], seed: u8) -> (Vec<LinkEvent>, u64) {
     let mut r = Link::new(Role::Responder, net_key(), cfg(), [seed; 32], Instant::ZERO);
     while r.poll_transmit().is_some() {}
-    r.handle_bytes(bytes);
+    r.handle(Instant::ZERO, LinkInput::Bytes(bytes));
     while r.poll_transmit().is_some() {}
     if !r.is_closed() {
-        r.handle_eof();
+        r.handle(Instant::ZERO, LinkInput::Eof);
     }
-    let events = std::iter::from_fn(|| r.poll_event()).collect();
+    let events = std::iter::from_fn(|| r.poll_output()).collect();
     (events, r.stats().signatures)
 }
 
@@ -288,16 +288,19 @@ fn a_stranger_never_makes_the_responder_sign() {
         Instant::ZERO,
     );
     let mut r = Link::new(Role::Responder, net_key(), cfg(), [5; 32], Instant::ZERO);
-    r.handle_bytes(&liar.poll_transmit().unwrap());
+    r.handle(
+        Instant::ZERO,
+        LinkInput::Bytes(&liar.poll_transmit().unwrap()),
+    );
     let mut r_hello = r.poll_transmit().unwrap().to_vec();
     let n = r_hello.len();
     r_hello[n - 8..].copy_from_slice(&other.id());
-    liar.handle_bytes(&r_hello);
+    liar.handle(Instant::ZERO, LinkInput::Bytes(&r_hello));
     let mut forged = liar.poll_transmit().unwrap().to_vec();
     assert_eq!(liar.stats().signatures, 1);
     forged[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&net_key().id());
-    r.handle_bytes(&forged);
-    let events: Vec<LinkEvent> = std::iter::from_fn(|| r.poll_event()).collect();
+    r.handle(Instant::ZERO, LinkInput::Bytes(&forged));
+    let events: Vec<LinkEvent> = std::iter::from_fn(|| r.poll_output()).collect();
     assert_eq!(
         events,
         vec![LinkEvent::Closed(LinkError::Handshake(
@@ -317,11 +320,11 @@ fn a_replayed_first_flight_is_refused_without_a_signature() {
         let mut moved = false;
         while let Some(f) = i.poll_transmit() {
             flight.extend_from_slice(&f);
-            r.handle_bytes(&f);
+            r.handle(Instant::ZERO, LinkInput::Bytes(&f));
             moved = true;
         }
         while let Some(f) = r.poll_transmit() {
-            i.handle_bytes(&f);
+            i.handle(Instant::ZERO, LinkInput::Bytes(&f));
             moved = true;
         }
         if !moved {
@@ -376,11 +379,14 @@ fn wrong_version_is_rejected() {
 fn stalled_handshake_times_out() {
     let (mut a, _b) = pair();
     let _ = a.poll_transmit(); // HELLO goes nowhere: the peer stalls.
-    a.handle_timeout(Instant::ZERO + Duration::from_millis(9_999));
+    a.handle(
+        Instant::ZERO + Duration::from_millis(9_999),
+        LinkInput::Timeout,
+    );
     assert!(!a.is_closed());
-    a.handle_timeout(Instant::ZERO + Duration::from_secs(10));
+    a.handle(Instant::ZERO + Duration::from_secs(10), LinkInput::Timeout);
     assert_eq!(
-        a.poll_event(),
+        a.poll_output(),
         Some(LinkEvent::Closed(LinkError::HandshakeTimeout))
     );
     assert_eq!(a.stats().handshake_failures, 1);
@@ -390,9 +396,12 @@ fn stalled_handshake_times_out() {
 #[test]
 fn oversized_handshake_frame_is_refused_before_buffering() {
     let (mut a, _b) = pair();
-    a.handle_bytes(&[1, 2, 0xff, 0xff, 0xff, 0xff]);
+    a.handle(
+        Instant::ZERO,
+        LinkInput::Bytes(&[1, 2, 0xff, 0xff, 0xff, 0xff]),
+    );
     assert_eq!(
-        a.poll_event(),
+        a.poll_output(),
         Some(LinkEvent::Closed(LinkError::Frame(FrameError::TooLong {
             len: u32::MAX as usize,
             max: super::handshake::MAX_AUTH_LEN
@@ -413,7 +422,7 @@ fn records(a: &mut Link, n: usize) -> Vec<Bytes> {
 
 fn rejected(b: &mut Link) {
     let mut last = None;
-    while let Some(e) = b.poll_event() {
+    while let Some(e) = b.poll_output() {
         last = Some(e);
     }
     assert_eq!(last, Some(LinkEvent::Closed(LinkError::Record(BadRecord))));
@@ -429,16 +438,16 @@ fn flipped_byte_is_rejected() {
         let mut bad = rec.to_vec();
         let at = at.min(bad.len() - 1);
         bad[at] ^= 0x01;
-        b.handle_bytes(&bad);
+        b.handle(Instant::ZERO, LinkInput::Bytes(&bad));
         // A flipped length makes the frame longer: it fails authentication once the bytes
         // that follow complete it (or as truncation if none ever come).
         for _ in 0..3 {
             a.send_data(Bytes::from(vec![1u8; 60_000])).unwrap();
             while let Some(f) = a.poll_transmit() {
-                b.handle_bytes(&f);
+                b.handle(Instant::ZERO, LinkInput::Bytes(&f));
             }
         }
-        b.handle_eof();
+        b.handle(Instant::ZERO, LinkInput::Eof);
         assert!(b.is_closed(), "flip at {at} went unnoticed");
         let s = b.stats();
         assert_eq!(
@@ -446,7 +455,7 @@ fn flipped_byte_is_rejected() {
             1,
             "flip at {at}"
         );
-        let closed = std::iter::from_fn(|| b.poll_event()).last();
+        let closed = std::iter::from_fn(|| b.poll_output()).last();
         assert!(
             matches!(closed, Some(LinkEvent::Closed(_))),
             "flip at {at}: {closed:?}"
@@ -458,12 +467,12 @@ fn flipped_byte_is_rejected() {
 fn replayed_record_is_rejected() {
     let (mut a, mut b) = established();
     let recs = records(&mut a, 2);
-    b.handle_bytes(&recs[0]);
+    b.handle(Instant::ZERO, LinkInput::Bytes(&recs[0]));
     assert_eq!(
-        b.poll_event(),
+        b.poll_output(),
         Some(LinkEvent::Data(Bytes::from_static(b"message 0")))
     );
-    b.handle_bytes(&recs[0]);
+    b.handle(Instant::ZERO, LinkInput::Bytes(&recs[0]));
     rejected(&mut b);
 }
 
@@ -471,7 +480,7 @@ fn replayed_record_is_rejected() {
 fn reordered_records_are_rejected() {
     let (mut a, mut b) = established();
     let recs = records(&mut a, 2);
-    b.handle_bytes(&recs[1]);
+    b.handle(Instant::ZERO, LinkInput::Bytes(&recs[1]));
     rejected(&mut b);
 }
 
@@ -479,10 +488,10 @@ fn reordered_records_are_rejected() {
 fn truncated_stream_is_detected_and_a_graceful_close_is_not_truncation() {
     let (mut a, mut b) = established();
     let rec = records(&mut a, 1).remove(0);
-    b.handle_bytes(&rec[..rec.len() - 5]);
-    b.handle_eof();
+    b.handle(Instant::ZERO, LinkInput::Bytes(&rec[..rec.len() - 5]));
+    b.handle(Instant::ZERO, LinkInput::Eof);
     assert_eq!(
-        b.poll_event(),
+        b.poll_output(),
         Some(LinkEvent::Closed(LinkError::Truncated))
     );
     assert_eq!(b.stats().truncations, 1);
@@ -499,9 +508,9 @@ fn truncated_stream_is_detected_and_a_graceful_close_is_not_truncation() {
         ]
     );
     // A peer of an earlier release closes its socket without waiting for our CLOSE.
-    b.handle_eof();
+    b.handle(Instant::ZERO, LinkInput::Eof);
     assert_eq!(
-        b.poll_event(),
+        b.poll_output(),
         Some(LinkEvent::Closed(LinkError::ClosedByPeer(String::new())))
     );
     assert!(b.is_closed());
@@ -523,8 +532,8 @@ fn a_closed_side_still_reads_what_the_peer_sends_until_its_close() {
         Err(SendError::NotOpen)
     );
     // Whatever a peer sends after its CLOSE is dropped unread, not buffered.
-    b.handle_bytes(&[0x5a; 4096]);
-    assert!(b.poll_event().is_none());
+    b.handle(Instant::ZERO, LinkInput::Bytes(&[0x5a; 4096]));
+    assert!(b.poll_output().is_none());
     assert!(!b.is_closed());
     // The side still open sends on, then closes too.
     for i in 0..3 {
@@ -562,7 +571,7 @@ fn a_link_closed_abruptly_or_abandoned_does_not_wait_for_the_peer() {
     a.abandon();
     assert!(a.is_closed());
     assert_eq!(
-        a.poll_event(),
+        a.poll_output(),
         Some(LinkEvent::Closed(LinkError::CloseTimeout))
     );
     assert_eq!(a.stats().records_rejected + a.stats().truncations, 0);
@@ -581,16 +590,16 @@ fn keys_ratchet_before_the_limit_and_old_records_die_with_them() {
     run(&mut a, &mut b);
     let recs = records(&mut a, 10);
     for (i, r) in recs.iter().enumerate() {
-        b.handle_bytes(r);
+        b.handle(Instant::ZERO, LinkInput::Bytes(r));
         assert_eq!(
-            b.poll_event(),
+            b.poll_output(),
             Some(LinkEvent::Data(Bytes::from(format!("message {i}"))))
         );
     }
     assert_eq!(a.stats().rekeys, 3);
     assert_eq!(b.stats().rekeys, 3);
     // Record 1 again, now that both have moved on: its key is gone.
-    b.handle_bytes(&recs[1]);
+    b.handle(Instant::ZERO, LinkInput::Bytes(&recs[1]));
     rejected(&mut b);
 
     let by_bytes = LinkConfig {
@@ -639,8 +648,8 @@ fn large_messages_go_in_bounded_records_and_come_back_whole() {
     let mut events = Vec::new();
     while let Some(f) = a.poll_transmit() {
         max_frame = max_frame.max(f.len());
-        b.handle_bytes(&f);
-        while let Some(e) = b.poll_event() {
+        b.handle(Instant::ZERO, LinkInput::Bytes(&f));
+        while let Some(e) = b.poll_output() {
             events.push(e);
         }
     }
@@ -700,8 +709,8 @@ fn worst_heartbeat_delay(heartbeats_as_data: bool) -> Duration {
         // The socket takes one frame at a time; the wire is busy for its length.
         let frame = a.poll_transmit().unwrap();
         now += Duration::from_secs_f64(frame.len() as f64 / rate);
-        b.handle_bytes(&frame);
-        while let Some(e) = b.poll_event() {
+        b.handle(Instant::ZERO, LinkInput::Bytes(&frame));
+        while let Some(e) = b.poll_output() {
             let is_beat =
                 matches!(&e, LinkEvent::Control(m) | LinkEvent::Data(m) if &m[..] == b"heartbeat");
             if is_beat {
@@ -779,11 +788,11 @@ proptest! {
         let mut cut = cuts.iter().cycle();
         while pos < wire.len() {
             let n = (*cut.next().unwrap()).min(wire.len() - pos);
-            b.handle_bytes(&wire[pos..pos + n]);
+            b.handle(Instant::ZERO, LinkInput::Bytes(&wire[pos..pos + n]));
             pos += n;
         }
         let (mut got_c, mut got_d) = (Vec::new(), Vec::new());
-        while let Some(e) = b.poll_event() {
+        while let Some(e) = b.poll_output() {
             match e {
                 LinkEvent::Control(m) => got_c.push(m),
                 LinkEvent::Data(m) => got_d.push(m),

@@ -3,10 +3,13 @@
 
 use super::wire::{self, PeerMsg};
 use super::*;
-use crate::link::LinkConfig;
+use crate::link::{Link, LinkConfig, LinkEvent, LinkInput, NetworkKey, Role};
 use crate::overlay::OverlayMsg;
 use crate::{Config, Event, Input, Node, Output};
+use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 fn key(name: &str) -> Arc<NetworkKey> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -356,9 +359,9 @@ fn raw_link(net: &mut Net, to: usize) -> (LinkId, Link) {
     }
     net.drain();
     for frame in net.raw.remove(&(to, link)).unwrap_or_default() {
-        ours.handle_bytes(&frame);
+        ours.handle(net.now, LinkInput::Bytes(&frame));
     }
-    assert_eq!(ours.poll_event(), Some(LinkEvent::Established));
+    assert_eq!(ours.poll_output(), Some(LinkEvent::Established));
     (link, ours)
 }
 

@@ -3,6 +3,7 @@
 
 use super::router::call;
 use super::{CloseReason, Node};
+use crate::mesh::MeshInput;
 use crate::relay::NodePacket;
 use crate::time::Instant;
 
@@ -43,7 +44,7 @@ impl Node {
         if let Some(n) = self.net.as_mut()
             && n.mesh.poll_timeout().is_some_and(|t| t <= now)
         {
-            n.mesh.handle_timeout(now);
+            n.mesh.handle(now, MeshInput::Timeout);
         }
         let draining = self.life.draining;
         self.with_trees(|t, v, _, _| t.handle_timeout(v, draining));
@@ -62,9 +63,7 @@ impl Node {
             return self.finish_shutdown();
         }
         self.life.draining = true;
-        if let Some(n) = self.net.as_mut() {
-            n.trees.stop_offering();
-        }
+        self.with_trees(|t, v, _, _| t.stop_offering(v));
         self.life.drain_until = Some(self.now + self.cfg.shutdown_drain);
     }
 
@@ -92,7 +91,7 @@ impl Node {
             call!(self, |fx| n.casts.flush(fx));
         }
         if let Some(n) = self.net.as_mut() {
-            n.mesh.leave(now);
+            n.mesh.handle(now, MeshInput::Leave);
         }
         self.life.stopping = true;
     }

@@ -6,7 +6,7 @@ use super::ids::{ConnId, PeerReqKey, PeerTunKey, ReqKey, TunKey};
 use super::router::call;
 use super::wire::{self, Anycast, NodeMsg, Wanted};
 use super::{Input, Node, Output};
-use crate::mesh::Incoming;
+use crate::mesh::{Incoming, MeshInput};
 use crate::overlay::{Contact, NodeId};
 use crate::relay::NodePacket;
 use crate::scribe::{Group, GroupKind};
@@ -24,23 +24,23 @@ impl Node {
             }
             return;
         };
-        let mesh = &mut n.mesh;
-        match input {
-            Input::PeerConnected { link, dial, from } => mesh.on_connected(now, link, dial, from),
-            Input::PeerData(link, data) => mesh.on_data(now, link, data),
-            Input::PeerFlushed(link, n) => mesh.on_flushed(link, n),
-            Input::PeerGone(link) => mesh.on_gone(now, link),
-            Input::DialFailed(dial) => mesh.on_dial_failed(now, dial),
-            Input::JoinVia(addr) => mesh.join_via(now, addr),
-            Input::Beacon { from, data } => mesh.on_beacon(now, from, data),
-            Input::Signed(link, signature) => mesh.on_signed(now, link, signature),
+        let input = match input {
+            Input::PeerConnected { link, dial, from } => MeshInput::Connected { link, dial, from },
+            Input::PeerData(link, data) => MeshInput::Data(link, data),
+            Input::PeerFlushed(link, n) => MeshInput::Flushed(link, n),
+            Input::PeerGone(link) => MeshInput::Gone(link),
+            Input::DialFailed(dial) => MeshInput::DialFailed(dial),
+            Input::JoinVia(addr) => MeshInput::JoinVia(addr),
+            Input::Beacon { from, data } => MeshInput::Beacon { from, data },
+            Input::Signed(link, signature) => MeshInput::Signed(link, signature),
             Input::ClientConnected(_)
             | Input::ClientData(..)
             | Input::ClientFlushed(..)
             | Input::ClientGone(_)
             | Input::Timeout
             | Input::Shutdown(_) => unreachable!("client inputs are routed by Node::handle"),
-        }
+        };
+        n.mesh.handle(now, input);
     }
 
     /// News from the mesh about a peer.

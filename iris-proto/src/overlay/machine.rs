@@ -128,6 +128,38 @@ impl OverlayMsg {
     }
 }
 
+/// What the overlay is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayInput {
+    /// A message from a peer.
+    Message(Contact, OverlayMsg),
+    /// Join the ring through this contact, any node already on it.
+    Join(Contact),
+    /// Leave for good: peers are told and repair at once.
+    Leave,
+    /// Another node answered where `id` was dialed (at `addr`): if `id` is still known to
+    /// live there, it is gone for certain (a process owns its port) and is forgotten now
+    /// rather than after its missed heartbeats. (If it restarted elsewhere, its new epoch
+    /// moved it, and it is kept.)
+    Replaced {
+        /// The node that was expected.
+        id: NodeId,
+        /// Where it was dialed.
+        addr: Option<SocketAddr>,
+    },
+    /// The deadline from [`Overlay::poll_timeout`] passed: pings, deaths, convergence.
+    Timeout,
+}
+
+/// What the overlay asks of its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayOutput {
+    /// Send this message to this peer.
+    Send(Contact, OverlayMsg),
+    /// Something happened.
+    Event(OverlayEvent),
+}
+
 /// What the overlay reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OverlayEvent {
@@ -307,18 +339,24 @@ impl Overlay {
         Some(Contact::new(hop, p.addr, p.epoch))
     }
 
-    /// Another node answered at `addr`, where `id` was dialed: if `id` is still known to
-    /// live there, it is gone for certain (a process owns its port) and is forgotten now
-    /// rather than after its missed heartbeats. (If it restarted elsewhere, its new epoch
-    /// moved it, and it is kept.)
-    pub fn replaced(&mut self, now: Instant, id: NodeId, addr: Option<SocketAddr>) {
+    /// Feeds one input; what it led to comes out of [`Overlay::poll_output`].
+    pub fn handle(&mut self, now: Instant, input: OverlayInput) {
+        match input {
+            OverlayInput::Message(from, msg) => self.handle_message(now, from, msg),
+            OverlayInput::Join(contact) => self.join(contact),
+            OverlayInput::Leave => self.leave(),
+            OverlayInput::Replaced { id, addr } => self.replaced(now, id, addr),
+            OverlayInput::Timeout => self.handle_timeout(now),
+        }
+    }
+
+    fn replaced(&mut self, now: Instant, id: NodeId, addr: Option<SocketAddr>) {
         if addr.is_some() && self.peers.get(&id).map(|p| p.addr) == addr {
             self.forget(now, id, 0, false);
         }
     }
 
-    /// Joins the ring through `contact`, any node already on it.
-    pub fn join(&mut self, _now: Instant, contact: Contact) {
+    fn join(&mut self, contact: Contact) {
         self.contact = Some(contact);
         if self.peers.is_empty() {
             self.joined = false;
@@ -326,16 +364,14 @@ impl Overlay {
         self.send(contact, OverlayMsg::Join { joiner: self.own });
     }
 
-    /// Leaves for good: peers are told and repair at once.
-    pub fn leave(&mut self) {
+    fn leave(&mut self) {
         for p in self.peer_contacts() {
             self.send(p, OverlayMsg::Leave);
         }
         self.left = true;
     }
 
-    /// A message from `from`.
-    pub fn handle_message(&mut self, now: Instant, from: Contact, msg: OverlayMsg) {
+    fn handle_message(&mut self, now: Instant, from: Contact, msg: OverlayMsg) {
         if self.left || from.id == self.own.id {
             return;
         }
@@ -414,8 +450,7 @@ impl Overlay {
         }
     }
 
-    /// Time passed: pings, deaths, convergence.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         if self.left {
             return;
         }
@@ -505,19 +540,16 @@ impl Overlay {
         }
     }
 
-    /// The next message to send.
+    /// What the overlay asks of its owner next: the messages to send, then the events.
     #[must_use]
-    pub fn poll_send(&mut self) -> Option<(Contact, OverlayMsg)> {
-        self.outbox.pop_front()
+    pub fn poll_output(&mut self) -> Option<OverlayOutput> {
+        if let Some((to, msg)) = self.outbox.pop_front() {
+            return Some(OverlayOutput::Send(to, msg));
+        }
+        self.events.pop_front().map(OverlayOutput::Event)
     }
 
-    /// The next event.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<OverlayEvent> {
-        self.events.pop_front()
-    }
-
-    /// When [`Overlay::handle_timeout`] is next due.
+    /// When [`OverlayInput::Timeout`] is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.left {

@@ -16,6 +16,6 @@ mod tests;
 
 pub use id::{Contact, NodeId};
 pub use leaf_set::LeafSet;
-pub use machine::{Overlay, OverlayConfig, OverlayEvent, OverlayMsg};
+pub use machine::{Overlay, OverlayConfig, OverlayEvent, OverlayInput, OverlayMsg, OverlayOutput};
 pub use route::next_hop;
 pub use routing_table::RoutingTable;

@@ -202,7 +202,10 @@ fn a_thousand_nodes_route_in_about_log16_n_hops() {
 }
 
 mod versions {
-    use crate::overlay::{Contact, NodeId, Overlay, OverlayConfig, OverlayEvent, OverlayMsg};
+    use crate::overlay::{
+        Contact, NodeId, Overlay, OverlayConfig, OverlayEvent, OverlayInput, OverlayMsg,
+        OverlayOutput,
+    };
     use crate::time::Instant;
     use std::time::Duration;
 
@@ -212,8 +215,10 @@ mod versions {
 
     fn sent_to(o: &mut Overlay, id: u128) -> Vec<OverlayMsg> {
         let mut out = Vec::new();
-        while let Some((to, m)) = o.poll_send() {
-            if to.id == NodeId(id) {
+        while let Some(x) = o.poll_output() {
+            if let OverlayOutput::Send(to, m) = x
+                && to.id == NodeId(id)
+            {
                 out.push(m);
             }
         }
@@ -228,17 +233,17 @@ mod versions {
     fn news_of_a_dead_epoch_is_ignored_and_a_later_epoch_is_probed_at_once() {
         let t0 = Instant::ZERO;
         let mut a = Overlay::new(contact(1, 1), OverlayConfig::default(), t0);
-        a.handle_message(t0, contact(2, 5), ping());
+        a.handle(t0, OverlayInput::Message(contact(2, 5), ping()));
         assert_eq!(a.peer_count(), 1);
         // B falls silent: after three missed periods it is dead.
         let mut t = t0;
         for _ in 0..5 {
             t = t + Duration::from_secs(3);
-            a.handle_timeout(t);
+            a.handle(t, OverlayInput::Timeout);
         }
         let mut down = false;
-        while let Some(e) = a.poll_event() {
-            down |= e == OverlayEvent::PeerDown(NodeId(2));
+        while let Some(x) = a.poll_output() {
+            down |= x == OverlayOutput::Event(OverlayEvent::PeerDown(NodeId(2)));
         }
         assert!(down && a.peer_count() == 0);
         sent_to(&mut a, 2);
@@ -246,13 +251,13 @@ mod versions {
         let stale = OverlayMsg::LeafReply {
             leaves: vec![contact(2, 5)],
         };
-        a.handle_message(t, contact(3, 1), stale);
+        a.handle(t, OverlayInput::Message(contact(3, 1), stale));
         assert!(sent_to(&mut a, 2).is_empty(), "stale news probed");
         // Then about a later epoch of B: a restart, probed at once despite the tombstone.
         let fresh = OverlayMsg::LeafReply {
             leaves: vec![contact(2, 6)],
         };
-        a.handle_message(t, contact(3, 1), fresh);
+        a.handle(t, OverlayInput::Message(contact(3, 1), fresh));
         assert_eq!(sent_to(&mut a, 2), vec![ping()]);
     }
 
@@ -260,26 +265,28 @@ mod versions {
     fn a_zombie_is_ignored_and_a_restarted_peer_is_told_the_leaf_set_again() {
         let t0 = Instant::ZERO;
         let mut a = Overlay::new(contact(1, 1), OverlayConfig::default(), t0);
-        a.handle_message(t0, contact(3, 1), ping());
-        a.handle_message(t0, contact(2, 6), ping());
+        a.handle(t0, OverlayInput::Message(contact(3, 1), ping()));
+        a.handle(t0, OverlayInput::Message(contact(2, 6), ping()));
         let pong = |leaves| OverlayMsg::Pong { leaves };
         // B is told the leaf set once; after that pongs are bare.
         assert!(matches!(
             &sent_to(&mut a, 2)[..],
             [OverlayMsg::Pong { leaves: Some(_) }]
         ));
-        a.handle_message(t0, contact(2, 6), ping());
+        a.handle(t0, OverlayInput::Message(contact(2, 6), ping()));
         assert_eq!(sent_to(&mut a, 2), vec![pong(None)]);
         // An older incarnation of B says goodbye: a zombie, ignored.
-        a.handle_message(t0, contact(2, 5), OverlayMsg::Leave);
+        a.handle(t0, OverlayInput::Message(contact(2, 5), OverlayMsg::Leave));
         assert_eq!(a.peer_count(), 2);
         assert!(a.peer_addr(NodeId(2)).is_some());
         // B restarts elsewhere: it lost our leaf set, so it is told again, at its new address.
         let moved = Contact::new(NodeId(2), ([127, 0, 0, 9], 9000).into(), 7);
-        a.handle_message(t0, moved, ping());
+        a.handle(t0, OverlayInput::Message(moved, ping()));
         let mut out = Vec::new();
-        while let Some((to, m)) = a.poll_send() {
-            out.push((to, m));
+        while let Some(x) = a.poll_output() {
+            if let OverlayOutput::Send(to, m) = x {
+                out.push((to, m));
+            }
         }
         assert!(matches!(&out[..], [(to, OverlayMsg::Pong { leaves: Some(_) })] if *to == moved));
         assert_eq!(a.peer_addr(NodeId(2)), Some(moved.addr));

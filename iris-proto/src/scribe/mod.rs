@@ -136,6 +136,42 @@ pub enum ScribeMsg {
     },
 }
 
+/// What the trees are told.
+pub enum ScribeInput<'a> {
+    /// Local members of a group appeared: join its trees.
+    Join(&'a Group),
+    /// The last local member of a group left: leave its trees unless others hang below.
+    Leave(&'a Group),
+    /// A tree message from a peer.
+    Message(Contact, ScribeMsg),
+    /// Any message from a peer: a neighbour is alive; one of another epoch restarted, and
+    /// everything it held for us is gone.
+    Heard(Contact),
+    /// A peer is gone (unlinked, dead, left): its children entries go, the trees it was
+    /// parent in subscribe again around it.
+    Lost(NodeId),
+    /// The deadline from [`Scribe::poll_timeout`] passed: beats, liveness, root moves,
+    /// with this node's own capacity for a group.
+    Timeout(&'a dyn Fn(&Group) -> u32),
+    /// Tell the neighbours now, not at the next beat, the capacities that changed (a node
+    /// shutting down stops offering its members).
+    ReportNow(&'a dyn Fn(&Group) -> u32),
+}
+
+impl std::fmt::Debug for ScribeInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScribeInput::Join(g) => f.debug_tuple("Join").field(g).finish(),
+            ScribeInput::Leave(g) => f.debug_tuple("Leave").field(g).finish(),
+            ScribeInput::Message(c, m) => f.debug_tuple("Message").field(c).field(m).finish(),
+            ScribeInput::Heard(c) => f.debug_tuple("Heard").field(c).finish(),
+            ScribeInput::Lost(n) => f.debug_tuple("Lost").field(n).finish(),
+            ScribeInput::Timeout(_) => f.write_str("Timeout"),
+            ScribeInput::ReportNow(_) => f.write_str("ReportNow"),
+        }
+    }
+}
+
 /// Where an anycast goes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {
@@ -253,8 +289,20 @@ impl Scribe {
         (0..self.cfg.splits).map(move |i| g.tree_key(i))
     }
 
-    /// Local members of `group` appeared: join its trees.
-    pub fn join(&mut self, now: Instant, group: &Group, router: &impl Router) {
+    /// Feeds one input; the tree messages it led to come out of [`Scribe::poll_output`].
+    pub fn handle(&mut self, now: Instant, input: ScribeInput<'_>, router: &impl Router) {
+        match input {
+            ScribeInput::Join(group) => self.join(now, group, router),
+            ScribeInput::Leave(group) => self.leave(group),
+            ScribeInput::Message(from, msg) => self.handle_message(now, from, msg, router),
+            ScribeInput::Heard(from) => self.heard_from(now, from, router),
+            ScribeInput::Lost(node) => self.lost(now, node, router),
+            ScribeInput::Timeout(capacity) => self.handle_timeout(now, router, capacity),
+            ScribeInput::ReportNow(capacity) => self.beat(capacity),
+        }
+    }
+
+    fn join(&mut self, now: Instant, group: &Group, router: &impl Router) {
         for index in 0..self.cfg.splits {
             let key = group.tree_key(index);
             if !self.trees.contains_key(&key) {
@@ -271,8 +319,7 @@ impl Scribe {
         }
     }
 
-    /// The last local member of `group` left: leave its trees unless others hang below.
-    pub fn leave(&mut self, group: &Group) {
+    fn leave(&mut self, group: &Group) {
         for index in 0..self.cfg.splits {
             let key = group.tree_key(index);
             if let Some(t) = self.trees.get_mut(&key) {
@@ -368,8 +415,13 @@ impl Scribe {
         v
     }
 
-    /// A tree message from `from`.
-    pub fn handle(&mut self, now: Instant, from: Contact, msg: ScribeMsg, router: &impl Router) {
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        from: Contact,
+        msg: ScribeMsg,
+        router: &impl Router,
+    ) {
         self.heard_from(now, from, router);
         match msg {
             ScribeMsg::Subscribe { key, group, index } => {
@@ -401,9 +453,7 @@ impl Scribe {
         }
     }
 
-    /// Any message from `from`: a neighbour is alive; one of another epoch restarted, and
-    /// everything it held for us is gone.
-    pub fn heard_from(&mut self, now: Instant, from: Contact, router: &impl Router) {
+    fn heard_from(&mut self, now: Instant, from: Contact, router: &impl Router) {
         let Some(n) = self.neighbours.get_mut(&from.id) else {
             return;
         };
@@ -416,7 +466,7 @@ impl Scribe {
 
     /// A neighbour is gone (silent, unlinked, dead, left or restarted): its children
     /// entries go, the trees it was parent in subscribe again around it.
-    pub fn lost(&mut self, now: Instant, node: NodeId, router: &impl Router) {
+    fn lost(&mut self, now: Instant, node: NodeId, router: &impl Router) {
         if self.neighbours.remove(&node).is_none() {
             return;
         }
@@ -449,20 +499,20 @@ impl Scribe {
     }
 
     /// Beats, liveness, root moves; `capacity` is this node's own capacity for a group.
-    pub fn handle_timeout(
+    fn handle_timeout(
         &mut self,
         now: Instant,
         router: &impl Router,
-        capacity: impl Fn(&Group) -> u32,
+        capacity: &dyn Fn(&Group) -> u32,
     ) {
         while let Some(Timer::Beat) = self.timers.pop_due(now) {
             self.timers.set(Timer::Beat, now + self.cfg.beat);
-            self.tick(now, router, &capacity);
+            self.tick(now, router, capacity);
         }
     }
 
-    /// When [`Scribe::handle_timeout`] is next due; `None` while the node is in no tree
-    /// (it has nothing to beat for).
+    /// When [`ScribeInput::Timeout`] is next due; `None` while the node is in no tree (it
+    /// has nothing to beat for).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.trees.is_empty() && self.neighbours.is_empty() {
@@ -473,11 +523,11 @@ impl Scribe {
 
     /// The next tree message to send.
     #[must_use]
-    pub fn poll_send(&mut self) -> Option<(Contact, ScribeMsg)> {
+    pub fn poll_output(&mut self) -> Option<(Contact, ScribeMsg)> {
         self.outbox.pop_front()
     }
 
-    fn tick(&mut self, now: Instant, router: &impl Router, capacity: &impl Fn(&Group) -> u32) {
+    fn tick(&mut self, now: Instant, router: &impl Router, capacity: &dyn Fn(&Group) -> u32) {
         self.ticks += 1;
         let limit = self.cfg.beat * self.cfg.misses;
         let silent: Vec<NodeId> = self
@@ -513,15 +563,9 @@ impl Scribe {
         self.beat(capacity);
     }
 
-    /// Tells the neighbours now, not at the next beat, the capacities that changed (a node
-    /// shutting down stops offering its members).
-    pub fn report_now(&mut self, capacity: impl Fn(&Group) -> u32) {
-        self.beat(&capacity);
-    }
-
     /// One beat to each neighbour: the capacities that changed for it, and on refresh beats
     /// the trees it is this node's parent in.
-    fn beat(&mut self, capacity: &impl Fn(&Group) -> u32) {
+    fn beat(&mut self, capacity: &dyn Fn(&Group) -> u32) {
         let refresh = self.ticks.is_multiple_of(u64::from(self.cfg.refresh_every));
         let mut beats: BTreeMap<NodeId, BeatDraft> = self
             .neighbours

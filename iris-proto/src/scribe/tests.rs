@@ -76,7 +76,7 @@ impl Net {
         loop {
             let mut sent = Vec::new();
             for (&id, (s, _)) in self.nodes.iter_mut() {
-                while let Some((to, msg)) = s.poll_send() {
+                while let Some((to, msg)) = s.poll_output() {
                     sent.push((id, to, msg));
                 }
             }
@@ -87,7 +87,7 @@ impl Net {
                 self.log.push((from, to.id, msg.clone()));
                 let now = self.now;
                 if let Some((s, r)) = self.nodes.get_mut(&to.id) {
-                    s.handle(now, contact(from.0), msg, r);
+                    s.handle(now, ScribeInput::Message(contact(from.0), msg), r);
                 }
             }
         }
@@ -102,11 +102,11 @@ impl Net {
                 if mute.contains(&id.0) {
                     continue;
                 }
-                s.handle_timeout(now, r, |_| 3);
+                s.handle(now, ScribeInput::Timeout(&|_| 3), r);
             }
             let mut sent = Vec::new();
             for (&id, (s, _)) in self.nodes.iter_mut() {
-                while let Some((to, msg)) = s.poll_send() {
+                while let Some((to, msg)) = s.poll_output() {
                     if !mute.contains(&id.0) && !mute.contains(&to.id.0) {
                         sent.push((id, to, msg));
                     }
@@ -115,7 +115,7 @@ impl Net {
             for (from, to, msg) in sent {
                 let now = self.now;
                 if let Some((s, r)) = self.nodes.get_mut(&to.id) {
-                    s.handle(now, contact(from.0), msg, r);
+                    s.handle(now, ScribeInput::Message(contact(from.0), msg), r);
                 }
             }
             self.deliver();
@@ -130,7 +130,7 @@ fn group() -> Group {
 #[test]
 fn subscribing_builds_the_path_to_the_root_and_leaving_prunes_it() {
     let mut net = Net::chain(3);
-    net.with(1, |s, r, now| s.join(now, &group(), r));
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
     let key = group().tree_key(0);
     for i in 1..=3 {
         assert!(net.scribe(i).in_tree(key), "node {i}");
@@ -146,7 +146,9 @@ fn subscribing_builds_the_path_to_the_root_and_leaving_prunes_it() {
         .map(|c| c.id)
         .collect();
     assert_eq!(targets, vec![NodeId(3)]);
-    net.with(1, |s, _, _| s.leave(&group()));
+    net.with(1, |s, r, now| {
+        s.handle(now, ScribeInput::Leave(&group()), r)
+    });
     for i in 1..=3 {
         assert_eq!(net.scribe(i).tree_count(), 0, "node {i} still holds trees");
     }
@@ -162,7 +164,7 @@ fn a_silent_parent_is_routed_around() {
         .1
         .hops
         .push(contact(3));
-    net.with(1, |s, r, now| s.join(now, &group(), r));
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
     let key = group().tree_key(0);
     net.beats(2, &[]);
     assert!(net.scribe(1).is_neighbour(key, NodeId(2)));
@@ -176,8 +178,8 @@ fn a_silent_parent_is_routed_around() {
 #[test]
 fn capacities_flow_through_beats_and_weight_anycasts() {
     let mut net = Net::chain(3);
-    net.with(1, |s, r, now| s.join(now, &group(), r));
-    net.with(3, |s, r, now| s.join(now, &group(), r));
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
+    net.with(3, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
     net.beats(2, &[]);
     let key = group().tree_key(0);
     // Node 3 (the root, capacity 3) sees 3 through node 2 (node 1's members); node 2
@@ -208,7 +210,7 @@ fn capacities_flow_through_beats_and_weight_anycasts() {
 #[test]
 fn a_parent_that_lost_the_tree_is_told_on_the_refresh_beat() {
     let mut net = Net::chain(2);
-    net.with(1, |s, r, now| s.join(now, &group(), r));
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
     let key = group().tree_key(0);
     // Node 2 restarts its scribe state without a new epoch (a bug or an eviction).
     let now = net.now;
@@ -220,7 +222,7 @@ fn a_parent_that_lost_the_tree_is_told_on_the_refresh_beat() {
 #[test]
 fn a_root_that_is_no_longer_closest_hands_over() {
     let mut net = Net::chain(2);
-    net.with(1, |s, r, now| s.join(now, &group(), r));
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
     let key = group().tree_key(0);
     // A closer node 9 appears; node 2 now routes the key to it.
     let r9 = Fixed {
@@ -241,16 +243,12 @@ fn a_subscription_naming_another_groups_key_is_ignored() {
     let mut net = Net::chain(2);
     let now = net.now;
     let (s, r) = net.nodes.get_mut(&NodeId(2)).unwrap();
-    s.handle(
-        now,
-        contact(1),
-        ScribeMsg::Subscribe {
-            key: NodeId(42),
-            group: group(),
-            index: 0,
-        },
-        r,
-    );
+    let subscribe = ScribeMsg::Subscribe {
+        key: NodeId(42),
+        group: group(),
+        index: 0,
+    };
+    s.handle(now, ScribeInput::Message(contact(1), subscribe), r);
     assert_eq!(net.scribe(2).tree_count(), 0);
 }
 
@@ -268,8 +266,8 @@ fn the_bounds_on_trees_and_children_refuse_and_count() {
         },
         net.now,
     );
-    net.with(1, |s, r, now| s.join(now, &group(), r));
-    net.with(2, |s, r, now| s.join(now, &group(), r));
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
+    net.with(2, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
     // Node 1 got in first: it is node 3's one child in every tree; node 2 was refused.
     let key = group().tree_key(0);
     assert!(net.scribe(3).is_neighbour(key, NodeId(1)));
@@ -277,11 +275,13 @@ fn the_bounds_on_trees_and_children_refuse_and_count() {
     assert_eq!(net.scribe(3).stats().refused, 5);
     // A second group: node 3 takes two more trees, refuses the other three.
     let other = Group::topic("news".into());
-    net.with(1, |s, r, now| s.join(now, &other, r));
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&other), r));
     assert_eq!(net.scribe(3).tree_count(), 7);
     assert_eq!(net.scribe(3).stats().refused, 8);
     // Its own joins count against the same bound.
-    net.with(3, |s, r, now| s.join(now, &Group::topic("mine".into()), r));
+    net.with(3, |s, r, now| {
+        s.handle(now, ScribeInput::Join(&Group::topic("mine".into())), r)
+    });
     assert_eq!(net.scribe(3).tree_count(), 7);
     assert_eq!(net.scribe(3).stats().refused, 13);
 }

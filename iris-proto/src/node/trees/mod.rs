@@ -30,7 +30,7 @@ use super::stats::Stats;
 use super::wire::{self, NodeMsg};
 use crate::mesh::Class;
 use crate::overlay::{Contact, NodeId};
-use crate::scribe::{Group, GroupKind, Scribe, ScribeConfig, ScribeMsg, TreeKeys};
+use crate::scribe::{Group, GroupKind, Scribe, ScribeConfig, ScribeInput, ScribeMsg, TreeKeys};
 use crate::time::Instant;
 use held::Held;
 use rand::rngs::ChaCha8Rng;
@@ -117,30 +117,34 @@ impl Trees {
                 GroupKind::Cluster if !draining => (v.capacity)(&g.name),
                 _ => 0,
             };
-            self.scribe.handle_timeout(now, &routes, capacity);
+            self.scribe
+                .handle(now, ScribeInput::Timeout(&capacity), &routes);
         }
     }
 
     /// Local members of a group appeared or all left: join or leave its trees.
     pub(crate) fn handle_group_changed(&mut self, v: &View<'_>, group: Group, present: bool) {
-        if present {
-            let routes = routes::Routes::new(v, &self.unreachable);
-            self.scribe.join(v.now, &group, &routes);
+        let routes = routes::Routes::new(v, &self.unreachable);
+        let input = if present {
+            ScribeInput::Join(&group)
         } else {
-            self.scribe.leave(&group);
-        }
+            ScribeInput::Leave(&group)
+        };
+        self.scribe.handle(v.now, input, &routes);
     }
 
     /// Tells the tree neighbours at once that this node's members take nothing new (it is
     /// shutting down and draining).
-    pub(crate) fn stop_offering(&mut self) {
-        self.scribe.report_now(|_| 0);
+    pub(crate) fn stop_offering(&mut self, v: &View<'_>) {
+        let routes = routes::Routes::new(v, &self.unreachable);
+        self.scribe
+            .handle(v.now, ScribeInput::ReportNow(&|_| 0), &routes);
     }
 
     /// The next tree message to send (the node sends them once it has nothing more
     /// urgent to do).
     pub(crate) fn poll_send(&mut self) -> Option<Effect> {
-        let (to, msg) = self.scribe.poll_send()?;
+        let (to, msg) = self.scribe.poll_output()?;
         let bytes = wire::encode(&NodeMsg::Tree(msg));
         self.stats.tree_bytes_out += bytes.len() as u64;
         Some(Effect::ToPeer {
@@ -160,7 +164,7 @@ impl Trees {
     /// Any message from a peer: a tree neighbour is alive (or restarted).
     pub(crate) fn heard_from(&mut self, v: &View<'_>, from: Contact) {
         let routes = routes::Routes::new(v, &self.unreachable);
-        self.scribe.heard_from(v.now, from, &routes);
+        self.scribe.handle(v.now, ScribeInput::Heard(from), &routes);
     }
 
     /// A tree message from a peer.
@@ -174,7 +178,8 @@ impl Trees {
     ) {
         let trees = self.scribe.tree_count();
         let routes = routes::Routes::new(v, &self.unreachable);
-        self.scribe.handle(v.now, from, msg, &routes);
+        self.scribe
+            .handle(v.now, ScribeInput::Message(from, msg), &routes);
         // A subscription made this node part of a tree: maybe the root that held messages
         // wait for. (Only then: beats are many, and change no tree.)
         if self.scribe.tree_count() > trees {
@@ -202,7 +207,7 @@ impl Trees {
     /// A peer is gone: the trees it was in repair around it.
     pub(crate) fn handle_lost(&mut self, v: &View<'_>, node: NodeId) {
         let routes = routes::Routes::new(v, &self.unreachable);
-        self.scribe.lost(v.now, node, &routes);
+        self.scribe.handle(v.now, ScribeInput::Lost(node), &routes);
     }
 
     /// A peer's message of `len` bytes arrived (`ok`: it parsed; one that does not is a bug

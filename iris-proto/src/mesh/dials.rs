@@ -1,0 +1,196 @@
+//! Dialing: connections this node asks its driver to open (to reach a peer it has no link
+//! to, or to join through a seed or a node discovery found), the messages that wait for
+//! them, and the seeds, retried while the node knows nobody.
+
+use super::events::{Incoming, MeshEvent, MeshOutput};
+use super::send::Class;
+use super::{DialId, Map, Mesh, MeshConfig};
+use crate::overlay::{Contact, NodeId, OverlayInput};
+use crate::time::Instant;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// A dial in flight.
+pub(super) struct Dial {
+    pub(super) addr: SocketAddr,
+    /// The peer it is to reach, if a particular one.
+    pub(super) expect: Option<NodeId>,
+    /// Messages for that peer, held until its link is up.
+    pub(super) pending: Vec<(Class, Bytes)>,
+    /// Join the overlay through whoever answers.
+    pub(super) join: bool,
+}
+
+/// The dials in flight and the state of the seeds.
+pub(super) struct Dials {
+    dials: Map<DialId, Dial>,
+    /// The dial in flight toward each peer.
+    dialing: Map<NodeId, DialId>,
+    next: u64,
+    /// When the seeds are tried again if the node still knows nobody.
+    next_seed_try: Instant,
+    /// It was given somewhere to join (seeds, or a join through an address).
+    wants_peers: bool,
+    /// Seeds whose last handshake failed, with the reason; cleared when one is joined.
+    refusals: BTreeMap<SocketAddr, String>,
+}
+
+impl Dials {
+    pub(super) fn new(cfg: &MeshConfig, now: Instant) -> Dials {
+        Dials {
+            dials: Map::default(),
+            dialing: Map::default(),
+            next: 0,
+            next_seed_try: now,
+            wants_peers: !cfg.seeds.is_empty(),
+            refusals: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn next_seed_try(&self) -> Instant {
+        self.next_seed_try
+    }
+
+    /// Whether seeds refused this node's handshake since it last joined one.
+    pub(super) fn refused(&self) -> bool {
+        !self.refusals.is_empty()
+    }
+
+    pub(super) fn note_refusal(&mut self, seed: SocketAddr, reason: String) {
+        self.refusals.insert(seed, reason);
+    }
+
+    pub(super) fn clear_refusals(&mut self) {
+        self.refusals.clear();
+    }
+
+    /// Takes the dial a connection answers (it reaches its peer no more by dialing).
+    pub(super) fn take(&mut self, dial: DialId) -> Option<Dial> {
+        let d = self.dials.remove(&dial)?;
+        if let Some(e) = d.expect {
+            self.dialing.remove(&e);
+        }
+        Some(d)
+    }
+
+    /// The messages waiting for the dial in flight toward `peer`, if one is.
+    pub(super) fn pending_for(&mut self, peer: NodeId) -> Option<&mut Vec<(Class, Bytes)>> {
+        let d = self.dialing.get(&peer)?;
+        self.dials.get_mut(d).map(|d| &mut d.pending)
+    }
+
+    /// Dials in flight.
+    pub(super) fn len(&self) -> usize {
+        self.dials.len()
+    }
+}
+
+impl Mesh {
+    /// Joins through the node at `addr` (discovery found it, or an operator named it).
+    pub(super) fn join_via(&mut self, now: Instant, addr: SocketAddr) {
+        if addr == self.cfg.listen {
+            return;
+        }
+        self.dials.wants_peers = true;
+        if let Some(c) = self.link_to_addr(addr) {
+            self.overlay.handle(now, OverlayInput::Join(c));
+            self.pump(now);
+        } else {
+            self.dial(addr, None, Vec::new(), true);
+        }
+    }
+
+    /// A dial failed: what was held for it comes back to be routed another way.
+    pub(super) fn on_dial_failed(&mut self, now: Instant, dial: DialId) {
+        let Some(d) = self.dials.take(dial) else {
+            return;
+        };
+        self.stats.dials_failed += 1;
+        let returned = self.node_messages(d.pending);
+        if let Some(e) = d.expect {
+            self.inbox.push_back(Incoming::Unreachable(e, returned));
+        } else {
+            self.stats.messages_dropped += returned.len() as u64;
+        }
+        self.outputs
+            .push_back(MeshOutput::Event(MeshEvent::DialFailed(d.addr)));
+        self.pump(now);
+    }
+
+    /// Still nobody at the seed period: the seeds (or the node joined through) may be
+    /// gone for good. Said each period, so that discovery can offer another.
+    pub(super) fn still_alone(&mut self, now: Instant) {
+        if self.dials.wants_peers {
+            self.outputs.push_back(MeshOutput::Event(MeshEvent::Alone));
+        }
+        if self.refused_by_seeds() {
+            let reasons = self
+                .dials
+                .refusals
+                .iter()
+                .map(|(a, r)| (*a, r.clone()))
+                .collect();
+            self.outputs
+                .push_back(MeshOutput::Event(MeshEvent::SeedsRefused { reasons }));
+        }
+        self.try_seeds(now);
+    }
+
+    /// Dials every seed (joining through whichever answers).
+    pub(super) fn try_seeds(&mut self, now: Instant) {
+        let period = self.cfg.overlay.heartbeat_period;
+        self.dials.next_seed_try = now + period;
+        for addr in self.cfg.seeds.clone() {
+            #[allow(clippy::disallowed_methods)] // any: order-free
+            let busy = self.dials.dials.values().any(|d| d.addr == addr)
+                || self.link_to_addr(addr).is_some();
+            if !busy && addr != self.cfg.listen {
+                self.dial(addr, None, Vec::new(), true);
+            }
+        }
+    }
+
+    /// An identified link's peer at `addr`, if any.
+    #[allow(clippy::disallowed_methods)] // the smallest contact wins, whatever the order
+    fn link_to_addr(&self, addr: SocketAddr) -> Option<Contact> {
+        self.by_id
+            .values()
+            .filter_map(|l| self.links.get(l).and_then(|pl| pl.peer))
+            .filter(|c| c.addr == addr)
+            .min()
+    }
+
+    pub(super) fn can_dial(&self) -> bool {
+        !self.leaving && self.links.len() + self.dials.len() < self.cfg.max_links
+    }
+
+    /// Asks the driver to dial `addr` (to reach `expect`, with what waits for it).
+    pub(super) fn dial(
+        &mut self,
+        addr: SocketAddr,
+        expect: Option<NodeId>,
+        pending: Vec<(Class, Bytes)>,
+        join: bool,
+    ) {
+        if !self.can_dial() {
+            self.stats.messages_dropped += pending.len() as u64;
+            return;
+        }
+        let d = DialId(self.dials.next);
+        self.dials.next += 1;
+        if let Some(e) = expect {
+            self.dials.dialing.insert(e, d);
+        }
+        self.dials.dials.insert(
+            d,
+            Dial {
+                addr,
+                expect,
+                pending,
+                join,
+            },
+        );
+        self.outputs.push_back(MeshOutput::Dial(d, addr));
+    }
+}

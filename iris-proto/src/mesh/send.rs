@@ -1,0 +1,199 @@
+//! The send path: a node message for a peer goes on its identified link, or waits for the
+//! link being opened to it (which it dials if none is), in the queue its class says.
+
+use super::events::MeshStats;
+use super::wire::{self, PeerMsg};
+use super::{Mesh, MeshOutput};
+use crate::link::{Link, SendError};
+use crate::overlay::{Contact, NodeId};
+use crate::time::Instant;
+use bytes::Bytes;
+
+/// Which queue of a link a node message takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Small and urgent (tree maintenance, replies, window updates): ahead of all data, in
+    /// the link's control queue, which refuses more when full.
+    Control,
+    /// Bulk (broadcasts, events, requests): behind control, in the link's data queue, which
+    /// refuses more when it holds `max_data_queue` bytes.
+    Data,
+    /// Tunnel data: like data, but never refused; every tunnel's window bounds it.
+    Stream,
+}
+
+/// Why a node message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The peer's queue for this class is full (the link is slower than the traffic).
+    Full,
+    /// No link could take it: the node is leaving, too many links, or too many messages
+    /// waiting for the peer's link to come up.
+    NoLink,
+}
+
+/// Queues a message on a link in the queue its class says.
+pub(super) fn put(link: &mut Link, class: Class, bytes: Bytes) -> Result<(), Refused> {
+    let sent = match class {
+        Class::Control => link.send_control(bytes),
+        Class::Data => link.send_data(bytes),
+        Class::Stream => link.send_data_unbounded(bytes),
+    };
+    sent.map_err(|e| match e {
+        SendError::Full => Refused::Full,
+        _ => Refused::NoLink,
+    })
+}
+
+impl Mesh {
+    /// Sends a node message to a peer: on its link, or once the link dialed for it is up.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        to: Contact,
+        class: Class,
+        bytes: Bytes,
+    ) -> Result<(), Refused> {
+        // Control messages share their channel with IDENT and the overlay: tagged.
+        let bytes = match class {
+            Class::Control => wire::encode(&PeerMsg::Node(bytes)),
+            Class::Data | Class::Stream => bytes,
+        };
+        self.send_as(now, to, class, bytes)
+    }
+
+    /// Keeps the link to `peer` however idle, until as many [`Mesh::unpin`]s.
+    pub fn pin(&mut self, peer: NodeId) {
+        *self.pinned.entry(peer).or_default() += 1;
+    }
+
+    /// Undoes one [`Mesh::pin`].
+    pub fn unpin(&mut self, peer: NodeId) {
+        if let Some(n) = self.pinned.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.pinned.remove(&peer);
+            }
+        }
+    }
+
+    /// Queues `bytes` for `to`: on its identified link, else held for the link being
+    /// opened to it (dialed if none is).
+    pub(super) fn send_as(
+        &mut self,
+        now: Instant,
+        to: Contact,
+        class: Class,
+        bytes: Bytes,
+    ) -> Result<(), Refused> {
+        if let Some(&id) = self.by_id.get(&to.id) {
+            let pl = self.links.get_mut(&id).expect("by_id names live links");
+            pl.last_used = now;
+            let sent = put(&mut pl.link, class, bytes);
+            self.mark(id);
+            return sent.inspect_err(|_| {
+                if class == Class::Data {
+                    self.stats.data_refused += 1;
+                } else {
+                    self.stats.messages_dropped += 1;
+                }
+            });
+        }
+        if self.leaving {
+            return Err(Refused::NoLink);
+        }
+        if to.addr == self.cfg.listen {
+            // Stale: that node lived at this address before us. Its silence will tell the
+            // overlay it is gone.
+            self.stats.messages_dropped += 1;
+            return Err(Refused::NoLink);
+        }
+        let max = self.cfg.max_pending;
+        if let Some(pending) = self.dials.pending_for(to.id) {
+            return hold(pending, max, &mut self.stats, class, bytes);
+        }
+        // A link that is up but whose peer has not yet said who it is may be the one.
+        #[allow(clippy::disallowed_methods)] // the smallest id wins, whatever the order
+        let opening = self
+            .links
+            .iter()
+            .filter(|(_, pl)| pl.peer.is_none() && pl.expect == Some(to.id) && !pl.link.is_closed())
+            .map(|(&l, _)| l)
+            .min()
+            .and_then(|l| self.links.get_mut(&l));
+        if let Some(pl) = opening {
+            return hold(&mut pl.pending, max, &mut self.stats, class, bytes);
+        }
+        if !self.can_dial() {
+            self.stats.messages_dropped += 1;
+            return Err(Refused::NoLink);
+        }
+        self.dial(to.addr, Some(to.id), vec![(class, bytes)], false);
+        Ok(())
+    }
+
+    /// Notes that a link may have frames to transmit.
+    pub(super) fn mark(&mut self, id: super::LinkId) {
+        if let Some(pl) = self.links.get_mut(&id)
+            && !pl.queued
+        {
+            pl.queued = true;
+            self.dirty.push_back(id);
+        }
+    }
+
+    /// The next frame a link's socket may take, or the close of a link whose last frame
+    /// is out. The driver is handed a link's frames only while less than [`BATCH`] is in
+    /// flight, so that what is queued stays in the link, control ahead of data, until the
+    /// socket can take it.
+    pub(super) fn poll_transmit(&mut self) -> Option<MeshOutput> {
+        while let Some(&id) = self.dirty.front() {
+            let Some(pl) = self.links.get_mut(&id) else {
+                self.dirty.pop_front(); // removed meanwhile
+                continue;
+            };
+            if pl.inflight < BATCH
+                && let Some(frame) = pl.link.poll_transmit()
+            {
+                pl.inflight += frame.len();
+                return Some(MeshOutput::Transmit(id, frame));
+            }
+            self.dirty.pop_front();
+            pl.queued = false;
+            if pl.link.is_closed() && pl.inflight < BATCH {
+                // Its last frame (the close) is out: the socket can go.
+                self.remove_link(id);
+                return Some(MeshOutput::Close(id));
+            }
+        }
+        None
+    }
+
+    /// The driver wrote `n` bytes of a link's frames: it may be handed more.
+    pub(super) fn on_flushed(&mut self, id: super::LinkId, n: usize) {
+        if let Some(pl) = self.links.get_mut(&id) {
+            pl.inflight = pl.inflight.saturating_sub(n);
+            self.mark(id);
+        }
+    }
+}
+
+/// The most of a link's frames handed to the driver and not yet written.
+const BATCH: usize = 256 << 10;
+
+/// Holds a message for a link that is not up yet, if there is room.
+fn hold(
+    pending: &mut Vec<(Class, Bytes)>,
+    max: usize,
+    stats: &mut MeshStats,
+    class: Class,
+    bytes: Bytes,
+) -> Result<(), Refused> {
+    if pending.len() < max {
+        pending.push((class, bytes));
+        Ok(())
+    } else {
+        stats.messages_dropped += 1;
+        Err(Refused::NoLink)
+    }
+}
