@@ -947,3 +947,98 @@ proptest! {
         prop_assert_eq!(h.m.allowance(t), Some(granted - sent));
     }
 }
+
+/// A node packet naming ids this end may know (0..3), or raw bytes.
+fn node_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let id = 0u64..3;
+    let payload = proptest::collection::vec(any::<u8>(), 0..8).prop_map(Bytes::from);
+    let packet = prop_oneof![
+        (id.clone(), 0u8..3, payload.clone()).prop_map(|(id, k, p)| NodePacket::Reply {
+            id,
+            outcome: match k {
+                0 => ReplyOutcome::TimedOut,
+                1 => ReplyOutcome::Success(p),
+                _ => ReplyOutcome::Fault("f".into()),
+            },
+        }),
+        payload
+            .clone()
+            .prop_map(|message| NodePacket::Broadcast { message }),
+        (id.clone(), payload.clone()).prop_map(|(id, request)| NodePacket::Request {
+            id,
+            request,
+            timeout_ms: 10,
+        }),
+        (id.clone(), 1u64..5).prop_map(|(build_id, chunk_limit)| NodePacket::TunInit {
+            build_id,
+            chunk_limit
+        }),
+        (id.clone(), proptest::option::of(1u64..5)).prop_map(|(tun_id, chunk_limit)| {
+            NodePacket::TunConfirm {
+                tun_id,
+                chunk_limit,
+            }
+        }),
+        (id.clone(), 0u64..10).prop_map(|(tun_id, space)| NodePacket::TunAllow { tun_id, space }),
+        (id.clone(), 0u64..10, payload).prop_map(|(tun_id, size_or_cont, payload)| {
+            NodePacket::TunTransfer {
+                tun_id,
+                size_or_cont,
+                payload,
+            }
+        }),
+        id.clone().prop_map(|tun_id| NodePacket::TunClose {
+            tun_id,
+            reason: "".into()
+        }),
+        Just(NodePacket::Close { reason: "".into() }),
+    ]
+    .prop_map(|p| {
+        let mut b = BytesMut::new();
+        p.encode(&mut b);
+        b.to_vec()
+    });
+    prop_oneof![
+        8 => packet,
+        1 => proptest::collection::vec(any::<u8>(), 0..12),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the node sends (packets about known and unknown ids, garbage), cut
+    /// anywhere, the machine neither panics nor ends twice, the end is its last event,
+    /// and it then holds nothing pending.
+    #[test]
+    fn garbage_from_the_node_never_panics(
+        packets in proptest::collection::vec(node_bytes(), 0..30),
+        cut in 1usize..20,
+        member in any::<bool>(),
+    ) {
+        let mut h = Harness::accepted(if member { "svc" } else { "" });
+        for _ in 0..2 {
+            let _ = h.m.request("svc", b"q", SECOND);
+            let _ = h.m.tunnel("svc", SECOND);
+        }
+        let wire: Vec<u8> = packets.concat();
+        for piece in wire.chunks(cut) {
+            let mut buf = h.m.read_buffer();
+            buf.extend_from_slice(piece);
+            h.m.handle(h.now, Input::Received(buf));
+            h.drain();
+            // The application sends what it may, as it would.
+            let _ = h.m.tunnel_send(&mut Outgoing::new(TunnelId(0), Bytes::from_static(b"xyz")).unwrap());
+            h.m.tunnel_consumed(TunnelId(1), 1);
+            h.drain();
+        }
+        let events = h.take_events();
+        let ends = events.iter().filter(|e| matches!(e, Event::Ended(_))).count();
+        prop_assert!(ends <= 1);
+        if ends == 1 {
+            prop_assert!(matches!(events.last(), Some(Event::Ended(_))));
+            prop_assert_eq!(h.m.pending_requests(), 0);
+            prop_assert_eq!(h.m.tunnels(), 0);
+        }
+    }
+}
