@@ -45,4 +45,6 @@ pub use session::{ClientSession, SessionError, SessionEvent};
 pub use tunnel::Outgoing;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
