@@ -389,6 +389,9 @@ impl Inner {
             }
             ClientEvent::TunnelBuilt { tunnel, outcome } => {
                 let Some(tx) = st.builds.remove(&tunnel) else {
+                    // Nobody asked for it (cannot happen: the waiter is added with the
+                    // build); an open tunnel nobody holds is closed.
+                    st.machine.release_tunnel(tunnel);
                     return;
                 };
                 match outcome {
