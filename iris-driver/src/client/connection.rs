@@ -1,28 +1,33 @@
-//! A connection to the local node: the handshake, the writer that coalesces packets into
-//! few writes, and the reader that routes each packet to whoever waits for it.
+//! A connection to the local node: the IO around `iris-proto`'s [`ClientMachine`], which
+//! holds the protocol (request ids and outcomes, tunnels, subscriptions, the end). This
+//! file is the async half: the handshake over a stream, the writer that writes what the
+//! machine hands out, the reader that feeds it the node's bytes, and the waiters and
+//! handlers its events go to, keyed by the machine's ids.
 
+use super::error::{from_build, from_call, from_end, from_request};
 use super::handler::{ServiceHandler, TopicHandler};
 use super::pool::{Limits, Pool};
 use super::spawner::Spawner;
-use super::tunnel::{TUNNEL_WINDOW, Tunnel, TunnelShared, encode_accept};
+use super::tunnel::{TUNNEL_WINDOW, Tunnel, TunnelSlot};
 use super::{Error, Result};
 use crate::driver::NodeHandle;
 use crate::runtime::{ReadBytes, Runtime, WriteBytes};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use event_listener::Event;
-use iris_proto::relay::client::{ClientSession, SessionEvent};
-use iris_proto::relay::codec::{
-    self, encode_broadcast, encode_publish_client, encode_request, encode_tun_allow,
+use iris_proto::Instant;
+use iris_proto::relay::Name;
+use iris_proto::relay::client::{
+    CallError, ClientConfig, ClientMachine, DEFAULT_SEND_BUFFER, Event as ClientEvent, Input,
+    NodeRequestId, Output, RequestId, TunnelId,
 };
-use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};
+use iris_proto::relay::codec;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes a connection buffers for its socket before send-type calls wait.
-pub const MAX_BUFFERED: usize = 1 << 20;
+pub const MAX_BUFFERED: usize = DEFAULT_SEND_BUFFER;
 /// How long [`Connection::close`] waits for the node's CLOSE.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -43,7 +48,7 @@ pub struct Connection {
 }
 
 /// A request delivered to this service: the node's id, the payload, when it expires.
-type Delivery = (u64, Bytes, Instant);
+type Delivery = (NodeRequestId, Bytes, Instant);
 
 /// The service side of a connection, if it registered under a cluster.
 struct Service {
@@ -59,35 +64,51 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// State shared by the handles, the reader and the writer of one connection.
+/// What the handles, the reader and the writer of one connection share.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    out: Mutex<Out>,
+    state: Mutex<State>,
+    /// Wakes the writer: a transmit is ready, or the connection ended.
     writer_wake: Event,
-    space: Event,
-    next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, OneShot<Result<Bytes>>>>,
-    builds: Mutex<HashMap<u64, OneShot<Option<u64>>>>,
-    tunnels: Mutex<HashMap<u64, Arc<TunnelShared>>>,
-    topics: Mutex<HashMap<String, Arc<Pool<Bytes>>>>,
-    service: Option<Service>,
-    /// We sent CLOSE: the node's CLOSE "" is the expected answer, not a drop.
-    closing: AtomicBool,
-    /// Why the connection ended, once it has.
-    ended: Mutex<Option<Error>>,
+    /// Wakes calls waiting for room in the machine's send buffer.
+    pub(crate) space: Event,
+    /// Wakes [`Connection::close`] once the connection has ended.
     ended_notify: Event,
-    limits: codec::Limits,
+    service: Option<Service>,
+    /// The origin of the machine's time: its [`Instant`]s count from here.
+    epoch: std::time::Instant,
     /// Where the connection's tasks run.
     pub(crate) spawner: Spawner,
 }
 
-/// The sending end of a one-answer channel (a request's reply, a tunnel's confirmation).
+/// The machine, and whoever waits on what it will report.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) machine: ClientMachine,
+    /// The transmit the machine handed out, until the writer takes it (one at a time: the
+    /// machine hands out no more before the writer reports it flushed).
+    transmit: Option<Bytes>,
+    /// The callers of [`Connection::request`], by request.
+    replies: HashMap<RequestId, OneShot<Result<Bytes>>>,
+    /// The callers of [`Connection::tunnel`], by tunnel.
+    builds: HashMap<TunnelId, OneShot<Result<Tunnel>>>,
+    /// What the [`Tunnel`] handles read, by tunnel, while they exist.
+    pub(crate) tunnels: HashMap<TunnelId, TunnelSlot>,
+    /// The topics' handler pools.
+    topics: HashMap<Name, Arc<Pool<Bytes>>>,
+}
+
+/// The sending end of a one-answer channel (a request's reply, a tunnel's build).
 type OneShot<T> = async_channel::Sender<T>;
 
-#[derive(Debug, Default)]
-struct Out {
-    buf: BytesMut,
-    closed: bool,
+/// What [`Inner::drive`] does once the state is unlocked: these may lock it again.
+enum After {
+    /// A built tunnel for its builder, who may have gone (the tunnel then closes).
+    Built(OneShot<Result<Tunnel>>, Tunnel),
+    /// An inbound tunnel for the service's handler.
+    Offered(Tunnel),
+    /// The connection ended: stop the handlers.
+    Ended(Error, Vec<Arc<Pool<Bytes>>>),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,11 +157,9 @@ impl Connection {
     /// Sends `message` to every member of `cluster`. Returns once it is queued for the socket.
     pub async fn broadcast(&self, cluster: &str, message: impl Into<Bytes>) -> Result<()> {
         let message = message.into();
-        check_name(cluster, "empty cluster name")?;
-        check_payload(&message, "empty broadcast message")?;
-        self.inner.wait_for_space().await?;
         self.inner
-            .push(|out| encode_broadcast(out, cluster, &message))
+            .call(|st| st.machine.broadcast(cluster, &message))
+            .await
     }
 
     /// Sends `request` to one member of `cluster` and waits for its reply, at most `timeout`
@@ -152,31 +171,24 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Bytes> {
         let request = request.into();
-        check_name(cluster, "empty cluster name")?;
-        check_payload(&request, "empty request")?;
-        let ms = timeout_ms(timeout)?;
-        self.inner.wait_for_space().await?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = async_channel::bounded(1);
-        lock(&self.inner.pending).insert(id, tx);
-        if let Err(e) = self
-            .inner
-            .push(|out| encode_request(out, id, cluster, &request, ms))
-        {
-            lock(&self.inner.pending).remove(&id);
-            return Err(e);
-        }
+        let mut waiter = Some(tx);
+        self.inner
+            .call(|st| {
+                let id = st.machine.request(cluster, &request, timeout)?;
+                st.replies.extend(waiter.take().map(|tx| (id, tx)));
+                Ok(())
+            })
+            .await?;
         rx.recv().await.unwrap_or(Err(Error::Closed))
     }
 
     /// Publishes `event` to every subscriber of `topic`.
     pub async fn publish(&self, topic: &str, event: impl Into<Bytes>) -> Result<()> {
         let event = event.into();
-        check_name(topic, "empty topic name")?;
-        check_payload(&event, "empty event")?;
-        self.inner.wait_for_space().await?;
         self.inner
-            .push(|out| encode_publish_client(out, topic, &event))
+            .call(|st| st.machine.publish(topic, &event))
+            .await
     }
 
     /// Subscribes to `topic`; `handler` gets its events within `limits`. Subscribing twice
@@ -187,84 +199,69 @@ impl Connection {
         handler: H,
         limits: Limits,
     ) -> Result<()> {
-        check_name(topic, "empty topic name")?;
         let pool = Arc::new(Pool::new(limits));
-        {
-            let mut topics = lock(&self.inner.topics);
-            if topics.contains_key(topic) {
-                return Err(Error::InvalidArgument("already subscribed to this topic"));
-            }
-            topics.insert(topic.to_string(), pool.clone());
-        }
+        self.inner
+            .call(|st| {
+                st.machine.subscribe(topic)?;
+                st.topics.insert(Name::from(topic), pool.clone());
+                Ok(())
+            })
+            .await?;
         let handler = Arc::new(handler);
         pool.start(self.inner.spawner, move |e: Bytes| {
             let h = handler.clone();
             async move { h.handle_event(e).await }
         });
-        self.inner.wait_for_space().await?;
-        self.inner.push(|out| codec::encode_subscribe(out, topic))
+        Ok(())
     }
 
     /// Stops the subscription to `topic`.
     pub async fn unsubscribe(&self, topic: &str) -> Result<()> {
-        let Some(pool) = lock(&self.inner.topics).remove(topic) else {
-            return Err(Error::InvalidArgument("not subscribed to this topic"));
-        };
-        pool.close();
-        self.inner.wait_for_space().await?;
-        self.inner.push(|out| codec::encode_unsubscribe(out, topic))
+        let pool = self
+            .inner
+            .call(|st| {
+                st.machine.unsubscribe(topic)?;
+                Ok(st.topics.remove(topic.as_bytes()))
+            })
+            .await?;
+        if let Some(pool) = pool {
+            pool.close();
+        }
+        Ok(())
     }
 
     /// Opens a tunnel to one member of `cluster`, waiting at most `timeout` for it.
     pub async fn tunnel(&self, cluster: &str, timeout: Duration) -> Result<Tunnel> {
-        check_name(cluster, "empty cluster name")?;
-        let ms = timeout_ms(timeout)?;
-        self.inner.wait_for_space().await?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(TunnelShared::new(id, 0));
         let (tx, rx) = async_channel::bounded(1);
-        lock(&self.inner.tunnels).insert(id, shared.clone());
-        lock(&self.inner.builds).insert(id, tx);
-        let sent = self
-            .inner
-            .push(|out| codec::encode_tun_init(out, id, cluster, ms));
-        if let Err(e) = sent {
-            lock(&self.inner.tunnels).remove(&id);
-            lock(&self.inner.builds).remove(&id);
-            return Err(e);
-        }
-        match rx.recv().await {
-            Ok(Some(_)) => {
-                self.inner
-                    .push(|out| encode_tun_allow(out, id, TUNNEL_WINDOW))?;
-                Ok(Tunnel {
-                    shared,
-                    conn: self.inner.clone(),
-                })
-            }
-            Ok(None) => {
-                lock(&self.inner.tunnels).remove(&id);
-                Err(Error::TimedOut)
-            }
-            Err(_) => Err(Error::Closed),
-        }
+        let mut waiter = Some(tx);
+        self.inner
+            .call(|st| {
+                let id = st.machine.tunnel(cluster, timeout)?;
+                st.builds.extend(waiter.take().map(|tx| (id, tx)));
+                Ok(())
+            })
+            .await?;
+        rx.recv().await.unwrap_or(Err(Error::Closed))
     }
 
     /// Closes the connection gracefully and waits for the node to confirm.
     pub async fn close(&self) -> Result<()> {
         let ended = self.inner.ended_notify.listen();
-        if lock(&self.inner.ended).is_some() {
-            return Ok(());
+        {
+            let mut st = self.inner.lock();
+            if st.machine.close().is_err() {
+                // Already ended.
+                return Ok(());
+            }
+            self.inner.drive(st);
         }
-        self.inner.closing.store(true, Ordering::SeqCst);
-        self.inner.push(codec::encode_close_request)?;
         let _ = self.inner.spawner.timeout(CLOSE_WAIT, ended).await;
         Ok(())
     }
 
     /// Why the connection ended, or `None` while it is open.
     pub fn ended(&self) -> Option<Error> {
-        lock(&self.inner.ended).clone()
+        self.inner.lock().machine.ended().cloned().map(from_end)
     }
 
     /// Deliveries dropped by the service's limits so far: (broadcasts, requests).
@@ -276,89 +273,178 @@ impl Connection {
     }
 }
 
-fn check_name(name: &str, what: &'static str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::InvalidArgument(what));
-    }
-    Ok(())
-}
-
-fn check_payload(payload: &[u8], what: &'static str) -> Result<()> {
-    if payload.is_empty() {
-        return Err(Error::InvalidArgument(what));
-    }
-    Ok(())
-}
-
-fn timeout_ms(timeout: Duration) -> Result<u64> {
-    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 {
-        return Err(Error::InvalidArgument("timeout under 1 ms"));
-    }
-    Ok(ms)
-}
-
 impl Inner {
-    /// Encodes a packet into the outgoing buffer and wakes the writer.
-    pub(crate) fn push(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<()> {
-        {
-            let mut out = lock(&self.out);
-            if out.closed {
-                return Err(Error::Closed);
-            }
-            encode(&mut out.buf);
-        }
-        self.writer_wake.notify(1);
-        Ok(())
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
-    /// Waits until the outgoing buffer has room (backpressure from a slow socket).
-    pub(crate) async fn wait_for_space(&self) -> Result<()> {
-        // Checked before listening too: a listener is an allocation, and there is room
-        // almost always.
-        let room = || {
-            let out = lock(&self.out);
-            if out.closed {
-                return Some(Err(Error::Closed));
-            }
-            (out.buf.len() < MAX_BUFFERED).then_some(Ok(()))
-        };
+    /// Now, on the machine's clock.
+    fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Runs `op`, a call of the application, on the state, waiting and calling again while
+    /// the send buffer is full (backpressure from a slow socket); then drives the machine.
+    /// The machine checks the arguments first, then that the connection is up, then the
+    /// room: a bad call fails at once, a closed connection too, a good one waits.
+    pub(crate) async fn call<T>(
+        self: &Arc<Self>,
+        mut op: impl FnMut(&mut State) -> std::result::Result<T, CallError>,
+    ) -> Result<T> {
+        let mut listener = None;
         loop {
-            if let Some(r) = room() {
-                return r;
+            {
+                let mut st = self.lock();
+                match op(&mut st) {
+                    Err(CallError::SendBufferFull) => {}
+                    r => {
+                        self.drive(st);
+                        return r.map_err(from_call);
+                    }
+                }
             }
-            let notified = self.space.listen();
-            if let Some(r) = room() {
-                return r;
+            // Listen, then try once more before sleeping: a listener is an allocation, and
+            // there is room almost always.
+            match listener.take() {
+                Some(l) => l.await,
+                None => listener = Some(self.space.listen()),
             }
-            notified.await;
         }
     }
 
-    /// Ends the connection: everyone waiting is told, handlers stop.
-    fn end(&self, why: Error) {
-        {
-            let mut ended = lock(&self.ended);
-            if ended.is_some() {
-                return;
+    /// Feeds what the stream did to the machine, then drives it.
+    fn handle(self: &Arc<Self>, input: Input) {
+        let mut st = self.lock();
+        let now = self.now();
+        st.machine.handle(now, input);
+        self.drive(st);
+    }
+
+    /// Drains the machine after a call: its transmit goes to the writer, its events to
+    /// whoever waits for them. Run after every change to the machine, so that nothing it
+    /// has to say waits for the next one.
+    pub(crate) fn drive(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
+        let mut after = Vec::new();
+        let mut wake_writer = false;
+        while let Some(out) = st.machine.poll_output() {
+            match out {
+                Output::Transmit(bytes) => {
+                    debug_assert!(st.transmit.is_none(), "one transmit in flight");
+                    st.transmit = Some(bytes);
+                    wake_writer = true;
+                }
+                Output::Event(event) => self.deliver(&mut st, event, &mut after),
             }
-            *ended = Some(why.clone());
         }
-        lock(&self.out).closed = true;
-        self.writer_wake.notify(1);
-        self.space.notify(usize::MAX);
-        // Everything is ended at once: the order does not matter.
-        #[allow(clippy::disallowed_methods)]
-        for (_, tx) in lock(&self.pending).drain() {
-            let _ = tx.try_send(Err(Error::Closed));
+        drop(st);
+        if wake_writer {
+            self.writer_wake.notify(1);
         }
-        lock(&self.builds).clear();
-        #[allow(clippy::disallowed_methods)]
-        for (_, t) in lock(&self.tunnels).drain() {
-            t.on_close("connection closed".into());
+        for a in after {
+            match a {
+                After::Built(tx, tunnel) => {
+                    // A builder that gave up drops the tunnel here, which closes it.
+                    let _ = tx.try_send(Ok(tunnel));
+                }
+                After::Offered(tunnel) => match &self.service {
+                    Some(s) => (s.on_tunnel)(tunnel),
+                    None => drop(tunnel),
+                },
+                After::Ended(why, topics) => self.on_ended(why, topics),
+            }
         }
-        #[allow(clippy::disallowed_methods)]
-        for (_, pool) in lock(&self.topics).drain() {
+    }
+
+    /// Routes one event of the machine, with the state locked: what could lock it again
+    /// (a tunnel handle, whose drop closes it) waits in `after`.
+    fn deliver(self: &Arc<Self>, st: &mut State, event: ClientEvent, after: &mut Vec<After>) {
+        match event {
+            ClientEvent::Accepted => {}
+            ClientEvent::Reply { request, outcome } => {
+                if let Some(tx) = st.replies.remove(&request) {
+                    let _ = tx.try_send(outcome.map_err(from_request));
+                }
+            }
+            ClientEvent::Broadcast(message) => {
+                if let Some(s) = &self.service {
+                    let len = message.len();
+                    s.broadcasts.submit(message, len);
+                }
+            }
+            ClientEvent::Request {
+                id,
+                request,
+                deadline,
+            } => {
+                if let Some(s) = &self.service {
+                    let len = request.len();
+                    s.requests.submit((id, request, deadline), len);
+                }
+            }
+            ClientEvent::Publish { topic, event } => {
+                if let Some(pool) = st.topics.get(&topic.as_bytes()[..]) {
+                    let len = event.len();
+                    pool.submit(event, len);
+                }
+            }
+            ClientEvent::TunnelBuilt { tunnel, outcome } => {
+                let Some(tx) = st.builds.remove(&tunnel) else {
+                    // Nobody asked for it (cannot happen: the waiter is added with the
+                    // build); an open tunnel nobody holds is closed.
+                    st.machine.release_tunnel(tunnel);
+                    return;
+                };
+                match outcome {
+                    Ok(()) => after.push(After::Built(tx, self.tunnel_handle(st, tunnel))),
+                    Err(e) => {
+                        let _ = tx.try_send(Err(from_build(e)));
+                    }
+                }
+            }
+            ClientEvent::InboundTunnel { tunnel, .. } => {
+                after.push(After::Offered(self.tunnel_handle(st, tunnel)));
+            }
+            ClientEvent::TunnelMessage { tunnel, message } => {
+                if let Some(slot) = st.tunnels.get_mut(&tunnel) {
+                    slot.inbox.push_back(message);
+                    slot.notify.notify(usize::MAX);
+                }
+            }
+            ClientEvent::TunnelAllowance { tunnel } => {
+                if let Some(slot) = st.tunnels.get(&tunnel) {
+                    slot.notify.notify(usize::MAX);
+                }
+            }
+            ClientEvent::TunnelClosed { tunnel, reason } => {
+                if let Some(slot) = st.tunnels.get_mut(&tunnel) {
+                    slot.closed.get_or_insert(reason);
+                    slot.notify.notify(usize::MAX);
+                }
+            }
+            ClientEvent::Ended(end) => {
+                // Every topic stops at once: the order does not matter.
+                #[allow(clippy::disallowed_methods)]
+                let topics = st.topics.drain().map(|(_, pool)| pool).collect();
+                after.push(After::Ended(from_end(end), topics));
+            }
+        }
+    }
+
+    /// A handle on a tunnel the machine has just opened, and the slot it reads.
+    fn tunnel_handle(self: &Arc<Self>, st: &mut State, id: TunnelId) -> Tunnel {
+        let slot = TunnelSlot::default();
+        let notify = slot.notify.clone();
+        st.tunnels.insert(id, slot);
+        Tunnel {
+            id,
+            notify,
+            conn: self.clone(),
+        }
+    }
+
+    /// The connection ended: handlers stop, and everyone waiting is told.
+    fn on_ended(&self, why: Error, topics: Vec<Arc<Pool<Bytes>>>) {
+        for pool in topics {
             pool.close();
         }
         if let Some(s) = &self.service {
@@ -368,6 +454,8 @@ impl Inner {
                 (s.on_drop)(why);
             }
         }
+        self.writer_wake.notify(1);
+        self.space.notify(usize::MAX);
         self.ended_notify.notify(usize::MAX);
     }
 }
@@ -388,7 +476,7 @@ async fn register_over<R: Runtime, H: ServiceHandler>(
     limits: ServiceLimits,
 ) -> Result<Connection> {
     if cluster.is_empty() {
-        return Err(Error::InvalidArgument("empty cluster name"));
+        return Err(from_call(CallError::EmptyCluster));
     }
     let handler = Arc::new(handler);
     let broadcasts = Arc::new(Pool::new(limits.broadcast));
@@ -425,14 +513,19 @@ async fn register_over<R: Runtime, H: ServiceHandler>(
         let (h, inner) = (h.clone(), inner.clone());
         async move {
             // Its requester has already given up: do not run it.
-            if Instant::now() >= deadline {
+            if inner.now() >= deadline {
                 return;
             }
-            let outcome = h
-                .handle_request(request)
-                .await
-                .map_err(|e| e.as_str().into());
-            let _ = inner.push(|out| ClientPacket::Reply { id, outcome }.encode(out));
+            let outcome = h.handle_request(request).await;
+            let mut st = inner.lock();
+            let outcome = match &outcome {
+                Ok(reply) => Ok(&reply[..]),
+                Err(fault) => Err(fault.as_str()),
+            };
+            // Refused only once the connection has ended: nobody to answer then.
+            if st.machine.reply(id, outcome).is_ok() {
+                inner.drive(st);
+            }
         }
     });
     Ok(conn)
@@ -467,225 +560,105 @@ async fn start(
     service: Option<Service>,
     spawner: Spawner,
 ) -> Result<Connection> {
-    let limits = codec::Limits::default();
-    let mut session = ClientSession::new(limits);
-    let mut init = BytesMut::new();
-    ClientSession::encode_init(cluster, &mut init);
-    wr.write_all(&init).await?;
+    let epoch = std::time::Instant::now();
+    let now = || Instant::from_nanos(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    let config = ClientConfig {
+        limits: codec::Limits::default(),
+        send_buffer: MAX_BUFFERED,
+        tunnel_window: TUNNEL_WINDOW,
+    };
+    let mut machine = ClientMachine::new(cluster, config);
+    // The machine alone until the node answers: nothing else can use it yet. What the node
+    // sends right after its answer stays queued in the machine for the first drive.
     loop {
-        match session.poll() {
-            Ok(Some(SessionEvent::Accepted)) => break,
-            Ok(Some(SessionEvent::Packet(_))) => unreachable!("packets come only after Accepted"),
-            Ok(None) => {}
-            Err(iris_proto::relay::client::SessionError::Denied(why)) => {
-                return Err(Error::Denied(why));
+        match machine.poll_output() {
+            Some(Output::Transmit(bytes)) => {
+                wr.write_all(&bytes).await?;
+                machine.handle(now(), Input::Flushed(bytes.len()));
             }
-            Err(e) => return Err(Error::Protocol(e.to_string())),
-        }
-        let buf = session.read_buf();
-        buf.reserve(4096);
-        if rd.read_buf(buf).await? == 0 {
-            return Err(Error::Dropped(
-                "node closed the connection during the handshake".into(),
-            ));
+            Some(Output::Event(ClientEvent::Accepted)) => break,
+            Some(Output::Event(ClientEvent::Ended(end))) => return Err(from_end(end)),
+            Some(Output::Event(e)) => unreachable!("an event before the handshake's: {e:?}"),
+            None => {
+                let mut buf = machine.read_buffer();
+                buf.reserve(4096);
+                let input = match rd.read_buf(&mut buf).await? {
+                    0 => Input::Eof,
+                    _ => Input::Received(buf),
+                };
+                machine.handle(now(), input);
+            }
         }
     }
     let inner = Arc::new(Inner {
-        out: Mutex::new(Out::default()),
+        state: Mutex::new(State {
+            machine,
+            transmit: None,
+            replies: HashMap::new(),
+            builds: HashMap::new(),
+            tunnels: HashMap::new(),
+            topics: HashMap::new(),
+        }),
         writer_wake: Event::new(),
         space: Event::new(),
-        next_id: AtomicU64::new(0),
-        pending: Mutex::new(HashMap::new()),
-        builds: Mutex::new(HashMap::new()),
-        tunnels: Mutex::new(HashMap::new()),
-        topics: Mutex::new(HashMap::new()),
-        service,
-        closing: AtomicBool::new(false),
-        ended: Mutex::new(None),
         ended_notify: Event::new(),
-        limits,
+        service,
+        epoch,
         spawner,
     });
+    inner.drive(inner.lock());
     spawner.spawn(writer(inner.clone(), wr));
-    spawner.spawn(reader(inner.clone(), rd, session));
+    spawner.spawn(reader(inner.clone(), rd));
     Ok(Connection { inner })
 }
 
+/// Writes what the machine hands out, one transmit at a time, and reports each flushed.
 async fn writer(inner: Arc<Inner>, mut wr: impl WriteBytes) {
-    let mut notified = None;
+    let mut listener = None;
     loop {
-        let (data, closed) = {
-            let mut out = lock(&inner.out);
-            (out.buf.split().freeze(), out.closed)
+        let (transmit, ended) = {
+            let mut st = inner.lock();
+            (st.transmit.take(), st.machine.ended().is_some())
         };
-        if !data.is_empty() {
-            if let Err(e) = wr.write_all(&data).await {
-                inner.end(Error::Dropped(format!("write failed: {e}")));
+        if let Some(bytes) = transmit {
+            if let Err(e) = wr.write_all(&bytes).await {
+                inner.handle(Input::Failed(format!("write failed: {e}")));
                 return;
             }
+            inner.handle(Input::Flushed(bytes.len()));
             inner.space.notify(usize::MAX);
             continue;
         }
-        if closed {
+        if ended {
+            // Everything the machine had to send is written.
             let _ = wr.shutdown().await;
             return;
         }
         // Nothing to write: listen, then look once more before sleeping (a listener is an
         // allocation, so only an idle writer makes one).
-        match notified.take() {
-            Some(listener) => listener.await,
-            None => notified = Some(inner.writer_wake.listen()),
+        match listener.take() {
+            Some(l) => l.await,
+            None => listener = Some(inner.writer_wake.listen()),
         }
     }
 }
 
-async fn reader(inner: Arc<Inner>, mut rd: impl ReadBytes, mut session: ClientSession) {
-    let why = loop {
-        match session.poll() {
-            Ok(Some(SessionEvent::Packet(p))) => {
-                if let Some(why) = dispatch(&inner, p) {
-                    break why;
-                }
-                continue;
+/// Reads the node's bytes into the machine until the connection ends.
+async fn reader(inner: Arc<Inner>, mut rd: impl ReadBytes) {
+    loop {
+        let mut buf = {
+            let mut st = inner.lock();
+            if st.machine.ended().is_some() {
+                return;
             }
-            Ok(Some(SessionEvent::Accepted)) => continue,
-            Ok(None) => {}
-            Err(e) => break Error::Protocol(e.to_string()),
-        }
-        let buf = session.read_buf();
+            st.machine.read_buffer()
+        };
         buf.reserve(64 * 1024);
-        match rd.read_buf(buf).await {
-            Ok(0) => break Error::Dropped("the node closed the connection".into()),
-            Ok(_) => {}
-            Err(e) => break Error::Dropped(e.to_string()),
-        }
-    };
-    inner.end(why);
-}
-
-/// Routes one packet from the node; `Some` ends the connection for that reason.
-fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> Option<Error> {
-    match packet {
-        NodePacket::Reply { id, outcome } => {
-            if let Some(tx) = lock(&inner.pending).remove(&id) {
-                let _ = tx.try_send(match outcome {
-                    ReplyOutcome::Success(reply) => Ok(reply),
-                    ReplyOutcome::Fault(f) => Err(Error::Remote(f.to_string())),
-                    ReplyOutcome::TimedOut => Err(Error::TimedOut),
-                });
-            }
-        }
-        NodePacket::Broadcast { message } => {
-            if let Some(s) = &inner.service {
-                let len = message.len();
-                s.broadcasts.submit(message, len);
-            }
-        }
-        NodePacket::Request {
-            id,
-            request,
-            timeout_ms,
-        } => {
-            if let Some(s) = &inner.service {
-                let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-                let len = request.len();
-                s.requests.submit((id, request, deadline), len);
-            }
-        }
-        NodePacket::Publish { topic, event } => {
-            let pool = lock(&inner.topics).get(topic.as_str()).cloned();
-            if let Some(pool) = pool {
-                let len = event.len();
-                pool.submit(event, len);
-            }
-        }
-        NodePacket::TunInit {
-            build_id,
-            chunk_limit,
-        } => {
-            let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let limit = usize::try_from(chunk_limit).unwrap_or(usize::MAX).max(1);
-            let shared = Arc::new(TunnelShared::new(id, limit));
-            lock(&inner.tunnels).insert(id, shared.clone());
-            let _ = inner.push(|out| encode_accept(out, build_id, id));
-            let tunnel = Tunnel {
-                shared,
-                conn: inner.clone(),
-            };
-            match &inner.service {
-                Some(s) => (s.on_tunnel)(tunnel),
-                // Only members are offered tunnels; a plain client just lets it close.
-                None => drop(tunnel),
-            }
-        }
-        NodePacket::TunConfirm {
-            tun_id,
-            chunk_limit,
-        } => {
-            if let (Some(limit), Some(t)) = (chunk_limit, lock(&inner.tunnels).get(&tun_id)) {
-                t.lock().chunk_limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
-            }
-            let tx = lock(&inner.builds).remove(&tun_id);
-            let delivered = tx.is_some_and(|tx| tx.try_send(chunk_limit).is_ok());
-            if !delivered && chunk_limit.is_some() {
-                // The builder gave up waiting: close what it will never use.
-                lock(&inner.tunnels).remove(&tun_id);
-                let _ = inner.push(|out| codec::encode_tun_close_request(out, tun_id));
-            }
-        }
-        NodePacket::TunAllow { tun_id, space } => {
-            if let Some(t) = lock(&inner.tunnels).get(&tun_id) {
-                t.on_allow(space);
-            }
-        }
-        NodePacket::TunTransfer {
-            tun_id,
-            size_or_cont,
-            payload,
-        } => {
-            let t = lock(&inner.tunnels).get(&tun_id).cloned();
-            if let Some(t) = t {
-                let discarded = t.on_transfer(size_or_cont, &payload, &inner.limits);
-                if discarded > 0 {
-                    let _ = inner.push(|out| encode_tun_allow(out, tun_id, discarded as u64));
-                }
-            }
-        }
-        NodePacket::TunClose { tun_id, reason } => {
-            if let Some(t) = lock(&inner.tunnels).remove(&tun_id) {
-                t.on_close(reason.to_string());
-            }
-        }
-        NodePacket::Close { reason } => {
-            let graceful = reason.is_empty() && inner.closing.load(Ordering::SeqCst);
-            return Some(if graceful {
-                Error::Closed
-            } else if reason.is_empty() {
-                Error::Dropped("the node closed the connection".into())
-            } else {
-                Error::Dropped(reason.to_string())
-            });
-        }
-        NodePacket::Init { .. } | NodePacket::Deny { .. } => {
-            return Some(Error::Protocol(
-                "handshake packet after the handshake".into(),
-            ));
-        }
-    }
-    None
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        // A tunnel nobody holds can never be read: close it so that neither side keeps
-        // buffering for it.
-        let open = self.shared.lock().closed.is_none();
-        if open {
-            lock(&self.conn.tunnels).remove(&self.shared.id);
-            let id = self.shared.id;
-            let _ = self
-                .conn
-                .push(|out| codec::encode_tun_close_request(out, id));
-        }
+        let input = match rd.read_buf(&mut buf).await {
+            Ok(0) => Input::Eof,
+            Ok(_) => Input::Received(buf),
+            Err(e) => Input::Failed(e.to_string()),
+        };
+        inner.handle(input);
     }
 }

@@ -1,5 +1,6 @@
 //! Typed errors of the client library.
 
+use iris_proto::relay::client::{BuildError, CallError, End, RequestError, SessionError};
 use thiserror::Error;
 
 /// What can go wrong with a client operation.
@@ -42,3 +43,40 @@ impl From<std::io::Error> for Error {
 
 /// Shorthand for results of client operations.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A call the machine refused: the caller's arguments, or a connection or tunnel that is
+/// closed. (Waits, `SendBufferFull` and `NoAllowance`, are the callers' to handle.)
+pub(crate) fn from_call(e: CallError) -> Error {
+    if e.is_argument() {
+        Error::InvalidArgument(e.as_str())
+    } else {
+        Error::Closed
+    }
+}
+
+/// Why the session ended, as the client has always reported it.
+pub(crate) fn from_end(end: End) -> Error {
+    match end {
+        End::Closed => Error::Closed,
+        End::Dropped(why) => Error::Dropped(why),
+        End::Session(SessionError::Denied(why)) => Error::Denied(why),
+        End::Session(e) => Error::Protocol(e.to_string()),
+    }
+}
+
+/// How a request failed.
+pub(crate) fn from_request(e: RequestError) -> Error {
+    match e {
+        RequestError::TimedOut => Error::TimedOut,
+        RequestError::Remote(fault) => Error::Remote(fault),
+        RequestError::Closed => Error::Closed,
+    }
+}
+
+/// How a tunnel build failed.
+pub(crate) fn from_build(e: BuildError) -> Error {
+    match e {
+        BuildError::TimedOut => Error::TimedOut,
+        BuildError::Closed => Error::Closed,
+    }
+}

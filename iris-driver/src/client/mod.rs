@@ -29,6 +29,11 @@
 //! answered by the node (which owns their deadline), so `request` never needs a timer of
 //! its own. Dropping a [`Tunnel`] closes it; dropping a [`Connection`] does not: call
 //! [`Connection::close`].
+//!
+//! The protocol itself (request ids and their outcomes, tunnel builds, allowance and
+//! reassembly, subscriptions, how a connection ends) is `iris-proto`'s sans-IO
+//! [`ClientMachine`], one per connection; this module drives it over a stream and turns
+//! its events into replies, handler calls and wake-ups.
 
 mod connection;
 mod dial;
@@ -44,5 +49,7 @@ pub use connection::{Connection, MAX_BUFFERED, ServiceLimits, connect, register}
 pub use dial::Dial;
 pub use error::{Error, Result};
 pub use handler::{ServiceHandler, TopicHandler};
+#[cfg(doc)]
+use iris_proto::relay::client::ClientMachine;
 pub use pool::Limits;
 pub use tunnel::{TUNNEL_WINDOW, Tunnel};

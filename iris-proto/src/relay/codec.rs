@@ -358,18 +358,11 @@ impl ClientPacket {
                 timeout_ms,
             } => encode_request(out, *id, cluster.as_str(), request, *timeout_ms),
             ClientPacket::Reply { id, outcome } => {
-                out.put_u8(op::REPLY);
-                put_varint(out, *id);
-                match outcome {
-                    Ok(reply) => {
-                        out.put_u8(1);
-                        put_binary(out, reply);
-                    }
-                    Err(fault) => {
-                        out.put_u8(0);
-                        put_binary(out, fault.as_bytes());
-                    }
-                }
+                let outcome = match outcome {
+                    Ok(reply) => Ok(&reply[..]),
+                    Err(fault) => Err(fault.as_str()),
+                };
+                encode_reply(out, *id, outcome);
             }
             ClientPacket::Subscribe { topic } => encode_subscribe(out, topic.as_str()),
             ClientPacket::Unsubscribe { topic } => encode_unsubscribe(out, topic.as_str()),
@@ -521,6 +514,22 @@ pub fn encode_publish_client(out: &mut BytesMut, topic: &str, event: &[u8]) {
     out.put_u8(op::PUBLISH);
     put_binary(out, topic.as_bytes());
     put_binary(out, event);
+}
+
+/// Encodes a client REPLY to the node's request `id`: the reply, or a fault text.
+pub fn encode_reply(out: &mut BytesMut, id: u64, outcome: Result<&[u8], &str>) {
+    out.put_u8(op::REPLY);
+    put_varint(out, id);
+    match outcome {
+        Ok(reply) => {
+            out.put_u8(1);
+            put_binary(out, reply);
+        }
+        Err(fault) => {
+            out.put_u8(0);
+            put_binary(out, fault.as_bytes());
+        }
+    }
 }
 
 /// Encodes a client CLOSE.
