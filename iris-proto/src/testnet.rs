@@ -307,21 +307,7 @@ impl Net {
 
     fn output(&mut self, i: usize, out: Output) {
         match out {
-            Output::Dial(d, to) => {
-                let target = (0..self.nodes.len()).find(|&j| {
-                    addr(j) == to && self.nodes[j].is_some() && !self.cut.contains(&pair(i, j))
-                });
-                match target {
-                    Some(j) => {
-                        let (a, b) = (self.new_link(), self.new_link());
-                        self.peer_of.insert((i, a), (j, b));
-                        self.peer_of.insert((j, b), (i, a));
-                        self.queue.push_back((j, Action::Connected(b, None)));
-                        self.queue.push_back((i, Action::Connected(a, Some(d))));
-                    }
-                    None => self.queue.push_back((i, Action::DialFailed(d))),
-                }
-            }
+            Output::Dial(d, to) => self.dial(i, d, to),
             Output::PeerTransmit(link, data) => {
                 if let Some(&(j, _)) = self.peer_of.get(&(i, link))
                     && self.stalled.contains(&(i, j))
@@ -340,22 +326,7 @@ impl Net {
                     self.queue.push_back((j, Action::Gone(other)));
                 }
             }
-            Output::Transmit(conn, data) => {
-                if self.stalled_clients.contains(&(i, conn)) {
-                    self.held_client.push((i, conn, data));
-                    return;
-                }
-                if let Some(c) = self.clients.get_mut(&(i, conn)) {
-                    c.session.feed(&data);
-                    while let Some(ev) = c.session.poll().unwrap() {
-                        if let SessionEvent::Packet(p) = ev {
-                            c.inbox.push(p);
-                        }
-                    }
-                }
-                self.queue
-                    .push_back((i, Action::ClientFlushed(conn, data.len())));
-            }
+            Output::Transmit(conn, data) => self.write_client(i, conn, data),
             Output::Close(conn) => {
                 if let Some(c) = self.clients.get_mut(&(i, conn)) {
                     c.closed = true;
@@ -385,6 +356,41 @@ impl Net {
             // Links here sign in place (`offload_signatures` is off): never asked.
             Output::Sign(..) => {}
         }
+    }
+
+    /// Node `i` dials `to`: a link to the node there, unless there is none or the two are
+    /// cut off.
+    fn dial(&mut self, i: usize, d: DialId, to: SocketAddr) {
+        let target = (0..self.nodes.len())
+            .find(|&j| addr(j) == to && self.nodes[j].is_some() && !self.cut.contains(&pair(i, j)));
+        match target {
+            Some(j) => {
+                let (a, b) = (self.new_link(), self.new_link());
+                self.peer_of.insert((i, a), (j, b));
+                self.peer_of.insert((j, b), (i, a));
+                self.queue.push_back((j, Action::Connected(b, None)));
+                self.queue.push_back((i, Action::Connected(a, Some(d))));
+            }
+            None => self.queue.push_back((i, Action::DialFailed(d))),
+        }
+    }
+
+    /// Bytes node `i` writes to its client `conn` (held while the client is stalled).
+    fn write_client(&mut self, i: usize, conn: ConnId, data: Bytes) {
+        if self.stalled_clients.contains(&(i, conn)) {
+            self.held_client.push((i, conn, data));
+            return;
+        }
+        if let Some(c) = self.clients.get_mut(&(i, conn)) {
+            c.session.feed(&data);
+            while let Some(ev) = c.session.poll().unwrap() {
+                if let SessionEvent::Packet(p) = ev {
+                    c.inbox.push(p);
+                }
+            }
+        }
+        self.queue
+            .push_back((i, Action::ClientFlushed(conn, data.len())));
     }
 
     /// Runs timers and traffic until `t`.

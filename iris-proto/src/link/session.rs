@@ -519,12 +519,7 @@ impl Link {
         if !self.out.is_empty() {
             return Some(self.out.split().freeze());
         }
-        let sealer = match &mut self.state {
-            State::Open { sealer, .. } => Some(sealer),
-            State::PlainOpen => None,
-            _ => return None,
-        };
-        if self.close_sent {
+        if !matches!(self.state, State::Open { .. } | State::PlainOpen) || self.close_sent {
             return None;
         }
         if self.control.is_empty() && self.data.is_empty() && self.close.is_none() {
@@ -540,81 +535,95 @@ impl Link {
         rec.extend_from_slice(&[0; HEADER_LEN]);
         // Two bytes stay free for a rekey marker.
         let limit = HEADER_LEN + self.cfg.max_record - 2;
-        while let Some(msg) = self.control.front() {
-            if rec.len() + item_len(msg.len()) > limit {
-                break;
-            }
-            put_item(&mut rec, tag::CONTROL, msg);
-            self.control_bytes -= msg.len();
-            self.control.pop_front();
-            self.stats.sent.0 += 1;
-        }
-        while let Some(msg) = self.data.front() {
-            let room = limit - rec.len();
-            if self.data_offset == 0 && item_len(msg.len()) <= room {
-                put_item(&mut rec, tag::DATA, msg);
-                self.data_bytes -= msg.len();
-                self.data.pop_front();
-                self.stats.sent.1 += 1;
-                continue;
-            }
-            // Too big for the room left: send a part, unless the room is too small to bother.
-            let n = fits(room).min(msg.len() - self.data_offset);
-            if n < 64.min(msg.len() - self.data_offset) {
-                break;
-            }
-            let last = self.data_offset + n == msg.len();
-            let part = &msg[self.data_offset..self.data_offset + n];
-            put_item(
-                &mut rec,
-                if last { tag::DATA_END } else { tag::DATA_PART },
-                part,
-            );
-            if last {
-                self.data_bytes -= msg.len();
-                self.data_offset = 0;
-                self.data.pop_front();
-                self.stats.sent.1 += 1;
-            } else {
-                self.data_offset += n;
-                break;
-            }
-        }
-        let closing = match &self.close {
-            Some(reason) if self.control.is_empty() && self.data.is_empty() => {
-                let room = limit - rec.len();
-                (item_len(reason.len()) <= room).then(|| reason.clone())
-            }
-            _ => None,
-        };
-        if let Some(reason) = &closing {
-            put_item(&mut rec, tag::CLOSE, reason.as_bytes());
-        }
-        match sealer {
-            Some(sealer) => {
-                let rekey = sealer.rekey_due(rec.len() - HEADER_LEN);
-                if rekey {
-                    put_item(&mut rec, tag::REKEY, &[]);
-                }
-                sealer.seal(&mut rec, 0);
-                self.stats.records_sealed += 1;
-                if rekey {
-                    sealer.rekey();
-                    self.stats.rekeys += 1;
-                }
-            }
-            None => {
-                let len = rec.len() - HEADER_LEN;
-                rec[..HEADER_LEN].copy_from_slice(&super::frame::header(FrameKind::Plain, len));
-            }
-        }
-        if closing.is_some() {
+        self.put_control(&mut rec, limit);
+        self.put_data(&mut rec, limit);
+        let closing = self.put_close(&mut rec, limit);
+        self.seal(&mut rec);
+        if closing {
             self.close_sent = true;
             if self.peer_closed || self.close_abrupt {
                 self.state = State::Closed;
             }
         }
         Some(rec.freeze())
+    }
+
+    /// Control messages into a record, as many as fit.
+    fn put_control(&mut self, rec: &mut BytesMut, limit: usize) {
+        while let Some(msg) = self.control.front() {
+            if rec.len() + item_len(msg.len()) > limit {
+                break;
+            }
+            put_item(rec, tag::CONTROL, msg);
+            self.control_bytes -= msg.len();
+            self.control.pop_front();
+            self.stats.sent.0 += 1;
+        }
+    }
+
+    /// Data messages into what room a record has left: whole while they fit, then a part
+    /// of the next (unless the room is too small to bother).
+    fn put_data(&mut self, rec: &mut BytesMut, limit: usize) {
+        while let Some(msg) = self.data.front() {
+            let room = limit - rec.len();
+            if self.data_offset == 0 && item_len(msg.len()) <= room {
+                put_item(rec, tag::DATA, msg);
+                self.data_bytes -= msg.len();
+                self.data.pop_front();
+                self.stats.sent.1 += 1;
+                continue;
+            }
+            let n = fits(room).min(msg.len() - self.data_offset);
+            if n < 64.min(msg.len() - self.data_offset) {
+                break;
+            }
+            let last = self.data_offset + n == msg.len();
+            let part = &msg[self.data_offset..self.data_offset + n];
+            put_item(rec, if last { tag::DATA_END } else { tag::DATA_PART }, part);
+            if !last {
+                self.data_offset += n;
+                break;
+            }
+            self.data_bytes -= msg.len();
+            self.data_offset = 0;
+            self.data.pop_front();
+            self.stats.sent.1 += 1;
+        }
+    }
+
+    /// This side's CLOSE, once everything before it went and if it fits; true if it went.
+    fn put_close(&mut self, rec: &mut BytesMut, limit: usize) -> bool {
+        let Some(reason) = &self.close else {
+            return false;
+        };
+        let room = limit - rec.len();
+        if !self.control.is_empty() || !self.data.is_empty() || item_len(reason.len()) > room {
+            return false;
+        }
+        put_item(rec, tag::CLOSE, reason.as_bytes());
+        true
+    }
+
+    /// Seals a record (rekeying when due), or frames it plain.
+    fn seal(&mut self, rec: &mut BytesMut) {
+        match &mut self.state {
+            State::Open { sealer, .. } => {
+                let rekey = sealer.rekey_due(rec.len() - HEADER_LEN);
+                if rekey {
+                    put_item(rec, tag::REKEY, &[]);
+                }
+                sealer.seal(rec, 0);
+                self.stats.records_sealed += 1;
+                if rekey {
+                    sealer.rekey();
+                    self.stats.rekeys += 1;
+                }
+            }
+            _ => {
+                let len = rec.len() - HEADER_LEN;
+                rec[..HEADER_LEN].copy_from_slice(&super::frame::header(FrameKind::Plain, len));
+            }
+        }
     }
 
     /// The signature asked for by [`LinkEvent::Sign`]: our AUTH goes out with it (and the
@@ -692,40 +701,8 @@ impl Link {
             return self.fail(HandshakeError::Malformed("frame before our AUTH").into());
         }
         match (&mut self.state, kind) {
-            (State::Handshaking(hs), FrameKind::Hello) => {
-                let Some(peer) = Hello::decode(&payload) else {
-                    return self.fail(HandshakeError::Malformed("HELLO").into());
-                };
-                let Some(key) = &self.key else {
-                    return self.fail(HandshakeError::Malformed("no key").into());
-                };
-                let keys = Keyring {
-                    current: key,
-                    previous: self.cfg.previous_key.as_deref(),
-                };
-                match hs.on_hello(&peer, keys) {
-                    Ok(Some(to_sign)) => self.owe(to_sign, None),
-                    Ok(None) => {}
-                    Err(e) => self.fail(e.into()),
-                }
-            }
-            (State::Handshaking(hs), FrameKind::Auth) => match self
-                .key
-                .as_ref()
-                .ok_or(HandshakeError::Malformed("no key"))
-                .and_then(|key| {
-                    let keys = Keyring {
-                        current: key,
-                        previous: self.cfg.previous_key.as_deref(),
-                    };
-                    hs.on_auth(&payload, keys)
-                }) {
-                Ok(keys) => match keys.auth {
-                    Some(to_sign) => self.owe(to_sign, Some((keys.send, keys.recv))),
-                    None => self.open(keys.send, keys.recv),
-                },
-                Err(e) => self.fail(e.into()),
-            },
+            (State::Handshaking(_), FrameKind::Hello) => self.on_hello(&payload),
+            (State::Handshaking(_), FrameKind::Auth) => self.on_auth(&payload),
             (State::Open { opener, .. }, FrameKind::Record) => {
                 if let Err(e) = opener.open(header, &mut payload) {
                     return self.fail(e.into());
@@ -739,26 +716,7 @@ impl Link {
             (State::Handshaking(_), FrameKind::Plain) => {
                 self.fail(HandshakeError::Malformed("plain frame on a secure link").into())
             }
-            (State::PlainHello(ours), FrameKind::Hello) => {
-                let checked = match Hello::decode(&payload) {
-                    None => Err(HandshakeError::Malformed("HELLO")),
-                    Some(peer) if peer.version != ours.version => Err(HandshakeError::Version {
-                        ours: ours.version,
-                        theirs: peer.version,
-                    }),
-                    Some(peer) if peer.network != ours.network => Err(HandshakeError::Network),
-                    Some(peer) if peer.role == ours.role => Err(HandshakeError::Role),
-                    Some(_) => Ok(()),
-                };
-                match checked {
-                    Ok(()) => {
-                        self.state = State::PlainOpen;
-                        self.deadline = None;
-                        self.events.push_back(LinkEvent::Established);
-                    }
-                    Err(e) => self.fail(e.into()),
-                }
-            }
+            (State::PlainHello(_), FrameKind::Hello) => self.on_plain_hello(&payload),
             (State::PlainOpen, FrameKind::Plain) => {
                 self.stats.records_opened += 1;
                 self.on_record(payload.freeze());
@@ -770,6 +728,78 @@ impl Link {
                 self.fail(LinkError::Malformed("unexpected frame on an open link"))
             }
             (State::Closed, _) => {}
+        }
+    }
+
+    /// The peer's HELLO during the handshake: ours to sign, maybe.
+    fn on_hello(&mut self, payload: &[u8]) {
+        let State::Handshaking(hs) = &mut self.state else {
+            return;
+        };
+        let Some(peer) = Hello::decode(payload) else {
+            return self.fail(HandshakeError::Malformed("HELLO").into());
+        };
+        let Some(key) = &self.key else {
+            return self.fail(HandshakeError::Malformed("no key").into());
+        };
+        let keys = Keyring {
+            current: key,
+            previous: self.cfg.previous_key.as_deref(),
+        };
+        match hs.on_hello(&peer, keys) {
+            Ok(Some(to_sign)) => self.owe(to_sign, None),
+            Ok(None) => {}
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// The peer's AUTH: the link opens, after our own AUTH if we owe one.
+    fn on_auth(&mut self, payload: &[u8]) {
+        let State::Handshaking(hs) = &mut self.state else {
+            return;
+        };
+        let verified = self
+            .key
+            .as_ref()
+            .ok_or(HandshakeError::Malformed("no key"))
+            .and_then(|key| {
+                let keys = Keyring {
+                    current: key,
+                    previous: self.cfg.previous_key.as_deref(),
+                };
+                hs.on_auth(payload, keys)
+            });
+        match verified {
+            Ok(keys) => match keys.auth {
+                Some(to_sign) => self.owe(to_sign, Some((keys.send, keys.recv))),
+                None => self.open(keys.send, keys.recv),
+            },
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// The peer's HELLO on a plain link: the same network and version, the other role.
+    fn on_plain_hello(&mut self, payload: &[u8]) {
+        let State::PlainHello(ours) = &self.state else {
+            return;
+        };
+        let checked = match Hello::decode(payload) {
+            None => Err(HandshakeError::Malformed("HELLO")),
+            Some(peer) if peer.version != ours.version => Err(HandshakeError::Version {
+                ours: ours.version,
+                theirs: peer.version,
+            }),
+            Some(peer) if peer.network != ours.network => Err(HandshakeError::Network),
+            Some(peer) if peer.role == ours.role => Err(HandshakeError::Role),
+            Some(_) => Ok(()),
+        };
+        match checked {
+            Ok(()) => {
+                self.state = State::PlainOpen;
+                self.deadline = None;
+                self.events.push_back(LinkEvent::Established);
+            }
+            Err(e) => self.fail(e.into()),
         }
     }
 

@@ -111,6 +111,14 @@ impl Node {
                 }
                 self.multicast(Group::topic(topic), event);
             }
+            tunnel => self.on_tunnel_packet(conn, tunnel),
+        }
+        None
+    }
+
+    /// A client's tunnel packet.
+    fn on_tunnel_packet(&mut self, conn: ConnId, packet: ClientPacket) {
+        match packet {
             ClientPacket::TunInit {
                 tun_id,
                 cluster,
@@ -142,8 +150,8 @@ impl Node {
                 let id = ClientTunId(tun_id);
                 call!(self, |fx| self.tunnels.handle_close(conn, id, fx));
             }
+            _ => unreachable!("not a tunnel packet"),
         }
-        None
     }
 
     /// What a packet would have to wait for: a congested member of a broadcast's cluster or

@@ -155,35 +155,8 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
     let mut out = BytesMut::with_capacity(64 + payload_len(msg));
     match msg {
         NodeMsg::Tree(t) => encode_tree(t, &mut out),
-        NodeMsg::Cast(c) => {
-            out.put_u8(tag::CAST);
-            out.put_u128(c.key.0);
-            put_group(&mut out, &c.group, c.index);
-            out.put_u128(c.origin.0);
-            put_varint(&mut out, c.epoch);
-            put_varint(&mut out, c.seq);
-            out.put_u8(c.via as u8);
-            out.put_u8(c.hops);
-            out.put_slice(&c.payload);
-        }
-        NodeMsg::Anycast(a) => {
-            out.put_u8(tag::ANYCAST);
-            out.put_u128(a.key.0);
-            put_group(&mut out, &Group::cluster(a.cluster.clone()), a.index);
-            put_contact(&mut out, &a.origin);
-            put_varint(&mut out, a.id);
-            put_varint(&mut out, a.timeout_ms);
-            put_varint(&mut out, a.budget_ms);
-            out.put_u8(a.via as u8);
-            out.put_u8(a.hops);
-            match &a.wanted {
-                Wanted::Tunnel => out.put_u8(0),
-                Wanted::Request(p) => {
-                    out.put_u8(1);
-                    out.put_slice(p);
-                }
-            }
-        }
+        NodeMsg::Cast(c) => encode_cast(c, &mut out),
+        NodeMsg::Anycast(a) => encode_anycast(a, &mut out),
         NodeMsg::Reply { id, outcome } => {
             out.put_u8(tag::REPLY);
             put_varint(&mut out, *id);
@@ -198,15 +171,54 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
                 }
             }
         }
+        tunnel => encode_tunnel(tunnel, &mut out),
+    }
+    out.freeze()
+}
+
+fn encode_cast(c: &Cast, out: &mut BytesMut) {
+    out.put_u8(tag::CAST);
+    out.put_u128(c.key.0);
+    put_group(out, &c.group, c.index);
+    out.put_u128(c.origin.0);
+    put_varint(out, c.epoch);
+    put_varint(out, c.seq);
+    out.put_u8(c.via as u8);
+    out.put_u8(c.hops);
+    out.put_slice(&c.payload);
+}
+
+fn encode_anycast(a: &Anycast, out: &mut BytesMut) {
+    out.put_u8(tag::ANYCAST);
+    out.put_u128(a.key.0);
+    put_group(out, &Group::cluster(a.cluster.clone()), a.index);
+    put_contact(out, &a.origin);
+    put_varint(out, a.id);
+    put_varint(out, a.timeout_ms);
+    put_varint(out, a.budget_ms);
+    out.put_u8(a.via as u8);
+    out.put_u8(a.hops);
+    match &a.wanted {
+        Wanted::Tunnel => out.put_u8(0),
+        Wanted::Request(p) => {
+            out.put_u8(1);
+            out.put_slice(p);
+        }
+    }
+}
+
+/// Tunnel traffic and multicast credit: small fixed messages.
+fn encode_tunnel(msg: &NodeMsg, out: &mut BytesMut) {
+    match msg {
         NodeMsg::TunnelConfirm { tun, peer, window } => {
             out.put_u8(tag::TUNNEL_CONFIRM);
-            put_varint(&mut out, *tun);
-            put_varint(&mut out, *peer);
-            put_varint(&mut out, *window);
+            put_varint(out, *tun);
+            put_varint(out, *peer);
+            put_varint(out, *window);
         }
         NodeMsg::TunnelRefused { tun } => {
             out.put_u8(tag::TUNNEL_REFUSED);
-            put_varint(&mut out, *tun);
+            put_varint(out, *tun);
         }
         NodeMsg::TunnelData {
             tun,
@@ -214,27 +226,29 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             payload,
         } => {
             out.put_u8(tag::TUNNEL_DATA);
-            put_varint(&mut out, *tun);
-            put_varint(&mut out, *size_or_cont);
+            put_varint(out, *tun);
+            put_varint(out, *size_or_cont);
             out.put_slice(payload);
         }
         NodeMsg::TunnelAllow { tun, space } => {
             out.put_u8(tag::TUNNEL_ALLOW);
-            put_varint(&mut out, *tun);
-            put_varint(&mut out, *space);
+            put_varint(out, *tun);
+            put_varint(out, *space);
         }
         NodeMsg::TunnelClose { tun, reason } => {
             out.put_u8(tag::TUNNEL_CLOSE);
-            put_varint(&mut out, *tun);
+            put_varint(out, *tun);
             out.put_slice(reason.as_bytes());
         }
         NodeMsg::CastCredit { group, bytes } => {
             out.put_u8(tag::CAST_CREDIT);
-            put_group(&mut out, group, 0);
-            put_varint(&mut out, *bytes);
+            put_group(out, group, 0);
+            put_varint(out, *bytes);
+        }
+        NodeMsg::Tree(_) | NodeMsg::Cast(_) | NodeMsg::Anycast(_) | NodeMsg::Reply { .. } => {
+            unreachable!("encoded by encode")
         }
     }
-    out.freeze()
 }
 
 /// Parses one whole message; payloads are slices of `b`.
@@ -248,70 +262,9 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
         }
         tag::UNSUBSCRIBE => NodeMsg::Tree(ScribeMsg::Unsubscribe { key: r.id()? }),
         tag::NOT_IN_TREE => NodeMsg::Tree(ScribeMsg::NotInTree { key: r.id()? }),
-        tag::BEAT => {
-            let n = r.count(17)?;
-            let mut caps = Vec::with_capacity(n);
-            for _ in 0..n {
-                let key = r.id()?;
-                let cap = u32::try_from(r.varint()?).unwrap_or(u32::MAX);
-                caps.push((key, cap));
-            }
-            let parents = match r.u8()? {
-                0 => None,
-                1 => {
-                    let n = r.count(16)?;
-                    let mut keys = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        keys.push(r.id()?);
-                    }
-                    Some(keys)
-                }
-                _ => return Err(WireError::Malformed("beat flag")),
-            };
-            NodeMsg::Tree(ScribeMsg::Beat { caps, parents })
-        }
-        tag::CAST => {
-            let key = r.id()?;
-            let (group, index) = r.group()?;
-            NodeMsg::Cast(Cast {
-                key,
-                group,
-                index,
-                origin: r.id()?,
-                epoch: r.varint()?,
-                seq: r.varint()?,
-                via: r.via()?,
-                hops: r.u8()?,
-                payload: r.rest(),
-            })
-        }
-        tag::ANYCAST => {
-            let key = r.id()?;
-            let (group, index) = r.group()?;
-            if group.kind != GroupKind::Cluster {
-                return Err(WireError::Malformed("anycast to a topic"));
-            }
-            let origin = take_contact(&mut r.p)?;
-            let (id, timeout_ms, budget_ms) = (r.varint()?, r.varint()?, r.varint()?);
-            let (via, hops) = (r.via()?, r.u8()?);
-            let wanted = match r.u8()? {
-                0 => Wanted::Tunnel,
-                1 => Wanted::Request(r.rest()),
-                _ => return Err(WireError::Malformed("anycast kind")),
-            };
-            NodeMsg::Anycast(Anycast {
-                key,
-                cluster: group.name,
-                index,
-                origin,
-                id,
-                timeout_ms,
-                budget_ms,
-                via,
-                hops,
-                wanted,
-            })
-        }
+        tag::BEAT => NodeMsg::Tree(decode_beat(&mut r)?),
+        tag::CAST => NodeMsg::Cast(decode_cast(&mut r)?),
+        tag::ANYCAST => NodeMsg::Anycast(decode_anycast(&mut r)?),
         tag::REPLY => {
             let id = r.varint()?;
             let outcome = match r.u8()? {
@@ -353,6 +306,73 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
         return Err(WireError::Malformed("trailing bytes"));
     }
     Ok(msg)
+}
+
+fn decode_beat(r: &mut Reader<'_>) -> Result<ScribeMsg, WireError> {
+    let n = r.count(17)?;
+    let mut caps = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = r.id()?;
+        let cap = u32::try_from(r.varint()?).unwrap_or(u32::MAX);
+        caps.push((key, cap));
+    }
+    let parents = match r.u8()? {
+        0 => None,
+        1 => {
+            let n = r.count(16)?;
+            let mut keys = Vec::with_capacity(n);
+            for _ in 0..n {
+                keys.push(r.id()?);
+            }
+            Some(keys)
+        }
+        _ => return Err(WireError::Malformed("beat flag")),
+    };
+    Ok(ScribeMsg::Beat { caps, parents })
+}
+
+fn decode_cast(r: &mut Reader<'_>) -> Result<Cast, WireError> {
+    let key = r.id()?;
+    let (group, index) = r.group()?;
+    Ok(Cast {
+        key,
+        group,
+        index,
+        origin: r.id()?,
+        epoch: r.varint()?,
+        seq: r.varint()?,
+        via: r.via()?,
+        hops: r.u8()?,
+        payload: r.rest(),
+    })
+}
+
+fn decode_anycast(r: &mut Reader<'_>) -> Result<Anycast, WireError> {
+    let key = r.id()?;
+    let (group, index) = r.group()?;
+    if group.kind != GroupKind::Cluster {
+        return Err(WireError::Malformed("anycast to a topic"));
+    }
+    let origin = take_contact(&mut r.p)?;
+    let (id, timeout_ms, budget_ms) = (r.varint()?, r.varint()?, r.varint()?);
+    let (via, hops) = (r.via()?, r.u8()?);
+    let wanted = match r.u8()? {
+        0 => Wanted::Tunnel,
+        1 => Wanted::Request(r.rest()),
+        _ => return Err(WireError::Malformed("anycast kind")),
+    };
+    Ok(Anycast {
+        key,
+        cluster: group.name,
+        index,
+        origin,
+        id,
+        timeout_ms,
+        budget_ms,
+        via,
+        hops,
+        wanted,
+    })
 }
 
 fn encode_tree(t: &ScribeMsg, out: &mut BytesMut) {

@@ -451,6 +451,17 @@ impl NodePacket {
                 put_binary(out, topic.as_bytes());
                 put_payload(out, event);
             }
+            tunnel => tunnel.encode_tunnel(out, put_payload),
+        }
+    }
+
+    /// The tunnel packets (see [`NodePacket::encode_with`]).
+    fn encode_tunnel(
+        &self,
+        out: &mut BytesMut,
+        mut put_payload: impl FnMut(&mut BytesMut, &Bytes),
+    ) {
+        match self {
             NodePacket::TunInit {
                 build_id,
                 chunk_limit,
@@ -489,6 +500,7 @@ impl NodePacket {
                 put_varint(out, *tun_id);
                 put_binary(out, reason.as_bytes());
             }
+            _ => unreachable!("encoded by encode_with"),
         }
     }
 }

@@ -404,21 +404,7 @@ impl ClientMachine {
 
     fn on_packet(&mut self, now: Instant, packet: NodePacket) {
         match packet {
-            NodePacket::Reply { id, outcome } => {
-                let request = RequestId(id);
-                if !self.requests.remove(&request) {
-                    // A reply to nothing pending: ignored rather than fatal, so that a
-                    // confused node cannot break this connection's other requests.
-                    self.ignored += 1;
-                    return;
-                }
-                let outcome = match outcome {
-                    ReplyOutcome::Success(reply) => Ok(reply),
-                    ReplyOutcome::Fault(fault) => Err(RequestError::Remote(fault.to_string())),
-                    ReplyOutcome::TimedOut => Err(RequestError::TimedOut),
-                };
-                self.events.push_back(Event::Reply { request, outcome });
-            }
+            NodePacket::Reply { id, outcome } => self.on_reply(RequestId(id), outcome),
             NodePacket::Broadcast { message } => self.deliver(Event::Broadcast(message)),
             NodePacket::Request {
                 id,
@@ -445,37 +431,14 @@ impl ClientMachine {
                 tun_id,
                 chunk_limit,
             } => self.on_tun_confirm(TunnelId(tun_id), chunk_limit),
-            NodePacket::TunAllow { tun_id, space } => {
-                let tunnel = TunnelId(tun_id);
-                let Some(t) = self.tunnels.get_mut(&tunnel) else {
-                    self.ignored += 1;
-                    return;
-                };
-                t.allowance = t.allowance.saturating_add(space);
-                if t.phase == Phase::Open {
-                    self.events.push_back(Event::TunnelAllowance { tunnel });
-                }
-            }
+            NodePacket::TunAllow { tun_id, space } => self.on_tun_allow(TunnelId(tun_id), space),
             NodePacket::TunTransfer {
                 tun_id,
                 size_or_cont,
                 payload,
             } => self.on_tun_transfer(TunnelId(tun_id), size_or_cont, &payload),
             NodePacket::TunClose { tun_id, reason } => {
-                let tunnel = TunnelId(tun_id);
-                match self.tunnels.get_mut(&tunnel).map(|t| &mut t.phase) {
-                    Some(Phase::Building { closed }) => {
-                        closed.get_or_insert_with(|| reason.to_string());
-                    }
-                    Some(Phase::Open | Phase::Closing) => {
-                        self.tunnels.remove(&tunnel);
-                        self.events.push_back(Event::TunnelClosed {
-                            tunnel,
-                            reason: reason.to_string(),
-                        });
-                    }
-                    None => self.ignored += 1,
-                }
+                self.on_tun_close(TunnelId(tun_id), reason.to_string())
             }
             NodePacket::Close { reason } => {
                 let why = if reason.is_empty() && self.closing {
@@ -491,6 +454,50 @@ impl ClientMachine {
             NodePacket::Init { .. } | NodePacket::Deny { .. } => self.end(End::Session(
                 SessionError::Handshake("handshake packet after the handshake"),
             )),
+        }
+    }
+
+    /// The one REPLY of a request.
+    fn on_reply(&mut self, request: RequestId, outcome: ReplyOutcome) {
+        if !self.requests.remove(&request) {
+            // A reply to nothing pending: ignored rather than fatal, so that a confused
+            // node cannot break this connection's other requests.
+            self.ignored += 1;
+            return;
+        }
+        let outcome = match outcome {
+            ReplyOutcome::Success(reply) => Ok(reply),
+            ReplyOutcome::Fault(fault) => Err(RequestError::Remote(fault.to_string())),
+            ReplyOutcome::TimedOut => Err(RequestError::TimedOut),
+        };
+        self.events.push_back(Event::Reply { request, outcome });
+    }
+
+    /// The node grants `space` more on a tunnel.
+    fn on_tun_allow(&mut self, tunnel: TunnelId, space: u64) {
+        let Some(t) = self.tunnels.get_mut(&tunnel) else {
+            self.ignored += 1;
+            return;
+        };
+        t.allowance = t.allowance.saturating_add(space);
+        if t.phase == Phase::Open {
+            self.events.push_back(Event::TunnelAllowance { tunnel });
+        }
+    }
+
+    /// The node closed a tunnel (a build closed before its confirmation is reported
+    /// with the confirmation).
+    fn on_tun_close(&mut self, tunnel: TunnelId, reason: String) {
+        match self.tunnels.get_mut(&tunnel).map(|t| &mut t.phase) {
+            Some(Phase::Building { closed }) => {
+                closed.get_or_insert(reason);
+            }
+            Some(Phase::Open | Phase::Closing) => {
+                self.tunnels.remove(&tunnel);
+                self.events
+                    .push_back(Event::TunnelClosed { tunnel, reason });
+            }
+            None => self.ignored += 1,
         }
     }
 
