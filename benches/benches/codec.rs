@@ -5,8 +5,8 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use iris_proto::link::NetworkKey;
-use iris_proto::mesh::Security;
+use iris_proto::NetworkKey;
+use iris_proto::Security;
 use iris_proto::relay::ReplyOutcome;
 use iris_proto::relay::codec::{Limits, decode_client, encode_broadcast};
 use iris_proto::relay::{ClientPacket, NodePacket};

@@ -8,7 +8,8 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use iris_proto::Instant;
-use iris_proto::link::{Link, LinkConfig, LinkEvent, LinkInput, NetworkKey, Role};
+use iris_proto::inspect::{Link, LinkEvent, LinkInput, Role};
+use iris_proto::{LinkConfig, NetworkKey};
 use std::hint::black_box;
 use std::sync::Arc;
 

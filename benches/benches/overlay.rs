@@ -3,7 +3,8 @@
 //! `cargo bench -p iris-benches --bench overlay`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use iris_proto::overlay::{LeafSet, NodeId, RoutingTable, next_hop};
+use iris_proto::NodeId;
+use iris_proto::inspect::{LeafSet, RoutingTable, next_hop};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::hint::black_box;

@@ -5,7 +5,8 @@
 
 use crate::report::Report;
 use iris_proto::Instant;
-use iris_proto::link::{Link, LinkConfig, LinkInput, NetworkKey, Role};
+use iris_proto::inspect::{Link, LinkInput, Role};
+use iris_proto::{LinkConfig, NetworkKey};
 use iris_tokio::Tokio;
 use std::sync::Arc;
 use std::time::Duration;

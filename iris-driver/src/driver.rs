@@ -24,7 +24,7 @@ use crate::runtime::{
 };
 use crate::wake::Wake;
 use bytes::{Bytes, BytesMut};
-use iris_proto::link::NetworkKey;
+use iris_proto::NetworkKey;
 use iris_proto::{
     CloseReason, Config, ConnId, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig,
     MeshEvent, Node, Output, Security, Stats,
@@ -299,10 +299,8 @@ impl<R: Runtime> Drop for NodeHandle<R> {
 struct Shared<R: Runtime> {
     node: Node,
     epoch: std::time::Instant,
-    /// Relay clients by `ConnId.0`.
-    conns: HashMap<u64, Rc<RefCell<ConnIo<R>>>>,
-    /// Peer links by `LinkId.0`.
-    links: HashMap<u64, Rc<RefCell<ConnIo<R>>>>,
+    /// The sockets (or pipes) of relay clients and peer links.
+    ios: HashMap<Endpoint, Rc<RefCell<ConnIo<R>>>>,
     next_link: u64,
     events: Option<std::sync::mpsc::Sender<MeshEvent>>,
     /// The node said it knows nobody, and has not converged with anyone since.
@@ -315,7 +313,7 @@ struct Shared<R: Runtime> {
     live_writers: Rc<Cell<usize>>,
     writers_done: Rc<Wake>,
     /// Remote addresses of connections, for the log (removed when the node forgets them).
-    addrs: HashMap<(bool, u64), SocketAddr>,
+    addrs: HashMap<Endpoint, SocketAddr>,
     /// Budgets of the warnings a remote party can trigger at will.
     refusals: LogLimit,
     handshakes: LogLimit,
@@ -399,11 +397,8 @@ async fn run_local<R: Runtime>(
             let network = mesh.link.network.clone();
             let node = Node::networked(opts.config, mesh, net.security, opts.seed, Instant::ZERO)
                 .map_err(invalid)?;
-            if let Some(m) = node.mesh() {
-                info!(
-                    "booting iris overlay: node {}, network {network:?}",
-                    m.overlay().id()
-                );
+            if let Some(id) = node.status().id {
+                info!("booting iris overlay: node {id}, network {network:?}");
             }
             (node, Some((listener, listen)), net.events, beacons)
         }
@@ -412,8 +407,7 @@ async fn run_local<R: Runtime>(
     let shared = Rc::new(RefCell::new(Shared {
         node,
         epoch,
-        conns: HashMap::new(),
-        links: HashMap::new(),
+        ios: HashMap::new(),
         next_link: 0,
         events,
         alone_said: false,
@@ -508,10 +502,10 @@ async fn run_local<R: Runtime>(
         warn!("{} clients did not take their CLOSE in time", live.get());
     }
     timer.abort();
-    let stats = shared.borrow().node.stats().clone();
+    let stats = shared.borrow().node.stats();
     info!("node stopped: {stats:?}");
-    if let Some(mesh) = shared.borrow().node.mesh() {
-        info!("links: {:?}", mesh.stats());
+    if let Some(mesh) = shared.borrow().node.status().mesh {
+        info!("links: {mesh:?}");
     }
     Ok(stats)
 }
@@ -530,17 +524,17 @@ fn pump<R: Runtime>(shared: &SharedRc<R>) {
     let mut s = shared.borrow_mut();
     while let Some(out) = s.node.poll_output() {
         match out {
-            Output::Transmit(conn, data) => transmit(s.conns.get(&conn.0), data),
-            Output::Close(conn) => close_after_flush(s.conns.remove(&conn.0)),
-            Output::PeerTransmit(link, data) => transmit(s.links.get(&link.0), data),
-            Output::PeerClose(link) => close_after_flush(s.links.remove(&link.0)),
+            Output::Transmit(conn, data) => transmit(s.ios.get(&Endpoint::Client(conn)), data),
+            Output::Close(conn) => close_after_flush(s.ios.remove(&Endpoint::Client(conn))),
+            Output::PeerTransmit(link, data) => transmit(s.ios.get(&Endpoint::Peer(link)), data),
+            Output::PeerClose(link) => close_after_flush(s.ios.remove(&Endpoint::Peer(link))),
             Output::PauseReading(conn) => {
-                if let Some(io) = s.conns.get(&conn.0) {
+                if let Some(io) = s.ios.get(&Endpoint::Client(conn)) {
                     io.borrow_mut().paused = true;
                 }
             }
             Output::ResumeReading(conn) => {
-                if let Some(io) = s.conns.get(&conn.0) {
+                if let Some(io) = s.ios.get(&Endpoint::Client(conn)) {
                     let mut io = io.borrow_mut();
                     io.paused = false;
                     io.read_wake.notify();
@@ -574,7 +568,7 @@ async fn sign_task<R: Runtime>(
     shared: SharedRc<R>,
     link: LinkId,
     key: Arc<NetworkKey>,
-    to_sign: iris_proto::link::ToSign,
+    to_sign: iris_proto::ToSign,
 ) {
     let seed = random_seed();
     let signature = R::unblock(move || key.sign_seeded(seed, &to_sign.message)).await;
@@ -612,7 +606,7 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
             debug!(conn = conn.0, %cluster, "service registered")
         }
         NodeEvent::ClientClosed { conn, reason } => {
-            let addr = s.addrs.remove(&(false, conn.0));
+            let addr = s.addrs.remove(&Endpoint::Client(conn));
             let client = ClientName(conn, addr);
             match reason {
                 // Anyone on the host can trigger these: warn, within a budget.
@@ -641,11 +635,11 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
                 MeshEvent::PeerDown(id) => info!("peer {id} is down"),
                 MeshEvent::LinkUp { link, peer } => debug!(link = link.0, "peer link up: {peer}"),
                 MeshEvent::LinkClosed { link, peer, reason } => {
-                    s.addrs.remove(&(true, link.0));
+                    s.addrs.remove(&Endpoint::Peer(*link));
                     debug!(link = link.0, ?peer, "peer link closed: {reason}")
                 }
                 MeshEvent::HandshakeFailed { link, addr, reason } => {
-                    let remote = s.addrs.remove(&(true, link.0));
+                    let remote = s.addrs.remove(&Endpoint::Peer(*link));
                     let (who, dir) = match addr {
                         Some(a) => (Some(*a), "to"),
                         None => (remote, "from"),
@@ -904,34 +898,11 @@ fn new_link<R: Runtime>(shared: &SharedRc<R>) -> LinkId {
     LinkId(s.next_link)
 }
 
-/// Whose socket a reader and a writer serve.
-#[derive(Debug, Clone, Copy)]
+/// Whose socket a reader and a writer serve: the key of the driver's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Endpoint {
     Client(ConnId),
     Peer(LinkId),
-}
-
-impl Endpoint {
-    fn table<'a, R: Runtime>(
-        &self,
-        s: &'a mut Shared<R>,
-    ) -> &'a mut HashMap<u64, Rc<RefCell<ConnIo<R>>>> {
-        match self {
-            Endpoint::Client(_) => &mut s.conns,
-            Endpoint::Peer(_) => &mut s.links,
-        }
-    }
-
-    fn key(&self) -> u64 {
-        match self {
-            Endpoint::Client(c) => c.0,
-            Endpoint::Peer(l) => l.0,
-        }
-    }
-
-    fn is_peer(&self) -> bool {
-        matches!(self, Endpoint::Peer(_))
-    }
 }
 
 /// Starts the reader and writer tasks of a connection (a socket's halves, or an in-process
@@ -957,9 +928,9 @@ fn start_io<R: Runtime>(
         let mut s = shared.borrow_mut();
         s.live_writers.set(s.live_writers.get() + 1);
         if let Some(remote) = remote {
-            s.addrs.insert((ep.is_peer(), ep.key()), remote);
+            s.addrs.insert(ep, remote);
         }
-        ep.table(&mut s).insert(ep.key(), io.clone());
+        s.ios.insert(ep, io.clone());
     }
     R::spawn_local(writer_task(shared.clone(), ep, io.clone(), wr)).detach();
     let reader = R::spawn_local(reader_task(shared.clone(), ep, io.clone(), rd));
@@ -996,7 +967,7 @@ async fn reader_task<R: Runtime>(
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                if !ep.table(&mut shared.borrow_mut()).contains_key(&ep.key()) {
+                if !shared.borrow().ios.contains_key(&ep) {
                     return;
                 }
                 match ep {
@@ -1006,7 +977,7 @@ async fn reader_task<R: Runtime>(
             }
         }
     }
-    let known = ep.table(&mut shared.borrow_mut()).remove(&ep.key());
+    let known = shared.borrow_mut().ios.remove(&ep);
     if let Some(io) = known {
         let mut io = io.borrow_mut();
         io.gone = true;
@@ -1018,7 +989,7 @@ async fn reader_task<R: Runtime>(
             // The node may name the link in what it reports about its end: forget its
             // address after.
             handle(&shared, Input::PeerGone(link));
-            shared.borrow_mut().addrs.remove(&(true, link.0));
+            shared.borrow_mut().addrs.remove(&Endpoint::Peer(link));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Reading the network key file: the file errors around the core's parsing.
 
-use iris_proto::link::{KeyError, NetworkKey};
+use iris_proto::{KeyError, NetworkKey};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 

@@ -6,7 +6,7 @@
 //! so it reads one bounded request per connection, answers and closes.
 
 use crate::runtime::{ReadBytes, Runtime, WriteBytes};
-use iris_proto::mesh::MeshStats;
+use iris_proto::MeshStats;
 use iris_proto::{Node, Stats};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -56,21 +56,21 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads everything off the node.
     pub fn of(node: &Node, ready: bool) -> Snapshot {
-        let mesh = node.mesh();
+        let status = node.status();
         Snapshot {
-            stats: node.stats().clone(),
-            mesh: mesh.map(|m| m.stats().clone()),
-            peers: mesh.map_or(0, |m| m.overlay().peer_count()),
-            links: mesh.map_or(0, |m| m.link_count()),
-            link_queued: mesh.map_or(0, |m| m.queued_bytes()),
+            stats: node.stats(),
+            mesh: status.mesh,
+            peers: status.peers,
+            links: status.links,
+            link_queued: status.link_queued,
             casts_waiting: node.casts_waiting_bytes(),
-            signatures: mesh.map_or(0, |m| m.signatures()),
+            signatures: status.signatures,
             clients: node.client_count(),
             memory_used: node.memory_used(),
             memory_budget: node.config().max_memory,
-            trees: node.scribe().map_or(0, |s| s.tree_count()),
+            trees: status.trees,
             groups: node.group_counts(),
-            converged: mesh.is_none_or(|m| m.overlay().is_converged()),
+            converged: status.converged,
             ready,
         }
     }

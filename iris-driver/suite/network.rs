@@ -2,7 +2,7 @@
 //! and the relay port opening only after that.
 
 use crate::rt::driver::{NetworkOptions, NodeHandle, NodeOptions};
-use iris_proto::link::NetworkKey;
+use iris_proto::NetworkKey;
 use iris_proto::{MeshConfig, MeshEvent, Security};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -34,29 +34,56 @@
 //!
 //! # Nodes of a network
 //!
-//! [`Node::networked`] adds the [`mesh`]: links to other nodes ([`link`]: authenticated and
-//! encrypted with the network key) and the Pastry [`overlay`] over them. The core never
-//! opens a socket: it asks for a dial ([`Output::Dial`]) and is told the outcome. The node
+//! [`Node::networked`] adds the mesh: links to other nodes (authenticated and encrypted
+//! with the network key, [`NetworkKey`]) and the Pastry overlay over them, with the
+//! multicast trees of each group on top ([`MeshConfig`]). The core never opens a socket: it asks for a dial ([`Output::Dial`]) and is told the outcome. The node
 //! reports [`Event::Ready`] (the driver may open the relay port) once the overlay has
 //! converged.
 //!
 //! The relay protocol's client side ([`relay::client`]) lives here too, so the Rust client
 //! libraries of every driver share one implementation of the protocol.
 #![forbid(unsafe_code)]
+// Items reachable only through the `inspect` module are unreachable without that feature;
+// a workspace build (the simulator enables it) still checks every one of them.
+#![cfg_attr(not(feature = "inspect"), allow(unreachable_pub, dead_code))]
 
-pub mod fuzzing;
-pub mod link;
-pub mod mesh;
-pub mod node;
-pub mod overlay;
 pub mod relay;
-pub mod scribe;
-pub mod time;
-pub mod timer;
 
+mod link;
+mod mesh;
+mod node;
+mod overlay;
+mod scribe;
+mod time;
+mod timer;
+
+#[cfg(any(fuzzing, test, feature = "fuzzing"))]
+pub mod fuzzing;
 #[cfg(any(test, feature = "testnet"))]
 pub mod testnet;
 
-pub use mesh::{DialId, LinkId, MeshConfig, MeshEvent, Security};
-pub use node::{CloseReason, Config, ConfigError, ConnId, Event, Input, Node, Output, Stats};
+pub use link::{KeyError, KeyId, LinkConfig, NetworkKey, RekeyLimits, ToSign};
+pub use mesh::discovery::DiscoveryConfig;
+pub use mesh::{DialId, LinkId, MeshConfig, MeshEvent, MeshStats, Security};
+pub use node::{
+    CloseReason, Config, ConfigError, ConnId, Event, Input, Node, NodeStatus, Output, Stats,
+};
+pub use overlay::{NodeId, OverlayConfig};
+pub use scribe::ScribeConfig;
 pub use time::Instant;
+
+/// The machines inside a node, for the simulator's oracle, benchmarks of one machine and
+/// tests (feature `inspect`). Not part of the stable surface: their shape follows the
+/// node's.
+#[cfg(feature = "inspect")]
+pub mod inspect {
+    pub use crate::link::{
+        HANDSHAKE_VERSION, Link, LinkError, LinkEvent, LinkInput, LinkStats, Role, SendError,
+    };
+    pub use crate::mesh::{Class, Incoming, Mesh, MeshInput, MeshOutput, Refused};
+    pub use crate::overlay::{
+        Contact, LeafSet, Overlay, OverlayEvent, OverlayInput, OverlayMsg, OverlayOutput,
+        RoutingTable, next_hop,
+    };
+    pub use crate::scribe::{Group, GroupKind, Pick, Router, Scribe, ScribeInput, ScribeMsg};
+}

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Named deadlines: at most one per key.
 #[derive(Debug, Clone)]
-pub struct Timers<K> {
+pub(crate) struct Timers<K> {
     by_time: BTreeSet<(Instant, K)>,
     by_key: BTreeMap<K, Instant>,
 }
@@ -24,7 +24,7 @@ impl<K: Ord + Copy> Default for Timers<K> {
 
 impl<K: Ord + Copy> Timers<K> {
     /// Sets `key` to fire at `at`, replacing its earlier deadline if it had one.
-    pub fn set(&mut self, key: K, at: Instant) {
+    pub(crate) fn set(&mut self, key: K, at: Instant) {
         if let Some(old) = self.by_key.insert(key, at) {
             self.by_time.remove(&(old, key));
         }
@@ -32,24 +32,24 @@ impl<K: Ord + Copy> Timers<K> {
     }
 
     /// Stops `key`; returns when it would have fired.
-    pub fn cancel(&mut self, key: K) -> Option<Instant> {
+    pub(crate) fn cancel(&mut self, key: K) -> Option<Instant> {
         let at = self.by_key.remove(&key)?;
         self.by_time.remove(&(at, key));
         Some(at)
     }
 
     /// When `key` fires, if it is set.
-    pub fn get(&self, key: K) -> Option<Instant> {
+    pub(crate) fn get(&self, key: K) -> Option<Instant> {
         self.by_key.get(&key).copied()
     }
 
     /// The earliest deadline.
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|&(at, _)| at)
     }
 
     /// The next timer due at `now`, removed (earliest first; ties in key order).
-    pub fn pop_due(&mut self, now: Instant) -> Option<K> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<K> {
         let &(at, key) = self.by_time.first()?;
         if at > now {
             return None;
@@ -57,16 +57,6 @@ impl<K: Ord + Copy> Timers<K> {
         self.by_time.pop_first();
         self.by_key.remove(&key);
         Some(key)
-    }
-
-    /// How many are set.
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-
-    /// Whether none is set.
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
     }
 }
 
@@ -88,6 +78,6 @@ mod tests {
         assert_eq!(t.pop_due(at(20)), None);
         t.set('c', at(1));
         assert_eq!(t.cancel('c'), Some(at(1)));
-        assert!(t.is_empty());
+        assert_eq!(t.next(), None);
     }
 }

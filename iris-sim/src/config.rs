@@ -1,8 +1,8 @@
 //! What to simulate ([`SimConfig`]) and what a run measured ([`Summary`]).
 
 use crate::Violation;
+use iris_proto::OverlayConfig;
 use iris_proto::Security;
-use iris_proto::overlay::OverlayConfig;
 use std::time::Duration;
 
 /// What to simulate.

@@ -22,7 +22,8 @@ mod oracle;
 mod workload;
 
 use bytes::Bytes;
-use iris_proto::overlay::{NodeId, Overlay};
+use iris_proto::NodeId;
+use iris_proto::inspect::Overlay;
 use iris_proto::{
     Config, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig, MeshEvent, Node, Output,
 };
@@ -266,22 +267,22 @@ pub fn run(cfg: &SimConfig) -> Summary {
     // Trees repair within a few beats of the routes they follow: give them those, then
     // every tree of the workload must be whole.
     if let Some(w) = cfg.workload.clone() {
-        let beat = iris_proto::scribe::ScribeConfig::default().beat;
+        let beat = iris_proto::ScribeConfig::default().beat;
         sim.run_until(sim.now + (beat * 5).as_nanos() as u64);
-        let scribes: BTreeMap<NodeId, &iris_proto::scribe::Scribe> = sim
+        let scribes: BTreeMap<NodeId, &iris_proto::inspect::Scribe> = sim
             .by_id
             .iter()
             .filter_map(|(&id, &s)| Some((id, sim.slots[s].as_ref()?.node.scribe()?)))
             .collect();
         let groups =
             (0..w.clusters)
-                .map(|c| iris_proto::scribe::Group::cluster(format!("svc-{c}").as_str().into()))
+                .map(|c| iris_proto::inspect::Group::cluster(format!("svc-{c}").as_str().into()))
                 .chain((0..w.topics).map(|t| {
-                    iris_proto::scribe::Group::topic(format!("topic-{t}").as_str().into())
+                    iris_proto::inspect::Group::topic(format!("topic-{t}").as_str().into())
                 }));
         let keys: Vec<NodeId> = groups
             .flat_map(|g| {
-                (0..iris_proto::scribe::ScribeConfig::default().splits).map(move |i| g.tree_key(i))
+                (0..iris_proto::ScribeConfig::default().splits).map(move |i| g.tree_key(i))
             })
             .collect();
         let mut found = Vec::new();

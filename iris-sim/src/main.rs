@@ -5,8 +5,8 @@
 //! ```
 
 use clap::Parser;
+use iris_proto::NetworkKey;
 use iris_proto::Security;
-use iris_proto::link::NetworkKey;
 use iris_sim::{SimConfig, run};
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The oracle: checks made from outside the nodes, against the true set of live nodes.
 
-use iris_proto::overlay::{NodeId, Overlay};
+use iris_proto::NodeId;
+use iris_proto::inspect::Overlay;
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -181,7 +182,7 @@ fn route(
 /// At quiescence: every tree of the workload's groups has exactly one root, and every node
 /// in a tree hangs from it (following parents from any member ends at the root).
 pub(crate) fn check_trees(
-    nodes: &BTreeMap<NodeId, &iris_proto::scribe::Scribe>,
+    nodes: &BTreeMap<NodeId, &iris_proto::inspect::Scribe>,
     keys: impl Iterator<Item = NodeId>,
     out: &mut Vec<Violation>,
 ) {

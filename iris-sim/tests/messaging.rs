@@ -82,8 +82,8 @@ fn the_same_seed_replays_the_same_messaging_run() {
 
 #[test]
 fn messaging_over_secure_links_is_delivered_and_deterministic() {
+    use iris_proto::NetworkKey;
     use iris_proto::Security;
-    use iris_proto::link::NetworkKey;
     let path = format!(
         "{}/../iris-proto/tests/fixtures/net-pkcs8.pem",
         env!("CARGO_MANIFEST_DIR")

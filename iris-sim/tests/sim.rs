@@ -32,8 +32,8 @@ fn small_networks_under_churn_satisfy_the_oracle() {
 
 #[test]
 fn a_small_network_on_secure_links_satisfies_the_oracle() {
+    use iris_proto::NetworkKey;
     use iris_proto::Security;
-    use iris_proto::link::NetworkKey;
     let path = format!(
         "{}/../iris-proto/tests/fixtures/net-pkcs8.pem",
         env!("CARGO_MANIFEST_DIR")

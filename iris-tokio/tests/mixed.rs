@@ -6,7 +6,7 @@ use bytes::Bytes;
 use iris_driver::client::{Error, ServiceHandler, ServiceLimits, Tunnel};
 use iris_driver::driver::{NetworkOptions, NodeHandle, NodeOptions};
 use iris_driver::runtime::Runtime;
-use iris_proto::link::NetworkKey;
+use iris_proto::NetworkKey;
 use iris_proto::{MeshConfig, MeshEvent, Security};
 use iris_smol::Smol;
 use iris_tokio::Tokio;

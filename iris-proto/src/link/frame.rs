@@ -6,13 +6,13 @@ use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 
 /// The link protocol version spoken here.
-pub const LINK_VERSION: u8 = 1;
+pub(crate) const LINK_VERSION: u8 = 1;
 /// Bytes before every payload.
-pub const HEADER_LEN: usize = 6;
+pub(crate) const HEADER_LEN: usize = 6;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
+pub(crate) enum FrameKind {
     /// Handshake: version, role, network hash, ephemeral key.
     Hello = 1,
     /// Handshake: the signature over the transcript.
@@ -45,7 +45,7 @@ pub enum FrameError {
 /// One frame split off a read buffer; the payload shares the buffer (no copy), so records
 /// are decrypted in place.
 #[derive(Debug)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Its kind.
     pub kind: FrameKind,
     /// The six header bytes (authenticated as associated data of records).
@@ -55,18 +55,21 @@ pub struct Frame {
 }
 
 /// Appends a frame header announcing `len` payload bytes.
-pub fn put_header(out: &mut BytesMut, kind: FrameKind, len: usize) {
+pub(crate) fn put_header(out: &mut BytesMut, kind: FrameKind, len: usize) {
     out.put_slice(&header(kind, len));
 }
 
 /// The header bytes for a frame.
-pub fn header(kind: FrameKind, len: usize) -> [u8; HEADER_LEN] {
+pub(crate) fn header(kind: FrameKind, len: usize) -> [u8; HEADER_LEN] {
     let l = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
     [LINK_VERSION, kind as u8, l[0], l[1], l[2], l[3]]
 }
 
 /// Splits one frame off the front of `buf`: `Ok(None)` while incomplete (buffer untouched).
-pub fn decode_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, FrameError> {
+pub(crate) fn decode_frame(
+    buf: &mut BytesMut,
+    max_len: usize,
+) -> Result<Option<Frame>, FrameError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }

@@ -29,11 +29,11 @@ use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 /// Bytes of a version 2 HELLO payload, and of a version 3 one before its key ids.
-pub const HELLO_LEN: usize = 2 + 1 + 32 + 32;
+pub(crate) const HELLO_LEN: usize = 2 + 1 + 32 + 32;
 /// Most key ids a HELLO may list (a node holds at most two; room to spare).
-pub const MAX_HELLO_KEYS: usize = 4;
+pub(crate) const MAX_HELLO_KEYS: usize = 4;
 /// Largest AUTH payload accepted: a key id and an RSA-8192 signature.
-pub const MAX_AUTH_LEN: usize = 8 + 1024;
+pub(crate) const MAX_AUTH_LEN: usize = 8 + 1024;
 
 /// Which end of a link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub enum Role {
 
 /// A decoded HELLO.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hello {
+pub(crate) struct Hello {
     /// The sender's handshake protocol version.
     pub version: u16,
     /// The sender's role.
@@ -62,7 +62,7 @@ pub struct Hello {
 
 impl Hello {
     /// Appends the payload bytes.
-    pub fn encode(&self, out: &mut BytesMut) {
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
         out.put_u16(self.version);
         out.put_u8(self.role as u8);
         out.put_slice(&self.network);
@@ -74,13 +74,13 @@ impl Hello {
     }
 
     /// Bytes of the payload [`Hello::encode`] writes.
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         HELLO_LEN + 1 + 8 * self.keys.len()
     }
 
     /// Parses a payload; `None` if malformed. A version 2 HELLO (no key ids) parses too,
     /// so that its sender is refused naming both versions rather than as garbage.
-    pub fn decode(p: &[u8]) -> Option<Hello> {
+    pub(crate) fn decode(p: &[u8]) -> Option<Hello> {
         let keys = match p.len() {
             HELLO_LEN => Vec::new(),
             n if n > HELLO_LEN => {
@@ -111,7 +111,7 @@ impl Hello {
 }
 
 /// SHA-256 of a network name, as HELLO carries it.
-pub fn network_hash(name: &str) -> [u8; 32] {
+pub(crate) fn network_hash(name: &str) -> [u8; 32] {
     Sha256::digest(name.as_bytes()).into()
 }
 

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// The smallest modulus accepted, in bits.
-pub const MIN_KEY_BITS: usize = 2048;
+pub(crate) const MIN_KEY_BITS: usize = 2048;
 
 /// Why bytes are not a usable network key.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

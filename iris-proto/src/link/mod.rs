@@ -14,11 +14,11 @@
 //! default), not two sockets: a heartbeat waits at most for the record being written, and
 //! one handshake per peer suffices.
 
-pub mod frame;
+pub(crate) mod frame;
 mod grouping;
-pub mod handshake;
-pub mod key;
-pub mod record;
+pub(crate) mod handshake;
+pub(crate) mod key;
+pub(crate) mod record;
 mod session;
 
 #[cfg(test)]
@@ -26,6 +26,9 @@ mod tests;
 
 pub use handshake::{Role, ToSign};
 pub use key::{KeyError, KeyId, NetworkKey};
-pub use session::{
-    HANDSHAKE_VERSION, Link, LinkConfig, LinkError, LinkEvent, LinkInput, LinkStats, SendError,
-};
+pub use record::RekeyLimits;
+#[cfg(any(test, feature = "inspect"))]
+pub use session::HANDSHAKE_VERSION;
+#[cfg(feature = "inspect")]
+pub use session::LinkStats;
+pub use session::{Link, LinkConfig, LinkError, LinkEvent, LinkInput, SendError};

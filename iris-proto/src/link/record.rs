@@ -10,7 +10,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 
 /// Bytes of the Poly1305 tag after every record.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 
 /// When keys are replaced, whichever comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ fn nonce(counter: u64) -> Nonce {
 
 /// The sending half of a link's record layer.
 #[derive(Debug)]
-pub struct Sealer {
+pub(crate) struct Sealer {
     key: [u8; 32],
     cipher: ChaCha20Poly1305,
     counter: u64,
@@ -58,7 +58,7 @@ pub struct Sealer {
 
 impl Sealer {
     /// A sealer starting at record 0 under `key`.
-    pub fn new(key: [u8; 32], limits: RekeyLimits) -> Sealer {
+    pub(crate) fn new(key: [u8; 32], limits: RekeyLimits) -> Sealer {
         Sealer {
             cipher: ChaCha20Poly1305::new(&Key::from(key)),
             key,
@@ -70,7 +70,7 @@ impl Sealer {
 
     /// True when the record about to be sealed must be the last under this key (the
     /// caller then puts a rekey marker in it and calls [`Sealer::rekey`] after sealing).
-    pub fn rekey_due(&self, next_plaintext: usize) -> bool {
+    pub(crate) fn rekey_due(&self, next_plaintext: usize) -> bool {
         self.counter + 1 >= self.limits.records
             || self.bytes + next_plaintext as u64 >= self.limits.bytes
     }
@@ -78,7 +78,7 @@ impl Sealer {
     /// Seals the record being built in `out[start..]`: a header placeholder of
     /// [`HEADER_LEN`] bytes followed by the plaintext. Fills in the header, encrypts in
     /// place and appends the tag.
-    pub fn seal(&mut self, out: &mut BytesMut, start: usize) {
+    pub(crate) fn seal(&mut self, out: &mut BytesMut, start: usize) {
         let plain_len = out.len() - start - HEADER_LEN;
         let hdr = header(FrameKind::Record, plain_len + TAG_LEN);
         out[start..start + HEADER_LEN].copy_from_slice(&hdr);
@@ -93,7 +93,7 @@ impl Sealer {
     }
 
     /// Moves to the next key.
-    pub fn rekey(&mut self) {
+    pub(crate) fn rekey(&mut self) {
         self.key = next_key(&self.key);
         self.cipher = ChaCha20Poly1305::new(&Key::from(self.key));
         self.counter = 0;
@@ -108,7 +108,7 @@ pub struct BadRecord;
 
 /// The receiving half of a link's record layer.
 #[derive(Debug)]
-pub struct Opener {
+pub(crate) struct Opener {
     key: [u8; 32],
     cipher: ChaCha20Poly1305,
     counter: u64,
@@ -116,7 +116,7 @@ pub struct Opener {
 
 impl Opener {
     /// An opener expecting record 0 under `key`.
-    pub fn new(key: [u8; 32]) -> Opener {
+    pub(crate) fn new(key: [u8; 32]) -> Opener {
         Opener {
             cipher: ChaCha20Poly1305::new(&Key::from(key)),
             key,
@@ -125,7 +125,7 @@ impl Opener {
     }
 
     /// Authenticates and decrypts a record's payload in place, leaving the plaintext.
-    pub fn open(
+    pub(crate) fn open(
         &mut self,
         header: &[u8; HEADER_LEN],
         payload: &mut BytesMut,
@@ -145,7 +145,7 @@ impl Opener {
     }
 
     /// Moves to the next key, as the sender did after its marked record.
-    pub fn rekey(&mut self) {
+    pub(crate) fn rekey(&mut self) {
         self.key = next_key(&self.key);
         self.cipher = ChaCha20Poly1305::new(&Key::from(self.key));
         self.counter = 0;

@@ -44,8 +44,8 @@ pub struct LinkConfig {
     /// The network key before the current one, during a key rotation: links authenticated
     /// with it are accepted too, and the node signs with it for peers that hold only it.
     pub previous_key: Option<Arc<NetworkKey>>,
-    /// Hand the handshake's signature to the driver ([`LinkEvent::Sign`], answered with
-    /// [`Link::signed`]) instead of making it here: an RSA private-key operation takes
+    /// Hand the handshake's signature to the driver ([`crate::Output::Sign`], answered
+    /// with [`crate::Input::Signed`]) instead of making it here: an RSA private-key operation takes
     /// 1-4.5 ms, too long for the node's thread. Off for simulations, which sign in place.
     pub offload_signatures: bool,
 }
@@ -192,7 +192,7 @@ type SessionKeys = ([u8; 32], [u8; 32]);
 
 /// One link to a peer node. Feed it the socket's bytes, drain [`Link::poll_transmit`] when
 /// the socket can take more (pull, so control messages never wait behind a deep queue of
-/// data), and handle [`Link::poll_event`].
+/// data), and handle [`Link::poll_output`].
 pub struct Link {
     cfg: LinkConfig,
     /// `None` on a plain link.

@@ -13,7 +13,8 @@ use super::discovery::DiscoveryConfig;
 pub enum Security {
     /// The network's RSA key signs every handshake; records are sealed.
     Rsa(Arc<NetworkKey>),
-    /// No cryptography (see [`Link::plain`]): for simulations only.
+    /// No cryptography (plain links, which only say their network and version): for
+    /// simulations only.
     Plain,
 }
 

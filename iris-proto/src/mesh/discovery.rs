@@ -53,7 +53,7 @@ impl Default for DiscoveryConfig {
 
 /// One beacon, as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Beacon {
+pub(crate) struct Beacon {
     /// Hash of the network's name (the name itself is not sent).
     pub network: [u8; 16],
     /// The link protocol version the sender speaks.
@@ -67,7 +67,7 @@ pub struct Beacon {
 }
 
 /// The hash of a network name that beacons carry.
-pub fn network_hash(name: &str) -> [u8; 16] {
+pub(crate) fn network_hash(name: &str) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(b"iris discovery v1\0");
     h.update(name.as_bytes());
@@ -79,7 +79,7 @@ pub fn network_hash(name: &str) -> [u8; 16] {
 
 impl Beacon {
     /// The beacon's bytes.
-    pub fn encode(&self) -> Bytes {
+    pub(crate) fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(64);
         out.put_slice(MAGIC);
         out.put_u16(self.version);
@@ -91,7 +91,7 @@ impl Beacon {
     }
 
     /// Parses a beacon; anything else is an error (never a panic).
-    pub fn decode(mut p: &[u8]) -> Result<Beacon, WireError> {
+    pub(crate) fn decode(mut p: &[u8]) -> Result<Beacon, WireError> {
         if p.len() < MAGIC.len() + 2 + 16 || &p[..MAGIC.len()] != MAGIC {
             return Err(WireError::Malformed("not a beacon"));
         }

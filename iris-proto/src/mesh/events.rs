@@ -17,7 +17,7 @@ pub enum MeshOutput {
     /// Close the link's socket once everything before is written.
     Close(LinkId),
     /// Sign this for the link's handshake, off the node's thread; answer with
-    /// [`Mesh::on_signed`].
+    /// [`crate::Input::Signed`].
     Sign(LinkId, crate::link::ToSign),
     /// Send a discovery beacon: to `to`, or (`None`) to wherever the driver looks for
     /// nodes (the well-known ports on this host, the local subnet if asked).
@@ -130,10 +130,10 @@ pub struct MeshStats {
     /// Inbound links closed in their handshake to make room for a newer one.
     pub handshakes_evicted: u64,
     /// Inbound links refused because their source address had
-    /// [`MeshConfig::max_inbound_handshakes_per_addr`] handshakes in flight.
+    /// [`crate::MeshConfig::max_inbound_handshakes_per_addr`] handshakes in flight.
     pub handshakes_refused_per_addr: u64,
     /// Signatures made with the network key by links that are gone (see
-    /// [`Mesh::signatures`] for every link's).
+    /// [`crate::NodeStatus::signatures`] for every link's).
     pub signatures_closed_links: u64,
     /// Dials that failed.
     pub dials_failed: u64,

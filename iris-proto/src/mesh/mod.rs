@@ -27,20 +27,22 @@ mod admission;
 mod beacons;
 mod config;
 mod dials;
-pub mod discovery;
+pub(crate) mod discovery;
 mod events;
 mod leave;
 mod links;
 mod send;
 mod sweep;
-pub mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{MeshConfig, Security};
 pub use events::{Incoming, MeshEvent, MeshOutput, MeshStats};
-pub use send::{Class, Refused};
+pub use send::Class;
+#[cfg(feature = "inspect")]
+pub use send::Refused;
 
 use crate::link::Link;
 use crate::overlay::{Contact, NodeId, Overlay, OverlayEvent, OverlayOutput};

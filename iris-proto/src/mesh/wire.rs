@@ -15,7 +15,7 @@ mod tag {
 
 /// One message between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerMsg {
+pub(crate) enum PeerMsg {
     /// The sender's id and the address its peer listener is reachable at; the first message
     /// on a link, once each way.
     Ident(Contact),
@@ -26,7 +26,7 @@ pub enum PeerMsg {
 }
 
 /// The message's bytes, as a link carries them.
-pub fn encode(msg: &PeerMsg) -> Bytes {
+pub(crate) fn encode(msg: &PeerMsg) -> Bytes {
     let mut out = BytesMut::with_capacity(size(msg));
     match msg {
         PeerMsg::Ident(c) => {
@@ -46,7 +46,7 @@ pub fn encode(msg: &PeerMsg) -> Bytes {
 }
 
 /// Parses one whole message. A node payload is sliced out of `p`, not copied.
-pub fn decode_bytes(p: &Bytes) -> Result<PeerMsg, WireError> {
+pub(crate) fn decode_bytes(p: &Bytes) -> Result<PeerMsg, WireError> {
     match p.first() {
         Some(&tag::NODE) => Ok(PeerMsg::Node(p.slice(1..))),
         _ => decode(p),
@@ -54,7 +54,7 @@ pub fn decode_bytes(p: &Bytes) -> Result<PeerMsg, WireError> {
 }
 
 /// Parses one whole message.
-pub fn decode(p: &[u8]) -> Result<PeerMsg, WireError> {
+pub(crate) fn decode(p: &[u8]) -> Result<PeerMsg, WireError> {
     match p.split_first() {
         Some((&tag::NODE, rest)) => Ok(PeerMsg::Node(Bytes::copy_from_slice(rest))),
         Some((&tag::IDENT, mut rest)) => {
@@ -71,7 +71,7 @@ pub fn decode(p: &[u8]) -> Result<PeerMsg, WireError> {
 }
 
 /// Bytes `msg` takes.
-pub fn size(msg: &PeerMsg) -> usize {
+pub(crate) fn size(msg: &PeerMsg) -> usize {
     1 + match msg {
         PeerMsg::Ident(c) => crate::overlay::wire::contact_len(c),
         PeerMsg::Overlay(m) => overlay_wire::size(m),

@@ -18,7 +18,7 @@ pub enum Input<'a> {
     ClientFlushed(ConnId, usize),
     /// The client's socket closed or failed; the node forgets it without writing to it.
     ClientGone(ConnId),
-    /// The deadline from [`Node::poll_timeout`] has passed.
+    /// The deadline from [`crate::Node::poll_timeout`] has passed.
     Timeout,
     /// Stop serving: every client is told `reason` and closed, peers are told the node
     /// leaves, then [`Event::Stopped`].

@@ -48,7 +48,6 @@ pub use stats::Stats;
 pub(crate) use wire::MAX_OVERHEAD;
 
 use crate::mesh::{Mesh, MeshConfig, Security};
-use crate::scribe::Scribe;
 use crate::time::Instant;
 use castflow::CastFlow;
 use effect::Effects;
@@ -62,6 +61,27 @@ use sessions::Sessions;
 use std::collections::VecDeque;
 use trees::Trees;
 use tunnels::Tunnels;
+
+/// What a node reports of itself: its place in the network (nothing for a lone node).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node's overlay id, if it is networked.
+    pub id: Option<crate::overlay::NodeId>,
+    /// Peers the overlay knows.
+    pub peers: usize,
+    /// The overlay has converged (a lone node always has).
+    pub converged: bool,
+    /// Links open or opening.
+    pub links: usize,
+    /// Bytes of data queued in links and not yet sealed for their sockets.
+    pub link_queued: usize,
+    /// Signatures made with the network key (one per genuine link).
+    pub signatures: u64,
+    /// Multicast trees this node takes part in.
+    pub trees: usize,
+    /// The mesh's counters.
+    pub mesh: Option<crate::mesh::MeshStats>,
+}
 
 /// The parts of a node of a network: its links and overlay, the trees over them, and the
 /// flow of multicasts between nodes.
@@ -207,13 +227,35 @@ impl Node {
         &self.cfg
     }
 
+    /// What the node reports of itself (for metrics and status pages).
+    pub fn status(&self) -> NodeStatus {
+        let Some(n) = &self.net else {
+            return NodeStatus {
+                converged: true,
+                ..NodeStatus::default()
+            };
+        };
+        NodeStatus {
+            id: Some(n.mesh.overlay().id()),
+            peers: n.mesh.overlay().peer_count(),
+            converged: n.mesh.overlay().is_converged(),
+            links: n.mesh.link_count(),
+            link_queued: n.mesh.queued_bytes(),
+            signatures: n.mesh.signatures(),
+            trees: n.trees.scribe().tree_count(),
+            mesh: Some(n.mesh.stats().clone()),
+        }
+    }
+
     /// The mesh (links and overlay), if the node is networked.
+    #[cfg(any(test, feature = "inspect"))]
     pub fn mesh(&self) -> Option<&Mesh> {
         self.net.as_ref().map(|n| &n.mesh)
     }
 
     /// The multicast trees, if the node is networked.
-    pub fn scribe(&self) -> Option<&Scribe> {
+    #[cfg(any(test, feature = "inspect"))]
+    pub fn scribe(&self) -> Option<&crate::scribe::Scribe> {
         self.net.as_ref().map(|n| n.trees.scribe())
     }
 

@@ -4,12 +4,12 @@
 //! [`Overlay`] is the state machine around them (join, liveness, repair, leave,
 //! convergence), which the simulator drives today and the node will drive over links.
 
-pub mod id;
-pub mod leaf_set;
-pub mod machine;
-pub mod route;
-pub mod routing_table;
-pub mod wire;
+pub(crate) mod id;
+pub(crate) mod leaf_set;
+pub(crate) mod machine;
+pub(crate) mod route;
+pub(crate) mod routing_table;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -27,7 +27,7 @@ pub fn next_hop(
 /// [`next_hop`] as if `avoid` were unknown here. A join is routed toward the joiner's own
 /// id, and a node that already knows the joiner must pass the join on to the closest node
 /// *other than* the joiner, not stop because the best hop is the joiner itself.
-pub fn next_hop_avoiding(
+pub(crate) fn next_hop_avoiding(
     own: NodeId,
     leaves: &LeafSet,
     table: &RoutingTable,

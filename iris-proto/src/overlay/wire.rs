@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use thiserror::Error;
 
 /// Most contacts one message may carry (32 table rows of 16, plus a leaf set, with room).
-pub const MAX_CONTACTS: usize = 1024;
+pub(crate) const MAX_CONTACTS: usize = 1024;
 
 /// Why bytes are not an overlay message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum WireError {
+pub(crate) enum WireError {
     /// The payload does not parse.
     #[error("malformed overlay message: {0}")]
     Malformed(&'static str),
@@ -30,7 +30,7 @@ mod tag {
 }
 
 /// Appends `msg`.
-pub fn encode(msg: &OverlayMsg, out: &mut BytesMut) {
+pub(crate) fn encode(msg: &OverlayMsg, out: &mut BytesMut) {
     match msg {
         OverlayMsg::Join { joiner } => {
             out.put_u8(tag::JOIN);
@@ -59,7 +59,7 @@ pub fn encode(msg: &OverlayMsg, out: &mut BytesMut) {
 }
 
 /// Parses one whole message; trailing bytes are an error.
-pub fn decode(mut p: &[u8]) -> Result<OverlayMsg, WireError> {
+pub(crate) fn decode(mut p: &[u8]) -> Result<OverlayMsg, WireError> {
     let p = &mut p;
     let msg = match take_u8(p)? {
         tag::JOIN => OverlayMsg::Join {
@@ -89,7 +89,7 @@ pub fn decode(mut p: &[u8]) -> Result<OverlayMsg, WireError> {
 }
 
 /// Bytes `msg` takes on the wire.
-pub fn size(msg: &OverlayMsg) -> usize {
+pub(crate) fn size(msg: &OverlayMsg) -> usize {
     let all = |v: &[Contact]| varint_len(v.len() as u64) + v.iter().map(contact_len).sum::<usize>();
     let opt = |v: &Option<Vec<Contact>>| 1 + v.as_deref().map_or(0, all);
     1 + match msg {
@@ -103,14 +103,14 @@ pub fn size(msg: &OverlayMsg) -> usize {
 
 /// Appends a contact: the id, the epoch, then the address (`4 | ip | port` or
 /// `6 | ip | port`).
-pub fn put_contact(out: &mut BytesMut, c: &Contact) {
+pub(crate) fn put_contact(out: &mut BytesMut, c: &Contact) {
     out.put_u128(c.id.0);
     out.put_u64(c.epoch);
     put_addr(out, &c.addr);
 }
 
 /// Parses a contact.
-pub fn take_contact(p: &mut &[u8]) -> Result<Contact, WireError> {
+pub(crate) fn take_contact(p: &mut &[u8]) -> Result<Contact, WireError> {
     let id = NodeId(take_u128(p)?);
     if p.len() < 8 {
         return Err(WireError::Malformed("truncated epoch"));
@@ -120,7 +120,7 @@ pub fn take_contact(p: &mut &[u8]) -> Result<Contact, WireError> {
 }
 
 /// Appends a socket address.
-pub fn put_addr(out: &mut BytesMut, addr: &SocketAddr) {
+pub(crate) fn put_addr(out: &mut BytesMut, addr: &SocketAddr) {
     match addr.ip() {
         IpAddr::V4(ip) => {
             out.put_u8(4);
@@ -135,7 +135,7 @@ pub fn put_addr(out: &mut BytesMut, addr: &SocketAddr) {
 }
 
 /// Parses a socket address.
-pub fn take_addr(p: &mut &[u8]) -> Result<SocketAddr, WireError> {
+pub(crate) fn take_addr(p: &mut &[u8]) -> Result<SocketAddr, WireError> {
     let ip = match take_u8(p)? {
         4 if p.len() >= 6 => {
             let mut o = [0u8; 4];
@@ -154,7 +154,7 @@ pub fn take_addr(p: &mut &[u8]) -> Result<SocketAddr, WireError> {
 }
 
 /// Bytes a contact takes.
-pub fn contact_len(c: &Contact) -> usize {
+pub(crate) fn contact_len(c: &Contact) -> usize {
     16 + 8 + 1 + 2 + if c.addr.is_ipv4() { 4 } else { 16 }
 }
 

@@ -79,16 +79,16 @@ impl Group {
 /// the core's instructions per broadcast across a link). Bounded: past [`TreeKeys::CAP`]
 /// groups it starts over.
 #[derive(Debug, Default)]
-pub struct TreeKeys {
+pub(crate) struct TreeKeys {
     map: hashbrown::HashMap<Group, Box<[NodeId]>, foldhash::fast::FixedState>,
 }
 
 impl TreeKeys {
     /// Groups remembered at most.
-    pub const CAP: usize = 4096;
+    pub(crate) const CAP: usize = 4096;
 
     /// The key of `group`'s tree `index` of `splits`.
-    pub fn get(&mut self, group: &Group, splits: u8, index: u8) -> NodeId {
+    pub(crate) fn get(&mut self, group: &Group, splits: u8, index: u8) -> NodeId {
         if let Some(keys) = self.map.get(group)
             && keys.len() == usize::from(splits)
             && let Some(&key) = keys.get(usize::from(index))

@@ -32,7 +32,8 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use group::{Group, GroupKind, TreeKeys};
+pub(crate) use group::TreeKeys;
+pub use group::{Group, GroupKind};
 
 use crate::overlay::{Contact, NodeId, Overlay};
 use crate::time::Instant;
