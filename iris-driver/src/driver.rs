@@ -30,7 +30,7 @@ use iris_proto::{
     MeshEvent, Node, Output, Security, Stats,
 };
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -300,7 +300,7 @@ struct Shared<R: Runtime> {
     node: Node,
     epoch: std::time::Instant,
     /// The sockets (or pipes) of relay clients and peer links.
-    ios: HashMap<Endpoint, Rc<RefCell<ConnIo<R>>>>,
+    ios: BTreeMap<Endpoint, Rc<RefCell<ConnIo<R>>>>,
     next_link: u64,
     events: Option<std::sync::mpsc::Sender<MeshEvent>>,
     /// The node said it knows nobody, and has not converged with anyone since.
@@ -313,7 +313,7 @@ struct Shared<R: Runtime> {
     live_writers: Rc<Cell<usize>>,
     writers_done: Rc<Wake>,
     /// Remote addresses of connections, for the log (removed when the node forgets them).
-    addrs: HashMap<Endpoint, SocketAddr>,
+    addrs: BTreeMap<Endpoint, SocketAddr>,
     /// Budgets of the warnings a remote party can trigger at will.
     refusals: LogLimit,
     handshakes: LogLimit,
@@ -407,7 +407,7 @@ async fn run_local<R: Runtime>(
     let shared = Rc::new(RefCell::new(Shared {
         node,
         epoch,
-        ios: HashMap::new(),
+        ios: BTreeMap::new(),
         next_link: 0,
         events,
         alone_said: false,
@@ -416,7 +416,7 @@ async fn run_local<R: Runtime>(
         ready_wake: Rc::new(Wake::default()),
         live_writers: Rc::new(Cell::new(0)),
         writers_done: Rc::new(Wake::default()),
-        addrs: HashMap::new(),
+        addrs: BTreeMap::new(),
         refusals: LogLimit::new(),
         handshakes: LogLimit::new(),
         beacons,
@@ -899,7 +899,7 @@ fn new_link<R: Runtime>(shared: &SharedRc<R>) -> LinkId {
 }
 
 /// Whose socket a reader and a writer serve: the key of the driver's tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Endpoint {
     Client(ConnId),
     Peer(LinkId),

@@ -8,7 +8,7 @@
 
 use super::common::{Got, IrisProcess, RawClient, b, fixture};
 use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -38,7 +38,7 @@ fn launch(keys: &[&str]) -> IrisProcess {
 
 /// Waits until `node` has had links up with `n` distinct peers.
 fn wait_links(node: &IrisProcess, n: usize) {
-    let mut peers = HashSet::new();
+    let mut peers = BTreeSet::new();
     while peers.len() < n {
         let line = node.wait_line("peer link up: ");
         let peer = line.split("peer link up: ").nth(1).unwrap_or_default();

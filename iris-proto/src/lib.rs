@@ -50,6 +50,7 @@
 pub mod relay;
 
 mod link;
+mod lookup;
 mod mesh;
 mod node;
 mod overlay;
@@ -80,6 +81,8 @@ pub mod inspect {
     pub use crate::link::{
         HANDSHAKE_VERSION, Link, LinkError, LinkEvent, LinkInput, LinkStats, Role, SendError,
     };
+    /// The fixed-seed lookup map the determinism guard allows (the simulator uses it too).
+    pub use crate::lookup::LookupMap;
     pub use crate::mesh::{Class, Incoming, Mesh, MeshInput, MeshOutput, Refused};
     pub use crate::overlay::{
         Contact, LeafSet, Overlay, OverlayEvent, OverlayInput, OverlayMsg, OverlayOutput,

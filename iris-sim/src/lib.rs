@@ -30,7 +30,7 @@ use iris_proto::{
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -39,8 +39,9 @@ pub use config::{Partition, SimConfig, Summary};
 pub use oracle::Violation;
 pub use workload::Workload;
 
-/// A map for lookups; iterated only after sorting, so runs stay deterministic.
-type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+/// A map for lookups, hashed with a fixed seed and never walked in its own order (see
+/// `LookupMap`): runs stay deterministic.
+type Map<K, V> = iris_proto::inspect::LookupMap<K, V>;
 
 /// A dial fails after this long when the network drops its packets (a partition, a break).
 const CONNECT_TIMEOUT: u64 = 5_000_000_000;
@@ -158,7 +159,7 @@ struct Sim {
     queue: BinaryHeap<Reverse<Queued>>,
     slots: Vec<Option<SimNode>>,
     incarnations: Vec<u64>,
-    addrs: HashMap<SocketAddr, usize>,
+    addrs: Map<SocketAddr, usize>,
     by_id: BTreeMap<NodeId, usize>,
     conns: Map<u64, Conn>,
     next_conn: u64,
@@ -168,7 +169,7 @@ struct Sim {
     violations: Vec<Violation>,
     churn_until: u64,
     /// Broken machine pairs (smaller slot first) and when they heal.
-    broken: HashMap<(usize, usize), u64>,
+    broken: Map<(usize, usize), u64>,
     /// During a partition: the slots on the minority side.
     minority: Option<BTreeSet<usize>>,
     /// When each live id (re)joined, to tell false deaths from real ones.
@@ -351,7 +352,13 @@ impl Sim {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             slots: (0..cfg.nodes).map(|_| None).collect(),
             incarnations: vec![0; cfg.nodes],
-            addrs: (0..cfg.nodes).map(|s| (addr_of(s), s)).collect(),
+            addrs: {
+                let mut m = Map::default();
+                for s in 0..cfg.nodes {
+                    m.insert(addr_of(s), s);
+                }
+                m
+            },
             detect: detect.as_nanos() as u64,
             cfg,
             now: 0,
@@ -365,7 +372,7 @@ impl Sim {
             hash: 0xcbf2_9ce4_8422_2325,
             violations: Vec::new(),
             churn_until: 0,
-            broken: HashMap::new(),
+            broken: Map::default(),
             minority: None,
             born: BTreeMap::new(),
             false_deaths: 0,
@@ -783,10 +790,9 @@ impl Sim {
         if let Some(n) = self.slots[slot].take() {
             self.tree_bytes_gone += n.node.stats().tree_bytes_out;
         }
-        #[allow(clippy::disallowed_methods)] // sorted below
         let mut held: Vec<(u64, usize)> = self
             .conns
-            .iter()
+            .iter_unordered()
             .flat_map(|(&id, c)| {
                 (0..2)
                     .filter(move |&s| c.ends[s].0 == slot && c.open[s])
@@ -817,10 +823,9 @@ impl Sim {
     /// Connections across a cut die: both ends hear of it at once (a reset after the
     /// network dropped their packets; real TCP would take longer to notice).
     fn cut_connections(&mut self) {
-        #[allow(clippy::disallowed_methods)] // sorted below
         let mut dead: Vec<u64> = self
             .conns
-            .iter()
+            .iter_unordered()
             .filter(|(_, c)| self.cut(c.ends[0].0, c.ends[1].0))
             .map(|(&id, _)| id)
             .collect();

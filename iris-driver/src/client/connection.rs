@@ -21,7 +21,7 @@ use iris_proto::relay::client::{
     NodeRequestId, Output, RequestId, TunnelId,
 };
 use iris_proto::relay::codec;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -89,13 +89,13 @@ pub(crate) struct State {
     /// machine hands out no more before the writer reports it flushed).
     transmit: Option<Bytes>,
     /// The callers of [`Connection::request`], by request.
-    replies: HashMap<RequestId, OneShot<Result<Bytes>>>,
+    replies: BTreeMap<RequestId, OneShot<Result<Bytes>>>,
     /// The callers of [`Connection::tunnel`], by tunnel.
-    builds: HashMap<TunnelId, OneShot<Result<Tunnel>>>,
+    builds: BTreeMap<TunnelId, OneShot<Result<Tunnel>>>,
     /// What the [`Tunnel`] handles read, by tunnel, while they exist.
-    pub(crate) tunnels: HashMap<TunnelId, TunnelSlot>,
+    pub(crate) tunnels: BTreeMap<TunnelId, TunnelSlot>,
     /// The topics' handler pools.
-    topics: HashMap<Name, Arc<Pool<Bytes>>>,
+    topics: BTreeMap<Name, Arc<Pool<Bytes>>>,
 }
 
 /// The sending end of a one-answer channel (a request's reply, a tunnel's build).
@@ -424,7 +424,7 @@ impl Inner {
             ClientEvent::Ended(end) => {
                 // Every topic stops at once: the order does not matter.
                 #[allow(clippy::disallowed_methods)]
-                let topics = st.topics.drain().map(|(_, pool)| pool).collect();
+                let topics = std::mem::take(&mut st.topics).into_values().collect();
                 after.push(After::Ended(from_end(end), topics));
             }
         }
@@ -594,10 +594,10 @@ async fn start(
         state: Mutex::new(State {
             machine,
             transmit: None,
-            replies: HashMap::new(),
-            builds: HashMap::new(),
-            tunnels: HashMap::new(),
-            topics: HashMap::new(),
+            replies: BTreeMap::new(),
+            builds: BTreeMap::new(),
+            tunnels: BTreeMap::new(),
+            topics: BTreeMap::new(),
         }),
         writer_wake: Event::new(),
         space: Event::new(),

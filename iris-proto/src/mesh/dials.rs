@@ -142,8 +142,11 @@ impl Mesh {
         let period = self.cfg.overlay.heartbeat_period;
         self.dials.next_seed_try = now + period;
         for addr in self.cfg.seeds.clone() {
-            #[allow(clippy::disallowed_methods)] // any: order-free
-            let busy = self.dials.dials.values().any(|d| d.addr == addr)
+            let busy = self
+                .dials
+                .dials
+                .iter_unordered()
+                .any(|(_, d)| d.addr == addr)
                 || self.link_to_addr(addr).is_some();
             if !busy && addr != self.cfg.listen {
                 self.dial(addr, None, Vec::new(), true);
@@ -152,10 +155,11 @@ impl Mesh {
     }
 
     /// An identified link's peer at `addr`, if any.
-    #[allow(clippy::disallowed_methods)] // the smallest contact wins, whatever the order
+    /// (The smallest such contact: whatever the map's order.)
     fn link_to_addr(&self, addr: SocketAddr) -> Option<Contact> {
         self.by_id
-            .values()
+            .iter_unordered()
+            .map(|(_, l)| l)
             .filter_map(|l| self.links.get(l).and_then(|pl| pl.peer))
             .filter(|c| c.addr == addr)
             .min()

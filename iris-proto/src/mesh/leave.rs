@@ -32,11 +32,10 @@ impl Mesh {
     /// A leaving node's peers have all closed their sides: nothing more is coming, and
     /// its own sides close (at once, or when they have nothing more to send).
     pub(super) fn finish_leave_if_done(&mut self, now: Instant) {
-        #[allow(clippy::disallowed_methods)] // any(): the order cannot show
         let waiting = self
             .links
-            .values()
-            .any(|pl| pl.peer.is_some() && !pl.closing && !pl.link.is_peer_closed());
+            .iter_unordered()
+            .any(|(_, pl)| pl.peer.is_some() && !pl.closing && !pl.link.is_peer_closed());
         if self.leaving && !waiting {
             self.timers.cancel(MeshTimer::Left);
             for id in self.sorted_links() {

@@ -343,7 +343,9 @@ impl Mesh {
             self.by_id.insert(peer, id);
             return id;
         };
-        let (keep, drop) = if dialer(&self.links[&id]) < dialer(&self.links[&other]) {
+        let (mine, theirs) = (self.links.get(&id), self.links.get(&other));
+        let (mine, theirs) = (mine.expect("live"), theirs.expect("live"));
+        let (keep, drop) = if dialer(mine) < dialer(theirs) {
             (id, other)
         } else {
             (other, id)

@@ -58,9 +58,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use wire::PeerMsg;
 
-/// A map for lookups only (never iterated where order could reach an output), hashed with
-/// a fixed seed so that no OS randomness is involved.
-type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+use crate::lookup::LookupMap as Map;
 
 /// A connection to another node, named by the driver (like [`crate::ConnId`] for clients).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -262,13 +260,12 @@ impl Mesh {
 
     /// Signatures made with the network key, every link's so far: one per genuine link,
     /// none for a peer that never proved it holds the key.
-    #[allow(clippy::disallowed_methods)] // a sum: order-free
     pub fn signatures(&self) -> u64 {
         self.stats.signatures_closed_links
             + self
                 .links
-                .values()
-                .map(|pl| pl.link.stats().signatures)
+                .iter_unordered()
+                .map(|(_, pl)| pl.link.stats().signatures)
                 .sum::<u64>()
     }
 
@@ -278,9 +275,11 @@ impl Mesh {
     }
 
     /// Bytes of data queued in links and not yet sealed for their sockets.
-    #[allow(clippy::disallowed_methods)] // a sum: order-free
     pub fn queued_bytes(&self) -> usize {
-        self.links.values().map(|pl| pl.link.data_queued()).sum()
+        self.links
+            .iter_unordered()
+            .map(|(_, pl)| pl.link.data_queued())
+            .sum()
     }
 
     /// True while seeds refused this node's handshake and it knows nobody: it must not
@@ -337,10 +336,7 @@ impl Mesh {
 
     /// The links' ids, in order (for work whose outcome must not hang on hash order).
     fn sorted_links(&self) -> Vec<LinkId> {
-        #[allow(clippy::disallowed_methods)] // sorted below
-        let mut ids: Vec<LinkId> = self.links.keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        self.links.keys_sorted()
     }
 
     /// A fresh link for a connection in `role`.

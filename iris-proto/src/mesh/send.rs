@@ -113,10 +113,10 @@ impl Mesh {
             return hold(pending, max, &mut self.stats, class, bytes);
         }
         // A link that is up but whose peer has not yet said who it is may be the one.
-        #[allow(clippy::disallowed_methods)] // the smallest id wins, whatever the order
+        // The smallest id wins, whatever the map's order.
         let opening = self
             .links
-            .iter()
+            .iter_unordered()
             .filter(|(_, pl)| pl.peer.is_none() && pl.expect == Some(to.id) && !pl.link.is_closed())
             .map(|(&l, _)| l)
             .min()

@@ -9,10 +9,9 @@ impl Mesh {
     pub(super) fn sweep(&mut self, now: Instant) {
         self.timers
             .set(MeshTimer::Sweep, now + self.cfg.link_idle / 2);
-        #[allow(clippy::disallowed_methods)] // sorted below
         let mut idle: Vec<LinkId> = self
             .links
-            .iter()
+            .iter_unordered()
             .filter(|(_, pl)| now.saturating_duration_since(pl.last_used) >= self.cfg.link_idle)
             .filter(|(_, pl)| !pl.peer.is_some_and(|c| self.pinned.contains_key(&c.id)))
             .map(|(&id, _)| id)

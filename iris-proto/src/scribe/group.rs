@@ -80,7 +80,7 @@ impl Group {
 /// groups it starts over.
 #[derive(Debug, Default)]
 pub(crate) struct TreeKeys {
-    map: hashbrown::HashMap<Group, Box<[NodeId]>, foldhash::fast::FixedState>,
+    map: crate::lookup::LookupMap<Group, Box<[NodeId]>>,
 }
 
 impl TreeKeys {

@@ -4,8 +4,7 @@
 
 use super::outbox::{Released, SharedId};
 
-/// A map for lookups only, hashed with a fixed seed (no OS randomness, never iterated).
-type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+use crate::lookup::LookupMap as Map;
 
 /// Packets announced at least this large reserve their whole size when their first bytes
 /// arrive, so that a message once started can always finish (no deadlock of half-read
