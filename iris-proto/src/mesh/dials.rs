@@ -118,10 +118,11 @@ impl Mesh {
         self.pump(now);
     }
 
-    /// Still nobody at the seed period: the seeds (or the node joined through) may be
-    /// gone for good. Said each period, so that discovery can offer another.
+    /// Still not in its network at the seed period: the seeds (or the node joined
+    /// through) may be down, or gone for good. Said each period while the node knows
+    /// nobody, so that discovery can offer another; the seeds are tried again.
     pub(super) fn still_alone(&mut self, now: Instant) {
-        if self.dials.wants_peers {
+        if self.dials.wants_peers && self.overlay.peer_count() == 0 {
             self.outputs.push_back(MeshOutput::Event(MeshEvent::Alone));
         }
         if self.refused_by_seeds() {
@@ -137,19 +138,23 @@ impl Mesh {
         self.try_seeds(now);
     }
 
-    /// Dials every seed (joining through whichever answers).
+    /// Joins through every seed: dialed (the join goes once its link is up), or, if it is
+    /// linked already, at once.
     pub(super) fn try_seeds(&mut self, now: Instant) {
         let period = self.cfg.overlay.heartbeat_period;
         self.dials.next_seed_try = now + period;
         for addr in self.cfg.seeds.clone() {
-            let busy = self
+            let dialing = self
                 .dials
                 .dials
                 .iter_unordered()
-                .any(|(_, d)| d.addr == addr)
-                || self.link_to_addr(addr).is_some();
-            if !busy && addr != self.cfg.listen {
-                self.dial(addr, None, Vec::new(), true);
+                .any(|(_, d)| d.addr == addr);
+            if dialing || addr == self.cfg.listen {
+                continue;
+            }
+            match self.link_to_addr(addr) {
+                Some(c) => self.overlay.handle(now, OverlayInput::Join(c)),
+                None => self.dial(addr, None, Vec::new(), true),
             }
         }
     }

@@ -170,7 +170,10 @@ impl Mesh {
             .id
             .unwrap_or_else(|| NodeId(rng.next_u64() as u128 | (u128::from(rng.next_u64()) << 64)));
         let own = Contact::new(id, cfg.listen, cfg.epoch);
-        let overlay = Overlay::new(own, cfg.overlay.clone(), now);
+        // A node given seeds is part of a network once its join through one is answered;
+        // one given none founds a network (others may join it).
+        let founder = cfg.seeds.is_empty();
+        let overlay = Overlay::new(own, cfg.overlay.clone(), now, founder);
         let mut timers = Timers::default();
         timers.set(MeshTimer::Sweep, now + cfg.link_idle / 2);
         if cfg.discovery.is_some() {
@@ -240,9 +243,9 @@ impl Mesh {
             .into_iter()
             .flatten()
             .min();
-        // Seeds are retried only while the node knows nobody: a deadline that holds only
-        // in that state, not a timer to cancel and re-arm.
-        if self.overlay.peer_count() == 0 && !self.cfg.seeds.is_empty() {
+        // Seeds are retried only while the node looks for its network: a deadline that
+        // holds only in that state, not a timer to cancel and re-arm.
+        if self.seeking() && !self.cfg.seeds.is_empty() {
             return t.map(|t| t.min(self.dials.next_seed_try()));
         }
         t
@@ -293,6 +296,15 @@ impl Mesh {
         self.links.get(&id).and_then(|pl| pl.peer)
     }
 
+    /// Whether the node still looks for its network: it knows nobody, or its join
+    /// through a seed has not been answered yet (its seeds were down, or refused it, or
+    /// left). Others may have joined through this node meanwhile (their seed is this
+    /// node): together they are an island, not the network, until this node reaches its
+    /// seeds and the two rings merge.
+    fn seeking(&self) -> bool {
+        self.overlay.peer_count() == 0 || !self.overlay.is_seeded()
+    }
+
     /// Time passed.
     fn on_timeout(&mut self, now: Instant) {
         self.overlay
@@ -306,7 +318,7 @@ impl Mesh {
                 MeshTimer::Beacon => self.send_beacon(now, None),
             }
         }
-        if now >= self.dials.next_seed_try() && self.overlay.peer_count() == 0 {
+        if now >= self.dials.next_seed_try() && self.seeking() {
             self.still_alone(now);
         }
         self.pump(now);

@@ -36,6 +36,8 @@ mod wire;
 #[cfg(test)]
 mod discovery_tests;
 #[cfg(test)]
+mod join_tests;
+#[cfg(test)]
 mod network_tests;
 #[cfg(test)]
 mod tests;

@@ -228,11 +228,18 @@ pub struct Overlay {
     /// Joiners whose joins were passed on lately (bounded): a second pass is answered here,
     /// so that contacts joining through each other cannot bounce a join for ever.
     passed_on: VecDeque<NodeId>,
+    /// Its own join through where it was told to join (a seed, an address discovery
+    /// found) was answered with a leaf set, or it founded the network (it was told to join
+    /// nowhere). Until then its owner keeps joining through its seeds: nodes that joined
+    /// through this one meanwhile (their seed is this node) are not its network, only an
+    /// island of it, whatever they answered each other.
+    seeded: bool,
 }
 
 impl Overlay {
-    /// A node alone on its ring.
-    pub fn new(own: Contact, cfg: OverlayConfig, now: Instant) -> Overlay {
+    /// A node alone on its ring: the founder of a network (`founder`: it is to join no
+    /// other), or one that joins its network through a seed ([`OverlayInput::Join`]).
+    pub fn new(own: Contact, cfg: OverlayConfig, now: Instant, founder: bool) -> Overlay {
         Overlay {
             own,
             leaves: LeafSet::new(own.id, cfg.leaf_set_size),
@@ -258,6 +265,7 @@ impl Overlay {
             left: false,
             joined: true,
             passed_on: VecDeque::new(),
+            seeded: founder,
             cfg,
         }
     }
@@ -265,6 +273,12 @@ impl Overlay {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.own.id
+    }
+
+    /// Whether this node is part of the network it was told to join: a join it sent
+    /// through a seed was answered with a leaf set (or it founded the network).
+    pub fn is_seeded(&self) -> bool {
+        self.seeded
     }
 
     /// This node's id and address.
@@ -396,7 +410,7 @@ impl Overlay {
             let revived = !self.peers.contains_key(&from.id)
                 && self.graveyard.iter().any(|g| g.id == from.id);
             self.learn(now, from);
-            if revived && self.cfg.repair {
+            if revived && self.cfg.repair && self.seeded {
                 // A peer given up for dead answers: the rings may have been apart. Look
                 // ourselves up through it now rather than at the next scheduled lookup.
                 self.graveyard.retain(|g| g.id != from.id);
@@ -407,7 +421,10 @@ impl Overlay {
             OverlayMsg::Join { joiner } => self.on_join(now, joiner),
             OverlayMsg::JoinState { rows, leaves } => {
                 if leaves.is_some() {
+                    // (While unseeded, the only joins of its own in flight are those sent
+                    // through its seeds: see `tick`.)
                     self.joined = true;
+                    self.seeded = true;
                 }
                 for id in rows.into_iter().chain(leaves.into_iter().flatten()) {
                     self.hear_of(now, id);
@@ -530,7 +547,13 @@ impl Overlay {
         if self.ticks % lookup == lookup / 2 {
             self.probe_graveyard(now);
         }
-        if self.cfg.repair && self.ticks.is_multiple_of(lookup) && !self.peers.is_empty() {
+        // Self-lookups wait until the node is part of its network: until then the joins
+        // through its seeds are its only ones, so their answer tells it it joined.
+        if self.seeded
+            && self.cfg.repair
+            && self.ticks.is_multiple_of(lookup)
+            && !self.peers.is_empty()
+        {
             // Rotate through the peers so that lookups start from all over the ring.
             let i = (self.ticks / lookup) as usize % self.peers.len();
             if let Some((&id, p)) = self.peers.iter().nth(i) {

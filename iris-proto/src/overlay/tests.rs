@@ -232,7 +232,7 @@ mod versions {
     #[test]
     fn news_of_a_dead_epoch_is_ignored_and_a_later_epoch_is_probed_at_once() {
         let t0 = Instant::ZERO;
-        let mut a = Overlay::new(contact(1, 1), OverlayConfig::default(), t0);
+        let mut a = Overlay::new(contact(1, 1), OverlayConfig::default(), t0, true);
         a.handle(t0, OverlayInput::Message(contact(2, 5), ping()));
         assert_eq!(a.peer_count(), 1);
         // B falls silent: after three missed periods it is dead.
@@ -264,7 +264,7 @@ mod versions {
     #[test]
     fn a_zombie_is_ignored_and_a_restarted_peer_is_told_the_leaf_set_again() {
         let t0 = Instant::ZERO;
-        let mut a = Overlay::new(contact(1, 1), OverlayConfig::default(), t0);
+        let mut a = Overlay::new(contact(1, 1), OverlayConfig::default(), t0, true);
         a.handle(t0, OverlayInput::Message(contact(3, 1), ping()));
         a.handle(t0, OverlayInput::Message(contact(2, 6), ping()));
         let pong = |leaves| OverlayMsg::Pong { leaves };
