@@ -121,6 +121,13 @@ pub struct Summary {
     pub audit: Option<crate::Audit>,
     /// Bytes of tree maintenance (subscriptions, beats) sent per node per virtual second.
     pub tree_bytes_per_node_per_sec: f64,
+    /// Links of the live nodes at the end: mean and most per node (load concentrated on a
+    /// few nodes shows here first).
+    pub links_mean: f64,
+    /// ... the most any node holds.
+    pub links_max: usize,
+    /// Connections refused by the live nodes because they held `max_links` already.
+    pub links_refused: u64,
 }
 
 impl Summary {
@@ -157,7 +164,7 @@ impl Summary {
 
     fn overlay_json(&self) -> String {
         format!(
-            "{{\"nodes\":{},\"virtual_secs\":{:.1},\"events\":{},\"wall_secs\":{:.2},\"events_per_sec\":{:.0},\"mean_hops\":{:.3},\"p99_hops\":{},\"convergence_secs\":{:.1},\"maintenance_bytes_per_node_per_sec\":{:.1},\"false_deaths\":{},\"violations\":{},\"trace_hash\":\"{:016x}\"}}",
+            "{{\"nodes\":{},\"virtual_secs\":{:.1},\"events\":{},\"wall_secs\":{:.2},\"events_per_sec\":{:.0},\"mean_hops\":{:.3},\"p99_hops\":{},\"convergence_secs\":{:.1},\"maintenance_bytes_per_node_per_sec\":{:.1},\"false_deaths\":{},\"links_mean\":{:.1},\"links_max\":{},\"links_refused\":{},\"violations\":{},\"trace_hash\":\"{:016x}\"}}",
             self.nodes,
             self.virtual_secs,
             self.events,
@@ -168,6 +175,9 @@ impl Summary {
             self.convergence_secs,
             self.maintenance_bytes_per_node_per_sec,
             self.false_deaths,
+            self.links_mean,
+            self.links_max,
+            self.links_refused,
             self.violation_count(),
             self.trace_hash
         )

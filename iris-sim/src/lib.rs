@@ -309,8 +309,24 @@ pub fn run(cfg: &SimConfig) -> Summary {
             .flatten()
             .map(|n| n.node.stats().tree_bytes_out)
             .sum::<u64>();
+    let links: Vec<usize> = sim
+        .slots
+        .iter()
+        .flatten()
+        .map(|n| n.node.status().links)
+        .collect();
+    let links_refused = sim
+        .slots
+        .iter()
+        .flatten()
+        .filter_map(|n| n.node.status().mesh)
+        .map(|m| m.links_refused)
+        .sum();
     let wall_secs = wall.elapsed().as_secs_f64();
     Summary {
+        links_mean: links.iter().sum::<usize>() as f64 / links.len().max(1) as f64,
+        links_max: links.iter().copied().max().unwrap_or(0),
+        links_refused,
         audit,
         tree_bytes_per_node_per_sec: tree_bytes as f64
             / cfg.nodes.max(1) as f64

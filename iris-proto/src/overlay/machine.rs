@@ -26,6 +26,7 @@
 //!   self-lookup through it merges the two rings.
 //! - Convergence: no change for `boot_quiet` after start, then `change_quiet` after each change.
 
+use super::routing_table::Offer;
 use super::{Contact, LeafSet, NodeId, RoutingTable, next_hop};
 use crate::time::Instant;
 use crate::timer::Timers;
@@ -646,7 +647,18 @@ impl Overlay {
             return;
         }
         let leaf = self.leaves.insert(id);
-        let table = self.table.insert(id);
+        let (table, replaced) = match self.table.offer(id) {
+            Offer::Refused => (false, false),
+            Offer::Taken => (true, false),
+            Offer::Replaced(old) => {
+                // A nearer node took its slot: it is tracked no more unless it is a leaf
+                // (it is not dead, only not needed: no event).
+                if !self.leaves.contains(old) {
+                    self.peers.remove(&old);
+                }
+                (true, true)
+            }
+        };
         if leaf {
             self.leaf_version += 1;
         }
@@ -660,7 +672,12 @@ impl Overlay {
                 ping_sent: None,
                 rtt: None,
             });
-            self.changed(now);
+            // A nearer entry for a slot that routed already changes no route's outcome:
+            // the overlay is as converged as before (otherwise, in a large network, entries
+            // improving now and then would keep it from ever counting as converged).
+            if leaf || !replaced {
+                self.changed(now);
+            }
         }
     }
 

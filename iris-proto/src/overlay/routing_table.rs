@@ -1,5 +1,14 @@
 //! The routing table: row `r` holds nodes sharing exactly `r` leading digits with this one,
 //! one per value of their next digit. It makes routing fast (one more shared digit per hop).
+//!
+//! Any node of a slot's prefix routes as well as another, so which one a slot keeps is free
+//! to choose, and the choice decides where the load falls: if every node kept the first it
+//! heard of, every node would keep the same few (joiners copy their rows from the nodes on
+//! their join path, and those rows fill with the network's oldest nodes), and those few
+//! would carry a link and a ping from every node of the network. So a slot prefers, among
+//! the nodes it hears of, the one closest to this node by XOR distance: it shares the slot's
+//! prefix like any other, and past it the one nearest this node's own id, which is another
+//! node for every node. The table's load spreads evenly however the network grew.
 
 use super::id::{BASE, DIGITS, NodeId};
 
@@ -19,27 +28,40 @@ impl RoutingTable {
         }
     }
 
-    /// Offers a node; it takes its slot if the slot is empty. Returns true if it did.
-    pub fn insert(&mut self, id: NodeId) -> bool {
+    /// Offers a node: it takes its slot if the slot is empty or holds a node it is
+    /// preferred to (see the module docs).
+    pub fn offer(&mut self, id: NodeId) -> Offer {
         if id == self.own {
-            return false;
+            return Offer::Refused;
         }
         let row = self.own.shared_prefix(id);
+        let own = self.own;
         let slot = &mut self.rows[row][id.digit(row)];
-        if slot.is_some() {
-            return false;
+        match *slot {
+            None => {
+                *slot = Some(id);
+                Offer::Taken
+            }
+            Some(old) if closer(own, id, old) => {
+                *slot = Some(id);
+                Offer::Replaced(old)
+            }
+            Some(_) => Offer::Refused,
         }
-        *slot = Some(id);
-        true
     }
 
-    /// True if `id` would take an empty slot if offered.
+    /// [`RoutingTable::offer`], telling only whether it took the node.
+    pub fn insert(&mut self, id: NodeId) -> bool {
+        !matches!(self.offer(id), Offer::Refused)
+    }
+
+    /// True if `id` would take its slot if offered.
     pub fn wants(&self, id: NodeId) -> bool {
         if id == self.own {
             return false;
         }
         let row = self.own.shared_prefix(id);
-        self.rows[row][id.digit(row)].is_none()
+        self.rows[row][id.digit(row)].is_none_or(|old| closer(self.own, id, old))
     }
 
     /// Forgets a node; returns true if it was in the table.
@@ -74,4 +96,20 @@ impl RoutingTable {
     pub fn entries(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.rows.iter().flatten().flatten().copied()
     }
+}
+
+/// What offering a node to the table did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Its slot keeps the node it holds.
+    Refused,
+    /// It took an empty slot.
+    Taken,
+    /// It took the slot of this node, which the table no longer holds.
+    Replaced(NodeId),
+}
+
+/// Whether `a` is nearer than `b` to `own` by XOR distance.
+fn closer(own: NodeId, a: NodeId, b: NodeId) -> bool {
+    (a.0 ^ own.0) < (b.0 ^ own.0)
 }
