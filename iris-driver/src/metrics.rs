@@ -312,6 +312,7 @@ pub fn render(s: &Snapshot) -> String {
                 ("duplicate", m.links_duplicate),
                 ("idle", m.links_idle),
                 ("refused", m.links_refused),
+                ("evicted", m.links_evicted),
                 ("handshake_evicted", m.handshakes_evicted),
                 ("handshake_refused_per_addr", m.handshakes_refused_per_addr),
                 ("dial_failed", m.dials_failed),

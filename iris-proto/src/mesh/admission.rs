@@ -1,8 +1,11 @@
-//! Admission of inbound links: anyone can connect to the peer port and say nothing, so
-//! links still in their handshake are bounded in all (the oldest is closed for a newer one:
-//! a genuine handshake takes milliseconds, so it completes before it is oldest) and per
-//! source address (beyond its share an address's new connections are refused at once,
-//! before any key work).
+//! Admission of links. Anyone can connect to the peer port and say nothing, so links still
+//! in their handshake are bounded in all (the oldest is closed for a newer one: a genuine
+//! handshake takes milliseconds, so it completes before it is oldest) and per source
+//! address (beyond its share an address's new connections are refused at once, before any
+//! key work). All links together are bounded by `max_links`: at the bound, the least
+//! recently used link that no route and no tunnel needs makes room (a probe answered once,
+//! a peer a table no longer holds), so that a node many others talk to (an early node of a
+//! large network, a seed) does not turn joiners away while it holds idle links.
 
 use super::{LinkId, Mesh};
 use crate::time::Instant;
@@ -16,6 +19,49 @@ pub(super) struct Admission {
 }
 
 impl Mesh {
+    /// Room for one more link or dial under `max_links`, made if need be by closing the
+    /// least recently used link nobody needs; false if every link is needed.
+    pub(super) fn room_for_link(&mut self, now: Instant) -> bool {
+        let max = self.cfg.max_links;
+        let total = self.links.len() + self.dials.len();
+        if total < max {
+            return true;
+        }
+        // Links closing wait only for their peer's CLOSE (at most `close_linger`): they
+        // count up to as many again.
+        let closing = self
+            .links
+            .iter_unordered()
+            .filter(|(_, pl)| pl.closing || pl.link.is_closed())
+            .count();
+        if total - closing < max && total < 2 * max {
+            return true;
+        }
+        if total >= 2 * max {
+            return false;
+        }
+        let pinned = &self.pinned;
+        let overlay = &self.overlay;
+        // The least recently used (then the smallest id: whatever the map's order).
+        let victim = self
+            .links
+            .iter_unordered()
+            .filter(|(_, pl)| !pl.closing && !pl.link.is_closed())
+            .filter(|(_, pl)| {
+                pl.peer.is_some_and(|c| {
+                    !pinned.contains_key(&c.id) && overlay.contact_of(c.id).is_none()
+                })
+            })
+            .min_by_key(|&(&id, pl)| (pl.last_used, id))
+            .map(|(&id, _)| id);
+        let Some(id) = victim else {
+            return false;
+        };
+        self.stats.links_evicted += 1;
+        self.close_link(now, id, "room for another link");
+        true
+    }
+
     /// Makes room for inbound link `id` (from `ip`, if known) among those in their
     /// handshake: `false` if its address already has its share in flight (the link is to
     /// be refused); past the overall bound, the oldest still handshaking is closed.

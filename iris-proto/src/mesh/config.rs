@@ -35,7 +35,10 @@ pub struct MeshConfig {
     pub overlay: OverlayConfig,
     /// The links' bounds and network name.
     pub link: LinkConfig,
-    /// Most links and dials at once; a message that would need another is dropped.
+    /// Most links and dials at once. At the bound, a new one takes the place of the least
+    /// recently used link that no route and no tunnel needs; if every link is needed, a
+    /// connection is refused and a message that would need a dial is dropped (counted).
+    /// Links closing (lingering for their peer's close) count only up to as many again.
     pub max_links: usize,
     /// Most inbound links still in their handshake; a new one beyond it closes the oldest.
     /// Anyone can connect to the peer port and say nothing: without this, strangers would

@@ -97,7 +97,7 @@ impl Mesh {
             self.overlay.handle(now, OverlayInput::Join(c));
             self.pump(now);
         } else {
-            self.dial(addr, None, Vec::new(), true);
+            self.dial(now, addr, None, Vec::new(), true);
         }
     }
 
@@ -154,7 +154,7 @@ impl Mesh {
             }
             match self.link_to_addr(addr) {
                 Some(c) => self.overlay.handle(now, OverlayInput::Join(c)),
-                None => self.dial(addr, None, Vec::new(), true),
+                None => self.dial(now, addr, None, Vec::new(), true),
             }
         }
     }
@@ -170,19 +170,20 @@ impl Mesh {
             .min()
     }
 
-    pub(super) fn can_dial(&self) -> bool {
-        !self.leaving && self.links.len() + self.dials.len() < self.cfg.max_links
+    pub(super) fn can_dial(&mut self, now: Instant) -> bool {
+        !self.leaving && self.room_for_link(now)
     }
 
     /// Asks the driver to dial `addr` (to reach `expect`, with what waits for it).
     pub(super) fn dial(
         &mut self,
+        now: Instant,
         addr: SocketAddr,
         expect: Option<NodeId>,
         pending: Vec<(Class, Bytes)>,
         join: bool,
     ) {
-        if !self.can_dial() {
+        if !self.can_dial(now) {
             self.stats.messages_dropped += pending.len() as u64;
             return;
         }

@@ -127,6 +127,9 @@ pub struct MeshStats {
     pub links_idle: u64,
     /// Connections refused at once: too many links, or the node is leaving.
     pub links_refused: u64,
+    /// Idle links closed to make room for a new one at `max_links` (least recently used,
+    /// needed by no route and no tunnel).
+    pub links_evicted: u64,
     /// Inbound links closed in their handshake to make room for a newer one.
     pub handshakes_evicted: u64,
     /// Inbound links refused because their source address had

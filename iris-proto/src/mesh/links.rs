@@ -51,7 +51,7 @@ impl Mesh {
     ) {
         let d = dial.and_then(|d| self.dials.take(d));
         // Anyone may connect to the peer listener: unauthenticated links are bounded too.
-        if self.leaving || (d.is_none() && self.links.len() >= self.cfg.max_links) {
+        if self.leaving || (d.is_none() && !self.room_for_link(now)) {
             self.stats.links_refused += 1;
             self.outputs.push_back(MeshOutput::Close(id));
             return;

@@ -124,11 +124,11 @@ impl Mesh {
         if let Some(pl) = opening {
             return hold(&mut pl.pending, max, &mut self.stats, class, bytes);
         }
-        if !self.can_dial() {
+        if !self.can_dial(now) {
             self.stats.messages_dropped += 1;
             return Err(Refused::NoLink);
         }
-        self.dial(to.addr, Some(to.id), vec![(class, bytes)], false);
+        self.dial(now, to.addr, Some(to.id), vec![(class, bytes)], false);
         Ok(())
     }
 

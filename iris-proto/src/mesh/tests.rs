@@ -459,6 +459,63 @@ fn inbound_connections_beyond_the_link_limit_are_refused() {
     assert_eq!(net.mesh(a).stats().links_failed, 3);
 }
 
+/// At the link limit a new connection takes the place of the least recently used link
+/// nobody needs (a node many others talk to would otherwise turn joiners away), and only
+/// when every link is needed is it refused.
+#[test]
+fn at_the_link_limit_the_idlest_unneeded_link_makes_room() {
+    let mut net = Net::new();
+    let mut cfg = mesh_config(0, &[]);
+    cfg.max_links = 2;
+    let a = net.add_with(cfg, Security::Plain);
+    // Two peers that said who they are but are in no route (they never spoke the
+    // overlay's protocol): the first is the idler.
+    let mut raws = Vec::new();
+    for n in 0..2u128 {
+        let (link, mut ours) = raw_link(&mut net, a);
+        let c = crate::overlay::Contact::new(NodeId(40 + n), addr(9 + n as usize), 1);
+        send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(c));
+        net.secs(1);
+        raws.push(link);
+    }
+    assert_eq!(net.mesh(a).link_count(), 2);
+    // A third connects: the idler makes room (closed gracefully), the newcomer is taken.
+    let third = net.new_link();
+    net.handle(
+        a,
+        Input::PeerConnected {
+            link: third,
+            dial: None,
+            from: None,
+        },
+    );
+    net.drain();
+    assert_eq!(net.mesh(a).stats().links_evicted, 1);
+    assert_eq!(net.mesh(a).stats().links_refused, 0);
+    assert!(!net.closes.contains(&(a, third)), "the newcomer is kept");
+    assert_eq!(net.mesh(a).link_count(), 3, "the idler lingers, closing");
+    // The evicted link lingers for its peer's close (the test's end never sends it):
+    // it counts only up to as many again. A fourth makes the other idle peer room; a
+    // fifth finds nothing more to spare (the two newcomers are still in their
+    // handshake: needed) and is refused.
+    let (fourth, fifth) = (net.new_link(), net.new_link());
+    for link in [fourth, fifth] {
+        net.handle(
+            a,
+            Input::PeerConnected {
+                link,
+                dial: None,
+                from: None,
+            },
+        );
+    }
+    net.drain();
+    assert_eq!(net.mesh(a).stats().links_evicted, 2);
+    assert_eq!(net.mesh(a).stats().links_refused, 1);
+    assert!(!net.closes.contains(&(a, fourth)));
+    assert!(net.closes.contains(&(a, fifth)), "refused at once");
+}
+
 /// Strangers that connect and say nothing cannot hold the link slots: past the bound of
 /// inbound handshakes the oldest is closed, and a genuine node still joins meanwhile.
 #[test]
