@@ -94,6 +94,9 @@ fn bad_flags_are_refused() {
         (&["--dev", "--metrics", "nowhere"][..], "nowhere"),
         (&["--dev", "--max-memory", "lots"][..], "not a size"),
         (&["--dev", "--shutdown-drain-ms", "5000"][..], "0..=2000"),
+        // The original's single-dash forms reach the same checks (cli.rs tries every flag).
+        (&["-dev", "-shutdown-drain-ms", "5000"][..], "0..=2000"),
+        (&["-dev", "-max-memory=lots"][..], "not a size"),
     ] {
         let (code, _, err) = iris(args);
         assert_eq!(code, 2, "{args:?}");
