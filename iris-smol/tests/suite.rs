@@ -1,5 +1,8 @@
 //! The driver suite (`iris-driver/suite`) against the smol node: the `iris-smol` binary,
-//! and nodes embedded in this process. `cargo test -p iris-smol --test suite` runs it all.
+//! and nodes embedded in this process. `cargo test -p iris-smol --test suite` runs the cases
+//! of every runtime; the runtime-independent ones, which iris-tokio's suite runs, are listed
+//! here as ignored, and `cargo test -p iris-smol --test suite -- --include-ignored` runs them
+//! too (see `iris-driver/suite/mod.rs`).
 
 #![allow(unreachable_pub)]
 
@@ -28,6 +31,22 @@ mod rt {
     pub async fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         smol::unblock(f).await
     }
+}
+
+/// The suite's runtime-independent cases, as `any_runtime::case`: ignored unless asked for,
+/// since iris-tokio's suite runs them.
+macro_rules! runtime_independent {
+    ($($case:ident),* $(,)?) => {
+        mod any_runtime {
+            $(
+                #[test]
+                #[ignore = "runtime-independent: iris-tokio's suite runs it"]
+                fn $case() {
+                    super::$case()
+                }
+            )*
+        }
+    };
 }
 
 #[path = "../../iris-driver/suite/mod.rs"]
