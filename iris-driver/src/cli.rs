@@ -3,7 +3,7 @@
 
 use crate::driver::{self, NetworkOptions, NodeOptions};
 use crate::runtime::Runtime;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use iris_proto::{MeshConfig, Security};
 use std::net::ToSocketAddrs;
 use std::process::ExitCode;
@@ -128,34 +128,21 @@ struct Args {
     handshake_timeout_ms: u64,
 }
 
-/// Rewrites the original's single-dash long flags (`-net x`) to clap's `--net x`.
+/// Rewrites the original's single-dash long flags (`-net x`, `-port=3333`) to clap's
+/// `--net x`. The names are those of every long flag clap knows for [`Args`] (with its own
+/// `help` and `version`), so a flag added there takes one dash too. Other single-dash words
+/// (short flags such as `-h` and `-V`, unknown words, values) are passed on unchanged.
 fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 20] = [
-        "dev",
-        "net",
-        "rsa",
-        "rsa-previous",
-        "seed",
-        "peer-bind",
-        "advertise",
-        "discover",
-        "discovery-ports",
-        "metrics",
-        "port",
-        "log",
-        "max-message-size",
-        "max-clients",
-        "handshake-timeout-ms",
-        "client-backlog-high",
-        "slow-consumer-timeout-ms",
-        "max-client-backlog",
-        "max-handshakes",
-        "max-memory",
-    ];
+    let mut command = Args::command();
+    command.build();
+    let long: Vec<&str> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .collect();
     args.map(|a| {
         let body = a.strip_prefix('-').filter(|b| !b.starts_with('-'));
         match body {
-            Some(b) if LONG.contains(&b.split('=').next().unwrap_or(b)) => format!("-{a}"),
+            Some(b) if long.contains(&b.split('=').next().unwrap_or(b)) => format!("-{a}"),
             _ => a,
         }
     })
@@ -356,8 +343,102 @@ mod tests {
         assert!(args.dev);
         assert_eq!(args.port, 3333);
         assert_eq!(args.net.as_deref(), Some("x"));
-        // Short options and values that start with one dash are left alone.
-        assert_eq!(normalize(["-h".to_string()].into_iter()), vec!["-h"]);
+        // Short options, unknown words and values that start with one dash are left alone.
+        for word in ["-h", "-V", "-bogus", "-5", "-", "--port"] {
+            assert_eq!(normalize([word.to_string()].into_iter()), vec![word]);
+        }
+    }
+
+    /// A value clap accepts for `arg`: its default, else one fitting its value name.
+    fn sample_value(arg: &clap::Arg) -> String {
+        if let Some(v) = arg.get_default_values().first() {
+            return v.to_string_lossy().into_owned();
+        }
+        let name = arg
+            .get_value_names()
+            .and_then(|n| n.first())
+            .map(|n| n.as_str());
+        match name {
+            Some("NAME") => "x",
+            Some("PATH") => "key.pem",
+            Some("HOST:PORT") => "localhost:1",
+            Some("ADDR:PORT") => "127.0.0.1:9",
+            Some("N" | "BYTES") => "7",
+            other => panic!(
+                "--{}: this test needs a sample value for {other:?}",
+                arg.get_long().unwrap_or_default()
+            ),
+        }
+        .to_string()
+    }
+
+    /// Every long flag clap defines, iterated from its own definition, works with one dash
+    /// as with two, its value after a space or after `=`.
+    #[test]
+    fn every_long_flag_takes_one_dash_too() {
+        use clap::ArgAction;
+        use clap::error::ErrorKind;
+        use clap::parser::ValueSource;
+        let mut command = Args::command();
+        command.build();
+        let mut longs = Vec::new();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            longs.push(long);
+            let id = arg.get_id().as_str();
+            let parse = |words: &[String]| {
+                let argv = std::iter::once("iris".to_string()).chain(words.iter().cloned());
+                Args::command().try_get_matches_from(normalize(argv))
+            };
+            match arg.get_action() {
+                ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong => {
+                    let e = parse(&[format!("-{long}")]).unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::DisplayHelp, "-{long}");
+                }
+                ArgAction::Version => {
+                    let e = parse(&[format!("-{long}")]).unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::DisplayVersion, "-{long}");
+                }
+                action if !action.takes_values() => {
+                    let m = parse(&[format!("-{long}")]).unwrap_or_else(|e| panic!("-{long}: {e}"));
+                    assert_eq!(
+                        m.value_source(id),
+                        Some(ValueSource::CommandLine),
+                        "-{long}"
+                    );
+                }
+                _ => {
+                    let value = sample_value(arg);
+                    for words in [
+                        vec![format!("-{long}"), value.clone()],
+                        vec![format!("-{long}={value}")],
+                    ] {
+                        let m = parse(&words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
+                        assert_eq!(
+                            m.value_source(id),
+                            Some(ValueSource::CommandLine),
+                            "{words:?}"
+                        );
+                        let got: Vec<_> = m.get_raw(id).expect("a value").collect();
+                        assert_eq!(got, [std::ffi::OsStr::new(&value)], "{words:?}");
+                    }
+                }
+            }
+        }
+        // The flags the hand-kept list once forgot, and clap's own.
+        for long in [
+            "shutdown-drain-ms",
+            "help",
+            "version",
+            "dev",
+            "net",
+            "rsa",
+            "port",
+        ] {
+            assert!(longs.contains(&long), "--{long} missing from {longs:?}");
+        }
     }
 
     #[test]

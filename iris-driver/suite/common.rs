@@ -61,7 +61,7 @@ impl IrisProcess {
     }
 
     /// [`IrisProcess::launch`] inside a network namespace (`ip netns exec`). The flags are
-    /// kept [`apart`] from other runtimes' runs of the suite.
+    /// kept [`apart`] from other runs of the suite.
     pub fn launch_in(netns: Option<&str>, flags: &[&str]) -> IrisProcess {
         let log: &[&str] = if flags.contains(&"--log") {
             &[]
@@ -306,9 +306,11 @@ pub fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-/// `flags` with the network name and the discovery ports made this runtime's own: the
-/// suite runs once per runtime, often at the same time, and the networks of one runtime's
-/// cases must not find (or take the discovery ports of) the other's.
+/// `flags` with the network name and the discovery ports made this run's own: the suite
+/// runs once per runtime, often at the same time, and on a shared machine other clones run
+/// it too; the networks of one run's cases must not find (or take the discovery ports of)
+/// another's. A name gets the runtime and this process's id; each discovery port a case
+/// names stands for a free port of this process's own ([`own_port`]).
 pub fn apart(flags: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(flags.len());
     let mut flags = flags.iter();
@@ -318,24 +320,50 @@ pub fn apart(flags: &[&str]) -> Vec<String> {
         let flag = f.strip_prefix('-').map(|g| g.trim_start_matches('-'));
         match (flag.unwrap_or_default(), flags.clone().next()) {
             ("net", Some(name)) => {
-                out.push(format!("{name} ({})", crate::rt::NAME));
+                out.push(format!(
+                    "{name} ({} {})",
+                    crate::rt::NAME,
+                    std::process::id()
+                ));
                 flags.next();
             }
             ("discovery-ports", Some(ports)) => {
-                let shifted: Vec<String> = ports
+                let own: Vec<String> = ports
                     .split(',')
                     .map(|p| match p.parse::<u16>() {
-                        Ok(p) => (p + crate::rt::PORT_SHIFT).to_string(),
+                        Ok(p) => own_port(p).to_string(),
                         Err(_) => p.to_string(),
                     })
                     .collect();
-                out.push(shifted.join(","));
+                out.push(own.join(","));
                 flags.next();
             }
             _ => {}
         }
     }
     out
+}
+
+/// The UDP port that stands for `port` in this process: a free one on loopback, picked by
+/// the kernel the first time a case names `port`, the same for every node after that.
+/// (Fixed ports were shared with every other run of the suite on the machine, whose nodes
+/// then took them or answered on them.)
+pub fn own_port(port: u16) -> u16 {
+    static OWN: std::sync::Mutex<std::collections::BTreeMap<u16, u16>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut own = OWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&p) = own.get(&port) {
+        return p;
+    }
+    let free = loop {
+        let socket = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("a free UDP port");
+        let p = socket.local_addr().expect("its port").port();
+        if !own.values().any(|&q| q == p) {
+            break p;
+        }
+    };
+    own.insert(port, free);
+    free
 }
 
 /// The path of a key in iris-proto's test fixtures.

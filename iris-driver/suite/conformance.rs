@@ -549,8 +549,13 @@ fn half_a_handshake_stalls_only_that_client_until_its_deadline() {
     assert!(t.elapsed() >= Duration::from_millis(250));
 }
 
+/// The drain's end, not the request's deadline, ends the request: the node exits far within
+/// the request's 60 s. (That the drain lasts 1 s, so that the node exits within 3 s, is the
+/// core's to keep, checked in virtual time by `iris-proto`'s node test
+/// `shutdown_answers_pending_requests_and_closes_everyone_with_the_reason`; 3 s on the wall
+/// clock, a second of drain plus the exit, would fail on a loaded machine.)
 #[test]
-fn sigterm_closes_every_client_with_a_reason_within_three_seconds() {
+fn sigterm_closes_every_client_with_a_reason_after_the_drain() {
     let mut iris = IrisProcess::start(&[]);
     let mut m = iris.connect("svc");
     let mut c = iris.connect("");
@@ -563,7 +568,7 @@ fn sigterm_closes_every_client_with_a_reason_within_three_seconds() {
     assert!(matches!(m.recv(), NodePacket::Request { .. }));
     let (took, status) = iris.terminate();
     assert!(status.success(), "exit status {status}");
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
     // The pending request still gets its one REPLY, then the CLOSE with a reason.
     let got = c.expect_eof();
     assert_eq!(got[0], timed_out(3));

@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+// The drain and the hand-over between members are the core's; SIGTERM on each runtime is
+// `lifecycle`'s and `conformance`'s.
+runtime_independent!(a_rolling_restart_of_a_services_nodes_fails_no_request);
+
 const NET: &str = "restart";
 const PORTS: &str = "23521,23522,23523";
 const CLUSTER: &str = "restarted-svc";
@@ -100,7 +104,6 @@ fn flows(answered: &AtomicU64, n: u64) {
     }
 }
 
-#[test]
 fn a_rolling_restart_of_a_services_nodes_fails_no_request() {
     let mut nodes = network(NET, 3, PORTS);
     let stop = Arc::new(AtomicBool::new(false));

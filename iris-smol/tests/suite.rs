@@ -1,5 +1,8 @@
 //! The driver suite (`iris-driver/suite`) against the smol node: the `iris-smol` binary,
-//! and nodes embedded in this process. `cargo test -p iris-smol --test suite` runs it all.
+//! and nodes embedded in this process. `cargo test -p iris-smol --test suite` runs the cases
+//! of every runtime; the runtime-independent ones, which iris-tokio's suite runs, are listed
+//! here as ignored, and `cargo test -p iris-smol --test suite -- --include-ignored` runs them
+//! too (see `iris-driver/suite/mod.rs`).
 
 #![allow(unreachable_pub)]
 
@@ -13,8 +16,6 @@ mod rt {
     pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
     /// Network names of this runtime's cases end in it (see `common::apart`).
     pub const NAME: &str = "smol";
-    /// Discovery ports of this runtime's cases are shifted by it (see `common::apart`).
-    pub const PORT_SHIFT: u16 = 1000;
     /// The runtime.
     pub type Rt = iris_smol::Smol;
 
@@ -28,6 +29,22 @@ mod rt {
     pub async fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         smol::unblock(f).await
     }
+}
+
+/// The suite's runtime-independent cases, as `any_runtime::case`: ignored unless asked for,
+/// since iris-tokio's suite runs them.
+macro_rules! runtime_independent {
+    ($($case:ident),* $(,)?) => {
+        mod any_runtime {
+            $(
+                #[test]
+                #[ignore = "runtime-independent: iris-tokio's suite runs it"]
+                fn $case() {
+                    super::$case()
+                }
+            )*
+        }
+    };
 }
 
 #[path = "../../iris-driver/suite/mod.rs"]

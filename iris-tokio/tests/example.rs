@@ -9,8 +9,6 @@ mod rt {
     pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
     /// Network names of this runtime's cases end in it (see `common::apart`).
     pub const NAME: &str = "tokio";
-    /// Discovery ports of this runtime's cases are shifted by it (see `common::apart`).
-    pub const PORT_SHIFT: u16 = 0;
 }
 
 #[path = "../../iris-driver/suite/common.rs"]

@@ -1,5 +1,7 @@
 //! The driver suite (`iris-driver/suite`) against the tokio node: the `iris` binary, and
-//! nodes embedded in this process. `cargo test -p iris-tokio --test suite` runs it all.
+//! nodes embedded in this process. `cargo test -p iris-tokio --test suite` runs it all: the
+//! cases of every runtime, and the runtime-independent ones, which only this runtime runs
+//! (see `iris-driver/suite/mod.rs`).
 
 #![allow(unreachable_pub)]
 
@@ -13,8 +15,6 @@ mod rt {
     pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
     /// Network names of this runtime's cases end in it (see `common::apart`).
     pub const NAME: &str = "tokio";
-    /// Discovery ports of this runtime's cases are shifted by it (see `common::apart`).
-    pub const PORT_SHIFT: u16 = 0;
     /// The runtime.
     pub type Rt = iris_tokio::Tokio;
 
@@ -32,6 +32,20 @@ mod rt {
     pub async fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         tokio::task::spawn_blocking(f).await.expect("blocking task")
     }
+}
+
+/// The suite's runtime-independent cases run here, as `any_runtime::case`.
+macro_rules! runtime_independent {
+    ($($case:ident),* $(,)?) => {
+        mod any_runtime {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case()
+                }
+            )*
+        }
+    };
 }
 
 #[path = "../../iris-driver/suite/mod.rs"]
