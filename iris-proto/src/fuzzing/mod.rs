@@ -1,7 +1,9 @@
 //! Entry points shared by the fuzz targets and by the corpus replay test, so that the stable
 //! test suite runs exactly what the fuzzers run.
 
+mod clients;
 mod node_inputs;
+mod reader;
 
 pub use node_inputs::node_inputs;
 
