@@ -163,6 +163,17 @@ impl Clients {
         None
     }
 
+    /// Reports every byte handed to the open clients as written.
+    pub(super) fn flush_all(&mut self) -> Vec<(ConnId, usize)> {
+        let mut done = Vec::new();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if !c.closed && c.unflushed > 0 {
+                done.push((ConnId(i as u64), std::mem::take(&mut c.unflushed)));
+            }
+        }
+        done
+    }
+
     /// After shutdown: every connection is closed.
     pub(super) fn assert_all_closed(&self) {
         for (i, c) in self.conns.iter().enumerate() {

@@ -16,6 +16,7 @@ const TARGETS: &[Target] = &[
     ("overlay_decode", super::overlay_decode, 5),
     ("node_inputs", super::node_inputs, 5),
     ("node_wire", super::node_wire, 15),
+    ("node_peers", super::node_peers, 9),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -125,4 +126,21 @@ fn node_inputs_survive_random_sequences() {
 #[test]
 fn node_wire_corpus() {
     replay("node_wire");
+}
+
+#[test]
+fn node_peers_corpus() {
+    replay("node_peers");
+}
+
+#[test]
+fn node_peers_survive_random_sequences() {
+    // Beyond the corpus: pseudo-random inputs, plain and sealed, every run.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(12);
+    for len in (0..300).map(|i| 16 + i % 400) {
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        super::node_peers(&data);
+    }
 }

@@ -3,7 +3,9 @@
 
 mod clients;
 mod node_inputs;
+mod node_peers;
 mod node_wire;
+mod peer;
 mod reader;
 
 #[cfg(test)]
@@ -12,6 +14,7 @@ mod corpus;
 mod seeds;
 
 pub use node_inputs::node_inputs;
+pub use node_peers::node_peers;
 pub use node_wire::node_wire;
 
 use crate::relay::codec::{Limits, decode_client, decode_node};
