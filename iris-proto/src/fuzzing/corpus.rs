@@ -15,8 +15,8 @@ const TARGETS: &[Target] = &[
     ("link_records", super::link_records, 5),
     ("overlay_decode", super::overlay_decode, 5),
     ("node_inputs", super::node_inputs, 5),
-    ("node_wire", super::node_wire, 15),
-    ("node_peers", super::node_peers, 9),
+    ("node_wire", super::node_wire, 100),
+    ("node_peers", super::node_peers, 500),
 ];
 
 fn fuzz_dir() -> PathBuf {
