@@ -1,9 +1,21 @@
 //! Entry points shared by the fuzz targets and by the corpus replay test, so that the stable
 //! test suite runs exactly what the fuzzers run.
 
+mod clients;
 mod node_inputs;
+mod node_peers;
+mod node_wire;
+mod peer;
+mod reader;
+
+#[cfg(test)]
+mod corpus;
+#[cfg(test)]
+mod seeds;
 
 pub use node_inputs::node_inputs;
+pub use node_peers::node_peers;
+pub use node_wire::node_wire;
 
 use crate::relay::codec::{Limits, decode_client, decode_node};
 use bytes::BytesMut;
@@ -159,86 +171,5 @@ mod links {
         let mut raw = Link::open_with_keys(key(), cfg(), send, recv);
         raw.handle(Instant::ZERO, LinkInput::Bytes(data));
         while raw.poll_output().is_some() {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    /// Replays the committed corpus of one fuzz target.
-    fn replay(target: &str, check: fn(&[u8])) -> usize {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            let outcome = std::panic::catch_unwind(|| check(&data));
-            assert!(outcome.is_ok(), "corpus input {} fails", path.display());
-            n += 1;
-        }
-        n
-    }
-
-    #[test]
-    fn relay_decode_corpus() {
-        assert!(replay("relay_decode", super::decode_stream) >= 20);
-    }
-
-    #[test]
-    fn relay_roundtrip_corpus() {
-        assert!(replay("relay_roundtrip", super::round_trip) >= 20);
-    }
-
-    #[test]
-    fn link_handshake_corpus() {
-        assert!(replay("link_handshake", super::link_handshake) >= 5);
-    }
-
-    #[test]
-    fn overlay_decode_corpus() {
-        assert!(replay("overlay_decode", super::overlay_decode) >= 5);
-        // The hand-made seeds are valid messages, so the fuzzer starts from the real format.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/overlay_decode");
-        let mut seeds = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("peer-")
-            {
-                let data = std::fs::read(&path).unwrap();
-                let decoded = crate::mesh::wire::decode(&data);
-                assert!(decoded.is_ok(), "{}: {decoded:?}", path.display());
-                seeds += 1;
-            }
-        }
-        assert!(seeds >= 8);
-    }
-
-    #[test]
-    fn node_inputs_corpus() {
-        assert!(replay("node_inputs", super::node_inputs) >= 5);
-    }
-
-    #[test]
-    fn node_inputs_survive_random_sequences() {
-        // Beyond the corpus: a few thousand pseudo-random inputs every run.
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(11);
-        for len in (0..3000).map(|i| 16 + i % 600) {
-            let mut data = vec![0u8; len];
-            rng.fill_bytes(&mut data);
-            super::node_inputs(&data);
-        }
-    }
-
-    #[test]
-    fn link_records_corpus() {
-        assert!(replay("link_records", super::link_records) >= 5);
     }
 }

@@ -31,7 +31,8 @@ mod sessions;
 mod stats;
 mod trees;
 mod tunnels;
-mod wire;
+// Visible to the crate for the fuzz harnesses (`fuzzing/node_wire.rs`, `fuzzing/peer.rs`).
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod discovery_tests;

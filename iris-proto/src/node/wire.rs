@@ -11,7 +11,7 @@ use crate::scribe::{Group, GroupKind, ScribeMsg};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Longest group name accepted from a peer (the relay protocol's default name bound).
-const MAX_NAME: usize = 64 << 10;
+pub(crate) const MAX_NAME: usize = 64 << 10;
 
 /// Most bytes a node message adds around a client's payload: one name (a group or a
 /// fault text) of at most [`MAX_NAME`] bytes and a few ids. Links must carry the relay's
