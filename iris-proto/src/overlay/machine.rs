@@ -387,36 +387,13 @@ impl Overlay {
     }
 
     fn handle_message(&mut self, now: Instant, from: Contact, msg: OverlayMsg) {
-        if self.left || from.id == self.own.id {
+        if self.left || from.id == self.own.id || !self.heard(now, from) {
             return;
-        }
-        if let Some(p) = self.peers.get_mut(&from.id) {
-            if from.epoch < p.epoch {
-                return; // an earlier incarnation still talking: stale
-            }
-            if from.epoch > p.epoch {
-                // It restarted (perhaps elsewhere): follow it, and since it lost what we
-                // told it, tell it our leaf set again.
-                p.epoch = from.epoch;
-                p.addr = from.addr;
-                p.told = 0;
-            }
-            p.last_heard = now;
         }
         // Any message but a farewell is first-hand proof that its sender is alive, even one
         // declared dead a moment ago (it restarted, or its link or partition healed).
         if !matches!(msg, OverlayMsg::Leave) {
-            self.probing.remove(&from.id);
-            self.dead.remove(&from.id);
-            let revived = !self.peers.contains_key(&from.id)
-                && self.graveyard.iter().any(|g| g.id == from.id);
-            self.learn(now, from);
-            if revived && self.cfg.repair && self.seeded {
-                // A peer given up for dead answers: the rings may have been apart. Look
-                // ourselves up through it now rather than at the next scheduled lookup.
-                self.graveyard.retain(|g| g.id != from.id);
-                self.send(from, OverlayMsg::Join { joiner: self.own });
-            }
+            self.alive(now, from);
         }
         match msg {
             OverlayMsg::Join { joiner } => self.on_join(now, joiner),
@@ -580,6 +557,41 @@ impl Overlay {
             return None;
         }
         self.timers.next()
+    }
+
+    /// Notes a message from a tracked peer: false if it comes from an earlier incarnation
+    /// (a zombie, to be ignored); a later one restarted, perhaps elsewhere.
+    fn heard(&mut self, now: Instant, from: Contact) -> bool {
+        let Some(p) = self.peers.get_mut(&from.id) else {
+            return true;
+        };
+        if from.epoch < p.epoch {
+            return false;
+        }
+        if from.epoch > p.epoch {
+            // It restarted: follow it, and since it lost what we told it, tell it our leaf
+            // set again.
+            p.epoch = from.epoch;
+            p.addr = from.addr;
+            p.told = 0;
+        }
+        p.last_heard = now;
+        true
+    }
+
+    /// A node spoke to us itself: it is learned, and one given up for dead that answers
+    /// may mean the rings were apart.
+    fn alive(&mut self, now: Instant, from: Contact) {
+        self.probing.remove(&from.id);
+        self.dead.remove(&from.id);
+        let revived =
+            !self.peers.contains_key(&from.id) && self.graveyard.iter().any(|g| g.id == from.id);
+        self.learn(now, from);
+        if revived && self.cfg.repair && self.seeded {
+            // Look ourselves up through it now rather than at the next scheduled lookup.
+            self.graveyard.retain(|g| g.id != from.id);
+            self.send(from, OverlayMsg::Join { joiner: self.own });
+        }
     }
 
     fn on_join(&mut self, now: Instant, joiner: Contact) {
