@@ -222,9 +222,10 @@ pub struct Overlay {
     quiet: Duration,
     converged: bool,
     left: bool,
-    /// Its own join was answered by the node closest to it (or it never joined anyone: a
-    /// founder). Until then it passes joins on to its own contact, once per joiner: a node
-    /// still joining that answered others' joins would start a separate ring with them.
+    /// Its own join was answered by the node closest to it (or it is a founder, told to
+    /// join nobody). Until then it passes joins on to its own contact, once per joiner, and
+    /// answers none as the closest node while it has no contact: a node still joining that
+    /// answered others' joins would start a separate ring with them.
     joined: bool,
     /// Joiners whose joins were passed on lately (bounded): a second pass is answered here,
     /// so that contacts joining through each other cannot bounce a join for ever.
@@ -264,7 +265,7 @@ impl Overlay {
             quiet: cfg.boot_quiet,
             converged: false,
             left: false,
-            joined: true,
+            joined: founder,
             passed_on: VecDeque::new(),
             seeded: founder,
             cfg,
@@ -625,7 +626,12 @@ impl Overlay {
             .filter_map(|id| self.contact_of(id))
             .collect();
         rows.push(self.own);
-        let leaves = next.is_none().then(|| self.leaf_contacts());
+        // Only a node of a network answers as its closest node: one that has not joined
+        // yet (its seed link is not up, or its seed did not answer) would start a ring of
+        // its own with the joiner. Its joiner learns the rows and tries again (its seed
+        // retries), by when this node has joined, or passes joins to its contact.
+        let closest = next.is_none() && (self.joined || self.contact.is_some());
+        let leaves = closest.then(|| self.leaf_contacts());
         self.send(joiner, OverlayMsg::JoinState { rows, leaves });
         match next {
             Some(hop) => self.send(hop, OverlayMsg::Join { joiner }),
@@ -715,6 +721,10 @@ impl Overlay {
 
     /// Drops a dead (`silent`) or departed peer and repairs.
     fn forget(&mut self, now: Instant, id: NodeId, epoch: u64, silent: bool) {
+        // A contact that is gone can pass no join on (see `joined`).
+        if self.contact.is_some_and(|c| c.id == id) {
+            self.contact = None;
+        }
         let was_leaf = self.leaves.remove(id);
         let was_entry = self.table.remove(id);
         let known = self.peers.remove(&id);
