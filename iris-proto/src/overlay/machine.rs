@@ -288,7 +288,7 @@ impl Overlay {
         self.own
     }
 
-    /// The last round trip measured to a peer this node pings (its pong came back).
+    /// The round trip to a peer this node pings, smoothed over its pongs.
     pub fn rtt(&self, id: NodeId) -> Option<Duration> {
         self.peers.get(&id).and_then(|p| p.rtt)
     }
@@ -422,10 +422,11 @@ impl Overlay {
                 self.send(from, OverlayMsg::Pong { leaves });
             }
             OverlayMsg::Pong { leaves } => {
+                let period = self.cfg.heartbeat_period;
                 if let Some(p) = self.peers.get_mut(&from.id)
                     && let Some(sent) = p.ping_sent.take()
                 {
-                    p.rtt = Some(now.saturating_duration_since(sent));
+                    p.rtt = smoothed_rtt(p.rtt, now.saturating_duration_since(sent), period);
                 }
                 if self.cfg.repair {
                     for id in leaves.into_iter().flatten() {
@@ -802,5 +803,40 @@ impl Overlay {
 
     fn send(&mut self, to: Contact, msg: OverlayMsg) {
         self.outbox.push_back((to, msg));
+    }
+}
+
+/// The round trip estimate after a pong that came `sample` after its ping: smoothed as TCP
+/// does (7/8 of the estimate, 1/8 of the sample), so that one slow pong moves it little.
+/// A pong later than a heartbeat period answers a ping that waited on a broken link or a
+/// redial, not the path: it says nothing of the round trip and is not a sample. (Requests
+/// and tunnel builds take each hop's round trip off their time left: one pong delayed
+/// nine seconds made every request through that peer expire on the way.)
+fn smoothed_rtt(
+    estimate: Option<Duration>,
+    sample: Duration,
+    period: Duration,
+) -> Option<Duration> {
+    if sample >= period {
+        return estimate;
+    }
+    Some(estimate.map_or(sample, |e| (e * 7 + sample) / 8))
+}
+
+#[cfg(test)]
+mod rtt_tests {
+    use super::smoothed_rtt;
+    use std::time::Duration;
+
+    #[test]
+    fn a_late_pong_is_no_sample_and_one_slow_pong_moves_the_estimate_little() {
+        let ms = Duration::from_millis;
+        let period = ms(3000);
+        assert_eq!(smoothed_rtt(None, ms(40), period), Some(ms(40)));
+        // A pong that waited nine seconds on a redial measures the redial, not the path.
+        assert_eq!(smoothed_rtt(Some(ms(40)), ms(9090), period), Some(ms(40)));
+        assert_eq!(smoothed_rtt(None, ms(9090), period), None);
+        // A slow one within the period counts for an eighth.
+        assert_eq!(smoothed_rtt(Some(ms(40)), ms(840), period), Some(ms(140)));
     }
 }
