@@ -83,7 +83,9 @@ pub mod inspect {
     };
     /// The fixed-seed lookup map the determinism guard allows (the simulator uses it too).
     pub use crate::lookup::LookupMap;
-    pub use crate::mesh::{Class, Incoming, Mesh, MeshInput, MeshOutput, Refused};
+    pub use crate::mesh::{Class, Incoming, Mesh, MeshInput, MeshOutput, Refused, Undelivered};
+    /// Digits of ids, as the routing table reads them.
+    pub use crate::overlay::id::{BASE, DIGIT_BITS, DIGITS};
     pub use crate::overlay::{
         Contact, LeafSet, Overlay, OverlayEvent, OverlayInput, OverlayMsg, OverlayOutput,
         RoutingTable, next_hop,

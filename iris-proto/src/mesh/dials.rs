@@ -3,11 +3,10 @@
 //! them, and the seeds, retried while the node knows nobody.
 
 use super::events::{Incoming, MeshEvent, MeshOutput};
-use super::send::Class;
+use super::send::Waiting;
 use super::{DialId, Map, Mesh, MeshConfig};
 use crate::overlay::{Contact, NodeId, OverlayInput};
 use crate::time::Instant;
-use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -17,7 +16,7 @@ pub(super) struct Dial {
     /// The peer it is to reach, if a particular one.
     pub(super) expect: Option<NodeId>,
     /// Messages for that peer, held until its link is up.
-    pub(super) pending: Vec<(Class, Bytes)>,
+    pub(super) pending: Vec<Waiting>,
     /// Join the overlay through whoever answers.
     pub(super) join: bool,
 }
@@ -75,7 +74,7 @@ impl Dials {
     }
 
     /// The messages waiting for the dial in flight toward `peer`, if one is.
-    pub(super) fn pending_for(&mut self, peer: NodeId) -> Option<&mut Vec<(Class, Bytes)>> {
+    pub(super) fn pending_for(&mut self, peer: NodeId) -> Option<&mut Vec<Waiting>> {
         let d = self.dialing.get(&peer)?;
         self.dials.get_mut(d).map(|d| &mut d.pending)
     }
@@ -107,7 +106,7 @@ impl Mesh {
             return;
         };
         self.stats.dials_failed += 1;
-        let returned = self.node_messages(d.pending);
+        let returned = self.node_messages(now, d.pending);
         if let Some(e) = d.expect {
             self.inbox.push_back(Incoming::Unreachable(e, returned));
         } else {
@@ -180,7 +179,7 @@ impl Mesh {
         now: Instant,
         addr: SocketAddr,
         expect: Option<NodeId>,
-        pending: Vec<(Class, Bytes)>,
+        pending: Vec<Waiting>,
         join: bool,
     ) {
         if !self.can_dial(now) {

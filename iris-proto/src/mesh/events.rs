@@ -5,6 +5,7 @@ use super::{DialId, LinkId};
 use crate::overlay::{Contact, NodeId};
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// What the mesh asks of its driver (through the node's outputs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +50,18 @@ pub enum Incoming {
     Linked(NodeId),
     /// A dial to reach the peer failed: it is probably gone. The node messages that waited
     /// for that link come back, so that the node may route them another way.
-    Unreachable(NodeId, Vec<Bytes>),
+    Unreachable(NodeId, Vec<Undelivered>),
     /// The overlay found the peer dead, or it left.
     Down(NodeId),
+}
+
+/// A node message that waited for a link that never came up, back to its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    /// The message.
+    pub bytes: Bytes,
+    /// How long it waited: time a request had left went by meanwhile.
+    pub waited: Duration,
 }
 
 /// What the mesh reports.

@@ -1,8 +1,9 @@
 //! The link table: links opened and accepted, what each reports (its handshake, its peer's
 //! IDENT, messages, closes), one identified link per peer, and closing them.
 
+use super::events::Undelivered;
 use super::events::{Incoming, MeshEvent, MeshOutput};
-use super::send::{Class, put};
+use super::send::{Class, Waiting, put};
 use super::wire::{self, PeerMsg};
 use super::{DialId, LinkId, Mesh, MeshTimer};
 use crate::link::{Link, LinkError, LinkEvent, LinkInput, Role};
@@ -22,7 +23,7 @@ pub(super) struct PeerLink {
     /// Who we dialed this link to reach, if anyone in particular.
     pub(super) expect: Option<NodeId>,
     /// Messages for `expect`, held until the peer identifies itself.
-    pub(super) pending: Vec<(Class, Bytes)>,
+    pub(super) pending: Vec<Waiting>,
     /// Join the overlay through this peer once it identifies itself.
     join: bool,
     /// Broke the protocol: closing, and ignored meanwhile.
@@ -159,7 +160,7 @@ impl Mesh {
                 LinkEvent::Control(bytes) => self.on_control(now, id, bytes),
                 LinkEvent::Data(bytes) => self.on_link_data(now, id, bytes),
                 LinkEvent::PeerClosed(reason) => self.on_peer_closed(now, id, reason),
-                LinkEvent::Closed(e) => self.on_closed(id, e),
+                LinkEvent::Closed(e) => self.on_closed(now, id, e),
             }
         }
         self.mark(id);
@@ -238,7 +239,7 @@ impl Mesh {
     }
 
     /// The link is over.
-    fn on_closed(&mut self, id: LinkId, e: LinkError) {
+    fn on_closed(&mut self, now: Instant, id: LinkId, e: LinkError) {
         let Some(pl) = self.links.get_mut(&id) else {
             return;
         };
@@ -282,7 +283,7 @@ impl Mesh {
             && !pl.pending.is_empty()
         {
             let pending = std::mem::take(&mut pl.pending);
-            let returned = self.node_messages(pending);
+            let returned = self.node_messages(now, pending);
             self.inbox.push_back(Incoming::Unreachable(e, returned));
         }
         // Let the driver write what is left (a close record) and close.
@@ -316,12 +317,12 @@ impl Mesh {
         if let Some(e) = pl.expect.filter(|&e| e != c.id) {
             // Someone else lives at that address now: the node expected there is gone for
             // sure, and what was meant for it goes back to be routed another way.
-            let returned = self.node_messages(pending);
+            let returned = self.node_messages(now, pending);
             self.inbox.push_back(Incoming::Unreachable(e, returned));
             self.overlay
                 .handle(now, OverlayInput::Replaced { id: e, addr });
         } else {
-            for (class, bytes) in pending {
+            for Waiting { class, bytes, .. } in pending {
                 if put(&mut pl.link, class, bytes).is_err() {
                     self.stats.messages_dropped += 1;
                 }
@@ -362,19 +363,33 @@ impl Mesh {
         keep
     }
 
-    /// The node messages among messages that waited for a link (overlay messages, only
-    /// worth their moment, are dropped).
-    pub(super) fn node_messages(&mut self, pending: Vec<(Class, Bytes)>) -> Vec<Bytes> {
+    /// The node messages among messages that waited for a link, with how long each waited
+    /// (overlay messages, only worth their moment, are dropped).
+    pub(super) fn node_messages(
+        &mut self,
+        now: Instant,
+        pending: Vec<Waiting>,
+    ) -> Vec<Undelivered> {
         let mut out = Vec::new();
-        for (class, bytes) in pending {
+        for Waiting {
+            class,
+            bytes,
+            since,
+        } in pending
+        {
+            let waited = now.saturating_duration_since(since);
             // Control messages were tagged for the link: node messages are unwrapped.
-            match class {
-                Class::Data | Class::Stream => out.push(bytes),
+            let bytes = match class {
+                Class::Data | Class::Stream => bytes,
                 Class::Control => match wire::decode_bytes(&bytes) {
-                    Ok(PeerMsg::Node(b)) => out.push(b),
-                    _ => self.stats.messages_dropped += 1,
+                    Ok(PeerMsg::Node(b)) => b,
+                    _ => {
+                        self.stats.messages_dropped += 1;
+                        continue;
+                    }
                 },
-            }
+            };
+            out.push(Undelivered { bytes, waited });
         }
         out
     }

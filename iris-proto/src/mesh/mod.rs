@@ -42,7 +42,7 @@ pub use config::{MeshConfig, Security};
 pub use events::{Incoming, MeshEvent, MeshOutput, MeshStats};
 pub use send::Class;
 #[cfg(feature = "inspect")]
-pub use send::Refused;
+pub use {events::Undelivered, send::Refused};
 
 use crate::link::Link;
 use crate::overlay::{Contact, NodeId, Overlay, OverlayEvent, OverlayOutput};
@@ -254,6 +254,12 @@ impl Mesh {
     /// The overlay, for inspection (leaf set, routing, convergence).
     pub fn overlay(&self) -> &Overlay {
         &self.overlay
+    }
+
+    /// Whether a link to `peer` is up and it said who it is: a message for a peer without
+    /// one waits for a dial and a handshake first.
+    pub fn is_linked(&self, peer: NodeId) -> bool {
+        self.by_id.contains_key(&peer)
     }
 
     /// Counters.

@@ -110,7 +110,12 @@ impl Mesh {
         }
         let max = self.cfg.max_pending;
         if let Some(pending) = self.dials.pending_for(to.id) {
-            return hold(pending, max, &mut self.stats, class, bytes);
+            return hold(
+                pending,
+                max,
+                &mut self.stats,
+                Waiting::new(class, bytes, now),
+            );
         }
         // A link that is up but whose peer has not yet said who it is may be the one.
         // The smallest id wins, whatever the map's order.
@@ -122,13 +127,24 @@ impl Mesh {
             .min()
             .and_then(|l| self.links.get_mut(&l));
         if let Some(pl) = opening {
-            return hold(&mut pl.pending, max, &mut self.stats, class, bytes);
+            return hold(
+                &mut pl.pending,
+                max,
+                &mut self.stats,
+                Waiting::new(class, bytes, now),
+            );
         }
         if !self.can_dial(now) {
             self.stats.messages_dropped += 1;
             return Err(Refused::NoLink);
         }
-        self.dial(now, to.addr, Some(to.id), vec![(class, bytes)], false);
+        self.dial(
+            now,
+            to.addr,
+            Some(to.id),
+            vec![Waiting::new(class, bytes, now)],
+            false,
+        );
         Ok(())
     }
 
@@ -181,16 +197,35 @@ impl Mesh {
 /// The most of a link's frames handed to the driver and not yet written.
 const BATCH: usize = 256 << 10;
 
+/// A message held for a link that is not up yet.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    pub(super) class: Class,
+    pub(super) bytes: Bytes,
+    /// Since when: a message that comes back undelivered says how long it waited, so that
+    /// what had a deadline (a request's time left) is not passed on as if it had not.
+    pub(super) since: Instant,
+}
+
+impl Waiting {
+    fn new(class: Class, bytes: Bytes, since: Instant) -> Waiting {
+        Waiting {
+            class,
+            bytes,
+            since,
+        }
+    }
+}
+
 /// Holds a message for a link that is not up yet, if there is room.
 fn hold(
-    pending: &mut Vec<(Class, Bytes)>,
+    pending: &mut Vec<Waiting>,
     max: usize,
     stats: &mut MeshStats,
-    class: Class,
-    bytes: Bytes,
+    msg: Waiting,
 ) -> Result<(), Refused> {
     if pending.len() < max {
-        pending.push((class, bytes));
+        pending.push(msg);
         Ok(())
     } else {
         stats.messages_dropped += 1;

@@ -62,8 +62,8 @@ impl Node {
             Incoming::Unreachable(node, undelivered) => {
                 self.mark_unreachable(node);
                 self.peer_lost(node);
-                for bytes in undelivered {
-                    self.with_trees(|t, v, rng, fx| t.reroute(v, rng, &bytes, fx));
+                for u in undelivered {
+                    self.with_trees(|t, v, rng, fx| t.reroute(v, rng, &u.bytes, u.waited, fx));
                 }
             }
             Incoming::Linked(node) => {

@@ -64,6 +64,7 @@ impl Node {
         let v = View {
             now: *now,
             overlay: net.mesh.overlay(),
+            mesh: &net.mesh,
             capacity: &capacity,
             stopped: life.stopped,
         };
@@ -101,9 +102,9 @@ impl Node {
             Effect::GroupChanged(group, present) => {
                 self.with_trees(|t, v, _, _| t.handle_group_changed(v, group, present))
             }
-            Effect::Reroute(bytes) => {
-                self.with_trees(|t, v, rng, fx| t.reroute(v, rng, &bytes, fx))
-            }
+            Effect::Reroute(bytes) => self.with_trees(|t, v, rng, fx| {
+                t.reroute(v, rng, &bytes, std::time::Duration::ZERO, fx)
+            }),
             Effect::CastTo(to, group, bytes) => {
                 if let Some(net) = self.net.as_mut() {
                     call!(self, |fx| net.casts.send_cast(to, &group, bytes, fx));

@@ -5,11 +5,11 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// Bits per routing digit (Pastry's b = 4: hexadecimal digits).
-pub(crate) const DIGIT_BITS: u32 = 4;
+pub const DIGIT_BITS: u32 = 4;
 /// Digits in an id.
-pub(crate) const DIGITS: usize = 128 / DIGIT_BITS as usize;
+pub const DIGITS: usize = 128 / DIGIT_BITS as usize;
 /// Values a digit takes.
-pub(crate) const BASE: usize = 1 << DIGIT_BITS;
+pub const BASE: usize = 1 << DIGIT_BITS;
 
 /// A node id, or a key (a name's position): the same 128-bit ring.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

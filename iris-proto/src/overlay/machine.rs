@@ -27,6 +27,7 @@
 //! - Convergence: no change for `boot_quiet` after start, then `change_quiet` after each change.
 
 use super::routing_table::Offer;
+use super::rtt::{RttSpread, smoothed_rtt};
 use super::{Contact, LeafSet, NodeId, RoutingTable, next_hop};
 use crate::time::Instant;
 use crate::timer::Timers;
@@ -236,6 +237,8 @@ pub struct Overlay {
     /// through this one meanwhile (their seed is this node) are not its network, only an
     /// island of it, whatever they answered each other.
     seeded: bool,
+    /// Round trips to all peers together: the guess for a peer not measured yet.
+    rtts: RttSpread,
 }
 
 impl Overlay {
@@ -268,6 +271,7 @@ impl Overlay {
             joined: founder,
             passed_on: VecDeque::new(),
             seeded: founder,
+            rtts: RttSpread::default(),
             cfg,
         }
     }
@@ -291,6 +295,13 @@ impl Overlay {
     /// The round trip to a peer this node pings, smoothed over its pongs.
     pub fn rtt(&self, id: NodeId) -> Option<Duration> {
         self.peers.get(&id).and_then(|p| p.rtt)
+    }
+
+    /// The round trip to plan with for `id`: measured if it was, else a cautious guess from
+    /// every peer measured (their mean plus four deviations, as TCP sets its first
+    /// retransmission timeout); `None` before any pong.
+    pub fn planned_rtt(&self, id: NodeId) -> Option<Duration> {
+        self.rtt(id).or_else(|| self.rtts.cautious())
     }
 
     /// The address of a peer in the leaf set or the table.
@@ -426,7 +437,9 @@ impl Overlay {
                 if let Some(p) = self.peers.get_mut(&from.id)
                     && let Some(sent) = p.ping_sent.take()
                 {
-                    p.rtt = smoothed_rtt(p.rtt, now.saturating_duration_since(sent), period);
+                    let sample = now.saturating_duration_since(sent);
+                    p.rtt = smoothed_rtt(p.rtt, sample, period);
+                    self.rtts.sample(sample, period);
                 }
                 if self.cfg.repair {
                     for id in leaves.into_iter().flatten() {
@@ -803,40 +816,5 @@ impl Overlay {
 
     fn send(&mut self, to: Contact, msg: OverlayMsg) {
         self.outbox.push_back((to, msg));
-    }
-}
-
-/// The round trip estimate after a pong that came `sample` after its ping: smoothed as TCP
-/// does (7/8 of the estimate, 1/8 of the sample), so that one slow pong moves it little.
-/// A pong later than a heartbeat period answers a ping that waited on a broken link or a
-/// redial, not the path: it says nothing of the round trip and is not a sample. (Requests
-/// and tunnel builds take each hop's round trip off their time left: one pong delayed
-/// nine seconds made every request through that peer expire on the way.)
-fn smoothed_rtt(
-    estimate: Option<Duration>,
-    sample: Duration,
-    period: Duration,
-) -> Option<Duration> {
-    if sample >= period {
-        return estimate;
-    }
-    Some(estimate.map_or(sample, |e| (e * 7 + sample) / 8))
-}
-
-#[cfg(test)]
-mod rtt_tests {
-    use super::smoothed_rtt;
-    use std::time::Duration;
-
-    #[test]
-    fn a_late_pong_is_no_sample_and_one_slow_pong_moves_the_estimate_little() {
-        let ms = Duration::from_millis;
-        let period = ms(3000);
-        assert_eq!(smoothed_rtt(None, ms(40), period), Some(ms(40)));
-        // A pong that waited nine seconds on a redial measures the redial, not the path.
-        assert_eq!(smoothed_rtt(Some(ms(40)), ms(9090), period), Some(ms(40)));
-        assert_eq!(smoothed_rtt(None, ms(9090), period), None);
-        // A slow one within the period counts for an eighth.
-        assert_eq!(smoothed_rtt(Some(ms(40)), ms(840), period), Some(ms(140)));
     }
 }

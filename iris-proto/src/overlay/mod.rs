@@ -11,6 +11,7 @@ pub(crate) mod route;
 pub(crate) mod routing_table;
 pub(crate) mod wire;
 
+mod rtt;
 #[cfg(test)]
 mod tests;
 

@@ -6,7 +6,7 @@ use super::{MAX_HOPS, Trees, View};
 use crate::mesh::Class;
 use crate::node::effect::{Effect, Effects, Refusal, Start, to_peer};
 use crate::node::wire::{Anycast, NodeMsg, Via};
-use crate::overlay::Contact;
+use crate::overlay::{Contact, NodeId};
 use crate::scribe::{Group, Pick};
 use rand::rngs::ChaCha8Rng;
 
@@ -81,19 +81,27 @@ impl Trees {
                 None => return self.park(v, Parked::Anycast(a, from), fx),
             }
         };
-        // The time the hop takes (a round trip, to leave room for the way back) is off the
-        // budget: a request that could not be answered in time is not delivered.
-        let hop = v
-            .overlay
-            .rtt(next.id)
-            .unwrap_or(self.scribe.config().hop_rtt);
-        a.budget_ms = a.budget_ms.saturating_sub((hop.as_millis() as u64).max(1));
+        a.budget_ms = a.budget_ms.saturating_sub(self.hop_cost(v, next.id));
         if a.budget_ms == 0 {
             self.stats.anycasts_expired += 1;
             return;
         }
         let msg = NodeMsg::Anycast(a);
         fx.push(to_peer(next, Class::Data, &msg, Refusal::Anycast(start)));
+    }
+
+    /// Milliseconds a hop to `next` takes off an anycast's budget: a round trip, to leave
+    /// room for the way back (a request that could not be answered in time is not
+    /// delivered), and two more if the message must wait for a dial and a handshake (the
+    /// connection's and the link's). A peer not measured yet counts as slow as the slow
+    /// ones measured (see `Overlay::planned_rtt`).
+    fn hop_cost(&self, v: &View<'_>, next: NodeId) -> u64 {
+        let rtt = v
+            .overlay
+            .planned_rtt(next)
+            .unwrap_or(self.scribe.config().hop_rtt);
+        let trips = if v.mesh.is_linked(next) { 1 } else { 3 };
+        (rtt.as_millis() as u64).max(1) * trips
     }
 
     /// Where an anycast in a tree of this node goes: its local members or a neighbour, by

@@ -236,6 +236,7 @@ impl Trees {
         v: &View<'_>,
         rng: &mut ChaCha8Rng,
         bytes: &bytes::Bytes,
+        waited: Duration,
         fx: &mut Effects,
     ) {
         match wire::decode(bytes) {
@@ -243,7 +244,9 @@ impl Trees {
                 self.stats.rerouted += 1;
                 self.route_cast(v, c, None, fx);
             }
-            Ok(NodeMsg::Anycast(a)) => {
+            Ok(NodeMsg::Anycast(mut a)) => {
+                // Its time left went by while it waited for the dial.
+                a.budget_ms = a.budget_ms.saturating_sub(waited.as_millis() as u64);
                 self.stats.rerouted += 1;
                 self.pass_anycast(v, rng, a, None, None, fx);
             }

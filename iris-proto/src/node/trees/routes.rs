@@ -17,6 +17,8 @@ pub(crate) struct View<'a> {
     pub(crate) now: Instant,
     /// The overlay (this node's contact, routes, round trips).
     pub(crate) overlay: &'a Overlay,
+    /// The links (which peers a message reaches without a dial first).
+    pub(crate) mesh: &'a crate::mesh::Mesh,
     /// Requests this node's members of a cluster could take now (0 with no member here).
     pub(crate) capacity: &'a dyn Fn(&Name) -> u32,
     /// The node is shutting down: its members take nothing new while another member can.
