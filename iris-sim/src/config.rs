@@ -128,6 +128,14 @@ pub struct Summary {
     pub links_max: usize,
     /// Connections refused by the live nodes because they held `max_links` already.
     pub links_refused: u64,
+    /// The liveness bound convergence was held to, in virtual seconds (see
+    /// [`crate::liveness_bound`]).
+    pub convergence_bound_secs: f64,
+    /// Routing-table slots filled, over the slots some live node fits (1: no holes).
+    pub table_fill: f64,
+    /// Peak resident memory of the simulator's process, in MiB (0 where the OS does not
+    /// say): the nodes' state dominates it at size.
+    pub peak_rss_mib: u64,
 }
 
 impl Summary {
@@ -164,7 +172,7 @@ impl Summary {
 
     fn overlay_json(&self) -> String {
         format!(
-            "{{\"nodes\":{},\"virtual_secs\":{:.1},\"events\":{},\"wall_secs\":{:.2},\"events_per_sec\":{:.0},\"mean_hops\":{:.3},\"p99_hops\":{},\"convergence_secs\":{:.1},\"maintenance_bytes_per_node_per_sec\":{:.1},\"false_deaths\":{},\"links_mean\":{:.1},\"links_max\":{},\"links_refused\":{},\"violations\":{},\"trace_hash\":\"{:016x}\"}}",
+            "{{\"nodes\":{},\"virtual_secs\":{:.1},\"events\":{},\"wall_secs\":{:.2},\"events_per_sec\":{:.0},\"mean_hops\":{:.3},\"p99_hops\":{},\"convergence_secs\":{:.1},\"maintenance_bytes_per_node_per_sec\":{:.1},\"false_deaths\":{},\"links_mean\":{:.1},\"links_max\":{},\"links_refused\":{},\"convergence_bound_secs\":{:.0},\"table_fill\":{:.4},\"peak_rss_mib\":{},\"violations\":{},\"trace_hash\":\"{:016x}\"}}",
             self.nodes,
             self.virtual_secs,
             self.events,
@@ -178,6 +186,9 @@ impl Summary {
             self.links_mean,
             self.links_max,
             self.links_refused,
+            self.convergence_bound_secs,
+            self.table_fill,
+            self.peak_rss_mib,
             self.violation_count(),
             self.trace_hash
         )

@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! cargo run --release -p iris-sim -- --nodes 1000 --minutes 10 --churn 0.05 --seed 7
+//! cargo run --release -p iris-sim -- --swarm --budget 3600
 //! ```
 
 use clap::Parser;
 use iris_proto::NetworkKey;
 use iris_proto::Security;
-use iris_sim::{SimConfig, run};
+use iris_sim::{SimConfig, Summary, run, swarm};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -41,6 +42,19 @@ struct Args {
     /// requesting and tunnelling throughout, all checked by the delivery auditor).
     #[arg(long, default_value = "none", value_parser = ["none", "messaging"])]
     workload: String,
+    /// Swarm testing: draw a fresh seed, draw every option of a run from it, run, and
+    /// repeat until the budget is spent or a run fails (which prints its replay).
+    #[arg(long, conflicts_with = "swarm_seed")]
+    swarm: bool,
+    /// Seconds of wall time a swarm may take (no run starts after it is spent).
+    #[arg(long, default_value_t = 300.0, requires = "swarm")]
+    budget: f64,
+    /// Replay one swarm run from its seed.
+    #[arg(long, value_name = "SEED")]
+    swarm_seed: Option<u64>,
+    /// Largest network a swarm run may draw.
+    #[arg(long, default_value_t = 3000)]
+    max_nodes: usize,
 }
 
 /// The simulator allocates many small buffers (one per record) on one thread: mimalloc
@@ -50,6 +64,12 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.swarm {
+        return swarm_until(args.budget, args.max_nodes);
+    }
+    if let Some(seed) = args.swarm_seed {
+        return swarm_run(seed, args.max_nodes, args.check_determinism);
+    }
     let mut cfg = SimConfig {
         nodes: args.nodes.max(1),
         minutes: args.minutes,
@@ -89,21 +109,87 @@ fn main() -> ExitCode {
     } else {
         format!(" --workload {}", args.workload)
     };
-    let s = run(&cfg);
+    let ok = run_checked(&cfg, args.check_determinism, &replay);
+    exit(ok)
+}
+
+/// Swarm runs from fresh seeds until `budget` seconds are spent; stops at the first
+/// failure, which has printed its replay.
+fn swarm_until(budget: f64, max_nodes: usize) -> ExitCode {
+    let start = std::time::Instant::now();
+    let mut seed = fresh_seed();
+    println!("swarm: first seed {seed}, budget {budget:.0} s, at most {max_nodes} nodes");
+    let mut runs = 0;
+    while start.elapsed().as_secs_f64() < budget {
+        if swarm_run(seed, max_nodes, false) == ExitCode::FAILURE {
+            println!(
+                "swarm: run {} failed after {:.0} s",
+                runs + 1,
+                start.elapsed().as_secs_f64()
+            );
+            return ExitCode::FAILURE;
+        }
+        runs += 1;
+        // The next seed follows from this one, so a whole swarm replays from its first.
+        seed = splitmix(seed);
+    }
     println!(
-        "{} nodes, {:.0} virtual s, {} events in {:.2} s ({:.0} events/s); hops mean {:.2} p99 {}; converged {:.1} s after churn; {:.0} B/s per node; {} violations",
+        "swarm: {runs} runs passed in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
+/// One swarm run, drawn from `seed`.
+fn swarm_run(seed: u64, max_nodes: usize, check_determinism: bool) -> ExitCode {
+    let cfg = swarm::draw(seed, max_nodes);
+    println!("swarm seed {seed}: {}", swarm::describe(&cfg));
+    let replay =
+        format!("cargo run --release -p iris-sim -- --swarm-seed {seed} --max-nodes {max_nodes}");
+    exit(run_checked(&cfg, check_determinism, &replay))
+}
+
+/// Runs `cfg`, prints what it measured and any violation, and the replay line if it failed.
+fn run_checked(cfg: &SimConfig, check_determinism: bool, replay: &str) -> bool {
+    let s = run(cfg);
+    let mut ok = report(&s);
+    if check_determinism {
+        let again = run(cfg);
+        if again.trace_hash == s.trace_hash {
+            println!("deterministic: both runs hashed {:016x}", s.trace_hash);
+        } else {
+            println!(
+                "NOT deterministic: {:016x} then {:016x}",
+                s.trace_hash, again.trace_hash
+            );
+            ok = false;
+        }
+    }
+    if !ok {
+        println!("replay with: {replay}");
+    }
+    println!("{}", s.to_json());
+    ok
+}
+
+/// Prints a run's figures and its first violations; true if it had none.
+fn report(s: &Summary) -> bool {
+    println!(
+        "{} nodes, {:.0} virtual s, {} events in {:.2} s ({:.0} events/s, peak RSS {} MiB); hops mean {:.2} p99 {}; tables {:.1}% full; converged {:.0} s after the last fault (bound {:.0} s); {:.0} B/s per node; {} violations",
         s.nodes,
         s.virtual_secs,
         s.events,
         s.wall_secs,
         s.events_per_sec,
+        s.peak_rss_mib,
         s.mean_hops,
         s.p99_hops,
+        s.table_fill * 100.0,
         s.convergence_secs,
+        s.convergence_bound_secs,
         s.maintenance_bytes_per_node_per_sec,
         s.violations.len()
     );
-    let mut ok = s.violation_count() == 0;
     for v in s.violations.iter().take(10) {
         println!("violation: {v:?}");
     }
@@ -123,22 +209,27 @@ fn main() -> ExitCode {
             println!("violation: {v}");
         }
     }
-    if args.check_determinism {
-        let again = run(&cfg);
-        if again.trace_hash == s.trace_hash {
-            println!("deterministic: both runs hashed {:016x}", s.trace_hash);
-        } else {
-            println!(
-                "NOT deterministic: {:016x} then {:016x}",
-                s.trace_hash, again.trace_hash
-            );
-            ok = false;
-        }
-    }
-    if !ok {
-        println!("replay with: {replay}");
-    }
-    println!("{}", s.to_json());
+    s.violation_count() == 0
+}
+
+/// A seed nobody chose: the clock and the process id, mixed. Only the swarm's first seed
+/// comes from here; everything after it is drawn from that seed.
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    splitmix(nanos ^ u64::from(std::process::id()).rotate_left(32))
+}
+
+/// SplitMix64's step: a well-mixed next value from any 64-bit state.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -2,6 +2,7 @@
 
 use iris_proto::NodeId;
 use iris_proto::inspect::Overlay;
+use iris_proto::inspect::{DIGIT_BITS, DIGITS};
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,8 +48,31 @@ pub enum Violation {
         /// The dead node it chose.
         dead: NodeId,
     },
-    /// Not every node converged within the quiet phase.
-    NotConverged,
+    /// Not every node converged, with a right leaf set, within the liveness bound after
+    /// the last fault (see `liveness_bound`).
+    NotConverged {
+        /// The bound, in virtual seconds.
+        bound_secs: u64,
+    },
+    /// Once quiet, a routing table holds a node that is not alive.
+    DeadTableEntry {
+        /// The node whose table it is.
+        node: NodeId,
+        /// The dead entry.
+        entry: NodeId,
+    },
+    /// A routing table holds a node in a slot its id does not fit (row `r` holds ids that
+    /// share exactly `r` digits with the node, column `c` those whose next digit is `c`).
+    MisplacedTableEntry {
+        /// The node whose table it is.
+        node: NodeId,
+        /// The entry.
+        entry: NodeId,
+        /// Its row.
+        row: usize,
+        /// Its column.
+        column: usize,
+    },
     /// A message did not survive the wire format.
     Wire(String),
     /// Once quiet, a multicast tree still has more than one root (or none, while nodes
@@ -83,27 +107,11 @@ pub(crate) fn check_final(
     half: usize,
     keys_per_node: usize,
     rng: &mut ChaCha8Rng,
-) -> (Vec<u32>, Vec<Violation>) {
-    let mut out = Vec::new();
-    let ids: BTreeSet<NodeId> = live.iter().map(|n| n.id()).collect();
+) -> (Vec<u32>, Vec<Violation>, TableFill) {
     let by_id: BTreeMap<NodeId, &Overlay> = live.iter().map(|n| (n.id(), *n)).collect();
-    let sorted: Vec<NodeId> = ids.iter().copied().collect();
-    for n in live {
-        // Judged against the configured size, not the node's own view of it.
-        let want = true_leaves(n.id(), &sorted, half);
-        let have: BTreeSet<NodeId> = n.leaves().members().collect();
-        let missing = want.difference(&have).count();
-        let extra = have.difference(&want).count();
-        if missing + extra > 0 {
-            out.push(Violation::WrongLeafSet {
-                node: n.id(),
-                missing,
-                extra,
-                a_missing: want.difference(&have).next().copied(),
-                an_extra: have.difference(&want).next().copied(),
-            });
-        }
-    }
+    let sorted: Vec<NodeId> = by_id.keys().copied().collect();
+    let mut out = wrong_leaf_sets(live, half);
+    let fill = check_tables(live, &sorted, &mut out);
     let mut hops = Vec::new();
     for n in live {
         for _ in 0..keys_per_node {
@@ -124,7 +132,116 @@ pub(crate) fn check_final(
             }
         }
     }
-    (hops, out)
+    (hops, out, fill)
+}
+
+/// The nodes whose leaf sets are not the `half` nearest live nodes on each side (judged
+/// against the configured size, not the node's own view of it).
+pub(crate) fn wrong_leaf_sets(live: &[&Overlay], half: usize) -> Vec<Violation> {
+    let mut sorted: Vec<NodeId> = live.iter().map(|n| n.id()).collect();
+    sorted.sort_unstable();
+    let mut out = Vec::new();
+    for n in live {
+        let want = true_leaves(n.id(), &sorted, half);
+        let have: BTreeSet<NodeId> = n.leaves().members().collect();
+        if want == have {
+            continue;
+        }
+        out.push(Violation::WrongLeafSet {
+            node: n.id(),
+            missing: want.difference(&have).count(),
+            extra: have.difference(&want).count(),
+            a_missing: want.difference(&have).next().copied(),
+            an_extra: have.difference(&want).next().copied(),
+        });
+    }
+    out
+}
+
+/// Every routing-table entry is a live node (`sorted`: the live ids) in the slot its id
+/// fits. Returns how many slots are filled and how many a live node could fill: a table
+/// with holes routes correctly (through the leaf set), only in more hops.
+pub(crate) fn check_tables(
+    live: &[&Overlay],
+    sorted: &[NodeId],
+    out: &mut Vec<Violation>,
+) -> TableFill {
+    let mut fill = TableFill::default();
+    for n in live {
+        check_table(n.id(), |row| n.table().row(row), sorted, out, &mut fill);
+    }
+    fill
+}
+
+/// [`check_tables`] for one node, whose table row `r` is `row(r)`.
+fn check_table<'a>(
+    own: NodeId,
+    row: impl Fn(usize) -> &'a [Option<NodeId>],
+    sorted: &[NodeId],
+    out: &mut Vec<Violation>,
+    fill: &mut TableFill,
+) {
+    for r in 0..DIGITS {
+        for (column, entry) in row(r).iter().enumerate() {
+            if let Some(&entry) = entry.as_ref() {
+                fill.filled += 1;
+                if sorted.binary_search(&entry).is_err() {
+                    out.push(Violation::DeadTableEntry { node: own, entry });
+                }
+                if own.shared_prefix(entry) != r || entry.digit(r) != column {
+                    out.push(Violation::MisplacedTableEntry {
+                        node: own,
+                        entry,
+                        row: r,
+                        column,
+                    });
+                }
+            }
+            if own.digit(r) != column && any_with_prefix(sorted, own, r, column) {
+                fill.fillable += 1;
+            }
+        }
+        if !others_with_prefix(sorted, own, r) {
+            return; // no live node shares one more digit: the rows below are empty
+        }
+    }
+}
+
+/// How full the routing tables are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TableFill {
+    /// Entries held.
+    pub(crate) filled: u64,
+    /// Slots some live node fits.
+    pub(crate) fillable: u64,
+}
+
+/// Whether a live id shares `row` digits with `own` and has `column` next.
+fn any_with_prefix(sorted: &[NodeId], own: NodeId, row: usize, column: usize) -> bool {
+    // Ids with that prefix are one range: the prefix followed by any bits.
+    let rest = 128 - DIGIT_BITS * (row as u32 + 1);
+    let shared = own.0.checked_shr(rest + DIGIT_BITS).unwrap_or(0);
+    let low = shared.checked_shl(rest + DIGIT_BITS).unwrap_or(0) | ((column as u128) << rest);
+    let high = low | ((1u128 << rest) - 1);
+    let at = sorted.partition_point(|x| x.0 < low);
+    sorted.get(at).is_some_and(|x| x.0 <= high)
+}
+
+/// Whether a live id other than `own` shares `row + 1` digits with it.
+fn others_with_prefix(sorted: &[NodeId], own: NodeId, row: usize) -> bool {
+    let rest = 128 - DIGIT_BITS * (row as u32 + 1);
+    let low = own
+        .0
+        .checked_shr(rest)
+        .unwrap_or(0)
+        .checked_shl(rest)
+        .unwrap_or(0);
+    let high = low | 1u128.checked_shl(rest).map_or(u128::MAX, |b| b - 1);
+    let at = sorted.partition_point(|x| x.0 < low);
+    sorted[at..]
+        .iter()
+        .take_while(|x| x.0 <= high)
+        .any(|&x| x != own)
 }
 
 /// The `half` nearest live ids on each side of `own`.
@@ -214,5 +331,68 @@ pub(crate) fn check_trees(
                 out.push(Violation::TreeOrphan { key, node: id });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iris_proto::inspect::BASE;
+
+    fn id(hex_prefix: u128, digits: u32) -> NodeId {
+        NodeId(hex_prefix << (128 - 4 * digits))
+    }
+
+    #[test]
+    fn a_dead_or_misplaced_table_entry_is_caught_and_fill_counts_live_slots() {
+        let own = id(0x10, 2);
+        let (a, b, dead) = (id(0x2, 1), id(0x11, 2), id(0x3, 1));
+        let mut sorted = vec![own, a, b];
+        sorted.sort_unstable();
+        let mut rows = vec![[None; BASE]; DIGITS];
+        rows[0][2] = Some(a); // right
+        rows[0][3] = Some(dead); // right slot, but the node is gone
+        rows[0][5] = Some(b); // b shares one digit: it belongs in row 1, column 1
+        let (mut out, mut fill) = (Vec::new(), TableFill::default());
+        check_table(own, |r| &rows[r][..], &sorted, &mut out, &mut fill);
+        assert_eq!(
+            out,
+            vec![
+                Violation::DeadTableEntry {
+                    node: own,
+                    entry: dead
+                },
+                Violation::MisplacedTableEntry {
+                    node: own,
+                    entry: b,
+                    row: 0,
+                    column: 5
+                },
+            ]
+        );
+        // Live nodes fit row 0 column 2 (a) and row 1 column 1 (b); nothing shares two
+        // digits with own, so the rows past 1 are not looked at.
+        assert_eq!(
+            fill,
+            TableFill {
+                filled: 3,
+                fillable: 2
+            }
+        );
+        // The table put right is clean.
+        rows[0][3] = None;
+        rows[0][5] = None;
+        rows[1][1] = Some(b);
+        let (mut out, mut fill) = (Vec::new(), TableFill::default());
+        check_table(own, |r| &rows[r][..], &sorted, &mut out, &mut fill);
+        assert_eq!(out, vec![]);
+        assert_eq!((fill.filled, fill.fillable), (2, 2));
+    }
+
+    #[test]
+    fn true_leaves_wrap_around_the_ring() {
+        let sorted: Vec<NodeId> = (1..=6u128).map(|i| NodeId(i << 100)).collect();
+        let want: BTreeSet<NodeId> = [sorted[4], sorted[5], sorted[1], sorted[2]].into();
+        assert_eq!(true_leaves(sorted[0], &sorted, 2), want);
     }
 }

@@ -172,3 +172,20 @@ fn the_auditor_catches_a_node_that_delivers_twice() {
     assert!(a.duplicates > 0, "{a:?}");
     assert!(s.violation_count() > 0);
 }
+
+/// Found by swarm testing: 50 nodes, links 13-201 ms, broken links and a partition. A
+/// request's time budget ignored the dial a hop first needed and the time a message had
+/// waited for a link that then failed, so members got requests after their callers had
+/// given up. Replay: `cargo run --release -p iris-sim -- --swarm-seed 5346406434305546273
+/// --max-nodes 50`.
+#[test]
+fn no_request_reaches_a_member_after_its_deadline_on_slow_breaking_links() {
+    let cfg = iris_sim::swarm::draw(5_346_406_434_305_546_273, 50);
+    assert!(cfg.partition.is_some() && cfg.link_breaks > 0.0 && cfg.workload.is_some());
+    let s = run(&cfg);
+    assert!(s.violations.is_empty(), "oracle: {:?}", &s.violations);
+    let a = s.audit.as_ref().expect("the messaging workload ran");
+    assert!(a.requests > 100, "too little traffic: {a:?}");
+    assert_eq!(a.late_requests, 0, "{:?}", &a.violations);
+    assert!(a.violations.is_empty(), "{:?}", &a.violations);
+}

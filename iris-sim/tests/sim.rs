@@ -101,6 +101,14 @@ fn the_oracle_catches_a_network_without_leaf_set_repair() {
         "no leaf-set violation found without repair: {:?}",
         s.violations
     );
+    // And the liveness check sees that the ring never came right within the bound.
+    assert!(
+        s.violations
+            .iter()
+            .any(|v| matches!(v, Violation::NotConverged { .. })),
+        "{:?}",
+        s.violations
+    );
     // With repair, the same run is clean.
     cfg.overlay.repair = true;
     assert_eq!(run(&cfg).violations, vec![]);
@@ -123,6 +131,9 @@ fn a_thousand_nodes_join_and_churn() {
         &s.violations[..s.violations.len().min(5)]
     );
     assert!(s.nodes >= 990);
+    // Every table entry live and in its slot (else a violation above), and nearly every
+    // slot a live node fits is filled.
+    assert!(s.table_fill >= 0.99, "table fill {}", s.table_fill);
     assert!(
         s.mean_hops <= 1000f64.log(16.0) + 1.0,
         "mean hops {}",
@@ -133,6 +144,22 @@ fn a_thousand_nodes_join_and_churn() {
         "{} B/s",
         s.maintenance_bytes_per_node_per_sec
     );
+}
+
+#[test]
+fn the_liveness_bound_grows_with_log_n_and_with_faults() {
+    let cfg = SimConfig::default();
+    let at = |n| iris_sim::liveness_bound(&cfg, n).as_secs();
+    // 33 s to find a dead table entry, 3 s quiet, a 3 s gossip round per hop plus two.
+    assert_eq!(
+        (at(100), at(1000), at(10_000), at(100_000)),
+        (48, 51, 54, 57)
+    );
+    let faults = SimConfig {
+        link_breaks: 1.0,
+        ..SimConfig::default()
+    };
+    assert_eq!(iris_sim::liveness_bound(&faults, 1000).as_secs(), 51 + 60);
 }
 
 fn faulty(seed: u64) -> SimConfig {
