@@ -174,17 +174,30 @@ pub struct LinkStats {
     pub received: (u64, u64),
 }
 
+/// Boxed in their states: a node has hundreds of links, and a state as large as its
+/// largest variant would make every plain (simulated) link carry room for ciphers.
 enum State {
     Handshaking(Box<Handshake>),
-    Open {
-        sealer: Sealer,
-        opener: Opener,
-    },
+    Open(Box<Ciphers>),
     /// A plain link awaiting the peer's HELLO (ours is sent).
-    PlainHello(Hello),
+    PlainHello(Box<Hello>),
     /// A plain link: records travel as unsealed `Plain` frames.
     PlainOpen,
     Closed,
+}
+
+/// Frees an emptied queue's buffer: a node has hundreds of links, most of them idle
+/// between heartbeats, and each would otherwise keep the most it ever queued.
+fn release<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
+    }
+}
+
+/// An open secure link's record ciphers.
+struct Ciphers {
+    sealer: Sealer,
+    opener: Opener,
 }
 
 /// The keys a handshake yields: what this side seals with, what it opens with.
@@ -194,13 +207,16 @@ type SessionKeys = ([u8; 32], [u8; 32]);
 /// the socket can take more (pull, so control messages never wait behind a deep queue of
 /// data), and handle [`Link::poll_output`].
 pub struct Link {
-    cfg: LinkConfig,
+    /// Shared by every link of a node: the same for all of them.
+    cfg: Arc<LinkConfig>,
     /// `None` on a plain link.
     key: Option<Arc<NetworkKey>>,
     /// A signature our AUTH waits for (offloaded), and the session keys (send, receive) it
     /// opens the link with, for the responder.
-    owed: Option<(ToSign, Option<SessionKeys>)>,
-    rng: ChaCha8Rng,
+    owed: Option<Box<(ToSign, Option<SessionKeys>)>>,
+    /// Signs our AUTH; only a secure link in its handshake has one (a third of a
+    /// kilobyte a link that a simulation of many nodes would otherwise carry for nothing).
+    rng: Option<Box<ChaCha8Rng>>,
     state: State,
     deadline: Option<Instant>,
     rbuf: BytesMut,
@@ -241,10 +257,11 @@ impl Link {
     pub fn new(
         role: Role,
         key: Arc<NetworkKey>,
-        cfg: LinkConfig,
+        cfg: impl Into<Arc<LinkConfig>>,
         seed: [u8; 32],
         now: Instant,
     ) -> Link {
+        let cfg = cfg.into();
         let mut rng = ChaCha8Rng::from_seed(seed);
         let ids = Keyring {
             current: &key,
@@ -256,7 +273,7 @@ impl Link {
         Link::hello_sent(
             cfg,
             Some(key),
-            rng,
+            Some(Box::new(rng)),
             State::Handshaking(Box::new(hs)),
             &hello,
             now,
@@ -267,7 +284,8 @@ impl Link {
     /// checks the version, the network name and the roles, and messages are grouped and
     /// prioritised as on a secure link, but nothing is signed or sealed, so anyone can
     /// forge one. Never use it between real nodes.
-    pub fn plain(role: Role, cfg: LinkConfig, now: Instant) -> Link {
+    pub fn plain(role: Role, cfg: impl Into<Arc<LinkConfig>>, now: Instant) -> Link {
+        let cfg = cfg.into();
         let hello = Hello {
             version: cfg.version,
             role,
@@ -275,12 +293,11 @@ impl Link {
             ephemeral: [0; 32],
             keys: Vec::new(),
         };
-        let rng = ChaCha8Rng::from_seed([0; 32]);
         Link::hello_sent(
             cfg,
             None,
-            rng,
-            State::PlainHello(hello.clone()),
+            None,
+            State::PlainHello(Box::new(hello.clone())),
             &hello,
             now,
         )
@@ -288,9 +305,9 @@ impl Link {
 
     /// A fresh link in `state` with `hello` ready to transmit; both kinds start this way.
     fn hello_sent(
-        cfg: LinkConfig,
+        cfg: Arc<LinkConfig>,
         key: Option<Arc<NetworkKey>>,
-        rng: ChaCha8Rng,
+        rng: Option<Box<ChaCha8Rng>>,
         state: State,
         hello: &Hello,
         now: Instant,
@@ -336,16 +353,16 @@ impl Link {
         let mut link = Link::new(Role::Initiator, key, cfg, [0; 32], Instant::ZERO);
         link.out.clear();
         link.deadline = None;
-        link.state = State::Open {
+        link.state = State::Open(Box::new(Ciphers {
             sealer: Sealer::new(send, rekey),
             opener: Opener::new(recv),
-        };
+        }));
         link
     }
 
     /// True once established and until closed.
     pub fn is_open(&self) -> bool {
-        matches!(self.state, State::Open { .. } | State::PlainOpen)
+        matches!(self.state, State::Open(_) | State::PlainOpen)
     }
 
     /// True once the link has ended.
@@ -412,7 +429,14 @@ impl Link {
                 _ => self.cfg.max_record + TAG_LEN,
             };
             match decode_frame(&mut self.rbuf, max) {
-                Ok(None) => return,
+                Ok(None) => {
+                    if self.rbuf.is_empty() {
+                        // Messages cut from it keep their part alive; an idle link keeps
+                        // no read buffer.
+                        self.rbuf = BytesMut::new();
+                    }
+                    return;
+                }
                 Ok(Some(frame)) => self.on_frame(frame.kind, &frame.header, frame.payload),
                 Err(e) => self.fail(e.into()),
             }
@@ -426,12 +450,12 @@ impl Link {
             }
             // Either side's CLOSE came first: the stream may end (a peer of an earlier
             // release closes its socket at once, or gives up waiting for ours).
-            State::Open { .. } | State::PlainOpen if self.close_sent || self.peer_closed => {
+            State::Open(_) | State::PlainOpen if self.close_sent || self.peer_closed => {
                 self.state = State::Closed;
                 self.events
                     .push_back(LinkEvent::Closed(LinkError::ClosedByPeer(String::new())));
             }
-            State::Open { .. } | State::PlainOpen => self.fail(LinkError::Truncated),
+            State::Open(_) | State::PlainOpen => self.fail(LinkError::Truncated),
             State::Closed => {}
         }
     }
@@ -517,9 +541,10 @@ impl Link {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if !self.out.is_empty() {
-            return Some(self.out.split().freeze());
+            // Taken whole: handshake frames are sent once, so keep no buffer for them.
+            return Some(std::mem::take(&mut self.out).freeze());
         }
-        if !matches!(self.state, State::Open { .. } | State::PlainOpen) || self.close_sent {
+        if !matches!(self.state, State::Open(_) | State::PlainOpen) || self.close_sent {
             return None;
         }
         if self.control.is_empty() && self.data.is_empty() && self.close.is_none() {
@@ -537,6 +562,8 @@ impl Link {
         let limit = HEADER_LEN + self.cfg.max_record - 2;
         self.put_control(&mut rec, limit);
         self.put_data(&mut rec, limit);
+        release(&mut self.control);
+        release(&mut self.data);
         let closing = self.put_close(&mut rec, limit);
         self.seal(&mut rec);
         if closing {
@@ -607,7 +634,8 @@ impl Link {
     /// Seals a record (rekeying when due), or frames it plain.
     fn seal(&mut self, rec: &mut BytesMut) {
         match &mut self.state {
-            State::Open { sealer, .. } => {
+            State::Open(ciphers) => {
+                let sealer = &mut ciphers.sealer;
                 let rekey = sealer.rekey_due(rec.len() - HEADER_LEN);
                 if rekey {
                     put_item(rec, tag::REKEY, &[]);
@@ -629,7 +657,7 @@ impl Link {
     /// The signature asked for by [`LinkEvent::Sign`]: our AUTH goes out with it (and the
     /// responder's link opens). Ignored if none is owed (the link closed meanwhile).
     fn signed(&mut self, signature: &[u8]) {
-        if let Some((to_sign, keys)) = self.owed.take() {
+        if let Some((to_sign, keys)) = self.owed.take().map(|b| *b) {
             self.send_auth(&to_sign, signature, keys);
         }
     }
@@ -638,7 +666,7 @@ impl Link {
     fn owe(&mut self, to_sign: ToSign, keys: Option<SessionKeys>) {
         self.stats.signatures += 1;
         if self.cfg.offload_signatures {
-            self.owed = Some((to_sign.clone(), keys));
+            self.owed = Some(Box::new((to_sign.clone(), keys)));
             self.events.push_back(LinkEvent::Sign(to_sign));
             return;
         }
@@ -649,10 +677,10 @@ impl Link {
             }
             .get(&to_sign.key)
         });
-        let Some(key) = key else {
+        let (Some(key), Some(rng)) = (key, self.rng.as_deref_mut()) else {
             return self.fail(HandshakeError::Malformed("no key").into());
         };
-        let signature = key.sign(&mut self.rng, &to_sign.message);
+        let signature = key.sign(rng, &to_sign.message);
         self.send_auth(&to_sign, &signature, keys);
     }
 
@@ -671,10 +699,11 @@ impl Link {
 
     /// The handshake is done: records may flow.
     fn open(&mut self, send: [u8; 32], recv: [u8; 32]) {
-        self.state = State::Open {
+        self.state = State::Open(Box::new(Ciphers {
             sealer: Sealer::new(send, self.cfg.rekey),
             opener: Opener::new(recv),
-        };
+        }));
+        self.rng = None; // nothing more to sign
         self.deadline = None;
         self.events.push_back(LinkEvent::Established);
     }
@@ -682,7 +711,11 @@ impl Link {
     /// The next event, if any.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<LinkEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            release(&mut self.events);
+        }
+        event
     }
 
     fn check_send(&self, msg: &Bytes) -> Result<(), SendError> {
@@ -703,8 +736,8 @@ impl Link {
         match (&mut self.state, kind) {
             (State::Handshaking(_), FrameKind::Hello) => self.on_hello(&payload),
             (State::Handshaking(_), FrameKind::Auth) => self.on_auth(&payload),
-            (State::Open { opener, .. }, FrameKind::Record) => {
-                if let Err(e) = opener.open(header, &mut payload) {
+            (State::Open(ciphers), FrameKind::Record) => {
+                if let Err(e) = ciphers.opener.open(header, &mut payload) {
                     return self.fail(e.into());
                 }
                 self.stats.records_opened += 1;
@@ -724,7 +757,7 @@ impl Link {
             (State::PlainHello(_), _) => {
                 self.fail(HandshakeError::Malformed("frame before the plain HELLO").into())
             }
-            (State::Open { .. } | State::PlainOpen, _) => {
+            (State::Open(_) | State::PlainOpen, _) => {
                 self.fail(LinkError::Malformed("unexpected frame on an open link"))
             }
             (State::Closed, _) => {}
@@ -830,8 +863,8 @@ impl Link {
                     }
                 }
                 tag::REKEY if i + 1 == n => {
-                    if let State::Open { opener, .. } = &mut self.state {
-                        opener.rekey();
+                    if let State::Open(ciphers) = &mut self.state {
+                        ciphers.opener.rekey();
                         self.stats.rekeys += 1;
                     }
                 }

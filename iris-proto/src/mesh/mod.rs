@@ -44,7 +44,7 @@ pub use send::Class;
 #[cfg(feature = "inspect")]
 pub use {events::Undelivered, send::Refused};
 
-use crate::link::Link;
+use crate::link::{Link, LinkConfig};
 use crate::overlay::{Contact, NodeId, Overlay, OverlayEvent, OverlayOutput};
 use crate::time::Instant;
 use crate::timer::Timers;
@@ -56,6 +56,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use wire::PeerMsg;
 
 use crate::lookup::LookupMap as Map;
@@ -125,6 +126,8 @@ enum MeshTimer {
 /// The mesh state machine, owned and drained by the node.
 pub struct Mesh {
     cfg: MeshConfig,
+    /// `cfg.link`, shared by every link (one copy a node, not one a link).
+    link_cfg: Arc<LinkConfig>,
     security: Security,
     overlay: Overlay,
     rng: ChaCha8Rng,
@@ -198,6 +201,7 @@ impl Mesh {
                 .map(|d| Discovery::new(d, &cfg.link.network, cfg.link.version)),
             leaving: false,
             stats: MeshStats::default(),
+            link_cfg: Arc::new(cfg.link.clone()),
             cfg,
         };
         mesh.try_seeds(now);
@@ -363,9 +367,9 @@ impl Mesh {
             Security::Rsa(key) => {
                 let mut seed = [0u8; 32];
                 self.rng.fill_bytes(&mut seed);
-                Link::new(role, key.clone(), self.cfg.link.clone(), seed, now)
+                Link::new(role, key.clone(), self.link_cfg.clone(), seed, now)
             }
-            Security::Plain => Link::plain(role, self.cfg.link.clone(), now),
+            Security::Plain => Link::plain(role, self.link_cfg.clone(), now),
         }
     }
 }
