@@ -505,7 +505,9 @@ impl Sim {
         let (a, b) = (c.ends[0].0, c.ends[1].0);
         let (free, last) = (c.free[side], c.last[side]);
         let lat = self.latency(a, b);
-        let spike = if self.cfg.spike_rate > 0.0 && self.rng.random_bool(self.cfg.spike_rate) {
+        // Spikes are a fault: they stop with the others, when the quiet phase begins.
+        let spiking = self.cfg.spike_rate > 0.0 && self.now < self.churn_until;
+        let spike = if spiking && self.rng.random_bool(self.cfg.spike_rate) {
             self.cfg.spike_delay.as_nanos() as u64
         } else {
             0

@@ -32,6 +32,7 @@ use super::node_wire::{PoolsView, contact, node_msg};
 use super::peer::{Manner, Notes, PeerEnd, signature};
 use super::reader::Reader;
 use crate::link::{LinkConfig, NetworkKey, RekeyLimits, ToSign};
+use crate::mesh::one_way;
 use crate::mesh::wire::PeerMsg;
 use crate::mesh::{DialId, LinkId, MeshConfig, Security};
 use crate::node::wire::{NodeMsg, Wanted};
@@ -454,7 +455,11 @@ impl Driver {
             splits: SPLITS,
             oversized: false,
         };
-        let msg = node_msg(r, &pools);
+        let mut msg = node_msg(r, &pools);
+        if let NodeMsg::Anycast(a) = &mut msg {
+            // Sent now, by a peer whose clock is the node's.
+            a.due_ms = one_way::stamp(self.now);
+        }
         if let NodeMsg::Anycast(a) = &msg
             && matches!(a.wanted, Wanted::Request(_))
         {
@@ -492,7 +497,10 @@ impl Driver {
             r.take(n)
         };
         let msg = match kind {
-            0..=3 => Some(PeerMsg::Overlay(self.overlay_msg(r))),
+            0..=3 => Some(PeerMsg::Overlay(
+                one_way::stamp(self.now),
+                self.overlay_msg(r),
+            )),
             5 => Some(PeerMsg::Node(raw(r))),
             _ => None,
         };

@@ -288,6 +288,8 @@ pub(super) fn anycast(r: &mut Reader<'_>, p: &PoolsView<'_>) -> Anycast {
             0 => r.wide(),
             _ => u64::from(r.b()) * 100,
         },
+        // Not drawn: a harness that sends it stamps it with its clock.
+        due_ms: 0,
         via: via(r),
         hops: hops(r),
         wanted: if tunnel {

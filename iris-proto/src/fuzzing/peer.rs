@@ -137,7 +137,7 @@ impl PeerEnd {
     /// Says IDENT as `c`: the node knows this end as the first it hears (a second one is
     /// a violation).
     pub(super) fn say_ident(&mut self, c: Contact) {
-        if self.send_control(&PeerMsg::Ident(c)) && !self.ident_sent {
+        if self.send_control(&PeerMsg::Ident(0, c)) && !self.ident_sent {
             self.ident_sent = true;
             self.who = c;
         }
@@ -192,7 +192,7 @@ impl PeerEnd {
     fn on_control(&mut self, bytes: &Bytes, node: Contact, others: &[Contact], notes: &mut Notes) {
         let msg = peer_wire::decode_bytes(bytes)
             .unwrap_or_else(|e| panic!("the node sent a control message that does not parse: {e}"));
-        if let PeerMsg::Ident(c) = msg {
+        if let PeerMsg::Ident(_, c) = msg {
             assert!(!self.heard_ident, "the node said IDENT twice");
             assert_eq!(c, node, "the node's IDENT is not its contact");
             self.heard_ident = true;
@@ -200,14 +200,15 @@ impl PeerEnd {
         }
         assert!(self.heard_ident, "the node sent {msg:?} before its IDENT");
         match msg {
-            PeerMsg::Overlay(m) => self.on_overlay(m, others),
+            PeerMsg::Overlay(clock, m) => self.on_overlay(clock, m, others),
             PeerMsg::Node(b) => self.on_node_msg(&b, node, notes),
-            PeerMsg::Ident(_) => unreachable!("handled above"),
+            PeerMsg::Ident(..) => unreachable!("handled above"),
         }
     }
 
-    /// Answers the node's overlay messages as a live node would.
-    fn on_overlay(&mut self, m: OverlayMsg, others: &[Contact]) {
+    /// Answers the node's overlay messages as a live node would, at once (so stamped with
+    /// the clock of the message it answers: the harness delivers without delay).
+    fn on_overlay(&mut self, clock: u64, m: OverlayMsg, others: &[Contact]) {
         if matches!(m, OverlayMsg::Leave) {
             self.link.close("you left");
             return;
@@ -230,7 +231,7 @@ impl PeerEnd {
             OverlayMsg::LeafRequest => OverlayMsg::LeafReply { leaves: Vec::new() },
             _ => return,
         };
-        self.send_control(&PeerMsg::Overlay(answer));
+        self.send_control(&PeerMsg::Overlay(clock, answer));
     }
 
     fn on_node_msg(&mut self, bytes: &Bytes, node: Contact, notes: &mut Notes) {

@@ -287,6 +287,7 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
         id,
         timeout_ms: 5000,
         budget_ms: 4000,
+        due_ms: 0,
         via: Via::Routed,
         hops: 2,
         wanted,

@@ -3,6 +3,7 @@
 
 use super::events::Undelivered;
 use super::events::{Incoming, MeshEvent, MeshOutput};
+use super::one_way::OneWay;
 use super::send::{Class, Waiting, put};
 use super::wire::{self, PeerMsg};
 use super::{DialId, LinkId, Mesh, MeshTimer};
@@ -39,6 +40,8 @@ pub(super) struct PeerLink {
     pub(super) last_used: Instant,
     /// Bytes handed to the driver and not yet reported written.
     pub(super) inflight: usize,
+    /// The peer's fastest one-way trip, from the stamps on its overlay messages.
+    pub(super) clock: OneWay,
 }
 
 impl Mesh {
@@ -92,6 +95,7 @@ impl Mesh {
                 queued: false,
                 last_used: now,
                 inflight: 0,
+                clock: OneWay::default(),
             }),
         );
         self.mark(id);
@@ -156,7 +160,7 @@ impl Mesh {
             }
             match event {
                 LinkEvent::Sign(to_sign) => self.outputs.push_back(MeshOutput::Sign(id, to_sign)),
-                LinkEvent::Established => self.on_established(id),
+                LinkEvent::Established => self.on_established(now, id),
                 LinkEvent::Control(bytes) => self.on_control(now, id, bytes),
                 LinkEvent::Data(bytes) => self.on_link_data(now, id, bytes),
                 LinkEvent::PeerClosed(reason) => self.on_peer_closed(now, id, reason),
@@ -167,7 +171,7 @@ impl Mesh {
     }
 
     /// The handshake is done: this node says who it is.
-    fn on_established(&mut self, id: LinkId) {
+    fn on_established(&mut self, now: Instant, id: LinkId) {
         let me = self.overlay.contact();
         let Some(pl) = self.links.get_mut(&id) else {
             return;
@@ -176,7 +180,8 @@ impl Mesh {
             self.timers.cancel(MeshTimer::Handshake(id));
         }
         // A fresh link's queue is empty: this cannot fail.
-        let _ = pl.link.send_control(wire::encode(&PeerMsg::Ident(me)));
+        let ident = PeerMsg::Ident(super::one_way::stamp(now), me);
+        let _ = pl.link.send_control(wire::encode(&ident));
     }
 
     fn on_control(&mut self, now: Instant, id: LinkId, bytes: Bytes) {
@@ -185,8 +190,12 @@ impl Mesh {
         };
         pl.last_used = now;
         match (wire::decode_bytes(&bytes), pl.peer) {
-            (Ok(PeerMsg::Ident(c)), None) => self.on_ident(now, id, c),
-            (Ok(PeerMsg::Overlay(m)), Some(c)) => {
+            (Ok(PeerMsg::Ident(clock, c)), None) => {
+                pl.clock.sample(now, clock);
+                self.on_ident(now, id, c)
+            }
+            (Ok(PeerMsg::Overlay(clock, m)), Some(c)) => {
+                pl.clock.sample(now, clock);
                 let farewell = matches!(m, OverlayMsg::Leave);
                 self.overlay.handle(now, OverlayInput::Message(c, m));
                 if farewell {
@@ -196,10 +205,10 @@ impl Mesh {
                 }
             }
             (Ok(PeerMsg::Node(b)), Some(c)) => self.inbox.push_back(Incoming::Message(c, b)),
-            (Ok(PeerMsg::Overlay(_) | PeerMsg::Node(_)), None) => {
+            (Ok(PeerMsg::Overlay(..) | PeerMsg::Node(_)), None) => {
                 self.violation(id, "message before IDENT")
             }
-            (Ok(PeerMsg::Ident(_)), Some(_)) => self.violation(id, "second IDENT"),
+            (Ok(PeerMsg::Ident(..)), Some(_)) => self.violation(id, "second IDENT"),
             (Err(_), _) => self.violation(id, "malformed peer message"),
         }
     }

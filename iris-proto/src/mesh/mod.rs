@@ -31,6 +31,7 @@ pub(crate) mod discovery;
 mod events;
 mod leave;
 mod links;
+pub(crate) mod one_way;
 mod send;
 mod sweep;
 pub(crate) mod wire;
@@ -57,6 +58,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use wire::PeerMsg;
 
 use crate::lookup::LookupMap as Map;
@@ -282,6 +284,14 @@ impl Mesh {
                 .sum::<u64>()
     }
 
+    /// How much longer than its fastest trip a message `peer` stamped `sent` (its clock,
+    /// ms; [`one_way::stamp`]) took to arrive at `now`: `None` while no link to it has
+    /// carried a stamped overlay message (see [`one_way`]).
+    pub(crate) fn transit_excess(&self, peer: NodeId, now: Instant, sent: u64) -> Option<Duration> {
+        let link = self.by_id.get(&peer)?;
+        self.links.get(link)?.clock.excess(now, sent)
+    }
+
     /// Links open or opening.
     pub fn link_count(&self) -> usize {
         self.links.len()
@@ -339,7 +349,8 @@ impl Mesh {
         while let Some(out) = self.overlay.poll_output() {
             match out {
                 OverlayOutput::Send(to, msg) => {
-                    let bytes = wire::encode(&PeerMsg::Overlay(msg));
+                    let clock = one_way::stamp(now);
+                    let bytes = wire::encode(&PeerMsg::Overlay(clock, msg));
                     let _ = self.send_as(now, to, Class::Control, bytes);
                 }
                 OverlayOutput::Event(e) => {

@@ -383,7 +383,7 @@ fn an_overlay_message_before_ident_is_a_violation() {
         a,
         link,
         &mut ours,
-        &PeerMsg::Overlay(OverlayMsg::Ping { leaves: None }),
+        &PeerMsg::Overlay(0, OverlayMsg::Ping { leaves: None }),
     );
     assert_eq!(net.mesh(a).stats().bad_messages, 1);
     assert!(net.closes.contains(&(a, link)));
@@ -398,7 +398,7 @@ fn an_identified_link_nobody_uses_is_closed() {
     let a = net.add_with(cfg, Security::Plain);
     let (link, mut ours) = raw_link(&mut net, a);
     let stranger = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
-    send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(stranger));
+    send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(0, stranger));
     assert_eq!(net.mesh(a).stats().links_up, 1);
     net.secs(5);
     assert!(!net.closes.contains(&(a, link)), "not idle yet");
@@ -474,7 +474,7 @@ fn at_the_link_limit_the_idlest_unneeded_link_makes_room() {
     for n in 0..2u128 {
         let (link, mut ours) = raw_link(&mut net, a);
         let c = crate::overlay::Contact::new(NodeId(40 + n), addr(9 + n as usize), 1);
-        send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(c));
+        send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(0, c));
         net.secs(1);
         raws.push(link);
     }
@@ -633,7 +633,7 @@ fn a_leaving_node_waits_for_its_peers_to_close_but_not_for_ever() {
     // A peer that never answers the farewell (one of an earlier release, or stuck).
     let (link, mut ours) = raw_link(&mut net, a);
     let stranger = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
-    send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(stranger));
+    send_raw(&mut net, a, link, &mut ours, &PeerMsg::Ident(0, stranger));
     net.handle(a, Input::Shutdown("leaving"));
     net.drain();
     assert!(!net.closes.contains(&(a, link)), "closed before the peer");
@@ -643,7 +643,7 @@ fn a_leaving_node_waits_for_its_peers_to_close_but_not_for_ever() {
         a,
         link,
         &mut ours,
-        &PeerMsg::Overlay(OverlayMsg::Ping { leaves: None }),
+        &PeerMsg::Overlay(0, OverlayMsg::Ping { leaves: None }),
     );
     assert_eq!(net.mesh(a).stats().bad_messages, 0);
     let linger = MeshConfig::new("t", addr(0)).close_linger;

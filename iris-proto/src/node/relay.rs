@@ -300,6 +300,7 @@ fn new_anycast(
         id,
         timeout_ms,
         budget_ms: timeout_ms,
+        due_ms: 0,
         via: Via::Routed,
         hops: 0,
         wanted,

@@ -99,6 +99,11 @@ pub(crate) struct Anycast {
     pub(crate) timeout_ms: u64,
     /// What is left of the timeout after the time spent in nodes on the way.
     pub(crate) budget_ms: u64,
+    /// When it is due at the next node by the budget's plan, on the clock (ms) of the node
+    /// that passed it on: the time it did plus half the hop's cost (the way there; the
+    /// other half is for the way back). The next node learns from it how late the anycast
+    /// arrived (see `mesh::one_way`).
+    pub(crate) due_ms: u64,
     pub(crate) via: Via,
     pub(crate) hops: u8,
     pub(crate) wanted: Wanted,
@@ -196,6 +201,7 @@ fn encode_anycast(a: &Anycast, out: &mut BytesMut) {
     put_varint(out, a.id);
     put_varint(out, a.timeout_ms);
     put_varint(out, a.budget_ms);
+    put_varint(out, a.due_ms);
     out.put_u8(a.via as u8);
     out.put_u8(a.hops);
     match &a.wanted {
@@ -355,6 +361,7 @@ fn decode_anycast(r: &mut Reader<'_>) -> Result<Anycast, WireError> {
     }
     let origin = take_contact(&mut r.p)?;
     let (id, timeout_ms, budget_ms) = (r.varint()?, r.varint()?, r.varint()?);
+    let due_ms = r.varint()?;
     let (via, hops) = (r.via()?, r.u8()?);
     let wanted = match r.u8()? {
         0 => Wanted::Tunnel,
@@ -369,6 +376,7 @@ fn decode_anycast(r: &mut Reader<'_>) -> Result<Anycast, WireError> {
         id,
         timeout_ms,
         budget_ms,
+        due_ms,
         via,
         hops,
         wanted,
@@ -533,6 +541,7 @@ mod tests {
                 id: 77,
                 timeout_ms: 1,
                 budget_ms: 0,
+                due_ms: 0,
                 via: Via::Routed,
                 hops: 0,
                 wanted: Wanted::Request(Bytes::new()),
@@ -545,6 +554,7 @@ mod tests {
                 id: 78,
                 timeout_ms: 5000,
                 budget_ms: 4000,
+                due_ms: 0,
                 via: Via::Detour,
                 hops: 9,
                 wanted: Wanted::Tunnel,
@@ -624,6 +634,7 @@ mod tests {
                 id: u64::MAX,
                 timeout_ms: u64::MAX,
                 budget_ms: u64::MAX,
+                due_ms: u64::MAX,
                 via: Via::Detour,
                 hops: u8::MAX,
                 wanted: Wanted::Request(Bytes::new()),

@@ -4,6 +4,7 @@
 use super::held::Parked;
 use super::{MAX_HOPS, Trees, View};
 use crate::mesh::Class;
+use crate::mesh::one_way;
 use crate::node::effect::{Effect, Effects, Refusal, Start, to_peer};
 use crate::node::wire::{Anycast, NodeMsg, Via};
 use crate::overlay::{Contact, NodeId};
@@ -40,6 +41,9 @@ impl Trees {
         fx: &mut Effects,
     ) {
         a.hops = a.hops.saturating_add(1);
+        a.budget_ms = a
+            .budget_ms
+            .saturating_sub(self.late_by(v, from.id, a.due_ms));
         self.pass_anycast(v, rng, a, Some(from), None, fx);
     }
 
@@ -81,13 +85,26 @@ impl Trees {
                 None => return self.park(v, Parked::Anycast(a, from), fx),
             }
         };
-        a.budget_ms = a.budget_ms.saturating_sub(self.hop_cost(v, next.id));
+        let cost = self.hop_cost(v, next.id);
+        a.budget_ms = a.budget_ms.saturating_sub(cost);
         if a.budget_ms == 0 {
             self.stats.anycasts_expired += 1;
             return;
         }
+        a.due_ms = one_way::stamp(v.now) + cost / 2;
         let msg = NodeMsg::Anycast(a);
         fx.push(to_peer(next, Class::Data, &msg, Refusal::Anycast(start)));
+    }
+
+    /// Milliseconds an anycast from `from` arrived after it was due by the budget's plan
+    /// (`due_ms`, on `from`'s clock): more than the fastest trip seen on the link took, and
+    /// more than the half of the hop's cost its sender allowed for the way here (a delay
+    /// spike, a stalled link, a queue). Without it a request held up on the way would reach
+    /// its member after the requester gave up.
+    fn late_by(&self, v: &View<'_>, from: NodeId, due_ms: u64) -> u64 {
+        v.mesh
+            .transit_excess(from, v.now, due_ms)
+            .map_or(0, |late| late.as_millis() as u64)
     }
 
     /// Milliseconds a hop to `next` takes off an anycast's budget: a round trip, to leave

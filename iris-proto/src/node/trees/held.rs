@@ -107,6 +107,7 @@ mod tests {
                 id: 0,
                 timeout_ms: 1000,
                 budget_ms: 1000,
+                due_ms: 0,
                 via: Via::Routed,
                 hops: 0,
                 wanted: Wanted::Request(Bytes::from(vec![0; size])),
