@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p iris-sim -- --nodes 1000 --minutes 10 --churn 0.05 --seed 7
 //! cargo run --release -p iris-sim -- --swarm --budget 3600
+//! cargo run --release -p iris-sim -- --swarm --budget 60 --swarm-from 42 --max-nodes 200
 //! ```
 
 use clap::Parser;
@@ -49,6 +50,10 @@ struct Args {
     /// Seconds of wall time a swarm may take (no run starts after it is spent).
     #[arg(long, default_value_t = 300.0, requires = "swarm")]
     budget: f64,
+    /// The first seed of a swarm (fresh from the OS otherwise): a swarm replays whole from
+    /// its first seed, each next one following from the last. CI derives it from the commit.
+    #[arg(long, value_name = "SEED", requires = "swarm")]
+    swarm_from: Option<u64>,
     /// Replay one swarm run from its seed.
     #[arg(long, value_name = "SEED")]
     swarm_seed: Option<u64>,
@@ -65,7 +70,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.swarm {
-        return swarm_until(args.budget, args.max_nodes);
+        return swarm_until(
+            args.swarm_from.unwrap_or_else(fresh_seed),
+            args.budget,
+            args.max_nodes,
+        );
     }
     if let Some(seed) = args.swarm_seed {
         return swarm_run(seed, args.max_nodes, args.check_determinism);
@@ -115,9 +124,9 @@ fn main() -> ExitCode {
 
 /// Swarm runs from fresh seeds until `budget` seconds are spent; stops at the first
 /// failure, which has printed its replay.
-fn swarm_until(budget: f64, max_nodes: usize) -> ExitCode {
+fn swarm_until(first: u64, budget: f64, max_nodes: usize) -> ExitCode {
     let start = std::time::Instant::now();
-    let mut seed = fresh_seed();
+    let mut seed = first;
     println!("swarm: first seed {seed}, budget {budget:.0} s, at most {max_nodes} nodes");
     let mut runs = 0;
     while start.elapsed().as_secs_f64() < budget {

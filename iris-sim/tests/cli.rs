@@ -65,3 +65,25 @@ fn a_failing_run_exits_non_zero_and_prints_how_to_replay_it() {
         "{out}"
     );
 }
+
+#[test]
+fn a_swarm_prints_its_first_seed_and_each_run_and_replays_from_it() {
+    let args = [
+        "--swarm",
+        "--budget",
+        "0.1",
+        "--max-nodes",
+        "12",
+        "--swarm-from",
+        "42",
+    ];
+    let (code, out) = sim(&args);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("swarm: first seed 42,"), "{out}");
+    assert!(out.contains("swarm seed 42: "), "{out}");
+    assert!(out.contains("runs passed"), "{out}");
+    // The same first seed draws the same runs.
+    let again = sim(&args).1;
+    let line = |o: &str| o.lines().nth(1).map(str::to_owned);
+    assert_eq!(line(&out), line(&again));
+}
