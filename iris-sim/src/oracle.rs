@@ -48,7 +48,7 @@ pub enum Violation {
         /// The dead node it chose.
         dead: NodeId,
     },
-    /// Not every node converged, with a right leaf set, within the liveness bound after
+    /// The overlay was not right (leaf sets, table entries) within the liveness bound after
     /// the last fault (see `liveness_bound`).
     NotConverged {
         /// The bound, in virtual seconds.
@@ -137,6 +137,19 @@ pub(crate) fn check_final(
 
 /// The nodes whose leaf sets are not the `half` nearest live nodes on each side (judged
 /// against the configured size, not the node's own view of it).
+/// Whether the overlay is right: every leaf set the true nearest live nodes, and every
+/// routing-table entry a live node in its slot. The liveness check waits for this.
+pub(crate) fn overlay_right(live: &[&Overlay], half: usize) -> bool {
+    if !wrong_leaf_sets(live, half).is_empty() {
+        return false;
+    }
+    let mut sorted: Vec<NodeId> = live.iter().map(|n| n.id()).collect();
+    sorted.sort_unstable();
+    let mut wrong = Vec::new();
+    check_tables(live, &sorted, &mut wrong);
+    wrong.is_empty()
+}
+
 pub(crate) fn wrong_leaf_sets(live: &[&Overlay], half: usize) -> Vec<Violation> {
     let mut sorted: Vec<NodeId> = live.iter().map(|n| n.id()).collect();
     sorted.sort_unstable();

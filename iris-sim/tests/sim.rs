@@ -246,3 +246,15 @@ fn a_hundred_nodes_joining_at_once_converge() {
     );
     assert!(s.nodes >= 95);
 }
+
+/// Found by swarm testing: the first link break of a run was drawn without regard to the
+/// end of the faults, so a short run could break a link after the quiet phase began, and
+/// the oracle then judged leaf sets while a live neighbour was cut off. Faults now all end
+/// where the quiet phase begins. Replay: `cargo run --release -p iris-sim -- --swarm-seed
+/// 9323506177413806589 --max-nodes 200`.
+#[test]
+fn no_fault_strikes_after_the_quiet_phase_begins() {
+    let cfg = iris_sim::swarm::draw(9_323_506_177_413_806_589, 200);
+    assert!(cfg.link_breaks > 0.0 && cfg.minutes <= 0.5);
+    assert_eq!(run(&cfg).violations, vec![]);
+}
