@@ -19,7 +19,9 @@
 //! - **Repair.** A neighbour silent for `misses` beats, whose link is lost, which the overlay
 //!   found dead, or which restarted (a new epoch), is dropped: its subtrees re-subscribe,
 //!   avoiding it. A root that the overlay no longer routes its key to (a closer node joined)
-//!   subscribes to the new root.
+//!   subscribes to the new root. When routes change, the next hop toward a key may be a
+//!   node's own child: the child is let go first (NOT_IN_TREE: it subscribes again along its
+//!   own route), then taken as parent, so the tree neither loops nor keeps two roots.
 //!
 //! This machine keeps the trees; the node decides what travels on them, asking it where to
 //! flood a multicast, where to send an anycast (weighted by the capacities reported), and
@@ -213,6 +215,9 @@ pub struct ScribeStats {
     pub subscribes: u64,
     /// Multicast messages dropped as seen before.
     pub duplicates: u64,
+    /// Children let go because the overlay came to route the tree's key through them
+    /// (they re-subscribe along their own route, and this node subscribes through them).
+    pub handed_over: u64,
 }
 
 /// A tree neighbour: how many of this node's trees it is in, and when it was last heard.
@@ -701,10 +706,23 @@ impl Scribe {
         let Some(t) = self.trees.get_mut(&key) else {
             return;
         };
-        let hop = router
-            .next_hop(key, avoid)
-            // Never a child of its own child: that would be a loop.
-            .filter(|h| !t.children.contains_key(&h.id));
+        let hop = router.next_hop(key, avoid);
+        if let Some(h) = hop
+            && t.children.remove(&h.id).is_some()
+        {
+            // The overlay now routes the key through a child: the tree took its shape
+            // before the routes changed (a root whose key moved on, a node whose parent
+            // died). Never a child of its own child, that would be a loop; and staying
+            // parentless would split the tree for good. So the child is let go first (it
+            // subscribes again along its own route, which after the change does not come
+            // back here), then taken as parent like any other hop: on one link, in order.
+            self.outbox.push_back((h, ScribeMsg::NotInTree { key }));
+            self.unref(h.id);
+            self.stats.handed_over += 1;
+        }
+        let Some(t) = self.trees.get_mut(&key) else {
+            return;
+        };
         if let Some(old) = t.parent.take() {
             self.outbox.push_back((old, ScribeMsg::Unsubscribe { key }));
             self.unref(old.id);

@@ -239,6 +239,38 @@ fn a_root_that_is_no_longer_closest_hands_over() {
 }
 
 #[test]
+fn a_root_whose_key_moved_to_its_own_child_lets_the_child_go_and_subscribes_through_it() {
+    // Found by swarm testing (400 nodes): node 2, the root, has child 1; then the overlay
+    // comes to route the key from 2 through 1, and from 1 to a new node 9. Without the
+    // hand-over, 2 may not take its child as parent (a loop) and stays a second root.
+    let mut net = Net::chain(2);
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
+    let key = group().tree_key(0);
+    assert!(net.scribe(2).is_neighbour(key, NodeId(1)));
+    let now = net.now;
+    let r9 = Fixed {
+        own: contact(9),
+        hops: vec![],
+    };
+    net.nodes
+        .insert(NodeId(9), (Scribe::new(ScribeConfig::default(), now), r9));
+    net.nodes.get_mut(&NodeId(2)).unwrap().1.hops = vec![contact(1)];
+    net.nodes.get_mut(&NodeId(1)).unwrap().1.hops = vec![contact(9)];
+    net.beats(1, &[]);
+    // One tree again: 2 -> 1 -> 9, the root.
+    let parent = |i: u128| net.scribe(i).relations(key).and_then(|(p, _)| p);
+    assert_eq!(
+        (parent(2), parent(1), parent(9)),
+        (Some(NodeId(1)), Some(NodeId(9)), None)
+    );
+    // Every tree of the group (the test routes all keys alike).
+    assert_eq!(
+        net.scribe(2).stats().handed_over,
+        u64::from(ScribeConfig::default().splits)
+    );
+}
+
+#[test]
 fn a_subscription_naming_another_groups_key_is_ignored() {
     let mut net = Net::chain(2);
     let now = net.now;
