@@ -44,6 +44,9 @@ pub(super) struct PeerLink {
     pub(super) clock: OneWay,
 }
 
+/// The reason a link closed as a duplicate carries: its peer keeps another link.
+const DUPLICATE: &str = "duplicate link";
+
 impl Mesh {
     /// The driver opened a connection: accepted (`dial` is `None`) or answering a dial.
     pub(super) fn on_connected(
@@ -244,6 +247,16 @@ impl Mesh {
                     reason: format!("closed by peer: {reason:?}"),
                 }));
         }
+        if reason == DUPLICATE {
+            // The peer keeps another link to us, which our side may not have identified
+            // yet: the peer is not unlinked, so nothing that follows it (a tunnel, a tree)
+            // may end. Its messages go by the other link once it is up (or a new one).
+            if let Some(c) = pl.peer
+                && self.by_id.get(&c.id) == Some(&id)
+            {
+                self.by_id.remove(&c.id);
+            }
+        }
         self.close_link(now, id, "closed");
     }
 
@@ -368,7 +381,7 @@ impl Mesh {
             .extend(moved);
         self.by_id.insert(peer, keep);
         self.stats.links_duplicate += 1;
-        self.close_link(now, drop, "duplicate link");
+        self.close_link(now, drop, DUPLICATE);
         keep
     }
 

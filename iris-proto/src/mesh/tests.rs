@@ -661,3 +661,96 @@ fn a_leaving_node_waits_for_its_peers_to_close_but_not_for_ever() {
     );
     assert_eq!(net.mesh(a).link_count(), 0);
 }
+
+/// A bare mesh and the test's own ends of links to it: only the mesh's own inputs and
+/// outputs, so what it tells its node (`poll_incoming`) can be looked at.
+struct Bare {
+    mesh: Mesh,
+    now: Instant,
+}
+
+impl Bare {
+    fn new() -> Bare {
+        let now = Instant::ZERO;
+        let mesh = Mesh::new(mesh_config(0, &[]), Security::Plain, [1; 32], now);
+        Bare { mesh, now }
+    }
+
+    /// Carries the mesh's transmissions on `link` to `ours`.
+    fn to_ours(&mut self, link: LinkId, ours: &mut Link) {
+        let mut rest = VecDeque::new();
+        while let Some(out) = self.mesh.poll_output() {
+            match out {
+                MeshOutput::Transmit(l, bytes) if l == link => {
+                    ours.handle(self.now, LinkInput::Bytes(&bytes));
+                }
+                other => rest.push_back(other),
+            }
+        }
+        self.mesh.outputs.extend(rest);
+    }
+
+    fn to_mesh(&mut self, link: LinkId, ours: &mut Link) {
+        while let Some(frame) = ours.poll_transmit() {
+            self.mesh.handle(self.now, MeshInput::Data(link, &frame));
+        }
+        self.to_ours(link, ours);
+    }
+
+    /// An inbound link, open (IDENT not sent yet).
+    fn open(&mut self, link: LinkId) -> Link {
+        self.mesh.handle(
+            self.now,
+            MeshInput::Connected {
+                link,
+                dial: None,
+                from: None,
+            },
+        );
+        let cfg = LinkConfig {
+            network: "test-net".into(),
+            ..LinkConfig::default()
+        };
+        let mut ours = Link::plain(Role::Initiator, cfg, self.now);
+        self.to_mesh(link, &mut ours);
+        self.to_mesh(link, &mut ours);
+        assert_eq!(ours.poll_output(), Some(LinkEvent::Established));
+        ours
+    }
+
+    fn incoming(&mut self) -> Vec<Incoming> {
+        std::iter::from_fn(|| self.mesh.poll_incoming()).collect()
+    }
+}
+
+#[test]
+fn a_link_its_peer_closed_as_a_duplicate_does_not_unlink_the_peer() {
+    for (reason, unlinked) in [("duplicate link", false), ("idle", true)] {
+        let mut m = Bare::new();
+        let peer = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
+        let (l1, l2) = (LinkId(1), LinkId(2));
+        let mut first = m.open(l1);
+        first
+            .send_control(wire::encode(&PeerMsg::Ident(0, peer)))
+            .unwrap();
+        m.to_mesh(l1, &mut first);
+        assert!(m.mesh.is_linked(NodeId(42)));
+        // The peer's second link is up, its IDENT not here yet, when the peer keeps it
+        // and closes the first.
+        let mut second = m.open(l2);
+        m.incoming();
+        first.close(reason);
+        m.to_mesh(l1, &mut first);
+        let lost = m
+            .incoming()
+            .iter()
+            .any(|i| matches!(i, Incoming::Unlinked { node, .. } if *node == NodeId(42)));
+        assert_eq!(lost, unlinked, "closed as {reason:?}");
+        // The second link's IDENT: linked again.
+        second
+            .send_control(wire::encode(&PeerMsg::Ident(0, peer)))
+            .unwrap();
+        m.to_mesh(l2, &mut second);
+        assert!(m.mesh.is_linked(NodeId(42)), "closed as {reason:?}");
+    }
+}
