@@ -677,7 +677,7 @@ impl Bare {
     }
 
     /// Carries the mesh's transmissions on `link` to `ours`.
-    fn to_ours(&mut self, link: LinkId, ours: &mut Link) {
+    fn carry_out(&mut self, link: LinkId, ours: &mut Link) {
         let mut rest = VecDeque::new();
         while let Some(out) = self.mesh.poll_output() {
             match out {
@@ -690,11 +690,11 @@ impl Bare {
         self.mesh.outputs.extend(rest);
     }
 
-    fn to_mesh(&mut self, link: LinkId, ours: &mut Link) {
+    fn carry_in(&mut self, link: LinkId, ours: &mut Link) {
         while let Some(frame) = ours.poll_transmit() {
             self.mesh.handle(self.now, MeshInput::Data(link, &frame));
         }
-        self.to_ours(link, ours);
+        self.carry_out(link, ours);
     }
 
     /// An inbound link, open (IDENT not sent yet).
@@ -712,8 +712,8 @@ impl Bare {
             ..LinkConfig::default()
         };
         let mut ours = Link::plain(Role::Initiator, cfg, self.now);
-        self.to_mesh(link, &mut ours);
-        self.to_mesh(link, &mut ours);
+        self.carry_in(link, &mut ours);
+        self.carry_in(link, &mut ours);
         assert_eq!(ours.poll_output(), Some(LinkEvent::Established));
         ours
     }
@@ -733,14 +733,14 @@ fn a_link_its_peer_closed_as_a_duplicate_does_not_unlink_the_peer() {
         first
             .send_control(wire::encode(&PeerMsg::Ident(0, peer)))
             .unwrap();
-        m.to_mesh(l1, &mut first);
+        m.carry_in(l1, &mut first);
         assert!(m.mesh.is_linked(NodeId(42)));
         // The peer's second link is up, its IDENT not here yet, when the peer keeps it
         // and closes the first.
         let mut second = m.open(l2);
         m.incoming();
         first.close(reason);
-        m.to_mesh(l1, &mut first);
+        m.carry_in(l1, &mut first);
         let lost = m
             .incoming()
             .iter()
@@ -750,7 +750,7 @@ fn a_link_its_peer_closed_as_a_duplicate_does_not_unlink_the_peer() {
         second
             .send_control(wire::encode(&PeerMsg::Ident(0, peer)))
             .unwrap();
-        m.to_mesh(l2, &mut second);
+        m.carry_in(l2, &mut second);
         assert!(m.mesh.is_linked(NodeId(42)), "closed as {reason:?}");
     }
 }
