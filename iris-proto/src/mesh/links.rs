@@ -3,7 +3,6 @@
 
 use super::events::Undelivered;
 use super::events::{Incoming, MeshEvent, MeshOutput};
-use super::one_way::OneWay;
 use super::send::{Class, Waiting, put};
 use super::wire::{self, PeerMsg};
 use super::{DialId, LinkId, Mesh, MeshTimer};
@@ -40,8 +39,6 @@ pub(super) struct PeerLink {
     pub(super) last_used: Instant,
     /// Bytes handed to the driver and not yet reported written.
     pub(super) inflight: usize,
-    /// The peer's fastest one-way trip, from the stamps on its overlay messages.
-    pub(super) clock: OneWay,
 }
 
 /// The reason a link closed as a duplicate carries: its peer keeps another link.
@@ -98,7 +95,6 @@ impl Mesh {
                 queued: false,
                 last_used: now,
                 inflight: 0,
-                clock: OneWay::default(),
             }),
         );
         self.mark(id);
@@ -194,11 +190,11 @@ impl Mesh {
         pl.last_used = now;
         match (wire::decode_bytes(&bytes), pl.peer) {
             (Ok(PeerMsg::Ident(clock, c)), None) => {
-                pl.clock.sample(now, clock);
+                self.clock_sample(now, c, clock);
                 self.on_ident(now, id, c)
             }
             (Ok(PeerMsg::Overlay(clock, m)), Some(c)) => {
-                pl.clock.sample(now, clock);
+                self.clock_sample(now, c, clock);
                 let farewell = matches!(m, OverlayMsg::Leave);
                 self.overlay.handle(now, OverlayInput::Message(c, m));
                 if farewell {

@@ -53,6 +53,7 @@ use admission::Admission;
 use dials::Dials;
 use discovery::Discovery;
 use links::PeerLink;
+use one_way::OneWay;
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
@@ -130,6 +131,11 @@ pub struct Mesh {
     cfg: MeshConfig,
     /// `cfg.link`, shared by every link (one copy a node, not one a link).
     link_cfg: Arc<LinkConfig>,
+    /// Each peer's incarnation and fastest one-way trip (`one_way`), remembered across
+    /// its links: a link made after a partition or a stall may carry only late messages
+    /// at first, and would take them for the fastest trip. Dropped by the idle sweep once
+    /// unlinked and heard from no more for two windows (what they held has expired).
+    clocks: Map<NodeId, (u64, OneWay)>,
     security: Security,
     overlay: Overlay,
     rng: ChaCha8Rng,
@@ -204,6 +210,7 @@ impl Mesh {
             leaving: false,
             stats: MeshStats::default(),
             link_cfg: Arc::new(cfg.link.clone()),
+            clocks: Map::default(),
             cfg,
         };
         mesh.try_seeds(now);
@@ -288,8 +295,20 @@ impl Mesh {
     /// ms; [`one_way::stamp`]) took to arrive at `now`: `None` while no link to it has
     /// carried a stamped overlay message (see [`one_way`]).
     pub(crate) fn transit_excess(&self, peer: NodeId, now: Instant, sent: u64) -> Option<Duration> {
-        let link = self.by_id.get(&peer)?;
-        self.links.get(link)?.clock.excess(now, sent)
+        let (_, clock) = self.clocks.get(&peer)?;
+        clock.excess(now, sent)
+    }
+
+    /// A message stamped `clock` by `peer` arrived now. A peer that restarted (another
+    /// epoch) has another clock: what was learnt of the last one is dropped.
+    fn clock_sample(&mut self, now: Instant, peer: Contact, clock: u64) {
+        let entry = self
+            .clocks
+            .get_or_insert_with(peer.id, || (peer.epoch, OneWay::default()));
+        if entry.0 != peer.epoch {
+            *entry = (peer.epoch, OneWay::default());
+        }
+        entry.1.sample(now, clock);
     }
 
     /// Links open or opening.

@@ -50,6 +50,11 @@ impl OneWay {
         self.current = self.current.min(gap(now, sent));
     }
 
+    /// Whether every sample is older than two windows: nothing is known any more.
+    pub(crate) fn is_stale(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.window_start) >= WINDOW * 2
+    }
+
     /// How much longer than the fastest trip seen a message stamped `sent` took to arrive
     /// at `now`; `None` before any sample.
     pub(crate) fn excess(&self, now: Instant, sent: u64) -> Option<Duration> {

@@ -1,5 +1,6 @@
 //! The idle sweep: links nobody used for `link_idle` are closed (peers probed once and not
-//! kept), unless a tunnel keeps them ([`Mesh::pin`]).
+//! kept), unless a tunnel keeps them ([`Mesh::pin`]); and what is known of the clocks of
+//! peers unlinked and silent for long is forgotten.
 
 use super::{LinkId, Mesh, MeshTimer};
 use crate::time::Instant;
@@ -20,6 +21,12 @@ impl Mesh {
         for id in idle {
             self.stats.links_idle += 1;
             self.close_link(now, id, "idle");
+        }
+        for peer in self.clocks.keys_sorted() {
+            let stale = self.clocks.get(&peer).is_some_and(|(_, c)| c.is_stale(now));
+            if stale && !self.by_id.contains_key(&peer) {
+                self.clocks.remove(&peer);
+            }
         }
     }
 }
