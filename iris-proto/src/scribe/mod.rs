@@ -20,8 +20,9 @@
 //!   found dead, or which restarted (a new epoch), is dropped: its subtrees re-subscribe,
 //!   avoiding it. A root that the overlay no longer routes its key to (a closer node joined)
 //!   subscribes to the new root. When routes change, the next hop toward a key may be a
-//!   node's own child: the child is let go first (NOT_IN_TREE: it subscribes again along its
-//!   own route), then taken as parent, so the tree neither loops nor keeps two roots.
+//!   node's own child: the child is let go (NOT_IN_TREE: it subscribes again along its own
+//!   route) and the node subscribes on its next beat, so the tree neither loops nor keeps
+//!   two roots.
 //!
 //! This machine keeps the trees; the node decides what travels on them, asking it where to
 //! flood a multicast, where to send an anycast (weighted by the capacities reported), and
@@ -707,22 +708,6 @@ impl Scribe {
             return;
         };
         let hop = router.next_hop(key, avoid);
-        if let Some(h) = hop
-            && t.children.remove(&h.id).is_some()
-        {
-            // The overlay now routes the key through a child: the tree took its shape
-            // before the routes changed (a root whose key moved on, a node whose parent
-            // died). Never a child of its own child, that would be a loop; and staying
-            // parentless would split the tree for good. So the child is let go first (it
-            // subscribes again along its own route, which after the change does not come
-            // back here), then taken as parent like any other hop: on one link, in order.
-            self.outbox.push_back((h, ScribeMsg::NotInTree { key }));
-            self.unref(h.id);
-            self.stats.handed_over += 1;
-        }
-        let Some(t) = self.trees.get_mut(&key) else {
-            return;
-        };
         if let Some(old) = t.parent.take() {
             self.outbox.push_back((old, ScribeMsg::Unsubscribe { key }));
             self.unref(old.id);
@@ -733,17 +718,32 @@ impl Scribe {
         t.parent_capacity = 0;
         t.parent_told = u32::MAX;
         t.attached_at = Some(now);
-        if let Some(h) = hop {
-            t.parent = Some(h);
-            let msg = ScribeMsg::Subscribe {
-                key,
-                group: t.group.clone(),
-                index: t.index,
-            };
-            self.stats.subscribes += 1;
-            self.outbox.push_back((h, msg));
-            self.add_ref(now, h);
+        let Some(h) = hop else {
+            return; // the root
+        };
+        if t.children.remove(&h.id).is_some() {
+            // The overlay now routes the key through a child: the tree took its shape
+            // before the routes changed (a root whose key moved on, a node whose parent
+            // died). Never a child of its own child, that would be a loop; and staying
+            // parentless for good would split the tree. So the child is let go (it
+            // subscribes again along its own route) and this node stays parentless until
+            // its next beat, when it subscribes along its route, through the former child
+            // if the routes still say so. Should the child's route lead back here while
+            // the overlay settles, it is simply taken back as a child: no loop forms.
+            self.outbox.push_back((h, ScribeMsg::NotInTree { key }));
+            self.unref(h.id);
+            self.stats.handed_over += 1;
+            return;
         }
+        t.parent = Some(h);
+        let msg = ScribeMsg::Subscribe {
+            key,
+            group: t.group.clone(),
+            index: t.index,
+        };
+        self.stats.subscribes += 1;
+        self.outbox.push_back((h, msg));
+        self.add_ref(now, h);
     }
 
     /// Leaves a tree nobody needs here any more.
