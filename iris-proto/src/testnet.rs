@@ -268,6 +268,24 @@ impl Net {
         self.drain();
     }
 
+    /// Node `i`'s links to node `j` fail on `i`'s side only (a socket error there): `j`
+    /// is told nothing and its ends stay open, but nothing more crosses them.
+    pub fn fail_links_one_side(&mut self, i: usize, j: usize) {
+        let ends: Vec<(usize, LinkId)> = self
+            .peer_of
+            .iter()
+            .filter(|(end, other)| end.0 == i && other.0 == j)
+            .map(|(&end, _)| end)
+            .collect();
+        for end in ends {
+            if let Some(other) = self.peer_of.remove(&end) {
+                self.peer_of.remove(&other);
+                self.queue.push_back((i, Action::Gone(end.1)));
+            }
+        }
+        self.drain();
+    }
+
     fn new_link(&mut self) -> LinkId {
         self.next_link += 1;
         LinkId(self.next_link)

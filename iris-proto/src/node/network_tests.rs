@@ -284,6 +284,53 @@ fn a_tunnel_between_nodes_carries_both_ways_in_order_and_closes_at_both_ends() {
     );
 }
 
+/// Found by swarm testing (seed 10299683644721871928 at 200 nodes: a dial failing just
+/// after a partition healed): a node that lost its link to the other end of a tunnel
+/// ended its own end, and the other node, alive and never told, kept its end open for
+/// good. It is now told, over a new link.
+#[test]
+fn a_tunnel_lost_on_one_side_is_closed_at_the_other_end_too() {
+    let mut net = Net::ready(3);
+    let m = net.client(2, "svc");
+    let c = net.client(0, "");
+    net.secs(2);
+    net.send(
+        0,
+        c,
+        ClientPacket::TunInit {
+            tun_id: 5,
+            cluster: "svc".into(),
+            timeout_ms: 5000,
+        },
+    );
+    let got = net.take(2, m);
+    let [NodePacket::TunInit { build_id, .. }] = got[..] else {
+        panic!("the member got {got:?}");
+    };
+    net.send(
+        2,
+        m,
+        ClientPacket::TunConfirm {
+            build_id,
+            tun_id: 9,
+        },
+    );
+    net.take(0, c);
+    net.take(2, m);
+    // Node 0's socket to node 2 fails; node 2 notices nothing.
+    net.fail_links_one_side(0, 2);
+    let got = net.take(0, c);
+    assert!(
+        matches!(&got[..], [NodePacket::TunClose { tun_id: 5, reason }] if !reason.is_empty()),
+        "{got:?}"
+    );
+    let got = net.take(2, m);
+    assert!(
+        matches!(&got[..], [NodePacket::TunClose { tun_id: 9, reason }] if !reason.is_empty()),
+        "the member's end stayed open: {got:?}"
+    );
+}
+
 #[test]
 fn a_dead_member_node_ends_requests_in_time_and_tunnels_with_a_reason() {
     let mut net = Net::ready(3);

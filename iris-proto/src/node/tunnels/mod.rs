@@ -274,8 +274,19 @@ impl Tunnels {
             if self.is_building(key) {
                 self.fail_build(key, fx);
             } else {
-                // The link is gone: nothing more can go to that side.
-                if let Some(t) = self.tunnels.get_mut(&key) {
+                // The link is gone: nothing more of the tunnel's goes to that side. But the
+                // other node may well be alive (a failed dial after a partition healed, a
+                // link lost between two live nodes) and would keep its end open for good:
+                // it is told, if it can still be reached (otherwise this is dropped).
+                if let Some(t) = self.tunnels.get_mut(&key)
+                    && let Endpoint::Remote(node, tun) = t.ends[side].at
+                {
+                    let msg = NodeMsg::TunnelClose {
+                        tun: tun.0,
+                        reason: "the link between the nodes was lost".into(),
+                    };
+                    fx.push(to_peer(node, Class::Stream, &msg, Refusal::Ignore));
+                    fx.push(Effect::Unpin(node.id));
                     t.ends[side].at = Endpoint::Nowhere;
                 }
                 self.close_open(key, 1 - side, "the other node is gone", fx);
