@@ -234,31 +234,10 @@ pub fn run(cfg: &SimConfig) -> Summary {
     }
     sim.run_until(sim.churn_until);
 
-    // Quiet phase: every second, is the overlay right (every leaf set the true nearest live
-    // nodes, every table entry a live node in its slot)? It must be within the liveness
-    // bound. (What nodes say of themselves, `is_converged`, is for their readiness: a node
-    // calls itself unconverged while its table still fills, which is no fault.)
-    let settle_from = sim.churn_until.max(sim.last_fault);
-    let bound = liveness_bound(cfg, sim.by_id.len());
-    let limit = settle_from + bound.as_nanos() as u64;
-    let mut t = settle_from;
-    let mut converged_at = None;
-    while t < limit {
-        t += 1_000_000_000;
-        sim.run_until(t);
-        if oracle::overlay_right(&sim.live(), cfg.overlay.leaf_set_size / 2) {
-            converged_at = Some(t);
-            break;
-        }
-    }
-    if converged_at.is_none() {
-        sim.violations.push(Violation::NotConverged {
-            bound_secs: bound.as_secs(),
-        });
-    }
+    let quiet = quiet_phase(&mut sim, cfg);
     // The final checks: routing tables are judged once the failure detector had time to
     // find every dead entry (a table entry is pinged every few periods).
-    let end = converged_at.unwrap_or(limit).max(settle_from + sim.detect);
+    let end = quiet.settled_at().max(quiet.from + sim.detect);
     sim.run_until(end);
     // Peers never send what does not parse: any such message is a bug in the core.
     for n in sim.slots.iter().flatten() {
@@ -332,7 +311,7 @@ pub fn run(cfg: &SimConfig) -> Summary {
         links_mean: links.iter().sum::<usize>() as f64 / links.len().max(1) as f64,
         links_max: links.iter().copied().max().unwrap_or(0),
         links_refused,
-        convergence_bound_secs: bound.as_secs_f64(),
+        convergence_bound_secs: quiet.bound.as_secs_f64(),
         table_fill: fill.filled as f64 / fill.fillable.max(1) as f64,
         peak_rss_mib: peak_rss_mib(),
         audit,
@@ -349,7 +328,7 @@ pub fn run(cfg: &SimConfig) -> Summary {
             .get(sorted.len().saturating_sub(1) * 99 / 100)
             .copied()
             .unwrap_or(0),
-        convergence_secs: (converged_at.unwrap_or(limit) - settle_from) as f64 / 1e9,
+        convergence_secs: (quiet.settled_at() - quiet.from) as f64 / 1e9,
         maintenance_bytes_per_node_per_sec: sim.bytes_sent as f64
             / cfg.nodes.max(1) as f64
             / (end as f64 / 1e9),
@@ -368,6 +347,54 @@ fn peak_rss_mib() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(0, |kib| kib / 1024)
+}
+
+/// What the quiet phase after the last fault measured (virtual ns).
+struct Quiet {
+    /// When it began.
+    from: u64,
+    /// The liveness bound it was held to.
+    bound: Duration,
+    /// When the overlay was right, if it was within the bound.
+    right_at: Option<u64>,
+}
+
+impl Quiet {
+    /// When the overlay was right, or the bound's end if it never was.
+    fn settled_at(&self) -> u64 {
+        self.right_at
+            .unwrap_or(self.from + self.bound.as_nanos() as u64)
+    }
+}
+
+/// Quiet phase: every second, is the overlay right (every leaf set the true nearest live
+/// nodes, every table entry a live node in its slot)? It must be within the liveness bound.
+/// (What nodes say of themselves, `is_converged`, is for their readiness: a node calls
+/// itself unconverged while its table still fills, which is no fault.)
+fn quiet_phase(sim: &mut Sim, cfg: &SimConfig) -> Quiet {
+    let from = sim.churn_until.max(sim.last_fault);
+    let bound = liveness_bound(cfg, sim.by_id.len());
+    let limit = from + bound.as_nanos() as u64;
+    let mut t = from;
+    let mut right_at = None;
+    while t < limit {
+        t += 1_000_000_000;
+        sim.run_until(t);
+        if oracle::overlay_right(&sim.live(), cfg.overlay.leaf_set_size / 2) {
+            right_at = Some(t);
+            break;
+        }
+    }
+    if right_at.is_none() {
+        sim.violations.push(Violation::NotConverged {
+            bound_secs: bound.as_secs(),
+        });
+    }
+    Quiet {
+        from,
+        bound,
+        right_at,
+    }
 }
 
 /// How long after the last fault the overlay must be right (every leaf set the true nearest

@@ -284,6 +284,34 @@ fn a_tunnel_between_nodes_carries_both_ways_in_order_and_closes_at_both_ends() {
     );
 }
 
+/// Opens a tunnel from client `from` (node, connection, tunnel id) to the member of
+/// "svc" at `to`, which confirms it as its tunnel id; what both clients were told is read.
+fn open_tunnel(net: &mut Net, from: (usize, ConnId, u64), to: (usize, ConnId, u64)) {
+    net.send(
+        from.0,
+        from.1,
+        ClientPacket::TunInit {
+            tun_id: from.2,
+            cluster: "svc".into(),
+            timeout_ms: 5000,
+        },
+    );
+    let got = net.take(to.0, to.1);
+    let [NodePacket::TunInit { build_id, .. }] = got[..] else {
+        panic!("the member got {got:?}");
+    };
+    net.send(
+        to.0,
+        to.1,
+        ClientPacket::TunConfirm {
+            build_id,
+            tun_id: to.2,
+        },
+    );
+    net.take(from.0, from.1);
+    net.take(to.0, to.1);
+}
+
 /// Found by swarm testing (seed 10299683644721871928 at 200 nodes: a dial failing just
 /// after a partition healed): a node that lost its link to the other end of a tunnel
 /// ended its own end, and the other node, alive and never told, kept its end open for
@@ -294,29 +322,7 @@ fn a_tunnel_lost_on_one_side_is_closed_at_the_other_end_too() {
     let m = net.client(2, "svc");
     let c = net.client(0, "");
     net.secs(2);
-    net.send(
-        0,
-        c,
-        ClientPacket::TunInit {
-            tun_id: 5,
-            cluster: "svc".into(),
-            timeout_ms: 5000,
-        },
-    );
-    let got = net.take(2, m);
-    let [NodePacket::TunInit { build_id, .. }] = got[..] else {
-        panic!("the member got {got:?}");
-    };
-    net.send(
-        2,
-        m,
-        ClientPacket::TunConfirm {
-            build_id,
-            tun_id: 9,
-        },
-    );
-    net.take(0, c);
-    net.take(2, m);
+    open_tunnel(&mut net, (0, c, 5), (2, m, 9));
     // Node 0's socket to node 2 fails; node 2 notices nothing.
     net.fail_links_one_side(0, 2);
     let got = net.take(0, c);
@@ -337,28 +343,7 @@ fn a_dead_member_node_ends_requests_in_time_and_tunnels_with_a_reason() {
     let m = net.client(2, "svc");
     let c = net.client(0, "");
     net.secs(2);
-    net.send(
-        0,
-        c,
-        ClientPacket::TunInit {
-            tun_id: 1,
-            cluster: "svc".into(),
-            timeout_ms: 5000,
-        },
-    );
-    let NodePacket::TunInit { build_id, .. } = net.take(2, m)[0] else {
-        panic!("no offer");
-    };
-    net.send(
-        2,
-        m,
-        ClientPacket::TunConfirm {
-            build_id,
-            tun_id: 1,
-        },
-    );
-    net.take(0, c);
-    net.take(2, m);
+    open_tunnel(&mut net, (0, c, 1), (2, m, 1));
     net.send(
         0,
         c,
