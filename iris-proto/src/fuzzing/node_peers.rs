@@ -559,7 +559,11 @@ impl Driver {
                     leaves: maybe(r),
                 }
             }
-            2 => OverlayMsg::Ping { leaves: maybe(r) },
+            2 => OverlayMsg::Ping {
+                leaves: maybe(r),
+                // A round trip from the peer's pings: anything up to 255 ms, or none.
+                rtt: (r.b() % 2 == 1).then(|| Duration::from_millis(u64::from(r.b()))),
+            },
             3 => OverlayMsg::Pong { leaves: maybe(r) },
             4 => OverlayMsg::LeafRequest,
             5 => OverlayMsg::LeafReply {

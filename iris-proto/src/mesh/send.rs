@@ -62,6 +62,28 @@ impl Mesh {
         self.send_as(now, to, class, bytes)
     }
 
+    /// Opens a link to `to` unless one is up or on its way: for a message that will need it
+    /// soon. Nothing waits on it; an unused link closes when idle, as any.
+    pub fn reach(&mut self, now: Instant, to: Contact) {
+        let busy = self.by_id.contains_key(&to.id)
+            || self.dials.pending_for(to.id).is_some()
+            || self.opening(to.id).is_some();
+        if busy || self.leaving || to.addr == self.cfg.listen || !self.can_dial(now) {
+            return;
+        }
+        self.dial(now, to.addr, Some(to.id), Vec::new(), false);
+    }
+
+    /// A link that is up but whose peer has not yet said who it is, dialed to reach `id`:
+    /// the smallest such, whatever the map's order.
+    fn opening(&self, id: NodeId) -> Option<super::LinkId> {
+        self.links
+            .iter_unordered()
+            .filter(|(_, pl)| pl.peer.is_none() && pl.expect == Some(id) && !pl.link.is_closed())
+            .map(|(&l, _)| l)
+            .min()
+    }
+
     /// Keeps the link to `peer` however idle, until as many [`Mesh::unpin`]s.
     pub fn pin(&mut self, peer: NodeId) {
         *self.pinned.entry(peer).or_default() += 1;
@@ -118,14 +140,7 @@ impl Mesh {
             );
         }
         // A link that is up but whose peer has not yet said who it is may be the one.
-        // The smallest id wins, whatever the map's order.
-        let opening = self
-            .links
-            .iter_unordered()
-            .filter(|(_, pl)| pl.peer.is_none() && pl.expect == Some(to.id) && !pl.link.is_closed())
-            .map(|(&l, _)| l)
-            .min()
-            .and_then(|l| self.links.get_mut(&l));
+        let opening = self.opening(to.id).and_then(|l| self.links.get_mut(&l));
         if let Some(pl) = opening {
             return hold(
                 &mut pl.pending,

@@ -383,7 +383,13 @@ fn an_overlay_message_before_ident_is_a_violation() {
         a,
         link,
         &mut ours,
-        &PeerMsg::Overlay(0, OverlayMsg::Ping { leaves: None }),
+        &PeerMsg::Overlay(
+            0,
+            OverlayMsg::Ping {
+                leaves: None,
+                rtt: None,
+            },
+        ),
     );
     assert_eq!(net.mesh(a).stats().bad_messages, 1);
     assert!(net.closes.contains(&(a, link)));
@@ -643,7 +649,13 @@ fn a_leaving_node_waits_for_its_peers_to_close_but_not_for_ever() {
         a,
         link,
         &mut ours,
-        &PeerMsg::Overlay(0, OverlayMsg::Ping { leaves: None }),
+        &PeerMsg::Overlay(
+            0,
+            OverlayMsg::Ping {
+                leaves: None,
+                rtt: None,
+            },
+        ),
     );
     assert_eq!(net.mesh(a).stats().bad_messages, 0);
     let linger = MeshConfig::new("t", addr(0)).close_linger;

@@ -111,7 +111,13 @@ mod tests {
             assert_eq!(decode(&b), Ok(m));
             assert!(decode(&b[..b.len() - 1]).is_err());
         }
-        let m = PeerMsg::Overlay(123_456_789, OverlayMsg::Ping { leaves: None });
+        let m = PeerMsg::Overlay(
+            123_456_789,
+            OverlayMsg::Ping {
+                leaves: None,
+                rtt: None,
+            },
+        );
         assert_eq!(encode(&m).len(), size(&m));
         assert_eq!(decode(&encode(&m)), Ok(m));
         // The clock stamp is canonical LEB128: a padded one is refused.

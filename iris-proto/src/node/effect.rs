@@ -88,6 +88,9 @@ pub(crate) enum Effect {
         /// What a refusal means.
         refused: Refusal,
     },
+    /// Open a link to a peer now for a message that will need it soon (the reply a member
+    /// is working out), so that the dial overlaps the wait instead of following it.
+    Reach(Contact),
     /// Keep the link to a peer however idle (a tunnel runs over it).
     Pin(NodeId),
     /// Undo one [`Effect::Pin`].

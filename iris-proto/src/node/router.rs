@@ -126,6 +126,11 @@ impl Node {
                     self.refused(refused);
                 }
             }
+            Effect::Reach(peer) => {
+                if let Some(n) = self.net.as_mut() {
+                    n.mesh.reach(now, peer);
+                }
+            }
             Effect::Pin(node) => {
                 if let Some(n) = self.net.as_mut() {
                     n.mesh.pin(node);

@@ -106,6 +106,9 @@ pub enum OverlayMsg {
     Ping {
         /// The sender's leaf set.
         leaves: Option<Vec<Contact>>,
+        /// The sender's smoothed round trip to the receiver, if it measured one: of two
+        /// neighbours only one pings, and the other plans its requests with this.
+        rtt: Option<Duration>,
     },
     /// Liveness answer, with the leaf set when it changed since last told.
     Pong {
@@ -420,9 +423,14 @@ impl Overlay {
                     self.hear_of(now, id);
                 }
             }
-            OverlayMsg::Ping { leaves } => {
+            OverlayMsg::Ping { leaves, rtt } => {
                 if let Some(p) = self.peers.get_mut(&from.id) {
                     p.pinged_at = Some(now);
+                    // The path is the same both ways: the pinger's measure is ours too,
+                    // and ours may be old (see `tick`: only one of the two pings).
+                    if rtt.is_some() {
+                        p.rtt = rtt;
+                    }
                 }
                 if self.cfg.repair {
                     for c in leaves.into_iter().flatten() {
@@ -524,10 +532,12 @@ impl Overlay {
             .collect();
         for p in peers {
             let leaves = self.leaves_for(p.id);
+            let mut rtt = None;
             if let Some(peer) = self.peers.get_mut(&p.id) {
                 peer.ping_sent = Some(now);
+                rtt = peer.rtt;
             }
-            self.send(p, OverlayMsg::Ping { leaves });
+            self.send(p, OverlayMsg::Ping { leaves, rtt });
         }
         // Knowing nobody, retry the last join's contact (the mesh tells its driver,
         // which may offer another).
@@ -668,7 +678,13 @@ impl Overlay {
         }
         let patience = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
         self.probing.insert(id, now + patience);
-        self.send(c, OverlayMsg::Ping { leaves: None });
+        self.send(
+            c,
+            OverlayMsg::Ping {
+                leaves: None,
+                rtt: None,
+            },
+        );
     }
 
     /// Offers a node that has just spoken to us to the leaf set and the table; tracks it if
@@ -727,7 +743,13 @@ impl Overlay {
             if !self.dead.contains_key(&c.id) {
                 let patience = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
                 self.probing.insert(c.id, now + patience);
-                self.send(c, OverlayMsg::Ping { leaves: None });
+                self.send(
+                    c,
+                    OverlayMsg::Ping {
+                        leaves: None,
+                        rtt: None,
+                    },
+                );
                 return;
             }
         }

@@ -230,7 +230,10 @@ mod versions {
     }
 
     fn ping() -> OverlayMsg {
-        OverlayMsg::Ping { leaves: None }
+        OverlayMsg::Ping {
+            leaves: None,
+            rtt: None,
+        }
     }
 
     #[test]
@@ -294,6 +297,40 @@ mod versions {
         }
         assert!(matches!(&out[..], [(to, OverlayMsg::Pong { leaves: Some(_) })] if *to == moved));
         assert_eq!(a.peer_addr(NodeId(2)), Some(moved.addr));
+    }
+
+    /// Delivers what `from` sends to `to` at `at`; returns what was delivered.
+    fn pass(from: &mut Overlay, to: &mut Overlay, at: Instant) -> Vec<OverlayMsg> {
+        let msgs = sent_to(from, to.id().0);
+        for m in &msgs {
+            to.handle(at, OverlayInput::Message(from.contact(), m.clone()));
+        }
+        msgs
+    }
+
+    #[test]
+    fn the_node_that_is_pinged_learns_the_round_trip_from_the_pinger() {
+        let t0 = Instant::ZERO;
+        let period = OverlayConfig::default().heartbeat_period;
+        let mut a = Overlay::new(contact(1, 1), OverlayConfig::default(), t0, true);
+        let mut b = Overlay::new(contact(2, 1), OverlayConfig::default(), t0, true);
+        let one_way = Duration::from_millis(20);
+        // B hears of A and pings it first; from then on A's pings are covered by B's.
+        b.handle(t0, OverlayInput::Message(a.contact(), ping()));
+        sent_to(&mut b, 1);
+        let mut t = t0;
+        let mut a_pinged = false;
+        for _ in 0..3 {
+            t = t + period;
+            b.handle(t, OverlayInput::Timeout);
+            pass(&mut b, &mut a, t + one_way);
+            a.handle(t + one_way, OverlayInput::Timeout);
+            let answers = pass(&mut a, &mut b, t + one_way * 2);
+            a_pinged |= answers.iter().any(|m| matches!(m, OverlayMsg::Ping { .. }));
+        }
+        assert!(!a_pinged, "both ends pinged: the test shows nothing");
+        assert_eq!(b.rtt(a.id()), Some(one_way * 2));
+        assert_eq!(a.rtt(b.id()), Some(one_way * 2), "A plans with B's measure");
     }
 }
 

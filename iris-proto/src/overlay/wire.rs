@@ -6,10 +6,14 @@ use super::{Contact, NodeId, OverlayMsg};
 use crate::relay::codec::{put_varint, take_varint, varint_len};
 use bytes::{Buf, BufMut, BytesMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 use thiserror::Error;
 
 /// Most contacts one message may carry (32 table rows of 16, plus a leaf set, with room).
 pub(crate) const MAX_CONTACTS: usize = 1024;
+
+/// Longest round trip a ping may report (a pong later than a heartbeat is no sample).
+const MAX_RTT: Duration = Duration::from_secs(60);
 
 /// Why bytes are not an overlay message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -41,9 +45,10 @@ pub(crate) fn encode(msg: &OverlayMsg, out: &mut BytesMut) {
             put_contacts(out, rows);
             put_opt_contacts(out, leaves.as_deref());
         }
-        OverlayMsg::Ping { leaves } => {
+        OverlayMsg::Ping { leaves, rtt } => {
             out.put_u8(tag::PING);
             put_opt_contacts(out, leaves.as_deref());
+            put_varint(out, rtt_micros(*rtt));
         }
         OverlayMsg::Pong { leaves } => {
             out.put_u8(tag::PONG);
@@ -71,6 +76,7 @@ pub(crate) fn decode(mut p: &[u8]) -> Result<OverlayMsg, WireError> {
         },
         tag::PING => OverlayMsg::Ping {
             leaves: take_opt_contacts(p)?,
+            rtt: take_rtt(p)?,
         },
         tag::PONG => OverlayMsg::Pong {
             leaves: take_opt_contacts(p)?,
@@ -95,10 +101,29 @@ pub(crate) fn size(msg: &OverlayMsg) -> usize {
     1 + match msg {
         OverlayMsg::Join { joiner } => contact_len(joiner),
         OverlayMsg::JoinState { rows, leaves } => all(rows) + opt(leaves),
-        OverlayMsg::Ping { leaves } | OverlayMsg::Pong { leaves } => opt(leaves),
+        OverlayMsg::Ping { leaves, rtt } => opt(leaves) + varint_len(rtt_micros(*rtt)),
+        OverlayMsg::Pong { leaves } => opt(leaves),
         OverlayMsg::LeafReply { leaves } => all(leaves),
         OverlayMsg::LeafRequest | OverlayMsg::Leave => 0,
     }
+}
+
+/// A round trip on the wire: microseconds, at least 1, with 0 for none (so that a round
+/// trip below a microsecond still counts as measured).
+fn rtt_micros(rtt: Option<Duration>) -> u64 {
+    rtt.map_or(0, |d| (d.as_micros() as u64).max(1))
+}
+
+/// Parses a round trip (see [`rtt_micros`]); one longer than a minute is no round trip.
+fn take_rtt(p: &mut &[u8]) -> Result<Option<Duration>, WireError> {
+    let (micros, used) = take_varint(p).ok_or(WireError::Malformed("bad round trip varint"))?;
+    if used != varint_len(micros) {
+        return Err(WireError::Malformed("round trip varint not minimal"));
+    }
+    if micros > MAX_RTT.as_micros() as u64 {
+        return Err(WireError::Malformed("round trip over a minute"));
+    }
+    Ok((micros > 0).then(|| Duration::from_micros(micros)))
 }
 
 /// Appends a contact: the id, the epoch, then the address (`4 | ip | port` or
@@ -243,7 +268,14 @@ mod tests {
             contact().prop_map(|joiner| OverlayMsg::Join { joiner }),
             (contacts(), proptest::option::of(contacts()))
                 .prop_map(|(rows, leaves)| OverlayMsg::JoinState { rows, leaves }),
-            proptest::option::of(contacts()).prop_map(|leaves| OverlayMsg::Ping { leaves }),
+            (
+                proptest::option::of(contacts()),
+                proptest::option::of(1..=MAX_RTT.as_micros() as u64)
+            )
+                .prop_map(|(leaves, rtt)| OverlayMsg::Ping {
+                    leaves,
+                    rtt: rtt.map(Duration::from_micros)
+                }),
             proptest::option::of(contacts()).prop_map(|leaves| OverlayMsg::Pong { leaves }),
             Just(OverlayMsg::LeafRequest),
             contacts().prop_map(|leaves| OverlayMsg::LeafReply { leaves }),
@@ -294,6 +326,48 @@ mod tests {
         assert_eq!(
             decode(&trailing),
             Err(WireError::Malformed("trailing bytes"))
+        );
+    }
+
+    #[test]
+    fn a_ping_round_trip_is_canonical_and_bounded() {
+        // A ping with no leaf set: its tag, `0` for no leaves, then the round trip.
+        let ping = |rtt: &[u8]| [&[tag::PING, 0][..], rtt].concat();
+        let measured = OverlayMsg::Ping {
+            leaves: None,
+            rtt: Some(Duration::from_micros(300)),
+        };
+        assert_eq!(decode(&ping(&[0xac, 0x02])), Ok(measured));
+        let unmeasured = OverlayMsg::Ping {
+            leaves: None,
+            rtt: None,
+        };
+        assert_eq!(decode(&ping(&[0])), Ok(unmeasured));
+        // A round trip below a microsecond still says it was measured.
+        let mut b = BytesMut::new();
+        let tiny = Some(Duration::from_nanos(200));
+        encode(
+            &OverlayMsg::Ping {
+                leaves: None,
+                rtt: tiny,
+            },
+            &mut b,
+        );
+        assert_eq!(&b[..], &ping(&[1])[..]);
+        assert_eq!(
+            decode(&ping(&[0x80, 0x00])),
+            Err(WireError::Malformed("round trip varint not minimal"))
+        );
+        // 61 s in microseconds.
+        let mut long = BytesMut::new();
+        put_varint(&mut long, 61_000_000);
+        assert_eq!(
+            decode(&ping(&long)),
+            Err(WireError::Malformed("round trip over a minute"))
+        );
+        assert_eq!(
+            decode(&ping(&[])),
+            Err(WireError::Malformed("bad round trip varint"))
         );
     }
 }
