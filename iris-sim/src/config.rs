@@ -113,6 +113,9 @@ pub struct Summary {
     /// Live, reachable peers declared dead after they had been up longer than the failure
     /// detector needs (a slow link must not kill a node).
     pub false_deaths: u64,
+    /// Times a live node found a peer whose leaf set was from another part of the ring
+    /// and looked it up for it (`Overlay::misplaced_helped`).
+    pub misplaced_helped: u64,
     /// Invariant violations found.
     pub violations: Vec<Violation>,
     /// Hash of every event processed (and every byte clients read): equal for equal seeds.
@@ -172,7 +175,7 @@ impl Summary {
 
     fn overlay_json(&self) -> String {
         format!(
-            "{{\"nodes\":{},\"virtual_secs\":{:.1},\"events\":{},\"wall_secs\":{:.2},\"events_per_sec\":{:.0},\"mean_hops\":{:.3},\"p99_hops\":{},\"convergence_secs\":{:.1},\"maintenance_bytes_per_node_per_sec\":{:.1},\"false_deaths\":{},\"links_mean\":{:.1},\"links_max\":{},\"links_refused\":{},\"convergence_bound_secs\":{:.0},\"table_fill\":{:.4},\"peak_rss_mib\":{},\"violations\":{},\"trace_hash\":\"{:016x}\"}}",
+            "{{\"nodes\":{},\"virtual_secs\":{:.1},\"events\":{},\"wall_secs\":{:.2},\"events_per_sec\":{:.0},\"mean_hops\":{:.3},\"p99_hops\":{},\"convergence_secs\":{:.1},\"maintenance_bytes_per_node_per_sec\":{:.1},\"false_deaths\":{},\"misplaced_helped\":{},\"links_mean\":{:.1},\"links_max\":{},\"links_refused\":{},\"convergence_bound_secs\":{:.0},\"table_fill\":{:.4},\"peak_rss_mib\":{},\"violations\":{},\"trace_hash\":\"{:016x}\"}}",
             self.nodes,
             self.virtual_secs,
             self.events,
@@ -183,6 +186,7 @@ impl Summary {
             self.convergence_secs,
             self.maintenance_bytes_per_node_per_sec,
             self.false_deaths,
+            self.misplaced_helped,
             self.links_mean,
             self.links_max,
             self.links_refused,

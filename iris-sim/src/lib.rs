@@ -333,6 +333,7 @@ pub fn run(cfg: &SimConfig) -> Summary {
             / cfg.nodes.max(1) as f64
             / (end as f64 / 1e9),
         false_deaths: sim.false_deaths,
+        misplaced_helped: sim.live().iter().map(|o| o.misplaced_helped()).sum(),
         violations: sim.violations,
         trace_hash: sim.hash,
     }

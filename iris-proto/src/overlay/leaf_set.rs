@@ -105,6 +105,19 @@ impl LeafSet {
         far_left.cw(key) <= far_left.cw(far_right)
     }
 
+    /// True if the leaf set is full and `key` lies more than twice as far as the farthest
+    /// leaf on either side: not a node just past the edge (one this node has yet to hear of,
+    /// or one that learned of a death before this node did), but one from elsewhere on the
+    /// ring.
+    pub fn far_beyond(&self, key: NodeId) -> bool {
+        let (Some(&far_left), Some(&far_right)) = (self.left.last(), self.right.last()) else {
+            return false;
+        };
+        !self.is_partial()
+            && self.own.cw(key) / 2 > self.own.cw(far_right)
+            && key.cw(self.own) / 2 > far_left.cw(self.own)
+    }
+
     /// This node or the leaf numerically closest to `key`.
     pub fn closest(&self, key: NodeId) -> NodeId {
         self.members().fold(

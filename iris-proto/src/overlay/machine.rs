@@ -191,6 +191,17 @@ struct Peer {
     rtt: Option<Duration>,
 }
 
+/// A peer whose leaf set seemed to be from elsewhere on the ring.
+#[derive(Debug, Clone, Copy)]
+struct Suspect {
+    contact: Contact,
+    since: Instant,
+    asked: bool,
+}
+
+/// Most suspects kept at once (a join storm may show many; each is asked in turn).
+const SUSPECTS: usize = 32;
+
 /// A forgotten peer, not probed on hearsay until `until` unless the news is of a later epoch.
 #[derive(Debug, Clone, Copy)]
 struct Tombstone {
@@ -242,6 +253,11 @@ pub struct Overlay {
     seeded: bool,
     /// Round trips to all peers together: the guess for a peer not measured yet.
     rtts: RttSpread,
+    /// Peers whose leaf set seemed to be from another part of the ring (see `doubt`):
+    /// when first seen so, and whether they were asked for it again since (bounded).
+    suspects: BTreeMap<NodeId, Suspect>,
+    /// Peers looked up for that reason.
+    misplaced: u64,
 }
 
 impl Overlay {
@@ -275,6 +291,8 @@ impl Overlay {
             passed_on: VecDeque::new(),
             seeded: founder,
             rtts: RttSpread::default(),
+            suspects: BTreeMap::new(),
+            misplaced: 0,
             cfg,
         }
     }
@@ -325,6 +343,12 @@ impl Overlay {
     /// Peers known (leaf set and table).
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// How many times a peer showed a leaf set from another part of the ring and this node
+    /// looked the peer up for it (see `doubt`): 0 in a settled ring.
+    pub fn misplaced_helped(&self) -> u64 {
+        self.misplaced
     }
 
     /// True once quiet for the convergence period.
@@ -432,8 +456,11 @@ impl Overlay {
                         p.rtt = rtt;
                     }
                 }
-                if self.cfg.repair {
-                    for c in leaves.into_iter().flatten() {
+                if self.cfg.repair
+                    && let Some(leaves) = leaves
+                {
+                    self.doubt(now, from, &leaves);
+                    for c in leaves {
                         self.hear_of(now, c);
                     }
                 }
@@ -449,8 +476,11 @@ impl Overlay {
                     p.rtt = smoothed_rtt(p.rtt, sample, period);
                     self.rtts.sample(sample, period);
                 }
-                if self.cfg.repair {
-                    for id in leaves.into_iter().flatten() {
+                if self.cfg.repair
+                    && let Some(leaves) = leaves
+                {
+                    self.doubt(now, from, &leaves);
+                    for id in leaves {
                         self.hear_of(now, id);
                     }
                 }
@@ -460,6 +490,7 @@ impl Overlay {
                 self.send(from, OverlayMsg::LeafReply { leaves });
             }
             OverlayMsg::LeafReply { leaves } => {
+                self.doubt(now, from, &leaves);
                 for id in leaves {
                     self.hear_of(now, id);
                 }
@@ -546,6 +577,7 @@ impl Overlay {
         {
             self.send(contact, OverlayMsg::Join { joiner: self.own });
         }
+        self.ask_suspects(now);
         let lookup = u64::from(self.cfg.self_lookup_every.max(1));
         if self.ticks % lookup == lookup / 2 {
             self.probe_graveyard(now);
@@ -661,6 +693,67 @@ impl Overlay {
             Some(hop) => self.send(hop, OverlayMsg::Join { joiner }),
             // The closest node learns the joiner last, so the join is not routed to it.
             None => self.hear_of(now, joiner),
+        }
+    }
+
+    /// A peer told us its leaf set. Leaves are mutual in a settled ring: if we are among
+    /// its nearest nodes, it is among ours. One that counts us as a leaf although it lies
+    /// far outside our leaf set (`LeafSet::far_beyond`) has a leaf set from another part
+    /// of the ring: it formed apart (nodes joining all at once, each hearing of only some
+    /// of the others), and its true neighbours do not know it either. Leaf-set gossip
+    /// cannot mend that (all its leaves are far), nor its own lookups if they route into
+    /// the same few misinformed nodes; so we look it up for it, from here, as if it had
+    /// joined through us: the lookup reaches its true neighbours, which answer it with
+    /// their leaf set. A node that has just joined shows the same for a moment (its leaf
+    /// set first fills with whomever it heard of), so a suspect is asked for its leaf set
+    /// again two heartbeat periods later (`ask_suspects`), and looked up only if that
+    /// still counts us.
+    fn doubt(&mut self, now: Instant, from: Contact, leaves: &[Contact]) {
+        let misplaced = self.seeded
+            && self.joined
+            && self.leaves.far_beyond(from.id)
+            && leaves.iter().any(|c| c.id == self.own.id);
+        match self.suspects.get(&from.id) {
+            Some(s) if s.asked => {
+                self.suspects.remove(&from.id);
+                if misplaced {
+                    self.misplaced += 1;
+                    self.on_join(now, from);
+                }
+            }
+            Some(_) if !misplaced => {
+                self.suspects.remove(&from.id);
+            }
+            Some(_) => {}
+            None if misplaced && self.suspects.len() < SUSPECTS => {
+                let s = Suspect {
+                    contact: from,
+                    since: now,
+                    asked: false,
+                };
+                self.suspects.insert(from.id, s);
+            }
+            None => {}
+        }
+    }
+
+    /// Asks each suspect of `doubt` seen two heartbeat periods ago for its leaf set again;
+    /// forgets those that did not answer within two more.
+    fn ask_suspects(&mut self, now: Instant) {
+        let wait = self.cfg.heartbeat_period * 2;
+        self.suspects
+            .retain(|_, s| !s.asked || now.saturating_duration_since(s.since) < wait * 2);
+        let due: Vec<Contact> = self
+            .suspects
+            .values_mut()
+            .filter(|s| !s.asked && now.saturating_duration_since(s.since) >= wait)
+            .map(|s| {
+                s.asked = true;
+                s.contact
+            })
+            .collect();
+        for c in due {
+            self.send(c, OverlayMsg::LeafRequest);
         }
     }
 

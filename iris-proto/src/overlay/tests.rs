@@ -299,6 +299,87 @@ mod versions {
         assert_eq!(a.peer_addr(NodeId(2)), Some(moved.addr));
     }
 
+    /// A node that counts us among its leaves although it lies far outside our leaf set
+    /// has a leaf set from another part of the ring (formed apart in a join storm): we look
+    /// it up for it, once a heartbeat period; a true neighbour's leaf set is no news.
+    #[test]
+    fn a_peer_whose_leaf_set_is_from_elsewhere_on_the_ring_is_looked_up_for_it() {
+        let t0 = Instant::ZERO;
+        let id = |hi: u128| hi << 112;
+        let mut a = Overlay::new(contact(id(0x5000), 1), OverlayConfig::default(), t0, true);
+        // Twenty neighbours on either side: A's leaf set is full and narrow.
+        for i in 1..=20u128 {
+            for n in [id(0x5000) + i * id(1), id(0x5000) - i * id(1)] {
+                a.handle(t0, OverlayInput::Message(contact(n, 1), ping()));
+            }
+        }
+        sent_to(&mut a, 0);
+        while a.poll_output().is_some() {}
+        let own = a.contact();
+        let leaves_with_a = |others: &[u128]| {
+            let mut v: Vec<Contact> = others.iter().map(|&n| contact(n, 1)).collect();
+            v.push(own);
+            v
+        };
+        // A true neighbour's leaf set holds A: nothing to do.
+        let near = contact(id(0x5001), 1);
+        let told = OverlayMsg::Ping {
+            leaves: Some(leaves_with_a(&[id(0x5002), id(0x4fff)])),
+            rtt: None,
+        };
+        a.handle(t0, OverlayInput::Message(near, told));
+        let mut joins = 0;
+        while let Some(x) = a.poll_output() {
+            joins += matches!(x, OverlayOutput::Send(_, OverlayMsg::Join { .. })) as usize;
+        }
+        assert_eq!(joins, 0);
+        // Two nodes half the ring away count A as a leaf. Each is asked again two
+        // heartbeat periods later; the one that still counts A is looked up and told A's
+        // rows, the one that has found its place meanwhile (a node that had just joined) is not.
+        let (stuck, moved) = (contact(id(0xd000), 1), contact(id(0xe000), 1));
+        let counts_a = OverlayMsg::Ping {
+            leaves: Some(vec![contact(id(0x1000), 1), own]),
+            rtt: None,
+        };
+        for far in [stuck, moved] {
+            a.handle(t0, OverlayInput::Message(far, counts_a.clone()));
+        }
+        let period = OverlayConfig::default().heartbeat_period;
+        let mut t = t0;
+        let mut asked = Vec::new();
+        for _ in 0..3 {
+            t = t + period;
+            a.handle(t, OverlayInput::Timeout);
+            while let Some(x) = a.poll_output() {
+                match x {
+                    OverlayOutput::Send(to, OverlayMsg::LeafRequest) => asked.push(to),
+                    OverlayOutput::Send(_, OverlayMsg::Join { .. }) => panic!("looked up at once"),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(asked, vec![stuck, moved]);
+        let reply = |leaves| OverlayMsg::LeafReply { leaves };
+        a.handle(
+            t,
+            OverlayInput::Message(stuck, reply(vec![contact(id(0x1000), 1), own])),
+        );
+        a.handle(
+            t,
+            OverlayInput::Message(moved, reply(vec![contact(id(0xe001), 1)])),
+        );
+        let (mut lookups, mut rows) = (Vec::new(), Vec::new());
+        while let Some(x) = a.poll_output() {
+            match x {
+                OverlayOutput::Send(_, OverlayMsg::Join { joiner }) => lookups.push(joiner),
+                OverlayOutput::Send(to, OverlayMsg::JoinState { .. }) => rows.push(to),
+                _ => {}
+            }
+        }
+        assert_eq!((lookups, rows), (vec![stuck], vec![stuck]));
+        assert_eq!(a.misplaced_helped(), 1);
+    }
+
     /// Delivers what `from` sends to `to` at `at`; returns what was delivered.
     fn pass(from: &mut Overlay, to: &mut Overlay, at: Instant) -> Vec<OverlayMsg> {
         let msgs = sent_to(from, to.id().0);
@@ -357,4 +438,25 @@ fn a_join_passes_on_to_the_closest_node_other_than_the_joiner() {
     let near = id(0x11);
     leaves.insert(near);
     assert_eq!(next_hop_avoiding(own, &leaves, &table, near, near), None);
+}
+
+#[test]
+fn a_node_is_far_beyond_a_full_leaf_set_only_past_twice_its_reach() {
+    let id = |hi: u128| NodeId(hi << 112);
+    let mut leaves = LeafSet::new(id(0x5000), 16);
+    for i in 1..=7 {
+        leaves.insert(id(0x5000 + i));
+        leaves.insert(id(0x5000 - i));
+    }
+    // Not full yet: it knows the whole ring, as far as it can tell.
+    assert!(!leaves.far_beyond(id(0xd000)));
+    leaves.insert(id(0x5008));
+    leaves.insert(id(0x4ff8));
+    // Just past the edge, on either side: a node not heard of yet, or a death not yet seen.
+    for near in [0x5009, 0x5010, 0x4ff7, 0x4ff0] {
+        assert!(!leaves.far_beyond(id(near)), "{near:x}");
+    }
+    for far in [0x5011, 0x4fef, 0xd000, 0x0000] {
+        assert!(leaves.far_beyond(id(far)), "{far:x}");
+    }
 }
