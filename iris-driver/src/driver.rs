@@ -633,6 +633,10 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
                     info!("discovered node {peer} at {addr}: joining through it")
                 }
                 MeshEvent::PeerDown(id) => info!("peer {id} is down"),
+                MeshEvent::BeaconsForged { from, count } => warn!(
+                    "ignored {count} discovery beacon(s) of this network's name not made with \
+                     its key, the last from {from}: a node with another network key, or forged"
+                ),
                 MeshEvent::LinkUp { link, peer } => debug!(link = link.0, "peer link up: {peer}"),
                 MeshEvent::LinkClosed { link, peer, reason } => {
                     s.addrs.remove(&Endpoint::Peer(*link));

@@ -337,6 +337,8 @@ pub fn render(s: &Snapshot) -> String {
             &[
                 ("sent", m.beacons_sent),
                 ("foreign", m.beacons_foreign),
+                ("forged", m.beacons_forged),
+                ("replayed", m.beacons_replayed),
                 ("joined", m.discovered),
             ],
         );

@@ -3,38 +3,11 @@
 
 use super::common;
 
-use common::{Got, IrisProcess, fixture};
+use common::{Got, IrisProcess, fixture, get, metrics_addr, sample as value};
 use iris_proto::relay::{ClientPacket, NodePacket};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// The metrics address a node logged.
-fn metrics_addr(node: &IrisProcess) -> String {
-    let line = node.wait_line("metrics on http://");
-    let rest = line.split("http://").nth(1).unwrap();
-    rest.trim_end_matches("/metrics").trim().to_string()
-}
-
-/// `GET path`: the status line and the body.
-fn get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
-
-/// The value of the sample `name` (with its labels, as written) in a scrape.
-fn value(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn counters_are_scraped_while_two_nodes_carry_traffic() {

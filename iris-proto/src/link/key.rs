@@ -8,7 +8,7 @@ use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::pss::{Signature, SigningKey, VerifyingKey};
 use rsa::signature::{RandomizedSigner, Verifier};
-use rsa::traits::PublicKeyParts;
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{PrivateKey, PublicKey};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -45,6 +45,9 @@ pub struct NetworkKey {
     verifying: VerifyingKey<Sha256>,
     bits: usize,
     id: KeyId,
+    /// The key discovery beacons are authenticated with: derived from the private key, so
+    /// that only holders of the network key can make a node dial (see `beacon_secret`).
+    beacon: [u8; 32],
 }
 
 impl std::fmt::Debug for NetworkKey {
@@ -65,6 +68,15 @@ impl PartialEq for NetworkKey {
 }
 
 impl Eq for NetworkKey {}
+
+/// HKDF-SHA256 of `ikm` under the beacons' own label: a key for nothing else.
+pub(crate) fn derive_beacon_secret(ikm: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(Some(b"iris discovery beacons v2"), ikm)
+        .expand(b"beacon mac", &mut out)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    out
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -87,12 +99,20 @@ impl NetworkKey {
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
         let verifying = VerifyingKey::new(public);
+        let beacon = derive_beacon_secret(&key.d().to_be_bytes());
         Ok(NetworkKey {
             signing: SigningKey::new(key),
             verifying,
             bits,
             id,
+            beacon,
         })
+    }
+
+    /// The secret that authenticates this network's discovery beacons: HKDF-SHA256 of the
+    /// private exponent, never the key itself nor anything a public key gives.
+    pub(crate) fn beacon_secret(&self) -> [u8; 32] {
+        self.beacon
     }
 
     /// The key's public fingerprint ([`KeyId`]).

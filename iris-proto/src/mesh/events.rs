@@ -118,6 +118,15 @@ pub enum MeshEvent {
         /// Its peer address.
         addr: SocketAddr,
     },
+    /// Beacons of this network's name but not made with its key were ignored: a node with
+    /// another network key, or someone forging them. Said at the first and then at most
+    /// once a minute, with how many since it was last said and where the last came from.
+    BeaconsForged {
+        /// Where the last one came from.
+        from: SocketAddr,
+        /// How many since this was last said.
+        count: u64,
+    },
     /// The node knows nobody although it was given seeds or joined through someone: said
     /// once per heartbeat period while it lasts. Its seeds are retried each time, and the
     /// driver may offer others ([`crate::Input::JoinVia`]).
@@ -158,8 +167,13 @@ pub struct MeshStats {
     pub bad_messages: u64,
     /// Discovery beacons sent (answers included).
     pub beacons_sent: u64,
-    /// Beacons heard that were garbage or another network's.
+    /// Beacons heard that were garbage, another network's, or of the earlier
+    /// unauthenticated layout.
     pub beacons_foreign: u64,
+    /// Beacons of this network's name without a MAC under its key: forged, ignored.
+    pub beacons_forged: u64,
+    /// Beacons no newer than one taken from their node already: replayed, ignored.
+    pub beacons_replayed: u64,
     /// Joins through a node that discovery found.
     pub discovered: u64,
 }

@@ -131,6 +131,8 @@ pub struct Mesh {
     cfg: MeshConfig,
     /// `cfg.link`, shared by every link (one copy a node, not one a link).
     link_cfg: Arc<LinkConfig>,
+    /// When forged beacons were last reported, and how many had been counted by then.
+    forged_said: (Option<Instant>, u64),
     /// Each peer's incarnation and fastest one-way trip (`one_way`), remembered across
     /// its links: a link made after a partition or a stall may carry only late messages
     /// at first, and would take them for the fastest trip. Dropped by the idle sweep once
@@ -173,9 +175,27 @@ impl std::fmt::Debug for Mesh {
     }
 }
 
+/// The secrets discovery beacons are authenticated under: the network key's, and during a
+/// key rotation the previous key's too; without keys (simulations), one derived from the
+/// network's name, which protects nothing.
+fn beacon_secrets(security: &Security, link: &LinkConfig) -> Vec<[u8; 32]> {
+    match security {
+        Security::Rsa(key) => std::iter::once(key.beacon_secret())
+            .chain(link.previous_key.as_ref().map(|k| k.beacon_secret()))
+            .collect(),
+        Security::Plain => vec![crate::link::key::derive_beacon_secret(
+            link.network.as_bytes(),
+        )],
+    }
+}
+
 impl Mesh {
     /// A mesh that dials its seeds at once.
     pub fn new(cfg: MeshConfig, security: Security, seed: [u8; 32], now: Instant) -> Mesh {
+        let discovery = cfg.discovery.clone().map(|d| {
+            let secrets = beacon_secrets(&security, &cfg.link);
+            Discovery::new(d, &cfg.link.network, cfg.link.version, secrets)
+        });
         let mut rng = ChaCha8Rng::from_seed(seed);
         let id = cfg
             .id
@@ -203,13 +223,11 @@ impl Mesh {
             outputs: VecDeque::new(),
             inbox: VecDeque::new(),
             pinned: BTreeMap::new(),
-            discovery: cfg
-                .discovery
-                .clone()
-                .map(|d| Discovery::new(d, &cfg.link.network, cfg.link.version)),
+            discovery,
             leaving: false,
             stats: MeshStats::default(),
             link_cfg: Arc::new(cfg.link.clone()),
+            forged_said: (None, 0),
             clocks: Map::default(),
             cfg,
         };
