@@ -5,7 +5,6 @@ use crate::driver::{self, NetworkOptions, NodeOptions};
 use crate::runtime::Runtime;
 use clap::{CommandFactory, Parser};
 use iris_proto::{MeshConfig, Security};
-use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
@@ -39,8 +38,10 @@ struct Args {
     rsa_previous: Option<std::path::PathBuf>,
 
     /// A node of the network to join through, as HOST:PORT (its peer address); repeat for
-    /// several. Retried while this node knows nobody. Without seeds the node starts a
-    /// network of its own, which others may join through it.
+    /// several. Retried while this node knows nobody. A host name is resolved again on every
+    /// retry and every address it names is joined through (a Kubernetes headless Service,
+    /// round-robin DNS); one that resolves to nothing yet is retried. Without seeds the node
+    /// starts a network of its own, which others may join through it.
     #[arg(long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<String>,
 
@@ -275,17 +276,16 @@ fn network_options(args: &Args) -> Result<NetworkOptions, String> {
         ),
         None => tracing::info!("network key {}", key.id_hex()),
     }
-    let mut seeds = Vec::new();
+    let (mut seeds, mut seed_names) = (Vec::new(), Vec::new());
     for s in &args.seeds {
-        let addr = s
-            .to_socket_addrs()
-            .map_err(|e| format!("seed {s:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("seed {s:?} resolves to no address"))?;
-        seeds.push(addr);
+        match crate::seeds::parse_seed(s)? {
+            Ok(addr) => seeds.push(addr),
+            Err(name) => seed_names.push(name),
+        }
     }
     let mut mesh = MeshConfig::new(net, args.peer_bind);
     mesh.seeds = seeds;
+    mesh.seeds_to_come = !seed_names.is_empty();
     mesh.link.previous_key = previous;
     Ok(NetworkOptions {
         bind: args.peer_bind,
@@ -295,6 +295,7 @@ fn network_options(args: &Args) -> Result<NetworkOptions, String> {
         events: None,
         discover: args.discover,
         discovery_ports: args.discovery_ports.clone(),
+        seed_names,
     })
 }
 

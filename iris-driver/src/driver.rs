@@ -68,6 +68,9 @@ pub struct NetworkOptions {
     /// The well-known discovery ports ([`crate::discovery::DEFAULT_PORTS`] unless a test
     /// or an operator keeps a group of nodes apart).
     pub discovery_ports: Vec<u16>,
+    /// Seeds by host name, resolved again on every retry (see [`crate::seeds`]); set
+    /// `mesh.seeds_to_come` with them.
+    pub seed_names: Vec<crate::seeds::SeedName>,
 }
 
 /// How to run a node.
@@ -296,7 +299,7 @@ impl<R: Runtime> Drop for NodeHandle<R> {
 }
 
 /// What the tasks of one node share. Never borrowed across an await.
-struct Shared<R: Runtime> {
+pub(crate) struct Shared<R: Runtime> {
     node: Node,
     epoch: std::time::Instant,
     /// The sockets (or pipes) of relay clients and peer links.
@@ -339,7 +342,7 @@ struct ConnIo<R: Runtime> {
     reader: Option<R::Task>,
 }
 
-type SharedRc<R> = Rc<RefCell<Shared<R>>>;
+pub(crate) type SharedRc<R> = Rc<RefCell<Shared<R>>>;
 
 async fn run_local<R: Runtime>(
     opts: NodeOptions,
@@ -349,6 +352,7 @@ async fn run_local<R: Runtime>(
     let epoch = std::time::Instant::now();
     let invalid = |e: iris_proto::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e);
     let mut keys = Vec::new();
+    let mut seed_names = (Vec::new(), Duration::ZERO);
     let (node, peer_listener, events, beacons) = match opts.network {
         None => (
             Node::new(opts.config, opts.seed, Instant::ZERO).map_err(invalid)?,
@@ -395,6 +399,8 @@ async fn run_local<R: Runtime>(
                     .map_or(1, |d| d.as_millis() as u64);
             }
             let network = mesh.link.network.clone();
+            mesh.seeds_to_come |= !net.seed_names.is_empty();
+            seed_names = (net.seed_names, mesh.overlay.heartbeat_period);
             let node = Node::networked(opts.config, mesh, net.security, opts.seed, Instant::ZERO)
                 .map_err(invalid)?;
             if let Some(id) = node.status().id {
@@ -441,6 +447,11 @@ async fn run_local<R: Runtime>(
     }
     if let Some((listener, _)) = peer_listener {
         acceptors.push(R::spawn_local(peer_accept_task(shared.clone(), listener)));
+    }
+    if !seed_names.0.is_empty() {
+        let (names, period) = seed_names;
+        let task = crate::seeds::seed_names_task(shared.clone(), names, period);
+        acceptors.push(R::spawn_local(task));
     }
 
     // The relay port opens only once the node says it serves; a shutdown asked for while
@@ -511,7 +522,12 @@ async fn run_local<R: Runtime>(
 }
 
 /// Feeds one input and carries out everything the node asks for.
-fn handle<R: Runtime>(shared: &SharedRc<R>, input: Input<'_>) {
+/// Peers the node knows.
+pub(crate) fn peers<R: Runtime>(shared: &SharedRc<R>) -> usize {
+    shared.borrow().node.status().peers
+}
+
+pub(crate) fn handle<R: Runtime>(shared: &SharedRc<R>, input: Input<'_>) {
     {
         let mut s = shared.borrow_mut();
         let now = Instant::from_nanos(s.epoch.elapsed().as_nanos() as u64);

@@ -22,6 +22,7 @@ pub mod key_file;
 mod log_limit;
 pub mod metrics;
 pub mod runtime;
+pub mod seeds;
 mod wake;
 
 /// The public modules of a runtime crate (`iris-tokio`, `iris-smol`) for its runtime `$rt`:

@@ -344,3 +344,110 @@ fn lan_discovery_finds_a_node_on_another_host_inside_namespaces() {
     drop(nodes);
     drop(ns);
 }
+
+/// A network namespace with only loopback, and a hosts file and a resolver configuration of
+/// its own (`ip netns exec` puts `/etc/netns/NAME/*` over `/etc/*`): names resolve from
+/// the hosts file alone, and a lookup of any other name goes nowhere (the name server is
+/// this namespace's loopback, where nothing listens). Removed on drop.
+struct Resolver {
+    name: String,
+    dir: std::path::PathBuf,
+}
+
+impl Resolver {
+    fn create() -> Result<Resolver, String> {
+        let name = format!("iris-dns{}", std::process::id() % 10_000);
+        let dir = std::path::PathBuf::from("/etc/netns").join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let r = Resolver { name, dir };
+        r.hosts(&[]);
+        std::fs::write(r.dir.join("resolv.conf"), "nameserver 127.0.0.1\n")
+            .map_err(|e| format!("resolv.conf: {e}"))?;
+        for args in [
+            &["netns", "add", &r.name][..],
+            &["-n", &r.name, "link", "set", "lo", "up"],
+        ] {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            }
+        }
+        Ok(r)
+    }
+
+    /// Rewrites the hosts file in place (the namespace's processes see it at once): `name`
+    /// resolves to each of `addrs`, in order.
+    fn hosts(&self, lines: &[(&str, &str)]) {
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (addr, name) in lines {
+            text.push_str(&format!("{addr} {name}\n"));
+        }
+        std::fs::write(self.dir.join("hosts"), text).expect("the namespace's hosts file");
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `--seed NAME:PORT` where the name resolves to nothing at first (a Kubernetes headless
+/// Service before its pods are up): the node logs it and retries, not fatal; once the name
+/// resolves to a dead address and two nodes, it joins through the addresses that answer.
+#[test]
+fn a_seed_name_is_resolved_again_on_every_retry_and_every_address_is_tried() {
+    let dns = match Resolver::create() {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("skipped: cannot create a network namespace here ({why})");
+            return;
+        }
+    };
+    let key = fixture("net-pkcs8.pem");
+    let node = |bind: &str, seed: &str| {
+        IrisProcess::launch_in(
+            Some(&dns.name),
+            &[
+                "--net",
+                "dns seeds",
+                "--rsa",
+                &key,
+                "--discover",
+                "none",
+                "--peer-bind",
+                bind,
+                "--seed",
+                seed,
+            ],
+        )
+    };
+    // Two nodes of a network at 127.0.0.2 and .3 (each the other's seed).
+    let a = node("127.0.0.2:7100", "127.0.0.3:7100");
+    let b = node("127.0.0.3:7100", "127.0.0.2:7100");
+    for n in [&a, &b] {
+        n.wait_line("converged with 1 remote connections");
+    }
+    let seed = "iris-seeds.test:7100";
+    let c = node("127.0.0.4:7100", seed);
+    let first = c.wait_line("retrying");
+    assert!(first.contains("WARN") && first.contains(seed), "{first}");
+    // The name now lists an address where nobody listens, then the two nodes.
+    let name = "iris-seeds.test";
+    dns.hosts(&[
+        ("127.0.0.9", name),
+        ("127.0.0.2", name),
+        ("127.0.0.3", name),
+    ]);
+    let resolved = c.wait_line("resolves to 127.");
+    for addr in ["127.0.0.9:7100", "127.0.0.2:7100", "127.0.0.3:7100"] {
+        assert!(resolved.contains(addr), "{resolved}");
+    }
+    c.wait_line("converged with 2 remote connections");
+}

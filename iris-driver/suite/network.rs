@@ -34,6 +34,7 @@ fn options(seeds: &[SocketAddr], key: Arc<NetworkKey>) -> NodeOptions {
             events: None,
             discover: crate::rt::discovery::Discover::None,
             discovery_ports: Vec::new(),
+            seed_names: Vec::new(),
         }),
         ..NodeOptions::default()
     }

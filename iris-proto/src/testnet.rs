@@ -243,6 +243,13 @@ impl Net {
         self.clients.get(&(i, conn)).is_some_and(|c| c.closed)
     }
 
+    /// Node `i` is told to join through the node at `addr` (as a driver does with a seed
+    /// it resolved).
+    pub fn join_via(&mut self, i: usize, addr: SocketAddr) {
+        self.handle(i, Input::JoinVia(addr));
+        self.drain();
+    }
+
     /// Node `i` shuts down gracefully (as on SIGTERM), telling its clients `reason`; what
     /// it sends meanwhile is carried out.
     pub fn shutdown(&mut self, i: usize, reason: &str) {

@@ -41,6 +41,7 @@ fn node<R: Runtime>(seeds: &[SocketAddr]) -> (NodeHandle<R>, Receiver<MeshEvent>
             events: Some(tx),
             discover: iris_driver::discovery::Discover::None,
             discovery_ports: Vec::new(),
+            seed_names: Vec::new(),
         }),
         ..NodeOptions::default()
     };

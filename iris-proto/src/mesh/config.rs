@@ -31,6 +31,11 @@ pub struct MeshConfig {
     pub epoch: u64,
     /// Nodes to join through; retried while the node knows nobody.
     pub seeds: Vec<SocketAddr>,
+    /// Seeds the driver finds later and offers with [`crate::Input::JoinVia`] (host names
+    /// it resolves again on every retry, which may resolve to nothing yet). The node is
+    /// then no founder of a network, however few `seeds` it has, and says
+    /// [`super::MeshEvent::Alone`] each heartbeat period while it knows nobody.
+    pub seeds_to_come: bool,
     /// The overlay's timers and sizes.
     pub overlay: OverlayConfig,
     /// The links' bounds and network name.
@@ -74,6 +79,7 @@ impl MeshConfig {
             listen,
             epoch: 0,
             seeds: Vec::new(),
+            seeds_to_come: false,
             overlay: OverlayConfig::default(),
             link: LinkConfig {
                 network: network.to_string(),

@@ -42,7 +42,7 @@ impl Dials {
             dialing: Map::default(),
             next: 0,
             next_seed_try: now,
-            wants_peers: !cfg.seeds.is_empty(),
+            wants_peers: !cfg.seeds.is_empty() || cfg.seeds_to_come,
             refusals: BTreeMap::new(),
         }
     }

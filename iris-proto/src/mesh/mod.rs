@@ -203,7 +203,7 @@ impl Mesh {
         let own = Contact::new(id, cfg.listen, cfg.epoch);
         // A node given seeds is part of a network once its join through one is answered;
         // one given none founds a network (others may join it).
-        let founder = cfg.seeds.is_empty();
+        let founder = cfg.seeds.is_empty() && !cfg.seeds_to_come;
         let overlay = Overlay::new(own, cfg.overlay.clone(), now, founder);
         let mut timers = Timers::default();
         timers.set(MeshTimer::Sweep, now + cfg.link_idle / 2);

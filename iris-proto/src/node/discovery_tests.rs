@@ -94,3 +94,30 @@ fn a_node_without_discovery_sends_no_beacons_and_ignores_them() {
     assert_eq!(net.node(1).mesh().unwrap().stats().beacons_sent, 0);
     assert!(net.node(0).mesh().unwrap().stats().beacons_sent > 10);
 }
+
+/// A node whose seeds are names its driver resolves later (a Kubernetes Service before its
+/// pods are up) founds no network of its own meanwhile (as with seeds that are down, it
+/// serves its own clients alone, still seeking): it says it is alone each heartbeat
+/// period, so that the driver resolves the names again, and joins once it is given where.
+#[test]
+fn a_node_with_seeds_still_to_come_waits_for_them_and_joins_through_them() {
+    let mut net = Net::new();
+    net.add(mesh_config(0, &[]), Security::Plain);
+    let mut cfg = mesh_config(1, &[]);
+    cfg.seeds_to_come = true;
+    net.add(cfg, Security::Plain);
+    net.secs(20);
+    let alone = net
+        .events_of(1)
+        .iter()
+        .filter(|e| ***e == Event::Mesh(MeshEvent::Alone))
+        .count();
+    assert!(alone >= 5, "said alone {alone} times in 20 s");
+    let seeded = |net: &Net, i: usize| net.node(i).mesh().unwrap().overlay().is_seeded();
+    assert!(!seeded(&net, 1), "it founded a network of its own");
+    assert!(seeded(&net, 0));
+    net.join_via(1, crate::testnet::addr(0));
+    net.secs(15);
+    assert_eq!((peers(&net, 0), peers(&net, 1)), (1, 1));
+    assert!(seeded(&net, 1));
+}
