@@ -249,29 +249,8 @@ pub fn run(cfg: &SimConfig) -> Summary {
             )));
         }
     }
-    // Trees repair within a few beats of the routes they follow: give them those, then
-    // every tree of the workload must be whole.
     if let Some(w) = cfg.workload.clone() {
-        let beat = iris_proto::ScribeConfig::default().beat;
-        sim.run_until(sim.now + (beat * 5).as_nanos() as u64);
-        let scribes: BTreeMap<NodeId, &iris_proto::inspect::Scribe> = sim
-            .by_id
-            .iter()
-            .filter_map(|(&id, &s)| Some((id, sim.slots[s].as_ref()?.node.scribe()?)))
-            .collect();
-        let groups =
-            (0..w.clusters)
-                .map(|c| iris_proto::inspect::Group::cluster(format!("svc-{c}").as_str().into()))
-                .chain((0..w.topics).map(|t| {
-                    iris_proto::inspect::Group::topic(format!("topic-{t}").as_str().into())
-                }));
-        let keys: Vec<NodeId> = groups
-            .flat_map(|g| {
-                (0..iris_proto::ScribeConfig::default().splits).map(move |i| g.tree_key(i))
-            })
-            .collect();
-        let mut found = Vec::new();
-        oracle::check_trees(&scribes, keys.into_iter(), &mut found);
+        let found = tree_phase(&mut sim, &w);
         sim.violations.extend(found);
     }
     // The oracle draws its keys from a generator of its own, derived from the seed.
@@ -348,6 +327,41 @@ fn peak_rss_mib() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(0, |kib| kib / 1024)
+}
+
+/// Trees repair within a few beats of the routes they follow, and move onto routes that
+/// changed at their next refresh (`refresh_every` beats; a subscription may be on its way
+/// at any moment): after five beats every tree of the workload must be whole (one root,
+/// reached from every member), or be so at one of the next two refreshes. A defect that
+/// outlasts them (a cycle, a branch hanging from a node outside the tree) is reported.
+fn tree_phase(sim: &mut Sim, w: &Workload) -> Vec<Violation> {
+    let cfg = iris_proto::ScribeConfig::default();
+    let groups = (0..w.clusters)
+        .map(|c| iris_proto::inspect::Group::cluster(format!("svc-{c}").as_str().into()))
+        .chain(
+            (0..w.topics)
+                .map(|t| iris_proto::inspect::Group::topic(format!("topic-{t}").as_str().into())),
+        );
+    let keys: Vec<NodeId> = groups
+        .flat_map(|g| (0..cfg.splits).map(move |i| g.tree_key(i)))
+        .collect();
+    let mut wait = cfg.beat * 5;
+    let mut found = Vec::new();
+    for _ in 0..3 {
+        sim.run_until(sim.now + wait.as_nanos() as u64);
+        let scribes: BTreeMap<NodeId, &iris_proto::inspect::Scribe> = sim
+            .by_id
+            .iter()
+            .filter_map(|(&id, &s)| Some((id, sim.slots[s].as_ref()?.node.scribe()?)))
+            .collect();
+        found.clear();
+        oracle::check_trees(&scribes, keys.iter().copied(), &mut found);
+        if found.is_empty() {
+            break;
+        }
+        wait = cfg.beat * cfg.refresh_every;
+    }
+    found
 }
 
 /// What the quiet phase after the last fault measured (virtual ns).

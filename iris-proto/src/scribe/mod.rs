@@ -219,6 +219,8 @@ pub struct ScribeStats {
     /// Children let go because the overlay came to route the tree's key through them
     /// (they re-subscribe along their own route, and this node subscribes through them).
     pub handed_over: u64,
+    /// Trees moved onto their route because their parent no longer was its next hop.
+    pub rerouted: u64,
 }
 
 /// A tree neighbour: how many of this node's trees it is in, and when it was last heard.
@@ -249,6 +251,9 @@ pub struct Scribe {
     ticks: u64,
     outbox: VecDeque<(Contact, ScribeMsg)>,
     stats: ScribeStats,
+    /// Parents left for a route's new next hop, told to unsubscribe a beat later (see
+    /// `follow_routes`): (when, tree, old parent).
+    lingering: VecDeque<(Instant, NodeId, Contact)>,
 }
 
 impl Scribe {
@@ -265,6 +270,7 @@ impl Scribe {
             ticks: 0,
             outbox: VecDeque::new(),
             stats: ScribeStats::default(),
+            lingering: VecDeque::new(),
         }
     }
 
@@ -318,7 +324,7 @@ impl Scribe {
                     continue;
                 }
                 self.trees.insert(key, Tree::new(group.detached(), index));
-                self.attach(now, key, None, router);
+                self.attach(now, key, None, false, router);
             }
             if let Some(t) = self.trees.get_mut(&key) {
                 t.local = true;
@@ -454,7 +460,7 @@ impl Scribe {
                     // The parent lost the tree (or us): subscribe again, maybe through it.
                     t.parent = None;
                     self.unref(from.id);
-                    self.attach(now, key, None, router);
+                    self.attach(now, key, None, false, router);
                 }
             }
         }
@@ -498,7 +504,7 @@ impl Scribe {
                     .attached_at
                     .is_some_and(|at| now.saturating_duration_since(at) < self.cfg.beat);
                 if !recent {
-                    self.attach(now, key, Some(node), router);
+                    self.attach(now, key, Some(node), false, router);
                 }
             }
             self.prune(key);
@@ -536,6 +542,7 @@ impl Scribe {
 
     fn tick(&mut self, now: Instant, router: &impl Router, capacity: &dyn Fn(&Group) -> u32) {
         self.ticks += 1;
+        self.release_lingering(now);
         let limit = self.cfg.beat * self.cfg.misses;
         let silent: Vec<NodeId> = self
             .neighbours
@@ -562,12 +569,68 @@ impl Scribe {
             })
             .collect();
         for (key, avoid) in roots {
-            self.attach(now, key, avoid, router);
+            self.attach(now, key, avoid, false, router);
+        }
+        if self.ticks.is_multiple_of(u64::from(self.cfg.refresh_every)) {
+            self.follow_routes(now, router);
         }
         if self.ticks.is_multiple_of(60) {
             self.windows.expire(now);
         }
         self.beat(capacity);
+    }
+
+    /// Moves each tree whose parent is no longer the next hop toward its key (and was not
+    /// attached within the last refresh) onto its route. Subscriptions follow the routes
+    /// of their moment: while the overlay settles (a partition heals, a node's leaf set is
+    /// mended) three nodes could each subscribe through the next, a cycle that no root
+    /// reaches and that keeps itself alive with beats; multicasts to its members were lost
+    /// for good. Routes are loop-free once the overlay has settled, so a parent graph that
+    /// follows them is one tree.
+    fn follow_routes(&mut self, now: Instant, router: &impl Router) {
+        let settled = self.cfg.beat * self.cfg.refresh_every;
+        let moved: Vec<(NodeId, Option<NodeId>)> = self
+            .trees
+            .iter()
+            .filter(|(_, t)| {
+                t.attached_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= settled)
+            })
+            .filter_map(|(&k, t)| {
+                let parent = t.parent?;
+                let hop = router
+                    .next_hop(k, t.avoid)
+                    .or_else(|| router.next_hop(k, None));
+                (hop.map(|h| h.id) != Some(parent.id)).then_some((k, t.avoid))
+            })
+            .collect();
+        for (key, avoid) in moved {
+            self.stats.rerouted += 1;
+            self.attach(now, key, avoid, true, router);
+        }
+    }
+
+    /// Tells the parents left by `follow_routes` a beat ago, unless the tree came back to
+    /// one (then only the reference it took again is dropped).
+    fn release_lingering(&mut self, now: Instant) {
+        while self
+            .lingering
+            .front()
+            .is_some_and(|&(due, _, _)| due <= now)
+        {
+            let Some((_, key, old)) = self.lingering.pop_front() else {
+                break;
+            };
+            let back = self
+                .trees
+                .get(&key)
+                .and_then(|t| t.parent)
+                .is_some_and(|p| p.id == old.id);
+            if !back {
+                self.outbox.push_back((old, ScribeMsg::Unsubscribe { key }));
+            }
+            self.unref(old.id);
+        }
     }
 
     /// One beat to each neighbour: the capacities that changed for it, and on refresh beats
@@ -601,6 +664,12 @@ impl Scribe {
                     c.told = cap;
                     b.0.push((key, cap));
                 }
+            }
+        }
+        // A parent being left still counts as one until it is told (`release_lingering`).
+        for &(_, key, old) in &self.lingering {
+            if let Some(b) = beats.get_mut(&old.id) {
+                b.1.push(key);
             }
         }
         for (id, (caps, parents)) in beats {
@@ -657,7 +726,7 @@ impl Scribe {
         );
         self.add_ref(now, from);
         if fresh {
-            self.attach(now, key, None, router);
+            self.attach(now, key, None, false, router);
         }
     }
 
@@ -703,14 +772,27 @@ impl Scribe {
 
     /// Gives a tree a parent: the next hop toward its key (around `avoid`), told by a
     /// SUBSCRIBE; or none, at the root.
-    fn attach(&mut self, now: Instant, key: NodeId, avoid: Option<NodeId>, router: &impl Router) {
+    /// `linger`: the old parent is told a beat later (multicasts it sends meanwhile still
+    /// arrive while the new parent joins the tree; the windows drop what comes twice).
+    fn attach(
+        &mut self,
+        now: Instant,
+        key: NodeId,
+        avoid: Option<NodeId>,
+        linger: bool,
+        router: &impl Router,
+    ) {
         let Some(t) = self.trees.get_mut(&key) else {
             return;
         };
         let hop = router.next_hop(key, avoid);
         if let Some(old) = t.parent.take() {
-            self.outbox.push_back((old, ScribeMsg::Unsubscribe { key }));
-            self.unref(old.id);
+            if linger {
+                self.lingering.push_back((now + self.cfg.beat, key, old));
+            } else {
+                self.outbox.push_back((old, ScribeMsg::Unsubscribe { key }));
+                self.unref(old.id);
+            }
         }
         let Some(t) = self.trees.get_mut(&key) else {
             return;

@@ -320,3 +320,37 @@ fn the_bounds_on_trees_and_children_refuse_and_count() {
     assert_eq!(net.scribe(3).tree_count(), 7);
     assert_eq!(net.scribe(3).stats().refused, 13);
 }
+
+/// Found by swarm testing (502 nodes, a partition healing while leaf sets were mended):
+/// three nodes subscribed each through the next while the routes were in flux, a cycle no
+/// root reached that kept itself alive with beats, and the multicasts of its members were
+/// lost for good. A tree whose parent is no longer its next hop now moves onto its route at
+/// a refresh.
+#[test]
+fn a_cycle_formed_while_routes_were_in_flux_is_broken_once_they_settle() {
+    let mut net = Net::chain(4);
+    // Routes in flux: 1 -> 2 -> 3 -> 1.
+    let set = |net: &mut Net, i: u128, to: u128| {
+        net.nodes.get_mut(&NodeId(i)).unwrap().1.hops = vec![contact(to)];
+    };
+    set(&mut net, 3, 1);
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
+    let key = group().tree_key(0);
+    let parent = |net: &Net, i: u128| net.scribe(i).relations(key).and_then(|(p, _)| p);
+    assert_eq!(
+        (parent(&net, 1), parent(&net, 2), parent(&net, 3)),
+        (Some(NodeId(2)), Some(NodeId(3)), Some(NodeId(1))),
+        "the test builds the cycle"
+    );
+    // The routes settle on 4, the root; within two refreshes the tree follows them.
+    for i in 1..=3 {
+        set(&mut net, i, 4);
+    }
+    let refresh = u64::from(ScribeConfig::default().refresh_every);
+    net.beats(2 * refresh + 1, &[]);
+    // Node 1 (the member) hangs from the root; 2 and 3, needed by nobody now, left.
+    assert_eq!((parent(&net, 1), parent(&net, 4)), (Some(NodeId(4)), None));
+    assert!(net.scribe(4).in_tree(key));
+    assert!(!net.scribe(2).in_tree(key) && !net.scribe(3).in_tree(key));
+    assert!(net.scribe(1).stats().rerouted > 0);
+}
