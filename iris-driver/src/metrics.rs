@@ -377,8 +377,13 @@ pub(crate) async fn serve<R: Runtime>(
     let (method, path) = (parts.next(), parts.next());
     let (status, body) = match (method, path) {
         (Some(b"GET"), Some(b"/metrics" | b"/")) => ("200 OK", render(&snapshot())),
-        (Some(b"GET"), _) => ("404 Not Found", "try /metrics\n".to_string()),
-        _ => ("405 Method Not Allowed", "GET /metrics only\n".to_string()),
+        // For readiness probes (a Kubernetes DaemonSet's): 200 once the relay port is open.
+        (Some(b"GET"), Some(b"/ready")) => match snapshot().ready {
+            true => ("200 OK", "ready\n".to_string()),
+            false => ("503 Service Unavailable", "not ready\n".to_string()),
+        },
+        (Some(b"GET"), _) => ("404 Not Found", "try /metrics or /ready\n".to_string()),
+        _ => ("405 Method Not Allowed", "GET only\n".to_string()),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

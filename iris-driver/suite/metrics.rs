@@ -35,6 +35,8 @@ fn counters_are_scraped_while_two_nodes_carry_traffic() {
     let (status, body) = get(&a, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(value(&body, "iris_ready"), 0);
+    // The readiness probe's answer agrees, by its status.
+    assert_eq!(get(&a, "/ready").0, "HTTP/1.1 503 Service Unavailable");
     for n in &mut nodes {
         n.wait_port();
     }
@@ -72,6 +74,10 @@ fn counters_are_scraped_while_two_nodes_carry_traffic() {
     }
     let (_, at_b) = get(&b, "/metrics");
     let (_, at_a) = get(&a, "/metrics");
+    assert_eq!(
+        get(&a, "/ready"),
+        ("HTTP/1.1 200 OK".into(), "ready\n".into())
+    );
     for body in [&at_a, &at_b] {
         assert_eq!(value(body, "iris_ready"), 1);
         assert_eq!(value(body, "iris_converged"), 1);
