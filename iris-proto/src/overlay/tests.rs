@@ -380,6 +380,41 @@ mod versions {
         assert_eq!(a.misplaced_helped(), 1);
     }
 
+    /// A neighbour given up for silence (a partition) is probed again at the next
+    /// graveyard round once its tombstone expires, however many others were given up
+    /// before it: before, one entry was probed a round (every 30 s), oldest first.
+    #[test]
+    fn a_forgotten_leaf_is_probed_before_older_forgotten_peers() {
+        let t0 = Instant::ZERO;
+        let id = |hi: u128| hi << 112;
+        let mut a = Overlay::new(contact(id(0x5000), 1), OverlayConfig::default(), t0, true);
+        // Fifteen table entries (row 0, one per first digit), then a leaf heard later.
+        for d in (0..16u128).filter(|&d| d != 5) {
+            a.handle(t0, OverlayInput::Message(contact(id(d << 12), 1), ping()));
+        }
+        let leaf = contact(id(0x5001), 1);
+        let period = OverlayConfig::default().heartbeat_period;
+        let mut t = t0;
+        let mut pinged = Vec::new();
+        for tick in 1..=30 {
+            t = t + period;
+            if tick == 7 {
+                a.handle(t, OverlayInput::Message(leaf, ping()));
+            }
+            a.handle(t, OverlayInput::Timeout);
+            while let Some(x) = a.poll_output() {
+                if let OverlayOutput::Send(to, OverlayMsg::Ping { .. }) = x
+                    && to == leaf
+                {
+                    pinged.push(tick);
+                }
+            }
+        }
+        // The leaf fell silent after tick 7: given up around tick 11, its tombstone over
+        // ten ticks later; graveyard rounds are at ticks 5, 15, 25.
+        assert!(pinged.contains(&25), "pinged at ticks {pinged:?}");
+    }
+
     /// Delivers what `from` sends to `to` at `at`; returns what was delivered.
     fn pass(from: &mut Overlay, to: &mut Overlay, at: Instant) -> Vec<OverlayMsg> {
         let msgs = sent_to(from, to.id().0);
