@@ -643,4 +643,28 @@ mod tests {
         assert_eq!(joins(&mut d, t0 + cfg.fast, 200..300), 0);
         assert_eq!(joins(&mut d, t0 + cfg.slow, 300..400), MAX_JOINS);
     }
+
+    proptest::proptest! {
+        /// Whatever a datagram holds, judging it never panics, and only a beacon under the
+        /// network's secret makes a node answer or join; a genuine beacon with any byte
+        /// changed is refused (forged, or not a beacon at all).
+        #[test]
+        fn any_datagram_is_judged_without_panic_and_only_genuine_ones_count(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128),
+            flip in 0usize..85,
+            bit in 0u8..8,
+        ) {
+            let mut d = discovery(DiscoveryConfig::default(), "n");
+            let now = Instant::ZERO;
+            let verdict = d.heard(now, addr(1), &data, NodeId(5), 0, |_| false);
+            proptest::prop_assert!(verdict.is_err());
+            let genuine = numbered("n", 9, 0, 1);
+            proptest::prop_assert_eq!(genuine.len(), 85);
+            let mut changed = genuine.to_vec();
+            changed[flip] ^= 1 << bit;
+            let verdict = d.heard(now, addr(1), &changed, NodeId(5), 0, |_| false);
+            proptest::prop_assert!(verdict.is_err(), "byte {} bit {}: {:?}", flip, bit, verdict);
+            proptest::prop_assert!(d.heard(now, addr(1), &genuine, NodeId(5), 0, |_| false).is_ok());
+        }
+    }
 }

@@ -139,7 +139,8 @@ impl Tunnels {
         fx: &mut Effects,
     ) {
         let o = self.of.entry(conn).or_default();
-        let Some(key) = o.builds.remove(&build) else {
+        let taken = |key: &TunKey| !self.tunnels.get(key).is_some_and(|t| t.building);
+        let Some(key) = o.builds.remove(&build).filter(|k| !taken(k)) else {
             // The offer expired or its builder left: tell the member its tunnel is dead,
             // unless the id names one of its live tunnels.
             if !o.tunnels.contains_key(&id) {

@@ -314,8 +314,12 @@ impl Tunnels {
                 self.close_open(key, 1 - side, "", fx);
             }
         }
+        // Offers still waiting for this member fail; one already taken elsewhere does not
+        // (a peer confirmed it first): its origin has had its TUN_CONFIRM.
         for (_, key) in o.builds {
-            self.fail_build(key, fx);
+            if self.is_building(key) {
+                self.fail_build(key, fx);
+            }
         }
     }
 
