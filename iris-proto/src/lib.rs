@@ -65,7 +65,7 @@ pub mod testnet;
 
 pub use link::{KeyError, KeyId, LinkConfig, NetworkKey, RekeyLimits, ToSign};
 pub use mesh::discovery::DiscoveryConfig;
-pub use mesh::{DialId, LinkId, MeshConfig, MeshEvent, MeshStats, Security};
+pub use mesh::{DialId, LinkId, MeshConfig, MeshEvent, MeshStats, PeerStatus, Security};
 pub use node::{
     CloseReason, Config, ConfigError, ConnId, Event, Input, Node, NodeStatus, Output, Stats,
 };

@@ -19,9 +19,9 @@
 //! One concern a file: the link table and what links report (`links.rs`), the send path
 //! (`send.rs`), dialing and seeds (`dials.rs`), admission of inbound links (`admission.rs`),
 //! discovery beacons (`beacons.rs`, `discovery.rs`), leaving (`leave.rs`), the idle sweep
-//! (`sweep.rs`). The mesh is driven like every machine of the core: [`Mesh::handle`],
-//! [`Mesh::poll_output`] (what its driver does) and [`Mesh::poll_timeout`]; what it tells
-//! its node comes out of [`Mesh::poll_incoming`].
+//! (`sweep.rs`), what it tells of each peer (`status.rs`). The mesh is driven like every
+//! machine of the core: [`Mesh::handle`], [`Mesh::poll_output`] (what its driver does) and
+//! [`Mesh::poll_timeout`]; what it tells its node comes out of [`Mesh::poll_incoming`].
 
 mod admission;
 mod beacons;
@@ -33,6 +33,7 @@ mod leave;
 mod links;
 pub(crate) mod one_way;
 mod send;
+mod status;
 mod sweep;
 pub(crate) mod wire;
 
@@ -42,6 +43,7 @@ mod tests;
 pub use config::{MeshConfig, Security};
 pub use events::{Incoming, MeshEvent, MeshOutput, MeshStats};
 pub use send::Class;
+pub use status::PeerStatus;
 #[cfg(feature = "inspect")]
 pub use {events::Undelivered, send::Refused};
 

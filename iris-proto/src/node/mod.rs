@@ -250,6 +250,13 @@ impl Node {
         }
     }
 
+    /// Every peer the overlay keeps, with its link's state (empty for a lone node).
+    pub fn peer_statuses(&self) -> Vec<crate::mesh::PeerStatus> {
+        self.net
+            .as_ref()
+            .map_or_else(Vec::new, |n| n.mesh.peer_statuses())
+    }
+
     /// The mesh (links and overlay), if the node is networked.
     #[cfg(any(test, feature = "inspect"))]
     pub fn mesh(&self) -> Option<&Mesh> {

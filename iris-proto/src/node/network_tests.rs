@@ -1392,3 +1392,26 @@ fn requests_reaching_a_member_node_after_it_left_go_to_another_member() {
         "its closed member got more"
     );
 }
+
+#[test]
+fn peer_statuses_list_every_peer_with_its_link_and_traffic() {
+    let net = Net::ready(3);
+    let ids: Vec<_> = (0..3).map(|i| net.node(i).status().id.unwrap()).collect();
+    for i in 0..3 {
+        let peers = net.node(i).peer_statuses();
+        let mut want: Vec<_> = (0..3).filter(|&j| j != i).map(|j| ids[j]).collect();
+        want.sort_unstable();
+        assert_eq!(peers.iter().map(|p| p.id).collect::<Vec<_>>(), want);
+        for p in &peers {
+            let j = ids.iter().position(|&id| id == p.id).unwrap();
+            assert_eq!(p.addr, crate::testnet::addr(j));
+            // Three nodes are each other's neighbours, linked, pinged and talking.
+            assert!(p.leaf && p.linked, "{p:?}");
+            assert!(p.rtt.is_some(), "{p:?}");
+            assert!(p.messages.0 > 0 && p.messages.1 > 0, "{p:?}");
+        }
+    }
+    // A lone node has none.
+    let lone = crate::Node::new(crate::Config::default(), [1; 32], crate::Instant::ZERO).unwrap();
+    assert!(lone.peer_statuses().is_empty());
+}
