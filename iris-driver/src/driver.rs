@@ -438,7 +438,8 @@ async fn run_local<R: Runtime>(
                 format!("cannot bind the metrics endpoint on {addr}: {e}"),
             )
         })?;
-        info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let at = listener.local_addr()?;
+        info!("metrics on http://{at}/metrics, status page on http://{at}/");
         acceptors.push(R::spawn_local(metrics_task(shared.clone(), listener)));
     }
     let beacon_socket = shared.borrow().beacons.as_ref().map(Beacons::socket);

@@ -442,7 +442,7 @@ pub fn build_tunnel(c: &mut RawClient, m: &mut RawClient, cluster: &str) {
 pub fn metrics_addr(node: &IrisProcess) -> String {
     let line = node.wait_line("metrics on http://");
     let rest = line.split("http://").nth(1).unwrap();
-    rest.trim_end_matches("/metrics").trim().to_string()
+    rest.split("/metrics").next().unwrap().trim().to_string()
 }
 
 /// `GET path`: the status line and the body.

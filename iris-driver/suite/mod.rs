@@ -32,15 +32,17 @@
 //! - `metrics`: the HTTP endpoint on its listener;
 //! - `discovery`: LAN beacons sent to broadcast addresses from its UDP socket;
 //! - `multinode`: a network of its binary (links, host discovery), every relay operation
-//!   between its processes.
+//!   between its processes;
+//! - `tools`: the `iris` command's tools (`pub`, `sub`, `bcast`, `req`, `serve`, `bench`,
+//!   `status`), clients of its runtime, against a node process.
 //!
 //! The others are runtime-independent: what they check is decided before any runtime
 //! starts (flags and key files, `cli`) or by the core and the driver's common code, and
 //! what they use of a runtime is what the cases above already use. They are a crashed
 //! and a leaving node (`multinode`), a rolling restart (`restart`), key rotation
 //! (`rotation`), peers of another key or network and the default discovery ports
-//! (`discovery`, `lifecycle`). Each boots networks of node processes that wait out the
-//! overlay's 10 s of quiet: 13 cases, about 160 s of a runtime's 270 s of cases. One
+//! (`discovery`, `lifecycle`), the status page in a headless browser (`status_page`). Each
+//! boots networks of node processes that wait out the overlay's 10 s of quiet: 14 cases, about 160 s of a runtime's 270 s of cases. One
 //! runtime, tokio, runs them (`iris-tokio`'s `runtime_independent!` makes them tests);
 //! `iris-smol` lists them as ignored, and `cargo test -p iris-smol --test suite --
 //! --include-ignored` runs them there too. So `cargo test --workspace` runs every case
@@ -59,3 +61,5 @@ mod network;
 mod overload;
 mod restart;
 mod rotation;
+mod status_page;
+mod tools;

@@ -1,41 +1,35 @@
-//! The Iris node command (`iris` on tokio, `iris-smol` on smol): flags, key, logging,
-//! signals, and a node run until a signal stops it.
+//! The node itself (`iris --net ...`, `iris --dev`): its flags, key, logging, signals, and
+//! a node run until a signal stops it.
 
 use crate::driver::{self, NetworkOptions, NodeOptions};
 use crate::runtime::Runtime;
-use clap::{CommandFactory, Parser};
 use iris_proto::{MeshConfig, Security};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
-/// Iris node: decentralized messaging for backend services.
-///
-/// Applications attach to their local node over the relay protocol (TCP on 127.0.0.1 and
-/// ::1) and address each other by cluster and topic names. The original's single-dash
-/// flags (`iris -dev -port 3333`) work too.
-#[derive(Debug, Parser)]
-#[command(name = "iris", version, about, long_about)]
-struct Args {
+/// The node's flags (`iris --net ...`, `iris --dev`).
+#[derive(Debug, clap::Args)]
+pub(super) struct NodeArgs {
     /// Run a lone development node: random network name and key, no peers, no discovery.
     #[arg(long)]
-    dev: bool,
+    pub(super) dev: bool,
 
     /// Network name; nodes join only nodes of the same network (and the same key).
     #[arg(long, value_name = "NAME")]
-    net: Option<String>,
+    pub(super) net: Option<String>,
 
     /// Path of the network's shared RSA private key: PKCS#1 or PKCS#8, PEM or DER, at least
     /// 2048 bits (`openssl genrsa -out net.pem 2048`).
     #[arg(long, value_name = "PATH")]
-    rsa: Option<std::path::PathBuf>,
+    pub(super) rsa: Option<std::path::PathBuf>,
 
     /// During a key rotation, the network's key before the one given with --rsa: links
     /// authenticated with it are accepted too, so that a network moves from one key to the
     /// next a node at a time (restart each with `--rsa NEW --rsa-previous OLD`, then each
     /// without --rsa-previous).
     #[arg(long, value_name = "PATH")]
-    rsa_previous: Option<std::path::PathBuf>,
+    pub(super) rsa_previous: Option<std::path::PathBuf>,
 
     /// A node of the network to join through, as HOST:PORT (its peer address); repeat for
     /// several. Retried while this node knows nobody. A host name is resolved again on every
@@ -43,78 +37,78 @@ struct Args {
     /// round-robin DNS); one that resolves to nothing yet is retried. Without seeds the node
     /// starts a network of its own, which others may join through it.
     #[arg(long = "seed", value_name = "HOST:PORT")]
-    seeds: Vec<String>,
+    pub(super) seeds: Vec<String>,
 
     /// Where the peer listener binds. Loopback by default: reaching other machines is an
     /// explicit choice (e.g. `0.0.0.0:7000` with `--advertise 10.0.0.5:7000`).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
-    peer_bind: std::net::SocketAddr,
+    pub(super) peer_bind: std::net::SocketAddr,
 
     /// The peer address other nodes are told to dial (default: the bound address).
     #[arg(long, value_name = "ADDR:PORT")]
-    advertise: Option<std::net::SocketAddr>,
+    pub(super) advertise: Option<std::net::SocketAddr>,
 
     /// Where to look for other nodes of the network besides the seeds: `host` (other nodes
     /// on this machine, over loopback UDP), `lan` (this machine and every address of its
     /// IPv4 subnets: opt-in, it sends to every host there) or `none`.
     #[arg(long, default_value = "host", value_name = "SCOPE")]
-    discover: crate::discovery::Discover,
+    pub(super) discover: crate::discovery::Discover,
 
     /// The well-known UDP ports discovery binds (the first free one) and sends beacons to.
     /// Nodes look for each other only on the same ports: a different list keeps a group of
     /// nodes apart from the rest on one host.
     #[arg(long, value_delimiter = ',', value_name = "PORT,...",
           default_values_t = crate::discovery::DEFAULT_PORTS)]
-    discovery_ports: Vec<u16>,
+    pub(super) discovery_ports: Vec<u16>,
 
     /// Relay port for local clients, on 127.0.0.1 and ::1. 0 picks a free port.
     #[arg(long, default_value_t = 55555, value_name = "PORT")]
-    port: u16,
+    pub(super) port: u16,
 
     /// Log filter, e.g. `info`, `debug`, `iris_driver=trace` (RUST_LOG overrides it).
     #[arg(long, default_value = "info", value_name = "FILTER")]
-    log: String,
+    pub(super) log: String,
 
     /// Largest message, request, reply or event a client may send, in bytes.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
-    max_message_size: u64,
+    pub(super) max_message_size: u64,
 
     /// Most relay clients at once (past their handshake); the next is denied with the
     /// reason. Default: what the open-file limit allows once the node has raised it as far
     /// as the OS lets it (clients need one descriptor each; some are kept for peers).
     #[arg(long, value_name = "N")]
-    max_clients: Option<usize>,
+    pub(super) max_clients: Option<usize>,
 
     /// Most connections still in their handshake; when full, the oldest is closed, so
     /// connections that never send INIT cannot keep clients out.
     #[arg(long, default_value_t = 1024, value_name = "N")]
-    max_handshakes: usize,
+    pub(super) max_handshakes: usize,
 
     /// Unwritten bytes for one client above which the producers sending to it stop being
     /// read until it catches up (only they: everyone else is served). Default: 8 MiB, or
     /// half the per-client cap if that is smaller.
     #[arg(long, value_name = "BYTES")]
-    client_backlog_high: Option<usize>,
+    pub(super) client_backlog_high: Option<usize>,
 
     /// Milliseconds a client may stay congested before it is cut as a slow consumer.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
-    slow_consumer_timeout_ms: u64,
+    pub(super) slow_consumer_timeout_ms: u64,
 
     /// Hard cap on unwritten bytes for one client (its share of the memory budget); beyond
     /// it the client is cut at once. Default: a quarter of --max-memory, at most 256 MiB.
     #[arg(long, value_name = "BYTES")]
-    max_client_backlog: Option<usize>,
+    pub(super) max_client_backlog: Option<usize>,
 
     /// Memory budget for everything the node holds for clients (queued messages, partial
     /// input, tunnel buffers), e.g. `1G`, `512M` or bytes. Over three quarters the node stops
     /// reading new input; over the whole it cuts its largest consumers.
     #[arg(long, default_value = "1G", value_name = "SIZE", value_parser = parse_size)]
-    max_memory: usize,
+    pub(super) max_memory: usize,
 
     /// Serve the node's counters (Prometheus text) at http://ADDR/metrics, e.g.
     /// `127.0.0.1:9100`.
     #[arg(long, value_name = "ADDR:PORT")]
-    metrics: Option<std::net::SocketAddr>,
+    pub(super) metrics: Option<std::net::SocketAddr>,
 
     /// Milliseconds a node shutting down (SIGTERM, SIGINT) waits for the requests in
     /// progress to be answered before it closes its clients; its members take no new ones
@@ -122,41 +116,16 @@ struct Args {
     /// 3 s of the signal.
     #[arg(long, default_value_t = 1000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=2000))]
-    shutdown_drain_ms: u64,
+    pub(super) shutdown_drain_ms: u64,
 
     /// Milliseconds a new client has to complete its handshake.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
-    handshake_timeout_ms: u64,
+    pub(super) handshake_timeout_ms: u64,
 }
 
-/// Rewrites the original's single-dash long flags (`-net x`, `-port=3333`) to clap's
-/// `--net x`. The names are those of every long flag clap knows for [`Args`] (with its own
-/// `help` and `version`), so a flag added there takes one dash too. Other single-dash words
-/// (short flags such as `-h` and `-V`, unknown words, values) are passed on unchanged.
-fn normalize(args: impl Iterator<Item = String>) -> Vec<String> {
-    let mut command = Args::command();
-    command.build();
-    let long: Vec<&str> = command
-        .get_arguments()
-        .filter_map(|a| a.get_long())
-        .collect();
-    args.map(|a| {
-        let body = a.strip_prefix('-').filter(|b| !b.starts_with('-'));
-        match body {
-            Some(b) if long.contains(&b.split('=').next().unwrap_or(b)) => format!("-{a}"),
-            _ => a,
-        }
-    })
-    .collect()
-}
-
-/// Runs the command on runtime `R`: parses the process's arguments, runs a node until
-/// SIGINT or SIGTERM, and says how it ended. The `iris` binaries are this one call.
-pub fn main<R: Runtime>() -> ExitCode {
-    let args = match Args::try_parse_from(normalize(std::env::args())) {
-        Ok(args) => args,
-        Err(e) => return flag_error(e),
-    };
+/// Runs a node with these flags on runtime `R` until SIGINT or SIGTERM, and says how it
+/// ended.
+pub(super) fn run<R: Runtime>(args: NodeArgs) -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -231,25 +200,8 @@ pub fn main<R: Runtime>() -> ExitCode {
     }
 }
 
-/// Help and version go to stdout as clap writes them; a bad flag is one line on stderr and
-/// exit status 2.
-fn flag_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return ExitCode::SUCCESS;
-    }
-    let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    eprintln!(
-        "iris: {} (see iris --help)",
-        first.strip_prefix("error: ").unwrap_or(first)
-    );
-    ExitCode::from(2)
-}
-
 /// The network half of the options: the key checked, the seeds resolved.
-fn network_options(args: &Args) -> Result<NetworkOptions, String> {
+fn network_options(args: &NodeArgs) -> Result<NetworkOptions, String> {
     let (Some(net), Some(rsa)) = (&args.net, &args.rsa) else {
         return Err("a network node needs --net NAME and --rsa KEY (or use --dev)".into());
     };
@@ -336,111 +288,6 @@ fn parse_size(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn single_dash_flags_of_the_original_still_parse() {
-        let argv = ["iris", "-dev", "-port", "3333", "-net=x"].map(String::from);
-        let args = Args::parse_from(normalize(argv.into_iter()));
-        assert!(args.dev);
-        assert_eq!(args.port, 3333);
-        assert_eq!(args.net.as_deref(), Some("x"));
-        // Short options, unknown words and values that start with one dash are left alone.
-        for word in ["-h", "-V", "-bogus", "-5", "-", "--port"] {
-            assert_eq!(normalize([word.to_string()].into_iter()), vec![word]);
-        }
-    }
-
-    /// A value clap accepts for `arg`: its default, else one fitting its value name.
-    fn sample_value(arg: &clap::Arg) -> String {
-        if let Some(v) = arg.get_default_values().first() {
-            return v.to_string_lossy().into_owned();
-        }
-        let name = arg
-            .get_value_names()
-            .and_then(|n| n.first())
-            .map(|n| n.as_str());
-        match name {
-            Some("NAME") => "x",
-            Some("PATH") => "key.pem",
-            Some("HOST:PORT") => "localhost:1",
-            Some("ADDR:PORT") => "127.0.0.1:9",
-            Some("N" | "BYTES") => "7",
-            other => panic!(
-                "--{}: this test needs a sample value for {other:?}",
-                arg.get_long().unwrap_or_default()
-            ),
-        }
-        .to_string()
-    }
-
-    /// Every long flag clap defines, iterated from its own definition, works with one dash
-    /// as with two, its value after a space or after `=`.
-    #[test]
-    fn every_long_flag_takes_one_dash_too() {
-        use clap::ArgAction;
-        use clap::error::ErrorKind;
-        use clap::parser::ValueSource;
-        let mut command = Args::command();
-        command.build();
-        let mut longs = Vec::new();
-        for arg in command.get_arguments() {
-            let Some(long) = arg.get_long() else {
-                continue;
-            };
-            longs.push(long);
-            let id = arg.get_id().as_str();
-            let parse = |words: &[String]| {
-                let argv = std::iter::once("iris".to_string()).chain(words.iter().cloned());
-                Args::command().try_get_matches_from(normalize(argv))
-            };
-            match arg.get_action() {
-                ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong => {
-                    let e = parse(&[format!("-{long}")]).unwrap_err();
-                    assert_eq!(e.kind(), ErrorKind::DisplayHelp, "-{long}");
-                }
-                ArgAction::Version => {
-                    let e = parse(&[format!("-{long}")]).unwrap_err();
-                    assert_eq!(e.kind(), ErrorKind::DisplayVersion, "-{long}");
-                }
-                action if !action.takes_values() => {
-                    let m = parse(&[format!("-{long}")]).unwrap_or_else(|e| panic!("-{long}: {e}"));
-                    assert_eq!(
-                        m.value_source(id),
-                        Some(ValueSource::CommandLine),
-                        "-{long}"
-                    );
-                }
-                _ => {
-                    let value = sample_value(arg);
-                    for words in [
-                        vec![format!("-{long}"), value.clone()],
-                        vec![format!("-{long}={value}")],
-                    ] {
-                        let m = parse(&words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
-                        assert_eq!(
-                            m.value_source(id),
-                            Some(ValueSource::CommandLine),
-                            "{words:?}"
-                        );
-                        let got: Vec<_> = m.get_raw(id).expect("a value").collect();
-                        assert_eq!(got, [std::ffi::OsStr::new(&value)], "{words:?}");
-                    }
-                }
-            }
-        }
-        // The flags the hand-kept list once forgot, and clap's own.
-        for long in [
-            "shutdown-drain-ms",
-            "help",
-            "version",
-            "dev",
-            "net",
-            "rsa",
-            "port",
-        ] {
-            assert!(longs.contains(&long), "--{long} missing from {longs:?}");
-        }
-    }
 
     #[test]
     fn sizes_take_suffixes_and_refuse_nonsense() {

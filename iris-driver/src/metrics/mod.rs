@@ -1,13 +1,19 @@
-//! `--metrics ADDR`: the node's counters in the Prometheus text format, over HTTP.
+//! `--metrics ADDR`: the node's counters over HTTP, for Prometheus (`/metrics`), for
+//! readiness probes (`/ready`), for people (`/`, a status page) and for tools
+//! (`/status.json`, what `iris status` and the page read).
 //!
-//! The node's counters live in the core (`iris_proto::Stats`, `MeshStats`); a scrape takes
-//! a snapshot on the node's thread and renders it with `prometheus-client`. The endpoint is
-//! the smallest HTTP/1.1 responder that serves `GET /metrics`: scrapes are rare and small,
-//! so it reads one bounded request per connection, answers and closes.
+//! The node's counters live in the core (`iris_proto::Stats`, `MeshStats`); a request takes
+//! a snapshot on the node's thread, listed once as [`metrics`], and renders it with
+//! `prometheus-client` or as JSON (`status.rs`). The endpoint is the smallest HTTP/1.1
+//! responder that serves a few GETs: requests are rare and small, so it reads one bounded
+//! request per connection, answers and closes.
+
+mod status;
+
+pub use status::{PAGE, status_json};
 
 use crate::runtime::{ReadBytes, Runtime, WriteBytes};
-use iris_proto::MeshStats;
-use iris_proto::{Node, Stats};
+use iris_proto::{MeshStats, Node, NodeId, PeerStatus, Stats};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +29,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// What one scrape reports, taken from the node at once.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// The node's overlay id (networked nodes).
+    pub id: Option<NodeId>,
+    /// The peers the overlay keeps, with their links.
+    pub peer_list: Vec<PeerStatus>,
     /// The core's counters.
     pub stats: Stats,
     /// The links' counters (networked nodes).
@@ -58,6 +68,8 @@ impl Snapshot {
     pub fn of(node: &Node, ready: bool) -> Snapshot {
         let status = node.status();
         Snapshot {
+            id: status.id,
+            peer_list: node.peer_statuses(),
             stats: node.stats(),
             mesh: status.mesh,
             peers: status.peers,
@@ -78,270 +90,269 @@ impl Snapshot {
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-fn gauge(r: &mut Registry, name: &str, help: &str, v: usize) {
-    let g = Gauge::<i64>::default();
-    g.set(i64::try_from(v).unwrap_or(i64::MAX));
-    r.register(name, help, g);
+/// What one metric of a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A level (peers, bytes queued).
+    Gauge(u64),
+    /// A count since the node started.
+    Counter(u64),
+    /// Counts since the node started, one for each value of a label.
+    Family(&'static str, Vec<(&'static str, u64)>),
 }
 
-fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
-    let c = Counter::<u64>::default();
-    c.inc_by(v);
-    r.register(name, help, c);
+/// One metric of a snapshot: the same list feeds the Prometheus text and the status JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metric {
+    /// Its name, without the `iris_` prefix (nor a counter's `_total`).
+    pub name: &'static str,
+    /// What it counts.
+    pub help: &'static str,
+    /// Its value.
+    pub value: Value,
 }
 
-/// A counter family with one label, one series per `(label value, count)`.
+fn level(name: &'static str, help: &'static str, v: usize) -> Metric {
+    let value = Value::Gauge(u64::try_from(v).unwrap_or(u64::MAX));
+    Metric { name, help, value }
+}
+
 fn family(
-    r: &mut Registry,
-    name: &str,
-    help: &str,
+    name: &'static str,
+    help: &'static str,
     label: &'static str,
     series: &[(&'static str, u64)],
-) {
-    let f = Family::<Labels, Counter>::default();
-    for &(value, n) in series {
-        f.get_or_create(&vec![(label, value)]).inc_by(n);
+) -> Metric {
+    let value = Value::Family(label, series.to_vec());
+    Metric { name, help, value }
+}
+
+/// Every metric of the snapshot, in the order they are shown.
+pub fn metrics(s: &Snapshot) -> Vec<Metric> {
+    let st = &s.stats;
+    let mut m = vec![
+        level(
+            "ready",
+            "1 once the relay port is open",
+            usize::from(s.ready),
+        ),
+        level(
+            "converged",
+            "1 while the overlay has converged",
+            usize::from(s.converged),
+        ),
+        level("peers", "Nodes the overlay knows", s.peers),
+        level("links", "Peer links open or opening", s.links),
+        level(
+            "link_queued_bytes",
+            "Bytes queued in peer links",
+            s.link_queued,
+        ),
+        level(
+            "casts_waiting_bytes",
+            "Bytes of broadcasts and events waiting for a peer's credit",
+            s.casts_waiting,
+        ),
+        level("clients", "Relay connections", s.clients),
+        level(
+            "memory_used_bytes",
+            "Bytes charged to the memory budget",
+            s.memory_used,
+        ),
+        level("memory_budget_bytes", "The memory budget", s.memory_budget),
+        level("trees", "Multicast trees this node takes part in", s.trees),
+        level("clusters", "Clusters with members on this node", s.groups.0),
+        level("topics", "Topics with subscribers on this node", s.groups.1),
+        level(
+            "memory_peak_bytes",
+            "Most bytes ever charged to the budget",
+            usize::try_from(st.memory_peak).unwrap_or(usize::MAX),
+        ),
+        family(
+            "client_messages",
+            "Messages received from relay clients, by kind",
+            "kind",
+            &[
+                ("broadcast", st.broadcasts),
+                ("publish", st.publishes),
+                ("request", st.requests),
+            ],
+        ),
+        family(
+            "bytes",
+            "Bytes moved, by side and direction",
+            "way",
+            &[
+                ("client_in", st.bytes_in),
+                ("client_out", st.bytes_out),
+                ("peer_in", st.peer_bytes_in),
+                ("peer_out", st.peer_bytes_out),
+                ("tree_out", st.tree_bytes_out),
+            ],
+        ),
+        family(
+            "clients_events",
+            "Relay connection events",
+            "event",
+            &[
+                ("accepted", st.clients_accepted),
+                ("closed", st.clients_closed),
+                ("refused", st.clients_refused),
+                ("denied", st.clients_denied),
+                ("handshake_evicted", st.handshakes_evicted),
+                ("handshake_timeout", st.handshake_timeouts),
+                ("protocol_violation", st.protocol_violations),
+            ],
+        ),
+        family(
+            "slow_consumers_cut",
+            "Clients cut as slow consumers, by reason",
+            "reason",
+            &[
+                ("lagging", st.cut_lagging),
+                ("backlog_cap", st.cut_backlog_cap),
+                ("memory", st.cut_memory),
+            ],
+        ),
+        family(
+            "dropped",
+            "Messages not delivered, by reason",
+            "reason",
+            &[
+                ("cast_no_link", st.casts_dropped),
+                ("cast_duplicate", st.casts_duplicate),
+                ("cast_stray", st.casts_stray),
+                ("cast_no_tree", st.casts_no_tree),
+                ("anycast_no_tree", st.anycasts_no_tree),
+                ("anycast_lost", st.anycasts_lost),
+                ("anycast_expired", st.anycasts_expired),
+                ("peer_unreachable", st.undelivered),
+                ("reply_refused", st.replies_refused),
+                ("request_expired_queued", st.requests_expired_queued),
+                ("peer_message_bad", st.peer_messages_bad),
+            ],
+        ),
+        Metric {
+            name: "held_for_tree",
+            help: "Multicasts and anycasts that found no tree while the overlay moved and waited for one",
+            value: Value::Counter(st.held),
+        },
+        family(
+            "requests",
+            "Requests by outcome at this node",
+            "outcome",
+            &[
+                ("timed_out", st.requests_timed_out),
+                ("refused_queue_full", st.requests_refused),
+                ("shed_too_many_pending", st.requests_shed),
+                ("served_for_peers", st.requests_served_for_peers),
+            ],
+        ),
+        family(
+            "tunnels",
+            "Tunnel events",
+            "event",
+            &[
+                ("opened", st.tunnels_opened),
+                ("failed", st.tunnels_failed),
+                ("broken", st.tunnels_broken),
+                ("served_for_peers", st.tunnels_served_for_peers),
+            ],
+        ),
+        family(
+            "casts",
+            "Broadcasts and events crossing nodes",
+            "event",
+            &[
+                ("sent", st.casts_sent),
+                ("delivered", st.casts_delivered),
+                ("rerouted", st.rerouted),
+            ],
+        ),
+        family(
+            "flow",
+            "Back-pressure events",
+            "event",
+            &[
+                ("producer_held", st.producers_held),
+                ("memory_wait", st.memory_waits),
+                ("memory_tight", st.memory_tight),
+            ],
+        ),
+    ];
+    if let Some(mesh) = &s.mesh {
+        m.extend([
+            Metric {
+                name: "signatures",
+                help: "Signatures made with the network key: one per genuine link, none for strangers",
+                value: Value::Counter(s.signatures),
+            },
+            family(
+                "links_events",
+                "Peer link events",
+                "event",
+                &[
+                    ("up", mesh.links_up),
+                    ("handshake_failed", mesh.links_failed),
+                    ("duplicate", mesh.links_duplicate),
+                    ("idle", mesh.links_idle),
+                    ("refused", mesh.links_refused),
+                    ("evicted", mesh.links_evicted),
+                    ("handshake_evicted", mesh.handshakes_evicted),
+                    ("handshake_refused_per_addr", mesh.handshakes_refused_per_addr),
+                    ("dial_failed", mesh.dials_failed),
+                ],
+            ),
+            family(
+                "link_messages_dropped",
+                "Messages the links could not take, by reason",
+                "reason",
+                &[
+                    ("no_link", mesh.messages_dropped),
+                    ("data_queue_full", mesh.data_refused),
+                    ("bad", mesh.bad_messages),
+                ],
+            ),
+            family(
+                "discovery",
+                "Discovery beacons",
+                "event",
+                &[
+                    ("sent", mesh.beacons_sent),
+                    ("foreign", mesh.beacons_foreign),
+                    ("forged", mesh.beacons_forged),
+                    ("replayed", mesh.beacons_replayed),
+                    ("joined", mesh.discovered),
+                ],
+            ),
+        ]);
     }
-    r.register(name, help, f);
+    m
 }
 
 /// The snapshot in the Prometheus text format (OpenMetrics flavour).
 pub fn render(s: &Snapshot) -> String {
-    let st = &s.stats;
     let mut r = Registry::with_prefix("iris");
-    gauge(
-        &mut r,
-        "ready",
-        "1 once the relay port is open",
-        usize::from(s.ready),
-    );
-    gauge(
-        &mut r,
-        "converged",
-        "1 while the overlay has converged",
-        usize::from(s.converged),
-    );
-    gauge(&mut r, "peers", "Nodes the overlay knows", s.peers);
-    gauge(&mut r, "links", "Peer links open or opening", s.links);
-    gauge(
-        &mut r,
-        "link_queued_bytes",
-        "Bytes queued in peer links",
-        s.link_queued,
-    );
-    gauge(
-        &mut r,
-        "casts_waiting_bytes",
-        "Bytes of broadcasts and events waiting for a peer's credit",
-        s.casts_waiting,
-    );
-    gauge(&mut r, "clients", "Relay connections", s.clients);
-    gauge(
-        &mut r,
-        "memory_used_bytes",
-        "Bytes charged to the memory budget",
-        s.memory_used,
-    );
-    gauge(
-        &mut r,
-        "memory_budget_bytes",
-        "The memory budget",
-        s.memory_budget,
-    );
-    gauge(
-        &mut r,
-        "trees",
-        "Multicast trees this node takes part in",
-        s.trees,
-    );
-    gauge(
-        &mut r,
-        "clusters",
-        "Clusters with members on this node",
-        s.groups.0,
-    );
-    gauge(
-        &mut r,
-        "topics",
-        "Topics with subscribers on this node",
-        s.groups.1,
-    );
-    gauge(
-        &mut r,
-        "memory_peak_bytes",
-        "Most bytes ever charged to the budget",
-        usize::try_from(st.memory_peak).unwrap_or(usize::MAX),
-    );
-    family(
-        &mut r,
-        "client_messages",
-        "Messages received from relay clients, by kind",
-        "kind",
-        &[
-            ("broadcast", st.broadcasts),
-            ("publish", st.publishes),
-            ("request", st.requests),
-        ],
-    );
-    family(
-        &mut r,
-        "bytes",
-        "Bytes moved, by side and direction",
-        "way",
-        &[
-            ("client_in", st.bytes_in),
-            ("client_out", st.bytes_out),
-            ("peer_in", st.peer_bytes_in),
-            ("peer_out", st.peer_bytes_out),
-            ("tree_out", st.tree_bytes_out),
-        ],
-    );
-    family(
-        &mut r,
-        "clients_events",
-        "Relay connection events",
-        "event",
-        &[
-            ("accepted", st.clients_accepted),
-            ("closed", st.clients_closed),
-            ("refused", st.clients_refused),
-            ("denied", st.clients_denied),
-            ("handshake_evicted", st.handshakes_evicted),
-            ("handshake_timeout", st.handshake_timeouts),
-            ("protocol_violation", st.protocol_violations),
-        ],
-    );
-    family(
-        &mut r,
-        "slow_consumers_cut",
-        "Clients cut as slow consumers, by reason",
-        "reason",
-        &[
-            ("lagging", st.cut_lagging),
-            ("backlog_cap", st.cut_backlog_cap),
-            ("memory", st.cut_memory),
-        ],
-    );
-    family(
-        &mut r,
-        "dropped",
-        "Messages not delivered, by reason",
-        "reason",
-        &[
-            ("cast_no_link", st.casts_dropped),
-            ("cast_duplicate", st.casts_duplicate),
-            ("cast_stray", st.casts_stray),
-            ("cast_no_tree", st.casts_no_tree),
-            ("anycast_no_tree", st.anycasts_no_tree),
-            ("anycast_lost", st.anycasts_lost),
-            ("anycast_expired", st.anycasts_expired),
-            ("peer_unreachable", st.undelivered),
-            ("reply_refused", st.replies_refused),
-            ("request_expired_queued", st.requests_expired_queued),
-            ("peer_message_bad", st.peer_messages_bad),
-        ],
-    );
-    counter(
-        &mut r,
-        "held_for_tree",
-        "Multicasts and anycasts that found no tree while the overlay moved and waited for one",
-        st.held,
-    );
-    family(
-        &mut r,
-        "requests",
-        "Requests by outcome at this node",
-        "outcome",
-        &[
-            ("timed_out", st.requests_timed_out),
-            ("refused_queue_full", st.requests_refused),
-            ("shed_too_many_pending", st.requests_shed),
-            ("served_for_peers", st.requests_served_for_peers),
-        ],
-    );
-    family(
-        &mut r,
-        "tunnels",
-        "Tunnel events",
-        "event",
-        &[
-            ("opened", st.tunnels_opened),
-            ("failed", st.tunnels_failed),
-            ("broken", st.tunnels_broken),
-            ("served_for_peers", st.tunnels_served_for_peers),
-        ],
-    );
-    family(
-        &mut r,
-        "casts",
-        "Broadcasts and events crossing nodes",
-        "event",
-        &[
-            ("sent", st.casts_sent),
-            ("delivered", st.casts_delivered),
-            ("rerouted", st.rerouted),
-        ],
-    );
-    family(
-        &mut r,
-        "flow",
-        "Back-pressure events",
-        "event",
-        &[
-            ("producer_held", st.producers_held),
-            ("memory_wait", st.memory_waits),
-            ("memory_tight", st.memory_tight),
-        ],
-    );
-    if let Some(m) = &s.mesh {
-        let signatures = Counter::<u64>::default();
-        signatures.inc_by(s.signatures);
-        r.register(
-            "signatures",
-            "Signatures made with the network key: one per genuine link, none for strangers",
-            signatures,
-        );
-        family(
-            &mut r,
-            "links_events",
-            "Peer link events",
-            "event",
-            &[
-                ("up", m.links_up),
-                ("handshake_failed", m.links_failed),
-                ("duplicate", m.links_duplicate),
-                ("idle", m.links_idle),
-                ("refused", m.links_refused),
-                ("evicted", m.links_evicted),
-                ("handshake_evicted", m.handshakes_evicted),
-                ("handshake_refused_per_addr", m.handshakes_refused_per_addr),
-                ("dial_failed", m.dials_failed),
-            ],
-        );
-        family(
-            &mut r,
-            "link_messages_dropped",
-            "Messages the links could not take, by reason",
-            "reason",
-            &[
-                ("no_link", m.messages_dropped),
-                ("data_queue_full", m.data_refused),
-                ("bad", m.bad_messages),
-            ],
-        );
-        family(
-            &mut r,
-            "discovery",
-            "Discovery beacons",
-            "event",
-            &[
-                ("sent", m.beacons_sent),
-                ("foreign", m.beacons_foreign),
-                ("forged", m.beacons_forged),
-                ("replayed", m.beacons_replayed),
-                ("joined", m.discovered),
-            ],
-        );
+    for m in metrics(s) {
+        match m.value {
+            Value::Gauge(v) => {
+                let g = Gauge::<i64>::default();
+                g.set(i64::try_from(v).unwrap_or(i64::MAX));
+                r.register(m.name, m.help, g);
+            }
+            Value::Counter(v) => {
+                let c = Counter::<u64>::default();
+                c.inc_by(v);
+                r.register(m.name, m.help, c);
+            }
+            Value::Family(label, series) => {
+                let f = Family::<Labels, Counter>::default();
+                for (value, n) in series {
+                    f.get_or_create(&vec![(label, value)]).inc_by(n);
+                }
+                r.register(m.name, m.help, f);
+            }
+        }
     }
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -374,19 +385,36 @@ pub(crate) async fn serve<R: Runtime>(
     }
     let line = req[..].split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next(), parts.next());
-    let (status, body) = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics" | b"/")) => ("200 OK", render(&snapshot())),
+    let method = parts.next();
+    // A query string (a page's cache-buster) does not change what is asked for.
+    let path = parts
+        .next()
+        .map(|p| p.split(|&b| b == b'?').next().unwrap_or(p));
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let (status, kind, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(&snapshot()),
+        ),
+        (Some(b"GET"), Some(b"/")) => ("200 OK", "text/html; charset=utf-8", PAGE.to_string()),
+        (Some(b"GET"), Some(b"/status.json")) => {
+            ("200 OK", "application/json", status_json(&snapshot()))
+        }
         // For readiness probes (a Kubernetes DaemonSet's): 200 once the relay port is open.
         (Some(b"GET"), Some(b"/ready")) => match snapshot().ready {
-            true => ("200 OK", "ready\n".to_string()),
-            false => ("503 Service Unavailable", "not ready\n".to_string()),
+            true => ("200 OK", TEXT, "ready\n".to_string()),
+            false => ("503 Service Unavailable", TEXT, "not ready\n".to_string()),
         },
-        (Some(b"GET"), _) => ("404 Not Found", "try /metrics or /ready\n".to_string()),
-        _ => ("405 Method Not Allowed", "GET only\n".to_string()),
+        (Some(b"GET"), _) => (
+            "404 Not Found",
+            TEXT,
+            "try / (status page), /metrics, /status.json or /ready\n".to_string(),
+        ),
+        _ => ("405 Method Not Allowed", TEXT, "GET only\n".to_string()),
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = wr.write_all(head.as_bytes()).await;
