@@ -319,6 +319,8 @@ pub(crate) struct Shared<R: Runtime> {
     addrs: BTreeMap<Endpoint, SocketAddr>,
     /// Budgets of the warnings a remote party can trigger at will.
     refusals: LogLimit,
+    /// Trees refused for `max_trees` (reported in batches by the core).
+    trees_full: LogLimit,
     handshakes: LogLimit,
     /// The discovery socket, if the node looks for others.
     beacons: Option<Beacons<R>>,
@@ -424,6 +426,7 @@ async fn run_local<R: Runtime>(
         writers_done: Rc::new(Wake::default()),
         addrs: BTreeMap::new(),
         refusals: LogLimit::new(),
+        trees_full: LogLimit::new(),
         handshakes: LogLimit::new(),
         beacons,
         keys,
@@ -640,6 +643,18 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
             }
         }
         NodeEvent::Stopped => debug!("all clients closed"),
+        NodeEvent::TreesFull {
+            group,
+            refused,
+            max_trees,
+        } => limited_warn(
+            &mut s.trees_full,
+            format_args!(
+                "refused {refused} multicast tree(s), the last for {group}: this node takes part \
+                 in {max_trees} trees already (--max-trees); messages of those groups do not \
+                 pass through it"
+            ),
+        ),
         NodeEvent::Mesh(e) => {
             match &e {
                 MeshEvent::Converged { peers } => {

@@ -51,8 +51,18 @@ fn help_explains_every_flag() {
         "--discover",
         "--discovery-ports",
         "--metrics",
+        "--max-trees",
+        "--max-subscriptions",
     ] {
         assert!(out.contains(flag), "--help does not mention {flag}:\n{out}");
+    }
+    // The tools are listed, each with what it does.
+    for tool in ["pub", "sub", "bcast", "req", "serve", "bench", "status"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{tool} "))),
+            "--help does not list the tool {tool}:\n{out}"
+        );
     }
 }
 
@@ -102,6 +112,8 @@ fn bad_flags_are_refused() {
         (&["--dev", "--metrics", "nowhere"][..], "nowhere"),
         (&["--dev", "--max-memory", "lots"][..], "not a size"),
         (&["--dev", "--shutdown-drain-ms", "5000"][..], "0..=2000"),
+        (&["--dev", "--max-trees", "0"][..], "at least 1"),
+        (&["--dev", "--max-subscriptions", "many"][..], "not a count"),
         // The original's single-dash forms reach the same checks (cli.rs tries every flag).
         (&["-dev", "-shutdown-drain-ms", "5000"][..], "0..=2000"),
         (&["-dev", "-max-memory=lots"][..], "not a size"),

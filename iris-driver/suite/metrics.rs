@@ -3,7 +3,7 @@
 
 use super::common;
 
-use common::{Got, IrisProcess, fixture, get, metrics_addr, sample as value};
+use common::{Got, IrisProcess, fixture, get, metrics_addr, sample as value, scrape};
 use iris_proto::relay::{ClientPacket, NodePacket};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,6 +22,9 @@ fn counters_are_scraped_while_two_nodes_carry_traffic() {
             "23301,23302".into(),
             "--metrics".into(),
             "127.0.0.1:0".into(),
+            // Room for the cluster's 5 trees and one topic's, not more (see the end).
+            "--max-trees".into(),
+            "12".into(),
         ]
     };
     let mut nodes: Vec<IrisProcess> = (0..2)
@@ -115,4 +118,21 @@ fn counters_are_scraped_while_two_nodes_carry_traffic() {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+
+    // Past --max-trees, trees are refused loudly: a warning naming the group, a counter.
+    assert_eq!(value(&scrape(&a), "iris_trees_refused_total"), 0);
+    let mut subscriber = nodes[0].connect("");
+    for topic in ["t0", "t1", "t2"] {
+        subscriber.send(ClientPacket::Subscribe {
+            topic: topic.into(),
+        });
+    }
+    let said = nodes[0].wait_line("multicast tree(s), the last for topic t");
+    assert!(
+        said.contains("WARN") && said.contains("12 trees already"),
+        "{said}"
+    );
+    let refused = value(&scrape(&a), "iris_trees_refused_total");
+    assert!(refused >= 5, "{refused} trees refused");
+    assert!(value(&scrape(&a), "iris_trees") <= 12);
 }

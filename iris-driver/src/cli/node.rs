@@ -118,6 +118,20 @@ pub(super) struct NodeArgs {
           value_parser = clap::value_parser!(u64).range(0..=2000))]
     pub(super) shutdown_drain_ms: u64,
 
+    /// Most multicast trees this node takes part in (each cluster or topic with members
+    /// anywhere has 5; a node is in the trees of its own clients' groups and in those that
+    /// pass through it). Past it, trees are refused, logged at warn and counted in
+    /// `iris_trees_refused_total`: those groups' messages do not pass through this node.
+    #[arg(long, default_value_t = iris_proto::ScribeConfig::default().max_trees, value_name = "N",
+          value_parser = at_least_one)]
+    pub(super) max_trees: usize,
+
+    /// Most topics one client connection may subscribe to; its next SUBSCRIBE closes it
+    /// with the reason.
+    #[arg(long, default_value_t = iris_proto::Config::default().max_subscriptions_per_client,
+          value_name = "N", value_parser = at_least_one)]
+    pub(super) max_subscriptions: usize,
+
     /// Milliseconds a new client has to complete its handshake.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub(super) handshake_timeout_ms: u64,
@@ -165,6 +179,7 @@ pub(super) fn run<R: Runtime>(args: NodeArgs) -> ExitCode {
     c.limits.max_message_size = args.max_message_size;
     c.max_clients = args.max_clients.unwrap_or(by_fd_limit);
     c.max_handshakes = args.max_handshakes;
+    c.max_subscriptions_per_client = args.max_subscriptions;
     c.max_memory = args.max_memory;
     c.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
     c.max_client_backlog = args
@@ -238,6 +253,7 @@ fn network_options(args: &NodeArgs) -> Result<NetworkOptions, String> {
     let mut mesh = MeshConfig::new(net, args.peer_bind);
     mesh.seeds = seeds;
     mesh.seeds_to_come = !seed_names.is_empty();
+    mesh.scribe.max_trees = args.max_trees;
     mesh.link.previous_key = previous;
     Ok(NetworkOptions {
         bind: args.peer_bind,
@@ -266,6 +282,15 @@ fn clients_by_fd_limit(handshakes: usize) -> usize {
     let clients = limit.saturating_sub(reserved).clamp(64, 1 << 20) as usize;
     tracing::info!("open-file limit {limit}: serving up to {clients} clients");
     clients
+}
+
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a count")),
+    }
 }
 
 /// A size in bytes, with an optional K, M or G suffix (powers of 1024).

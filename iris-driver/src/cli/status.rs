@@ -188,6 +188,14 @@ fn report(before: &Json, now: &Json, secs: f64) -> String {
             "requests", "timed_out"
         ));
     }
+    let trees = count(now, &["trees_refused"]);
+    if trees > 0.0 {
+        let r = per_sec(&["trees_refused"]);
+        drops.push(format!(
+            "  {:<22}{:<24}{trees:>10}{r:>10.1}/s",
+            "trees_refused", "over --max-trees"
+        ));
+    }
     if drops.is_empty() {
         let _ = writeln!(out, "\ndrops: none");
     } else {

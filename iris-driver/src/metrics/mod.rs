@@ -233,6 +233,11 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
             ],
         ),
         Metric {
+            name: "trees_refused",
+            help: "Multicast trees refused because this node takes part in --max-trees already: those groups' messages do not pass here",
+            value: Value::Counter(st.trees_refused),
+        },
+        Metric {
             name: "held_for_tree",
             help: "Multicasts and anycasts that found no tree while the overlay moved and waited for one",
             value: Value::Counter(st.held),

@@ -126,6 +126,18 @@ pub enum Event {
     Stopped,
     /// The overlay reports something: convergence, a peer down, a link closed, a dial failed.
     Mesh(MeshEvent),
+    /// Trees were refused because this node takes part in `ScribeConfig::max_trees`
+    /// already (reported once for every refusals that came together): messages of those
+    /// groups are not carried through this node, or, for its own clients' groups, do not
+    /// reach them from other nodes.
+    TreesFull {
+        /// The last group refused, as `cluster NAME` or `topic NAME`.
+        group: String,
+        /// Refusals since the last report.
+        refused: u64,
+        /// The bound.
+        max_trees: usize,
+    },
 }
 
 /// Why a client connection ended.

@@ -1415,3 +1415,47 @@ fn peer_statuses_list_every_peer_with_its_link_and_traffic() {
     let lone = crate::Node::new(crate::Config::default(), [1; 32], crate::Instant::ZERO).unwrap();
     assert!(lone.peer_statuses().is_empty());
 }
+
+#[test]
+fn trees_past_max_trees_are_refused_loudly() {
+    use crate::testnet::mesh_config;
+    use crate::{Event, Security};
+    let mut net = Net::new();
+    for i in 0..2 {
+        let mut cfg = mesh_config(i, if i == 0 { &[] } else { &[0] });
+        // One group's 5 trees fit, not two groups'.
+        cfg.scribe.max_trees = 7;
+        net.add(cfg, Security::Plain);
+    }
+    net.secs(20);
+    let sub = net.client(1, "");
+    for topic in ["first", "second", "third"] {
+        net.send(
+            1,
+            sub,
+            ClientPacket::Subscribe {
+                topic: topic.into(),
+            },
+        );
+    }
+    net.secs(2);
+    let reports: Vec<(String, u64, usize)> = net
+        .events_of(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::TreesFull {
+                group,
+                refused,
+                max_trees,
+            } => Some((group.clone(), *refused, *max_trees)),
+            _ => None,
+        })
+        .collect();
+    // The second topic took the last 2 trees; the rest were refused, each counted and
+    // reported with its group (refusals that come together are reported at once).
+    let want =
+        [("topic second", 3, 7), ("topic third", 5, 7)].map(|(g, n, m)| (g.to_string(), n, m));
+    assert_eq!(reports, want);
+    assert_eq!(net.node(1).stats().trees_refused, 8);
+    assert_eq!(net.node(1).status().trees, 7);
+}

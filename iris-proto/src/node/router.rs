@@ -203,6 +203,7 @@ impl Node {
             self.outputs.push_back(o);
         }
         self.drain_mesh();
+        self.report_full_trees();
         if std::mem::take(&mut self.life.stopping) {
             self.outputs.push_back(Output::Event(Event::Stopped));
         }
@@ -226,6 +227,24 @@ impl Node {
         }
         // A shutdown that waited for the requests in progress goes on once they are done.
         (self.life.draining && self.requests.is_empty()).then_some(Effect::Drained)
+    }
+
+    /// Says when trees were refused for `max_trees`: never a silent refusal.
+    fn report_full_trees(&mut self) {
+        let Some(n) = self.net.as_mut() else {
+            return;
+        };
+        if let Some((group, refused)) = n.trees.take_full() {
+            let kind = match group.kind {
+                crate::scribe::GroupKind::Cluster => "cluster",
+                crate::scribe::GroupKind::Topic => "topic",
+            };
+            self.outputs.push_back(Output::Event(Event::TreesFull {
+                group: format!("{kind} {}", group.name),
+                refused,
+                max_trees: n.trees.scribe().config().max_trees,
+            }));
+        }
     }
 
     /// Moves the mesh's outputs to the node's, noting convergence.

@@ -110,6 +110,10 @@ pub struct Stats {
     /// Messages on their way to a tree sent again around a next hop that could not be
     /// reached.
     pub rerouted: u64,
+    /// Trees refused because this node takes part in `ScribeConfig::max_trees` already:
+    /// groups of its own clients, or peers' subscriptions through it. Each is reported
+    /// ([`crate::Event::TreesFull`]).
+    pub trees_refused: u64,
     /// Messages for a peer that could not be reached (replies, tunnel traffic, tree
     /// maintenance): dropped.
     pub undelivered: u64,

@@ -221,6 +221,10 @@ pub struct ScribeStats {
     pub handed_over: u64,
     /// Trees moved onto their route because their parent no longer was its next hop.
     pub rerouted: u64,
+    /// Trees refused because this node takes part in `max_trees` already: a group of its
+    /// own clients, or a peer's subscription through it (its group's messages then do not
+    /// pass here). Counted in `refused` too.
+    pub full: u64,
 }
 
 /// A tree neighbour: how many of this node's trees it is in, and when it was last heard.
@@ -254,6 +258,9 @@ pub struct Scribe {
     /// Parents left for a route's new next hop, told to unsubscribe a beat later (see
     /// `follow_routes`): (when, tree, old parent).
     lingering: VecDeque<(Instant, NodeId, Contact)>,
+    /// Trees refused for `max_trees` since [`Scribe::take_full`] was last called: the last
+    /// one's group, and how many.
+    full_since: Option<(Group, u64)>,
 }
 
 impl Scribe {
@@ -271,7 +278,22 @@ impl Scribe {
             outbox: VecDeque::new(),
             stats: ScribeStats::default(),
             lingering: VecDeque::new(),
+            full_since: None,
         }
+    }
+
+    /// The trees refused for `max_trees` since the last call: the last one's group and how
+    /// many, so that a refusal is reported (logged, counted), never silent.
+    pub fn take_full(&mut self) -> Option<(Group, u64)> {
+        self.full_since.take()
+    }
+
+    /// A tree of `group` was refused: this node takes part in `max_trees` already.
+    fn refuse_full(&mut self, group: &Group) {
+        self.stats.refused += 1;
+        self.stats.full += 1;
+        let n = self.full_since.as_ref().map_or(0, |(_, n)| *n);
+        self.full_since = Some((group.detached(), n + 1));
     }
 
     /// The settings.
@@ -320,7 +342,7 @@ impl Scribe {
             let key = group.tree_key(index);
             if !self.trees.contains_key(&key) {
                 if self.trees.len() >= self.cfg.max_trees {
-                    self.stats.refused += 1;
+                    self.refuse_full(group);
                     continue;
                 }
                 self.trees.insert(key, Tree::new(group.detached(), index));
@@ -696,7 +718,7 @@ impl Scribe {
         }
         let fresh = !self.trees.contains_key(&key);
         if fresh && self.trees.len() >= self.cfg.max_trees {
-            self.stats.refused += 1;
+            self.refuse_full(&group);
             return;
         }
         let t = self

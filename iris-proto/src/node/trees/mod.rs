@@ -81,6 +81,16 @@ impl Trees {
         }
     }
 
+    /// The trees refused for `max_trees` since last asked (see [`Scribe::take_full`]),
+    /// counted in the node's stats.
+    pub(crate) fn take_full(&mut self) -> Option<(Group, u64)> {
+        let full = self.scribe.take_full();
+        if let Some((_, n)) = &full {
+            self.stats.trees_refused += n;
+        }
+        full
+    }
+
     /// The trees machine, for inspection.
     pub(crate) fn scribe(&self) -> &Scribe {
         &self.scribe
