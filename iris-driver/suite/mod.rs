@@ -42,8 +42,8 @@
 //! and a leaving node (`multinode`), a rolling restart (`restart`), key rotation
 //! (`rotation`), peers of another key or network and the default discovery ports
 //! (`discovery`, `lifecycle`), the status page in a headless browser (`status_page`). Each
-//! boots networks of node processes that wait out the overlay's 10 s of quiet: 15 cases,
-//! about 160 s of a runtime's 270 s of cases. One runtime, tokio, runs them
+//! boots networks of node processes (each waits out 3 s of overlay quiet): 15 cases. One
+//! runtime, tokio, runs them
 //! (`iris-tokio`'s `runtime_independent!` makes them tests); `iris-smol` lists them as
 //! ignored, and `cargo test -p iris-smol --test suite -- --include-ignored` runs them there
 //! too. So `cargo test --workspace` runs every case once, and the runtime-specific ones on

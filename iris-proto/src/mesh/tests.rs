@@ -224,8 +224,8 @@ fn two_nodes_link_securely_and_are_ready_only_once_converged() {
     let mut net = Net::new();
     let a = net.add(&[], Security::Rsa(k.clone()));
     let b = net.add(&[a], Security::Rsa(k));
-    net.secs(4);
-    // Linked and known to each other, but not quiet for boot_quiet yet: not ready.
+    net.secs(1);
+    // Linked and known to each other, but not quiet for change_quiet yet: not ready.
     assert_eq!(net.mesh(a).overlay().peer_count(), 1);
     assert_eq!(net.mesh(b).overlay().peer_count(), 1);
     assert!(!net.events.iter().any(|(_, e)| *e == Event::Ready));

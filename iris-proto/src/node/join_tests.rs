@@ -50,3 +50,31 @@ fn a_node_whose_seed_was_down_joins_the_network_with_those_that_joined_through_i
         assert_eq!(leaves(&net, i), want, "node {i}'s leaf set");
     }
 }
+
+/// Whether node `i` has said it serves.
+fn ready(net: &Net, i: usize) -> bool {
+    net.events_of(i).contains(&&crate::Event::Ready)
+}
+
+#[test]
+fn a_lone_node_waits_its_boot_quiet_a_node_joining_a_network_serves_within_seconds() {
+    // (The test network's overlay: boot_quiet 5 s, change_quiet 2 s; the defaults are 10 s
+    // and 3 s.)
+    let mut net = Net::new();
+    net.add(mesh_config(0, &[]), Security::Plain);
+    net.secs(4);
+    assert!(!ready(&net, 0), "a lone node waits to be found");
+    net.secs(2);
+    assert!(ready(&net, 0));
+    // A node joining it: answered at once, then quiet for change_quiet, not boot_quiet.
+    net.add(mesh_config(1, &[0]), Security::Plain);
+    net.secs(1);
+    assert!(!ready(&net, 1), "not quiet for change_quiet yet");
+    net.secs(2);
+    assert!(ready(&net, 1), "joined and quiet for change_quiet");
+    // A node whose seed is not there is alone: it waits the whole boot quiet (and keeps
+    // looking for its network; see the test above).
+    net.add(mesh_config(2, &[7]), Security::Plain);
+    net.secs(4);
+    assert!(!ready(&net, 2));
+}

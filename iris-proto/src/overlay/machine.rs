@@ -24,7 +24,9 @@
 //! - Healing: forgotten peers wait in a small graveyard; now and then one is pinged, and if
 //!   it answers (a partition healed, a link came back) it is learned again, and the next
 //!   self-lookup through it merges the two rings.
-//! - Convergence: no change for `boot_quiet` after start, then `change_quiet` after each change.
+//! - Convergence: no change for `boot_quiet` after start while alone (a lone node waits to
+//!   be found), `change_quiet` once in a network (its join answered, or joined by others),
+//!   and `change_quiet` after each later change.
 
 use super::routing_table::Offer;
 use super::rtt::{RttSpread, smoothed_rtt};
@@ -56,7 +58,8 @@ pub struct OverlayConfig {
     pub heartbeat_period: Duration,
     /// Periods without a pong before a peer is dead.
     pub heartbeat_misses: u32,
-    /// Quiet time after boot before the node counts as converged.
+    /// Quiet time after boot before a node still alone counts as converged (a network of
+    /// one); a node whose join was answered, or that others joined, waits `change_quiet`.
     pub boot_quiet: Duration,
     /// Quiet time after a later change.
     pub change_quiet: Duration,
@@ -401,6 +404,23 @@ impl Overlay {
             OverlayInput::Leave => self.leave(),
             OverlayInput::Replaced { id, addr } => self.replaced(now, id, addr),
             OverlayInput::Timeout => self.handle_timeout(now),
+        }
+        self.settle_sooner();
+    }
+
+    /// The long quiet of a boot is for a lone node, which waits to be found before it
+    /// passes for a network of one. A node in a network already (its join answered, or a
+    /// founder that others joined) waits only as long as after any change, counted from
+    /// the last change: it serves in seconds, as the original's nodes did.
+    fn settle_sooner(&mut self) {
+        if !self.converged
+            && self.quiet > self.cfg.change_quiet
+            && self.seeded
+            && !self.peers.is_empty()
+        {
+            self.quiet = self.cfg.change_quiet;
+            self.timers
+                .set(Timer::Settle, self.last_change + self.quiet);
         }
     }
 
