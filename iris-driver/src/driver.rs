@@ -665,6 +665,11 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
                     info!("discovered node {peer} at {addr}: joining through it")
                 }
                 MeshEvent::PeerDown(id) => info!("peer {id} is down"),
+                MeshEvent::Resumed { late } => warn!(
+                    "this node was stopped for about {:.1} s (its heartbeat came that late): \
+                     its peers are checked again rather than taken for dead",
+                    late.as_secs_f64()
+                ),
                 MeshEvent::BeaconsForged { from, count } => warn!(
                     "ignored {count} discovery beacon(s) of this network's name not made with \
                      its key, the last from {from}: a node with another network key, or forged"

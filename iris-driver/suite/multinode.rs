@@ -1,7 +1,7 @@
 //! The relay protocol between clients of different `iris` processes: three nodes of one
 //! network on loopback, found by host discovery, with raw clients that control every byte.
-//! Each test boots its own network (about 10 s: a node serves once its overlay has been
-//! quiet that long) on its own discovery ports.
+//! Each test boots its own network (about 3 s: a node in a network serves once its overlay
+//! has been quiet that long) on its own discovery ports.
 
 use super::common;
 
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 runtime_independent!(
     kill_9_of_a_member_node_answers_its_pending_requests_once_and_the_rest_serve_on,
     sigterm_of_a_node_loses_nothing_it_sent_to_the_survivors,
+    a_node_stopped_for_12_s_resumes_with_its_peers_and_trees,
 );
 
 fn request(id: u64, cluster: &str, timeout_ms: u64) -> ClientPacket {
@@ -498,4 +499,72 @@ fn sigterm_of_a_node_loses_nothing_it_sent_to_the_survivors() {
         ));
     }
     drop(nodes);
+}
+
+/// SIGSTOP for 12 s, then SIGCONT: the stopped node's timers are all late when it resumes.
+/// It must take that for its own stall, not for the deaths of its peers: it keeps its peers
+/// and trees, forwards what its clients sent meanwhile, and its subscriber hears the others
+/// again (issue 21, item 3; multicasts sent to it during the stall are issue 21's item 1).
+fn a_node_stopped_for_12_s_resumes_with_its_peers_and_trees() {
+    let nodes = network("multinode stop", 3, "23131,23132,23133");
+    let mut member = nodes[0].connect("svc");
+    let mut sender = nodes[2].connect("");
+    let mut sub = nodes[2].connect("");
+    sub.send(ClientPacket::Subscribe {
+        topic: "feed".into(),
+    });
+    let mut publisher = nodes[0].connect("");
+    await_trees(&mut sender, "svc", &mut [&mut member]);
+    let reaches_sub = |publisher: &mut RawClient, sub: &mut RawClient, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: events never reached node 2"
+            );
+            publisher.send(ClientPacket::Publish {
+                topic: "feed".into(),
+                event: b(what),
+            });
+            if let Got::Packet(_) = sub.poll(Duration::from_millis(100)) {
+                break;
+            }
+        }
+        while let Got::Packet(_) = sub.poll(Duration::from_millis(300)) {}
+    };
+    reaches_sub(&mut publisher, &mut sub, "before");
+    for line in nodes[2].log.try_iter() {
+        drop(line);
+    }
+
+    nodes[2].kill("STOP");
+    // What its client sends meanwhile waits in the stopped node's socket.
+    for i in 0..10u8 {
+        sender.send(ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: Bytes::from(vec![i]),
+        });
+    }
+    // The fault itself: 12 s stopped (its peers take it for dead after 3).
+    std::thread::sleep(Duration::from_secs(12));
+    nodes[2].kill("CONT");
+    let said = nodes[2].wait_line("this node was stopped for about");
+    assert!(said.contains("WARN"), "{said}");
+
+    // Sent while it was stopped, forwarded once it resumed, each once.
+    let mut got: Vec<u8> = (0..10)
+        .map(|_| match member.recv() {
+            NodePacket::Broadcast { message } => message[0],
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    member.expect_silence(Duration::from_millis(500));
+    // The others reach its subscriber again.
+    reaches_sub(&mut publisher, &mut sub, "after");
+    // It never took its peers for dead.
+    let said: Vec<String> = nodes[2].log.try_iter().collect();
+    let downs: Vec<&String> = said.iter().filter(|l| l.contains(" is down")).collect();
+    assert!(downs.is_empty(), "{downs:#?}");
 }

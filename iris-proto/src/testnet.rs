@@ -77,6 +77,9 @@ pub struct Net {
     held_client: Vec<(usize, ConnId, Bytes)>,
     /// Clients whose input the node does not read now (it paused them).
     paused: BTreeSet<(usize, ConnId)>,
+    /// Nodes stopped (a SIGSTOPped process): they handle nothing, their input waits.
+    frozen: BTreeSet<usize>,
+    frozen_input: Vec<(usize, Action)>,
 }
 
 impl Default for Net {
@@ -103,6 +106,8 @@ impl Net {
             stalled_clients: BTreeSet::new(),
             held_client: Vec::new(),
             paused: BTreeSet::new(),
+            frozen: BTreeSet::new(),
+            frozen_input: Vec::new(),
         }
     }
 
@@ -202,6 +207,26 @@ impl Net {
     /// [`Net::unstall`].
     pub fn stall(&mut self, i: usize, j: usize) {
         self.stalled.insert((i, j));
+    }
+
+    /// Node `i` stops, as a process stopped by SIGSTOP: it handles nothing, its timers do
+    /// not fire, what reaches it waits in its sockets, until [`Net::thaw`].
+    pub fn freeze(&mut self, i: usize) {
+        self.frozen.insert(i);
+    }
+
+    /// Node `i` resumes (SIGCONT): its timers, all late, fire first (the worst order for
+    /// it), then it reads what waited in its sockets.
+    pub fn thaw(&mut self, i: usize) {
+        self.frozen.remove(&i);
+        self.handle(i, Input::Timeout);
+        let waited = std::mem::take(&mut self.frozen_input);
+        let (mine, others): (Vec<_>, Vec<_>) = waited.into_iter().partition(|(n, _)| *n == i);
+        self.frozen_input = others;
+        for action in mine.into_iter().rev() {
+            self.queue.push_front(action);
+        }
+        self.drain();
     }
 
     /// The socket from `i` to `j` takes everything again, in order.
@@ -310,6 +335,10 @@ impl Net {
             let Some((i, action)) = self.queue.pop_front() else {
                 return;
             };
+            if self.frozen.contains(&i) {
+                self.frozen_input.push((i, action));
+                continue;
+            }
 
             match action {
                 Action::Connected(link, dial) => self.handle(
@@ -425,13 +454,17 @@ impl Net {
             let next = self
                 .nodes
                 .iter()
-                .flatten()
-                .filter_map(Node::poll_timeout)
+                .enumerate()
+                .filter(|(i, _)| !self.frozen.contains(i))
+                .filter_map(|(_, n)| n.as_ref().and_then(Node::poll_timeout))
                 .min();
             match next {
                 Some(at) if at <= t => {
                     self.now = self.now.max(at);
                     for i in 0..self.nodes.len() {
+                        if self.frozen.contains(&i) {
+                            continue;
+                        }
                         let due = self.nodes[i]
                             .as_ref()
                             .and_then(Node::poll_timeout)

@@ -26,6 +26,38 @@ impl Instant {
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
+
+    /// `d` earlier, or the epoch.
+    pub fn saturating_sub(self, d: Duration) -> Instant {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_sub(nanos))
+    }
+}
+
+/// Notices when a periodic timer fires much later than it was due: the node itself was
+/// stopped (a process under SIGSTOP, a suspended VM, a machine swapping), so silence
+/// measured across that time says nothing about its peers. Its owner calls
+/// [`Lateness::jumped`] at each period's work.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Lateness {
+    last: Option<Instant>,
+}
+
+impl Lateness {
+    /// Time since the last period's work (zero before the first).
+    pub(crate) fn since(&self, now: Instant) -> Duration {
+        self.last
+            .map_or(Duration::ZERO, |last| now.saturating_duration_since(last))
+    }
+
+    /// Whether this period's work comes more than two periods after the last one's.
+    pub(crate) fn jumped(&mut self, now: Instant, period: Duration) -> bool {
+        let jumped = self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) > period * 2);
+        self.last = Some(now);
+        jumped
+    }
 }
 
 impl Add<Duration> for Instant {

@@ -67,6 +67,12 @@ pub struct Undelivered {
 /// What the mesh reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MeshEvent {
+    /// This node's heartbeat came `late`: it was stopped (SIGSTOP, a suspended VM), and
+    /// took its peers' silence for its own rather than for their deaths.
+    Resumed {
+        /// How long past its due time the heartbeat came.
+        late: std::time::Duration,
+    },
     /// The overlay has been quiet for its convergence period.
     Converged {
         /// Peers known.

@@ -399,6 +399,7 @@ impl Mesh {
                             self.inbox.push_back(Incoming::Down(id));
                             MeshEvent::PeerDown(id)
                         }
+                        OverlayEvent::Resumed { late } => MeshEvent::Resumed { late },
                     };
                     self.outputs.push_back(MeshOutput::Event(e));
                 }

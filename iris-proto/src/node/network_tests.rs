@@ -1,6 +1,7 @@
 //! Relay operations between clients of different nodes, in memory.
 
 use crate::ConnId;
+use crate::Event;
 use crate::relay::{ClientPacket, NodePacket, ReplyOutcome};
 use crate::testnet::Net;
 use bytes::{Bytes, BytesMut};
@@ -1458,4 +1459,70 @@ fn trees_past_max_trees_are_refused_loudly() {
     assert_eq!(reports, want);
     assert_eq!(net.node(1).stats().trees_refused, 8);
     assert_eq!(net.node(1).status().trees, 7);
+}
+
+#[test]
+fn a_node_resuming_from_a_stall_keeps_its_peers_and_trees() {
+    use crate::MeshEvent;
+    let mut net = Net::ready(4);
+    let sub = net.client(3, "");
+    net.send(3, sub, ClientPacket::Subscribe { topic: "t".into() });
+    let publisher = net.client(0, "");
+    net.secs(3);
+    let lost_before = net.node(3).scribe().unwrap().stats().neighbours_lost;
+    let events_before = net.events_of(3).len();
+    // Node 3 stops for 12 s (SIGSTOP): its peers see it silent, and its own timers are
+    // all late when it resumes.
+    net.freeze(3);
+    net.secs(12);
+    net.thaw(3);
+    net.secs(1);
+    let downs: Vec<_> = net.events_of(3)[events_before..]
+        .iter()
+        .filter(|e| matches!(e, Event::Mesh(MeshEvent::PeerDown(_))))
+        .map(|e| format!("{e:?}"))
+        .collect();
+    assert!(
+        downs.is_empty(),
+        "its own stall taken for its peers' deaths: {downs:?}"
+    );
+    // It says it was stopped, and for about how long.
+    let resumed: Vec<_> = net.events_of(3)[events_before..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Mesh(MeshEvent::Resumed { late }) => Some(*late),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        resumed.len() == 1 && resumed[0] >= Duration::from_secs(10),
+        "{resumed:?}"
+    );
+    assert_eq!(
+        net.node(3).scribe().unwrap().stats().neighbours_lost,
+        lost_before,
+        "tree neighbours dropped for its own stall"
+    );
+    // And it is whole again: the ring knows it, events reach its subscriber.
+    net.secs(5);
+    for i in 0..3 {
+        assert_eq!(net.node(i).status().peers, 3, "node {i}");
+    }
+    net.take(3, sub);
+    net.send(
+        0,
+        publisher,
+        ClientPacket::Publish {
+            topic: "t".into(),
+            event: b("after"),
+        },
+    );
+    net.secs(1);
+    assert_eq!(
+        net.take(3, sub),
+        [NodePacket::Publish {
+            topic: "t".into(),
+            event: b("after")
+        }]
+    );
 }

@@ -178,6 +178,12 @@ pub enum OverlayEvent {
     },
     /// A peer was found dead or left.
     PeerDown(NodeId),
+    /// This node's heartbeat came this late: it was stopped (SIGSTOP, a suspended VM), so
+    /// its peers got a fresh chance instead of being taken for dead.
+    Resumed {
+        /// How long past its due time the heartbeat came.
+        late: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +267,11 @@ pub struct Overlay {
     suspects: BTreeMap<NodeId, Suspect>,
     /// Peers looked up for that reason.
     misplaced: u64,
+    /// Heartbeat periods that came late: the node itself was stopped.
+    lateness: crate::time::Lateness,
+    /// Times this node found it had been stopped (its heartbeat came over two periods
+    /// late) and gave its peers a fresh chance instead of taking them for dead.
+    resumed: u64,
 }
 
 impl Overlay {
@@ -296,6 +307,8 @@ impl Overlay {
             rtts: RttSpread::default(),
             suspects: BTreeMap::new(),
             misplaced: 0,
+            lateness: crate::time::Lateness::default(),
+            resumed: 0,
             cfg,
         }
     }
@@ -352,6 +365,12 @@ impl Overlay {
     /// looked the peer up for it (see `doubt`): 0 in a settled ring.
     pub fn misplaced_helped(&self) -> u64 {
         self.misplaced
+    }
+
+    /// Times this node found it had been stopped (its heartbeat came over two periods late)
+    /// and gave its peers a fresh chance instead of taking them for dead.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
     }
 
     /// True once quiet for the convergence period.
@@ -547,6 +566,21 @@ impl Overlay {
         self.timers
             .set(Timer::Ping, now + self.cfg.heartbeat_period);
         self.ticks += 1;
+        let since = self.lateness.since(now);
+        if self.lateness.jumped(now, self.cfg.heartbeat_period) {
+            // This node was stopped (SIGSTOP, a suspended VM): its peers' silence is its
+            // own. Each gets the misses it would have had left a period ago, and this
+            // period's ping; whoever really died meanwhile stays silent and goes then.
+            let fresh = now.saturating_sub(self.cfg.heartbeat_period);
+            for p in self.peers.values_mut() {
+                p.last_heard = p.last_heard.max(fresh);
+                p.pinged_at = None;
+            }
+            self.resumed += 1;
+            self.events.push_back(OverlayEvent::Resumed {
+                late: since.saturating_sub(self.cfg.heartbeat_period),
+            });
+        }
         let every = u64::from(self.cfg.table_ping_every.max(1));
         let leaf_limit = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
         let table_limit = leaf_limit * self.cfg.table_ping_every.max(1);

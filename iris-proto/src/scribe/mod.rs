@@ -261,6 +261,8 @@ pub struct Scribe {
     /// Trees refused for `max_trees` since [`Scribe::take_full`] was last called: the last
     /// one's group, and how many.
     full_since: Option<(Group, u64)>,
+    /// Beats that came late: the node itself was stopped.
+    lateness: crate::time::Lateness,
 }
 
 impl Scribe {
@@ -279,6 +281,7 @@ impl Scribe {
             stats: ScribeStats::default(),
             lingering: VecDeque::new(),
             full_since: None,
+            lateness: crate::time::Lateness::default(),
         }
     }
 
@@ -564,6 +567,14 @@ impl Scribe {
 
     fn tick(&mut self, now: Instant, router: &impl Router, capacity: &dyn Fn(&Group) -> u32) {
         self.ticks += 1;
+        if self.lateness.jumped(now, self.cfg.beat) {
+            // This node was stopped: its neighbours' silence is its own. Each gets the
+            // misses it had left a beat ago; this beat tells them this node is back.
+            let fresh = now.saturating_sub(self.cfg.beat);
+            for n in self.neighbours.values_mut() {
+                n.last_heard = n.last_heard.max(fresh);
+            }
+        }
         self.release_lingering(now);
         let limit = self.cfg.beat * self.cfg.misses;
         let silent: Vec<NodeId> = self
