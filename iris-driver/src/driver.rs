@@ -321,6 +321,8 @@ pub(crate) struct Shared<R: Runtime> {
     refusals: LogLimit,
     /// Trees refused for `max_trees` (reported in batches by the core).
     trees_full: LogLimit,
+    /// Messages dropped between nodes (reported in batches by the core).
+    losses: LogLimit,
     handshakes: LogLimit,
     /// The discovery socket, if the node looks for others.
     beacons: Option<Beacons<R>>,
@@ -427,6 +429,7 @@ async fn run_local<R: Runtime>(
         addrs: BTreeMap::new(),
         refusals: LogLimit::new(),
         trees_full: LogLimit::new(),
+        losses: LogLimit::new(),
         handshakes: LogLimit::new(),
         beacons,
         keys,
@@ -643,6 +646,14 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
             }
         }
         NodeEvent::Stopped => debug!("all clients closed"),
+        NodeEvent::Dropped {
+            reason,
+            what,
+            count,
+        } => limited_warn(
+            &mut s.losses,
+            format_args!("dropped {count} message(s) ({reason}), the last {what}"),
+        ),
         NodeEvent::TreesFull {
             group,
             refused,

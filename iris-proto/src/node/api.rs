@@ -126,6 +126,18 @@ pub enum Event {
     Stopped,
     /// The overlay reports something: convergence, a peer down, a link closed, a dial failed.
     Mesh(MeshEvent),
+    /// Messages were dropped (each is counted in [`crate::Stats`] under the same reason):
+    /// reported after the input that dropped them, one event per reason, so that no loss
+    /// is silent.
+    Dropped {
+        /// Why: the reason label of the `dropped` counters (`cast_no_link`, `cast_stray`,
+        /// `peer_unreachable`).
+        reason: &'static str,
+        /// What the last one was: its group or kind.
+        what: String,
+        /// How many since the last report.
+        count: u64,
+    },
     /// Trees were refused because this node takes part in `ScribeConfig::max_trees`
     /// already (reported once for every refusals that came together): messages of those
     /// groups are not carried through this node, or, for its own clients' groups, do not

@@ -41,7 +41,7 @@
 
 use super::effect::{Effect, Effects, Refusal, to_peer};
 use super::ids::ConnId;
-use super::stats::Stats;
+use super::stats::{Losses, Stats};
 use super::wire::NodeMsg;
 use crate::mesh::Class;
 use crate::overlay::{Contact, NodeId};
@@ -89,6 +89,8 @@ pub(crate) struct CastFlow {
     /// that holds the credit until it leaves).
     transit: Option<(Contact, u64)>,
     pub(crate) stats: Stats,
+    /// Multicasts dropped since the node last reported them.
+    pub(crate) losses: Losses,
 }
 
 /// One group's multicasts in this node.
@@ -299,6 +301,8 @@ impl CastFlow {
     /// A multicast sent under credit found no link: the peer will never credit it back.
     pub(crate) fn refused(&mut self, to: NodeId, group: Group, len: usize) {
         self.stats.casts_dropped += 1;
+        self.losses
+            .note("cast_no_link", || format!("{group}, to node {to}"));
         if let Some(o) = self.out.get_mut(&(to, group)) {
             o.credit += len as i64;
         }
@@ -519,4 +523,29 @@ fn group_flow<'a>(groups: &'a mut BTreeMap<Group, GroupFlow>, group: &Group) -> 
 /// this way too).
 fn may_send(credit: i64, window: i64, step: i64, len: usize) -> bool {
     credit >= len as i64 || window - credit < step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::Name;
+
+    #[test]
+    fn a_multicast_that_found_no_link_is_noted_with_its_group() {
+        let mut flow = CastFlow::new(1 << 20, 1 << 20);
+        let group = Group::topic(Name::from("news"));
+        flow.refused(NodeId(1 << 100), group.clone(), 10);
+        flow.refused(NodeId(2 << 100), group, 10);
+        assert_eq!(flow.stats.casts_dropped, 2);
+        let noted = flow.losses.take();
+        assert_eq!(
+            noted,
+            [(
+                "cast_no_link",
+                "topic news, to node 00000020".to_string(),
+                2
+            )]
+        );
+        assert!(flow.losses.take().is_empty(), "reported once");
+    }
 }

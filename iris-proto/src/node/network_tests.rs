@@ -1526,3 +1526,51 @@ fn a_node_resuming_from_a_stall_keeps_its_peers_and_trees() {
         }]
     );
 }
+
+#[test]
+fn a_reply_lost_with_its_requester_node_is_reported() {
+    let mut net = Net::ready(2);
+    let member = net.client(1, "echo");
+    let requester = net.client(0, "");
+    net.secs(2);
+    net.send(
+        0,
+        requester,
+        ClientPacket::Request {
+            id: 7,
+            cluster: "echo".into(),
+            request: b("ping"),
+            timeout_ms: 5000,
+        },
+    );
+    net.secs(1);
+    let got = net.take(1, member);
+    let [NodePacket::Request { id, .. }] = &got[..] else {
+        panic!("{got:?}");
+    };
+    // The requester's node dies while the member thinks: its reply has nowhere to go.
+    net.kill(0);
+    net.send(
+        1,
+        member,
+        ClientPacket::Reply {
+            id: *id,
+            outcome: Ok(b("pong")),
+        },
+    );
+    net.secs(1);
+    let reported: Vec<_> = net
+        .events_of(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Dropped {
+                reason,
+                what,
+                count,
+            } => Some((*reason, what.clone(), *count)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, [("peer_unreachable", "a reply".to_string(), 1)]);
+    assert_eq!(net.node(1).stats().undelivered, 1);
+}

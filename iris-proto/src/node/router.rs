@@ -229,18 +229,28 @@ impl Node {
         (self.life.draining && self.requests.is_empty()).then_some(Effect::Drained)
     }
 
-    /// Says when trees were refused for `max_trees`: never a silent refusal.
+    /// Says what was dropped, and when trees were refused for `max_trees`: never a silent
+    /// loss or refusal.
     fn report_full_trees(&mut self) {
         let Some(n) = self.net.as_mut() else {
             return;
         };
+        let losses = n
+            .trees
+            .losses
+            .take()
+            .into_iter()
+            .chain(n.casts.losses.take());
+        for (reason, what, count) in losses {
+            self.outputs.push_back(Output::Event(Event::Dropped {
+                reason,
+                what,
+                count,
+            }));
+        }
         if let Some((group, refused)) = n.trees.take_full() {
-            let kind = match group.kind {
-                crate::scribe::GroupKind::Cluster => "cluster",
-                crate::scribe::GroupKind::Topic => "topic",
-            };
             self.outputs.push_back(Output::Event(Event::TreesFull {
-                group: format!("{kind} {}", group.name),
+                group: group.to_string(),
                 refused,
                 max_trees: n.trees.scribe().config().max_trees,
             }));

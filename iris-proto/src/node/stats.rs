@@ -133,3 +133,60 @@ pub struct Stats {
     pub bytes_out: u64,
 }
 }
+
+/// Most reasons a part keeps between reports (there are a handful).
+const MAX_REASONS: usize = 8;
+
+/// Messages a part dropped since its node last reported them: for each reason (the label
+/// of the `dropped` counter), how many, and what the last one was for. The node turns
+/// them into [`crate::Event::Dropped`] after each input, so that no loss is silent.
+#[derive(Debug, Default)]
+pub(crate) struct Losses {
+    by_reason: Vec<(&'static str, String, u64)>,
+}
+
+impl Losses {
+    /// One more message dropped for `reason`; `what` names its group or kind.
+    pub(crate) fn note(&mut self, reason: &'static str, what: impl FnOnce() -> String) {
+        let room = self.by_reason.len() < MAX_REASONS;
+        match self.by_reason.iter_mut().find(|(r, _, _)| *r == reason) {
+            Some(entry) => {
+                entry.1 = what();
+                entry.2 += 1;
+            }
+            None if room => self.by_reason.push((reason, what(), 1)),
+            None => {}
+        }
+    }
+
+    /// What was noted since the last call.
+    pub(crate) fn take(&mut self) -> Vec<(&'static str, String, u64)> {
+        std::mem::take(&mut self.by_reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_keep_a_count_and_the_last_one_per_reason_within_a_bound() {
+        let mut l = Losses::default();
+        l.note("a", || "first".into());
+        l.note("a", || "second".into());
+        l.note("b", || "other".into());
+        assert_eq!(
+            l.take(),
+            [
+                ("a", "second".to_string(), 2),
+                ("b", "other".to_string(), 1)
+            ]
+        );
+        assert!(l.take().is_empty());
+        let reasons = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"];
+        for r in reasons {
+            l.note(r, String::new);
+        }
+        assert_eq!(l.take().len(), MAX_REASONS);
+    }
+}

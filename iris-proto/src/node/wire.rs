@@ -155,6 +155,24 @@ pub(crate) enum NodeMsg {
     },
 }
 
+impl NodeMsg {
+    /// What the message is, for a log line about its loss.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            NodeMsg::Tree(_) => "a tree message".into(),
+            NodeMsg::Cast(c) => format!("a multicast of {}", c.group),
+            NodeMsg::Anycast(_) => "a request or tunnel build".into(),
+            NodeMsg::Reply { .. } => "a reply".into(),
+            NodeMsg::TunnelConfirm { .. } | NodeMsg::TunnelRefused { .. } => {
+                "a tunnel's answer".into()
+            }
+            NodeMsg::TunnelData { .. } | NodeMsg::TunnelAllow { .. } => "a tunnel's data".into(),
+            NodeMsg::TunnelClose { .. } => "a tunnel's close".into(),
+            NodeMsg::CastCredit { group, .. } => format!("multicast credit of {group}"),
+        }
+    }
+}
+
 /// The message's bytes.
 pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
     let mut out = BytesMut::with_capacity(64 + payload_len(msg));

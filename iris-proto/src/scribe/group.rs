@@ -33,6 +33,17 @@ pub struct Group {
     pub name: Name,
 }
 
+impl std::fmt::Display for Group {
+    /// `cluster NAME` or `topic NAME`, for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            GroupKind::Cluster => "cluster",
+            GroupKind::Topic => "topic",
+        };
+        write!(f, "{kind} {}", self.name)
+    }
+}
+
 impl Group {
     /// The cluster `name`.
     pub fn cluster(name: Name) -> Group {

@@ -26,7 +26,7 @@ mod routes;
 pub(crate) use routes::View;
 
 use super::effect::{Effect, Effects, Refusal, to_peer};
-use super::stats::Stats;
+use super::stats::{Losses, Stats};
 use super::wire::{self, NodeMsg};
 use crate::mesh::Class;
 use crate::overlay::{Contact, NodeId};
@@ -64,6 +64,8 @@ pub(crate) struct Trees {
     /// A peer came or went since the held messages were last looked at.
     moved: bool,
     pub(crate) stats: Stats,
+    /// Messages dropped since the node last reported them.
+    pub(crate) losses: Losses,
 }
 
 impl Trees {
@@ -78,6 +80,7 @@ impl Trees {
             moved_at: None,
             moved: false,
             stats: Stats::default(),
+            losses: Losses::default(),
         }
     }
 
@@ -260,7 +263,11 @@ impl Trees {
                 self.stats.rerouted += 1;
                 self.pass_anycast(v, rng, a, None, None, fx);
             }
-            _ => self.stats.undelivered += 1,
+            Ok(m) => {
+                self.stats.undelivered += 1;
+                self.losses.note("peer_unreachable", || m.describe());
+            }
+            Err(_) => self.stats.undelivered += 1,
         }
     }
 
@@ -268,6 +275,8 @@ impl Trees {
     /// repair.
     fn not_in_tree(&mut self, to: Contact, key: NodeId, fx: &mut Effects) {
         self.stats.casts_stray += 1;
+        self.losses
+            .note("cast_stray", || format!("tree {key}, from node {}", to.id));
         let msg = NodeMsg::Tree(ScribeMsg::NotInTree { key });
         fx.push(to_peer(to, Class::Control, &msg, Refusal::Ignore));
     }
