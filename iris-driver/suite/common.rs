@@ -469,3 +469,61 @@ pub fn sample(body: &str, name: &str) -> u64 {
 pub fn scrape(addr: &str) -> String {
     get(addr, "/metrics").1
 }
+
+/// Two network namespaces joined by a veth pair (10.`net`.N.1 and .2 /24, N from this
+/// process's id), removed on drop.
+pub struct Namespaces {
+    pub names: [String; 2],
+    pub veth: [String; 2],
+}
+
+impl Namespaces {
+    /// `None` (with the reason) where namespaces cannot be made (not root, no iproute2).
+    /// `kind` names them apart from other cases' (`lan`, `cut`), as does `net`.
+    pub fn create(kind: &str, net: u8) -> Result<Namespaces, String> {
+        let tag = std::process::id() % 200;
+        let names = [format!("iris-{kind}-a{tag}"), format!("iris-{kind}-b{tag}")];
+        let veth = [format!("iris{kind}a{tag}"), format!("iris{kind}b{tag}")];
+        let ns = Namespaces {
+            names: names.clone(),
+            veth: veth.clone(),
+        };
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        for n in &names {
+            ip(&["netns", "add", n])?;
+        }
+        ip(&[
+            "link", "add", &veth[0], "netns", &names[0], "type", "veth", "peer", "name", &veth[1],
+            "netns", &names[1],
+        ])?;
+        for (i, (n, v)) in names.iter().zip(&veth).enumerate() {
+            let addr = format!("10.{net}.{tag}.{}/24", i + 1);
+            ip(&["-n", n, "addr", "add", &addr, "dev", v])?;
+            ip(&["-n", n, "link", "set", v, "up"])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        Ok(ns)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}

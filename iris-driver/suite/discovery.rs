@@ -5,7 +5,7 @@
 
 use super::common;
 
-use common::{Got, IrisProcess, fixture};
+use common::{Got, IrisProcess, Namespaces, fixture};
 use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};
 use std::net::SocketAddr;
 use std::process::Command;
@@ -242,63 +242,9 @@ fn forged_beacons_make_a_node_dial_nothing() {
     assert_eq!(count(&common::scrape(&metrics), "joined"), 0);
 }
 
-/// Two network namespaces joined by a veth pair (10.231.N.1 and .2 /24), removed on drop.
-struct Namespaces {
-    names: [String; 2],
-}
-
-impl Namespaces {
-    /// `None` (with the reason) where namespaces cannot be made (not root, no iproute2).
-    fn create() -> Result<Namespaces, String> {
-        let tag = std::process::id() % 200;
-        let names = [format!("iris-lan-a{tag}"), format!("iris-lan-b{tag}")];
-        let ns = Namespaces {
-            names: names.clone(),
-        };
-        let veth = [format!("irisva{tag}"), format!("irisvb{tag}")];
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("ip: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        for n in &names {
-            ip(&["netns", "add", n])?;
-        }
-        ip(&[
-            "link", "add", &veth[0], "netns", &names[0], "type", "veth", "peer", "name", &veth[1],
-            "netns", &names[1],
-        ])?;
-        for (i, (n, v)) in names.iter().zip(&veth).enumerate() {
-            let addr = format!("10.231.{tag}.{}/24", i + 1);
-            ip(&["-n", n, "addr", "add", &addr, "dev", v])?;
-            ip(&["-n", n, "link", "set", v, "up"])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-        }
-        Ok(ns)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
 #[test]
 fn lan_discovery_finds_a_node_on_another_host_inside_namespaces() {
-    let ns = match Namespaces::create() {
+    let ns = match Namespaces::create("lan", 231) {
         Ok(ns) => ns,
         Err(why) => {
             eprintln!("skipped: cannot create network namespaces here ({why})");

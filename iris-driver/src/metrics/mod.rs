@@ -301,6 +301,8 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                     ("handshake_failed", mesh.links_failed),
                     ("duplicate", mesh.links_duplicate),
                     ("idle", mesh.links_idle),
+                    ("silent", mesh.links_silent),
+                    ("replaced", mesh.links_replaced),
                     ("refused", mesh.links_refused),
                     ("evicted", mesh.links_evicted),
                     ("handshake_evicted", mesh.handshakes_evicted),

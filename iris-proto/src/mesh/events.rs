@@ -150,6 +150,11 @@ pub struct MeshStats {
     pub links_duplicate: u64,
     /// Links closed for idleness.
     pub links_idle: u64,
+    /// Links whose peer stayed silent on them and was taken for dead (kept open: the
+    /// peer may only have been stopped).
+    pub links_silent: u64,
+    /// Links a peer had been silent on, replaced by a fresh one it dialed.
+    pub links_replaced: u64,
     /// Connections refused at once: too many links, or the node is leaving.
     pub links_refused: u64,
     /// Idle links closed to make room for a new one at `max_links` (least recently used,

@@ -39,6 +39,9 @@ pub(super) struct PeerLink {
     pub(super) last_used: Instant,
     /// Bytes handed to the driver and not yet reported written.
     pub(super) inflight: usize,
+    /// Its peer stayed silent on it and was taken for dead, and nothing came on it since:
+    /// a fresh link from that peer replaces it (see `keep_one_link`).
+    pub(super) silent: bool,
 }
 
 /// The reason a link closed as a duplicate carries: its peer keeps another link.
@@ -95,6 +98,7 @@ impl Mesh {
                 queued: false,
                 last_used: now,
                 inflight: 0,
+                silent: false,
             }),
         );
         self.mark(id);
@@ -102,6 +106,9 @@ impl Mesh {
 
     /// Bytes from a link's socket, in order.
     pub(super) fn on_data(&mut self, now: Instant, id: LinkId, data: &[u8]) {
+        if let Some(pl) = self.links.get_mut(&id) {
+            pl.silent = false;
+        }
         self.feed_link(now, id, LinkInput::Bytes(data));
     }
 
@@ -355,6 +362,11 @@ impl Mesh {
     /// Link `id` to `peer` is identified: if another one is, both ends keep the link dialed
     /// by the smaller id (the older one if the same node dialed both), so they agree
     /// without a word, and the other closes. Returns the one kept.
+    ///
+    /// Unless the other one is a link the peer was silent on until it was taken for dead:
+    /// after a partition that one is often half-open (the peer's end is gone, nothing told
+    /// ours), and the peer dials afresh because it has no link to us. Keeping the dead one
+    /// by the rule would leave the peer cut off for good; the fresh one replaces it.
     fn keep_one_link(&mut self, now: Instant, id: LinkId, peer: NodeId) -> LinkId {
         let own = self.overlay.id();
         let dialer = |pl: &PeerLink| if pl.dialed { own } else { peer };
@@ -364,6 +376,12 @@ impl Mesh {
         };
         let (mine, theirs) = (self.links.get(&id), self.links.get(&other));
         let (mine, theirs) = (mine.expect("live"), theirs.expect("live"));
+        if theirs.silent && !mine.silent {
+            self.by_id.insert(peer, id);
+            self.stats.links_replaced += 1;
+            self.close_link(now, other, "replaced: its peer was silent on it");
+            return id;
+        }
         let (keep, drop) = if dialer(mine) < dialer(theirs) {
             (id, other)
         } else {

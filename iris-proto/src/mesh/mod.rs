@@ -400,10 +400,27 @@ impl Mesh {
                             MeshEvent::PeerDown(id)
                         }
                         OverlayEvent::Resumed { late } => MeshEvent::Resumed { late },
+                        OverlayEvent::Silent(id) => {
+                            self.mark_silent(id);
+                            continue;
+                        }
                     };
                     self.outputs.push_back(MeshOutput::Event(e));
                 }
             }
+        }
+    }
+
+    /// The overlay took `peer` for dead after its silence: the link it was silent on is
+    /// marked, not closed. After a partition it is often half-open (the peer's end is
+    /// gone and nothing told ours), and the fresh link the peer dials once the path is
+    /// back must replace it (`keep_one_link`); but a peer that was only stopped (SIGSTOP)
+    /// still writes on it when it resumes, and what it wrote must not meet a closed socket.
+    /// Anything that arrives on the link clears the mark.
+    fn mark_silent(&mut self, peer: NodeId) {
+        if let Some(pl) = self.by_id.get(&peer).and_then(|l| self.links.get_mut(l)) {
+            pl.silent = true;
+            self.stats.links_silent += 1;
         }
     }
 

@@ -51,6 +51,11 @@ fn a_node_whose_seed_was_down_joins_the_network_with_those_that_joined_through_i
     }
 }
 
+/// How many peers node `i` knows.
+fn peers(net: &Net, i: usize) -> usize {
+    net.node(i).status().peers
+}
+
 /// Whether node `i` has said it serves.
 fn ready(net: &Net, i: usize) -> bool {
     net.events_of(i).contains(&&crate::Event::Ready)
@@ -77,4 +82,54 @@ fn a_lone_node_waits_its_boot_quiet_a_node_joining_a_network_serves_within_secon
     net.add(mesh_config(2, &[7]), Security::Plain);
     net.secs(4);
     assert!(!ready(&net, 2));
+}
+
+#[test]
+fn a_node_cut_off_for_20_s_is_back_within_3_s_of_the_heal() {
+    let mut net = Net::new();
+    for i in 0..4 {
+        let seeds: &[usize] = if i == 0 { &[] } else { &[0] };
+        net.add(mesh_config(i, seeds), Security::Plain);
+    }
+    net.secs(20);
+    let member = net.client(0, "svc");
+    let sender = net.client(3, "");
+    net.secs(3);
+    // Node 3's link goes down: nothing crosses. Its own ends of the links fail; the
+    // others' stay open, as half-open TCP connections do (nothing tells them).
+    for j in 0..3 {
+        net.cut.insert((j, 3));
+        net.fail_links_one_side(3, j);
+    }
+    net.secs(20);
+    assert_eq!(peers(&net, 3), 0, "node 3 took the others for dead");
+    net.take(0, member);
+    net.cut.clear();
+    let healed = net.now;
+    let mut back = None;
+    while net.now.saturating_duration_since(healed) < std::time::Duration::from_secs(30) {
+        net.millis(100);
+        if back.is_none() && (0..4).all(|i| peers(&net, i) == 3) {
+            back = Some(net.now.saturating_duration_since(healed));
+            break;
+        }
+    }
+    let back = back.expect("the ring never became whole");
+    assert!(back <= std::time::Duration::from_secs(3), "{back:?}");
+    // And its clients reach the others again.
+    net.send(
+        3,
+        sender,
+        crate::relay::ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: "back".into(),
+        },
+    );
+    net.secs(1);
+    assert_eq!(
+        net.take(0, member),
+        [crate::relay::NodePacket::Broadcast {
+            message: "back".into()
+        }]
+    );
 }

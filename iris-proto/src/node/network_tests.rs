@@ -1470,6 +1470,7 @@ fn a_node_resuming_from_a_stall_keeps_its_peers_and_trees() {
     let publisher = net.client(0, "");
     net.secs(3);
     let lost_before = net.node(3).scribe().unwrap().stats().neighbours_lost;
+    let trees_before = net.node(3).status().trees;
     let events_before = net.events_of(3).len();
     // Node 3 stops for 12 s (SIGSTOP): its peers see it silent, and its own timers are
     // all late when it resumes.
@@ -1503,6 +1504,7 @@ fn a_node_resuming_from_a_stall_keeps_its_peers_and_trees() {
         lost_before,
         "tree neighbours dropped for its own stall"
     );
+    assert_eq!(net.node(3).status().trees, trees_before);
     // And it is whole again: the ring knows it, events reach its subscriber.
     net.secs(5);
     for i in 0..3 {

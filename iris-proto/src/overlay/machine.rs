@@ -178,6 +178,10 @@ pub enum OverlayEvent {
     },
     /// A peer was found dead or left.
     PeerDown(NodeId),
+    /// A tracked peer stayed silent for its misses and was taken for dead: whatever link
+    /// to it is open carries nothing (the peer is gone, or the path is a black hole) and
+    /// may stand in the way of the fresh link it dials when it comes back.
+    Silent(NodeId),
     /// This node's heartbeat came this late: it was stopped (SIGSTOP, a suspended VM), so
     /// its peers got a fresh chance instead of being taken for dead.
     Resumed {
@@ -945,6 +949,9 @@ impl Overlay {
                 epoch,
             },
         );
+        if silent && known.is_some() {
+            self.events.push_back(OverlayEvent::Silent(id));
+        }
         // Only the silent go to the graveyard: a node that said goodbye is not coming back.
         if let (true, Some(p)) = (silent, known) {
             self.graveyard.retain(|g| g.id != id);
