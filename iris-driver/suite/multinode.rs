@@ -611,12 +611,13 @@ fn bcast_until_heard(
         );
         let (mut c, _) = tool_in(ns, &["bcast", "svc", what, "--port", &port]);
         let _ = c.wait();
-        if let Ok(line) = heard.recv_timeout(Duration::from_millis(100)) {
-            if line == what {
-                let took = start.elapsed();
-                while heard.recv_timeout(Duration::from_millis(200)).is_ok() {}
-                return took;
-            }
+        if heard
+            .recv_timeout(Duration::from_millis(100))
+            .is_ok_and(|line| line == what)
+        {
+            let took = start.elapsed();
+            while heard.recv_timeout(Duration::from_millis(200)).is_ok() {}
+            return took;
         }
     }
 }
