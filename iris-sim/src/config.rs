@@ -38,6 +38,12 @@ pub struct SimConfig {
     pub spike_rate: f64,
     /// How long a spike delays.
     pub spike_delay: Duration,
+    /// Stalls per virtual minute across the network: a random live node stops for
+    /// `stall_length` (a process under SIGSTOP, a suspended VM): it handles nothing, what
+    /// reaches it waits, and its timers all fire late when it resumes.
+    pub stalls: f64,
+    /// How long a stall lasts.
+    pub stall_length: Duration,
     /// How links authenticate: plain by default (see the crate docs).
     pub security: Security,
     /// Relay clients and what they do (`None`: the overlay alone).
@@ -80,6 +86,8 @@ impl Default for SimConfig {
             link_breaks: 0.0,
             spike_rate: 0.0,
             spike_delay: Duration::from_secs(5),
+            stalls: 0.0,
+            stall_length: Duration::from_secs(12),
             security: Security::Plain,
             workload: None,
             kill_service_node_at: None,

@@ -97,6 +97,8 @@ enum Event {
     Act { client: usize, life: u64 },
     /// The node hosting the first service crashes (a fault the test chose).
     KillServiceNode,
+    /// A random live node stops for a while (see `SimConfig::stalls`).
+    Stall,
 }
 
 struct Queued {
@@ -127,6 +129,8 @@ struct SimNode {
     /// Which incarnation of the slot this is: events for an earlier one are dropped.
     inc: u64,
     timer_at: Option<u64>,
+    /// Stopped until then (a stall): its events wait, in order, until it resumes.
+    stalled_until: u64,
 }
 
 impl SimNode {
@@ -176,6 +180,9 @@ struct Sim {
     /// When each live id (re)joined, to tell false deaths from real ones.
     born: BTreeMap<NodeId, u64>,
     false_deaths: u64,
+    /// Slots whose node was stopped at some point (a stall): taken for dead then, which is
+    /// no false death.
+    stalled: std::collections::BTreeSet<usize>,
     /// Ids that left by churn and may come back (restarts with the same id).
     departed: Vec<NodeId>,
     /// The last fault (churn, partition, break); healing is awaited from there.
@@ -230,6 +237,12 @@ pub fn run(cfg: &SimConfig) -> Summary {
         let first = joined + sim.gap(cfg.link_breaks / 60.0);
         if first < sim.churn_until {
             sim.push(first, Event::LinkBreak);
+        }
+    }
+    if cfg.stalls > 0.0 && cfg.minutes > 0.0 {
+        let first = joined + sim.gap(cfg.stalls / 60.0);
+        if first < sim.churn_until {
+            sim.push(first, Event::Stall);
         }
     }
     sim.run_until(sim.churn_until);
@@ -436,7 +449,7 @@ pub fn liveness_bound(cfg: &SimConfig, nodes: usize) -> Duration {
     let hops = (nodes.max(2) as f64).log(16.0).ceil() as u32;
     let detect = o.heartbeat_period * (o.heartbeat_misses * o.table_ping_every.max(1) + 2);
     let mut bound = detect.max(o.boot_quiet) + o.change_quiet + o.heartbeat_period * (hops + 2);
-    if cfg.partition.is_some() || cfg.link_breaks > 0.0 {
+    if cfg.partition.is_some() || cfg.link_breaks > 0.0 || cfg.stalls > 0.0 {
         bound += o.heartbeat_period * o.self_lookup_every.max(1) * 2;
     }
     bound
@@ -483,6 +496,7 @@ impl Sim {
             minority: None,
             born: BTreeMap::new(),
             false_deaths: 0,
+            stalled: std::collections::BTreeSet::new(),
             departed: Vec::new(),
             last_fault: 0,
             outs: Vec::new(),
@@ -596,8 +610,38 @@ impl Sim {
         self.slots[slot].as_mut().filter(|n| n.inc == inc)
     }
 
+    /// The slot whose node handles `event`, if one does.
+    fn target(&self, event: &Event) -> Option<usize> {
+        match *event {
+            Event::Timer { slot, .. } | Event::Dialed { slot, .. } | Event::Exit { slot, .. } => {
+                Some(slot)
+            }
+            Event::Syn { to, .. } => Some(to),
+            Event::Deliver { conn, side, .. } | Event::Fin { conn, side } => {
+                self.conns.get(&conn).map(|c| c.ends[side].0)
+            }
+            Event::ClientRead { client, .. }
+            | Event::ClientWrite { client, .. }
+            | Event::Act { client, .. } => self.clients.get(client).map(|c| c.home),
+            _ => None,
+        }
+    }
+
     fn step(&mut self, event: Event) {
         let now = Instant::from_nanos(self.now);
+        // A stopped node's events wait until it resumes, in the order they came; its
+        // deadline fires then, late, as a stopped process's timers do.
+        if let Some(slot) = self.target(&event)
+            && let Some(n) = self.slots[slot].as_mut()
+            && n.stalled_until > self.now
+        {
+            let resume = n.stalled_until;
+            if let Event::Timer { .. } = event {
+                n.timer_at = Some(resume);
+            }
+            self.push(resume, event);
+            return;
+        }
         match event {
             Event::Join { slot } => {
                 self.trace(1, slot);
@@ -778,6 +822,23 @@ impl Sim {
                     self.remove_node(slot, false);
                 }
             }
+            Event::Stall => {
+                let live: Vec<usize> = self.by_id.values().copied().collect();
+                if !live.is_empty() {
+                    let slot = live[self.rng.random_range(0..live.len())];
+                    self.trace(13, slot);
+                    let until = self.now + self.cfg.stall_length.as_nanos() as u64;
+                    if let Some(n) = self.slots[slot].as_mut() {
+                        n.stalled_until = until;
+                    }
+                    self.stalled.insert(slot);
+                    self.last_fault = self.last_fault.max(until);
+                }
+                let next = self.now + self.gap(self.cfg.stalls / 60.0);
+                if next < self.churn_until {
+                    self.push(next, Event::Stall);
+                }
+            }
             Event::LinkBreak => {
                 self.trace(9, 0);
                 self.break_a_link();
@@ -822,6 +883,7 @@ impl Sim {
             node,
             inc,
             timer_at: None,
+            stalled_until: 0,
         });
         self.by_id.insert(id, slot);
         self.born.insert(id, self.now);
@@ -1062,7 +1124,10 @@ impl Sim {
                         .born
                         .get(&id)
                         .is_some_and(|&b| self.now.saturating_sub(b) > self.detect);
-                    let cut = self.by_id.get(&id).is_some_and(|&s| self.cut(slot, s));
+                    let cut = self
+                        .by_id
+                        .get(&id)
+                        .is_some_and(|&s| self.cut(slot, s) || self.stalled.contains(&s));
                     if up_long && !cut {
                         self.false_deaths += 1;
                     }

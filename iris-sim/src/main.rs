@@ -43,6 +43,13 @@ struct Args {
     /// requesting and tunnelling throughout, all checked by the delivery auditor).
     #[arg(long, default_value = "none", value_parser = ["none", "messaging"])]
     workload: String,
+    /// Stalls per virtual minute: a random live node stops (as under SIGSTOP) for
+    /// --stall-secs, then resumes with every timer late.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    stalls: f64,
+    /// How long a stall lasts, in seconds.
+    #[arg(long, default_value_t = 12, value_name = "SECS")]
+    stall_secs: u64,
     /// Swarm testing: draw a fresh seed, draw every option of a run from it, run, and
     /// repeat until the budget is spent or a run fails (which prints its replay).
     #[arg(long, conflicts_with = "swarm_seed")]
@@ -87,6 +94,8 @@ fn main() -> ExitCode {
         ..SimConfig::default()
     };
     cfg.overlay.repair = !args.no_repair;
+    cfg.stalls = args.stalls.max(0.0);
+    cfg.stall_length = std::time::Duration::from_secs(args.stall_secs);
     if args.workload == "messaging" {
         cfg.workload = Some(iris_sim::Workload::default());
     }
@@ -117,6 +126,10 @@ fn main() -> ExitCode {
         String::new()
     } else {
         format!(" --workload {}", args.workload)
+    } + &if args.stalls > 0.0 {
+        format!(" --stalls {} --stall-secs {}", args.stalls, args.stall_secs)
+    } else {
+        String::new()
     };
     let ok = run_checked(&cfg, args.check_determinism, &replay);
     exit(ok)

@@ -49,6 +49,14 @@ pub fn draw(seed: u64, max_nodes: usize) -> SimConfig {
     let messaging = rng.random_bool(0.4);
     let secure = nodes <= SECURE_MAX_NODES && rng.random_bool(0.5);
     let run_seed = rng.random::<u64>();
+    // Drawn apart, so that the seeds drawn before stalls existed keep their other options.
+    let mut stall_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7374_616c_6c73);
+    let stalls = if stall_rng.random_bool(0.3) {
+        stall_rng.random_range(0.2..3.0)
+    } else {
+        0.0
+    };
+    let stall_length = Duration::from_secs(stall_rng.random_range(2..20));
     SimConfig {
         nodes,
         minutes,
@@ -60,6 +68,8 @@ pub fn draw(seed: u64, max_nodes: usize) -> SimConfig {
         partition,
         spike_rate,
         spike_delay,
+        stalls,
+        stall_length,
         restart_same_id,
         security: if secure {
             fixture_key()
@@ -80,7 +90,7 @@ pub fn draw(seed: u64, max_nodes: usize) -> SimConfig {
 /// One line saying what a swarm run is, for its report.
 pub fn describe(cfg: &SimConfig) -> String {
     format!(
-        "{} nodes, {} min, churn {}/min, latency {}-{} ms, joins over {} s, link breaks {:.1}/min, partition {}, spikes {:.4} x {} ms, old ids {:.2}, {}{}",
+        "{} nodes, {} min, churn {}/min, latency {}-{} ms, joins over {} s, link breaks {:.1}/min, partition {}, spikes {:.4} x {} ms, stalls {:.1}/min x {} s, old ids {:.2}, {}{}",
         cfg.nodes,
         cfg.minutes,
         cfg.churn,
@@ -96,6 +106,8 @@ pub fn describe(cfg: &SimConfig) -> String {
         )),
         cfg.spike_rate,
         cfg.spike_delay.as_millis(),
+        cfg.stalls,
+        cfg.stall_length.as_secs(),
         cfg.restart_same_id,
         if cfg.workload.is_some() {
             "messaging"
