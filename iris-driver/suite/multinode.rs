@@ -549,7 +549,19 @@ fn a_node_stopped_for_12_s_resumes_with_its_peers_and_trees() {
     // The fault itself: 12 s stopped (its peers take it for dead after 3).
     std::thread::sleep(Duration::from_secs(12));
     nodes[2].kill("CONT");
-    let said = nodes[2].wait_line("this node was stopped for about");
+    // Every line it logs from the resume on, up to its warning, kept for the check below.
+    let mut since_resume = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let said = loop {
+        let line = nodes[2]
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("it never said it was stopped");
+        since_resume.push(line.clone());
+        if line.contains("this node was stopped for about") {
+            break line;
+        }
+    };
     assert!(said.contains("WARN"), "{said}");
 
     // Sent while it was stopped, forwarded once it resumed, each once.
@@ -565,8 +577,11 @@ fn a_node_stopped_for_12_s_resumes_with_its_peers_and_trees() {
     // The others reach its subscriber again.
     reaches_sub(&mut publisher, &mut sub, "after");
     // It never took its peers for dead.
-    let said: Vec<String> = nodes[2].log.try_iter().collect();
-    let downs: Vec<&String> = said.iter().filter(|l| l.contains(" is down")).collect();
+    since_resume.extend(nodes[2].log.try_iter());
+    let downs: Vec<&String> = since_resume
+        .iter()
+        .filter(|l| l.contains(" is down"))
+        .collect();
     assert!(downs.is_empty(), "{downs:#?}");
 }
 
@@ -624,9 +639,9 @@ fn bcast_until_heard(
 
 /// Two nodes on two hosts (network namespaces joined by a veth pair, no route out): one's
 /// link goes down for 20 s (`ip link set down`), then up. What the cut-off node's clients
-/// send reaches the other node again within seconds of the heal (issue 21, item 4; it
-/// used to take 8-9 s). The figure is printed; the bound asserted is generous (a loaded
-/// machine), the issue's 3 s is for the notes.
+/// send reaches the other node again within seconds of the heal (issue 21, item 4; with 5
+/// nodes on a bridge it took 8-9 s). The figure is printed (0.2-0.3 s here); the bound
+/// asserted is looser than the issue's 3 s, for a loaded machine.
 fn a_node_cut_off_for_20_s_reaches_the_others_within_seconds_of_the_heal() {
     let ns = match common::Namespaces::create("cut", 232) {
         Ok(ns) => ns,
@@ -690,7 +705,7 @@ fn a_node_cut_off_for_20_s_reaches_the_others_within_seconds_of_the_heal() {
     link("up");
     let took = bcast_until_heard(&ns.names[1], b.port, &heard, "after");
     eprintln!("partition of 20 s: the cut-off node's broadcasts arrive {took:?} after the heal");
-    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
     let _ = member.kill();
     let _ = member.wait();
     drop((a, b));

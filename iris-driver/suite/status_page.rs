@@ -67,7 +67,7 @@ fn the_status_page_shows_a_three_node_network() {
                 "--rsa",
                 &key,
                 "--discovery-ports",
-                "23401,23402,23403",
+                "23411,23412,23413",
                 "--metrics",
                 "127.0.0.1:0",
             ])

@@ -79,11 +79,17 @@ impl Running {
         Running { child, out, err }
     }
 
-    /// The next line of its standard output.
+    /// The next line of its standard output, past warm-up probes that came late.
     fn line(&self) -> String {
-        self.out
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a line from the tool")
+        loop {
+            let line = self
+                .out
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a line from the tool");
+            if line != "probe" {
+                return line;
+            }
+        }
     }
 
     /// Waits for a line of its standard error containing `needle`.

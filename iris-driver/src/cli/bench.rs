@@ -402,7 +402,7 @@ fn table(b: &Bench, results: &[Outcome]) -> String {
             ms(r.percentile(90.0)),
             ms(r.percentile(99.0)),
             ms(r.percentile(100.0)),
-            r.sent - r.arrived,
+            r.sent.saturating_sub(r.arrived),
         );
     }
     out.push_str(
@@ -422,7 +422,7 @@ fn as_json(b: &Bench, results: &[Outcome]) -> String {
                 "op": r.op.name(),
                 "messages": r.sent,
                 "arrived": r.arrived,
-                "lost": r.sent - r.arrived,
+                "lost": r.sent.saturating_sub(r.arrived),
                 "seconds": r.elapsed.as_secs_f64(),
                 "msgs_per_sec": finite(r.rate()),
                 "bytes_per_sec": finite(r.rate() * f64::from(b.size)),
@@ -517,7 +517,7 @@ pub(super) fn run<R: Runtime>(b: Bench) -> ExitCode {
             Some(r) => Err(format!(
                 "{} lost {} of {} messages",
                 r.op.name(),
-                r.sent - r.arrived,
+                r.sent.saturating_sub(r.arrived),
                 r.sent
             )),
             None => Ok(()),

@@ -88,7 +88,9 @@ fn report(before: &Json, now: &Json, secs: f64) -> String {
     let g = |k: &str| now["gauges"][k].as_u64().unwrap_or(0);
     let per_sec = |path: &[&str]| (count(now, path) - count(before, path)).max(0.0) / secs;
     let mut out = String::new();
-    let id = now["id"].as_str().map_or("(development node)", |s| &s[..8]);
+    let id = now["id"]
+        .as_str()
+        .map_or("(development node)", |s| s.get(..8).unwrap_or(s));
     let flag = |k: &str, yes: &'static str, no: &'static str| match now[k].as_bool() {
         Some(true) => yes,
         _ => no,

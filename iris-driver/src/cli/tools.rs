@@ -131,8 +131,13 @@ fn messages(given: Option<String>) -> async_channel::Receiver<Bytes> {
         }
         None => {
             std::thread::spawn(move || {
-                for line in std::io::stdin().lines() {
-                    let Ok(line) = line else { break };
+                // Lines of bytes: a message need not be UTF-8.
+                use std::io::BufRead;
+                for line in std::io::stdin().lock().split(b'\n') {
+                    let Ok(mut line) = line else { break };
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
                     if tx.send_blocking(Bytes::from(line)).is_err() {
                         break;
                     }

@@ -424,9 +424,13 @@ pub(crate) async fn serve<R: Runtime>(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let _ = wr.write_all(head.as_bytes()).await;
-    let _ = wr.write_all(body.as_bytes()).await;
-    let _ = wr.shutdown().await;
+    // A client that asks and never reads must not hold one of the few scrape slots.
+    let write = async {
+        wr.write_all(head.as_bytes()).await?;
+        wr.write_all(body.as_bytes()).await?;
+        wr.shutdown().await
+    };
+    let _ = crate::runtime::timeout::<R, _>(REQUEST_TIMEOUT, write).await;
 }
 
 #[cfg(test)]

@@ -379,7 +379,9 @@ impl Mesh {
         if theirs.silent && !mine.silent {
             self.by_id.insert(peer, id);
             self.stats.links_replaced += 1;
-            self.close_link(now, other, "replaced: its peer was silent on it");
+            // Said as a duplicate: if the peer's end of the old link is alive after all, it
+            // drops that link without taking this node for unlinked (its tunnels go on).
+            self.close_link(now, other, DUPLICATE);
             return id;
         }
         let (keep, drop) = if dialer(mine) < dialer(theirs) {
