@@ -470,6 +470,17 @@ pub fn scrape(addr: &str) -> String {
     get(addr, "/metrics").1
 }
 
+/// A case that needs network namespaces says why it cannot run where none can be made (not
+/// root, no iproute2) and skips, unless `IRIS_REQUIRE_NETNS` is set (CI sets it: there
+/// such a case must run, not pass by skipping).
+pub fn skip_without_namespaces(why: &str) {
+    assert!(
+        std::env::var_os("IRIS_REQUIRE_NETNS").is_none(),
+        "IRIS_REQUIRE_NETNS is set and network namespaces cannot be made here: {why}"
+    );
+    eprintln!("skipped: cannot create network namespaces here ({why})");
+}
+
 /// Two network namespaces joined by a veth pair (10.`net`.N.1 and .2 /24, N from this
 /// process's id), removed on drop.
 pub struct Namespaces {

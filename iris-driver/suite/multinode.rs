@@ -646,7 +646,7 @@ fn a_node_cut_off_for_20_s_reaches_the_others_within_seconds_of_the_heal() {
     let ns = match common::Namespaces::create("cut", 232) {
         Ok(ns) => ns,
         Err(why) => {
-            eprintln!("skipped: cannot create network namespaces here ({why})");
+            common::skip_without_namespaces(&why);
             return;
         }
     };
