@@ -196,23 +196,13 @@ pub(super) fn run<R: Runtime>(args: NodeArgs) -> ExitCode {
     }
 
     tracing::debug!("runtime: {}", R::NAME);
-    let result = R::block_on(async {
+    super::tools::run_tool::<R>(async {
         // Signals are caught from the first instant: a node still joining its network leaves
         // it gracefully too.
-        let signals = R::shutdown_signals()?;
-        driver::run::<R>(opts, None, signals).await
-    });
-    match result {
-        Ok(Ok(_)) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            eprintln!("iris: {e}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("iris: cannot start the runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        let signals = R::shutdown_signals().map_err(|e| e.to_string())?;
+        let run = driver::run::<R>(opts, None, signals).await;
+        run.map(drop).map_err(|e| e.to_string())
+    })
 }
 
 /// The network half of the options: the key checked, the seeds resolved.

@@ -150,27 +150,31 @@ fn messages(given: Option<String>) -> async_channel::Receiver<Bytes> {
 
 /// `iris pub`.
 pub(super) fn publish<R: Runtime>(t: Pub) -> ExitCode {
-    run_tool::<R>(async move {
-        let conn = connect::<R>(t.target.port).await?;
-        let rx = messages(t.message);
-        while let Ok(m) = rx.recv().await {
-            conn.publish(&t.topic, m)
-                .await
-                .map_err(|e| format!("publish to {:?}: {e}", t.topic))?;
-        }
-        conn.close().await.map_err(|e| e.to_string())
-    })
+    send_each::<R>(t.target.port, t.message, t.topic, true)
 }
 
 /// `iris bcast`.
 pub(super) fn broadcast<R: Runtime>(t: Bcast) -> ExitCode {
+    send_each::<R>(t.target.port, t.message, t.cluster, false)
+}
+
+/// Sends `message`, or each line of standard input, to `to`: published to that topic
+/// (`publish`), or broadcast to that cluster.
+fn send_each<R: Runtime>(
+    port: u16,
+    message: Option<String>,
+    to: String,
+    publish: bool,
+) -> ExitCode {
     run_tool::<R>(async move {
-        let conn = connect::<R>(t.target.port).await?;
-        let rx = messages(t.message);
+        let conn = connect::<R>(port).await?;
+        let rx = messages(message);
         while let Ok(m) = rx.recv().await {
-            conn.broadcast(&t.cluster, m)
-                .await
-                .map_err(|e| format!("broadcast to {:?}: {e}", t.cluster))?;
+            let (what, sent) = match publish {
+                true => ("publish", conn.publish(&to, m).await),
+                false => ("broadcast", conn.broadcast(&to, m).await),
+            };
+            sent.map_err(|e| format!("{what} to {to:?}: {e}"))?;
         }
         conn.close().await.map_err(|e| e.to_string())
     })
