@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub link_queued: usize,
     /// Bytes of broadcasts and events waiting for a peer's credit.
     pub casts_waiting: usize,
+    /// Bytes of this node's broadcasts and events kept for tree nodes that miss them.
+    pub casts_kept: usize,
     /// Signatures made with the network key (one per genuine link, none for strangers).
     pub signatures: u64,
     /// Relay connections (handshaking or active).
@@ -76,6 +78,7 @@ impl Snapshot {
             links: status.links,
             link_queued: status.link_queued,
             casts_waiting: node.casts_waiting_bytes(),
+            casts_kept: node.casts_kept_bytes(),
             signatures: status.signatures,
             clients: node.client_count(),
             memory_used: node.memory_used(),
@@ -153,6 +156,11 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
             "Bytes of broadcasts and events waiting for a peer's credit",
             s.casts_waiting,
         ),
+        level(
+            "casts_kept_bytes",
+            "Bytes of this node's broadcasts and events kept for tree nodes that miss them",
+            s.casts_kept,
+        ),
         level("clients", "Relay connections", s.clients),
         level(
             "memory_used_bytes",
@@ -223,6 +231,8 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                 ("cast_duplicate", st.casts_duplicate),
                 ("cast_stray", st.casts_stray),
                 ("cast_no_tree", st.casts_no_tree),
+                ("cast_gone", st.casts_gone),
+                ("cast_unrepaired", st.casts_unrepaired),
                 ("anycast_no_tree", st.anycasts_no_tree),
                 ("anycast_lost", st.anycasts_lost),
                 ("anycast_expired", st.anycasts_expired),
@@ -237,6 +247,17 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
             help: "Multicast trees refused because this node takes part in --max-trees already: those groups' messages do not pass here",
             value: Value::Counter(st.trees_refused),
         },
+        family(
+            "cast_repair",
+            "Broadcasts and events missed by tree nodes and asked for again",
+            "event",
+            &[
+                ("asked", st.casts_asked),
+                ("resent", st.casts_resent),
+                ("repaired", st.casts_repaired),
+                ("tails", st.cast_tails),
+            ],
+        ),
         Metric {
             name: "held_for_tree",
             help: "Multicasts and anycasts that found no tree while the overlay moved and waited for one",

@@ -192,7 +192,7 @@ impl Pools {
 
 /// A node message of any kind, from the fuzzer's bytes.
 pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
-    match r.b() % 17 {
+    match r.b() % 19 {
         0 => {
             let (group, index, key) = group(r, p);
             NodeMsg::Tree(ScribeMsg::Subscribe { key, group, index })
@@ -248,6 +248,19 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
             tun: pick_or_wide(r, p.tunnels),
             reason: text(r, p),
         },
+        16 => NodeMsg::CastAsk {
+            key: key(r, p),
+            origin: node_id(r, p),
+            epoch: r.wide(),
+            asker: contact(r, p),
+            ranges: ranges(r),
+            hops: hops(r),
+        },
+        17 => NodeMsg::CastGone {
+            key: key(r, p),
+            epoch: r.wide(),
+            ranges: ranges(r),
+        },
         _ => NodeMsg::CastCredit {
             group: group(r, p).0,
             bytes: r.wide(),
@@ -255,19 +268,36 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
     }
 }
 
+/// Ranges of multicast numbers for an ask or its answer, within the wire's bound.
+fn ranges(r: &mut Reader<'_>) -> Vec<(u64, u64)> {
+    let n = usize::from(r.b()) % (wire::MAX_ASK_RANGES + 1);
+    (0..n)
+        .map(|_| {
+            let lo = r.wide();
+            (lo, lo.saturating_add(u64::from(r.b())))
+        })
+        .collect()
+}
+
 /// A multicast: mostly on a real tree of a pooled group, from a pooled origin.
 pub(super) fn cast(r: &mut Reader<'_>, p: &PoolsView<'_>) -> Cast {
     let (group, index, key) = group(r, p);
+    let (origin, epoch, seq) = (node_id(r, p), r.wide(), r.wide());
+    let (via, hops, flags) = (via(r), hops(r), r.b());
+    // A tail carries nothing: the wire refuses one with a payload.
+    let tail = flags % 5 == 0;
     Cast {
         key,
         group,
         index,
-        origin: node_id(r, p),
-        epoch: r.wide(),
-        seq: r.wide(),
-        via: via(r),
-        hops: hops(r),
-        payload: payload(r),
+        origin,
+        epoch,
+        seq,
+        via,
+        hops,
+        tail,
+        resent: flags % 3 == 0,
+        payload: if tail { Bytes::new() } else { payload(r) },
     }
 }
 

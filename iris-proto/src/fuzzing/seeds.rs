@@ -115,7 +115,7 @@ impl Script {
         let mut b = vec![12, l, 4, group, 0, 1, P0];
         b.extend(Script::wide(1));
         b.extend(Script::wide(u64::from(seq)));
-        b.extend([0, 1, 0, 0x43, 5, 1, 0]);
+        b.extend([0, 1, 0, 1, 0x43, 5, 1, 0]);
         self.ops(&b)
     }
 
@@ -327,6 +327,8 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
                 seq: 300,
                 via: Via::Tree,
                 hops: 3,
+                tail: false,
+                resent: false,
                 payload: Bytes::from_static(b"event"),
             }),
         ),
@@ -382,6 +384,25 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
             NodeMsg::CastCredit {
                 group: Group::topic("ring".into()),
                 bytes: 1 << 22,
+            },
+        ),
+        (
+            "cast-ask",
+            NodeMsg::CastAsk {
+                key: Group::topic("news".into()).tree_key(4),
+                origin: NodeId(5),
+                epoch: 1,
+                asker: c,
+                ranges: vec![(3, 9), (12, 12)],
+                hops: 0,
+            },
+        ),
+        (
+            "cast-gone",
+            NodeMsg::CastGone {
+                key: Group::topic("news".into()).tree_key(4),
+                epoch: 1,
+                ranges: vec![(3, 9)],
             },
         ),
     ]

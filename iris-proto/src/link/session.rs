@@ -18,9 +18,11 @@ use thiserror::Error;
 /// the initiator's signature verifies (see `handshake`). 3: HELLO lists the ids of the keys
 /// a node accepts and AUTH names its key (key rotation). 4: overlay messages and anycasts
 /// carry the sender's clock, so a node knows how late they arrived (`mesh::one_way`). 5: a
-/// ping carries the pinger's round trip to the pinged (`OverlayMsg::Ping`). A node speaking
-/// another version is refused with both versions named.
-pub const HANDSHAKE_VERSION: u16 = 5;
+/// ping carries the pinger's round trip to the pinged (`OverlayMsg::Ping`). 6: multicasts
+/// are numbered per tree and carry flags (tails, messages sent again), and tree nodes ask
+/// origins for what they missed (`scribe::window`). A node speaking another version is
+/// refused with both versions named.
+pub const HANDSHAKE_VERSION: u16 = 6;
 
 /// Bounds and timers of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]

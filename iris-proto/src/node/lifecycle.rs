@@ -38,6 +38,7 @@ impl Node {
         call!(self, |fx| self.requests.handle_timeout(now, fx));
         call!(self, |fx| self.tunnels.handle_timeout(now, fx));
         self.with_trees(|t, v, rng, fx| t.handle_held_timeout(v, rng, fx));
+        self.with_trees(|t, v, _, fx| t.handle_repair_timeout(v, fx));
         if self.life.drain_until.is_some_and(|t| t <= now) {
             self.finish_shutdown();
         }

@@ -41,6 +41,8 @@ mod join_tests;
 #[cfg(test)]
 mod network_tests;
 #[cfg(test)]
+mod repair_tests;
+#[cfg(test)]
 mod tests;
 
 pub use api::{CloseReason, Event, Input, Output};
@@ -282,6 +284,12 @@ impl Node {
     /// Bytes of multicasts waiting in this node for a peer's credit.
     pub fn casts_waiting_bytes(&self) -> usize {
         self.net.as_ref().map_or(0, |n| n.casts.waiting_bytes())
+    }
+
+    /// Bytes of this node's clients' multicasts kept for tree nodes that may ask for them
+    /// again (bounded: `trees::sent`).
+    pub fn casts_kept_bytes(&self) -> usize {
+        self.net.as_ref().map_or(0, |n| n.trees.kept_bytes())
     }
 
     /// Multicast flow entries this node keeps per peer and group: (credit outstanding

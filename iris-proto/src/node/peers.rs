@@ -162,6 +162,12 @@ impl Node {
                     .tunnels
                     .handle_remote_close(from, key, reason, fx));
             }
+            ask @ NodeMsg::CastAsk { .. } => {
+                self.with_trees(|t, v, _, fx| t.handle_ask(v, ask, fx));
+            }
+            NodeMsg::CastGone { key, epoch, ranges } => {
+                self.with_trees(|t, _, _, _| t.handle_gone(from, key, epoch, &ranges));
+            }
             NodeMsg::CastCredit { group, bytes } => {
                 if let Some(n) = self.net.as_mut() {
                     call!(self, |fx| n.casts.handle_credit(from.id, group, bytes, fx));

@@ -92,6 +92,19 @@ pub struct Stats {
     pub cast_credits_sent: u64,
     /// Broadcasts and events seen before (a second path while a tree repairs): dropped.
     pub casts_duplicate: u64,
+    /// Asks sent to origins for multicasts missing here (a stalled or crashed tree node
+    /// on the way, a partition).
+    pub casts_asked: u64,
+    /// Multicasts of this node's clients sent again to tree nodes that asked.
+    pub casts_resent: u64,
+    /// Multicasts missing here that came when asked for.
+    pub casts_repaired: u64,
+    /// Multicasts missing here that their origin no longer kept: lost.
+    pub casts_gone: u64,
+    /// Multicasts missing here whose origin never answered (gone or unreachable): lost.
+    pub casts_unrepaired: u64,
+    /// Tails sent after bursts of this node's multicasts.
+    pub cast_tails: u64,
     /// Broadcasts and events from a node this one is not a tree neighbour of: dropped, and
     /// the sender told to repair.
     pub casts_stray: u64,
@@ -148,13 +161,18 @@ pub(crate) struct Losses {
 impl Losses {
     /// One more message dropped for `reason`; `what` names its group or kind.
     pub(crate) fn note(&mut self, reason: &'static str, what: impl FnOnce() -> String) {
+        self.add(reason, 1, what);
+    }
+
+    /// `n` more messages dropped for `reason`; `what` names the last one's group or kind.
+    pub(crate) fn add(&mut self, reason: &'static str, n: u64, what: impl FnOnce() -> String) {
         let room = self.by_reason.len() < MAX_REASONS;
         match self.by_reason.iter_mut().find(|(r, _, _)| *r == reason) {
             Some(entry) => {
                 entry.1 = what();
-                entry.2 += 1;
+                entry.2 += n;
             }
-            None if room => self.by_reason.push((reason, what(), 1)),
+            None if room => self.by_reason.push((reason, what(), n)),
             None => {}
         }
     }

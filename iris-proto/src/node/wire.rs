@@ -32,6 +32,17 @@ mod tag {
     pub(super) const TUNNEL_ALLOW: u8 = 22;
     pub(super) const TUNNEL_CLOSE: u8 = 23;
     pub(super) const CAST_CREDIT: u8 = 24;
+    pub(super) const CAST_ASK: u8 = 25;
+    pub(super) const CAST_GONE: u8 = 26;
+}
+
+/// Most ranges of numbers one ask (or its answer) names.
+pub(crate) const MAX_ASK_RANGES: usize = 64;
+
+/// Flag bits of a multicast (see [`Cast`]).
+mod flag {
+    pub(super) const TAIL: u8 = 1;
+    pub(super) const RESENT: u8 = 2;
 }
 
 /// How a tree message is travelling.
@@ -72,6 +83,13 @@ pub(crate) struct Cast {
     pub(crate) via: Via,
     /// Hops so far, bounded.
     pub(crate) hops: u8,
+    /// Not a client's message: the origin's word that it sent up to `seq` on this tree, a
+    /// while after its last message, so that a tree node that missed the last ones learns
+    /// of them (see `scribe::window`). Its payload is empty; nobody delivers it.
+    pub(crate) tail: bool,
+    /// Sent again by the origin straight to a tree node that asked for it: delivered
+    /// there, never passed on.
+    pub(crate) resent: bool,
     /// The message or event.
     pub(crate) payload: Bytes,
 }
@@ -153,6 +171,23 @@ pub(crate) enum NodeMsg {
         group: Group,
         bytes: u64,
     },
+    /// Routed toward `origin`: the tree node `asker` misses numbers `ranges` of the
+    /// origin's multicasts (at `epoch`) on tree `key` and asks for them again.
+    CastAsk {
+        key: NodeId,
+        origin: NodeId,
+        epoch: u64,
+        asker: Contact,
+        ranges: Vec<(u64, u64)>,
+        hops: u8,
+    },
+    /// The sender (the origin, at `epoch`) no longer has numbers `ranges` of tree `key`:
+    /// the receiver stops waiting for them.
+    CastGone {
+        key: NodeId,
+        epoch: u64,
+        ranges: Vec<(u64, u64)>,
+    },
 }
 
 impl NodeMsg {
@@ -169,6 +204,8 @@ impl NodeMsg {
             NodeMsg::TunnelData { .. } | NodeMsg::TunnelAllow { .. } => "a tunnel's data".into(),
             NodeMsg::TunnelClose { .. } => "a tunnel's close".into(),
             NodeMsg::CastCredit { group, .. } => format!("multicast credit of {group}"),
+            NodeMsg::CastAsk { key, .. } => format!("an ask for multicasts of tree {key}"),
+            NodeMsg::CastGone { key, .. } => format!("an answer to an ask of tree {key}"),
         }
     }
 }
@@ -194,6 +231,28 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
                 }
             }
         }
+        NodeMsg::CastAsk {
+            key,
+            origin,
+            epoch,
+            asker,
+            ranges,
+            hops,
+        } => {
+            out.put_u8(tag::CAST_ASK);
+            out.put_u128(key.0);
+            out.put_u128(origin.0);
+            put_varint(&mut out, *epoch);
+            put_contact(&mut out, asker);
+            out.put_u8(*hops);
+            put_ranges(&mut out, ranges);
+        }
+        NodeMsg::CastGone { key, epoch, ranges } => {
+            out.put_u8(tag::CAST_GONE);
+            out.put_u128(key.0);
+            put_varint(&mut out, *epoch);
+            put_ranges(&mut out, ranges);
+        }
         tunnel => encode_tunnel(tunnel, &mut out),
     }
     out.freeze()
@@ -208,7 +267,24 @@ fn encode_cast(c: &Cast, out: &mut BytesMut) {
     put_varint(out, c.seq);
     out.put_u8(c.via as u8);
     out.put_u8(c.hops);
+    let mut flags = 0;
+    if c.tail {
+        flags |= flag::TAIL;
+    }
+    if c.resent {
+        flags |= flag::RESENT;
+    }
+    out.put_u8(flags);
     out.put_slice(&c.payload);
+}
+
+/// Ranges of numbers: a count, then each as its first number and its length less one.
+fn put_ranges(out: &mut BytesMut, ranges: &[(u64, u64)]) {
+    put_varint(out, ranges.len() as u64);
+    for &(lo, hi) in ranges {
+        put_varint(out, lo);
+        put_varint(out, hi - lo);
+    }
 }
 
 fn encode_anycast(a: &Anycast, out: &mut BytesMut) {
@@ -269,7 +345,12 @@ fn encode_tunnel(msg: &NodeMsg, out: &mut BytesMut) {
             put_group(out, group, 0);
             put_varint(out, *bytes);
         }
-        NodeMsg::Tree(_) | NodeMsg::Cast(_) | NodeMsg::Anycast(_) | NodeMsg::Reply { .. } => {
+        NodeMsg::Tree(_)
+        | NodeMsg::Cast(_)
+        | NodeMsg::Anycast(_)
+        | NodeMsg::Reply { .. }
+        | NodeMsg::CastAsk { .. }
+        | NodeMsg::CastGone { .. } => {
             unreachable!("encoded by encode")
         }
     }
@@ -324,6 +405,19 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
                 bytes: r.varint()?,
             }
         }
+        tag::CAST_ASK => NodeMsg::CastAsk {
+            key: r.id()?,
+            origin: r.id()?,
+            epoch: r.varint()?,
+            asker: take_contact(&mut r.p)?,
+            hops: r.u8()?,
+            ranges: r.ranges()?,
+        },
+        tag::CAST_GONE => NodeMsg::CastGone {
+            key: r.id()?,
+            epoch: r.varint()?,
+            ranges: r.ranges()?,
+        },
         _ => return Err(WireError::Malformed("unknown node message tag")),
     };
     if !r.p.is_empty() {
@@ -367,7 +461,22 @@ fn decode_cast(r: &mut Reader<'_>) -> Result<Cast, WireError> {
         seq: r.varint()?,
         via: r.via()?,
         hops: r.u8()?,
-        payload: r.rest(),
+        tail: false,
+        resent: false,
+        payload: Bytes::new(),
+    })
+    .and_then(|mut c| {
+        let flags = r.u8()?;
+        if flags & !(flag::TAIL | flag::RESENT) != 0 {
+            return Err(WireError::Malformed("multicast flags"));
+        }
+        c.tail = flags & flag::TAIL != 0;
+        c.resent = flags & flag::RESENT != 0;
+        c.payload = r.rest();
+        if c.tail && !c.payload.is_empty() {
+            return Err(WireError::Malformed("a tail with a payload"));
+        }
+        Ok(c)
     })
 }
 
@@ -505,6 +614,24 @@ impl Reader<'_> {
         Ok((Group { kind, name }, index))
     }
 
+    /// Ranges of numbers (see `put_ranges`), each well formed, at most
+    /// [`MAX_ASK_RANGES`].
+    fn ranges(&mut self) -> Result<Vec<(u64, u64)>, WireError> {
+        let n = self.count(2)?;
+        if n > MAX_ASK_RANGES {
+            return Err(WireError::Malformed("too many ranges"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let lo = self.varint()?;
+            let hi = lo
+                .checked_add(self.varint()?)
+                .ok_or(WireError::Malformed("range"))?;
+            out.push((lo, hi));
+        }
+        Ok(out)
+    }
+
     /// Everything left, as a slice of the message.
     fn rest(&mut self) -> Bytes {
         let start = self.all.len() - self.p.len();
@@ -549,6 +676,8 @@ mod tests {
                 seq: u64::MAX,
                 via: Via::Tree,
                 hops: 3,
+                tail: false,
+                resent: false,
                 payload: Bytes::from_static(b"event"),
             }),
             NodeMsg::Anycast(Anycast {
@@ -605,6 +734,19 @@ mod tests {
                 group: Group::cluster("ring".into()),
                 bytes: 1 << 22,
             },
+            NodeMsg::CastAsk {
+                key: NodeId(9),
+                origin: NodeId(5),
+                epoch: 2,
+                asker: c,
+                ranges: vec![(3, 3), (7, u64::MAX)],
+                hops: 1,
+            },
+            NodeMsg::CastGone {
+                key: NodeId(9),
+                epoch: 2,
+                ranges: vec![],
+            },
         ]
     }
 
@@ -642,6 +784,8 @@ mod tests {
                 seq: u64::MAX,
                 via: Via::Detour,
                 hops: u8::MAX,
+                tail: true,
+                resent: true,
                 payload: Bytes::new(),
             }),
             NodeMsg::Anycast(Anycast {

@@ -46,8 +46,8 @@ use rand::rngs::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use tree::{Child, Tree};
-pub(crate) use window::Verdict;
 use window::Windows;
+pub(crate) use window::{Ask, Verdict};
 
 /// Settings of the trees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +363,7 @@ impl Scribe {
             if let Some(t) = self.trees.get_mut(&key) {
                 t.local = false;
             }
+            self.windows.clear_gaps(key);
             self.prune(key);
         }
     }
@@ -438,6 +439,7 @@ impl Scribe {
     }
 
     /// Whether message `seq` of `origin` on the tree of `key` is new here (and remembers it).
+    /// Numbers it skips are asked for again if this node has members of the group.
     pub(crate) fn check(
         &mut self,
         now: Instant,
@@ -446,11 +448,50 @@ impl Scribe {
         key: NodeId,
         seq: u64,
     ) -> Verdict {
-        let v = self.windows.check(now, origin, epoch, key, seq);
+        let repair = self.trees.get(&key).is_some_and(|t| t.local);
+        let v = self.windows.check(now, origin, epoch, key, seq, repair);
         if v == Verdict::Old {
             self.stats.duplicates += 1;
         }
         v
+    }
+
+    /// When an origin is next to be asked for messages missing here.
+    pub(crate) fn next_ask(&self) -> Option<Instant> {
+        self.windows.next_ask()
+    }
+
+    /// The origins to ask now for messages missing here (see the `window` module).
+    pub(crate) fn asks(&mut self, now: Instant) -> Vec<Ask> {
+        self.windows.asks(now)
+    }
+
+    /// An origin no longer has `ranges` of tree `key`: returns how many of them were
+    /// still missing here (lost).
+    pub(crate) fn gone(
+        &mut self,
+        origin: NodeId,
+        epoch: u64,
+        key: NodeId,
+        ranges: &[(u64, u64)],
+    ) -> u64 {
+        self.windows.gone(origin, epoch, key, ranges)
+    }
+
+    /// Messages given up on (their origins never answered) since the last call, with
+    /// their groups.
+    pub(crate) fn take_given_up(&mut self) -> Vec<(Group, u64)> {
+        self.windows
+            .take_given_up()
+            .into_iter()
+            .map(|(key, n)| {
+                let group = self.trees.get(&key).map_or_else(
+                    || Group::topic(crate::relay::Name::from("(a tree since left)")),
+                    |t| t.group.clone(),
+                );
+                (group, n)
+            })
+            .collect()
     }
 
     fn handle_message(
@@ -871,6 +912,7 @@ impl Scribe {
         }
         let parent = t.parent;
         self.trees.remove(&key);
+        self.windows.forget_tree(key);
         if let Some(p) = parent {
             self.outbox.push_back((p, ScribeMsg::Unsubscribe { key }));
             self.unref(p.id);

@@ -21,13 +21,15 @@ impl Trees {
         payload: Bytes,
         fx: &mut Effects,
     ) {
-        let seq = self.next_cast;
+        let count = self.next_cast;
         self.next_cast += 1;
         let splits = self.scribe.config().splits;
-        let index = (seq % u64::from(splits)) as u8;
+        let index = (count % u64::from(splits)) as u8;
         let own = v.overlay.contact();
+        let key = self.keys.get(&group, splits, index);
+        let seq = self.sent.send(v.now, key, &group, index, &payload, count);
         let cast = Cast {
-            key: self.keys.get(&group, splits, index),
+            key,
             group,
             index,
             origin: own.id,
@@ -35,6 +37,8 @@ impl Trees {
             seq,
             via: Via::Routed,
             hops: 0,
+            tail: false,
+            resent: false,
             payload,
         };
         self.stats.casts_sent += 1;
@@ -62,6 +66,12 @@ impl Trees {
         fx: &mut Effects,
     ) {
         let from_id = from.map(|f| f.id);
+        if c.resent {
+            if let Some(deliver) = self.take_resent(v, c) {
+                fx.push(deliver);
+            }
+            return;
+        }
         if !self.scribe.in_tree(c.key) {
             if c.via == Via::Tree
                 && let Some(f) = from
@@ -86,8 +96,8 @@ impl Trees {
             return;
         }
         let targets = self.scribe.flood_targets(c.key, from_id);
-        // The origin delivered to its own members already.
-        if from.is_some() {
+        // The origin delivered to its own members already; a tail is for the trees only.
+        if from.is_some() && !c.tail {
             fx.push(Effect::Deliver(c.group.clone(), c.payload.clone()));
         }
         if c.hops >= MAX_HOPS || targets.is_empty() {

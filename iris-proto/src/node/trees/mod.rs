@@ -21,7 +21,9 @@
 mod anycasts;
 mod casts;
 mod held;
+mod repair;
 mod routes;
+mod sent;
 
 pub(crate) use routes::View;
 
@@ -55,6 +57,8 @@ pub(crate) struct Trees {
     next_cast: u64,
     /// Peers whose links failed (or a dial to them did) lately, routed around until then.
     unreachable: BTreeMap<NodeId, Instant>,
+    /// This node's own multicasts, numbered per tree and kept for those who miss them.
+    sent: sent::Sent,
     /// Messages waiting at the closest node of their key for a tree in repair.
     held: Held,
     /// When the oldest held message has waited its time.
@@ -75,6 +79,7 @@ impl Trees {
             keys: TreeKeys::default(),
             next_cast: 0,
             unreachable: BTreeMap::new(),
+            sent: sent::Sent::default(),
             held: Held::default(),
             held_until: None,
             moved_at: None,
@@ -94,17 +99,28 @@ impl Trees {
         full
     }
 
+    /// Bytes of this node's multicasts kept for tree nodes that may ask for them.
+    pub(crate) fn kept_bytes(&self) -> usize {
+        self.sent.kept_bytes()
+    }
+
     /// The trees machine, for inspection.
     pub(crate) fn scribe(&self) -> &Scribe {
         &self.scribe
     }
 
-    /// When the trees next beat, or a held message has waited its time.
+    /// When the trees next beat, a held message has waited its time, a tail or an ask
+    /// for missed messages is due, or a kept message's time is up.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        [self.scribe.poll_timeout(), self.held_until]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.scribe.poll_timeout(),
+            self.held_until,
+            self.scribe.next_ask(),
+            self.sent.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Held messages whose time is up (they are dropped, counted).

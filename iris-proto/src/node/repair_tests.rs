@@ -1,0 +1,217 @@
+//! Multicasts across a stalled or cut-off node, in memory: tree nodes ask origins for what
+//! they missed (`scribe::window`, `trees::repair`), so nothing is lost between healthy
+//! nodes and the stalled node's members get what was sent meanwhile.
+
+use crate::ConnId;
+use crate::relay::{ClientPacket, NodePacket};
+use crate::testnet::Net;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// A network of `n` nodes, each with a member of cluster "svc", a subscriber of topic
+/// "t", and a client that sends.
+struct Traffic {
+    net: Net,
+    members: Vec<ConnId>,
+    subscribers: Vec<ConnId>,
+    senders: Vec<ConnId>,
+    /// Every message sent, by its text.
+    sent: Vec<String>,
+    /// Per node: how many times its member (broadcasts) or subscriber (events) got each.
+    got: Vec<BTreeMap<String, u32>>,
+}
+
+impl Traffic {
+    fn new(net: Net, n: usize) -> Traffic {
+        let mut t = Traffic {
+            net,
+            members: Vec::new(),
+            subscribers: Vec::new(),
+            senders: Vec::new(),
+            sent: Vec::new(),
+            got: vec![BTreeMap::new(); n],
+        };
+        for i in 0..n {
+            let m = t.net.client(i, "svc");
+            let s = t.net.client(i, "");
+            t.net
+                .send(i, s, ClientPacket::Subscribe { topic: "t".into() });
+            let c = t.net.client(i, "");
+            t.members.push(m);
+            t.subscribers.push(s);
+            t.senders.push(c);
+        }
+        t.net.secs(3);
+        t
+    }
+
+    /// Each node in `from` broadcasts one message and publishes one event.
+    fn send_round(&mut self, from: &[usize], round: u32) {
+        for &i in from {
+            let b = format!("b{i}-{round}");
+            let p = format!("p{i}-{round}");
+            let conn = self.senders[i];
+            self.net.send(
+                i,
+                conn,
+                ClientPacket::Broadcast {
+                    cluster: "svc".into(),
+                    message: Bytes::from(b.clone()),
+                },
+            );
+            self.net.send(
+                i,
+                conn,
+                ClientPacket::Publish {
+                    topic: "t".into(),
+                    event: Bytes::from(p.clone()),
+                },
+            );
+            self.sent.push(b);
+            self.sent.push(p);
+        }
+    }
+
+    /// Takes what every node's member and subscriber got so far.
+    fn collect(&mut self) {
+        for i in 0..self.got.len() {
+            let (m, s) = (self.members[i], self.subscribers[i]);
+            for p in self.net.take(i, m).into_iter().chain(self.net.take(i, s)) {
+                let text = match p {
+                    NodePacket::Broadcast { message } => message,
+                    NodePacket::Publish { event, .. } => event,
+                    other => panic!("node {i}: {other:?}"),
+                };
+                let text = String::from_utf8(text.to_vec()).unwrap();
+                *self.got[i].entry(text).or_default() += 1;
+            }
+        }
+    }
+
+    /// Node `i`'s messages missing and duplicated.
+    fn check(&self, i: usize) -> (Vec<&String>, Vec<&String>) {
+        let missing = self
+            .sent
+            .iter()
+            .filter(|m| !self.got[i].contains_key(*m))
+            .collect();
+        let twice = self.got[i]
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(m, _)| m)
+            .collect();
+        (missing, twice)
+    }
+}
+
+/// Whether node `i` is the root of one of the trees of "svc" or "t".
+fn roots_a_tree(net: &Net, i: usize) -> bool {
+    let scribe = net.node(i).scribe().unwrap();
+    ["svc", "t"].iter().any(|name| {
+        let groups = [
+            crate::scribe::Group::cluster((*name).into()),
+            crate::scribe::Group::topic((*name).into()),
+        ];
+        groups.iter().any(|g| {
+            scribe.keys(g).any(|k| {
+                scribe
+                    .relations(k)
+                    .is_some_and(|(parent, _)| parent.is_none())
+            })
+        })
+    })
+}
+
+#[test]
+fn a_stalled_node_costs_healthy_members_nothing_and_gets_what_it_missed() {
+    let mut t = Traffic::new(Net::ready(5), 5);
+    let stalled = (0..5)
+        .find(|&i| roots_a_tree(&t.net, i))
+        .expect("some node roots a tree");
+    let healthy: Vec<usize> = (0..5).filter(|&i| i != stalled).collect();
+    // Ten messages a second from every healthy node; the stalled node stops (SIGSTOP) for
+    // 12 s in the middle.
+    for round in 0..200 {
+        if round == 50 {
+            t.net.freeze(stalled);
+        }
+        if round == 170 {
+            t.net.thaw(stalled);
+        }
+        t.send_round(&healthy, round);
+        t.net.millis(100);
+        t.collect();
+    }
+    t.net.secs(15);
+    t.collect();
+    for i in 0..5 {
+        let (missing, twice) = t.check(i);
+        assert!(
+            missing.is_empty() && twice.is_empty(),
+            "node {i} (stalled: {stalled}) missed {} of {}: {:?}..., got twice {:?}",
+            missing.len(),
+            t.sent.len(),
+            &missing[..missing.len().min(10)],
+            &twice[..twice.len().min(10)]
+        );
+    }
+    let stats = t.net.node(stalled).stats();
+    assert!(stats.casts_asked > 0, "the stalled node asked for nothing");
+    let lost: u64 = (0..5)
+        .map(|i| {
+            let s = t.net.node(i).stats();
+            s.casts_gone + s.casts_unrepaired
+        })
+        .sum();
+    assert_eq!(lost, 0);
+}
+
+#[test]
+fn a_node_cut_off_for_20_s_gets_what_it_missed_and_its_clients_messages_arrive() {
+    let mut t = Traffic::new(Net::ready(5), 5);
+    let cut = 4;
+    let all: Vec<usize> = (0..5).collect();
+    // Node 4's clients' messages sent while it was cut off, and when the others had them
+    // all (in rounds of 100 ms).
+    let during: Vec<String> = (50..250)
+        .flat_map(|r| [format!("b4-{r}"), format!("p4-{r}")])
+        .collect();
+    let mut whole_at = None;
+    for round in 0..400 {
+        if round == 50 {
+            // Node 4's link goes down: its own ends fail, the others' stay half-open.
+            for j in 0..4 {
+                t.net.cut.insert((j, cut));
+                t.net.fail_links_one_side(cut, j);
+            }
+        }
+        if round == 250 {
+            t.net.cut.clear();
+        }
+        t.send_round(&all, round);
+        t.net.millis(100);
+        t.collect();
+        if whole_at.is_none() && (0..4).all(|i| during.iter().all(|m| t.got[i].contains_key(m))) {
+            whole_at = Some(round);
+        }
+    }
+    let whole_at = whole_at.expect("node 4's messages never all arrived");
+    assert!(
+        (250..=280).contains(&whole_at),
+        "node 4's messages from the cut were all in {} ms after the heal",
+        (whole_at as i64 - 250 + 1) * 100
+    );
+    t.net.secs(15);
+    t.collect();
+    for i in 0..5 {
+        let (missing, twice) = t.check(i);
+        assert!(
+            missing.is_empty() && twice.is_empty(),
+            "node {i} missed {} of {}: {:?}..., got twice {:?}",
+            missing.len(),
+            t.sent.len(),
+            &missing[..missing.len().min(10)],
+            &twice[..twice.len().min(10)]
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! Multicasts that a tree node missed, asked for again: a node with members of a group
+//! that skipped numbers of an origin's messages on one of its trees asks the origin (an
+//! ask routed toward the origin's id, as a Pastry key); the origin sends what it still
+//! keeps straight back, under the group's credit, and says which numbers are gone. What
+//! the asker takes is delivered there only, never passed on: every tree node asks for
+//! itself. What is gone, or never answered, is counted and reported as lost.
+//!
+//! So a stalled, crashed or cut-off node on a tree costs the nodes behind it a delay, not
+//! the messages; a node that was stalled or cut off itself gets what its members missed
+//! once it is back (within what the origin keeps, `sent.rs`).
+
+use super::sent::Resend;
+use super::{MAX_HOPS, Trees, View};
+use crate::mesh::Class;
+use crate::node::effect::{Effect, Effects, Refusal, to_peer};
+use crate::node::wire::{self, Cast, MAX_ASK_RANGES, NodeMsg, Via};
+use crate::overlay::{Contact, NodeId};
+use crate::scribe::Group;
+
+impl Trees {
+    /// Tails due, asks due, and what was given up; what was kept for its time goes.
+    pub(crate) fn handle_repair_timeout(&mut self, v: &View<'_>, fx: &mut Effects) {
+        self.sent.expire(v.now);
+        let own = v.overlay.contact();
+        for (key, group, index, seq) in self.sent.due_tails(v.now) {
+            self.stats.cast_tails += 1;
+            let tail = Cast {
+                key,
+                group,
+                index,
+                origin: own.id,
+                epoch: own.epoch,
+                seq,
+                via: Via::Routed,
+                hops: 0,
+                tail: true,
+                resent: false,
+                payload: bytes::Bytes::new(),
+            };
+            self.pass_cast(v, tail, None, fx);
+        }
+        if self.scribe.next_ask().is_some_and(|t| t <= v.now) {
+            for ask in self.scribe.asks(v.now) {
+                self.stats.casts_asked += 1;
+                let msg = NodeMsg::CastAsk {
+                    key: ask.key,
+                    origin: ask.origin,
+                    epoch: ask.epoch,
+                    asker: own,
+                    ranges: ask.ranges,
+                    hops: 0,
+                };
+                self.route_ask(v, ask.origin, msg, fx);
+            }
+        }
+        for (group, n) in self.scribe.take_given_up() {
+            self.stats.casts_unrepaired += n;
+            self.losses.add("cast_unrepaired", n, || {
+                format!("{group}: its origin never answered")
+            });
+        }
+    }
+
+    /// A peer's ask for an origin's multicasts: answered here if this node is the origin,
+    /// passed on toward it otherwise.
+    pub(crate) fn handle_ask(&mut self, v: &View<'_>, msg: NodeMsg, fx: &mut Effects) {
+        let NodeMsg::CastAsk {
+            key,
+            origin,
+            epoch,
+            asker,
+            ranges,
+            hops,
+        } = msg
+        else {
+            return;
+        };
+        let own = v.overlay.contact();
+        if origin != own.id {
+            if hops >= MAX_HOPS {
+                return;
+            }
+            let msg = NodeMsg::CastAsk {
+                key,
+                origin,
+                epoch,
+                asker,
+                ranges,
+                hops: hops + 1,
+            };
+            return self.route_ask(v, origin, msg, fx);
+        }
+        let mut gone = Vec::new();
+        if epoch != own.epoch {
+            // Asked of an earlier incarnation of this node: all of it is gone.
+            gone = ranges;
+        } else {
+            for (lo, hi) in ranges.into_iter().take(MAX_ASK_RANGES) {
+                let r = self.sent.resend(key, lo, hi);
+                gone.extend(r.gone);
+                if let Some(tree) = r.tree {
+                    self.resend(own, asker, key, tree, r.again, fx);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let msg = NodeMsg::CastGone {
+                key,
+                epoch,
+                ranges: gone,
+            };
+            fx.push(to_peer(asker, Class::Control, &msg, Refusal::Ignore));
+        }
+    }
+
+    /// The origin `from` no longer has `ranges` of tree `key`: they are lost here.
+    pub(crate) fn handle_gone(
+        &mut self,
+        from: Contact,
+        key: NodeId,
+        epoch: u64,
+        ranges: &[(u64, u64)],
+    ) {
+        let n = self.scribe.gone(from.id, epoch, key, ranges);
+        if n > 0 {
+            self.stats.casts_gone += n;
+            let group = self.scribe.group_of(key).cloned();
+            self.losses.add("cast_gone", n, || match group {
+                Some(g) => format!("{g}: no longer kept by node {}", from.id),
+                None => format!("tree {key}: no longer kept by node {}", from.id),
+            });
+        }
+    }
+
+    /// A multicast sent again straight to this node: delivered if it is still missing
+    /// here, never passed on.
+    pub(super) fn take_resent(&mut self, v: &View<'_>, c: Cast) -> Option<Effect> {
+        if !self.scribe.in_tree(c.key)
+            || self.scribe.check(v.now, c.origin, c.epoch, c.key, c.seq)
+                == crate::scribe::Verdict::Old
+        {
+            self.stats.casts_duplicate += 1;
+            return None;
+        }
+        self.stats.casts_repaired += 1;
+        (!c.tail).then(|| Effect::Deliver(c.group, c.payload))
+    }
+
+    /// Sends kept messages of tree `key` again to `asker`, under the group's credit.
+    fn resend(
+        &mut self,
+        own: Contact,
+        asker: Contact,
+        key: NodeId,
+        (group, index): (Group, u8),
+        again: Vec<Resend>,
+        fx: &mut Effects,
+    ) {
+        for (seq, payload) in again {
+            self.stats.casts_resent += 1;
+            let c = Cast {
+                key,
+                group: group.clone(),
+                index,
+                origin: own.id,
+                epoch: own.epoch,
+                seq,
+                via: Via::Tree,
+                hops: 0,
+                tail: payload.is_none(),
+                resent: true,
+                payload: payload.unwrap_or_default(),
+            };
+            let bytes = wire::encode(&NodeMsg::Cast(c));
+            fx.push(Effect::CastTo(asker, group.clone(), bytes));
+        }
+    }
+
+    /// Sends an ask one hop on toward `origin`; dropped where no hop is known (the origin
+    /// is gone: the asker gives up after its asks).
+    fn route_ask(&mut self, v: &View<'_>, origin: NodeId, msg: NodeMsg, fx: &mut Effects) {
+        let next = match v.overlay.contact_of(origin) {
+            Some(c) => Some(c),
+            None => self.route(v, origin),
+        };
+        if let Some(next) = next {
+            fx.push(to_peer(next, Class::Control, &msg, Refusal::Ignore));
+        }
+    }
+}
