@@ -80,6 +80,12 @@ pub struct Audit {
     pub publish_delivery: f64,
     /// Broadcasts and events owed to stable recipients, counted per recipient.
     pub expected_deliveries: u64,
+    /// Broadcasts and events owed to stable recipients and never delivered although their
+    /// sender was stable too (joined `settle` before, alive until `horizon` after): losses
+    /// between healthy nodes, which no crash excuses.
+    pub stable_losses: u64,
+    /// The first few of them, described (sender and recipient nodes, time).
+    pub stable_loss_examples: Vec<String>,
     /// Deliveries of a message a client had already received.
     pub duplicates: u64,
     /// Deliveries to a client outside the message's group.
@@ -120,6 +126,10 @@ pub(crate) struct Auditor {
     second_replies: u64,
     tunnel_order: u64,
     violations: Vec<String>,
+    stable_losses: u64,
+    stable_loss_examples: Vec<String>,
+    /// Stalls: the node's slot, from, until.
+    stalls: Vec<(usize, u64, u64)>,
     /// Set by a test: every broadcast delivery is counted twice, as a broken node would do.
     pub(crate) inject_duplicate: bool,
 }
@@ -139,6 +149,9 @@ impl Auditor {
             second_replies: 0,
             tunnel_order: 0,
             violations: Vec::new(),
+            stable_losses: 0,
+            stable_loss_examples: Vec::new(),
+            stalls: Vec::new(),
             inject_duplicate: false,
         }
     }
@@ -472,6 +485,8 @@ impl Auditor {
             broadcast_delivery: ratio(b_got, b_owed),
             publish_delivery: ratio(p_got, p_owed),
             expected_deliveries: b_owed + p_owed,
+            stable_losses: self.stable_losses,
+            stable_loss_examples: std::mem::take(&mut self.stable_loss_examples),
             duplicates: self.duplicates,
             misdeliveries: self.misdeliveries,
             requests: requests.len() as u64,
@@ -495,7 +510,7 @@ impl Auditor {
             std::mem::take(&mut self.publishes)
         };
         let (mut owed, mut got) = (0u64, 0u64);
-        for m in messages.values() {
+        for (&id, m) in &messages {
             if m.sent + self.w.horizon > end {
                 continue; // still owed time
             }
@@ -511,7 +526,25 @@ impl Auditor {
                 };
                 if member && self.stable(l, m.sent) {
                     owed += 1;
-                    got += u64::from(m.got.contains_key(&c));
+                    let delivered = m.got.contains_key(&c);
+                    got += u64::from(delivered);
+                    let sender_stable = self
+                        .clients
+                        .get(&m.sender)
+                        .is_some_and(|s| self.stable(s, m.sent) && !self.stalled_near(s, m.sent));
+                    if !delivered && sender_stable && !self.stalled_near(l, m.sent) {
+                        self.stable_losses += 1;
+                        if self.stable_loss_examples.len() < 20 {
+                            let kind = if broadcasts { "broadcast" } else { "event" };
+                            let from = self.clients.get(&m.sender).map_or(0, |s| s.node);
+                            self.stable_loss_examples.push(format!(
+                                "{kind} {id} of group {} from node {from} at {} ms, to client {c} on node {}",
+                                m.group,
+                                m.sent / 1_000_000,
+                                l.node
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -521,6 +554,19 @@ impl Auditor {
             self.publishes = messages;
         }
         (owed, got)
+    }
+
+    /// Node `slot` stops (as under SIGSTOP) from `from` until `until`.
+    pub(crate) fn stalled(&mut self, slot: usize, from: u64, until: u64) {
+        self.stalls.push((slot, from, until));
+    }
+
+    /// Whether the client's node stalled between `settle` before `t` and `horizon` after.
+    fn stalled_near(&self, l: &ClientLife, t: u64) -> bool {
+        let (from, to) = (t.saturating_sub(self.w.settle), t + self.w.horizon);
+        self.stalls
+            .iter()
+            .any(|&(slot, a, b)| slot == l.node && a <= to && b >= from)
     }
 
     /// Joined `settle` before `t` and alive until `horizon` after.

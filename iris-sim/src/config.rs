@@ -161,10 +161,11 @@ impl Summary {
         if let Some(a) = &self.audit {
             json.pop();
             json.push_str(&format!(
-                ",\"broadcast_delivery\":{:.5},\"publish_delivery\":{:.5},\"expected_deliveries\":{},\"duplicates\":{},\"misdeliveries\":{},\"requests\":{},\"requests_answered\":{:.5},\"requests_without_one_outcome\":{},\"late_requests\":{},\"tunnels\":{},\"tunnels_completed\":{},\"tunnel_order_violations\":{},\"tree_bytes_per_node_s\":{:.1},\"wall_s\":{:.2}}}",
+                ",\"broadcast_delivery\":{:.5},\"publish_delivery\":{:.5},\"expected_deliveries\":{},\"stable_losses\":{},\"duplicates\":{},\"misdeliveries\":{},\"requests\":{},\"requests_answered\":{:.5},\"requests_without_one_outcome\":{},\"late_requests\":{},\"tunnels\":{},\"tunnels_completed\":{},\"tunnel_order_violations\":{},\"tree_bytes_per_node_s\":{:.1},\"wall_s\":{:.2}}}",
                 a.broadcast_delivery,
                 a.publish_delivery,
                 a.expected_deliveries,
+                a.stable_losses,
                 a.duplicates,
                 a.misdeliveries,
                 a.requests,

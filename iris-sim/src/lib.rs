@@ -833,6 +833,9 @@ impl Sim {
                     }
                     self.stalled.insert(slot);
                     self.last_fault = self.last_fault.max(until);
+                    if let Some(a) = self.auditor.as_mut() {
+                        a.stalled(slot, self.now, until);
+                    }
                 }
                 let next = self.now + self.gap(self.cfg.stalls / 60.0);
                 if next < self.churn_until {

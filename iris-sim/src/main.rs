@@ -217,10 +217,11 @@ fn report(s: &Summary) -> bool {
     }
     if let Some(a) = &s.audit {
         println!(
-            "messaging: broadcast delivery {:.5}, publish delivery {:.5} ({} owed), {} requests answered {:.5}, {} tunnels ({} completed), tree maintenance {:.0} B/s per node",
+            "messaging: broadcast delivery {:.5}, publish delivery {:.5} ({} owed, {} lost between stable nodes), {} requests answered {:.5}, {} tunnels ({} completed), tree maintenance {:.0} B/s per node",
             a.broadcast_delivery,
             a.publish_delivery,
             a.expected_deliveries,
+            a.stable_losses,
             a.requests,
             a.requests_answered,
             a.tunnels,
@@ -229,6 +230,9 @@ fn report(s: &Summary) -> bool {
         );
         for v in a.violations.iter().take(10) {
             println!("violation: {v}");
+        }
+        for l in a.stable_loss_examples.iter().take(10) {
+            println!("lost between stable nodes: {l}");
         }
     }
     s.violation_count() == 0

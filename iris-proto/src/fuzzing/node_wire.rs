@@ -192,7 +192,7 @@ impl Pools {
 
 /// A node message of any kind, from the fuzzer's bytes.
 pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
-    match r.b() % 19 {
+    match r.b() % 20 {
         0 => {
             let (group, index, key) = group(r, p);
             NodeMsg::Tree(ScribeMsg::Subscribe { key, group, index })
@@ -254,12 +254,22 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
             epoch: r.wide(),
             asker: contact(r, p),
             ranges: ranges(r),
+            within_ms: r.wide(),
             hops: hops(r),
         },
+        18 => {
+            let key = key(r, p);
+            let n = usize::from(r.b()) % (crate::scribe::MAX_HEADS + 1);
+            let heads = (0..n)
+                .map(|_| (node_id(r, p), r.wide(), r.wide(), r.wide()))
+                .collect();
+            NodeMsg::Tree(ScribeMsg::Heads { key, heads })
+        }
         17 => NodeMsg::CastGone {
             key: key(r, p),
             epoch: r.wide(),
-            ranges: ranges(r),
+            gone: ranges(r),
+            skipped: ranges(r),
         },
         _ => NodeMsg::CastCredit {
             group: group(r, p).0,
@@ -297,6 +307,7 @@ pub(super) fn cast(r: &mut Reader<'_>, p: &PoolsView<'_>) -> Cast {
         hops,
         tail,
         resent: flags % 3 == 0,
+        prev_ms: r.wide(),
         payload: if tail { Bytes::new() } else { payload(r) },
     }
 }

@@ -115,7 +115,10 @@ impl Script {
         let mut b = vec![12, l, 4, group, 0, 1, P0];
         b.extend(Script::wide(1));
         b.extend(Script::wide(u64::from(seq)));
-        b.extend([0, 1, 0, 1, 0x43, 5, 1, 0]);
+        // Via, hops, flags (neither tail nor resent), no previous message, the payload.
+        b.extend([0, 1, 0, 1]);
+        b.extend(Script::wide(0));
+        b.extend([0x43, 5, 1, 0]);
         self.ops(&b)
     }
 
@@ -329,6 +332,7 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
                 hops: 3,
                 tail: false,
                 resent: false,
+                prev_ms: 0,
                 payload: Bytes::from_static(b"event"),
             }),
         ),
@@ -394,15 +398,24 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
                 epoch: 1,
                 asker: c,
                 ranges: vec![(3, 9), (12, 12)],
+                within_ms: 60_000,
                 hops: 0,
             },
+        ),
+        (
+            "heads",
+            NodeMsg::Tree(ScribeMsg::Heads {
+                key: Group::topic("news".into()).tree_key(4),
+                heads: vec![(NodeId(5), 1, 12, 250)],
+            }),
         ),
         (
             "cast-gone",
             NodeMsg::CastGone {
                 key: Group::topic("news".into()).tree_key(4),
                 epoch: 1,
-                ranges: vec![(3, 9)],
+                gone: vec![(3, 9)],
+                skipped: vec![(0, 2)],
             },
         ),
     ]

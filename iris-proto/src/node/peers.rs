@@ -165,8 +165,13 @@ impl Node {
             ask @ NodeMsg::CastAsk { .. } => {
                 self.with_trees(|t, v, _, fx| t.handle_ask(v, ask, fx));
             }
-            NodeMsg::CastGone { key, epoch, ranges } => {
-                self.with_trees(|t, _, _, _| t.handle_gone(from, key, epoch, &ranges));
+            NodeMsg::CastGone {
+                key,
+                epoch,
+                gone,
+                skipped,
+            } => {
+                self.with_trees(|t, _, _, _| t.handle_gone(from, key, epoch, (&gone, &skipped)));
             }
             NodeMsg::CastCredit { group, bytes } => {
                 if let Some(n) = self.net.as_mut() {

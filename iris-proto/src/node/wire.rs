@@ -23,6 +23,7 @@ mod tag {
     pub(super) const UNSUBSCRIBE: u8 = 2;
     pub(super) const BEAT: u8 = 3;
     pub(super) const NOT_IN_TREE: u8 = 4;
+    pub(super) const HEADS: u8 = 5;
     pub(super) const CAST: u8 = 16;
     pub(super) const ANYCAST: u8 = 17;
     pub(super) const REPLY: u8 = 18;
@@ -35,6 +36,9 @@ mod tag {
     pub(super) const CAST_ASK: u8 = 25;
     pub(super) const CAST_GONE: u8 = 26;
 }
+
+/// An inclusive range of multicast numbers.
+pub(crate) type Range = (u64, u64);
 
 /// Most ranges of numbers one ask (or its answer) names.
 pub(crate) const MAX_ASK_RANGES: usize = 64;
@@ -90,6 +94,10 @@ pub(crate) struct Cast {
     /// Sent again by the origin straight to a tree node that asked for it: delivered
     /// there, never passed on.
     pub(crate) resent: bool,
+    /// How long before it the origin sent its previous message on this tree: 0 for none,
+    /// else milliseconds plus one (a tree node that has nothing from the origin yet learns
+    /// whether it was owed something before: `scribe::window`).
+    pub(crate) prev_ms: u64,
     /// The message or event.
     pub(crate) payload: Bytes,
 }
@@ -179,14 +187,17 @@ pub(crate) enum NodeMsg {
         epoch: u64,
         asker: Contact,
         ranges: Vec<(u64, u64)>,
+        /// How long the asker has had members of the group (ms): nothing older is owed.
+        within_ms: u64,
         hops: u8,
     },
-    /// The sender (the origin, at `epoch`) no longer has numbers `ranges` of tree `key`:
-    /// the receiver stops waiting for them.
+    /// The sender (the origin, at `epoch`) no longer has numbers `gone` of tree `key`, and
+    /// sent `skipped` before the asker had members: the receiver stops waiting for them.
     CastGone {
         key: NodeId,
         epoch: u64,
-        ranges: Vec<(u64, u64)>,
+        gone: Vec<(u64, u64)>,
+        skipped: Vec<(u64, u64)>,
     },
 }
 
@@ -237,6 +248,7 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             epoch,
             asker,
             ranges,
+            within_ms,
             hops,
         } => {
             out.put_u8(tag::CAST_ASK);
@@ -244,14 +256,21 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             out.put_u128(origin.0);
             put_varint(&mut out, *epoch);
             put_contact(&mut out, asker);
+            put_varint(&mut out, *within_ms);
             out.put_u8(*hops);
             put_ranges(&mut out, ranges);
         }
-        NodeMsg::CastGone { key, epoch, ranges } => {
+        NodeMsg::CastGone {
+            key,
+            epoch,
+            gone,
+            skipped,
+        } => {
             out.put_u8(tag::CAST_GONE);
             out.put_u128(key.0);
             put_varint(&mut out, *epoch);
-            put_ranges(&mut out, ranges);
+            put_ranges(&mut out, gone);
+            put_ranges(&mut out, skipped);
         }
         tunnel => encode_tunnel(tunnel, &mut out),
     }
@@ -275,6 +294,7 @@ fn encode_cast(c: &Cast, out: &mut BytesMut) {
         flags |= flag::RESENT;
     }
     out.put_u8(flags);
+    put_varint(out, c.prev_ms);
     out.put_slice(&c.payload);
 }
 
@@ -367,6 +387,18 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
         }
         tag::UNSUBSCRIBE => NodeMsg::Tree(ScribeMsg::Unsubscribe { key: r.id()? }),
         tag::NOT_IN_TREE => NodeMsg::Tree(ScribeMsg::NotInTree { key: r.id()? }),
+        tag::HEADS => {
+            let key = r.id()?;
+            let n = r.count(19)?;
+            if n > crate::scribe::MAX_HEADS {
+                return Err(WireError::Malformed("too many heads"));
+            }
+            let mut heads = Vec::with_capacity(n);
+            for _ in 0..n {
+                heads.push((r.id()?, r.varint()?, r.varint()?, r.varint()?));
+            }
+            NodeMsg::Tree(ScribeMsg::Heads { key, heads })
+        }
         tag::BEAT => NodeMsg::Tree(decode_beat(&mut r)?),
         tag::CAST => NodeMsg::Cast(decode_cast(&mut r)?),
         tag::ANYCAST => NodeMsg::Anycast(decode_anycast(&mut r)?),
@@ -410,13 +442,15 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
             origin: r.id()?,
             epoch: r.varint()?,
             asker: take_contact(&mut r.p)?,
+            within_ms: r.varint()?,
             hops: r.u8()?,
             ranges: r.ranges()?,
         },
         tag::CAST_GONE => NodeMsg::CastGone {
             key: r.id()?,
             epoch: r.varint()?,
-            ranges: r.ranges()?,
+            gone: r.ranges()?,
+            skipped: r.ranges()?,
         },
         _ => return Err(WireError::Malformed("unknown node message tag")),
     };
@@ -463,6 +497,7 @@ fn decode_cast(r: &mut Reader<'_>) -> Result<Cast, WireError> {
         hops: r.u8()?,
         tail: false,
         resent: false,
+        prev_ms: 0,
         payload: Bytes::new(),
     })
     .and_then(|mut c| {
@@ -472,6 +507,7 @@ fn decode_cast(r: &mut Reader<'_>) -> Result<Cast, WireError> {
         }
         c.tail = flags & flag::TAIL != 0;
         c.resent = flags & flag::RESENT != 0;
+        c.prev_ms = r.varint()?;
         c.payload = r.rest();
         if c.tail && !c.payload.is_empty() {
             return Err(WireError::Malformed("a tail with a payload"));
@@ -524,6 +560,17 @@ fn encode_tree(t: &ScribeMsg, out: &mut BytesMut) {
         ScribeMsg::NotInTree { key } => {
             out.put_u8(tag::NOT_IN_TREE);
             out.put_u128(key.0);
+        }
+        ScribeMsg::Heads { key, heads } => {
+            out.put_u8(tag::HEADS);
+            out.put_u128(key.0);
+            put_varint(out, heads.len() as u64);
+            for &(origin, epoch, seq, age_ms) in heads {
+                out.put_u128(origin.0);
+                put_varint(out, epoch);
+                put_varint(out, seq);
+                put_varint(out, age_ms);
+            }
         }
         ScribeMsg::Beat { caps, parents } => {
             out.put_u8(tag::BEAT);
@@ -659,6 +706,10 @@ mod tests {
             }),
             NodeMsg::Tree(ScribeMsg::Unsubscribe { key: NodeId(1) }),
             NodeMsg::Tree(ScribeMsg::NotInTree { key: NodeId(1) }),
+            NodeMsg::Tree(ScribeMsg::Heads {
+                key: NodeId(1),
+                heads: vec![(NodeId(2), 3, 4, 5), (NodeId(u128::MAX), u64::MAX, 0, 0)],
+            }),
             NodeMsg::Tree(ScribeMsg::Beat {
                 caps: vec![(NodeId(1), 7), (NodeId(u128::MAX), u32::MAX)],
                 parents: Some(vec![NodeId(3)]),
@@ -678,6 +729,7 @@ mod tests {
                 hops: 3,
                 tail: false,
                 resent: false,
+                prev_ms: 1001,
                 payload: Bytes::from_static(b"event"),
             }),
             NodeMsg::Anycast(Anycast {
@@ -740,12 +792,14 @@ mod tests {
                 epoch: 2,
                 asker: c,
                 ranges: vec![(3, 3), (7, u64::MAX)],
+                within_ms: 12_000,
                 hops: 1,
             },
             NodeMsg::CastGone {
                 key: NodeId(9),
                 epoch: 2,
-                ranges: vec![],
+                gone: vec![],
+                skipped: vec![(0, 2)],
             },
         ]
     }
@@ -786,6 +840,7 @@ mod tests {
                 hops: u8::MAX,
                 tail: true,
                 resent: true,
+                prev_ms: u64::MAX,
                 payload: Bytes::new(),
             }),
             NodeMsg::Anycast(Anycast {

@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use tree::{Child, Tree};
 use window::Windows;
-pub(crate) use window::{Ask, Verdict};
+pub(crate) use window::{Ask, MAX_HEADS, Verdict};
 
 /// Settings of the trees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +137,15 @@ pub enum ScribeMsg {
     NotInTree {
         /// The tree.
         key: NodeId,
+    },
+    /// To a child that just subscribed: the last multicast the sender took from each
+    /// origin on the tree lately, so that a child that was away (re-parenting, stalled, cut
+    /// off) learns at once what it missed and asks for it (see the `window` module).
+    Heads {
+        /// The tree.
+        key: NodeId,
+        /// (origin, its epoch, the number, how long ago it was taken, in ms).
+        heads: Vec<(NodeId, u64, u64, u64)>,
     },
 }
 
@@ -352,6 +361,9 @@ impl Scribe {
                 self.attach(now, key, None, false, router);
             }
             if let Some(t) = self.trees.get_mut(&key) {
+                if !t.local {
+                    t.local_since = Some(now);
+                }
                 t.local = true;
             }
         }
@@ -362,6 +374,7 @@ impl Scribe {
             let key = group.tree_key(index);
             if let Some(t) = self.trees.get_mut(&key) {
                 t.local = false;
+                t.local_since = None;
             }
             self.windows.clear_gaps(key);
             self.prune(key);
@@ -438,18 +451,22 @@ impl Scribe {
         Pick::None
     }
 
-    /// Whether message `seq` of `origin` on the tree of `key` is new here (and remembers it).
-    /// Numbers it skips are asked for again if this node has members of the group.
+    /// Whether message `seq` of `origin` on the tree of `key` is new here (and remembers it);
+    /// `prev_ms` is how long before it the origin sent its previous message on the tree
+    /// (see [`crate::node`]'s wire: 0 for none, else milliseconds plus one). Numbers it
+    /// skips are asked for again if this node has members of the group.
     pub(crate) fn check(
         &mut self,
         now: Instant,
         origin: NodeId,
         epoch: u64,
         key: NodeId,
-        seq: u64,
+        (seq, prev_ms): (u64, u64),
     ) -> Verdict {
-        let repair = self.trees.get(&key).is_some_and(|t| t.local);
-        let v = self.windows.check(now, origin, epoch, key, seq, repair);
+        let owed = self.local_for(now, key);
+        let v = self
+            .windows
+            .check(now, origin, epoch, key, (seq, prev_ms), owed);
         if v == Verdict::Old {
             self.stats.duplicates += 1;
         }
@@ -461,21 +478,35 @@ impl Scribe {
         self.windows.next_ask()
     }
 
-    /// The origins to ask now for messages missing here (see the `window` module).
+    /// The origins to ask now for messages missing here (see the `window` module), each
+    /// with how long this node has had members of the group: nothing older is owed here.
     pub(crate) fn asks(&mut self, now: Instant) -> Vec<Ask> {
-        self.windows.asks(now)
+        let mut asks = self.windows.asks(now);
+        for a in &mut asks {
+            let owed = self.local_for(now, a.key).unwrap_or_default();
+            a.within_ms = owed.as_millis().try_into().unwrap_or(u64::MAX);
+        }
+        asks
     }
 
-    /// An origin no longer has `ranges` of tree `key`: returns how many of them were
-    /// still missing here (lost).
+    /// How long this node has had members of the tree's group (`None`: it has none).
+    fn local_for(&self, now: Instant, key: NodeId) -> Option<Duration> {
+        let since = self.trees.get(&key)?.local_since?;
+        Some(now.saturating_duration_since(since))
+    }
+
+    /// An origin no longer has `gone` of tree `key`, and `skipped` were sent before this
+    /// node had members: returns how many of `gone` were still missing here (lost).
     pub(crate) fn gone(
         &mut self,
         origin: NodeId,
         epoch: u64,
         key: NodeId,
-        ranges: &[(u64, u64)],
+        gone: &[(u64, u64)],
+        skipped: &[(u64, u64)],
     ) -> u64 {
-        self.windows.gone(origin, epoch, key, ranges)
+        self.windows.gone(origin, epoch, key, skipped);
+        self.windows.gone(origin, epoch, key, gone)
     }
 
     /// Messages given up on (their origins never answered) since the last call, with
@@ -515,6 +546,17 @@ impl Scribe {
                 }
             }
             ScribeMsg::Beat { caps, parents } => self.on_beat(from, caps, parents),
+            ScribeMsg::Heads { key, heads } => {
+                let from_parent = self
+                    .trees
+                    .get(&key)
+                    .and_then(|t| t.parent)
+                    .is_some_and(|p| p.id == from.id);
+                if from_parent {
+                    let owed = self.local_for(now, key);
+                    self.windows.learn_heads(now, key, &heads, owed);
+                }
+            }
             ScribeMsg::NotInTree { key } => {
                 let Some(t) = self.trees.get_mut(&key) else {
                     return;
@@ -778,6 +820,7 @@ impl Scribe {
             .entry(key)
             .or_insert_with(|| Tree::new(group.detached(), index));
         if t.children.contains_key(&from.id) {
+            self.send_heads(now, from, key);
             return;
         }
         if t.children.len() >= self.cfg.max_children || t.parent.is_some_and(|p| p.id == from.id) {
@@ -801,6 +844,16 @@ impl Scribe {
         self.add_ref(now, from);
         if fresh {
             self.attach(now, key, None, false, router);
+        } else {
+            self.send_heads(now, from, key);
+        }
+    }
+
+    /// Tells a child that just subscribed what this node took lately on the tree.
+    fn send_heads(&mut self, now: Instant, to: Contact, key: NodeId) {
+        let heads = self.windows.heads(now, key);
+        if !heads.is_empty() {
+            self.outbox.push_back((to, ScribeMsg::Heads { key, heads }));
         }
     }
 

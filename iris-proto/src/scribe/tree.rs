@@ -29,6 +29,8 @@ pub(crate) struct Tree {
     pub(crate) children: BTreeMap<NodeId, Child>,
     /// This node has members (or subscribers) of the group.
     pub(crate) local: bool,
+    /// Since when (it is owed the group's messages sent since: see `window`).
+    pub(crate) local_since: Option<crate::time::Instant>,
     /// When it last subscribed: a tree whose parents keep failing subscribes again at most
     /// once a beat, not in a loop.
     pub(crate) attached_at: Option<crate::time::Instant>,
@@ -46,6 +48,7 @@ impl Tree {
             parent_told: 0,
             children: BTreeMap::new(),
             local: false,
+            local_since: None,
             attached_at: None,
             avoid: None,
         }

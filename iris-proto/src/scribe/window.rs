@@ -15,8 +15,14 @@
 //! after it noticed (`ASK_AFTER`, for the late arrivals), then every `ASK_EVERY`, at most
 //! `ASKS` times; the origin sends back what it still keeps, and says which numbers it no
 //! longer has. What is given up on, or gone at the origin, is counted as lost: never
-//! silently. The first message a node takes from an origin on a tree sets where it starts:
-//! nothing sent before it joined the tree is asked for.
+//! silently.
+//!
+//! **The first message from an origin.** A node that has nothing from an origin on a tree
+//! cannot count what it missed before the first message it takes. That message says how
+//! long before it the origin sent its previous one on the tree: if this node already had
+//! members then, it was owed that one (it was out of the tree for a while: re-parenting,
+//! stalled, cut off), and it asks for what came before, within how long it has had members;
+//! the origin sends back what it sent since, and says the rest was sent before (not owed).
 
 use crate::overlay::NodeId;
 use crate::time::Instant;
@@ -31,12 +37,23 @@ const ASK_AFTER: Duration = Duration::from_millis(200);
 const ASK_EVERY: Duration = Duration::from_secs(1);
 /// Asks before a gap is given up (its origin is gone or unreachable).
 const ASKS: u8 = 10;
+/// How far below the first message taken an ask for what came before reaches: no origin
+/// keeps more messages than that (`trees::sent::KEEP_MAX`).
+const HEAD_SPAN: u64 = 1 << 16;
+
+/// Most heads one [`Windows::heads`] lists (the latest taken).
+pub(crate) const MAX_HEADS: usize = 64;
+/// Heads taken longer ago than this are not listed: their messages are no longer kept
+/// at their origins (`trees::sent::KEEP_FOR`).
+const HEADS_FOR: Duration = Duration::from_secs(30);
 
 /// What is remembered of one origin on one tree.
 #[derive(Debug, Clone)]
 struct Seen {
     epoch: u64,
     seq: u64,
+    /// When `seq` was taken.
+    taken_at: Instant,
     last_used: Instant,
     /// What is missing below `seq`, if anything (boxed: most entries have no gap).
     gap: Option<Box<Gap>>,
@@ -51,6 +68,9 @@ struct Gap {
     ask_at: Instant,
     /// Times it was asked since the last new range.
     asks: u8,
+    /// The range asked for before the first message taken, if any (how many of it were
+    /// sent is unknown here: it counts as one if given up).
+    head: Option<(u64, u64)>,
 }
 
 /// The verdict on one message.
@@ -70,6 +90,9 @@ pub(crate) struct Ask {
     pub(crate) epoch: u64,
     /// Inclusive ranges of numbers.
     pub(crate) ranges: Vec<(u64, u64)>,
+    /// How long the asker has had members of the group (ms): messages sent before that are
+    /// not owed (filled in by the trees machine).
+    pub(crate) within_ms: u64,
 }
 
 /// Bounded memory of (tree, origin) -> last message taken and what is missing.
@@ -98,22 +121,37 @@ impl Windows {
     }
 
     /// Checks message `seq` of `origin` (at `epoch`) on tree `key`, and remembers it if new.
-    /// `repair`: numbers it skips are noted as missing, to be asked for.
+    /// `prev_ms`: how long before it the origin sent its previous one on the tree (0: none;
+    /// else milliseconds plus one). `owed`: how long this node has had members of the
+    /// group, if it has any; then numbers it skips are noted as missing, to be asked for.
     pub(crate) fn check(
         &mut self,
         now: Instant,
         origin: NodeId,
         epoch: u64,
         key: NodeId,
-        seq: u64,
-        repair: bool,
+        (seq, prev_ms): (u64, u64),
+        owed: Option<Duration>,
     ) -> Verdict {
         let id = (key, origin);
+        let repair = owed.is_some();
         let Some(s) = self.seen.get_mut(&id) else {
             if self.seen.len() >= self.max {
                 self.evict(now);
             }
-            self.seen.insert(id, Seen::fresh(epoch, seq, now));
+            let mut fresh = Seen::fresh(epoch, seq, now);
+            // Members here when the previous one was sent: what came before is owed.
+            let before_owed =
+                owed.is_some_and(|o| prev_ms > 0 && Duration::from_millis(prev_ms - 1) < o);
+            if before_owed && seq > 0 {
+                let head = (seq.saturating_sub(HEAD_SPAN), seq - 1);
+                fresh.note_missing(now, head);
+                if let Some(g) = fresh.gap.as_mut() {
+                    g.head = Some(head);
+                }
+                self.gappy.insert(id);
+            }
+            self.seen.insert(id, fresh);
             return Verdict::New;
         };
         if epoch < s.epoch {
@@ -121,7 +159,7 @@ impl Windows {
         }
         if epoch > s.epoch {
             // The origin restarted: it counts afresh, and what its old self sent is gone.
-            let lost = s.gap.as_ref().map_or(0, |g| count(&g.missing));
+            let lost = s.gap.as_ref().map_or(0, |g| g.lost());
             *s = Seen::fresh(epoch, seq, now);
             self.gappy.remove(&id);
             self.give_up(key, lost);
@@ -134,6 +172,7 @@ impl Windows {
                 overflow = Some(s.note_missing(now, (s.seq + 1, seq - 1)));
             }
             s.seq = seq;
+            s.taken_at = now;
             if let Some(n) = overflow {
                 self.gappy.insert(id);
                 self.give_up(key, n);
@@ -151,6 +190,76 @@ impl Windows {
             self.gappy.remove(&id);
         }
         Verdict::New
+    }
+
+    /// The latest messages taken on tree `key` lately, one per origin: (origin, epoch,
+    /// number, how long ago in ms), the latest first, at most [`MAX_HEADS`].
+    pub(crate) fn heads(&self, now: Instant, key: NodeId) -> Vec<(NodeId, u64, u64, u64)> {
+        let mut heads: Vec<_> = self
+            .seen
+            .range((key, NodeId(0))..=(key, NodeId(u128::MAX)))
+            .filter_map(|(&(_, origin), s)| {
+                let age = now.saturating_duration_since(s.taken_at);
+                let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+                (age <= HEADS_FOR).then_some((origin, s.epoch, s.seq, ms))
+            })
+            .collect();
+        heads.sort_by_key(|&(origin, _, _, ms)| (ms, origin));
+        heads.truncate(MAX_HEADS);
+        heads
+    }
+
+    /// What the parent took lately on tree `key` (see [`Windows::heads`]): what of it this
+    /// node lacks is missing here, if it is owed (`owed`: how long this node has had
+    /// members, if it has any).
+    pub(crate) fn learn_heads(
+        &mut self,
+        now: Instant,
+        key: NodeId,
+        heads: &[(NodeId, u64, u64, u64)],
+        owed: Option<Duration>,
+    ) {
+        let Some(owed) = owed else {
+            return;
+        };
+        for &(origin, epoch, seq, age_ms) in heads.iter().take(MAX_HEADS) {
+            let id = (key, origin);
+            let known = self
+                .seen
+                .get(&id)
+                .filter(|s| s.epoch >= epoch)
+                .map(|s| (s.epoch, s.seq));
+            let missing = match known {
+                Some((e, last)) if e > epoch || seq <= last => continue,
+                Some((_, last)) => (last + 1, seq),
+                // Nothing from that origin here: owed only if this node had members when
+                // the parent took it (and then what came before may be owed too).
+                None if Duration::from_millis(age_ms) < owed => {
+                    (seq.saturating_sub(HEAD_SPAN), seq)
+                }
+                None => continue,
+            };
+            if self.seen.len() >= self.max && !self.seen.contains_key(&id) {
+                self.evict(now);
+            }
+            let fresh = known.is_none();
+            let s = self
+                .seen
+                .entry(id)
+                .and_modify(|s| {
+                    if fresh {
+                        *s = Seen::fresh(epoch, seq, now);
+                    }
+                })
+                .or_insert_with(|| Seen::fresh(epoch, seq, now));
+            let over = s.note_missing(now, missing);
+            if fresh && let Some(g) = s.gap.as_mut() {
+                g.head = Some(missing);
+            }
+            s.seq = seq;
+            self.gappy.insert(id);
+            self.give_up(key, over);
+        }
     }
 
     /// Forgets every origin of tree `key` (this node left it).
@@ -207,7 +316,7 @@ impl Windows {
                 continue;
             }
             if gap.asks >= ASKS {
-                let lost = count(&gap.missing);
+                let lost = gap.lost();
                 s.gap = None;
                 self.gappy.remove(&id);
                 self.give_up(id.0, lost);
@@ -220,6 +329,7 @@ impl Windows {
                 origin: id.1,
                 epoch: s.epoch,
                 ranges: gap.missing.clone(),
+                within_ms: 0,
             });
         }
         out
@@ -241,11 +351,11 @@ impl Windows {
         let Some(gap) = s.gap.as_mut().filter(|_| s.epoch == epoch) else {
             return 0;
         };
-        let before = count(&gap.missing);
+        let before = gap.lost();
         for &(lo, hi) in ranges {
             remove(&mut gap.missing, lo, hi);
         }
-        let lost = before - count(&gap.missing);
+        let lost = before - gap.lost();
         if gap.missing.is_empty() {
             s.gap = None;
             self.gappy.remove(&id);
@@ -295,11 +405,25 @@ impl Windows {
     }
 }
 
+impl Gap {
+    /// Messages missing, as far as known: those of the head range count as one.
+    fn lost(&self) -> u64 {
+        let Some((lo, hi)) = self.head else {
+            return count(&self.missing);
+        };
+        let mut outside = self.missing.clone();
+        remove(&mut outside, lo, hi);
+        let in_head = count(&self.missing) > count(&outside);
+        count(&outside) + u64::from(in_head)
+    }
+}
+
 impl Seen {
     fn fresh(epoch: u64, seq: u64, now: Instant) -> Seen {
         Seen {
             epoch,
             seq,
+            taken_at: now,
             last_used: now,
             gap: None,
         }
@@ -312,6 +436,7 @@ impl Seen {
                 missing: Vec::new(),
                 ask_at: now + ASK_AFTER,
                 asks: 0,
+                head: None,
             })
         });
         // Asked afresh for the new range (the ask includes the old ones).
@@ -321,7 +446,8 @@ impl Seen {
         let mut over = 0;
         while gap.missing.len() > MAX_RANGES {
             let (lo, hi) = gap.missing.remove(0);
-            over += hi - lo + 1;
+            let in_head = gap.head.is_some_and(|(a, b)| lo >= a && hi <= b);
+            over += if in_head { 1 } else { hi - lo + 1 };
         }
         over
     }
@@ -380,6 +506,8 @@ mod tests {
     use super::*;
 
     const O: NodeId = NodeId(1);
+    /// A node that has had members for an hour.
+    const MEMBER: Option<Duration> = Some(Duration::from_secs(3600));
     const T: NodeId = NodeId(10);
 
     fn at(ms: u64) -> Instant {
@@ -391,16 +519,24 @@ mod tests {
         let mut w = Windows::new(10, Duration::from_secs(60));
         let (o, t1, t2) = (O, T, NodeId(20));
         let now = Instant::ZERO;
-        assert_eq!(w.check(now, o, 1, t1, 5, true), Verdict::New);
-        assert_eq!(w.check(now, o, 1, t1, 5, true), Verdict::Old, "a duplicate");
-        assert_eq!(w.check(now, o, 1, t1, 4, true), Verdict::Old, "from before");
-        // Another tree has its own numbers.
-        assert_eq!(w.check(now, o, 1, t2, 3, true), Verdict::New);
-        assert_eq!(w.check(now, o, 1, t1, 6, true), Verdict::New);
-        // A restarted origin counts afresh.
-        assert_eq!(w.check(now, o, 2, t1, 0, true), Verdict::New);
+        assert_eq!(w.check(now, o, 1, t1, (5, 0), MEMBER), Verdict::New);
         assert_eq!(
-            w.check(now, o, 1, t1, 100, true),
+            w.check(now, o, 1, t1, (5, 0), MEMBER),
+            Verdict::Old,
+            "a duplicate"
+        );
+        assert_eq!(
+            w.check(now, o, 1, t1, (4, 0), MEMBER),
+            Verdict::Old,
+            "from before"
+        );
+        // Another tree has its own numbers.
+        assert_eq!(w.check(now, o, 1, t2, (3, 0), MEMBER), Verdict::New);
+        assert_eq!(w.check(now, o, 1, t1, (6, 0), MEMBER), Verdict::New);
+        // A restarted origin counts afresh.
+        assert_eq!(w.check(now, o, 2, t1, (0, 0), MEMBER), Verdict::New);
+        assert_eq!(
+            w.check(now, o, 1, t1, (100, 0), MEMBER),
             Verdict::Old,
             "a zombie's"
         );
@@ -409,11 +545,11 @@ mod tests {
     #[test]
     fn a_skipped_message_is_taken_late_once_and_asked_for_until_it_comes() {
         let mut w = Windows::new(10, Duration::from_secs(60));
-        assert_eq!(w.check(at(0), O, 1, T, 1, true), Verdict::New);
-        assert_eq!(w.check(at(0), O, 1, T, 5, true), Verdict::New);
+        assert_eq!(w.check(at(0), O, 1, T, (1, 0), MEMBER), Verdict::New);
+        assert_eq!(w.check(at(0), O, 1, T, (5, 0), MEMBER), Verdict::New);
         // 2..=4 are missing; a late 3 is taken, once.
-        assert_eq!(w.check(at(10), O, 1, T, 3, true), Verdict::New);
-        assert_eq!(w.check(at(10), O, 1, T, 3, true), Verdict::Old);
+        assert_eq!(w.check(at(10), O, 1, T, (3, 0), MEMBER), Verdict::New);
+        assert_eq!(w.check(at(10), O, 1, T, (3, 0), MEMBER), Verdict::Old);
         // Nothing asked before the late arrivals had their chance.
         assert!(w.asks(at(100)).is_empty());
         assert_eq!(w.next_ask(), Some(at(200)));
@@ -424,14 +560,15 @@ mod tests {
                 key: T,
                 origin: O,
                 epoch: 1,
-                ranges: vec![(2, 2), (4, 4)]
+                ranges: vec![(2, 2), (4, 4)],
+                within_ms: 0,
             }]
         );
         // Asked again a period later, not before.
         assert!(w.asks(at(300)).is_empty());
         assert_eq!(w.asks(at(1200)).len(), 1);
         // The origin resends 2 and says 4 is gone: the gap closes, 4 counted lost.
-        assert_eq!(w.check(at(1300), O, 1, T, 2, true), Verdict::New);
+        assert_eq!(w.check(at(1300), O, 1, T, (2, 0), MEMBER), Verdict::New);
         assert_eq!(w.gone(O, 1, T, &[(4, 4)]), 1);
         assert_eq!(w.next_ask(), None);
         assert!(w.take_given_up().is_empty());
@@ -440,8 +577,8 @@ mod tests {
     #[test]
     fn a_gap_nobody_fills_is_given_up_and_counted() {
         let mut w = Windows::new(10, Duration::from_secs(60));
-        w.check(at(0), O, 1, T, 1, true);
-        w.check(at(0), O, 1, T, 11, true);
+        w.check(at(0), O, 1, T, (1, 0), MEMBER);
+        w.check(at(0), O, 1, T, (11, 0), MEMBER);
         let mut t = 0;
         let mut asked = 0;
         while let Some(next) = w.next_ask() {
@@ -456,21 +593,75 @@ mod tests {
     #[test]
     fn a_forwarder_without_members_asks_for_nothing_and_leaving_forgets() {
         let mut w = Windows::new(10, Duration::from_secs(60));
-        w.check(at(0), O, 1, T, 1, false);
-        w.check(at(0), O, 1, T, 9, false);
+        w.check(at(0), O, 1, T, (1, 0), None);
+        w.check(at(0), O, 1, T, (9, 0), None);
         assert_eq!(w.next_ask(), None);
         // Nor does a member once its members left.
-        w.check(at(0), O, 1, NodeId(20), 1, true);
-        w.check(at(0), O, 1, NodeId(20), 9, true);
+        w.check(at(0), O, 1, NodeId(20), (1, 0), MEMBER);
+        w.check(at(0), O, 1, NodeId(20), (9, 0), MEMBER);
         w.clear_gaps(NodeId(20));
         assert_eq!(w.next_ask(), None);
         w.forget_tree(T);
         assert_eq!(w.len(), 1);
         assert_eq!(
-            w.check(at(1), O, 1, T, 2, true),
+            w.check(at(1), O, 1, T, (2, 0), MEMBER),
             Verdict::New,
             "starts afresh"
         );
+    }
+
+    #[test]
+    fn the_first_message_asks_for_what_came_before_if_it_was_owed() {
+        let mut w = Windows::new(10, Duration::from_secs(60));
+        // The origin's previous message went 2 s before: owed to a node with members for
+        // 10 s, not to one with members for 1 s.
+        let owed = Some(Duration::from_secs(10));
+        assert_eq!(w.check(at(0), O, 1, T, (500, 2001), owed), Verdict::New);
+        let recent = Some(Duration::from_secs(1));
+        w.check(at(0), O, 1, NodeId(20), (500, 2001), recent);
+        // Nor to one whose origin sent nothing before on the tree.
+        w.check(at(0), O, 1, NodeId(30), (500, 0), owed);
+        let asks = w.asks(at(200));
+        assert_eq!(asks.len(), 1);
+        assert_eq!((asks[0].key, &asks[0].ranges), (T, &vec![(0, 499)]));
+        // The origin resends 498 and 499; the rest, were it gone, counts as one (how many
+        // were sent is unknown here).
+        assert_eq!(w.check(at(300), O, 1, T, (499, 0), owed), Verdict::New);
+        assert_eq!(w.check(at(300), O, 1, T, (498, 0), owed), Verdict::New);
+        assert_eq!(w.check(at(300), O, 1, T, (498, 0), owed), Verdict::Old);
+        assert_eq!(w.gone(O, 1, T, &[(0, 497)]), 1, "unknown: counts one");
+        assert_eq!(w.next_ask(), None);
+    }
+
+    #[test]
+    fn a_child_back_in_the_tree_learns_from_its_parents_heads_what_it_missed() {
+        let mut parent = Windows::new(10, Duration::from_secs(60));
+        let mut child = Windows::new(10, Duration::from_secs(60));
+        let other = NodeId(2);
+        for seq in 1..=5 {
+            parent.check(at(0), O, 1, T, (seq, 0), MEMBER);
+        }
+        parent.check(at(500), other, 7, T, (40, 0), MEMBER);
+        child.check(at(0), O, 1, T, (2, 0), MEMBER);
+        let heads = parent.heads(at(1000), T);
+        assert_eq!(heads, [(other, 7, 40, 500), (O, 1, 5, 1000)]);
+        // The child has had members for 10 s: it misses 3..=5 of O, and 40 of the other
+        // origin and whatever came before it; nothing of another tree.
+        child.learn_heads(at(1000), T, &heads, Some(Duration::from_secs(10)));
+        let mut asks = child.asks(at(1200));
+        asks.sort_by_key(|a| a.origin);
+        assert_eq!(asks.len(), 2);
+        assert_eq!(asks[0].ranges, [(3, 5)]);
+        assert_eq!(asks[1].ranges, [(0, 40)]);
+        // What then comes is taken once.
+        assert_eq!(child.check(at(1300), O, 1, T, (4, 0), MEMBER), Verdict::New);
+        assert_eq!(child.check(at(1300), O, 1, T, (4, 0), MEMBER), Verdict::Old);
+        // A child whose members came after the parent took them is owed nothing.
+        let mut late = Windows::new(10, Duration::from_secs(60));
+        late.learn_heads(at(1000), T, &heads, Some(Duration::from_millis(100)));
+        assert_eq!(late.next_ask(), None);
+        // Heads taken long ago are not told.
+        assert!(parent.heads(at(60_000), T).is_empty());
     }
 
     #[test]
@@ -490,13 +681,13 @@ mod tests {
         let mut w = Windows::new(3, Duration::from_secs(60));
         let at = |s| Instant::ZERO + Duration::from_secs(s);
         for i in 0..3 {
-            w.check(at(i), NodeId(i.into()), 0, NodeId(0), 1, true);
+            w.check(at(i), NodeId(i.into()), 0, NodeId(0), (1, 0), MEMBER);
         }
-        w.check(at(3), NodeId(9), 0, NodeId(0), 1, true);
+        w.check(at(3), NodeId(9), 0, NodeId(0), (1, 0), MEMBER);
         assert_eq!(w.len(), 3);
         // The least recently used (origin 0) went.
         assert_eq!(
-            w.check(at(4), NodeId(0), 0, NodeId(0), 1, true),
+            w.check(at(4), NodeId(0), 0, NodeId(0), (1, 0), MEMBER),
             Verdict::New
         );
         w.expire(at(1000));

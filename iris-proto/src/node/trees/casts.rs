@@ -27,7 +27,7 @@ impl Trees {
         let index = (count % u64::from(splits)) as u8;
         let own = v.overlay.contact();
         let key = self.keys.get(&group, splits, index);
-        let seq = self.sent.send(v.now, key, &group, index, &payload, count);
+        let (seq, prev_ms) = self.sent.send(v.now, key, &group, index, &payload, count);
         let cast = Cast {
             key,
             group,
@@ -39,6 +39,7 @@ impl Trees {
             hops: 0,
             tail: false,
             resent: false,
+            prev_ms,
             payload,
         };
         self.stats.casts_sent += 1;
@@ -91,7 +92,11 @@ impl Trees {
             // keeps it from being delivered twice.
             self.not_in_tree(f, c.key, fx);
         }
-        if self.scribe.check(v.now, c.origin, c.epoch, c.key, c.seq) == Verdict::Old {
+        if self
+            .scribe
+            .check(v.now, c.origin, c.epoch, c.key, (c.seq, c.prev_ms))
+            == Verdict::Old
+        {
             self.stats.casts_duplicate += 1;
             return;
         }

@@ -13,7 +13,7 @@ use super::sent::Resend;
 use super::{MAX_HOPS, Trees, View};
 use crate::mesh::Class;
 use crate::node::effect::{Effect, Effects, Refusal, to_peer};
-use crate::node::wire::{self, Cast, MAX_ASK_RANGES, NodeMsg, Via};
+use crate::node::wire::{self, Cast, MAX_ASK_RANGES, NodeMsg, Range, Via};
 use crate::overlay::{Contact, NodeId};
 use crate::scribe::Group;
 
@@ -22,7 +22,7 @@ impl Trees {
     pub(crate) fn handle_repair_timeout(&mut self, v: &View<'_>, fx: &mut Effects) {
         self.sent.expire(v.now);
         let own = v.overlay.contact();
-        for (key, group, index, seq) in self.sent.due_tails(v.now) {
+        for (key, group, index, (seq, prev_ms)) in self.sent.due_tails(v.now) {
             self.stats.cast_tails += 1;
             let tail = Cast {
                 key,
@@ -35,6 +35,7 @@ impl Trees {
                 hops: 0,
                 tail: true,
                 resent: false,
+                prev_ms,
                 payload: bytes::Bytes::new(),
             };
             self.pass_cast(v, tail, None, fx);
@@ -48,6 +49,7 @@ impl Trees {
                     epoch: ask.epoch,
                     asker: own,
                     ranges: ask.ranges,
+                    within_ms: ask.within_ms,
                     hops: 0,
                 };
                 self.route_ask(v, ask.origin, msg, fx);
@@ -70,6 +72,7 @@ impl Trees {
             epoch,
             asker,
             ranges,
+            within_ms,
             hops,
         } = msg
         else {
@@ -86,42 +89,49 @@ impl Trees {
                 epoch,
                 asker,
                 ranges,
+                within_ms,
                 hops: hops + 1,
             };
             return self.route_ask(v, origin, msg, fx);
         }
-        let mut gone = Vec::new();
+        let (mut gone, mut skipped) = (Vec::new(), Vec::new());
         if epoch != own.epoch {
             // Asked of an earlier incarnation of this node: all of it is gone.
             gone = ranges;
         } else {
-            for (lo, hi) in ranges.into_iter().take(MAX_ASK_RANGES) {
-                let r = self.sent.resend(key, lo, hi);
+            let within = std::time::Duration::from_millis(within_ms);
+            for range in ranges.into_iter().take(MAX_ASK_RANGES) {
+                let r = self.sent.resend(v.now, key, range, within);
                 gone.extend(r.gone);
+                skipped.extend(r.skipped);
                 if let Some(tree) = r.tree {
                     self.resend(own, asker, key, tree, r.again, fx);
                 }
             }
         }
-        if !gone.is_empty() {
+        if !gone.is_empty() || !skipped.is_empty() {
+            gone.truncate(MAX_ASK_RANGES);
+            skipped.truncate(MAX_ASK_RANGES);
             let msg = NodeMsg::CastGone {
                 key,
                 epoch,
-                ranges: gone,
+                gone,
+                skipped,
             };
             fx.push(to_peer(asker, Class::Control, &msg, Refusal::Ignore));
         }
     }
 
-    /// The origin `from` no longer has `ranges` of tree `key`: they are lost here.
+    /// The origin `from` no longer has `gone` of tree `key` (they are lost here), and
+    /// sent `skipped` before this node had members.
     pub(crate) fn handle_gone(
         &mut self,
         from: Contact,
         key: NodeId,
         epoch: u64,
-        ranges: &[(u64, u64)],
+        (gone, skipped): (&[Range], &[Range]),
     ) {
-        let n = self.scribe.gone(from.id, epoch, key, ranges);
+        let n = self.scribe.gone(from.id, epoch, key, gone, skipped);
         if n > 0 {
             self.stats.casts_gone += n;
             let group = self.scribe.group_of(key).cloned();
@@ -136,7 +146,9 @@ impl Trees {
     /// here, never passed on.
     pub(super) fn take_resent(&mut self, v: &View<'_>, c: Cast) -> Option<Effect> {
         if !self.scribe.in_tree(c.key)
-            || self.scribe.check(v.now, c.origin, c.epoch, c.key, c.seq)
+            || self
+                .scribe
+                .check(v.now, c.origin, c.epoch, c.key, (c.seq, 0))
                 == crate::scribe::Verdict::Old
         {
             self.stats.casts_duplicate += 1;
@@ -169,6 +181,7 @@ impl Trees {
                 hops: 0,
                 tail: payload.is_none(),
                 resent: true,
+                prev_ms: 0,
                 payload: payload.unwrap_or_default(),
             };
             let bytes = wire::encode(&NodeMsg::Cast(c));

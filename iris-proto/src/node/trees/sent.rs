@@ -34,8 +34,15 @@ pub(crate) const KEEP_FOR: Duration = Duration::from_secs(30);
 pub(crate) const KEEP_BYTES: usize = 16 << 20;
 /// Messages kept at most.
 pub(crate) const KEEP_MAX: usize = 1 << 16;
-/// When tails follow the last message on a tree.
-pub(crate) const TAILS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
+/// When tails follow the last message on a tree: soon for a message lost on its way,
+/// later for a tree node that was stalled, cut off or re-parenting when it went (up to
+/// about as long as messages are kept: after that they could not be sent again anyway).
+pub(crate) const TAILS: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(4),
+    Duration::from_secs(12),
+    Duration::from_secs(25),
+];
 /// A tree unused this long, with nothing kept, is forgotten.
 pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(120);
 /// Trees remembered at most; past it the idle ones are forgotten at once.
@@ -53,10 +60,12 @@ pub(crate) type Resend = (u64, Option<Bytes>);
 pub(crate) struct Resends {
     /// The tree's group and index (`None`: the tree is not known here).
     pub(crate) tree: Option<(Group, u8)>,
-    /// The messages still kept.
+    /// The messages still kept, sent within the time asked about.
     pub(crate) again: Vec<Resend>,
-    /// The numbers no longer kept.
+    /// The numbers no longer kept that may have been sent within that time.
     pub(crate) gone: Option<(u64, u64)>,
+    /// The numbers sent before that time (or never sent on this tree): not owed.
+    pub(crate) skipped: Vec<(u64, u64)>,
 }
 
 /// One tree this node sends on.
@@ -68,7 +77,12 @@ struct Outgoing {
     next: u64,
     /// The number of `kept[0]`.
     first_kept: u64,
-    kept: VecDeque<Option<Bytes>>,
+    /// When each kept message was sent, and what it was.
+    kept: VecDeque<(Instant, Option<Bytes>)>,
+    /// When the last message no longer kept was sent (`None`: all are kept).
+    dropped_sent_at: Option<Instant>,
+    /// When the last message was sent (for the next one's `prev_ms`).
+    last_sent: Option<Instant>,
     last_used: Instant,
     /// When the next tail is due, and how many are left after it.
     tail: Option<(Instant, usize)>,
@@ -90,7 +104,8 @@ pub(crate) struct Sent {
 
 impl Sent {
     /// Numbers a client's message on tree `key` (of `group`, index `index`) and keeps it;
-    /// `start` is where a tree new here starts counting. Returns its number.
+    /// `start` is where a tree new here starts counting. Returns its number and how long
+    /// after the previous one on the tree it goes (the wire's `prev_ms`).
     pub(crate) fn send(
         &mut self,
         now: Instant,
@@ -99,14 +114,14 @@ impl Sent {
         index: u8,
         payload: &Bytes,
         start: u64,
-    ) -> u64 {
+    ) -> (u64, u64) {
         let kept = if payload.len() < COPY_BELOW {
             Bytes::copy_from_slice(payload)
         } else {
             payload.clone()
         };
         let size = kept.len();
-        let seq = self.number(now, key, group, index, start, Some(kept), size);
+        let numbered = self.number(now, key, group, index, start, Some(kept), size);
         let t = self.trees.get_mut(&key).expect("numbered above");
         if let Some((at, _)) = t.tail.take() {
             self.tails.remove(&(at, key));
@@ -114,11 +129,11 @@ impl Sent {
         let at = now + TAILS[0];
         t.tail = Some((at, TAILS.len() - 1));
         self.tails.insert((at, key));
-        seq
+        numbered
     }
 
-    /// The tails due by `now`, numbered: (tree, group, index, number).
-    pub(crate) fn due_tails(&mut self, now: Instant) -> Vec<(NodeId, Group, u8, u64)> {
+    /// The tails due by `now`, numbered: (tree, group, index, (number, `prev_ms`)).
+    pub(crate) fn due_tails(&mut self, now: Instant) -> Vec<(NodeId, Group, u8, (u64, u64))> {
         let mut out = Vec::new();
         while let Some(&(at, key)) = self.tails.first() {
             if at > now {
@@ -138,39 +153,63 @@ impl Sent {
                 self.tails.insert((next, key));
             }
             let (group, index) = (t.group.clone(), t.index);
-            let seq = self.number(now, key, &group, index, 0, None, 0);
-            out.push((key, group, index, seq));
+            let numbered = self.number(now, key, &group, index, 0, None, 0);
+            out.push((key, group, index, numbered));
         }
         out
     }
 
-    /// What can be sent again of numbers `lo..=hi` on tree `key` (its group and index,
-    /// and the messages), and the ranges of it no longer kept.
-    pub(crate) fn resend(&self, key: NodeId, lo: u64, hi: u64) -> Resends {
+    /// What can be sent again of numbers `lo..=hi` on tree `key` that were sent within
+    /// `within` of `now` (its group and index, and the messages), the numbers no longer
+    /// kept that may have been, and those that were not (not owed to the asker).
+    pub(crate) fn resend(
+        &self,
+        now: Instant,
+        key: NodeId,
+        (lo, hi): (u64, u64),
+        within: Duration,
+    ) -> Resends {
         let Some(t) = self.trees.get(&key) else {
             return Resends {
                 gone: Some((lo, hi)),
                 ..Resends::default()
             };
         };
-        let tree = Some((t.group.clone(), t.index));
+        let mut r = Resends {
+            tree: Some((t.group.clone(), t.index)),
+            ..Resends::default()
+        };
         // Numbers at or above `next` were never sent: nothing to say about them.
         let hi = hi.min(t.next.saturating_sub(1));
         if hi < lo {
-            return Resends {
-                tree,
-                ..Resends::default()
-            };
+            return r;
         }
-        let gone = (lo < t.first_kept).then(|| (lo, hi.min(t.first_kept - 1)));
-        let from = lo.max(t.first_kept);
-        let again = (from..=hi)
-            .filter_map(|seq| {
-                let i = usize::try_from(seq - t.first_kept).ok()?;
-                Some((seq, t.kept.get(i)?.clone()))
-            })
-            .collect();
-        Resends { tree, again, gone }
+        let owed = |at: Instant| now.saturating_duration_since(at) <= within;
+        if lo < t.first_kept {
+            let below = (lo, hi.min(t.first_kept - 1));
+            match t.dropped_sent_at {
+                Some(at) if owed(at) => r.gone = Some(below),
+                _ => r.skipped.push(below),
+            }
+        }
+        let mut skipped_to = None;
+        for seq in lo.max(t.first_kept)..=hi {
+            let Some((at, payload)) = usize::try_from(seq - t.first_kept)
+                .ok()
+                .and_then(|i| t.kept.get(i))
+            else {
+                break;
+            };
+            if owed(*at) {
+                r.again.push((seq, payload.clone()));
+            } else {
+                skipped_to = Some(seq);
+            }
+        }
+        if let Some(to) = skipped_to {
+            r.skipped.push((lo.max(t.first_kept), to));
+        }
+        r
     }
 
     /// When something is next due: a tail, or the oldest kept message's time being up.
@@ -205,7 +244,8 @@ impl Sent {
         self.bytes
     }
 
-    /// Gives the next number on tree `key` to a message (`None`: a tail) and keeps it.
+    /// Gives the next number on tree `key` to a message (`None`: a tail) and keeps it;
+    /// returns the number and the wire's `prev_ms`.
     #[allow(clippy::too_many_arguments)]
     fn number(
         &mut self,
@@ -216,7 +256,7 @@ impl Sent {
         start: u64,
         payload: Option<Bytes>,
         size: usize,
-    ) -> u64 {
+    ) -> (u64, u64) {
         if !self.trees.contains_key(&key) && self.trees.len() >= MAX_TREES {
             self.forget_idle(now, Duration::ZERO);
         }
@@ -226,22 +266,29 @@ impl Sent {
             next: start,
             first_kept: start,
             kept: VecDeque::new(),
+            dropped_sent_at: None,
+            last_sent: None,
             last_used: now,
             tail: None,
         });
         let seq = t.next;
         t.next += 1;
         t.last_used = now;
+        let prev_ms = t.last_sent.map_or(0, |at| {
+            let ms = now.saturating_duration_since(at).as_millis();
+            u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+        });
+        t.last_sent = Some(now);
         if t.kept.is_empty() {
             t.first_kept = seq;
         }
-        t.kept.push_back(payload);
+        t.kept.push_back((now, payload));
         self.order.push_back((now, key));
         self.bytes += size + OVERHEAD;
         while self.bytes > KEEP_BYTES || self.order.len() > KEEP_MAX {
             self.drop_oldest();
         }
-        seq
+        (seq, prev_ms)
     }
 
     fn drop_oldest(&mut self) {
@@ -249,9 +296,10 @@ impl Sent {
             return;
         };
         if let Some(t) = self.trees.get_mut(&key)
-            && let Some(p) = t.kept.pop_front()
+            && let Some((at, p)) = t.kept.pop_front()
         {
             t.first_kept += 1;
+            t.dropped_sent_at = Some(at);
             self.bytes -= p.map_or(0, |p| p.len()) + OVERHEAD;
         }
     }
@@ -274,22 +322,37 @@ mod tests {
         Instant::ZERO + Duration::from_millis(ms)
     }
 
+    const LONG: Duration = Duration::from_secs(3600);
+
     #[test]
     fn numbers_each_tree_on_its_own_and_sends_what_is_kept_again() {
         let mut s = Sent::default();
         let g = Group::topic("t".into());
         let (k1, k2) = (NodeId(1), NodeId(2));
         let p = Bytes::from_static(b"x");
-        assert_eq!(s.send(at(0), k1, &g, 0, &p, 7), 7);
-        assert_eq!(s.send(at(0), k2, &g, 1, &p, 8), 8);
-        assert_eq!(s.send(at(0), k1, &g, 0, &p, 9), 8);
-        let r = s.resend(k1, 0, 100);
+        assert_eq!(
+            s.send(at(0), k1, &g, 0, &p, 7),
+            (7, 0),
+            "the first: none before"
+        );
+        assert_eq!(s.send(at(0), k2, &g, 1, &p, 8), (8, 0));
+        assert_eq!(
+            s.send(at(250), k1, &g, 0, &p, 9),
+            (8, 251),
+            "250 ms after the last"
+        );
+        let r = s.resend(at(300), k1, (0, 100), LONG);
         assert_eq!(r.tree, Some((g.clone(), 0)));
         assert_eq!(r.again, [(7, Some(p.clone())), (8, Some(p.clone()))]);
-        assert_eq!(r.gone, Some((0, 6)));
+        assert_eq!(r.skipped, [(0, 6)], "never sent on this tree");
+        assert_eq!(r.gone, None);
+        // Only what was sent within the time asked about is owed.
+        let r = s.resend(at(300), k1, (0, 100), Duration::from_millis(100));
+        assert_eq!(r.again, [(8, Some(p.clone()))]);
+        assert_eq!(r.skipped, [(0, 6), (7, 7)]);
         // Kept for its time, then gone.
-        s.expire(at(30_000));
-        assert_eq!(s.resend(k1, 7, 8).gone, Some((7, 8)));
+        s.expire(at(30_250));
+        assert_eq!(s.resend(at(30_250), k1, (7, 8), LONG).gone, Some((7, 8)));
         assert_eq!(s.kept_bytes(), 0);
     }
 
@@ -302,11 +365,18 @@ mod tests {
         s.send(at(500), NodeId(1), &g, 0, &p, 0);
         assert!(s.due_tails(at(1000)).is_empty(), "the burst went on");
         assert_eq!(s.poll_timeout(), Some(at(1500)));
-        assert_eq!(s.due_tails(at(1500)), [(NodeId(1), g.clone(), 0, 2)]);
-        assert_eq!(s.due_tails(at(5500)), [(NodeId(1), g.clone(), 0, 3)]);
+        assert_eq!(
+            s.due_tails(at(1500)),
+            [(NodeId(1), g.clone(), 0, (2, 1001))]
+        );
+        assert_eq!(s.poll_timeout(), Some(at(4500)));
+        assert_eq!(s.due_tails(at(4500))[0].3, (3, 3001));
+        assert_eq!(s.due_tails(at(12_500))[0].3.0, 4);
+        assert_eq!(s.due_tails(at(25_500))[0].3.0, 5);
         assert!(s.due_tails(at(60_000)).is_empty());
         // A tail is kept like a message, so that it can be sent again too.
-        assert_eq!(s.resend(NodeId(1), 2, 3).again, [(2, None), (3, None)]);
+        let r = s.resend(at(26_000), NodeId(1), (2, 3), LONG);
+        assert_eq!(r.again, [(2, None), (3, None)]);
     }
 
     #[test]
@@ -318,11 +388,12 @@ mod tests {
             s.send(at(i), NodeId(1), &g, 0, &big, 0);
         }
         assert!(s.kept_bytes() <= KEEP_BYTES);
-        let r = s.resend(NodeId(1), 0, 19);
+        let r = s.resend(at(20), NodeId(1), (0, 19), LONG);
         assert_eq!(r.again.len(), 15);
-        assert_eq!(r.gone, Some((0, 4)));
-        s.due_tails(at(10_000));
-        s.due_tails(at(20_000));
+        assert_eq!(r.gone, Some((0, 4)), "pushed out young: lost");
+        for t in [10_000, 20_000, 40_000, 60_000] {
+            s.due_tails(at(t));
+        }
         s.expire(at(200_000));
         s.expire(at(400_000));
         assert!(s.trees.is_empty());
