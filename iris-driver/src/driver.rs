@@ -712,7 +712,7 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
                     )
                 }
                 MeshEvent::DialFailed(addr) => debug!("could not reach {addr}"),
-                // Said each heartbeat period while it lasts: log the first.
+                // Said each seed retry while it lasts: log the first.
                 MeshEvent::Alone if !s.alone_said => {
                     s.alone_said = true;
                     warn!("no peer reachable; retrying the seeds every heartbeat period")

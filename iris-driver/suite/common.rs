@@ -538,3 +538,78 @@ impl Drop for Namespaces {
         }
     }
 }
+
+/// `n` network namespaces on one bridge (each 10.`net`.N.(i+1)/24 on a veth into a hub
+/// namespace that holds the bridge; N from this process's id; no route out), removed on
+/// drop. A host's link goes down with `ip -n names[i] link set veth[i] down`.
+pub struct Bridged {
+    pub names: Vec<String>,
+    pub veth: Vec<String>,
+    hub: String,
+}
+
+impl Bridged {
+    /// `None` (with the reason) where namespaces cannot be made (not root, no iproute2).
+    /// `kind` names them apart from other cases' (at most 6 characters), as does `net`.
+    pub fn create(kind: &str, net: u8, n: usize) -> Result<Bridged, String> {
+        let tag = std::process::id() % 200;
+        let hub = format!("iris-{kind}-hub{tag}");
+        let names: Vec<String> = (0..n).map(|i| format!("iris-{kind}-{i}-{tag}")).collect();
+        let veth: Vec<String> = (0..n).map(|i| format!("ir{kind}{i}x{tag}")).collect();
+        let ns = Bridged {
+            names: names.clone(),
+            veth: veth.clone(),
+            hub: hub.clone(),
+        };
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        ip(&["netns", "add", &hub])?;
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        for (i, (name, v)) in names.iter().zip(&veth).enumerate() {
+            ip(&["netns", "add", name])?;
+            let port = format!("ir{kind}{i}h{tag}");
+            ip(&[
+                "link", "add", v, "netns", name, "type", "veth", "peer", "name", &port, "netns",
+                &hub,
+            ])?;
+            ip(&["-n", &hub, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &hub, "link", "set", &port, "up"])?;
+            let addr = format!("10.{net}.{tag}.{}/24", i + 1);
+            ip(&["-n", name, "addr", "add", &addr, "dev", v])?;
+            ip(&["-n", name, "link", "set", v, "up"])?;
+            ip(&["-n", name, "link", "set", "lo", "up"])?;
+        }
+        Ok(ns)
+    }
+
+    /// Host `i`'s link goes `state` ("up" or "down").
+    pub fn link(&self, i: usize, state: &str) {
+        let ok = Command::new("ip")
+            .args(["-n", &self.names[i], "link", "set", &self.veth[i], state])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip link set {} {state}", self.veth[i]);
+    }
+}
+
+impl Drop for Bridged {
+    fn drop(&mut self) {
+        for n in self.names.iter().chain([&self.hub]) {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}

@@ -33,6 +33,8 @@
 //! - `discovery`: LAN beacons sent to broadcast addresses from its UDP socket;
 //! - `multinode`: a network of its binary (links, host discovery), every relay operation
 //!   between its processes;
+//! - `faults`: five of its processes in network namespaces on a bridge, broadcasts and
+//!   events counted through a stopped node and a partition;
 //! - `tools`: the `iris` command's tools (`pub`, `sub`, `bcast`, `req`, `serve`, `bench`,
 //!   `status`), clients of its runtime, against a node process.
 //!
@@ -55,6 +57,7 @@ mod cli;
 mod client;
 mod conformance;
 mod discovery;
+mod faults;
 mod lifecycle;
 mod metrics;
 mod multinode;

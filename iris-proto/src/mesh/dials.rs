@@ -9,6 +9,13 @@ use crate::overlay::{Contact, NodeId, OverlayInput};
 use crate::time::Instant;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How often a node that knows nobody dials its seeds again (every heartbeat period if
+/// they refused it). A dial still in flight by then is not waited for: after a partition
+/// the heal is found at the next fresh connection, not after the kernel's backed-off
+/// retries of a connection begun while the path was down.
+const SEED_RETRY: Duration = Duration::from_secs(1);
 
 /// A dial in flight.
 pub(super) struct Dial {
@@ -19,6 +26,8 @@ pub(super) struct Dial {
     pub(super) pending: Vec<Waiting>,
     /// Join the overlay through whoever answers.
     pub(super) join: bool,
+    /// When it began.
+    pub(super) started: Instant,
 }
 
 /// The dials in flight and the state of the seeds.
@@ -140,14 +149,17 @@ impl Mesh {
     /// Joins through every seed: dialed (the join goes once its link is up), or, if it is
     /// linked already, at once.
     pub(super) fn try_seeds(&mut self, now: Instant) {
-        let period = self.cfg.overlay.heartbeat_period;
+        let heartbeat = self.cfg.overlay.heartbeat_period;
+        let period = match self.refused_by_seeds() {
+            true => heartbeat,
+            false => heartbeat.min(SEED_RETRY),
+        };
         self.dials.next_seed_try = now + period;
         for addr in self.cfg.seeds.clone() {
-            let dialing = self
-                .dials
-                .dials
-                .iter_unordered()
-                .any(|(_, d)| d.addr == addr);
+            let dialing =
+                self.dials.dials.iter_unordered().any(|(_, d)| {
+                    d.addr == addr && now.saturating_duration_since(d.started) < period
+                });
             if dialing || addr == self.cfg.listen {
                 continue;
             }
@@ -158,13 +170,20 @@ impl Mesh {
         }
     }
 
-    /// An identified link's peer at `addr`, if any.
-    /// (The smallest such contact: whatever the map's order.)
+    /// An identified link's peer at `addr`, if any, but not over a link its peer was
+    /// silent on until taken for dead: after a partition such a link is often half-open
+    /// and its kernel's retries backed off for many seconds; a fresh dial goes through
+    /// at once. (The smallest such contact: whatever the map's order.)
     fn link_to_addr(&self, addr: SocketAddr) -> Option<Contact> {
         self.by_id
             .iter_unordered()
             .map(|(_, l)| l)
-            .filter_map(|l| self.links.get(l).and_then(|pl| pl.peer))
+            .filter_map(|l| {
+                self.links
+                    .get(l)
+                    .filter(|pl| !pl.silent)
+                    .and_then(|pl| pl.peer)
+            })
             .filter(|c| c.addr == addr)
             .min()
     }
@@ -198,6 +217,7 @@ impl Mesh {
                 expect,
                 pending,
                 join,
+                started: now,
             },
         );
         self.outputs.push_back(MeshOutput::Dial(d, addr));

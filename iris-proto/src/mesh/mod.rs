@@ -295,6 +295,12 @@ impl Mesh {
         self.by_id.contains_key(&peer)
     }
 
+    /// The peer at the end of the link to `peer`, if one is up (the overlay may not know
+    /// the peer yet: it joined again after a partition, and its messages come first).
+    pub fn linked_contact(&self, peer: NodeId) -> Option<Contact> {
+        self.by_id.get(&peer).and_then(|&link| self.peer_of(link))
+    }
+
     /// Counters.
     pub fn stats(&self) -> &MeshStats {
         &self.stats

@@ -65,9 +65,12 @@ impl Mesh {
     /// Opens a link to `to` unless one is up or on its way: for a message that will need it
     /// soon. Nothing waits on it; an unused link closes when idle, as any.
     pub fn reach(&mut self, now: Instant, to: Contact) {
-        let busy = self.by_id.contains_key(&to.id)
-            || self.dials.pending_for(to.id).is_some()
-            || self.opening(to.id).is_some();
+        let linked = self
+            .by_id
+            .get(&to.id)
+            .is_some_and(|id| self.links.get(id).is_some_and(|pl| !pl.silent));
+        let busy =
+            linked || self.dials.pending_for(to.id).is_some() || self.opening(to.id).is_some();
         if busy || self.leaving || to.addr == self.cfg.listen || !self.can_dial(now) {
             return;
         }
@@ -100,7 +103,10 @@ impl Mesh {
     }
 
     /// Queues `bytes` for `to`: on its identified link, else held for the link being
-    /// opened to it (dialed if none is).
+    /// opened to it (dialed if none is). A link its peer was silent on until taken for
+    /// dead is not trusted while a fresh one can be dialed: after a partition it is often
+    /// half-open, its kernel's retries backed off for many seconds, while a fresh link
+    /// goes through at once (and replaces it, `links.rs`).
     pub(super) fn send_as(
         &mut self,
         now: Instant,
@@ -108,7 +114,17 @@ impl Mesh {
         class: Class,
         bytes: Bytes,
     ) -> Result<(), Refused> {
-        if let Some(&id) = self.by_id.get(&to.id) {
+        let trusted = self
+            .by_id
+            .get(&to.id)
+            .filter(|id| self.links.get(id).is_some_and(|pl| !pl.silent))
+            .copied();
+        let redial = trusted.is_none() && !self.leaving && self.can_dial(now);
+        if let Some(&id) = self
+            .by_id
+            .get(&to.id)
+            .filter(|_| trusted.is_some() || !redial)
+        {
             let pl = self.links.get_mut(&id).expect("by_id names live links");
             pl.last_used = now;
             let sent = put(&mut pl.link, class, bytes);

@@ -454,7 +454,8 @@ impl Scribe {
     /// Whether message `seq` of `origin` on the tree of `key` is new here (and remembers it);
     /// `prev_ms` is how long before it the origin sent its previous message on the tree
     /// (see [`crate::node`]'s wire: 0 for none, else milliseconds plus one). Numbers it
-    /// skips are asked for again if this node has members of the group.
+    /// skips are asked for again if this node has members of the group and `repair` (not
+    /// for its own messages: it sent them).
     pub(crate) fn check(
         &mut self,
         now: Instant,
@@ -462,8 +463,9 @@ impl Scribe {
         epoch: u64,
         key: NodeId,
         (seq, prev_ms): (u64, u64),
+        repair: bool,
     ) -> Verdict {
-        let owed = self.local_for(now, key);
+        let owed = self.local_for(now, key).filter(|_| repair);
         let v = self
             .windows
             .check(now, origin, epoch, key, (seq, prev_ms), owed);

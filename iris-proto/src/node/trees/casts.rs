@@ -92,10 +92,14 @@ impl Trees {
             // keeps it from being delivered twice.
             self.not_in_tree(f, c.key, fx);
         }
-        if self
-            .scribe
-            .check(v.now, c.origin, c.epoch, c.key, (c.seq, c.prev_ms))
-            == Verdict::Old
+        if self.scribe.check(
+            v.now,
+            c.origin,
+            c.epoch,
+            c.key,
+            (c.seq, c.prev_ms),
+            c.origin != v.overlay.id(),
+        ) == Verdict::Old
         {
             self.stats.casts_duplicate += 1;
             return;

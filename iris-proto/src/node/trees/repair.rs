@@ -148,7 +148,7 @@ impl Trees {
         if !self.scribe.in_tree(c.key)
             || self
                 .scribe
-                .check(v.now, c.origin, c.epoch, c.key, (c.seq, 0))
+                .check(v.now, c.origin, c.epoch, c.key, (c.seq, 0), true)
                 == crate::scribe::Verdict::Old
         {
             self.stats.casts_duplicate += 1;
@@ -189,13 +189,15 @@ impl Trees {
         }
     }
 
-    /// Sends an ask one hop on toward `origin`; dropped where no hop is known (the origin
-    /// is gone: the asker gives up after its asks).
+    /// Sends an ask one hop on toward `origin`: straight to it over a link or where the
+    /// overlay knows it, else along the overlay's route to its id; dropped where no hop is
+    /// known (the origin is gone, or not yet back: the asker asks again).
     fn route_ask(&mut self, v: &View<'_>, origin: NodeId, msg: NodeMsg, fx: &mut Effects) {
-        let next = match v.overlay.contact_of(origin) {
-            Some(c) => Some(c),
-            None => self.route(v, origin),
-        };
+        let next = v
+            .mesh
+            .linked_contact(origin)
+            .or_else(|| v.overlay.contact_of(origin))
+            .or_else(|| self.route(v, origin));
         if let Some(next) = next {
             fx.push(to_peer(next, Class::Control, &msg, Refusal::Ignore));
         }
