@@ -111,7 +111,7 @@ fn messaging_over_secure_links_is_delivered_and_deterministic() {
 }
 
 #[test]
-fn a_partition_that_heals_leaves_whole_trees_and_nothing_delivered_twice() {
+fn a_partition_that_heals_leaves_whole_trees_and_loses_nothing() {
     let cfg = SimConfig {
         churn: 0.0,
         partition: Some(Partition {
@@ -125,13 +125,11 @@ fn a_partition_that_heals_leaves_whole_trees_and_nothing_delivered_twice() {
     // Safety holds throughout; the oracle found every tree whole again (one root each,
     // every node of a tree reached from it) once quiet.
     let a = assert_safe(&s);
-    // Across the partition nothing can arrive: delivery is short of whole, but not by more
-    // than the partition's share of the run.
-    assert!(a.broadcast_delivery > 0.6, "{a:?}");
-    assert!(
-        a.broadcast_delivery < 1.0,
-        "the partition cut nothing? {a:?}"
-    );
+    // Across the partition nothing can arrive, but once it heals every tree node asks the
+    // origins for what it missed (30 s of it, within the minute they keep): nothing is
+    // lost. (Before the repair, delivery was 0.6-0.9 here.)
+    assert_eq!(a.stable_losses, 0, "{:?}", a.stable_loss_examples);
+    assert_eq!((a.broadcast_delivery, a.publish_delivery), (1.0, 1.0), "{a:?}");
 }
 
 #[test]

@@ -68,7 +68,7 @@ impl Node {
             }
             Incoming::Linked(node) => {
                 if let Some(n) = self.net.as_mut() {
-                    n.trees.handle_linked(node);
+                    n.trees.handle_linked(now, node);
                 }
             }
             Incoming::Down(node) => self.peer_lost(node),

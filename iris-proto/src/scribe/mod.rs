@@ -280,7 +280,9 @@ impl Scribe {
         let mut timers = Timers::default();
         timers.set(Timer::Beat, now + cfg.beat);
         Scribe {
-            windows: Windows::new(cfg.max_windows, Duration::from_secs(60)),
+            // Longer than origins keep their messages (`trees::sent::KEEP_FOR`): a node never
+            // asks again for what it took and then forgot.
+            windows: Windows::new(cfg.max_windows, Duration::from_secs(120)),
             cfg,
             trees: BTreeMap::new(),
             neighbours: BTreeMap::new(),
@@ -548,17 +550,7 @@ impl Scribe {
                 }
             }
             ScribeMsg::Beat { caps, parents } => self.on_beat(from, caps, parents),
-            ScribeMsg::Heads { key, heads } => {
-                let from_parent = self
-                    .trees
-                    .get(&key)
-                    .and_then(|t| t.parent)
-                    .is_some_and(|p| p.id == from.id);
-                if from_parent {
-                    let owed = self.local_for(now, key);
-                    self.windows.learn_heads(now, key, &heads, owed);
-                }
-            }
+            ScribeMsg::Heads { key, heads } => self.on_heads(now, from, key, heads),
             ScribeMsg::NotInTree { key } => {
                 let Some(t) = self.trees.get_mut(&key) else {
                     return;
@@ -848,6 +840,27 @@ impl Scribe {
             self.attach(now, key, None, false, router);
         } else {
             self.send_heads(now, from, key);
+        }
+    }
+
+    /// The parent's heads (see [`ScribeMsg::Heads`]): what this node lacks of them it asks
+    /// for, if it has members. (They go no further: a child asks only for itself, and its
+    /// own children learn of a gap from the messages, tails and heads of their own.)
+    fn on_heads(
+        &mut self,
+        now: Instant,
+        from: Contact,
+        key: NodeId,
+        heads: Vec<(NodeId, u64, u64, u64)>,
+    ) {
+        let from_parent = self
+            .trees
+            .get(&key)
+            .and_then(|t| t.parent)
+            .is_some_and(|p| p.id == from.id);
+        if from_parent {
+            let owed = self.local_for(now, key);
+            self.windows.learn_heads(now, key, &heads, owed);
         }
     }
 

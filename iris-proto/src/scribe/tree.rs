@@ -31,6 +31,7 @@ pub(crate) struct Tree {
     pub(crate) local: bool,
     /// Since when (it is owed the group's messages sent since: see `window`).
     pub(crate) local_since: Option<crate::time::Instant>,
+
     /// When it last subscribed: a tree whose parents keep failing subscribes again at most
     /// once a beat, not in a loop.
     pub(crate) attached_at: Option<crate::time::Instant>,
@@ -49,6 +50,7 @@ impl Tree {
             children: BTreeMap::new(),
             local: false,
             local_since: None,
+
             attached_at: None,
             avoid: None,
         }

@@ -45,7 +45,7 @@ const HEAD_SPAN: u64 = 1 << 16;
 pub(crate) const MAX_HEADS: usize = 64;
 /// Heads taken longer ago than this are not listed: their messages are no longer kept
 /// at their origins (`trees::sent::KEEP_FOR`).
-const HEADS_FOR: Duration = Duration::from_secs(30);
+const HEADS_FOR: Duration = Duration::from_secs(60);
 
 /// What is remembered of one origin on one tree.
 #[derive(Debug, Clone)]
@@ -211,17 +211,16 @@ impl Windows {
 
     /// What the parent took lately on tree `key` (see [`Windows::heads`]): what of it this
     /// node lacks is missing here, if it is owed (`owed`: how long this node has had
-    /// members, if it has any).
+    /// members; `None`: none, and it only notes how far each origin went). Returns whether
+    /// any of it was news here.
     pub(crate) fn learn_heads(
         &mut self,
         now: Instant,
         key: NodeId,
         heads: &[(NodeId, u64, u64, u64)],
         owed: Option<Duration>,
-    ) {
-        let Some(owed) = owed else {
-            return;
-        };
+    ) -> bool {
+        let mut news = false;
         for &(origin, epoch, seq, age_ms) in heads.iter().take(MAX_HEADS) {
             let id = (key, origin);
             let known = self
@@ -234,11 +233,17 @@ impl Windows {
                 Some((_, last)) => (last + 1, seq),
                 // Nothing from that origin here: owed only if this node had members when
                 // the parent took it (and then what came before may be owed too).
-                None if Duration::from_millis(age_ms) < owed => {
+                None if owed.is_some_and(|o| Duration::from_millis(age_ms) < o) => {
                     (seq.saturating_sub(HEAD_SPAN), seq)
                 }
                 None => continue,
             };
+            news = true;
+            if owed.is_none() {
+                // No members here: nothing to ask for, and the messages may still come
+                // this way, to be passed on.
+                continue;
+            }
             if self.seen.len() >= self.max && !self.seen.contains_key(&id) {
                 self.evict(now);
             }
@@ -260,6 +265,7 @@ impl Windows {
             self.gappy.insert(id);
             self.give_up(key, over);
         }
+        news
     }
 
     /// Forgets every origin of tree `key` (this node left it).
@@ -661,7 +667,7 @@ mod tests {
         late.learn_heads(at(1000), T, &heads, Some(Duration::from_millis(100)));
         assert_eq!(late.next_ask(), None);
         // Heads taken long ago are not told.
-        assert!(parent.heads(at(60_000), T).is_empty());
+        assert!(parent.heads(at(62_000), T).is_empty());
     }
 
     #[test]

@@ -223,9 +223,11 @@ impl Trees {
         self.moved = true;
     }
 
-    /// A link to `node` is up: it is reachable again.
-    pub(crate) fn handle_linked(&mut self, node: NodeId) {
+    /// A link to `node` is up: it is reachable again, and trees with this node's messages
+    /// kept get a tail again (see `sent.rs`).
+    pub(crate) fn handle_linked(&mut self, now: Instant, node: NodeId) {
         self.unreachable.remove(&node);
+        self.sent.retail(now);
     }
 
     /// `node`'s link failed, or a dial to it did: it is routed around for a while.

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// How long a message is kept for tree nodes that missed it.
-pub(crate) const KEEP_FOR: Duration = Duration::from_secs(30);
+pub(crate) const KEEP_FOR: Duration = Duration::from_secs(60);
 /// Payload bytes kept at most.
 pub(crate) const KEEP_BYTES: usize = 16 << 20;
 /// Messages kept at most.
@@ -37,12 +37,19 @@ pub(crate) const KEEP_MAX: usize = 1 << 16;
 /// When tails follow the last message on a tree: soon for a message lost on its way,
 /// later for a tree node that was stalled, cut off or re-parenting when it went (up to
 /// about as long as messages are kept: after that they could not be sent again anyway).
-pub(crate) const TAILS: [Duration; 4] = [
+pub(crate) const TAILS: [Duration; 5] = [
     Duration::from_secs(1),
     Duration::from_secs(4),
     Duration::from_secs(12),
     Duration::from_secs(25),
+    Duration::from_secs(50),
 ];
+/// After a link comes up, when trees with messages kept get a tail again, and how often
+/// at most: a partition that heals brings its nodes back link by link, and a message
+/// sent while its tree was on the other side (or nowhere) is found by a tail that
+/// arrives once the trees are whole again.
+const RETAIL_AFTER: Duration = Duration::from_secs(1);
+const RETAIL_EVERY: Duration = Duration::from_secs(5);
 /// A tree unused this long, with nothing kept, is forgotten.
 pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(120);
 /// Trees remembered at most; past it the idle ones are forgotten at once.
@@ -100,6 +107,8 @@ pub(crate) struct Sent {
     tails: BTreeSet<(Instant, NodeId)>,
     /// When idle trees were last looked for.
     swept_at: Option<Instant>,
+    /// When tails were last sent again because a link came up.
+    retailed_at: Option<Instant>,
 }
 
 impl Sent {
@@ -148,7 +157,7 @@ impl Sent {
             };
             if left > 0 {
                 let i = TAILS.len() - left;
-                let next = now + (TAILS[i] - TAILS[i - 1]);
+                let next = now + TAILS[i].saturating_sub(TAILS[i - 1]);
                 t.tail = Some((next, left - 1));
                 self.tails.insert((next, key));
             }
@@ -157,6 +166,34 @@ impl Sent {
             out.push((key, group, index, numbered));
         }
         out
+    }
+
+    /// A link came up (a peer came back, or a partition heals): every tree with messages
+    /// kept gets a tail soon, at most once every [`RETAIL_EVERY`].
+    pub(crate) fn retail(&mut self, now: Instant) {
+        if self
+            .retailed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < RETAIL_EVERY)
+        {
+            return;
+        }
+        self.retailed_at = Some(now);
+        let at = now + RETAIL_AFTER;
+        for (&key, t) in &mut self.trees {
+            if t.kept.is_empty() {
+                continue;
+            }
+            let left = match t.tail {
+                Some((due, _)) if due <= at => continue,
+                Some((due, left)) => {
+                    self.tails.remove(&(due, key));
+                    left
+                }
+                None => 0,
+            };
+            t.tail = Some((at, left));
+            self.tails.insert((at, key));
+        }
     }
 
     /// What can be sent again of numbers `lo..=hi` on tree `key` that were sent within
@@ -351,8 +388,8 @@ mod tests {
         assert_eq!(r.again, [(8, Some(p.clone()))]);
         assert_eq!(r.skipped, [(0, 6), (7, 7)]);
         // Kept for its time, then gone.
-        s.expire(at(30_250));
-        assert_eq!(s.resend(at(30_250), k1, (7, 8), LONG).gone, Some((7, 8)));
+        s.expire(at(60_250));
+        assert_eq!(s.resend(at(60_250), k1, (7, 8), LONG).gone, Some((7, 8)));
         assert_eq!(s.kept_bytes(), 0);
     }
 
@@ -373,7 +410,8 @@ mod tests {
         assert_eq!(s.due_tails(at(4500))[0].3, (3, 3001));
         assert_eq!(s.due_tails(at(12_500))[0].3.0, 4);
         assert_eq!(s.due_tails(at(25_500))[0].3.0, 5);
-        assert!(s.due_tails(at(60_000)).is_empty());
+        assert_eq!(s.due_tails(at(50_500))[0].3.0, 6);
+        assert!(s.due_tails(at(90_000)).is_empty());
         // A tail is kept like a message, so that it can be sent again too.
         let r = s.resend(at(26_000), NodeId(1), (2, 3), LONG);
         assert_eq!(r.again, [(2, None), (3, None)]);
@@ -391,11 +429,11 @@ mod tests {
         let r = s.resend(at(20), NodeId(1), (0, 19), LONG);
         assert_eq!(r.again.len(), 15);
         assert_eq!(r.gone, Some((0, 4)), "pushed out young: lost");
-        for t in [10_000, 20_000, 40_000, 60_000] {
+        for t in [10_000, 20_000, 40_000, 60_000, 100_000] {
             s.due_tails(at(t));
         }
-        s.expire(at(200_000));
-        s.expire(at(400_000));
+        s.expire(at(300_000));
+        s.expire(at(500_000));
         assert!(s.trees.is_empty());
     }
 }
