@@ -129,7 +129,11 @@ fn a_partition_that_heals_leaves_whole_trees_and_loses_nothing() {
     // origins for what it missed (30 s of it, within the minute they keep): nothing is
     // lost. (Before the repair, delivery was 0.6-0.9 here.)
     assert_eq!(a.stable_losses, 0, "{:?}", a.stable_loss_examples);
-    assert_eq!((a.broadcast_delivery, a.publish_delivery), (1.0, 1.0), "{a:?}");
+    assert_eq!(
+        (a.broadcast_delivery, a.publish_delivery),
+        (1.0, 1.0),
+        "{a:?}"
+    );
 }
 
 #[test]
