@@ -481,6 +481,88 @@ pub fn skip_without_namespaces(why: &str) {
     eprintln!("skipped: cannot create network namespaces here ({why})");
 }
 
+/// One `iris --net NET` process in each of namespaces `names`, node `i` on peer address
+/// `addrs[i]` (no discovery), every one but the first seeded with the first; each has
+/// opened its relay port.
+pub fn network_in(names: &[String], net: &str, addrs: &[String]) -> Vec<IrisProcess> {
+    let key = fixture("net-pkcs8.pem");
+    (0..names.len())
+        .map(|i| {
+            let mut flags = vec![
+                "--net",
+                net,
+                "--rsa",
+                key.as_str(),
+                "--discover",
+                "none",
+                "--peer-bind",
+                addrs[i].as_str(),
+            ];
+            if i > 0 {
+                flags.extend(["--seed", addrs[0].as_str()]);
+            }
+            let mut p = IrisProcess::launch_in(Some(&names[i]), &flags);
+            p.wait_port();
+            p
+        })
+        .collect()
+}
+
+/// Runs `ip ARGS`: its error output as the error if it fails.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `iris ARGS` (the runtime's binary) inside network namespace `ns`: the process, its
+/// standard input if `input`, and its standard output line by line.
+pub fn tool_in(
+    ns: &str,
+    args: &[&str],
+    input: bool,
+) -> (
+    Child,
+    Option<std::process::ChildStdin>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, crate::rt::BIN])
+        .args(args)
+        .stdin(if input {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ip netns exec iris");
+    let stdin = child.stdin.take();
+    let out = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, stdin, rx)
+}
+
 /// Two network namespaces joined by a veth pair (10.`net`.N.1 and .2 /24, N from this
 /// process's id), removed on drop.
 pub struct Namespaces {
@@ -498,21 +580,6 @@ impl Namespaces {
         let ns = Namespaces {
             names: names.clone(),
             veth: veth.clone(),
-        };
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("ip: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
         };
         for n in &names {
             ip(&["netns", "add", n])?;
@@ -560,21 +627,6 @@ impl Bridged {
             names: names.clone(),
             veth: veth.clone(),
             hub: hub.clone(),
-        };
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("ip: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
         };
         ip(&["netns", "add", &hub])?;
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;

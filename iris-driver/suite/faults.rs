@@ -8,7 +8,7 @@
 use super::common::{self, Bridged, IrisProcess};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -17,42 +17,20 @@ const NODES: usize = 5;
 /// Messages per second each sending node broadcasts, and as many events it publishes.
 const RATE: u64 = 10;
 
-/// An `iris` tool running inside a namespace.
-struct Tool {
-    child: Child,
-}
+/// An `iris` tool running inside a namespace, killed when dropped.
+struct Tool(Child);
 
 impl Drop for Tool {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-/// Starts `iris ARGS` in namespace `ns`: the tool, its standard input if `input`, and its
-/// standard output line by line.
+/// Starts `iris ARGS` in namespace `ns` (see [`common::tool_in`]).
 fn tool(ns: &str, args: &[&str], input: bool) -> (Tool, Option<ChildStdin>, Receiver<String>) {
-    use std::io::BufRead;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, crate::rt::BIN])
-        .args(args)
-        .stdin(if input { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ip netns exec iris");
-    let stdin = child.stdin.take();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Tool { child }, stdin, rx)
+    let (child, stdin, out) = common::tool_in(ns, args, input);
+    (Tool(child), stdin, out)
 }
 
 /// The network, its clients and what they got (the processes go before their
@@ -83,29 +61,10 @@ impl Net {
             }
         };
         let tag = std::process::id() % 200;
-        let key = common::fixture("net-pkcs8.pem");
-        let addr = |i: usize| format!("10.{net}.{tag}.{}:7000", i + 1);
-        let nodes: Vec<IrisProcess> = (0..NODES)
-            .map(|i| {
-                let (bind, seed) = (addr(i), addr(0));
-                let mut flags = vec![
-                    "--net",
-                    "fault test",
-                    "--rsa",
-                    key.as_str(),
-                    "--discover",
-                    "none",
-                    "--peer-bind",
-                    bind.as_str(),
-                ];
-                if i > 0 {
-                    flags.extend(["--seed", seed.as_str()]);
-                }
-                let mut p = IrisProcess::launch_in(Some(&ns.names[i]), &flags);
-                p.wait_port();
-                p
-            })
+        let addrs: Vec<String> = (1..=NODES)
+            .map(|i| format!("10.{net}.{tag}.{i}:7000"))
             .collect();
+        let nodes = common::network_in(&ns.names, "fault test", &addrs);
         let mut tools = Vec::new();
         let mut senders = Vec::new();
         let mut heard = Vec::new();

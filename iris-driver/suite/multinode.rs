@@ -585,30 +585,6 @@ fn a_node_stopped_for_12_s_resumes_with_its_peers_and_trees() {
     assert!(downs.is_empty(), "{downs:#?}");
 }
 
-/// Runs `iris TOOL ...` inside network namespace `ns` (its node's relay port is on that
-/// namespace's loopback): its standard output, line by line.
-fn tool_in(ns: &str, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, crate::rt::BIN])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("ip netns exec iris");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
 /// Broadcasts `what` from inside `ns` until the member's output shows it: how long that
 /// took.
 fn bcast_until_heard(
@@ -624,7 +600,7 @@ fn bcast_until_heard(
             start.elapsed() < Duration::from_secs(60),
             "{what}: never heard"
         );
-        let (mut c, _) = tool_in(ns, &["bcast", "svc", what, "--port", &port]);
+        let (mut c, _, _) = common::tool_in(ns, &["bcast", "svc", what, "--port", &port], false);
         let _ = c.wait();
         if heard
             .recv_timeout(Duration::from_millis(100))
@@ -651,43 +627,15 @@ fn a_node_cut_off_for_20_s_reaches_the_others_within_seconds_of_the_heal() {
         }
     };
     let tag = std::process::id() % 200;
-    let key = common::fixture("net-pkcs8.pem");
-    let addr = |i: usize| format!("10.232.{tag}.{}:7000", i + 1);
-    let mut a = common::IrisProcess::launch_in(
-        Some(&ns.names[0]),
-        &[
-            "--net",
-            "cut test",
-            "--rsa",
-            &key,
-            "--discover",
-            "none",
-            "--peer-bind",
-            &addr(0),
-        ],
-    );
-    let mut b = common::IrisProcess::launch_in(
-        Some(&ns.names[1]),
-        &[
-            "--net",
-            "cut test",
-            "--rsa",
-            &key,
-            "--discover",
-            "none",
-            "--peer-bind",
-            &addr(1),
-            "--seed",
-            &addr(0),
-        ],
-    );
-    a.wait_port();
-    b.wait_port();
+    let addrs: Vec<String> = (1..=2).map(|i| format!("10.232.{tag}.{i}:7000")).collect();
+    let mut nodes = common::network_in(&ns.names, "cut test", &addrs).into_iter();
+    let (a, b) = (nodes.next().unwrap(), nodes.next().unwrap());
     a.wait_line("converged with 1 remote connections");
     b.wait_line("converged with 1 remote connections");
-    let (mut member, heard) = tool_in(
+    let (mut member, _, heard) = common::tool_in(
         &ns.names[0],
         &["serve", "svc", "--port", &a.port.to_string()],
+        false,
     );
     bcast_until_heard(&ns.names[1], b.port, &heard, "before");
 

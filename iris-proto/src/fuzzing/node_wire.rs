@@ -248,6 +248,17 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
             tun: pick_or_wide(r, p.tunnels),
             reason: text(r, p),
         },
+        k @ 16..=18 => repair_msg(r, p, k),
+        _ => NodeMsg::CastCredit {
+            group: group(r, p).0,
+            bytes: r.wide(),
+        },
+    }
+}
+
+/// An ask for multicasts sent again (16), its answer (17), or a parent's heads (18).
+fn repair_msg(r: &mut Reader<'_>, p: &PoolsView<'_>, kind: u8) -> NodeMsg {
+    match kind {
         16 => NodeMsg::CastAsk {
             key: key(r, p),
             origin: node_id(r, p),
@@ -257,7 +268,13 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
             within_ms: r.wide(),
             hops: hops(r),
         },
-        18 => {
+        17 => NodeMsg::CastGone {
+            key: key(r, p),
+            epoch: r.wide(),
+            gone: ranges(r),
+            skipped: ranges(r),
+        },
+        _ => {
             let key = key(r, p);
             let n = usize::from(r.b()) % (crate::scribe::MAX_HEADS + 1);
             let heads = (0..n)
@@ -265,16 +282,6 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
                 .collect();
             NodeMsg::Tree(ScribeMsg::Heads { key, heads })
         }
-        17 => NodeMsg::CastGone {
-            key: key(r, p),
-            epoch: r.wide(),
-            gone: ranges(r),
-            skipped: ranges(r),
-        },
-        _ => NodeMsg::CastCredit {
-            group: group(r, p).0,
-            bytes: r.wide(),
-        },
     }
 }
 

@@ -162,16 +162,8 @@ impl Node {
                     .tunnels
                     .handle_remote_close(from, key, reason, fx));
             }
-            ask @ NodeMsg::CastAsk { .. } => {
-                self.with_trees(|t, v, _, fx| t.handle_ask(v, ask, fx));
-            }
-            NodeMsg::CastGone {
-                key,
-                epoch,
-                gone,
-                skipped,
-            } => {
-                self.with_trees(|t, _, _, _| t.handle_gone(from, key, epoch, (&gone, &skipped)));
+            msg @ (NodeMsg::CastAsk { .. } | NodeMsg::CastGone { .. }) => {
+                self.with_trees(|t, v, _, fx| t.handle_repair_msg(v, from, msg, fx));
             }
             NodeMsg::CastCredit { group, bytes } => {
                 if let Some(n) = self.net.as_mut() {

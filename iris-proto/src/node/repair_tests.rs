@@ -88,6 +88,21 @@ impl Traffic {
         }
     }
 
+    /// Asserts that every node got every message sent exactly once.
+    fn assert_whole(&self, what: &str) {
+        for i in 0..self.got.len() {
+            let (missing, twice) = self.check(i);
+            assert!(
+                missing.is_empty() && twice.is_empty(),
+                "{what}: node {i} missed {} of {}: {:?}..., got twice {:?}",
+                missing.len(),
+                self.sent.len(),
+                &missing[..missing.len().min(10)],
+                &twice[..twice.len().min(10)]
+            );
+        }
+    }
+
     /// Node `i`'s messages missing and duplicated.
     fn check(&self, i: usize) -> (Vec<&String>, Vec<&String>) {
         let missing = self
@@ -144,17 +159,7 @@ fn a_stalled_node_costs_healthy_members_nothing_and_gets_what_it_missed() {
     }
     t.net.secs(15);
     t.collect();
-    for i in 0..5 {
-        let (missing, twice) = t.check(i);
-        assert!(
-            missing.is_empty() && twice.is_empty(),
-            "node {i} (stalled: {stalled}) missed {} of {}: {:?}..., got twice {:?}",
-            missing.len(),
-            t.sent.len(),
-            &missing[..missing.len().min(10)],
-            &twice[..twice.len().min(10)]
-        );
-    }
+    t.assert_whole(&format!("stalled: node {stalled}"));
     let stats = t.net.node(stalled).stats();
     assert!(stats.casts_asked > 0, "the stalled node asked for nothing");
     let lost: u64 = (0..5)
@@ -203,15 +208,5 @@ fn a_node_cut_off_for_20_s_gets_what_it_missed_and_its_clients_messages_arrive()
     );
     t.net.secs(15);
     t.collect();
-    for i in 0..5 {
-        let (missing, twice) = t.check(i);
-        assert!(
-            missing.is_empty() && twice.is_empty(),
-            "node {i} missed {} of {}: {:?}..., got twice {:?}",
-            missing.len(),
-            t.sent.len(),
-            &missing[..missing.len().min(10)],
-            &twice[..twice.len().min(10)]
-        );
-    }
+    t.assert_whole("node 4 cut off");
 }

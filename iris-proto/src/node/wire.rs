@@ -379,7 +379,8 @@ fn encode_tunnel(msg: &NodeMsg, out: &mut BytesMut) {
 /// Parses one whole message; payloads are slices of `b`.
 pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
     let mut r = Reader { all: b, p: b };
-    let msg = match r.u8()? {
+    let kind = r.u8()?;
+    let msg = match kind {
         tag::SUBSCRIBE => {
             let key = r.id()?;
             let (group, index) = r.group()?;
@@ -387,18 +388,7 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
         }
         tag::UNSUBSCRIBE => NodeMsg::Tree(ScribeMsg::Unsubscribe { key: r.id()? }),
         tag::NOT_IN_TREE => NodeMsg::Tree(ScribeMsg::NotInTree { key: r.id()? }),
-        tag::HEADS => {
-            let key = r.id()?;
-            let n = r.count(19)?;
-            if n > crate::scribe::MAX_HEADS {
-                return Err(WireError::Malformed("too many heads"));
-            }
-            let mut heads = Vec::with_capacity(n);
-            for _ in 0..n {
-                heads.push((r.id()?, r.varint()?, r.varint()?, r.varint()?));
-            }
-            NodeMsg::Tree(ScribeMsg::Heads { key, heads })
-        }
+        tag::HEADS => NodeMsg::Tree(decode_heads(&mut r)?),
         tag::BEAT => NodeMsg::Tree(decode_beat(&mut r)?),
         tag::CAST => NodeMsg::Cast(decode_cast(&mut r)?),
         tag::ANYCAST => NodeMsg::Anycast(decode_anycast(&mut r)?),
@@ -437,6 +427,31 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
                 bytes: r.varint()?,
             }
         }
+        tag::CAST_ASK | tag::CAST_GONE => decode_repair(kind, &mut r)?,
+        _ => return Err(WireError::Malformed("unknown node message tag")),
+    };
+    if !r.p.is_empty() {
+        return Err(WireError::Malformed("trailing bytes"));
+    }
+    Ok(msg)
+}
+
+fn decode_heads(r: &mut Reader<'_>) -> Result<ScribeMsg, WireError> {
+    let key = r.id()?;
+    let n = r.count(19)?;
+    if n > crate::scribe::MAX_HEADS {
+        return Err(WireError::Malformed("too many heads"));
+    }
+    let mut heads = Vec::with_capacity(n);
+    for _ in 0..n {
+        heads.push((r.id()?, r.varint()?, r.varint()?, r.varint()?));
+    }
+    Ok(ScribeMsg::Heads { key, heads })
+}
+
+/// An ask for multicasts sent again, or its answer (`tag`).
+fn decode_repair(tag: u8, r: &mut Reader<'_>) -> Result<NodeMsg, WireError> {
+    Ok(match tag {
         tag::CAST_ASK => NodeMsg::CastAsk {
             key: r.id()?,
             origin: r.id()?,
@@ -446,18 +461,13 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
             hops: r.u8()?,
             ranges: r.ranges()?,
         },
-        tag::CAST_GONE => NodeMsg::CastGone {
+        _ => NodeMsg::CastGone {
             key: r.id()?,
             epoch: r.varint()?,
             gone: r.ranges()?,
             skipped: r.ranges()?,
         },
-        _ => return Err(WireError::Malformed("unknown node message tag")),
-    };
-    if !r.p.is_empty() {
-        return Err(WireError::Malformed("trailing bytes"));
-    }
-    Ok(msg)
+    })
 }
 
 fn decode_beat(r: &mut Reader<'_>) -> Result<ScribeMsg, WireError> {

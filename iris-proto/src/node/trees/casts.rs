@@ -25,23 +25,9 @@ impl Trees {
         self.next_cast += 1;
         let splits = self.scribe.config().splits;
         let index = (count % u64::from(splits)) as u8;
-        let own = v.overlay.contact();
         let key = self.keys.get(&group, splits, index);
-        let (seq, prev_ms) = self.sent.send(v.now, key, &group, index, &payload, count);
-        let cast = Cast {
-            key,
-            group,
-            index,
-            origin: own.id,
-            epoch: own.epoch,
-            seq,
-            via: Via::Routed,
-            hops: 0,
-            tail: false,
-            resent: false,
-            prev_ms,
-            payload,
-        };
+        let numbered = self.sent.send(v.now, key, &group, index, &payload, count);
+        let cast = own_cast(v, (key, group, index), numbered, Some(payload));
         self.stats.casts_sent += 1;
         self.pass_cast(v, cast, None, fx);
     }
@@ -197,5 +183,30 @@ impl Trees {
             }
         }
         self.held_until = self.held.oldest().map(|oldest| oldest + hold);
+    }
+}
+
+/// A message of this node's own on its way to tree `(key, group, index)`, numbered
+/// `(seq, prev_ms)` there (see `sent.rs`): a client's, or a tail (`None`).
+pub(super) fn own_cast(
+    v: &View<'_>,
+    (key, group, index): (crate::overlay::NodeId, Group, u8),
+    (seq, prev_ms): (u64, u64),
+    payload: Option<Bytes>,
+) -> Cast {
+    let own = v.overlay.contact();
+    Cast {
+        key,
+        group,
+        index,
+        origin: own.id,
+        epoch: own.epoch,
+        seq,
+        via: Via::Routed,
+        hops: 0,
+        tail: payload.is_none(),
+        resent: false,
+        prev_ms,
+        payload: payload.unwrap_or_default(),
     }
 }

@@ -9,6 +9,7 @@
 //! the messages; a node that was stalled or cut off itself gets what its members missed
 //! once it is back (within what the origin keeps, `sent.rs`).
 
+use super::casts::own_cast;
 use super::sent::Resend;
 use super::{MAX_HOPS, Trees, View};
 use crate::mesh::Class;
@@ -22,22 +23,9 @@ impl Trees {
     pub(crate) fn handle_repair_timeout(&mut self, v: &View<'_>, fx: &mut Effects) {
         self.sent.expire(v.now);
         let own = v.overlay.contact();
-        for (key, group, index, (seq, prev_ms)) in self.sent.due_tails(v.now) {
+        for (key, group, index, numbered) in self.sent.due_tails(v.now) {
             self.stats.cast_tails += 1;
-            let tail = Cast {
-                key,
-                group,
-                index,
-                origin: own.id,
-                epoch: own.epoch,
-                seq,
-                via: Via::Routed,
-                hops: 0,
-                tail: true,
-                resent: false,
-                prev_ms,
-                payload: bytes::Bytes::new(),
-            };
+            let tail = own_cast(v, (key, group, index), numbered, None);
             self.pass_cast(v, tail, None, fx);
         }
         if self.scribe.next_ask().is_some_and(|t| t <= v.now) {
@@ -63,37 +51,51 @@ impl Trees {
         }
     }
 
+    /// A peer's ask for an origin's multicasts, or an origin's word that some are gone.
+    pub(crate) fn handle_repair_msg(
+        &mut self,
+        v: &View<'_>,
+        from: Contact,
+        msg: NodeMsg,
+        fx: &mut Effects,
+    ) {
+        match msg {
+            NodeMsg::CastGone {
+                key,
+                epoch,
+                gone,
+                skipped,
+            } => self.handle_gone(from, key, epoch, (&gone, &skipped)),
+            ask => self.handle_ask(v, ask, fx),
+        }
+    }
+
     /// A peer's ask for an origin's multicasts: answered here if this node is the origin,
     /// passed on toward it otherwise.
-    pub(crate) fn handle_ask(&mut self, v: &View<'_>, msg: NodeMsg, fx: &mut Effects) {
+    fn handle_ask(&mut self, v: &View<'_>, mut msg: NodeMsg, fx: &mut Effects) {
         let NodeMsg::CastAsk {
             key,
             origin,
             epoch,
             asker,
-            ranges,
             within_ms,
-            hops,
+            ref mut hops,
+            ..
         } = msg
         else {
             return;
         };
         let own = v.overlay.contact();
         if origin != own.id {
-            if hops >= MAX_HOPS {
+            if *hops >= MAX_HOPS {
                 return;
             }
-            let msg = NodeMsg::CastAsk {
-                key,
-                origin,
-                epoch,
-                asker,
-                ranges,
-                within_ms,
-                hops: hops + 1,
-            };
+            *hops += 1;
             return self.route_ask(v, origin, msg, fx);
         }
+        let NodeMsg::CastAsk { ranges, .. } = msg else {
+            return;
+        };
         let (mut gone, mut skipped) = (Vec::new(), Vec::new());
         if epoch != own.epoch {
             // Asked of an earlier incarnation of this node: all of it is gone.
@@ -124,7 +126,7 @@ impl Trees {
 
     /// The origin `from` no longer has `gone` of tree `key` (they are lost here), and
     /// sent `skipped` before this node had members.
-    pub(crate) fn handle_gone(
+    fn handle_gone(
         &mut self,
         from: Contact,
         key: NodeId,
@@ -145,11 +147,13 @@ impl Trees {
     /// A multicast sent again straight to this node: delivered if it is still missing
     /// here, never passed on.
     pub(super) fn take_resent(&mut self, v: &View<'_>, c: Cast) -> Option<Effect> {
-        if !self.scribe.in_tree(c.key)
-            || self
-                .scribe
-                .check(v.now, c.origin, c.epoch, c.key, (c.seq, 0), true)
-                == crate::scribe::Verdict::Old
+        if !self.scribe.in_tree(c.key) {
+            return None; // its members left meanwhile: nobody here is owed it
+        }
+        if self
+            .scribe
+            .check(v.now, c.origin, c.epoch, c.key, (c.seq, 0), true)
+            == crate::scribe::Verdict::Old
         {
             self.stats.casts_duplicate += 1;
             return None;
