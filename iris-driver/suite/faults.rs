@@ -8,6 +8,7 @@
 use super::common::{self, Bridged, IrisProcess};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::Range;
 use std::process::{Child, ChildStdin};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -150,6 +151,27 @@ impl Net {
         }
     }
 
+    /// How many messages the clients of the nodes in `from` sent in `during`, and how
+    /// long after its end the nodes in `at` had them all (what was sent after it would
+    /// measure only how long sending went on).
+    fn caught_up(&self, at: &[usize], from: &[usize], during: Range<Instant>) -> (usize, Duration) {
+        let sent: Vec<&String> = self
+            .sent
+            .iter()
+            .filter(|(m, when)| {
+                during.contains(when) && from.iter().any(|i| m[1..].starts_with(&format!("{i}-")))
+            })
+            .map(|(m, _)| m)
+            .collect();
+        let last = at
+            .iter()
+            .flat_map(|&i| sent.iter().filter_map(move |m| self.got[i].get(*m)))
+            .map(|(_, when)| when.saturating_duration_since(during.end))
+            .max()
+            .unwrap_or_default();
+        (sent.len(), last)
+    }
+
     /// Takes what every member and subscriber printed so far.
     fn collect(&mut self) {
         let now = Instant::now();
@@ -217,9 +239,12 @@ fn a_node_stopped_for_12_s_costs_the_others_nothing_and_gets_what_it_missed() {
     };
     let stopped = NODES - 1;
     let healthy: Vec<usize> = (0..NODES).filter(|&i| i != stopped).collect();
-    let mut resumed = None;
+    let (mut stopped_at, mut resumed) = (None, None);
     net.send_for(&healthy, 20, |net, second| match second {
-        3 => net.nodes[stopped].kill("STOP"),
+        3 => {
+            net.nodes[stopped].kill("STOP");
+            stopped_at = Some(Instant::now());
+        }
         15 => {
             net.nodes[stopped].kill("CONT");
             resumed = Some(Instant::now());
@@ -227,17 +252,17 @@ fn a_node_stopped_for_12_s_costs_the_others_nothing_and_gets_what_it_missed() {
         _ => {}
     });
     net.settle(Duration::from_secs(30));
-    let resumed = resumed.unwrap();
-    let last = net.got[stopped]
-        .values()
-        .map(|(_, at)| at.saturating_duration_since(resumed))
-        .max()
-        .unwrap_or_default();
+    let (stopped_at, resumed) = (stopped_at.unwrap(), resumed.unwrap());
+    let (count, last) = net.caught_up(&[stopped], &healthy, stopped_at..resumed);
     eprintln!(
-        "stop of 12 s: {} messages, the stopped node had them all {last:?} after it resumed",
+        "stop of 12 s: {} messages; the stopped node had the {count} sent during the stop \
+         {last:?} after it resumed",
         net.sent.len()
     );
     net.assert_whole("stop of 12 s");
+    // 1.1 s measured on this machine (5.4 s before the first beat after a stop listed the
+    // trees whose parents may have let the node go). Looser for a loaded machine.
+    assert!(last < Duration::from_secs(5), "{last:?}");
 }
 
 /// One node's link down for 20 s while all five broadcast and publish ten each a second:
@@ -250,9 +275,12 @@ fn a_node_cut_off_for_20_s_loses_nothing_and_catches_up_at_the_heal() {
     };
     let cut = NODES - 1;
     let all: Vec<usize> = (0..NODES).collect();
-    let mut healed = None;
+    let (mut cut_at, mut healed) = (None, None);
     net.send_for(&all, 28, |net, second| match second {
-        3 => net.ns.link(cut, "down"),
+        3 => {
+            net.ns.link(cut, "down");
+            cut_at = Some(Instant::now());
+        }
         23 => {
             net.ns.link(cut, "up");
             healed = Some(Instant::now());
@@ -260,24 +288,16 @@ fn a_node_cut_off_for_20_s_loses_nothing_and_catches_up_at_the_heal() {
         _ => {}
     });
     net.settle(Duration::from_secs(30));
-    let healed = healed.unwrap();
-    // When the others had the cut-off node's messages of the cut.
-    let from_cut = format!("{cut}-");
-    let caught_up = (0..cut)
-        .flat_map(|i| {
-            net.got[i]
-                .iter()
-                .filter(|(m, _)| m[1..].starts_with(&from_cut))
-                .map(|(_, (_, at))| at.saturating_duration_since(healed))
-        })
-        .max()
-        .unwrap_or_default();
+    let (cut_at, healed) = (cut_at.unwrap(), healed.unwrap());
+    let (count, caught_up) = net.caught_up(&all[..cut], &[cut], cut_at..healed);
+    assert!(count > 300, "{count} sent during the cut");
     eprintln!(
-        "partition of 20 s: {} messages, the cut-off node's were all in {caught_up:?} after the heal",
+        "partition of 20 s: {} messages; the {count} the cut-off node's clients sent during \
+         the cut were all at the others {caught_up:?} after the heal",
         net.sent.len()
     );
     net.assert_whole("partition of 20 s");
-    // 5.2 s measured on this machine (16 s before dials replaced half-open links); the
-    // issue asks for 3 s. The bound is looser, for a loaded machine.
-    assert!(caught_up < Duration::from_secs(10), "{caught_up:?}");
+    // 1.4-2.2 s measured on this machine; the issue asks for 3 s. The bound is looser, for
+    // a loaded machine (CI runs the suite beside the other tests).
+    assert!(caught_up < Duration::from_secs(5), "{caught_up:?}");
 }

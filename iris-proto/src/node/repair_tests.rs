@@ -7,6 +7,7 @@ use crate::relay::{ClientPacket, NodePacket};
 use crate::testnet::Net;
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A network of `n` nodes, each with a member of cluster "svc", a subscriber of topic
 /// "t", and a client that sends.
@@ -137,38 +138,80 @@ fn roots_a_tree(net: &Net, i: usize) -> bool {
     })
 }
 
-#[test]
-fn a_stalled_node_costs_healthy_members_nothing_and_gets_what_it_missed() {
-    let mut t = Traffic::new(Net::ready(5), 5);
-    let stalled = (0..5)
-        .find(|&i| roots_a_tree(&t.net, i))
-        .expect("some node roots a tree");
-    let healthy: Vec<usize> = (0..5).filter(|&i| i != stalled).collect();
-    // Ten messages a second from every healthy node; the stalled node stops (SIGSTOP) for
-    // 12 s in the middle.
+/// Stops node `stalled` from round `from` (of 100 ms) to round 170 while the others send
+/// ten messages a second each, and checks that nothing is lost or duplicated anywhere;
+/// returns how long after it resumed the stalled node had everything sent during the stop.
+fn stall(mut t: Traffic, stalled: usize, from: u32) -> Duration {
+    let n = t.got.len();
+    let healthy: Vec<usize> = (0..n).filter(|&i| i != stalled).collect();
+    let mut during = Vec::new();
+    let mut whole_at = None;
     for round in 0..200 {
-        if round == 50 {
+        if round == from {
             t.net.freeze(stalled);
         }
         if round == 170 {
             t.net.thaw(stalled);
         }
         t.send_round(&healthy, round);
+        if (from..170).contains(&round) {
+            during.extend(t.sent[t.sent.len() - 2 * healthy.len()..].iter().cloned());
+        }
         t.net.millis(100);
         t.collect();
+        if round >= 170
+            && whole_at.is_none()
+            && during.iter().all(|m| t.got[stalled].contains_key(m))
+        {
+            whole_at = Some(round);
+        }
     }
     t.net.secs(15);
     t.collect();
     t.assert_whole(&format!("stalled: node {stalled}"));
     let stats = t.net.node(stalled).stats();
     assert!(stats.casts_asked > 0, "the stalled node asked for nothing");
-    let lost: u64 = (0..5)
+    let lost: u64 = (0..n)
         .map(|i| {
             let s = t.net.node(i).stats();
             s.casts_gone + s.casts_unrepaired
         })
         .sum();
     assert_eq!(lost, 0);
+    let whole_at = whole_at.expect("the stalled node never had everything");
+    Duration::from_millis(u64::from(whole_at - 170 + 1) * 100)
+}
+
+#[test]
+fn a_stalled_tree_root_costs_healthy_members_nothing_and_gets_what_it_missed() {
+    let t = Traffic::new(Net::ready(5), 5);
+    let stalled = (0..5)
+        .find(|&i| roots_a_tree(&t.net, i))
+        .expect("some node roots a tree");
+    let whole = stall(t, stalled, 50);
+    assert!(
+        whole <= Duration::from_secs(2),
+        "whole {whole:?} after the stop"
+    );
+}
+
+#[test]
+fn a_stalled_member_is_whole_again_within_seconds_of_resuming() {
+    // Its parents took it for gone during the stop; the first beat after it lists the
+    // trees they are its parents in, so they say so at once, and it subscribes again and
+    // asks for what it missed. (It waited for the next refresh beat before, up to 10 s:
+    // stops that begin at each second of a refresh period.)
+    for from in (30..=120).step_by(10) {
+        let t = Traffic::new(Net::ready(5), 5);
+        let stalled = (0..5)
+            .find(|&i| !roots_a_tree(&t.net, i))
+            .expect("some node roots no tree");
+        let whole = stall(t, stalled, from);
+        assert!(
+            whole <= Duration::from_secs(2),
+            "stopped from round {from}: whole {whole:?} after the stop"
+        );
+    }
 }
 
 #[test]

@@ -273,6 +273,10 @@ pub struct Scribe {
     full_since: Option<(Group, u64)>,
     /// Beats that came late: the node itself was stopped.
     lateness: crate::time::Lateness,
+    /// The next beat lists the trees each neighbour is a parent in, whatever the tick:
+    /// after a stop, parents that took this node for gone say so at once (they answer
+    /// NOT-IN-TREE, and it subscribes again) instead of at the next refresh.
+    refresh_due: bool,
 }
 
 impl Scribe {
@@ -294,6 +298,7 @@ impl Scribe {
             lingering: VecDeque::new(),
             full_since: None,
             lateness: crate::time::Lateness::default(),
+            refresh_due: false,
         }
     }
 
@@ -576,6 +581,7 @@ impl Scribe {
             for n in self.neighbours.values_mut() {
                 n.last_heard = n.last_heard.max(fresh);
             }
+            self.refresh_due = true;
         }
         self.release_lingering(now);
         let limit = self.cfg.beat * self.cfg.misses;
@@ -671,7 +677,8 @@ impl Scribe {
     /// One beat to each neighbour: the capacities that changed for it, and on refresh beats
     /// the trees it is this node's parent in.
     fn beat(&mut self, capacity: &dyn Fn(&Group) -> u32) {
-        let refresh = self.ticks.is_multiple_of(u64::from(self.cfg.refresh_every));
+        let refresh = self.ticks.is_multiple_of(u64::from(self.cfg.refresh_every))
+            || std::mem::take(&mut self.refresh_due);
         let mut beats: BTreeMap<NodeId, BeatDraft> = self
             .neighbours
             .keys()
