@@ -28,6 +28,7 @@
 //!   be found), `change_quiet` once in a network (its join answered, or joined by others),
 //!   and `change_quiet` after each later change.
 
+use super::graveyard::Graveyard;
 use super::routing_table::Offer;
 use super::rtt::{RttSpread, smoothed_rtt};
 use super::{Contact, LeafSet, NodeId, RoutingTable, next_hop};
@@ -36,9 +37,6 @@ use crate::timer::Timers;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// Forgotten peers remembered for healing.
-const GRAVEYARD: usize = 32;
 
 /// The overlay's deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -236,8 +234,8 @@ pub struct Overlay {
     dead: BTreeMap<NodeId, Tombstone>,
     /// Ids heard of second-hand and pinged, until when their answer is awaited.
     probing: BTreeMap<NodeId, Instant>,
-    /// Peers forgotten for silence, oldest first, probed now and then (bounded).
-    graveyard: VecDeque<Contact>,
+    /// Peers forgotten for silence, probed now and then (bounded: `graveyard.rs`).
+    graveyard: Graveyard,
     /// The contact of the last join, retried while the node knows nobody.
     contact: Option<Contact>,
     leaf_version: u64,
@@ -289,7 +287,7 @@ impl Overlay {
             peers: BTreeMap::new(),
             dead: BTreeMap::new(),
             probing: BTreeMap::new(),
-            graveyard: VecDeque::new(),
+            graveyard: Graveyard::default(),
             contact: None,
             leaf_version: 0,
             outbox: VecDeque::new(),
@@ -637,9 +635,7 @@ impl Overlay {
         }
         self.ask_suspects(now);
         let lookup = u64::from(self.cfg.self_lookup_every.max(1));
-        if self.ticks % lookup == lookup / 2 {
-            self.probe_graveyard(now);
-        }
+        self.probe_graveyard(now, self.ticks % lookup == lookup / 2);
         // Self-lookups wait until the node is part of its network: until then the joins
         // through its seeds are its only ones, so their answer tells it it joined.
         if self.seeded
@@ -699,12 +695,11 @@ impl Overlay {
     fn alive(&mut self, now: Instant, from: Contact) {
         self.probing.remove(&from.id);
         self.dead.remove(&from.id);
-        let revived =
-            !self.peers.contains_key(&from.id) && self.graveyard.iter().any(|g| g.id == from.id);
+        let revived = !self.peers.contains_key(&from.id) && self.graveyard.contains(from.id);
         self.learn(now, from);
         if revived && self.cfg.repair && self.seeded {
             // Look ourselves up through it now rather than at the next scheduled lookup.
-            self.graveyard.retain(|g| g.id != from.id);
+            self.graveyard.remove(from.id);
             self.send(from, OverlayMsg::Join { joiner: self.own });
         }
     }
@@ -880,27 +875,30 @@ impl Overlay {
         }
     }
 
-    /// Pings every forgotten peer the leaf set would take back, and the oldest other one
-    /// whose tombstone has expired (it goes to the back of the graveyard, so every entry
-    /// gets its turn). Leaves first: after a partition a node's graveyard fills with the
-    /// far side's nodes, and two neighbours that gave each other up, each the other's
-    /// only missing leaf, waited their turn for many minutes (found by swarm testing: 939
-    /// nodes, a third cut off for 35 s).
-    fn probe_graveyard(&mut self, now: Instant) {
-        let patience = self.cfg.heartbeat_period * self.cfg.heartbeat_misses;
-        let leaves: Vec<Contact> = self
-            .graveyard
-            .iter()
-            .filter(|c| {
-                !self.peers.contains_key(&c.id)
-                    && !self.dead.contains_key(&c.id)
-                    && !self.probing.contains_key(&c.id)
-                    && self.leaves.wants(c.id)
-            })
-            .copied()
-            .collect();
-        for c in leaves {
-            self.probing.insert(c.id, now + patience);
+    /// Pings the forgotten peers the leaf set would take back whose turn it is (see
+    /// `graveyard.rs`: every period at first), and on a graveyard `round` the next other
+    /// one whose tombstone has expired. Neighbours first: after a partition a node's
+    /// graveyard fills with the far side's nodes, and two neighbours that gave each other
+    /// up, each the other's only missing leaf, waited their turn for many minutes (found
+    /// by swarm testing: 939 nodes, a third cut off for 35 s); and when they were probed
+    /// only once their tombstones expired, at graveyard rounds 30 s apart, the two sides
+    /// of a partition merged up to a minute after it healed.
+    fn probe_graveyard(&mut self, now: Instant, round: bool) {
+        let (peers, leaves) = (&self.peers, &self.leaves);
+        let mut pings = self.graveyard.due(now, self.cfg.heartbeat_period, |id| {
+            !peers.contains_key(&id) && leaves.wants(id)
+        });
+        if round {
+            let (dead, probing) = (&self.dead, &self.probing);
+            let other = self.graveyard.next_in_turn(
+                |id| peers.contains_key(&id),
+                |id| !dead.contains_key(&id) && !probing.contains_key(&id),
+            );
+            pings.extend(other.filter(|c| !pings.contains(c)));
+        }
+        // (Not marked as probed: that mark is for hearsay, and must not hold back the
+        // probe of a later epoch, a restart, at a new address.)
+        for c in pings {
             self.send(
                 c,
                 OverlayMsg::Ping {
@@ -908,26 +906,6 @@ impl Overlay {
                     rtt: None,
                 },
             );
-        }
-        for _ in 0..self.graveyard.len() {
-            let Some(c) = self.graveyard.pop_front() else {
-                return;
-            };
-            if self.peers.contains_key(&c.id) {
-                continue; // already back
-            }
-            self.graveyard.push_back(c);
-            if !self.dead.contains_key(&c.id) && !self.probing.contains_key(&c.id) {
-                self.probing.insert(c.id, now + patience);
-                self.send(
-                    c,
-                    OverlayMsg::Ping {
-                        leaves: None,
-                        rtt: None,
-                    },
-                );
-                return;
-            }
         }
     }
 
@@ -954,11 +932,8 @@ impl Overlay {
         }
         // Only the silent go to the graveyard: a node that said goodbye is not coming back.
         if let (true, Some(p)) = (silent, known) {
-            self.graveyard.retain(|g| g.id != id);
-            self.graveyard.push_back(Contact::new(id, p.addr, p.epoch));
-            if self.graveyard.len() > GRAVEYARD {
-                self.graveyard.pop_front();
-            }
+            let c = Contact::new(id, p.addr, p.epoch);
+            self.graveyard.bury(c, now, self.cfg.heartbeat_period);
         }
         if !(was_leaf || was_entry) {
             return;

@@ -4,6 +4,7 @@
 //! [`Overlay`] is the state machine around them (join, liveness, repair, leave,
 //! convergence), which the simulator drives today and the node will drive over links.
 
+mod graveyard;
 pub(crate) mod id;
 pub(crate) mod leaf_set;
 pub(crate) mod machine;
