@@ -274,6 +274,9 @@ impl Node {
                 MeshOutput::Sign(l, s) => Output::Sign(l, s),
                 MeshOutput::Event(e) => {
                     let converged = matches!(e, crate::mesh::MeshEvent::Converged { .. });
+                    if converged {
+                        n.trees.handle_converged(self.now);
+                    }
                     self.outputs.push_back(Output::Event(Event::Mesh(e)));
                     if converged && !self.life.ready && !refused {
                         self.life.ready = true;

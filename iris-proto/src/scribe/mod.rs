@@ -273,6 +273,9 @@ pub struct Scribe {
     full_since: Option<(Group, u64)>,
     /// Beats that came late: the node itself was stopped.
     lateness: crate::time::Lateness,
+    /// Per (tree, origin): the furthest head passed on to children (see `on_heads`),
+    /// at most `max_windows` of them.
+    heads_passed: BTreeMap<(NodeId, NodeId), (u64, u64)>,
     /// The next beat lists the trees each neighbour is a parent in, whatever the tick:
     /// after a stop, parents that took this node for gone say so at once (they answer
     /// NOT-IN-TREE, and it subscribes again) instead of at the next refresh.
@@ -299,6 +302,7 @@ impl Scribe {
             full_since: None,
             lateness: crate::time::Lateness::default(),
             refresh_due: false,
+            heads_passed: BTreeMap::new(),
         }
     }
 
@@ -871,6 +875,9 @@ impl Scribe {
         self.stats.subscribes += 1;
         self.outbox.push_back((h, msg));
         self.add_ref(now, h);
+        // And what this node took on the tree goes up: the new parent's side of the tree
+        // learns of what was sent on this side (see `on_heads`).
+        self.send_heads(now, h, key);
     }
 
     /// Leaves a tree nobody needs here any more.

@@ -85,9 +85,15 @@ impl Scribe {
             .collect()
     }
 
-    /// The parent's heads (see [`ScribeMsg::Heads`]): what this node lacks of them it asks
-    /// for, if it has members. (They go no further: a child asks only for itself, and its
-    /// own children learn of a gap from the messages, tails and heads of their own.)
+    /// A tree neighbour's heads (see [`ScribeMsg::Heads`]): what this node lacks of them
+    /// it asks for, if it has members; and what went further than this node had it passes
+    /// on to its other tree neighbours. Heads go both ways along an edge when a node
+    /// subscribes: when trees that grew apart in a partition merge (one root subscribes
+    /// into the other tree), each side learns what was sent on the other, beyond the two
+    /// nodes of the new edge, where a tail may never come again (found in the simulator:
+    /// messages lost for good, silently, when only the subscriber learned).
+    /// Each node passes a given head on once (`heads_passed`), so even a cycle that forms
+    /// for a moment while trees merge carries it around only once.
     pub(super) fn on_heads(
         &mut self,
         now: Instant,
@@ -95,18 +101,35 @@ impl Scribe {
         key: NodeId,
         heads: Vec<(NodeId, u64, u64, u64)>,
     ) {
-        let from_parent = self
-            .trees
-            .get(&key)
-            .and_then(|t| t.parent)
-            .is_some_and(|p| p.id == from.id);
-        if from_parent {
-            let owed = self.local_for(now, key);
-            self.windows.learn_heads(now, key, &heads, owed);
+        if !self.is_neighbour(key, from.id) {
+            return;
+        }
+        let owed = self.local_for(now, key);
+        let ahead = self.windows.learn_heads(now, key, &heads, owed);
+        let max = self.cfg.max_windows;
+        let mut onward = Vec::new();
+        for head @ (origin, epoch, seq, _) in ahead {
+            let passed = self.heads_passed.get(&(key, origin));
+            if passed.is_some_and(|&p| p >= (epoch, seq)) {
+                continue;
+            }
+            if passed.is_none() && self.heads_passed.len() >= max {
+                self.heads_passed.pop_first();
+            }
+            self.heads_passed.insert((key, origin), (epoch, seq));
+            onward.push(head);
+        }
+        if onward.is_empty() {
+            return;
+        }
+        for to in self.flood_targets(key, Some(from.id)) {
+            let heads = onward.clone();
+            self.outbox.push_back((to, ScribeMsg::Heads { key, heads }));
         }
     }
 
-    /// Tells a child that just subscribed what this node took lately on the tree.
+    /// Tells a tree neighbour of a new edge (a child that just subscribed, or the parent
+    /// this node just subscribed to) what this node took lately on the tree.
     pub(super) fn send_heads(&mut self, now: Instant, to: Contact, key: NodeId) {
         let heads = self.windows.heads(now, key);
         if !heads.is_empty() {

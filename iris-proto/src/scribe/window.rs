@@ -211,16 +211,17 @@ impl Windows {
 
     /// What the parent took lately on tree `key` (see [`Windows::heads`]): what of it this
     /// node lacks is missing here, if it is owed (`owed`: how long this node has had
-    /// members; `None`: none, and it only notes how far each origin went). Returns whether
-    /// any of it was news here.
+    /// members; `None`: none, and it only notes how far each origin went). Returns the
+    /// heads that went further than this node had (for its own children: see
+    /// `Scribe::on_heads`).
     pub(crate) fn learn_heads(
         &mut self,
         now: Instant,
         key: NodeId,
         heads: &[(NodeId, u64, u64, u64)],
         owed: Option<Duration>,
-    ) -> bool {
-        let mut news = false;
+    ) -> Vec<(NodeId, u64, u64, u64)> {
+        let mut ahead = Vec::new();
         for &(origin, epoch, seq, age_ms) in heads.iter().take(MAX_HEADS) {
             let id = (key, origin);
             let known = self
@@ -230,20 +231,20 @@ impl Windows {
                 .map(|s| (s.epoch, s.seq));
             let missing = match known {
                 Some((e, last)) if e > epoch || seq <= last => continue,
-                Some((_, last)) => (last + 1, seq),
+                Some((_, last)) => Some((last + 1, seq)),
                 // Nothing from that origin here: owed only if this node had members when
                 // the parent took it (and then what came before may be owed too).
                 None if owed.is_some_and(|o| Duration::from_millis(age_ms) < o) => {
-                    (seq.saturating_sub(HEAD_SPAN), seq)
+                    Some((seq.saturating_sub(HEAD_SPAN), seq))
                 }
-                None => continue,
+                None => None,
             };
-            news = true;
-            if owed.is_none() {
-                // No members here: nothing to ask for, and the messages may still come
-                // this way, to be passed on.
+            ahead.push((origin, epoch, seq, age_ms));
+            // No members here (nothing to ask for, and the messages may still come this
+            // way, to be passed on), or none when the parent took it: nothing owed.
+            let (Some(missing), Some(_)) = (missing, owed) else {
                 continue;
-            }
+            };
             if self.seen.len() >= self.max && !self.seen.contains_key(&id) {
                 self.evict(now);
             }
@@ -265,7 +266,7 @@ impl Windows {
             self.gappy.insert(id);
             self.give_up(key, over);
         }
-        news
+        ahead
     }
 
     /// Forgets every origin of tree `key` (this node left it).

@@ -227,7 +227,13 @@ impl Trees {
     /// kept get a tail again (see `sent.rs`).
     pub(crate) fn handle_linked(&mut self, now: Instant, node: NodeId) {
         self.unreachable.remove(&node);
-        self.sent.retail(now);
+        self.sent.retail(now, true);
+    }
+
+    /// The overlay settled after a change: trees with this node's messages kept get a
+    /// tail again (see `sent.rs`).
+    pub(crate) fn handle_converged(&mut self, now: Instant) {
+        self.sent.retail(now, false);
     }
 
     /// `node`'s link failed, or a dial to it did: it is routed around for a while.

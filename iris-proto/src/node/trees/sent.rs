@@ -169,11 +169,17 @@ impl Sent {
     }
 
     /// A link came up (a peer came back, or a partition heals): every tree with messages
-    /// kept gets a tail soon, at most once every [`RETAIL_EVERY`].
-    pub(crate) fn retail(&mut self, now: Instant) {
-        if self
-            .retailed_at
-            .is_some_and(|at| now.saturating_duration_since(at) < RETAIL_EVERY)
+    /// kept gets a tail soon, at most once every [`RETAIL_EVERY`] (`throttled`); or the
+    /// overlay settled after a change (not throttled: it says so once per quiet period),
+    /// when trees that grew apart in a partition have merged, or are about to: a tail sent
+    /// only at the first link-up went through a tree still split, and tree nodes across the
+    /// split never learned what they missed (found in `a_partition_that_heals_...`, once
+    /// the two sides of a partition found each other within seconds).
+    pub(crate) fn retail(&mut self, now: Instant, throttled: bool) {
+        if throttled
+            && self
+                .retailed_at
+                .is_some_and(|at| now.saturating_duration_since(at) < RETAIL_EVERY)
         {
             return;
         }
