@@ -12,9 +12,12 @@
 //! delivered.
 //!
 //! A node with members of the group asks the origin for what is still missing a little
-//! after it noticed (`ASK_AFTER`, for the late arrivals), then every `ASK_EVERY`, at most
-//! `ASKS` times; the origin sends back what it still keeps, and says which numbers it no
-//! longer has. What is given up on, or gone at the origin, is counted as lost: never
+//! after it noticed (`ASK_AFTER`, for the late arrivals), then every `ASK_EVERY` at first
+//! and at gaps that double up to `ASK_GAP_MAX`, at most `ASKS` times: the asks span as long
+//! as the origin keeps its messages, so that a gap noticed while the way to the origin is
+//! down (a partition that has just begun: routes still lead across it until the peers
+//! there are taken for dead) is still repaired once it is back. The origin sends back what
+//! it still keeps, and says which numbers it no longer has. What is given up on, or gone at the origin, is counted as lost: never
 //! silently.
 //!
 //! **The first message from an origin.** A node that has nothing from an origin on a tree
@@ -33,10 +36,23 @@ use std::time::Duration;
 pub(crate) const MAX_RANGES: usize = 32;
 /// How long a gap may close by itself (a late arrival) before the origin is asked.
 const ASK_AFTER: Duration = Duration::from_millis(200);
-/// How often an origin is asked again while the gap stays open.
+/// How often an origin is asked again while the gap stays open, for the first asks.
 const ASK_EVERY: Duration = Duration::from_secs(1);
-/// Asks before a gap is given up (its origin is gone or unreachable).
+/// The first asks go `ASK_EVERY` apart (one more than this many), then the gaps double...
+const ASKS_EVERY: u8 = 3;
+/// ...up to this gap.
+const ASK_GAP_MAX: Duration = Duration::from_secs(16);
+/// Asks before a gap is given up (its origin is gone or unreachable): the last goes about
+/// 65 s after the gap was noticed, past what origins keep (`trees::sent::KEEP_FOR`).
 const ASKS: u8 = 10;
+
+/// How long after ask number `asks` (from 1) the next goes.
+fn ask_gap(asks: u8) -> Duration {
+    match asks.checked_sub(ASKS_EVERY) {
+        None | Some(0) => ASK_EVERY,
+        Some(n) => (ASK_EVERY * (1u32 << n.min(8))).min(ASK_GAP_MAX),
+    }
+}
 /// How far below the first message taken an ask for what came before reaches: no origin
 /// keeps more messages than that (`trees::sent::KEEP_MAX`).
 const HEAD_SPAN: u64 = 1 << 16;
@@ -330,7 +346,7 @@ impl Windows {
                 continue;
             }
             gap.asks += 1;
-            gap.ask_at = now + ASK_EVERY;
+            gap.ask_at = now + ask_gap(gap.asks);
             out.push(Ask {
                 key: id.0,
                 origin: id.1,
@@ -593,7 +609,9 @@ mod tests {
             asked += w.asks(at(t)).len();
         }
         assert_eq!(asked, usize::from(ASKS));
-        assert!(t >= 9_000, "gave up after {t} ms");
+        // Asked at 0.2, 1.2, 2.2, 3.2, 5.2, 9.2, 17.2, 33.2, 49.2 and 65.2 s: the last one
+        // after the 60 s its origin keeps a message; given up 16 s later.
+        assert_eq!(t, 81_200, "gave up after {t} ms");
         assert_eq!(w.take_given_up(), BTreeMap::from([(T, 9)]));
     }
 
