@@ -12,7 +12,7 @@
 //!   tunnel ends either completed at both ends, or with an error at both ends (or with the
 //!   death of an end's node).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A client as the auditor knows it (unique over the whole run).
 pub(crate) type ClientKey = u64;
@@ -130,6 +130,8 @@ pub(crate) struct Auditor {
     stable_loss_examples: Vec<String>,
     /// Stalls: the node's slot, from, until.
     stalls: Vec<(usize, u64, u64)>,
+    /// Partitions: the minority side's slots, from, until (ns).
+    partitions: Vec<(BTreeSet<usize>, u64, u64)>,
     /// Set by a test: every broadcast delivery is counted twice, as a broken node would do.
     pub(crate) inject_duplicate: bool,
 }
@@ -152,6 +154,7 @@ impl Auditor {
             stable_losses: 0,
             stable_loss_examples: Vec::new(),
             stalls: Vec::new(),
+            partitions: Vec::new(),
             inject_duplicate: false,
         }
     }
@@ -528,10 +531,12 @@ impl Auditor {
                     owed += 1;
                     let delivered = m.got.contains_key(&c);
                     got += u64::from(delivered);
-                    let sender_stable = self
-                        .clients
-                        .get(&m.sender)
-                        .is_some_and(|s| self.stable(s, m.sent) && !self.stalled_near(s, m.sent));
+                    let sender = self.clients.get(&m.sender);
+                    let sender_stable = sender.is_some_and(|s| {
+                        self.stable(s, m.sent)
+                            && !self.stalled_near(s, m.sent)
+                            && self.outlived_cut(s, l, m.sent)
+                    });
                     if !delivered && sender_stable && !self.stalled_near(l, m.sent) {
                         self.stable_losses += 1;
                         if self.stable_loss_examples.len() < 20 {
@@ -559,6 +564,25 @@ impl Auditor {
     /// Node `slot` stops (as under SIGSTOP) from `from` until `until`.
     pub(crate) fn stalled(&mut self, slot: usize, from: u64, until: u64) {
         self.stalls.push((slot, from, until));
+    }
+
+    /// A partition cut the nodes in `minority` off from the rest from `from` to `until`.
+    pub(crate) fn partitioned(&mut self, minority: BTreeSet<usize>, from: u64, until: u64) {
+        self.partitions.push((minority, from, until));
+    }
+
+    /// Whether a message sent at `t` from `sender` to `to` could cross: if a partition lay
+    /// between their nodes then (or began within `settle` after it, with the message on
+    /// its way), both must have lived `horizon` past the heal. A message kept by an origin
+    /// that crashed before the heal is lost with the origin: no sender is stable across a
+    /// partition it did not outlive.
+    fn outlived_cut(&self, sender: &ClientLife, to: &ClientLife, t: u64) -> bool {
+        self.partitions.iter().all(|(minority, from, until)| {
+            let apart = minority.contains(&sender.node) != minority.contains(&to.node);
+            let during = from.saturating_sub(self.w.settle) <= t && t < *until;
+            let lived = |l: &ClientLife| l.left.is_none_or(|left| left >= until + self.w.horizon);
+            !(apart && during) || (lived(sender) && lived(to))
+        })
     }
 
     /// Whether the client's node stalled between `settle` before `t` and `horizon` after.
@@ -632,6 +656,29 @@ mod tests {
         assert_eq!(audit.broadcast_delivery, 0.5, "client 2 never got it");
         assert_eq!((audit.duplicates, audit.misdeliveries), (1, 1));
         assert_eq!(audit.violations.len(), 2);
+    }
+
+    /// A message sent across a partition is a loss between stable nodes only if both
+    /// ends outlived the heal: an origin that crashed before it took its kept messages
+    /// along.
+    #[test]
+    fn a_loss_across_a_partition_counts_only_if_both_ends_outlived_the_heal() {
+        let audit = |sender_left: Option<u64>| {
+            let mut a = auditor();
+            a.joined(1, 0, None, vec![], 0);
+            a.joined(2, 1, Some(7), vec![], 0);
+            a.partitioned(BTreeSet::from([1]), 40, 400);
+            a.sent_broadcast(3, 7, 1, 50);
+            if let Some(t) = sender_left {
+                a.left(1, t);
+            }
+            a.finish(10_000)
+        };
+        // The sender crashed 300 after the send (past `horizon`), before the heal.
+        assert_eq!(audit(Some(350)).stable_losses, 0);
+        // It lived past the heal: the message should have been asked for and delivered.
+        assert_eq!(audit(Some(600)).stable_losses, 1);
+        assert_eq!(audit(None).stable_losses, 1);
     }
 
     #[test]

@@ -797,6 +797,12 @@ impl Sim {
                         .collect()
                 });
                 self.cut_connections();
+                if let (Some(minority), Some(p), Some(a)) =
+                    (&self.minority, self.cfg.partition, self.auditor.as_mut())
+                {
+                    let until = self.now + p.length.as_nanos() as u64;
+                    a.partitioned(minority.clone(), self.now, until);
+                }
             }
             Event::ClientRead {
                 client,

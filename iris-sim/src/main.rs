@@ -50,6 +50,10 @@ struct Args {
     /// How long a stall lasts, in seconds.
     #[arg(long, default_value_t = 12, value_name = "SECS")]
     stall_secs: u64,
+    /// A partition that heals: `FRACTION:START:SECS` cuts FRACTION of the nodes off from
+    /// the rest START seconds after the joins, for SECS seconds (e.g. `0.3:60:30`).
+    #[arg(long, value_name = "FRACTION:START:SECS", value_parser = parse_partition)]
+    partition: Option<iris_sim::Partition>,
     /// Swarm testing: draw a fresh seed, draw every option of a run from it, run, and
     /// repeat until the budget is spent or a run fails (which prints its replay).
     #[arg(long, conflicts_with = "swarm_seed")]
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
     cfg.overlay.repair = !args.no_repair;
     cfg.stalls = args.stalls.max(0.0);
     cfg.stall_length = std::time::Duration::from_secs(args.stall_secs);
+    cfg.partition = args.partition;
     if args.workload == "messaging" {
         cfg.workload = Some(iris_sim::Workload::default());
     }
@@ -130,9 +135,46 @@ fn main() -> ExitCode {
         format!(" --stalls {} --stall-secs {}", args.stalls, args.stall_secs)
     } else {
         String::new()
-    };
+    } + &args
+        .partition
+        .as_ref()
+        .map(|p| {
+            format!(
+                " --partition {}:{}:{}",
+                p.fraction,
+                p.start.as_secs(),
+                p.length.as_secs()
+            )
+        })
+        .unwrap_or_default();
     let ok = run_checked(&cfg, args.check_determinism, &replay);
     exit(ok)
+}
+
+/// Parses `FRACTION:START:SECS` (a share of the nodes in (0, 1), whole seconds).
+fn parse_partition(s: &str) -> Result<iris_sim::Partition, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [fraction, start, secs] = parts[..] else {
+        return Err(format!(
+            "{s:?}: expected FRACTION:START:SECS, e.g. 0.3:60:30"
+        ));
+    };
+    let fraction: f64 = fraction
+        .parse()
+        .map_err(|e| format!("fraction {fraction:?}: {e}"))?;
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(format!("fraction {fraction}: must be between 0 and 1"));
+    }
+    let secs_of = |what: &str, v: &str| {
+        v.parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|e| format!("{what} {v:?}: {e}"))
+    };
+    Ok(iris_sim::Partition {
+        start: secs_of("start", start)?,
+        length: secs_of("length", secs)?,
+        fraction,
+    })
 }
 
 /// Swarm runs from fresh seeds until `budget` seconds are spent; stops at the first

@@ -87,3 +87,35 @@ fn a_swarm_prints_its_first_seed_and_each_run_and_replays_from_it() {
     let line = |o: &str| o.lines().nth(1).map(str::to_owned);
     assert_eq!(line(&out), line(&again));
 }
+
+#[test]
+fn a_partition_can_be_asked_for_and_a_malformed_one_is_refused_clearly() {
+    let (code, out) = sim(&[
+        "--nodes",
+        "20",
+        "--minutes",
+        "1",
+        "--churn",
+        "0",
+        "--workload",
+        "messaging",
+        "--partition",
+        "0.3:10:15",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(last.contains("\"stable_losses\":0"), "{last}");
+    for (bad, says) in [
+        ("1.5:10:15", "between 0 and 1"),
+        ("0.3:ten:15", "start \"ten\""),
+        ("0.3:10", "FRACTION:START:SECS"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_iris-sim"))
+            .args(["--partition", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
