@@ -172,6 +172,21 @@ impl Net {
         (sent.len(), last)
     }
 
+    /// The longest any message sent in `during` took to reach the nodes in `at` (to
+    /// within the 100 ms between collections).
+    fn slowest(&self, at: &[usize], during: Range<Instant>) -> Duration {
+        self.sent
+            .iter()
+            .filter(|(_, when)| during.contains(when))
+            .flat_map(|(m, sent)| {
+                at.iter()
+                    .filter_map(move |&i| self.got[i].get(m))
+                    .map(move |(_, got)| got.saturating_duration_since(*sent))
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Takes what every member and subscriber printed so far.
     fn collect(&mut self) {
         let now = Instant::now();
@@ -254,15 +269,20 @@ fn a_node_stopped_for_12_s_costs_the_others_nothing_and_gets_what_it_missed() {
     net.settle(Duration::from_secs(30));
     let (stopped_at, resumed) = (stopped_at.unwrap(), resumed.unwrap());
     let (count, last) = net.caught_up(&[stopped], &healthy, stopped_at..resumed);
+    let slowest = net.slowest(&healthy, stopped_at..resumed);
     eprintln!(
         "stop of 12 s: {} messages; the stopped node had the {count} sent during the stop \
-         {last:?} after it resumed",
+         {last:?} after it resumed; the slowest to a healthy node took {slowest:?}",
         net.sent.len()
     );
     net.assert_whole("stop of 12 s");
-    // 1.1 s measured on this machine (5.4 s before the first beat after a stop listed the
-    // trees whose parents may have let the node go). Looser for a loaded machine.
+    // 0.4-1.2 s measured on this machine (5.4 s before the first beat after a stop listed
+    // the trees whose parents may have let the node go). Looser for a loaded machine.
     assert!(last < Duration::from_secs(5), "{last:?}");
+    // 1.3 s measured on this machine: the stopped node's tree neighbours probe it under
+    // the data and go around it (3.2 s before, when its silent beats gave it away). The
+    // in-memory test pins this down; here the bound is for a loaded machine.
+    assert!(slowest < Duration::from_secs(5), "{slowest:?}");
 }
 
 /// One node's link down for 20 s while all five broadcast and publish ten each a second:
@@ -297,7 +317,7 @@ fn a_node_cut_off_for_20_s_loses_nothing_and_catches_up_at_the_heal() {
         net.sent.len()
     );
     net.assert_whole("partition of 20 s");
-    // 1.4-2.2 s measured on this machine; the issue asks for 3 s. The bound is looser, for
+    // 0.5-2.2 s measured on this machine; the issue asks for 3 s. The bound is looser, for
     // a loaded machine (CI runs the suite beside the other tests).
     assert!(caught_up < Duration::from_secs(5), "{caught_up:?}");
 }

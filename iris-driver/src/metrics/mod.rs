@@ -293,6 +293,7 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                 ("sent", st.casts_sent),
                 ("delivered", st.casts_delivered),
                 ("rerouted", st.rerouted),
+                ("neighbour_suspected", st.tree_neighbours_suspected),
             ],
         ),
         family(

@@ -133,6 +133,8 @@ fn mesh_config(seeded: bool) -> MeshConfig {
         max_children: 3,
         max_windows: 8,
         hop_rtt: Duration::from_millis(50),
+        probe_after: Duration::from_millis(500),
+        probe_wait: Duration::from_millis(500),
     };
     m
 }

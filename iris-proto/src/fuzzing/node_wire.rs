@@ -192,7 +192,7 @@ impl Pools {
 
 /// A node message of any kind, from the fuzzer's bytes.
 pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
-    match r.b() % 20 {
+    match r.b() % 21 {
         0 => {
             let (group, index, key) = group(r, p);
             NodeMsg::Tree(ScribeMsg::Subscribe { key, group, index })
@@ -249,6 +249,7 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
             reason: text(r, p),
         },
         k @ 16..=18 => repair_msg(r, p, k),
+        19 => NodeMsg::Tree(ScribeMsg::Probe),
         _ => NodeMsg::CastCredit {
             group: group(r, p).0,
             bytes: r.wide(),

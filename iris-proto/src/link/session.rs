@@ -20,9 +20,10 @@ use thiserror::Error;
 /// carry the sender's clock, so a node knows how late they arrived (`mesh::one_way`). 5: a
 /// ping carries the pinger's round trip to the pinged (`OverlayMsg::Ping`). 6: multicasts
 /// are numbered per tree and carry flags (tails, messages sent again), and tree nodes ask
-/// origins for what they missed (`scribe::window`). A node speaking another version is
-/// refused with both versions named.
-pub const HANDSHAKE_VERSION: u16 = 6;
+/// origins for what they missed (`scribe::window`). 7: tree neighbours probe each other
+/// under data (`scribe::probe`). A node speaking another version is refused with both
+/// versions named.
+pub const HANDSHAKE_VERSION: u16 = 7;
 
 /// Bounds and timers of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -223,6 +223,7 @@ impl Node {
         if let Some(n) = &self.net {
             s.absorb(&n.trees.stats);
             s.absorb(&n.casts.stats);
+            s.tree_neighbours_suspected = n.trees.scribe().stats().suspected;
         }
         s
     }

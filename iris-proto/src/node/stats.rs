@@ -140,6 +140,9 @@ pub struct Stats {
     pub peer_bytes_in: u64,
     /// Bytes of tree maintenance sent (subscriptions, beats).
     pub tree_bytes_out: u64,
+    /// Tree neighbours routed around because they did not answer a probe under data
+    /// (stalled, or slow: `scribe::probe`).
+    pub tree_neighbours_suspected: u64,
     /// Relay bytes received.
     pub bytes_in: u64,
     /// Relay bytes handed to the driver.

@@ -24,6 +24,7 @@ mod tag {
     pub(super) const BEAT: u8 = 3;
     pub(super) const NOT_IN_TREE: u8 = 4;
     pub(super) const HEADS: u8 = 5;
+    pub(super) const PROBE: u8 = 6;
     pub(super) const CAST: u8 = 16;
     pub(super) const ANYCAST: u8 = 17;
     pub(super) const REPLY: u8 = 18;
@@ -389,6 +390,7 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
         tag::UNSUBSCRIBE => NodeMsg::Tree(ScribeMsg::Unsubscribe { key: r.id()? }),
         tag::NOT_IN_TREE => NodeMsg::Tree(ScribeMsg::NotInTree { key: r.id()? }),
         tag::HEADS => NodeMsg::Tree(decode_heads(&mut r)?),
+        tag::PROBE => NodeMsg::Tree(ScribeMsg::Probe),
         tag::BEAT => NodeMsg::Tree(decode_beat(&mut r)?),
         tag::CAST => NodeMsg::Cast(decode_cast(&mut r)?),
         tag::ANYCAST => NodeMsg::Anycast(decode_anycast(&mut r)?),
@@ -571,6 +573,7 @@ fn encode_tree(t: &ScribeMsg, out: &mut BytesMut) {
             out.put_u8(tag::NOT_IN_TREE);
             out.put_u128(key.0);
         }
+        ScribeMsg::Probe => out.put_u8(tag::PROBE),
         ScribeMsg::Heads { key, heads } => {
             out.put_u8(tag::HEADS);
             out.put_u128(key.0);

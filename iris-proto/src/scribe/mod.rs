@@ -29,6 +29,7 @@
 //! whether a message was seen before (see the `window` module).
 
 mod group;
+mod probe;
 mod repair;
 mod tree;
 mod window;
@@ -71,6 +72,11 @@ pub struct ScribeConfig {
     /// pings). Each hop of a request or tunnel build takes its hop's round trip off the
     /// time left, so that what could no longer be answered in time is not delivered.
     pub hop_rtt: Duration,
+    /// A neighbour this node passes multicasts to and has not heard from for this long is
+    /// probed (`probe.rs`); zero: never.
+    pub probe_after: Duration,
+    /// How long a probed neighbour has to answer before the trees route around it.
+    pub probe_wait: Duration,
 }
 
 impl Default for ScribeConfig {
@@ -84,6 +90,8 @@ impl Default for ScribeConfig {
             max_children: 1 << 10,
             max_windows: 1 << 16,
             hop_rtt: Duration::from_millis(50),
+            probe_after: Duration::from_millis(500),
+            probe_wait: Duration::from_millis(500),
         }
     }
 }
@@ -148,6 +156,9 @@ pub enum ScribeMsg {
         /// (origin, its epoch, the number, how long ago it was taken, in ms).
         heads: Vec<(NodeId, u64, u64, u64)>,
     },
+    /// Say something at once: the sender passes multicasts through the receiver and has
+    /// not heard from it lately (see `probe.rs`).
+    Probe,
 }
 
 /// What the trees are told.
@@ -235,6 +246,8 @@ pub struct ScribeStats {
     /// own clients, or a peer's subscription through it (its group's messages then do not
     /// pass here). Counted in `refused` too.
     pub full: u64,
+    /// Neighbours routed around because they did not answer a probe under data.
+    pub suspected: u64,
 }
 
 /// A tree neighbour: how many of this node's trees it is in, and when it was last heard.
@@ -243,11 +256,15 @@ struct Neighbour {
     contact: Contact,
     trees: u32,
     last_heard: Instant,
+    /// When it was probed, until it answers (see `probe.rs`).
+    probed: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Beat,
+    /// The wait for a probed neighbour's answer.
+    Probe(NodeId),
 }
 
 /// A beat being put together for one neighbour: changed capacities, and the trees it is
@@ -485,6 +502,7 @@ impl Scribe {
             }
             ScribeMsg::Beat { caps, parents } => self.on_beat(from, caps, parents),
             ScribeMsg::Heads { key, heads } => self.on_heads(now, from, key, heads),
+            ScribeMsg::Probe => self.on_probe(from),
             ScribeMsg::NotInTree { key } => {
                 let Some(t) = self.trees.get_mut(&key) else {
                     return;
@@ -511,6 +529,7 @@ impl Scribe {
             return;
         }
         n.last_heard = now;
+        n.probed = None;
     }
 
     /// A neighbour is gone (silent, unlinked, dead, left or restarted): its children
@@ -554,9 +573,14 @@ impl Scribe {
         router: &impl Router,
         capacity: &dyn Fn(&Group) -> u32,
     ) {
-        while let Some(Timer::Beat) = self.timers.pop_due(now) {
-            self.timers.set(Timer::Beat, now + self.cfg.beat);
-            self.tick(now, router, capacity);
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Beat => {
+                    self.timers.set(Timer::Beat, now + self.cfg.beat);
+                    self.tick(now, router, capacity);
+                }
+                Timer::Probe(id) => self.probe_over(now, id, router),
+            }
         }
     }
 
@@ -902,6 +926,7 @@ impl Scribe {
             contact: c,
             trees: 0,
             last_heard: now,
+            probed: None,
         });
         n.trees += 1;
     }

@@ -105,6 +105,8 @@ impl Trees {
         let group = out.group.clone();
         let bytes = wire::encode(&NodeMsg::Cast(out));
         for to in targets {
+            // A neighbour silent lately is probed under the data (`scribe::probe`).
+            self.scribe.sending_to(v.now, to.id);
             fx.push(Effect::CastTo(to, group.clone(), bytes.clone()));
         }
     }

@@ -1,0 +1,62 @@
+//! Noticing a stalled tree neighbour from the data, not only from its beats: when this
+//! node passes a multicast to a neighbour it has not heard from for
+//! [`ScribeConfig::probe_after`](super::ScribeConfig), it sends a PROBE, which a live
+//! neighbour answers at once (with an empty beat: any message will do). A neighbour that
+//! has not answered after `probe_wait` is suspect, and the trees route around it as
+//! around a lost one: a parent is replaced, a child let go (it subscribes again when it
+//! resumes; what it missed meanwhile it asks for, see the `window` module). Before, a
+//! stopped neighbour was noticed only after `misses` silent beats: about 3-4 s in which
+//! what went its way reached nobody beyond it.
+//!
+//! A neighbour that is merely slow (a delay spike on its link) loses its place in the
+//! trees for nothing, and gets it back by subscribing again: the price of a short wait,
+//! paid in tree messages, not in multicasts.
+
+use super::{Router, Scribe, ScribeMsg, Timer};
+use crate::overlay::NodeId;
+use crate::time::Instant;
+
+impl Scribe {
+    /// This node passes tree data to `to`: a neighbour silent for `probe_after` is probed
+    /// (once until it answers or is given up).
+    pub(crate) fn sending_to(&mut self, now: Instant, to: NodeId) {
+        let after = self.cfg.probe_after;
+        let Some(n) = self.neighbours.get_mut(&to) else {
+            return;
+        };
+        if after.is_zero()
+            || n.probed.is_some()
+            || now.saturating_duration_since(n.last_heard) < after
+        {
+            return;
+        }
+        n.probed = Some(now);
+        self.outbox.push_back((n.contact, ScribeMsg::Probe));
+        self.timers.set(Timer::Probe(to), now + self.cfg.probe_wait);
+    }
+
+    /// The wait for `id`'s answer is over: it is suspect unless it spoke since the probe.
+    pub(super) fn probe_over(&mut self, now: Instant, id: NodeId, router: &impl Router) {
+        let Some(n) = self.neighbours.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = n.probed.take() else {
+            return;
+        };
+        if n.last_heard < at {
+            self.stats.suspected += 1;
+            self.lost(now, id, router);
+        }
+    }
+
+    /// A neighbour's probe: answered at once, so that it hears this node is alive.
+    pub(super) fn on_probe(&mut self, from: crate::overlay::Contact) {
+        self.outbox.push_back((
+            from,
+            ScribeMsg::Beat {
+                caps: Vec::new(),
+                parents: None,
+            },
+        ));
+    }
+}
