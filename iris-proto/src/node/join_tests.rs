@@ -133,3 +133,36 @@ fn a_node_cut_off_for_20_s_is_back_within_3_s_of_the_heal() {
         }]
     );
 }
+
+/// A node cut off while its only seed crashed comes back through the peers it gave up
+/// (`overlay::graveyard`): it pings them every period, not only its seed.
+#[test]
+fn a_node_cut_off_while_its_seed_died_comes_back_through_its_former_peers() {
+    let mut net = Net::new();
+    for i in 0..5 {
+        let seeds: &[usize] = if i == 0 { &[] } else { &[0] };
+        net.add(mesh_config(i, seeds), Security::Plain);
+    }
+    net.secs(23);
+    assert!((0..5).all(|i| peers(&net, i) == 4));
+    for j in 0..4 {
+        net.cut.insert((j, 4));
+        net.fail_links_one_side(4, j);
+    }
+    net.secs(5);
+    net.kill(0);
+    net.secs(15);
+    assert_eq!(peers(&net, 4), 0, "node 4 took the others for dead");
+    net.cut.clear();
+    let healed = net.now;
+    let mut back = None;
+    while net.now.saturating_duration_since(healed) < std::time::Duration::from_secs(60) {
+        net.millis(100);
+        if (1..5).all(|i| peers(&net, i) == 3) {
+            back = Some(net.now.saturating_duration_since(healed));
+            break;
+        }
+    }
+    let back = back.expect("node 4 never found the others again");
+    assert!(back <= std::time::Duration::from_secs(3), "{back:?}");
+}
