@@ -73,9 +73,10 @@ pub struct ScribeConfig {
     /// time left, so that what could no longer be answered in time is not delivered.
     pub hop_rtt: Duration,
     /// A neighbour this node passes multicasts to and has not heard from for this long is
-    /// probed (`probe.rs`); zero: never.
+    /// probed (`probe.rs`); zero (the default, for now): never.
     pub probe_after: Duration,
-    /// How long a probed neighbour has to answer before the trees route around it.
+    /// How long a probed neighbour has to answer before the trees route around it, beyond
+    /// the round trip the overlay plans with for it.
     pub probe_wait: Duration,
 }
 
@@ -90,7 +91,8 @@ impl Default for ScribeConfig {
             max_children: 1 << 10,
             max_windows: 1 << 16,
             hop_rtt: Duration::from_millis(50),
-            probe_after: Duration::from_millis(500),
+            // Off: the simulator found branches left orphaned with it on (see `probe.rs`).
+            probe_after: Duration::ZERO,
             probe_wait: Duration::from_millis(500),
         }
     }
@@ -214,6 +216,10 @@ pub trait Router {
     fn own(&self) -> Contact;
     /// The next hop toward `key`, as if `avoid` were unknown; `None` at the closest node.
     fn next_hop(&self, key: NodeId, avoid: Option<NodeId>) -> Option<Contact>;
+    /// The round trip to plan with for a peer, if the overlay has measured any.
+    fn planned_rtt(&self, _id: NodeId) -> Option<Duration> {
+        None
+    }
 }
 
 impl Router for Overlay {
@@ -223,6 +229,10 @@ impl Router for Overlay {
 
     fn next_hop(&self, key: NodeId, avoid: Option<NodeId>) -> Option<Contact> {
         self.route(key, avoid)
+    }
+
+    fn planned_rtt(&self, id: NodeId) -> Option<Duration> {
+        Overlay::planned_rtt(self, id)
     }
 }
 

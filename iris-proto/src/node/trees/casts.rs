@@ -104,9 +104,10 @@ impl Trees {
         };
         let group = out.group.clone();
         let bytes = wire::encode(&NodeMsg::Cast(out));
+        let routes = super::routes::Routes::new(v, &self.unreachable);
         for to in targets {
             // A neighbour silent lately is probed under the data (`scribe::probe`).
-            self.scribe.sending_to(v.now, to.id);
+            self.scribe.sending_to(v.now, to.id, &routes);
             fx.push(Effect::CastTo(to, group.clone(), bytes.clone()));
         }
     }

@@ -59,6 +59,10 @@ impl Router for Routes<'_> {
     fn next_hop(&self, key: NodeId, avoid: Option<NodeId>) -> Option<Contact> {
         self.overlay.route_where(key, |id| self.usable(id, avoid))
     }
+
+    fn planned_rtt(&self, id: NodeId) -> Option<Duration> {
+        self.overlay.planned_rtt(id)
+    }
 }
 
 impl Trees {
