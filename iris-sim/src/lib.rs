@@ -550,6 +550,28 @@ impl Sim {
                 .is_some_and(|&until| until > self.now)
     }
 
+    /// A partition begins (`on`: a random share of the nodes is cut off from the rest, and
+    /// the auditor told who is on which side until when) or heals.
+    fn partition(&mut self, on: bool) {
+        self.trace(8, usize::from(on));
+        self.last_fault = self.now;
+        self.minority = on.then(|| {
+            let fraction = self.cfg.partition.map_or(0.5, |p| p.fraction);
+            let slots: Vec<usize> = self.by_id.values().copied().collect();
+            slots
+                .into_iter()
+                .filter(|_| self.rng.random_bool(fraction))
+                .collect()
+        });
+        self.cut_connections();
+        if let (Some(minority), Some(p), Some(a)) =
+            (&self.minority, self.cfg.partition, self.auditor.as_mut())
+        {
+            let until = self.now + p.length.as_nanos() as u64;
+            a.partitioned(minority.clone(), self.now, until);
+        }
+    }
+
     /// One-way latency between two machines now: a base drawn once per pair, plus jitter.
     fn latency(&mut self, a: usize, b: usize) -> u64 {
         let (lo, hi) = (
@@ -785,25 +807,7 @@ impl Sim {
                     self.push(next, Event::Churn);
                 }
             }
-            Event::Partition { on } => {
-                self.trace(8, usize::from(on));
-                self.last_fault = self.now;
-                self.minority = on.then(|| {
-                    let fraction = self.cfg.partition.map_or(0.5, |p| p.fraction);
-                    let slots: Vec<usize> = self.by_id.values().copied().collect();
-                    slots
-                        .into_iter()
-                        .filter(|_| self.rng.random_bool(fraction))
-                        .collect()
-                });
-                self.cut_connections();
-                if let (Some(minority), Some(p), Some(a)) =
-                    (&self.minority, self.cfg.partition, self.auditor.as_mut())
-                {
-                    let until = self.now + p.length.as_nanos() as u64;
-                    a.partitioned(minority.clone(), self.now, until);
-                }
-            }
+            Event::Partition { on } => self.partition(on),
             Event::ClientRead {
                 client,
                 life,

@@ -221,9 +221,8 @@ impl Node {
         s.absorb(&self.requests.stats);
         s.absorb(&self.tunnels.stats);
         if let Some(n) = &self.net {
-            s.absorb(&n.trees.stats);
+            s.absorb(&n.trees.counters());
             s.absorb(&n.casts.stats);
-            s.tree_neighbours_suspected = n.trees.scribe().stats().suspected;
         }
         s
     }

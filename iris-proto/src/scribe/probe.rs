@@ -30,16 +30,16 @@ impl Scribe {
     /// found trees churning, and a branch its parent had let go for good).
     pub(crate) fn sending_to(&mut self, now: Instant, to: NodeId, router: &impl Router) {
         let after = self.cfg.probe_after;
-        let wait = self.cfg.probe_wait + router.planned_rtt(to).unwrap_or_default();
+        if after.is_zero() {
+            return; // probes off: nothing to look up per message
+        }
         let Some(n) = self.neighbours.get_mut(&to) else {
             return;
         };
-        if after.is_zero()
-            || n.probed.is_some()
-            || now.saturating_duration_since(n.last_heard) < after
-        {
+        if n.probed.is_some() || now.saturating_duration_since(n.last_heard) < after {
             return;
         }
+        let wait = self.cfg.probe_wait + router.planned_rtt(to).unwrap_or_default();
         n.probed = Some(now);
         self.outbox.push_back((n.contact, ScribeMsg::Probe));
         self.timers.set(Timer::Probe(to), now + wait);

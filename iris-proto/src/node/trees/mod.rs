@@ -170,6 +170,14 @@ impl Trees {
             .handle(v.now, ScribeInput::ReportNow(&|_| 0), &routes);
     }
 
+    /// The trees' counters, with those the tree state machine keeps itself.
+    pub(crate) fn counters(&self) -> Stats {
+        Stats {
+            tree_neighbours_suspected: self.scribe.stats().suspected,
+            ..self.stats.clone()
+        }
+    }
+
     /// The next tree message to send (the node sends them once it has nothing more
     /// urgent to do).
     pub(crate) fn poll_send(&mut self) -> Option<Effect> {
