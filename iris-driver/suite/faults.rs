@@ -279,10 +279,10 @@ fn a_node_stopped_for_12_s_costs_the_others_nothing_and_gets_what_it_missed() {
     // 0.4-1.2 s measured on this machine (5.4 s before the first beat after a stop listed
     // the trees whose parents may have let the node go). Looser for a loaded machine.
     assert!(last < Duration::from_secs(5), "{last:?}");
-    // 3.2 s measured on this machine: the stopped node is given away by its silent beats
-    // (1.3 s with `scribe::probe` on, which is off by default for now). Looser for a
-    // loaded machine.
-    assert!(slowest < Duration::from_secs(5), "{slowest:?}");
+    // 1.3 s measured on this machine: its tree neighbours probe it under the data and
+    // route around it (`scribe::probe`); 3.2 s without probes, when only its silent beats
+    // gave it away. Looser for a loaded machine, but below what beats alone achieve.
+    assert!(slowest < Duration::from_secs(3), "{slowest:?}");
 }
 
 /// One node's link down for 20 s while all five broadcast and publish ten each a second:
@@ -317,7 +317,7 @@ fn a_node_cut_off_for_20_s_loses_nothing_and_catches_up_at_the_heal() {
         net.sent.len()
     );
     net.assert_whole("partition of 20 s");
-    // 0.5-2.2 s measured on this machine; the issue asks for 3 s. The bound is looser, for
-    // a loaded machine (CI runs the suite beside the other tests).
-    assert!(caught_up < Duration::from_secs(5), "{caught_up:?}");
+    // 0.5 s measured on this machine (16.4 s before the node redialled its seeds and
+    // former peers every second; 2.2 s before forgotten peers were pinged at once).
+    assert!(caught_up < Duration::from_secs(3), "{caught_up:?}");
 }

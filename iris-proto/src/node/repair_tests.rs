@@ -209,14 +209,14 @@ fn stall(mut t: Traffic, stalled: usize, from: u32) -> StallCost {
     }
 }
 
-/// Five ready nodes whose tree neighbours probe each other under data (`scribe::probe`,
-/// off by default).
-fn probing_net() -> Net {
+/// Five ready nodes whose tree neighbours probe each other under data after `after`
+/// (`scribe::probe`; zero: never).
+fn net_probing_after(after: Duration) -> Net {
     let mut net = Net::new();
     for i in 0..5 {
         let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
         let mut m = crate::testnet::mesh_config(i, &seeds);
-        m.scribe.probe_after = std::time::Duration::from_millis(500);
+        m.scribe.probe_after = after;
         net.add(m, crate::mesh::Security::Plain);
     }
     net.secs(20);
@@ -241,14 +241,16 @@ fn stall_a_root(net: Net) -> StallCost {
 
 #[test]
 fn a_stalled_tree_root_costs_healthy_members_nothing_and_gets_what_it_missed() {
-    let cost = stall_a_root(Net::ready(5));
+    let cost = stall_a_root(net_probing_after(Duration::ZERO));
     // Without the probe, only its silent beats give it away: a healthy node waited 4.2 s.
     assert!(cost.slowest > Duration::from_secs(3), "{:?}", cost.slowest);
 }
 
 #[test]
-fn a_stalled_tree_root_is_routed_around_within_a_second_with_probes() {
-    let cost = stall_a_root(probing_net());
+fn a_stalled_tree_root_is_routed_around_within_a_second_and_a_half() {
+    // Probes are on by default.
+    assert!(!crate::ScribeConfig::default().probe_after.is_zero());
+    let cost = stall_a_root(Net::ready(5));
     // Its children probed it under the data within a second and went around it: what was
     // sent meanwhile reached every healthy node within 1.2 s (4.2 s without the probe, the
     // test above).

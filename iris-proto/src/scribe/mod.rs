@@ -73,7 +73,7 @@ pub struct ScribeConfig {
     /// time left, so that what could no longer be answered in time is not delivered.
     pub hop_rtt: Duration,
     /// A neighbour this node passes multicasts to and has not heard from for this long is
-    /// probed (`probe.rs`); zero (the default, for now): never.
+    /// probed (`probe.rs`); zero: never.
     pub probe_after: Duration,
     /// How long a probed neighbour has to answer before the trees route around it, beyond
     /// the round trip the overlay plans with for it.
@@ -91,8 +91,7 @@ impl Default for ScribeConfig {
             max_children: 1 << 10,
             max_windows: 1 << 16,
             hop_rtt: Duration::from_millis(50),
-            // Off: the simulator found branches left orphaned with it on (see `probe.rs`).
-            probe_after: Duration::ZERO,
+            probe_after: Duration::from_millis(500),
             probe_wait: Duration::from_millis(500),
         }
     }
@@ -549,6 +548,9 @@ impl Scribe {
             return;
         }
         self.stats.neighbours_lost += 1;
+        // Its lingering entries held references to the entry just removed: released later,
+        // they would take references a new subscription through it holds by then.
+        self.lingering.retain(|&(_, _, old)| old.id != node);
         let keys: Vec<NodeId> = self
             .trees
             .iter()
@@ -668,7 +670,7 @@ impl Scribe {
     /// follows them is one tree.
     fn follow_routes(&mut self, now: Instant, router: &impl Router) {
         let settled = self.cfg.beat * self.cfg.refresh_every;
-        let moved: Vec<(NodeId, Option<NodeId>)> = self
+        let moved: Vec<NodeId> = self
             .trees
             .iter()
             .filter(|(_, t)| {
@@ -677,15 +679,23 @@ impl Scribe {
             })
             .filter_map(|(&k, t)| {
                 let parent = t.parent?;
-                let hop = router
-                    .next_hop(k, t.avoid)
-                    .or_else(|| router.next_hop(k, None));
-                (hop.map(|h| h.id) != Some(parent.id)).then_some((k, t.avoid))
+                let hop = router.next_hop(k, None);
+                (hop.map(|h| h.id) != Some(parent.id)).then_some(k)
             })
             .collect();
-        for (key, avoid) in moved {
+        // The node routed around when a parent was lost is not avoided for good: it may
+        // have been only slow (a probe unanswered), and a tree off the overlay's routes is
+        // not covered by their being loop-free.
+        for t in self.trees.values_mut() {
+            if t.attached_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= settled)
+            {
+                t.avoid = None;
+            }
+        }
+        for key in moved {
             self.stats.rerouted += 1;
-            self.attach(now, key, avoid, true, router);
+            self.attach(now, key, None, true, router);
         }
     }
 

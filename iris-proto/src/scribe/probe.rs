@@ -12,12 +12,15 @@
 //! trees for nothing, and gets it back by subscribing again: the price of a short wait,
 //! paid in tree messages, not in multicasts.
 //!
-//! **Off by default** (`probe_after` zero) until a defect is found: with it on, a swarm
-//! run (`iris-sim --swarm-seed 911808975384783138 --max-nodes 300`: churn, link breaks, a
-//! partition and stalls) ends with tree branches whose parent chain does not reach the
-//! root after 25 s of quiet (`TreeOrphan`), with the wait fixed or following the round
-//! trip. A node routed around this way is dropped from every tree it shared with the
-//! prober at once, which the refresh beats should mend within 10 s, and somewhere do not.
+//! On by default since the defect that kept it off was found: a swarm run with probes on
+//! (`iris-sim --swarm-seed 911808975384783138 --max-nodes 300`) reported branches hanging
+//! from parents outside their tree. The simulator looked at the trees at one instant, and
+//! with probes trees move more often, so it saw subscriptions on their way; it now looks
+//! twice, 2 s apart. Two real faults surfaced on the way, both fixed in `mod.rs`: a parent
+//! lost while it lingered (being left) handed its lingering references to the next
+//! subscription through it, which then hung from a parent this node no longer beat to
+//! (`a_parent_lost_while_being_left_and_taken_again_keeps_its_child`); and a tree that
+//! routed around a suspected neighbour kept avoiding it for good, off the overlay's routes.
 
 use super::{Router, Scribe, ScribeMsg, Timer};
 use crate::overlay::NodeId;

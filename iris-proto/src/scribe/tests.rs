@@ -354,3 +354,45 @@ fn a_cycle_formed_while_routes_were_in_flux_is_broken_once_they_settle() {
     assert!(!net.scribe(2).in_tree(key) && !net.scribe(3).in_tree(key));
     assert!(net.scribe(1).stats().rerouted > 0);
 }
+
+/// A swarm run with probes on left branches hanging from parents that had let them go: a
+/// node moved its trees off a parent (which lingers a beat, holding references), lost that
+/// parent (a probe went unanswered) and subscribed through it again within the beat. When
+/// the lingering entries were released they took the new subscription's reference, the
+/// node forgot the parent it hung from, never beat to it, and was let go by it in silence.
+#[test]
+fn a_parent_lost_while_being_left_and_taken_again_keeps_its_child() {
+    let mut net = Net::chain(3);
+    let set = |net: &mut Net, hops: &[u128]| {
+        net.nodes.get_mut(&NodeId(1)).unwrap().1.hops = hops.iter().map(|&i| contact(i)).collect();
+    };
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
+    // Node 1 now routes straight to the root: at the refresh its trees move, node 2
+    // lingering a beat.
+    set(&mut net, &[3, 2]);
+    let refresh = u64::from(ScribeConfig::default().refresh_every);
+    net.beats(refresh, &[]);
+    assert!(
+        !net.scribe(1).lingering.is_empty(),
+        "the test moves the trees"
+    );
+    // Within that beat node 1 loses node 2, then routes through it again for a new group.
+    net.with(1, |s, r, now| {
+        s.handle(now, ScribeInput::Lost(NodeId(2)), r)
+    });
+    set(&mut net, &[2, 3]);
+    let other = Group::cluster("other".into());
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&other), r));
+    let key = other.tree_key(0);
+    // And its members of the first group leave: nothing else takes node 2 again.
+    net.with(1, |s, r, now| {
+        s.handle(now, ScribeInput::Leave(&group()), r)
+    });
+    net.beats(3 * refresh, &[]);
+    let parent = net.scribe(1).relations(key).and_then(|(p, _)| p);
+    assert_eq!(parent, Some(NodeId(2)));
+    assert!(
+        net.scribe(2).is_neighbour(key, NodeId(1)),
+        "node 2 let its child go while node 1 still hangs from it"
+    );
+}
