@@ -267,6 +267,7 @@ fn repair_msg(r: &mut Reader<'_>, p: &PoolsView<'_>, kind: u8) -> NodeMsg {
             asker: contact(r, p),
             ranges: ranges(r),
             within_ms: r.wide(),
+            sent_ms: r.wide(),
             hops: hops(r),
         },
         17 => NodeMsg::CastGone {

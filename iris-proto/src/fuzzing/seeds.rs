@@ -399,6 +399,7 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
                 asker: c,
                 ranges: vec![(3, 9), (12, 12)],
                 within_ms: 60_000,
+                sent_ms: 1_000,
                 hops: 0,
             },
         ),

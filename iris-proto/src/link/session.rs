@@ -21,9 +21,10 @@ use thiserror::Error;
 /// ping carries the pinger's round trip to the pinged (`OverlayMsg::Ping`). 6: multicasts
 /// are numbered per tree and carry flags (tails, messages sent again), and tree nodes ask
 /// origins for what they missed (`scribe::window`). 7: tree neighbours probe each other
-/// under data (`scribe::probe`). A node speaking another version is refused with both
-/// versions named.
-pub const HANDSHAKE_VERSION: u16 = 7;
+/// under data (`scribe::probe`). 8: an ask for multicasts carries its sender's clock, for
+/// the time it was held up on the way (`NodeMsg::CastAsk`). A node speaking another
+/// version is refused with both versions named.
+pub const HANDSHAKE_VERSION: u16 = 8;
 
 /// Bounds and timers of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -189,7 +189,12 @@ pub(crate) enum NodeMsg {
         asker: Contact,
         ranges: Vec<(u64, u64)>,
         /// How long the asker has had members of the group (ms): nothing older is owed.
+        /// Each hop adds what the ask's trip to it took beyond the link's fastest, so that
+        /// an ask held up on the way (a delay spike) does not make the origin take owed
+        /// messages for older ones.
         within_ms: u64,
+        /// When the last hop sent it, on its clock (`mesh::one_way::stamp`).
+        sent_ms: u64,
         hops: u8,
     },
     /// The sender (the origin, at `epoch`) no longer has numbers `gone` of tree `key`, and
@@ -250,6 +255,7 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             asker,
             ranges,
             within_ms,
+            sent_ms,
             hops,
         } => {
             out.put_u8(tag::CAST_ASK);
@@ -258,6 +264,7 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             put_varint(&mut out, *epoch);
             put_contact(&mut out, asker);
             put_varint(&mut out, *within_ms);
+            put_varint(&mut out, *sent_ms);
             out.put_u8(*hops);
             put_ranges(&mut out, ranges);
         }
@@ -460,6 +467,7 @@ fn decode_repair(tag: u8, r: &mut Reader<'_>) -> Result<NodeMsg, WireError> {
             epoch: r.varint()?,
             asker: take_contact(&mut r.p)?,
             within_ms: r.varint()?,
+            sent_ms: r.varint()?,
             hops: r.u8()?,
             ranges: r.ranges()?,
         },
@@ -806,6 +814,7 @@ mod tests {
                 asker: c,
                 ranges: vec![(3, 3), (7, u64::MAX)],
                 within_ms: 12_000,
+                sent_ms: 987_654,
                 hops: 1,
             },
             NodeMsg::CastGone {

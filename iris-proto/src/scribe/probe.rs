@@ -58,7 +58,25 @@ impl Scribe {
         };
         if n.last_heard < at {
             self.stats.suspected += 1;
+            self.tell_suspect(id);
             self.lost(now, id, router);
+        }
+    }
+
+    /// Tells a suspected neighbour what this node is doing without it: it may be only slow
+    /// (a delay spike) or stopped, and it reads this when it can. A child let go learns so
+    /// at once and subscribes again (and asks for what it missed while the origins still
+    /// keep it), instead of at its next refresh beat, up to 10 s later: a swarm run lost a
+    /// broadcast to a child let go this way, whose origin crashed before that beat. A
+    /// parent left stops sending this way.
+    fn tell_suspect(&mut self, id: NodeId) {
+        for (&key, t) in &self.trees {
+            if let Some(c) = t.children.get(&id) {
+                self.outbox
+                    .push_back((c.contact, ScribeMsg::NotInTree { key }));
+            } else if let Some(p) = t.parent.filter(|p| p.id == id) {
+                self.outbox.push_back((p, ScribeMsg::Unsubscribe { key }));
+            }
         }
     }
 

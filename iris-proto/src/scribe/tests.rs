@@ -396,3 +396,48 @@ fn a_parent_lost_while_being_left_and_taken_again_keeps_its_child() {
         "node 2 let its child go while node 1 still hangs from it"
     );
 }
+
+/// A child that does not answer a probe is let go, and told so: if it was only slow it
+/// subscribes again as soon as it reads that, not at its next refresh beat (up to 10 s
+/// later, with what went down the tree meanwhile to be asked for from the origins, which
+/// may be gone by then).
+#[test]
+fn a_child_let_go_for_an_unanswered_probe_is_told_and_subscribes_again() {
+    let mut net = Net::chain(2);
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
+    let key = group().tree_key(0);
+    net.beats(2, &[]);
+    assert!(net.scribe(2).is_neighbour(key, NodeId(1)));
+    // Node 2 passes data to node 1, silent for longer than `probe_after`: it probes it,
+    // and node 1 (slow) does not answer in time.
+    let cfg = ScribeConfig::default();
+    net.now = net.now + cfg.probe_after + Duration::from_millis(100);
+    let (s2, r2) = net.nodes.get_mut(&NodeId(2)).unwrap();
+    s2.sending_to(net.now, NodeId(1), r2);
+    let probed: Vec<_> = std::iter::from_fn(|| s2.poll_output()).collect();
+    assert!(
+        probed
+            .iter()
+            .any(|(to, m)| to.id == NodeId(1) && *m == ScribeMsg::Probe),
+        "{probed:?}"
+    );
+    net.now = net.now + cfg.probe_wait + Duration::from_millis(1);
+    let now = net.now;
+    let (s2, r2) = net.nodes.get_mut(&NodeId(2)).unwrap();
+    s2.handle(now, ScribeInput::Timeout(&|_| 3), r2);
+    assert_eq!(s2.stats().suspected, 1);
+    assert!(!s2.is_neighbour(key, NodeId(1)), "let go");
+    // Node 1 reads what node 2 sent meanwhile: it is back in the tree at once.
+    net.deliver();
+    assert!(
+        net.log
+            .iter()
+            .any(|(from, to, m)| (from.0, to.0) == (2, 1) && *m == ScribeMsg::NotInTree { key }),
+        "node 1 was not told"
+    );
+    assert!(net.scribe(2).is_neighbour(key, NodeId(1)), "not taken back");
+    assert_eq!(
+        net.scribe(1).relations(key).and_then(|(p, _)| p),
+        Some(NodeId(2))
+    );
+}

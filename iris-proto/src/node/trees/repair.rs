@@ -38,6 +38,7 @@ impl Trees {
                     asker: own,
                     ranges: ask.ranges,
                     within_ms: ask.within_ms,
+                    sent_ms: 0, // stamped by `route_ask`
                     hops: 0,
                 };
                 self.route_ask(v, ask.origin, msg, fx);
@@ -66,25 +67,32 @@ impl Trees {
                 gone,
                 skipped,
             } => self.handle_gone(from, key, epoch, (&gone, &skipped)),
-            ask => self.handle_ask(v, ask, fx),
+            ask => self.handle_ask(v, from, ask, fx),
         }
     }
 
     /// A peer's ask for an origin's multicasts: answered here if this node is the origin,
     /// passed on toward it otherwise.
-    fn handle_ask(&mut self, v: &View<'_>, mut msg: NodeMsg, fx: &mut Effects) {
+    fn handle_ask(&mut self, v: &View<'_>, from: Contact, mut msg: NodeMsg, fx: &mut Effects) {
         let NodeMsg::CastAsk {
             key,
             origin,
             epoch,
             asker,
-            within_ms,
+            ref mut within_ms,
+            sent_ms,
             ref mut hops,
             ..
         } = msg
         else {
             return;
         };
+        // The asker's members are older by what this trip took beyond the fastest: a
+        // swarm run held asks 4 s behind a delay spike, and the origin, taking their
+        // `within_ms` as of their arrival, called owed messages older than the members.
+        let late = v.mesh.transit_excess(from.id, v.now, sent_ms);
+        *within_ms = within_ms.saturating_add(late.map_or(0, |d| d.as_millis() as u64));
+        let within_ms = *within_ms;
         let own = v.overlay.contact();
         if origin != own.id {
             if *hops >= MAX_HOPS {
@@ -196,7 +204,10 @@ impl Trees {
     /// Sends an ask one hop on toward `origin`: straight to it over a link or where the
     /// overlay knows it, else along the overlay's route to its id; dropped where no hop is
     /// known (the origin is gone, or not yet back: the asker asks again).
-    fn route_ask(&mut self, v: &View<'_>, origin: NodeId, msg: NodeMsg, fx: &mut Effects) {
+    fn route_ask(&mut self, v: &View<'_>, origin: NodeId, mut msg: NodeMsg, fx: &mut Effects) {
+        if let NodeMsg::CastAsk { sent_ms, .. } = &mut msg {
+            *sent_ms = crate::mesh::one_way::stamp(v.now);
+        }
         let next = v
             .mesh
             .linked_contact(origin)
