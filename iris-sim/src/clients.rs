@@ -40,10 +40,19 @@ impl Sim {
             });
         }
         // Trees form within a beat or two of a join; messages owe their delivery within five
-        // seconds to members joined two seconds before.
+        // seconds to members joined two seconds before. Delay spikes hold a link's every
+        // message, control ones too: a message may meet one on its way and its repair
+        // another (a swarm run's subscription was held 4.5 s by one, and the recipient
+        // below it died 6.7 s after the send), so where spikes are on, the horizon grows by
+        // two of them.
+        let spikes = if self.cfg.spike_rate > 0.0 {
+            2 * self.cfg.spike_delay.as_nanos() as u64
+        } else {
+            0
+        };
         let mut auditor = Auditor::new(Windows {
             settle: 2_000_000_000,
-            horizon: 5_000_000_000,
+            horizon: 5_000_000_000 + spikes,
         });
         auditor.inject_duplicate = self.cfg.inject_duplicate_deliveries;
         self.auditor = Some(auditor);

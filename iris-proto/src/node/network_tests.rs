@@ -1576,3 +1576,45 @@ fn a_reply_lost_with_its_requester_node_is_reported() {
     assert_eq!(reported, [("peer_unreachable", "a reply".to_string(), 1)]);
     assert_eq!(net.node(1).stats().undelivered, 1);
 }
+
+#[test]
+fn a_request_whose_time_runs_out_on_the_way_is_reported() {
+    let mut net = Net::ready(2);
+    let _member = net.client(1, "echo");
+    let requester = net.client(0, "");
+    net.secs(2);
+    // A millisecond cannot pay for the hop to the member's node.
+    net.send(
+        0,
+        requester,
+        ClientPacket::Request {
+            id: 7,
+            cluster: "echo".into(),
+            request: b("ping"),
+            timeout_ms: 1,
+        },
+    );
+    net.secs(1);
+    let reported: Vec<_> = net
+        .events_of(0)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Dropped { reason, count, .. } => Some((*reason, *count)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, [("anycast_expired", 1)]);
+    assert_eq!(net.node(0).stats().anycasts_expired, 1);
+    // The requester is answered all the same: timed out.
+    let got = net.take(0, requester);
+    assert!(
+        matches!(
+            &got[..],
+            [NodePacket::Reply {
+                id: 7,
+                outcome: ReplyOutcome::TimedOut
+            }]
+        ),
+        "{got:?}"
+    );
+}

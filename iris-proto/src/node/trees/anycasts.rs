@@ -59,8 +59,7 @@ impl Trees {
         fx: &mut Effects,
     ) {
         if a.budget_ms == 0 || a.hops >= MAX_HOPS {
-            self.stats.anycasts_expired += 1;
-            return;
+            return self.expired(&a);
         }
         let next = if self.scribe.in_tree(a.key) {
             match self.pick(v, rng, &a, from) {
@@ -71,6 +70,10 @@ impl Trees {
                 }
                 Pick::None => {
                     self.stats.anycasts_lost += 1;
+                    let cluster = a.cluster.clone();
+                    self.losses.note("anycast_lost", || {
+                        format!("a request or tunnel of {cluster}: no member reachable from here")
+                    });
                     return;
                 }
             }
@@ -88,8 +91,7 @@ impl Trees {
         let cost = self.hop_cost(v, next.id);
         a.budget_ms = a.budget_ms.saturating_sub(cost);
         if a.budget_ms == 0 {
-            self.stats.anycasts_expired += 1;
-            return;
+            return self.expired(&a);
         }
         a.due_ms = one_way::stamp(v.now) + cost / 2;
         let msg = NodeMsg::Anycast(a);
@@ -142,5 +144,18 @@ impl Trees {
     /// A request or tunnel build that could not go on from here (a full queue, no link).
     pub(crate) fn anycast_refused(&mut self) {
         self.stats.anycasts_lost += 1;
+        self.losses.note("anycast_lost", || {
+            "a request or tunnel: its next hop took nothing".into()
+        });
+    }
+
+    /// A request or tunnel build whose time ran out on the way (or that went too many
+    /// hops): dropped here, its origin answers it timed out.
+    pub(super) fn expired(&mut self, a: &Anycast) {
+        self.stats.anycasts_expired += 1;
+        let (cluster, hops) = (a.cluster.clone(), a.hops);
+        self.losses.note("anycast_expired", || {
+            format!("a request or tunnel of {cluster}: its time ran out after {hops} hops")
+        });
     }
 }

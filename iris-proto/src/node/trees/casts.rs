@@ -178,7 +178,7 @@ impl Trees {
                 Parked::Anycast(mut a, from) => {
                     a.budget_ms = a.budget_ms.saturating_sub(waited.as_millis() as u64);
                     if a.budget_ms == 0 {
-                        self.stats.anycasts_expired += 1;
+                        self.expired(&a);
                     } else {
                         self.pass_anycast(v, rng, a, from, None, fx);
                     }

@@ -272,6 +272,9 @@ impl Trees {
     /// An anycast that landed here found no local member after all.
     pub(crate) fn anycast_lost(&mut self) {
         self.stats.anycasts_lost += 1;
+        self.losses.note("anycast_lost", || {
+            "a request or tunnel: no local member after all".into()
+        });
     }
 
     /// A message whose next hop could not be reached: one routed toward a tree (or walking
