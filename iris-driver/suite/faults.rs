@@ -276,7 +276,7 @@ fn a_node_stopped_for_12_s_costs_the_others_nothing_and_gets_what_it_missed() {
         net.sent.len()
     );
     net.assert_whole("stop of 12 s");
-    // 0.4-1.2 s measured on this machine (5.4 s before the first beat after a stop listed
+    // 0.3-1.2 s measured on this machine (5.4 s before the first beat after a stop listed
     // the trees whose parents may have let the node go). Looser for a loaded machine.
     assert!(last < Duration::from_secs(5), "{last:?}");
     // 1.3 s measured on this machine: its tree neighbours probe it under the data and
@@ -318,6 +318,7 @@ fn a_node_cut_off_for_20_s_loses_nothing_and_catches_up_at_the_heal() {
     );
     net.assert_whole("partition of 20 s");
     // 0.5 s measured on this machine (16.4 s before the node redialled its seeds and
-    // former peers every second; 2.2 s before forgotten peers were pinged at once).
+    // former peers every second; 2.2 s before forgotten peers were pinged at once); 3 s is
+    // what the issue asks, six times that, for a machine loaded by the other tests.
     assert!(caught_up < Duration::from_secs(3), "{caught_up:?}");
 }

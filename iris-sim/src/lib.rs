@@ -370,7 +370,12 @@ fn tree_phase(sim: &mut Sim, w: &Workload) -> Vec<Violation> {
         if !first.is_empty() {
             sim.run_until(sim.now + SECOND_LOOK.as_nanos() as u64);
             let second = look_at_trees(sim, &keys);
-            found.extend(second.into_iter().filter(|v| first.contains(v)));
+            let seen: Vec<_> = first.iter().map(same_defect).collect();
+            found.extend(
+                second
+                    .into_iter()
+                    .filter(|v| seen.contains(&same_defect(v))),
+            );
         }
         if found.is_empty() {
             break;
@@ -382,6 +387,23 @@ fn tree_phase(sim: &mut Sim, w: &Workload) -> Vec<Violation> {
 
 /// How long after a look at the trees that found a defect the second look is taken.
 const SECOND_LOOK: Duration = Duration::from_secs(2);
+
+/// What makes two looks' findings the same defect: its kind and tree, and the node for a
+/// branch (a split tree whose count of roots changed between the looks is still split).
+fn same_defect(
+    v: &Violation,
+) -> (
+    std::mem::Discriminant<Violation>,
+    Option<NodeId>,
+    Option<NodeId>,
+) {
+    let (key, node) = match v {
+        Violation::TreeSplit { key, .. } => (Some(*key), None),
+        Violation::TreeOrphan { key, node } => (Some(*key), Some(*node)),
+        _ => (None, None),
+    };
+    (std::mem::discriminant(v), key, node)
+}
 
 /// The defects of the workload's trees at this instant.
 fn look_at_trees(sim: &Sim, keys: &[NodeId]) -> Vec<Violation> {

@@ -1578,7 +1578,7 @@ fn a_reply_lost_with_its_requester_node_is_reported() {
 }
 
 #[test]
-fn a_request_whose_time_runs_out_on_the_way_is_reported() {
+fn a_request_whose_time_runs_out_is_reported() {
     let mut net = Net::ready(2);
     let _member = net.client(1, "echo");
     let requester = net.client(0, "");

@@ -78,6 +78,12 @@ impl Scribe {
                 self.outbox.push_back((p, ScribeMsg::Unsubscribe { key }));
             }
         }
+        // A parent being left (lingering a beat) is forgotten with it: told now instead.
+        for &(_, key, old) in &self.lingering {
+            if old.id == id {
+                self.outbox.push_back((old, ScribeMsg::Unsubscribe { key }));
+            }
+        }
     }
 
     /// A neighbour's probe: answered at once, so that it hears this node is alive.

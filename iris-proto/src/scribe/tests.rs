@@ -441,3 +441,45 @@ fn a_child_let_go_for_an_unanswered_probe_is_told_and_subscribes_again() {
         Some(NodeId(2))
     );
 }
+
+/// A parent being left (lingering a beat after the tree moved) that does not answer a
+/// probe is told to let this node go at once: forgotten with it, the lingering entry would
+/// never tell it, and it would keep passing the tree's messages here.
+#[test]
+fn a_lingering_parent_that_does_not_answer_a_probe_is_told_to_let_go() {
+    let mut net = Net::chain(3);
+    // Node 1 probes quickly, so that the probe's wait ends within the beat that node 2
+    // lingers.
+    let cfg = ScribeConfig {
+        probe_after: Duration::from_millis(100),
+        probe_wait: Duration::from_millis(100),
+        ..ScribeConfig::default()
+    };
+    net.nodes.get_mut(&NodeId(1)).unwrap().0 = Scribe::new(cfg.clone(), net.now);
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
+    let key = group().tree_key(0);
+    // Node 1 now routes straight to the root: at the refresh its trees move, node 2
+    // lingering a beat.
+    net.nodes.get_mut(&NodeId(1)).unwrap().1.hops = vec![contact(3), contact(2)];
+    net.beats(u64::from(cfg.refresh_every), &[]);
+    assert!(
+        !net.scribe(1).lingering.is_empty(),
+        "the test moves the trees"
+    );
+    assert!(net.scribe(2).is_neighbour(key, NodeId(1)));
+    // Within that beat node 1 probes node 2 (silent for a while), which does not answer.
+    net.now = net.now + cfg.probe_after + Duration::from_millis(100);
+    let (s1, r1) = net.nodes.get_mut(&NodeId(1)).unwrap();
+    s1.sending_to(net.now, NodeId(2), r1);
+    let _unanswered: Vec<_> = std::iter::from_fn(|| s1.poll_output()).collect();
+    net.now = net.now + cfg.probe_wait + Duration::from_millis(1);
+    let now = net.now;
+    let (s1, r1) = net.nodes.get_mut(&NodeId(1)).unwrap();
+    s1.handle(now, ScribeInput::Timeout(&|_| 3), r1);
+    assert_eq!(s1.stats().suspected, 1);
+    net.deliver();
+    assert!(
+        !net.scribe(2).is_neighbour(key, NodeId(1)),
+        "node 2 still counts node 1 as its child"
+    );
+}

@@ -35,7 +35,8 @@ pub(crate) struct Tree {
     /// When it last subscribed: a tree whose parents keep failing subscribes again at most
     /// once a beat, not in a loop.
     pub(crate) attached_at: Option<crate::time::Instant>,
-    /// The last parent lost: routed around until another is lost.
+    /// The last parent lost: routed around until the tree has settled (`refresh_every`
+    /// beats after it attached), then forgotten at a refresh (`follow_routes`).
     pub(crate) avoid: Option<NodeId>,
 }
 

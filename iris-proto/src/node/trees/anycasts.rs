@@ -70,9 +70,11 @@ impl Trees {
                 }
                 Pick::None => {
                     self.stats.anycasts_lost += 1;
-                    let cluster = a.cluster.clone();
                     self.losses.note("anycast_lost", || {
-                        format!("a request or tunnel of {cluster}: no member reachable from here")
+                        format!(
+                            "a request or tunnel of {}: no member reachable from here",
+                            a.cluster
+                        )
                     });
                     return;
                 }
@@ -153,9 +155,11 @@ impl Trees {
     /// hops): dropped here, its origin answers it timed out.
     pub(super) fn expired(&mut self, a: &Anycast) {
         self.stats.anycasts_expired += 1;
-        let (cluster, hops) = (a.cluster.clone(), a.hops);
         self.losses.note("anycast_expired", || {
-            format!("a request or tunnel of {cluster}: its time ran out after {hops} hops")
+            format!(
+                "a request or tunnel of {}: its time ran out after {} hops",
+                a.cluster, a.hops
+            )
         });
     }
 }
