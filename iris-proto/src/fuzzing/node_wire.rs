@@ -192,7 +192,7 @@ impl Pools {
 
 /// A node message of any kind, from the fuzzer's bytes.
 pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
-    match r.b() % 21 {
+    match r.b() % 22 {
         0 => {
             let (group, index, key) = group(r, p);
             NodeMsg::Tree(ScribeMsg::Subscribe { key, group, index })
@@ -250,6 +250,12 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
         },
         k @ 16..=18 => repair_msg(r, p, k),
         19 => NodeMsg::Tree(ScribeMsg::Probe),
+        21 => NodeMsg::Forward {
+            from: contact(r, p),
+            to: node_id(r, p),
+            hops: hops(r),
+            inner: payload(r),
+        },
         _ => NodeMsg::CastCredit {
             group: group(r, p).0,
             bytes: r.wide(),

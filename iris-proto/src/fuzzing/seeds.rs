@@ -391,6 +391,15 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
             },
         ),
         (
+            "forward",
+            NodeMsg::Forward {
+                from: c,
+                to: NodeId(5),
+                hops: 1,
+                inner: Bytes::from_static(b"\x1a\x00"),
+            },
+        ),
+        (
             "cast-ask",
             NodeMsg::CastAsk {
                 key: Group::topic("news".into()).tree_key(4),

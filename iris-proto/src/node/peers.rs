@@ -63,7 +63,9 @@ impl Node {
                 self.mark_unreachable(node);
                 self.peer_lost(node);
                 for u in undelivered {
-                    self.with_trees(|t, v, rng, fx| t.reroute(v, rng, &u.bytes, u.waited, fx));
+                    self.with_trees(|t, v, rng, fx| {
+                        t.reroute(v, rng, (&u.bytes, Some(node)), u.waited, fx)
+                    });
                 }
             }
             Incoming::Linked(node) => {
@@ -168,6 +170,37 @@ impl Node {
             NodeMsg::CastCredit { group, bytes } => {
                 if let Some(n) = self.net.as_mut() {
                     call!(self, |fx| n.casts.handle_credit(from.id, group, bytes, fx));
+                }
+            }
+            NodeMsg::Forward {
+                from: sender,
+                to,
+                hops,
+                inner,
+            } => self.on_forward(sender, to, hops, inner),
+        }
+    }
+
+    /// A message passed on for node `to`: taken here as `sender`'s if this is `to` (only
+    /// asks for multicasts and their answers come this way), else passed on toward it.
+    fn on_forward(&mut self, sender: Contact, to: crate::overlay::NodeId, hops: u8, inner: Bytes) {
+        let own = self.net.as_ref().map(|n| n.mesh.overlay().id());
+        if own != Some(to) {
+            let hops = hops.saturating_add(1);
+            self.with_trees(|t, v, _, fx| t.forward(v, (sender, to, hops), inner, None, fx));
+            return;
+        }
+        match wire::decode(&inner) {
+            Ok(NodeMsg::Cast(c)) if c.resent => {
+                self.with_trees(|t, v, _, fx| t.handle_cast(v, sender, c, fx));
+            }
+            Ok(msg @ (NodeMsg::CastGone { .. } | NodeMsg::CastAsk { .. })) => {
+                self.with_trees(|t, v, _, fx| t.handle_repair_msg(v, sender, msg, fx));
+            }
+            // Nothing else is passed on: a confused or malicious peer.
+            _ => {
+                if let Some(n) = self.net.as_mut() {
+                    n.trees.received(0, false);
                 }
             }
         }

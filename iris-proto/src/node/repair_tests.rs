@@ -320,3 +320,33 @@ fn a_node_cut_off_for_20_s_gets_what_it_missed_and_its_clients_messages_arrive()
     t.collect();
     t.assert_whole("node 4 cut off");
 }
+
+/// A node cut off for 10 s whose link to one origin stays cut after the heal (a route
+/// that stays broken between two nodes, the others fine): that origin cannot answer its
+/// asks straight back, so the answers go around, through the overlay.
+#[test]
+fn what_an_origin_cannot_send_straight_back_goes_around() {
+    let mut t = Traffic::new(Net::ready(5), 5);
+    let (cut, origin) = (4, 0);
+    let all: Vec<usize> = (0..5).collect();
+    for round in 0..400 {
+        if round == 50 {
+            for j in 0..4 {
+                t.net.cut.insert((j, cut));
+                t.net.fail_links_one_side(cut, j);
+                t.net.fail_links_one_side(j, cut);
+            }
+        }
+        if round == 150 {
+            // The others reach node 4 again; node 0 does not (nor it node 0).
+            t.net.cut.clear();
+            t.net.cut.insert((origin, cut));
+        }
+        t.send_round(&all, round);
+        t.net.millis(100);
+        t.collect();
+    }
+    t.net.secs(15);
+    t.collect();
+    t.assert_whole("node 4 cut off, then from node 0 only");
+}

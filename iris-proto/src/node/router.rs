@@ -103,7 +103,7 @@ impl Node {
                 self.with_trees(|t, v, _, _| t.handle_group_changed(v, group, present))
             }
             Effect::Reroute(bytes) => self.with_trees(|t, v, rng, fx| {
-                t.reroute(v, rng, &bytes, std::time::Duration::ZERO, fx)
+                t.reroute(v, rng, (&bytes, None), std::time::Duration::ZERO, fx)
             }),
             Effect::CastTo(to, group, bytes) => {
                 if let Some(net) = self.net.as_mut() {

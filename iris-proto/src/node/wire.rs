@@ -36,6 +36,7 @@ mod tag {
     pub(super) const CAST_CREDIT: u8 = 24;
     pub(super) const CAST_ASK: u8 = 25;
     pub(super) const CAST_GONE: u8 = 26;
+    pub(super) const FORWARD: u8 = 27;
 }
 
 /// An inclusive range of multicast numbers.
@@ -205,6 +206,16 @@ pub(crate) enum NodeMsg {
         gone: Vec<(u64, u64)>,
         skipped: Vec<(u64, u64)>,
     },
+    /// Passed on for node `to`: `inner` (the bytes of a message `from` sent it) that `from`
+    /// could not send it straight (no link could be made). Each hop passes it on toward
+    /// `to`; there it is taken as `from`'s. Only asks for multicasts and an origin's
+    /// answers go this way (a multicast sent again, or what is gone).
+    Forward {
+        from: Contact,
+        to: NodeId,
+        hops: u8,
+        inner: Bytes,
+    },
 }
 
 impl NodeMsg {
@@ -223,6 +234,7 @@ impl NodeMsg {
             NodeMsg::CastCredit { group, .. } => format!("multicast credit of {group}"),
             NodeMsg::CastAsk { key, .. } => format!("an ask for multicasts of tree {key}"),
             NodeMsg::CastGone { key, .. } => format!("an answer to an ask of tree {key}"),
+            NodeMsg::Forward { to, .. } => format!("a message passed on for node {to}"),
         }
     }
 }
@@ -279,6 +291,18 @@ pub(crate) fn encode(msg: &NodeMsg) -> Bytes {
             put_varint(&mut out, *epoch);
             put_ranges(&mut out, gone);
             put_ranges(&mut out, skipped);
+        }
+        NodeMsg::Forward {
+            from,
+            to,
+            hops,
+            inner,
+        } => {
+            out.put_u8(tag::FORWARD);
+            put_contact(&mut out, from);
+            out.put_u128(to.0);
+            out.put_u8(*hops);
+            out.put_slice(inner);
         }
         tunnel => encode_tunnel(tunnel, &mut out),
     }
@@ -378,7 +402,8 @@ fn encode_tunnel(msg: &NodeMsg, out: &mut BytesMut) {
         | NodeMsg::Anycast(_)
         | NodeMsg::Reply { .. }
         | NodeMsg::CastAsk { .. }
-        | NodeMsg::CastGone { .. } => {
+        | NodeMsg::CastGone { .. }
+        | NodeMsg::Forward { .. } => {
             unreachable!("encoded by encode")
         }
     }
@@ -437,6 +462,12 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
             }
         }
         tag::CAST_ASK | tag::CAST_GONE => decode_repair(kind, &mut r)?,
+        tag::FORWARD => NodeMsg::Forward {
+            from: take_contact(&mut r.p)?,
+            to: r.id()?,
+            hops: r.u8()?,
+            inner: r.rest(),
+        },
         _ => return Err(WireError::Malformed("unknown node message tag")),
     };
     if !r.p.is_empty() {
@@ -630,6 +661,7 @@ fn payload_len(msg: &NodeMsg) -> usize {
         }) => p.len(),
         NodeMsg::Reply { outcome: Ok(p), .. } => p.len(),
         NodeMsg::TunnelData { payload, .. } => payload.len(),
+        NodeMsg::Forward { inner, .. } => inner.len(),
         _ => 0,
     }
 }
@@ -816,6 +848,12 @@ mod tests {
                 within_ms: 12_000,
                 sent_ms: 987_654,
                 hops: 1,
+            },
+            NodeMsg::Forward {
+                from: c,
+                to: NodeId(77),
+                hops: 3,
+                inner: Bytes::from_static(b"\x1a inner bytes"),
             },
             NodeMsg::CastGone {
                 key: NodeId(9),

@@ -283,7 +283,7 @@ impl Trees {
         &mut self,
         v: &View<'_>,
         rng: &mut ChaCha8Rng,
-        bytes: &bytes::Bytes,
+        (bytes, unreachable): (&bytes::Bytes, Option<NodeId>),
         waited: Duration,
         fx: &mut Effects,
     ) {
@@ -291,6 +291,28 @@ impl Trees {
             Ok(NodeMsg::Cast(c)) if c.via != wire::Via::Tree => {
                 self.stats.rerouted += 1;
                 self.route_cast(v, c, None, fx);
+            }
+            // An ask for an origin, or the origin's answer, that cannot go straight: around,
+            // through the overlay (a route between two nodes that stays broken while the
+            // others work).
+            Ok(
+                NodeMsg::Cast(wire::Cast { resent: true, .. })
+                | NodeMsg::CastGone { .. }
+                | NodeMsg::CastAsk { .. },
+            ) if unreachable.is_some() => {
+                let own = v.overlay.contact();
+                if let Some(to) = unreachable {
+                    self.forward(v, (own, to, 0), bytes.clone(), Some(to), fx);
+                }
+            }
+            Ok(NodeMsg::Forward {
+                from,
+                to,
+                hops,
+                inner,
+            }) => {
+                let hops = hops.saturating_add(1);
+                self.forward(v, (from, to, hops), inner, unreachable, fx);
             }
             Ok(NodeMsg::Anycast(mut a)) => {
                 // Its time left went by while it waited for the dial.

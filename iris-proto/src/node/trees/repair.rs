@@ -201,6 +201,46 @@ impl Trees {
         }
     }
 
+    /// Passes a message on toward node `to` for `from` (`hops` so far): straight to `to` if
+    /// it can, else along the overlay's route to its id, around `avoid` (a hop that could
+    /// not be reached; `to` itself when an origin's answer could not go straight). Dropped
+    /// and counted past [`MAX_HOPS`], or where no hop is left (`to` is gone, or this node
+    /// is the closest to it but for it).
+    pub(crate) fn forward(
+        &mut self,
+        v: &View<'_>,
+        (from, to, hops): (Contact, NodeId, u8),
+        inner: bytes::Bytes,
+        avoid: Option<NodeId>,
+        fx: &mut Effects,
+    ) {
+        let next = if hops >= MAX_HOPS {
+            None
+        } else if avoid == Some(to) {
+            v.overlay.route(to, Some(to))
+        } else {
+            v.mesh
+                .linked_contact(to)
+                .or_else(|| v.overlay.contact_of(to))
+                .or_else(|| v.overlay.route(to, avoid))
+        };
+        let Some(next) = next.filter(|n| Some(n.id) != avoid) else {
+            self.stats.undelivered += 1;
+            self.losses.note("peer_unreachable", || {
+                format!("an answer to node {to}'s ask: no way to it")
+            });
+            return;
+        };
+        self.stats.rerouted += 1;
+        let msg = NodeMsg::Forward {
+            from,
+            to,
+            hops,
+            inner,
+        };
+        fx.push(to_peer(next, Class::Data, &msg, Refusal::Ignore));
+    }
+
     /// Sends an ask one hop on toward `origin`: straight to it over a link or where the
     /// overlay knows it, else along the overlay's route to its id; dropped where no hop is
     /// known (the origin is gone, or not yet back: the asker asks again).
