@@ -1561,19 +1561,10 @@ fn a_reply_lost_with_its_requester_node_is_reported() {
         },
     );
     net.secs(1);
-    let reported: Vec<_> = net
-        .events_of(1)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Dropped {
-                reason,
-                what,
-                count,
-            } => Some((*reason, what.clone(), *count)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(reported, [("peer_unreachable", "a reply".to_string(), 1)]);
+    assert_eq!(
+        dropped(&net, 1),
+        [("peer_unreachable", "a reply".to_string(), 1)]
+    );
     assert_eq!(net.node(1).stats().undelivered, 1);
 }
 
@@ -1595,13 +1586,9 @@ fn a_request_whose_time_runs_out_is_reported() {
         },
     );
     net.secs(1);
-    let reported: Vec<_> = net
-        .events_of(0)
+    let reported: Vec<_> = dropped(&net, 0)
         .into_iter()
-        .filter_map(|e| match e {
-            Event::Dropped { reason, count, .. } => Some((*reason, *count)),
-            _ => None,
-        })
+        .map(|(reason, _, count)| (reason, count))
         .collect();
     assert_eq!(reported, [("anycast_expired", 1)]);
     assert_eq!(net.node(0).stats().anycasts_expired, 1);
@@ -1617,4 +1604,19 @@ fn a_request_whose_time_runs_out_is_reported() {
         ),
         "{got:?}"
     );
+}
+
+/// The losses node `i` reported: (reason, what, count).
+fn dropped(net: &Net, i: usize) -> Vec<(&'static str, String, u64)> {
+    net.events_of(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Dropped {
+                reason,
+                what,
+                count,
+            } => Some((*reason, what.clone(), *count)),
+            _ => None,
+        })
+        .collect()
 }

@@ -172,18 +172,22 @@ impl Node {
                     call!(self, |fx| n.casts.handle_credit(from.id, group, bytes, fx));
                 }
             }
-            NodeMsg::Forward {
-                from: sender,
-                to,
-                hops,
-                inner,
-            } => self.on_forward(sender, to, hops, inner),
+            msg @ NodeMsg::Forward { .. } => self.on_forward(msg),
         }
     }
 
     /// A message passed on for node `to`: taken here as `sender`'s if this is `to` (only
     /// asks for multicasts and their answers come this way), else passed on toward it.
-    fn on_forward(&mut self, sender: Contact, to: crate::overlay::NodeId, hops: u8, inner: Bytes) {
+    fn on_forward(&mut self, msg: NodeMsg) {
+        let NodeMsg::Forward {
+            from: sender,
+            to,
+            hops,
+            inner,
+        } = msg
+        else {
+            return;
+        };
         let own = self.net.as_ref().map(|n| n.mesh.overlay().id());
         if own != Some(to) {
             let hops = hops.saturating_add(1);

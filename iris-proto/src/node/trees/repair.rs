@@ -214,15 +214,15 @@ impl Trees {
         avoid: Option<NodeId>,
         fx: &mut Effects,
     ) {
-        let next = if hops >= MAX_HOPS {
-            None
-        } else if avoid == Some(to) {
-            v.overlay.route(to, Some(to))
-        } else {
-            v.mesh
+        let next = match avoid {
+            _ if hops >= MAX_HOPS => None,
+            None => self.way_to(v, to),
+            Some(hop) if hop == to => v.overlay.route(to, Some(to)),
+            Some(hop) => v
+                .mesh
                 .linked_contact(to)
                 .or_else(|| v.overlay.contact_of(to))
-                .or_else(|| v.overlay.route(to, avoid))
+                .or_else(|| v.overlay.route(to, Some(hop))),
         };
         let Some(next) = next.filter(|n| Some(n.id) != avoid) else {
             self.stats.undelivered += 1;
@@ -248,13 +248,17 @@ impl Trees {
         if let NodeMsg::CastAsk { sent_ms, .. } = &mut msg {
             *sent_ms = crate::mesh::one_way::stamp(v.now);
         }
-        let next = v
-            .mesh
-            .linked_contact(origin)
-            .or_else(|| v.overlay.contact_of(origin))
-            .or_else(|| self.route(v, origin));
-        if let Some(next) = next {
+        if let Some(next) = self.way_to(v, origin) {
             fx.push(to_peer(next, Class::Control, &msg, Refusal::Ignore));
         }
+    }
+
+    /// The hop toward node `to`: straight to it over a link or where the overlay knows
+    /// it, else along the trees' route to its id.
+    fn way_to(&self, v: &View<'_>, to: NodeId) -> Option<Contact> {
+        v.mesh
+            .linked_contact(to)
+            .or_else(|| v.overlay.contact_of(to))
+            .or_else(|| self.route(v, to))
     }
 }
