@@ -20,7 +20,8 @@ pub(super) struct PeerLink {
     addr: Option<SocketAddr>,
     /// Set by the peer's IDENT.
     pub(super) peer: Option<Contact>,
-    /// Who we dialed this link to reach, if anyone in particular.
+    /// Who we dialed this link to reach, if anyone in particular, until its peer says who
+    /// it is.
     pub(super) expect: Option<NodeId>,
     /// Messages for `expect`, held until the peer identifies itself.
     pub(super) pending: Vec<Waiting>,
@@ -325,6 +326,15 @@ impl Mesh {
         }
         let pl = self.links.get_mut(&id).expect("caller holds the link");
         pl.peer = Some(c);
+        // Whom the link was dialed for is settled here, on this link, and then forgotten:
+        // this link may be kept as the peer's for a long time, and later links to its
+        // address, dialed for other stale contacts, are merged into it.
+        let (addr, expected) = (pl.addr, pl.expect.take());
+        let other = expected.filter(|&e| e != c.id);
+        let held = match other {
+            Some(_) => std::mem::take(&mut pl.pending),
+            None => Vec::new(),
+        };
         // A seed let us in: whatever others said, this node is not on its own.
         self.dials.clear_refusals();
         let keep = self.keep_one_link(now, id, c.id);
@@ -334,23 +344,21 @@ impl Mesh {
             peer: c.id,
         }));
         self.inbox.push_back(Incoming::Linked(c.id));
+        if let Some(e) = other {
+            // Someone else lives at that address now: the node expected there is gone for
+            // sure, and what was meant for it goes back to be routed another way.
+            let returned = self.node_messages(now, held);
+            self.inbox.push_back(Incoming::Unreachable(e, returned));
+            self.overlay
+                .handle(now, OverlayInput::Replaced { id: e, addr });
+        }
         let pl = self.links.get_mut(&keep).expect("live");
         let pending = std::mem::take(&mut pl.pending);
         pl.last_used = now;
         let join = std::mem::take(&mut pl.join);
-        let addr = pl.addr;
-        if let Some(e) = pl.expect.filter(|&e| e != c.id) {
-            // Someone else lives at that address now: the node expected there is gone for
-            // sure, and what was meant for it goes back to be routed another way.
-            let returned = self.node_messages(now, pending);
-            self.inbox.push_back(Incoming::Unreachable(e, returned));
-            self.overlay
-                .handle(now, OverlayInput::Replaced { id: e, addr });
-        } else {
-            for Waiting { class, bytes, .. } in pending {
-                if put(&mut pl.link, class, bytes).is_err() {
-                    self.stats.messages_dropped += 1;
-                }
+        for Waiting { class, bytes, .. } in pending {
+            if put(&mut pl.link, class, bytes).is_err() {
+                self.stats.messages_dropped += 1;
             }
         }
         self.mark(keep);

@@ -730,6 +730,40 @@ impl Bare {
         ours
     }
 
+    /// The link the mesh dialed to `to` (`reach` or `send` asked for it), up: the test's
+    /// end, answering at `to`'s address.
+    fn answer_dial(&mut self, link: LinkId) -> Link {
+        let mut dial = None;
+        let mut rest = VecDeque::new();
+        while let Some(out) = self.mesh.poll_output() {
+            match out {
+                MeshOutput::Dial(d, _) => dial = Some(d),
+                other => rest.push_back(other),
+            }
+        }
+        self.mesh.outputs.extend(rest);
+        let dial = dial.expect("the mesh dialed");
+        self.mesh.handle(
+            self.now,
+            MeshInput::Connected {
+                link,
+                dial: Some(dial),
+                from: None,
+            },
+        );
+        let cfg = LinkConfig {
+            network: "test-net".into(),
+            ..LinkConfig::default()
+        };
+        let mut ours = Link::plain(Role::Responder, cfg, self.now);
+        for _ in 0..3 {
+            self.carry_out(link, &mut ours);
+            self.carry_in(link, &mut ours);
+        }
+        assert_eq!(ours.poll_output(), Some(LinkEvent::Established));
+        ours
+    }
+
     fn incoming(&mut self) -> Vec<Incoming> {
         std::iter::from_fn(|| self.mesh.poll_incoming()).collect()
     }
@@ -798,4 +832,44 @@ fn a_peers_clock_is_remembered_across_its_links_and_forgotten_when_it_restarts()
     third.send_control(ident(2, 100)).unwrap();
     m.carry_in(LinkId(3), &mut third);
     assert_eq!(excess(&m, 100), Some(Duration::ZERO));
+}
+
+/// Found by swarm testing (a multicast tree split for good): a node dialed the old address
+/// of a peer that had restarted elsewhere, and another node answered there. The link was
+/// kept as that other node's, still marked as dialed for the old peer; every later link to
+/// the address (dialed for other stale contacts, merged into it) said again that the old
+/// peer was unreachable, so its trees routed around it, alive at its new address, forever.
+#[test]
+fn a_stale_address_answered_by_another_node_says_so_once_and_for_the_right_node() {
+    let mut m = Bare::new();
+    let there = |id| crate::overlay::Contact::new(NodeId(id), addr(9), 1);
+    let unreachable = |incoming: &[Incoming]| -> Vec<(NodeId, usize)> {
+        incoming
+            .iter()
+            .filter_map(|i| match i {
+                Incoming::Unreachable(n, back) => Some((*n, back.len())),
+                _ => None,
+            })
+            .collect()
+    };
+    // Dialed for 41 (a stale contact); 42 lives at that address now.
+    m.mesh.reach(m.now, there(41));
+    let mut first = m.answer_dial(LinkId(1));
+    first
+        .send_control(wire::encode(&PeerMsg::Ident(0, there(42))))
+        .unwrap();
+    m.carry_in(LinkId(1), &mut first);
+    assert_eq!(unreachable(&m.incoming()), vec![(NodeId(41), 0)]);
+    assert!(m.mesh.is_linked(NodeId(42)));
+    // A message for 43, another stale contact at that address: dialed, answered by 42
+    // again. The message goes back to be routed another way (not to 42), said of 43 only.
+    let msg = Bytes::from_static(b"for 43");
+    m.mesh.send(m.now, there(43), Class::Control, msg).unwrap();
+    let mut second = m.answer_dial(LinkId(2));
+    second
+        .send_control(wire::encode(&PeerMsg::Ident(0, there(42))))
+        .unwrap();
+    m.carry_in(LinkId(2), &mut second);
+    assert_eq!(unreachable(&m.incoming()), vec![(NodeId(43), 1)]);
+    assert!(m.mesh.is_linked(NodeId(42)));
 }
