@@ -17,6 +17,15 @@ use std::time::Duration;
 /// retries of a connection begun while the path was down.
 const SEED_RETRY: Duration = Duration::from_secs(1);
 
+/// A dial toward a peer in flight this long is not waited for by a message to that peer: a
+/// fresh dial takes what it held and what comes next (the old one, should it connect after
+/// all, makes a second link, one of the two is kept). A dial begun while a partition was
+/// still on hangs until the driver's connect timeout (5 s) even though the path is back a
+/// moment later; found by swarm testing, where a graveyard ping of the neighbour across
+/// the heal waited for the dial begun before it, and the two sides' trees merged 6 s after
+/// the heal instead of 3 s (a member that left meanwhile lost what was sent in the cut).
+pub(super) const STALE_DIAL: Duration = Duration::from_secs(1);
+
 /// A dial in flight.
 pub(super) struct Dial {
     pub(super) addr: SocketAddr,
@@ -73,19 +82,45 @@ impl Dials {
         self.refusals.clear();
     }
 
-    /// Takes the dial a connection answers (it reaches its peer no more by dialing).
-    pub(super) fn take(&mut self, dial: DialId) -> Option<Dial> {
+    /// Takes the dial a connection answers (it reaches its peer no more by dialing), and
+    /// whether it was the one toward its peer (not superseded by a later one).
+    pub(super) fn take(&mut self, dial: DialId) -> Option<(Dial, bool)> {
         let d = self.dials.remove(&dial)?;
-        if let Some(e) = d.expect {
-            self.dialing.remove(&e);
-        }
-        Some(d)
+        let current = match d.expect {
+            Some(e) if self.dialing.get(&e) == Some(&dial) => {
+                self.dialing.remove(&e);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        };
+        Some((d, current))
     }
 
     /// The messages waiting for the dial in flight toward `peer`, if one is.
     pub(super) fn pending_for(&mut self, peer: NodeId) -> Option<&mut Vec<Waiting>> {
         let d = self.dialing.get(&peer)?;
         self.dials.get_mut(d).map(|d| &mut d.pending)
+    }
+
+    /// Whether the dial in flight toward `peer` began [`STALE_DIAL`] ago or more.
+    pub(super) fn is_stale(&self, peer: NodeId, now: Instant) -> bool {
+        self.dialing
+            .get(&peer)
+            .and_then(|d| self.dials.get(d))
+            .is_some_and(|d| now.saturating_duration_since(d.started) >= STALE_DIAL)
+    }
+
+    /// Takes what the dial toward `peer` holds, for a fresh dial that supersedes it: the
+    /// old one is no longer the peer's (see [`STALE_DIAL`]).
+    pub(super) fn supersede(&mut self, peer: NodeId) -> Vec<Waiting> {
+        let Some(d) = self.dialing.remove(&peer) else {
+            return Vec::new();
+        };
+        self.dials
+            .get_mut(&d)
+            .map(|d| std::mem::take(&mut d.pending))
+            .unwrap_or_default()
     }
 
     /// Dials in flight.
@@ -111,15 +146,15 @@ impl Mesh {
 
     /// A dial failed: what was held for it comes back to be routed another way.
     pub(super) fn on_dial_failed(&mut self, now: Instant, dial: DialId) {
-        let Some(d) = self.dials.take(dial) else {
+        let Some((d, current)) = self.dials.take(dial) else {
             return;
         };
         self.stats.dials_failed += 1;
         let returned = self.node_messages(now, d.pending);
-        if let Some(e) = d.expect {
-            self.inbox.push_back(Incoming::Unreachable(e, returned));
-        } else {
-            self.stats.messages_dropped += returned.len() as u64;
+        match d.expect {
+            // A later dial toward that peer took over: it answers for it.
+            Some(e) if current => self.inbox.push_back(Incoming::Unreachable(e, returned)),
+            _ => self.stats.messages_dropped += returned.len() as u64,
         }
         self.outputs
             .push_back(MeshOutput::Event(MeshEvent::DialFailed(d.addr)));

@@ -57,7 +57,7 @@ impl Mesh {
         dial: Option<DialId>,
         from: Option<SocketAddr>,
     ) {
-        let d = dial.and_then(|d| self.dials.take(d));
+        let d = dial.and_then(|d| self.dials.take(d)).map(|(d, _)| d);
         // Anyone may connect to the peer listener: unauthenticated links are bounded too.
         if self.leaving || (d.is_none() && !self.room_for_link(now)) {
             self.stats.links_refused += 1;

@@ -69,12 +69,13 @@ impl Mesh {
             .by_id
             .get(&to.id)
             .is_some_and(|id| self.links.get(id).is_some_and(|pl| !pl.silent));
-        let busy =
-            linked || self.dials.pending_for(to.id).is_some() || self.opening(to.id).is_some();
+        let dialing = self.dials.pending_for(to.id).is_some() && !self.dials.is_stale(to.id, now);
+        let busy = linked || dialing || self.opening(to.id).is_some();
         if busy || self.leaving || to.addr == self.cfg.listen || !self.can_dial(now) {
             return;
         }
-        self.dial(now, to.addr, Some(to.id), Vec::new(), false);
+        let held = self.dials.supersede(to.id);
+        self.dial(now, to.addr, Some(to.id), held, false);
     }
 
     /// A link that is up but whose peer has not yet said who it is, dialed to reach `id`:
@@ -147,6 +148,12 @@ impl Mesh {
             return Err(Refused::NoLink);
         }
         let max = self.cfg.max_pending;
+        if self.dials.is_stale(to.id, now) && self.can_dial(now) {
+            let mut held = self.dials.supersede(to.id);
+            held.push(Waiting::new(class, bytes, now));
+            self.dial(now, to.addr, Some(to.id), held, false);
+            return Ok(());
+        }
         if let Some(pending) = self.dials.pending_for(to.id) {
             return hold(
                 pending,

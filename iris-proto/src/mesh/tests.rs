@@ -730,19 +730,22 @@ impl Bare {
         ours
     }
 
-    /// The link the mesh dialed to `to` (`reach` or `send` asked for it), up: the test's
-    /// end, answering at `to`'s address.
-    fn answer_dial(&mut self, link: LinkId) -> Link {
-        let mut dial = None;
+    /// The dials the mesh asked for since last asked.
+    fn dials(&mut self) -> Vec<DialId> {
+        let mut dials = Vec::new();
         let mut rest = VecDeque::new();
         while let Some(out) = self.mesh.poll_output() {
             match out {
-                MeshOutput::Dial(d, _) => dial = Some(d),
+                MeshOutput::Dial(d, _) => dials.push(d),
                 other => rest.push_back(other),
             }
         }
         self.mesh.outputs.extend(rest);
-        let dial = dial.expect("the mesh dialed");
+        dials
+    }
+
+    /// The link of `dial`, up: the test's end, answering at the address dialed.
+    fn connect(&mut self, link: LinkId, dial: DialId) -> Link {
         self.mesh.handle(
             self.now,
             MeshInput::Connected {
@@ -762,6 +765,12 @@ impl Bare {
         }
         assert_eq!(ours.poll_output(), Some(LinkEvent::Established));
         ours
+    }
+
+    /// The link the mesh dialed last (`reach` or `send` asked for it), up.
+    fn answer_dial(&mut self, link: LinkId) -> Link {
+        let dial = *self.dials().last().expect("the mesh dialed");
+        self.connect(link, dial)
     }
 
     fn incoming(&mut self) -> Vec<Incoming> {
@@ -872,4 +881,48 @@ fn a_stale_address_answered_by_another_node_says_so_once_and_for_the_right_node(
     m.carry_in(LinkId(2), &mut second);
     assert_eq!(unreachable(&m.incoming()), vec![(NodeId(43), 1)]);
     assert!(m.mesh.is_linked(NodeId(42)));
+}
+
+/// Found by swarm testing: a dial begun while a partition was on hangs until the driver's
+/// connect timeout, and messages to its peer waited for it even once the path was back (a
+/// graveyard ping across a healed partition, 3 s late). A dial in flight for
+/// `STALE_DIAL` is superseded by a fresh one, which takes what waited.
+#[test]
+fn a_message_does_not_wait_for_a_dial_begun_long_ago() {
+    let mut m = Bare::new();
+    let peer = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
+    let msg = |s: &'static str| Bytes::from_static(s.as_bytes());
+    m.mesh.send(m.now, peer, Class::Data, msg("first")).unwrap();
+    let old = m.dials();
+    assert_eq!(old.len(), 1);
+    // Within STALE_DIAL a second message waits for the same dial...
+    m.now = m.now + super::dials::STALE_DIAL / 2;
+    m.mesh
+        .send(m.now, peer, Class::Data, msg("second"))
+        .unwrap();
+    assert!(m.dials().is_empty());
+    // ...past it, a fresh dial goes, with both.
+    m.now = m.now + super::dials::STALE_DIAL;
+    m.mesh.send(m.now, peer, Class::Data, msg("third")).unwrap();
+    let fresh = m.dials();
+    assert_eq!(fresh.len(), 1);
+    // The old dial times out: that says nothing of the peer, whose fresh dial is on its way.
+    m.mesh.handle(m.now, MeshInput::DialFailed(old[0]));
+    assert!(
+        m.incoming()
+            .iter()
+            .all(|i| !matches!(i, Incoming::Unreachable(..)))
+    );
+    let mut ours = m.connect(LinkId(1), fresh[0]);
+    ours.send_control(wire::encode(&PeerMsg::Ident(0, peer)))
+        .unwrap();
+    m.carry_in(LinkId(1), &mut ours);
+    m.carry_out(LinkId(1), &mut ours);
+    let got: Vec<Bytes> = std::iter::from_fn(|| ours.poll_output())
+        .filter_map(|e| match e {
+            LinkEvent::Data(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![msg("first"), msg("second"), msg("third")]);
 }
