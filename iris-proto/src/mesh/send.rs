@@ -246,6 +246,12 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
+    /// Whether it is an overlay message (any peer may take those).
+    pub(super) fn is_overlay(&self) -> bool {
+        self.class == Class::Control
+            && matches!(wire::decode_bytes(&self.bytes), Ok(PeerMsg::Overlay(..)))
+    }
+
     fn new(class: Class, bytes: Bytes, since: Instant) -> Waiting {
         Waiting {
             class,

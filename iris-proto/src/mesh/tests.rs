@@ -870,10 +870,19 @@ fn a_stale_address_answered_by_another_node_says_so_once_and_for_the_right_node(
     m.carry_in(LinkId(1), &mut first);
     assert_eq!(unreachable(&m.incoming()), vec![(NodeId(41), 0)]);
     assert!(m.mesh.is_linked(NodeId(42)));
-    // A message for 43, another stale contact at that address: dialed, answered by 42
-    // again. The message goes back to be routed another way (not to 42), said of 43 only.
+    // A node message and an overlay ping for 43, another stale contact at that address:
+    // dialed, answered by 42 again. The node message goes back to be routed another way
+    // (not to 42), said of 43 only; the ping goes to 42, which answers and is learned.
     let msg = Bytes::from_static(b"for 43");
     m.mesh.send(m.now, there(43), Class::Control, msg).unwrap();
+    let ping = OverlayMsg::Ping {
+        leaves: None,
+        rtt: None,
+    };
+    let ping = wire::encode(&PeerMsg::Overlay(0, ping));
+    m.mesh
+        .send_as(m.now, there(43), Class::Control, ping)
+        .unwrap();
     let mut second = m.answer_dial(LinkId(2));
     second
         .send_control(wire::encode(&PeerMsg::Ident(0, there(42))))
@@ -881,6 +890,13 @@ fn a_stale_address_answered_by_another_node_says_so_once_and_for_the_right_node(
     m.carry_in(LinkId(2), &mut second);
     assert_eq!(unreachable(&m.incoming()), vec![(NodeId(43), 1)]);
     assert!(m.mesh.is_linked(NodeId(42)));
+    // (On the link to 42 that is kept: the first.)
+    m.carry_out(LinkId(1), &mut first);
+    let pinged = std::iter::from_fn(|| first.poll_output()).any(|e| {
+        matches!(e, LinkEvent::Control(b)
+            if matches!(wire::decode_bytes(&b), Ok(PeerMsg::Overlay(_, OverlayMsg::Ping { .. }))))
+    });
+    assert!(pinged, "the ping did not reach the node at that address");
 }
 
 /// Found by swarm testing: a dial begun while a partition was on hangs until the driver's
