@@ -368,6 +368,11 @@ impl Scribe {
         Some((t.parent.map(|p| p.id), t.children.keys().copied().collect()))
     }
 
+    /// This node's parent on the tree of `key`, if it has one.
+    pub fn parent(&self, key: NodeId) -> Option<Contact> {
+        self.trees.get(&key)?.parent
+    }
+
     /// The keys of a group's trees, in index order.
     pub fn keys(&self, group: &Group) -> impl Iterator<Item = NodeId> + '_ {
         let g = group.clone();
@@ -432,6 +437,17 @@ impl Scribe {
     /// Whether `node` is this node's parent or child in the tree of `key`.
     pub fn is_neighbour(&self, key: NodeId, node: NodeId) -> bool {
         self.trees.get(&key).is_some_and(|t| t.is_neighbour(node))
+    }
+
+    /// Whether `node` is a tree neighbour on the tree of `key`, or the parent this node is
+    /// leaving (it lingers a beat, see `attach`): what it passes here meanwhile (multicasts,
+    /// heads) is taken as from a neighbour.
+    pub fn passes_here(&self, key: NodeId, node: NodeId) -> bool {
+        self.is_neighbour(key, node)
+            || self
+                .lingering
+                .iter()
+                .any(|&(_, k, old)| k == key && old.id == node)
     }
 
     /// Where a multicast on the tree of `key` goes from here: every neighbour but `except`.

@@ -483,3 +483,46 @@ fn a_lingering_parent_that_does_not_answer_a_probe_is_told_to_let_go() {
         "node 2 still counts node 1 as its child"
     );
 }
+
+/// Found by swarm testing: after a tree that was split came together, the parent a node
+/// was leaving (lingering a beat after the tree moved) was the only one to pass it the
+/// head of an origin its side never heard from. Those heads were dropped as from a
+/// stranger, and what that origin sent during the split was never asked for.
+#[test]
+fn heads_from_a_parent_being_left_are_taken_and_passed_on() {
+    let mut net = Net::chain(3);
+    net.with(1, |s, r, now| s.handle(now, ScribeInput::Join(&group()), r));
+    let key = group().tree_key(0);
+    net.beats(2, &[]);
+    // Node 1 now routes straight to the root: at the refresh its trees move, node 2
+    // lingering a beat.
+    net.nodes.get_mut(&NodeId(1)).unwrap().1.hops = vec![contact(3), contact(2)];
+    let refresh = u64::from(ScribeConfig::default().refresh_every);
+    net.beats(refresh - 2, &[]);
+    assert!(
+        !net.scribe(1).lingering.is_empty(),
+        "the test moves the trees"
+    );
+    assert!(!net.scribe(1).is_neighbour(key, NodeId(2)));
+    // Node 2 passes the head of an origin that sent 100 ms ago, while node 1 had members.
+    let origin = NodeId(99);
+    let heads = vec![(origin, 1, 5, 100)];
+    net.log.clear();
+    net.with(2, |s, _, _| {
+        s.outbox
+            .push_back((contact(1), ScribeMsg::Heads { key, heads }))
+    });
+    let passed = net.log.iter().any(|(from, to, m)| {
+        (from.0, to.0) == (1, 3)
+            && matches!(m, ScribeMsg::Heads { heads, .. } if heads.iter().any(|h| h.0 == origin))
+    });
+    assert!(passed, "the head was not passed on to the new parent");
+    let later = net.now + Duration::from_secs(5);
+    let (s1, _) = net.nodes.get_mut(&NodeId(1)).unwrap();
+    let asks = s1.asks(later);
+    assert!(
+        asks.iter()
+            .any(|a| a.origin == origin && a.ranges.iter().any(|&(lo, hi)| lo <= 5 && 5 <= hi)),
+        "what the origin sent is not asked for: {asks:?}"
+    );
+}

@@ -70,7 +70,7 @@ impl Trees {
         }
         if c.via == Via::Tree
             && let Some(f) = from
-            && !self.scribe.is_neighbour(c.key, f.id)
+            && !self.scribe.passes_here(c.key, f.id)
         {
             // Along an edge this node no longer has (the sender has not heard yet, or it is
             // leaving and sends what it still held): the sender must repair, and the

@@ -24,6 +24,8 @@ mod held;
 mod repair;
 mod routes;
 mod sent;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use routes::View;
 

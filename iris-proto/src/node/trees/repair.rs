@@ -41,7 +41,7 @@ impl Trees {
                     sent_ms: 0, // stamped by `route_ask`
                     hops: 0,
                 };
-                self.route_ask(v, ask.origin, msg, fx);
+                self.route_ask(v, (ask.key, ask.origin), None, msg, fx);
             }
         }
         for (group, n) in self.scribe.take_given_up() {
@@ -99,7 +99,7 @@ impl Trees {
                 return;
             }
             *hops += 1;
-            return self.route_ask(v, origin, msg, fx);
+            return self.route_ask(v, (key, origin), Some(from.id), msg, fx);
         }
         let NodeMsg::CastAsk { ranges, .. } = msg else {
             return;
@@ -244,11 +244,26 @@ impl Trees {
     /// Sends an ask one hop on toward `origin`: straight to it over a link or where the
     /// overlay knows it, else along the overlay's route to its id; dropped where no hop is
     /// known (the origin is gone, or not yet back: the asker asks again).
-    fn route_ask(&mut self, v: &View<'_>, origin: NodeId, mut msg: NodeMsg, fx: &mut Effects) {
+    fn route_ask(
+        &mut self,
+        v: &View<'_>,
+        (key, origin): (NodeId, NodeId),
+        from: Option<NodeId>,
+        mut msg: NodeMsg,
+        fx: &mut Effects,
+    ) {
         if let NodeMsg::CastAsk { sent_ms, .. } = &mut msg {
             *sent_ms = crate::mesh::one_way::stamp(v.now);
         }
-        if let Some(next) = self.way_to(v, origin) {
+        // A node that knows no way toward the origin (it joined on one side of a partition
+        // and its overlay has not yet heard of the other side's nodes, seconds after the
+        // heal) asks up the tree that brought it the origin's head: found by swarm testing,
+        // where such asks went nowhere for 8 s and a member that left meanwhile never got
+        // what was sent during the cut.
+        let next = self
+            .way_to(v, origin)
+            .or_else(|| self.scribe.parent(key).filter(|p| Some(p.id) != from));
+        if let Some(next) = next {
             fx.push(to_peer(next, Class::Control, &msg, Refusal::Ignore));
         }
     }
