@@ -19,7 +19,10 @@ const SEED_RETRY: Duration = Duration::from_secs(1);
 
 /// A dial toward a peer in flight this long is not waited for by a message to that peer: a
 /// fresh dial takes what it held and what comes next (the old one, should it connect after
-/// all, makes a second link, one of the two is kept). A dial begun while a partition was
+/// all, makes a second link, one of the two is kept). Once only: should the fresh one hang
+/// too, the peer is unreachable, and its failure sends what it holds another way (found by
+/// swarm testing: with a fresh dial every second toward a peer across a broken pair, no
+/// dial ever failed as the peer's, and an origin's answers to an ask never went around). A dial begun while a partition was
 /// still on hangs until the driver's connect timeout (5 s) even though the path is back a
 /// moment later; found by swarm testing, where a graveyard ping of the neighbour across
 /// the heal waited for the dial begun before it, and the two sides' trees merged 6 s after
@@ -37,6 +40,8 @@ pub(super) struct Dial {
     pub(super) join: bool,
     /// When it began.
     pub(super) started: Instant,
+    /// It took over from a stale dial (see [`STALE_DIAL`]): it is not taken over in turn.
+    pub(super) retry: bool,
 }
 
 /// The dials in flight and the state of the seeds.
@@ -103,12 +108,20 @@ impl Dials {
         self.dials.get_mut(d).map(|d| &mut d.pending)
     }
 
-    /// Whether the dial in flight toward `peer` began [`STALE_DIAL`] ago or more.
+    /// Whether the dial in flight toward `peer` began [`STALE_DIAL`] ago or more, and is
+    /// not itself a retry.
     pub(super) fn is_stale(&self, peer: NodeId, now: Instant) -> bool {
         self.dialing
             .get(&peer)
             .and_then(|d| self.dials.get(d))
-            .is_some_and(|d| now.saturating_duration_since(d.started) >= STALE_DIAL)
+            .is_some_and(|d| !d.retry && now.saturating_duration_since(d.started) >= STALE_DIAL)
+    }
+
+    /// Marks the dial in flight toward `peer` as a retry.
+    pub(super) fn mark_retry(&mut self, peer: NodeId) {
+        if let Some(d) = self.dialing.get(&peer).and_then(|d| self.dials.get_mut(d)) {
+            d.retry = true;
+        }
     }
 
     /// Takes what the dial toward `peer` holds, for a fresh dial that supersedes it: the
@@ -253,6 +266,7 @@ impl Mesh {
                 pending,
                 join,
                 started: now,
+                retry: false,
             },
         );
         self.outputs.push_back(MeshOutput::Dial(d, addr));

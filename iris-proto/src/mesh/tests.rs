@@ -942,3 +942,41 @@ fn a_message_does_not_wait_for_a_dial_begun_long_ago() {
         .collect();
     assert_eq!(got, vec![msg("first"), msg("second"), msg("third")]);
 }
+
+/// The fresh dial that took over from a stale one is not taken over in turn: toward a peer
+/// that cannot be reached (a broken pair), a message every second would otherwise move to
+/// a new dial each time, no dial would ever fail as the peer's, and what waited would never
+/// go another way (found by swarm testing: an origin's answers to an ask, lost so).
+#[test]
+fn a_peer_whose_fresh_dial_hangs_too_is_unreachable_with_all_that_waited() {
+    let mut m = Bare::new();
+    let peer = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
+    let msg = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let step = super::dials::STALE_DIAL + Duration::from_millis(1);
+    m.mesh.send(m.now, peer, Class::Data, msg("first")).unwrap();
+    let first = m.dials();
+    m.now = m.now + step;
+    m.mesh
+        .send(m.now, peer, Class::Data, msg("second"))
+        .unwrap();
+    let retry = m.dials();
+    assert_eq!(retry.len(), 1, "a fresh dial takes over");
+    // More messages, each long after the last: they wait for the retry.
+    for _ in 0..3 {
+        m.now = m.now + step;
+        m.mesh.send(m.now, peer, Class::Data, msg("more")).unwrap();
+        assert!(m.dials().is_empty(), "the retry was taken over");
+    }
+    m.mesh.handle(m.now, MeshInput::DialFailed(first[0]));
+    assert!(m.incoming().is_empty());
+    m.mesh.handle(m.now, MeshInput::DialFailed(retry[0]));
+    let back: Vec<usize> = m
+        .incoming()
+        .iter()
+        .filter_map(|i| match i {
+            Incoming::Unreachable(n, back) if *n == NodeId(42) => Some(back.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(back, vec![5], "all that waited goes another way");
+}
