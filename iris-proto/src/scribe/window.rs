@@ -175,11 +175,15 @@ impl Windows {
         }
         if epoch > s.epoch {
             // The origin restarted: it counts afresh, and what its old self sent is gone.
+            // This is the first message of its new self: what that sent before is owed as
+            // for an origin never heard from (found by swarm testing: a restarted origin's
+            // broadcast missed by a node in repair was never asked for, that node having
+            // heard the origin's old self).
             let lost = s.gap.as_ref().map_or(0, |g| g.lost());
-            *s = Seen::fresh(epoch, seq, now);
+            self.seen.remove(&id);
             self.gappy.remove(&id);
             self.give_up(key, lost);
-            return Verdict::New;
+            return self.check(now, origin, epoch, key, (seq, prev_ms), owed);
         }
         s.last_used = now;
         if seq > s.seq {
@@ -656,6 +660,20 @@ mod tests {
         assert_eq!(w.check(at(300), O, 1, T, (498, 0), owed), Verdict::Old);
         assert_eq!(w.gone(O, 1, T, &[(0, 497)]), 1, "unknown: counts one");
         assert_eq!(w.next_ask(), None);
+    }
+
+    /// Found by swarm testing: a node that had heard an origin's old self took the first
+    /// message of its new self (a tail, 7 s after the broadcast before it, which the node
+    /// missed while its tree repaired) as a fresh start, and never asked for that
+    /// broadcast. A restarted origin's first message is as an unknown origin's.
+    #[test]
+    fn the_first_message_of_a_restarted_origin_asks_for_what_came_before_if_owed() {
+        let mut w = Windows::new(10, Duration::from_secs(60));
+        assert_eq!(w.check(at(0), O, 1, T, (14, 0), MEMBER), Verdict::New);
+        assert_eq!(w.check(at(9000), O, 2, T, (65, 6928), MEMBER), Verdict::New);
+        let asks = w.asks(at(9200));
+        assert_eq!(asks.len(), 1);
+        assert_eq!((asks[0].epoch, &asks[0].ranges), (2, &vec![(0, 64)]));
     }
 
     #[test]
