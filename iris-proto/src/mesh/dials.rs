@@ -19,14 +19,17 @@ const SEED_RETRY: Duration = Duration::from_secs(1);
 
 /// A dial toward a peer in flight this long is not waited for by a message to that peer: a
 /// fresh dial takes what it held and what comes next (the old one, should it connect after
-/// all, makes a second link, one of the two is kept). Once only: should the fresh one hang
-/// too, the peer is unreachable, and its failure sends what it holds another way (found by
-/// swarm testing: with a fresh dial every second toward a peer across a broken pair, no
-/// dial ever failed as the peer's, and an origin's answers to an ask never went around). A dial begun while a partition was
+/// all, makes a second link, one of the two is kept). A dial begun while a partition was
 /// still on hangs until the driver's connect timeout (5 s) even though the path is back a
 /// moment later; found by swarm testing, where a graveyard ping of the neighbour across
 /// the heal waited for the dial begun before it, and the two sides' trees merged 6 s after
 /// the heal instead of 3 s (a member that left meanwhile lost what was sent in the cut).
+///
+/// When a dial taken over fails, the peer still not linked and the fresh dial this old
+/// too, the peer is unreachable: what waits for the fresh dial goes another way at once,
+/// and the fresh dial goes on. Without it, toward a peer across a broken pair, a message
+/// every second moved what waited to a new dial each time, no dial ever failed as the
+/// peer's, and an origin's answers to an ask never went around (found by swarm testing).
 pub(super) const STALE_DIAL: Duration = Duration::from_secs(1);
 
 /// A dial in flight.
@@ -40,8 +43,6 @@ pub(super) struct Dial {
     pub(super) join: bool,
     /// When it began.
     pub(super) started: Instant,
-    /// It took over from a stale dial (see [`STALE_DIAL`]): it is not taken over in turn.
-    pub(super) retry: bool,
 }
 
 /// The dials in flight and the state of the seeds.
@@ -108,20 +109,19 @@ impl Dials {
         self.dials.get_mut(d).map(|d| &mut d.pending)
     }
 
-    /// Whether the dial in flight toward `peer` began [`STALE_DIAL`] ago or more, and is
-    /// not itself a retry.
+    /// Whether the dial in flight toward `peer` began [`STALE_DIAL`] ago or more.
     pub(super) fn is_stale(&self, peer: NodeId, now: Instant) -> bool {
         self.dialing
             .get(&peer)
             .and_then(|d| self.dials.get(d))
-            .is_some_and(|d| !d.retry && now.saturating_duration_since(d.started) >= STALE_DIAL)
+            .is_some_and(|d| now.saturating_duration_since(d.started) >= STALE_DIAL)
     }
 
-    /// Marks the dial in flight toward `peer` as a retry.
-    pub(super) fn mark_retry(&mut self, peer: NodeId) {
-        if let Some(d) = self.dialing.get(&peer).and_then(|d| self.dials.get_mut(d)) {
-            d.retry = true;
-        }
+    /// Takes what waits for the dial in flight toward `peer` (which goes on).
+    pub(super) fn take_pending(&mut self, peer: NodeId) -> Vec<Waiting> {
+        self.pending_for(peer)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Takes what the dial toward `peer` holds, for a fresh dial that supersedes it: the
@@ -165,8 +165,16 @@ impl Mesh {
         self.stats.dials_failed += 1;
         let returned = self.node_messages(now, d.pending);
         match d.expect {
-            // A later dial toward that peer took over: it answers for it.
             Some(e) if current => self.inbox.push_back(Incoming::Unreachable(e, returned)),
+            // A later dial toward that peer took over from this one: unless it got through
+            // or is new, the peer is unreachable by now, and what waits for it goes another
+            // way.
+            Some(e) if !self.is_linked(e) && self.dials.is_stale(e, now) => {
+                self.stats.messages_dropped += returned.len() as u64;
+                let waiting = self.dials.take_pending(e);
+                let returned = self.node_messages(now, waiting);
+                self.inbox.push_back(Incoming::Unreachable(e, returned));
+            }
             _ => self.stats.messages_dropped += returned.len() as u64,
         }
         self.outputs
@@ -266,7 +274,6 @@ impl Mesh {
                 pending,
                 join,
                 started: now,
-                retry: false,
             },
         );
         self.outputs.push_back(MeshOutput::Dial(d, addr));

@@ -74,12 +74,8 @@ impl Mesh {
         if busy || self.leaving || to.addr == self.cfg.listen || !self.can_dial(now) {
             return;
         }
-        let stale = self.dials.is_stale(to.id, now);
         let held = self.dials.supersede(to.id);
         self.dial(now, to.addr, Some(to.id), held, false);
-        if stale {
-            self.dials.mark_retry(to.id);
-        }
     }
 
     /// A link that is up but whose peer has not yet said who it is, dialed to reach `id`:
@@ -156,7 +152,6 @@ impl Mesh {
             let mut held = self.dials.supersede(to.id);
             held.push(Waiting::new(class, bytes, now));
             self.dial(now, to.addr, Some(to.id), held, false);
-            self.dials.mark_retry(to.id);
             return Ok(());
         }
         if let Some(pending) = self.dials.pending_for(to.id) {
