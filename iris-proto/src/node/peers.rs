@@ -201,6 +201,12 @@ impl Node {
             Ok(msg @ (NodeMsg::CastGone { .. } | NodeMsg::CastAsk { .. })) => {
                 self.with_trees(|t, v, _, fx| t.handle_repair_msg(v, sender, msg, fx));
             }
+            Ok(NodeMsg::Reply { id, outcome }) => {
+                let key = ReqKey(id);
+                call!(self, |fx| self
+                    .requests
+                    .handle_remote_reply(key, outcome, fx));
+            }
             // Nothing else is passed on: a confused or malicious peer.
             _ => {
                 if let Some(n) = self.net.as_mut() {

@@ -53,6 +53,8 @@ pub(crate) struct Requests {
     of: BTreeMap<ConnId, OfConn>,
     timers: Timers<ReqKey>,
     pub(crate) stats: Stats,
+    /// Replies dropped since the node last reported them.
+    pub(crate) losses: super::stats::Losses,
 }
 
 impl Requests {
@@ -63,6 +65,7 @@ impl Requests {
             of: BTreeMap::new(),
             timers: Timers::default(),
             stats: Stats::default(),
+            losses: super::stats::Losses::default(),
         }
     }
 
@@ -291,6 +294,9 @@ impl Requests {
     /// A reply for another node could not be sent (its origin times out).
     pub(crate) fn reply_refused(&mut self) {
         self.stats.replies_refused += 1;
+        self.losses.note("reply_refused", || {
+            "a member's reply to another node's request: no link to that node took it".into()
+        });
     }
 
     /// Every request in progress ends now (the node stops): local origins get their

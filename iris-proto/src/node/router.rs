@@ -240,7 +240,8 @@ impl Node {
             .losses
             .take()
             .into_iter()
-            .chain(n.casts.losses.take());
+            .chain(n.casts.losses.take())
+            .chain(self.requests.losses.take());
         for (reason, what, count) in losses {
             self.outputs.push_back(Output::Event(Event::Dropped {
                 reason,

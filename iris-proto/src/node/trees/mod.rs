@@ -294,13 +294,14 @@ impl Trees {
                 self.stats.rerouted += 1;
                 self.route_cast(v, c, None, fx);
             }
-            // An ask for an origin, or the origin's answer, that cannot go straight: around,
-            // through the overlay (a route between two nodes that stays broken while the
-            // others work).
+            // An ask for an origin, the origin's answer, or a member's reply to a request,
+            // that cannot go straight: around, through the overlay (a route between two
+            // nodes that stays broken while the others work).
             Ok(
                 NodeMsg::Cast(wire::Cast { resent: true, .. })
                 | NodeMsg::CastGone { .. }
-                | NodeMsg::CastAsk { .. },
+                | NodeMsg::CastAsk { .. }
+                | NodeMsg::Reply { .. },
             ) if unreachable.is_some() => {
                 let own = v.overlay.contact();
                 if let Some(to) = unreachable {

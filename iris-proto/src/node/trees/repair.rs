@@ -227,7 +227,8 @@ impl Trees {
         let Some(next) = next.filter(|n| Some(n.id) != avoid) else {
             self.stats.undelivered += 1;
             self.losses.note("peer_unreachable", || {
-                format!("an answer to node {to}'s ask: no way to it")
+                let what = wire::decode(&inner).map_or("a message".into(), |m| m.describe());
+                format!("{what} for node {to}: no way to it")
             });
             return;
         };
