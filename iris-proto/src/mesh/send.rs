@@ -150,9 +150,14 @@ impl Mesh {
         let max = self.cfg.max_pending;
         if self.dials.is_stale(to.id, now) && self.can_dial(now) {
             let mut held = self.dials.supersede(to.id);
-            held.push(Waiting::new(class, bytes, now));
+            let queued = hold(
+                &mut held,
+                max,
+                &mut self.stats,
+                Waiting::new(class, bytes, now),
+            );
             self.dial(now, to.addr, Some(to.id), held, false);
-            return Ok(());
+            return queued;
         }
         if let Some(pending) = self.dials.pending_for(to.id) {
             return hold(

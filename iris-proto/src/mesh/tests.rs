@@ -773,6 +773,27 @@ impl Bare {
         self.connect(link, dial)
     }
 
+    /// The data messages the mesh sends on the link of `dial` once `peer` answers it and
+    /// says who it is.
+    fn data_through(
+        &mut self,
+        link: LinkId,
+        dial: DialId,
+        peer: crate::overlay::Contact,
+    ) -> Vec<Bytes> {
+        let mut ours = self.connect(link, dial);
+        ours.send_control(wire::encode(&PeerMsg::Ident(0, peer)))
+            .unwrap();
+        self.carry_in(link, &mut ours);
+        self.carry_out(link, &mut ours);
+        std::iter::from_fn(|| ours.poll_output())
+            .filter_map(|e| match e {
+                LinkEvent::Data(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn incoming(&mut self) -> Vec<Incoming> {
         std::iter::from_fn(|| self.mesh.poll_incoming()).collect()
     }
@@ -929,17 +950,7 @@ fn a_message_does_not_wait_for_a_dial_begun_long_ago() {
             .iter()
             .all(|i| !matches!(i, Incoming::Unreachable(..)))
     );
-    let mut ours = m.connect(LinkId(1), fresh[0]);
-    ours.send_control(wire::encode(&PeerMsg::Ident(0, peer)))
-        .unwrap();
-    m.carry_in(LinkId(1), &mut ours);
-    m.carry_out(LinkId(1), &mut ours);
-    let got: Vec<Bytes> = std::iter::from_fn(|| ours.poll_output())
-        .filter_map(|e| match e {
-            LinkEvent::Data(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let got = m.data_through(LinkId(1), fresh[0], peer);
     assert_eq!(got, vec![msg("first"), msg("second"), msg("third")]);
 }
 
@@ -979,16 +990,6 @@ fn a_peer_whose_dials_hang_is_unreachable_with_all_that_waited() {
     m.mesh.send(m.now, peer, Class::Data, msg("next")).unwrap();
     let fresh = m.dials();
     assert_eq!(fresh.len(), 1);
-    let mut ours = m.connect(LinkId(1), fresh[0]);
-    ours.send_control(wire::encode(&PeerMsg::Ident(0, peer)))
-        .unwrap();
-    m.carry_in(LinkId(1), &mut ours);
-    m.carry_out(LinkId(1), &mut ours);
-    let got: Vec<Bytes> = std::iter::from_fn(|| ours.poll_output())
-        .filter_map(|e| match e {
-            LinkEvent::Data(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let got = m.data_through(LinkId(1), fresh[0], peer);
     assert_eq!(got, vec![msg("next")]);
 }

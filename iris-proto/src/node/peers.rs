@@ -123,12 +123,7 @@ impl Node {
             NodeMsg::Anycast(a) => {
                 self.with_trees(|t, v, rng, fx| t.handle_anycast(v, rng, from, a, fx))
             }
-            NodeMsg::Reply { id, outcome } => {
-                let key = ReqKey(id);
-                call!(self, |fx| self
-                    .requests
-                    .handle_remote_reply(key, outcome, fx));
-            }
+            NodeMsg::Reply { id, outcome } => self.on_remote_reply(id, outcome),
             NodeMsg::TunnelConfirm { tun, peer, window } => {
                 let (key, peer) = (TunKey(tun), PeerTunKey(peer));
                 call!(self, |fx| self
@@ -178,6 +173,14 @@ impl Node {
 
     /// A message passed on for node `to`: taken here as `sender`'s if this is `to` (only
     /// asks for multicasts and their answers come this way), else passed on toward it.
+    /// A member's outcome for this node's request `id`, straight from its node or passed on.
+    fn on_remote_reply(&mut self, id: u64, outcome: Result<Bytes, crate::relay::Name>) {
+        let key = ReqKey(id);
+        call!(self, |fx| self
+            .requests
+            .handle_remote_reply(key, outcome, fx));
+    }
+
     fn on_forward(&mut self, msg: NodeMsg) {
         let NodeMsg::Forward {
             from: sender,
@@ -201,12 +204,7 @@ impl Node {
             Ok(msg @ (NodeMsg::CastGone { .. } | NodeMsg::CastAsk { .. })) => {
                 self.with_trees(|t, v, _, fx| t.handle_repair_msg(v, sender, msg, fx));
             }
-            Ok(NodeMsg::Reply { id, outcome }) => {
-                let key = ReqKey(id);
-                call!(self, |fx| self
-                    .requests
-                    .handle_remote_reply(key, outcome, fx));
-            }
+            Ok(NodeMsg::Reply { id, outcome }) => self.on_remote_reply(id, outcome),
             // Nothing else is passed on: a confused or malicious peer.
             _ => {
                 if let Some(n) = self.net.as_mut() {
