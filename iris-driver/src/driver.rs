@@ -658,12 +658,27 @@ fn log_event<R: Runtime>(s: &mut Shared<R>, e: NodeEvent) {
             group,
             refused,
             max_trees,
+            memory: None,
         } => limited_warn(
             &mut s.trees_full,
             format_args!(
                 "refused {refused} multicast tree(s), the last for {group}: this node takes part \
                  in {max_trees} trees already (--max-trees); messages of those groups do not \
                  pass through it"
+            ),
+        ),
+        NodeEvent::TreesFull {
+            group,
+            refused,
+            memory: Some(bytes),
+            ..
+        } => limited_warn(
+            &mut s.trees_full,
+            format_args!(
+                "refused {refused} multicast tree(s), the last for {group}: this node's tree \
+                 state reached {} MiB, the quarter of --max-memory it may take; messages of \
+                 those groups do not pass through it",
+                bytes >> 20
             ),
         ),
         NodeEvent::Mesh(e) => {

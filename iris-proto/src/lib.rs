@@ -54,6 +54,7 @@ mod lookup;
 mod mesh;
 mod node;
 mod overlay;
+mod queue;
 mod scribe;
 mod time;
 mod timer;
@@ -70,7 +71,7 @@ pub use node::{
     CloseReason, Config, ConfigError, ConnId, Event, Input, Node, NodeStatus, Output, Stats,
 };
 pub use overlay::{NodeId, OverlayConfig};
-pub use scribe::ScribeConfig;
+pub use scribe::{NEIGHBOUR_BYTES, ScribeConfig, TREE_BYTES};
 pub use time::Instant;
 
 /// The machines inside a node, for the simulator's oracle, benchmarks of one machine and
@@ -90,5 +91,7 @@ pub mod inspect {
         Contact, LeafSet, Overlay, OverlayEvent, OverlayInput, OverlayMsg, OverlayOutput,
         RoutingTable, next_hop,
     };
-    pub use crate::scribe::{Group, GroupKind, Pick, Router, Scribe, ScribeInput, ScribeMsg};
+    pub use crate::scribe::{
+        Group, GroupKind, Pick, Router, Scribe, ScribeInput, ScribeMsg, TreesRefused,
+    };
 }

@@ -120,8 +120,9 @@ pub(super) struct NodeArgs {
 
     /// Most multicast trees this node takes part in (each cluster or topic with members
     /// anywhere has 5; a node is in the trees of its own clients' groups and in those that
-    /// pass through it). Past it, trees are refused, logged at warn and counted in
-    /// `iris_trees_refused_total`: those groups' messages do not pass through this node.
+    /// pass through it). Past it, or past a quarter of --max-memory of tree state, trees
+    /// are refused, logged at warn and counted in `iris_trees_refused_total`: those
+    /// groups' messages do not pass through this node.
     #[arg(long, default_value_t = iris_proto::ScribeConfig::default().max_trees, value_name = "N",
           value_parser = at_least_one)]
     pub(super) max_trees: usize,

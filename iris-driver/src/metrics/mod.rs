@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub clients: usize,
     /// Bytes charged to the memory budget.
     pub memory_used: usize,
+    /// The part of `memory_used` that is group and tree state.
+    pub tree_memory: usize,
     /// The memory budget.
     pub memory_budget: usize,
     /// Multicast trees this node takes part in.
@@ -82,6 +84,7 @@ impl Snapshot {
             signatures: status.signatures,
             clients: node.client_count(),
             memory_used: node.memory_used(),
+            tree_memory: node.memory_used() - node.client_memory_used(),
             memory_budget: node.config().max_memory,
             trees: status.trees,
             groups: node.group_counts(),
@@ -164,8 +167,13 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
         level("clients", "Relay connections", s.clients),
         level(
             "memory_used_bytes",
-            "Bytes charged to the memory budget",
+            "Bytes charged to the memory budget (client data, and group and tree state)",
             s.memory_used,
+        ),
+        level(
+            "tree_memory_bytes",
+            "Bytes of group and tree state charged to the memory budget (at most a quarter)",
+            s.tree_memory,
         ),
         level("memory_budget_bytes", "The memory budget", s.memory_budget),
         level("trees", "Multicast trees this node takes part in", s.trees),

@@ -651,7 +651,7 @@ impl Driver {
         self.clients.assert_all_closed();
         assert_eq!(self.node.client_count(), 0);
         assert_eq!(
-            self.node.memory_used(),
+            self.node.client_memory_used(),
             0,
             "a memory charge was never released"
         );

@@ -257,7 +257,7 @@ impl Mesh {
     /// sockets may take (pulled as the driver reports them written).
     #[must_use]
     pub fn poll_output(&mut self) -> Option<MeshOutput> {
-        if let Some(o) = self.outputs.pop_front() {
+        if let Some(o) = crate::queue::pop_front(&mut self.outputs) {
             return Some(o);
         }
         self.poll_transmit()
@@ -266,7 +266,7 @@ impl Mesh {
     /// What the mesh has for the node: peers' messages, links lost, peers down.
     #[must_use]
     pub fn poll_incoming(&mut self) -> Option<Incoming> {
-        self.inbox.pop_front()
+        crate::queue::pop_front(&mut self.inbox)
     }
 
     /// When [`MeshInput::Timeout`] is next due.

@@ -139,7 +139,8 @@ pub enum Event {
         count: u64,
     },
     /// Trees were refused because this node takes part in `ScribeConfig::max_trees`
-    /// already (reported once for every refusals that came together): messages of those
+    /// already, or its tree state reached its share of the memory budget (reported once
+    /// for every refusals that came together): messages of those
     /// groups are not carried through this node, or, for its own clients' groups, do not
     /// reach them from other nodes.
     TreesFull {
@@ -147,8 +148,11 @@ pub enum Event {
         group: String,
         /// Refusals since the last report.
         refused: u64,
-        /// The bound.
+        /// The bound on trees.
         max_trees: usize,
+        /// Set when the last refusal was for memory: the bytes of tree state allowed (a
+        /// quarter of `Config::max_memory`).
+        memory: Option<usize>,
     },
 }
 

@@ -168,8 +168,11 @@ impl Node {
         // A quarter of a link's data queue per peer for multicasts leaves room for requests
         // beside them; producers wait once half a queue's worth waits here.
         let queue = mesh.link.max_data_queue;
+        let mut trees = Trees::new(mesh.scribe.clone(), now);
+        // Trees may take a quarter of the memory budget; clients keep the rest.
+        trees.set_max_bytes(node.cfg.max_memory / 4);
         node.net = Some(Network {
-            trees: Trees::new(mesh.scribe.clone(), now),
+            trees,
             casts: CastFlow::new((queue / 4) as u64, queue / 2),
             mesh: Mesh::new(mesh, security, mesh_seed, now),
         });
@@ -196,7 +199,7 @@ impl Node {
     /// The next thing for the driver to do; call until `None` after every `handle`.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        crate::queue::pop_front(&mut self.outputs)
     }
 
     /// When the node next wants [`Input::Timeout`]; `None` if it has no deadline.
@@ -298,8 +301,15 @@ impl Node {
         self.net.as_ref().map_or((0, 0), |n| n.casts.entries())
     }
 
-    /// Bytes charged to the memory budget now.
+    /// Bytes charged to the memory budget now: what the node holds for its clients, and
+    /// its group and tree state (estimated, see [`crate::TREE_BYTES`]).
     pub fn memory_used(&self) -> usize {
         self.sessions.memory_used()
+    }
+
+    /// The part of [`Node::memory_used`] that is not group or tree state: what the node
+    /// holds for its clients.
+    pub fn client_memory_used(&self) -> usize {
+        self.sessions.client_memory_used()
     }
 }

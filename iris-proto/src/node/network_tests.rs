@@ -1448,6 +1448,7 @@ fn trees_past_max_trees_are_refused_loudly() {
                 group,
                 refused,
                 max_trees,
+                memory: None,
             } => Some((group.clone(), *refused, *max_trees)),
             _ => None,
         })
@@ -1459,6 +1460,67 @@ fn trees_past_max_trees_are_refused_loudly() {
     assert_eq!(reports, want);
     assert_eq!(net.node(1).stats().trees_refused, 8);
     assert_eq!(net.node(1).status().trees, 7);
+}
+
+#[test]
+fn trees_past_their_share_of_memory_are_refused_loudly_and_charged() {
+    use crate::testnet::mesh_config;
+    use crate::{Config, Event, Security};
+    use crate::{NEIGHBOUR_BYTES, TREE_BYTES};
+    // A quarter of the budget holds one group's 5 trees (and their parents), not two's.
+    let share = 5 * (TREE_BYTES + NEIGHBOUR_BYTES) + TREE_BYTES;
+    let mut config = Config {
+        max_memory: 4 * share,
+        max_client_backlog: 4 * share,
+        client_backlog_high: share,
+        ..Config::default()
+    };
+    config.limits.max_message_size = share as u64;
+    config.limits.max_chunk_size = share as u64;
+    config.limits.max_name_size = 64;
+    let mut net = Net::new();
+    net.add(mesh_config(0, &[]), Security::Plain);
+    net.add_with(config, mesh_config(1, &[0]), Security::Plain);
+    net.secs(20);
+    let sub = net.client(1, "");
+    assert_eq!(net.node(1).memory_used(), 0);
+    for topic in ["first", "second"] {
+        net.send(
+            1,
+            sub,
+            ClientPacket::Subscribe {
+                topic: topic.into(),
+            },
+        );
+    }
+    net.secs(2);
+    let reports: Vec<(String, u64, Option<usize>)> = net
+        .events_of(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::TreesFull {
+                group,
+                refused,
+                memory,
+                ..
+            } => Some((group.clone(), *refused, *memory)),
+            _ => None,
+        })
+        .collect();
+    // The second topic found no room for its first tree: the warning names the group and
+    // the memory bound, not `max_trees`.
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].0, "topic second");
+    assert_eq!(reports[0].2, Some(share));
+    assert!(reports[0].1 >= 4, "{reports:?}");
+    // What the trees take is charged to the budget, within their quarter.
+    let used = net.node(1).memory_used();
+    assert!(used >= 5 * TREE_BYTES && used <= share, "{used} of {share}");
+    // Leaving gives the share back: the next topic gets its trees.
+    net.send(1, sub, ClientPacket::Close);
+    net.secs(2);
+    assert_eq!(net.node(1).status().trees, 0);
+    assert_eq!(net.node(1).memory_used(), 0);
 }
 
 #[test]

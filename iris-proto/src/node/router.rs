@@ -249,13 +249,18 @@ impl Node {
                 count,
             }));
         }
-        if let Some((group, refused)) = n.trees.take_full() {
+        if let Some(r) = n.trees.take_full() {
+            let scribe = n.trees.scribe();
             self.outputs.push_back(Output::Event(Event::TreesFull {
-                group: group.to_string(),
-                refused,
-                max_trees: n.trees.scribe().config().max_trees,
+                group: r.group.to_string(),
+                refused: r.count,
+                max_trees: scribe.config().max_trees,
+                memory: r.memory.then(|| scribe.max_bytes()),
             }));
         }
+        // Tree state counts against the memory budget, beside what clients hold.
+        self.sessions
+            .set_group_bytes(n.trees.scribe().state_bytes());
     }
 
     /// Moves the mesh's outputs to the node's, noting convergence.

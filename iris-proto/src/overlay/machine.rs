@@ -655,10 +655,10 @@ impl Overlay {
     /// What the overlay asks of its owner next: the messages to send, then the events.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<OverlayOutput> {
-        if let Some((to, msg)) = self.outbox.pop_front() {
+        if let Some((to, msg)) = crate::queue::pop_front(&mut self.outbox) {
             return Some(OverlayOutput::Send(to, msg));
         }
-        self.events.pop_front().map(OverlayOutput::Event)
+        crate::queue::pop_front(&mut self.events).map(OverlayOutput::Event)
     }
 
     /// When [`OverlayInput::Timeout`] is next due.

@@ -46,6 +46,7 @@ use crate::timer::Timers;
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 use tree::{Child, Tree};
 use window::Windows;
@@ -62,7 +63,8 @@ pub struct ScribeConfig {
     pub misses: u32,
     /// Every this many beats a child lists its trees to its parents.
     pub refresh_every: u32,
-    /// Most trees this node takes part in; more subscriptions through it are refused.
+    /// Most trees this node takes part in; more subscriptions through it are refused. The
+    /// node's memory budget bounds them too (see [`TREE_BYTES`]).
     pub max_trees: usize,
     /// Most children per tree; more are refused.
     pub max_children: usize,
@@ -87,7 +89,7 @@ impl Default for ScribeConfig {
             beat: Duration::from_secs(1),
             misses: 3,
             refresh_every: 10,
-            max_trees: 1 << 16,
+            max_trees: 1 << 20,
             max_children: 1 << 10,
             max_windows: 1 << 16,
             hop_rtt: Duration::from_millis(50),
@@ -259,6 +261,28 @@ pub struct ScribeStats {
     pub suspected: u64,
 }
 
+/// Bytes one tree takes in a node's memory, on average: its entry in the map of trees
+/// (about 330 bytes once the map's own slack is counted) and its group's name. Tree state is
+/// charged to the node's memory budget at this rate; `iris-sim/tests/group_memory.rs`
+/// measures the real figure and checks this estimate against it.
+pub const TREE_BYTES: usize = 256;
+
+/// Bytes each tree neighbour entry (a child in one tree, or the parent) adds to
+/// [`TREE_BYTES`].
+pub const NEIGHBOUR_BYTES: usize = 80;
+
+/// Trees refused since last reported: the last one's group, how many, and whether the
+/// last refusal was for memory (else for `max_trees`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreesRefused {
+    /// The group of the last tree refused.
+    pub group: Group,
+    /// Trees refused.
+    pub count: u64,
+    /// The last refusal was for the memory bound ([`Scribe::set_max_bytes`]).
+    pub memory: bool,
+}
+
 /// A tree neighbour: how many of this node's trees it is in, and when it was last heard.
 #[derive(Debug, Clone)]
 struct Neighbour {
@@ -294,9 +318,16 @@ pub struct Scribe {
     /// Parents left for a route's new next hop, told to unsubscribe a beat later (see
     /// `follow_routes`): (when, tree, old parent).
     lingering: VecDeque<(Instant, NodeId, Contact)>,
-    /// Trees refused for `max_trees` since [`Scribe::take_full`] was last called: the last
-    /// one's group, and how many.
-    full_since: Option<(Group, u64)>,
+    /// Trees refused since [`Scribe::take_full`] was last called.
+    full_since: Option<TreesRefused>,
+    /// Most bytes of tree state, estimated (see [`TREE_BYTES`]).
+    max_bytes: usize,
+    /// Tree neighbour entries: the sum of every neighbour's `trees`.
+    refs: usize,
+    /// Per tree without a parent: the parent it lost, routed around until the tree has
+    /// settled (`refresh_every` beats after it attached), then forgotten at a refresh
+    /// (`follow_routes`). Apart from the trees: few have one at a time.
+    avoided: BTreeMap<NodeId, NodeId>,
     /// Beats that came late: the node itself was stopped.
     lateness: crate::time::Lateness,
     /// Per (tree, origin): the furthest head passed on to children (see `on_heads`),
@@ -326,24 +357,54 @@ impl Scribe {
             stats: ScribeStats::default(),
             lingering: VecDeque::new(),
             full_since: None,
+            max_bytes: usize::MAX,
+            refs: 0,
+            avoided: BTreeMap::new(),
             lateness: crate::time::Lateness::default(),
             refresh_due: false,
             heads_passed: BTreeMap::new(),
         }
     }
 
-    /// The trees refused for `max_trees` since the last call: the last one's group and how
-    /// many, so that a refusal is reported (logged, counted), never silent.
-    pub fn take_full(&mut self) -> Option<(Group, u64)> {
+    /// The trees refused for `max_trees` or memory since the last call, so that a refusal
+    /// is reported (logged, counted), never silent.
+    pub fn take_full(&mut self) -> Option<TreesRefused> {
         self.full_since.take()
     }
 
-    /// A tree of `group` was refused: this node takes part in `max_trees` already.
-    fn refuse_full(&mut self, group: &Group) {
+    /// Bounds the tree state this node keeps (estimated at [`TREE_BYTES`] a tree and
+    /// [`NEIGHBOUR_BYTES`] a neighbour entry): past it, trees are refused as past
+    /// `max_trees`. Nodes give their trees a quarter of their memory budget.
+    pub fn set_max_bytes(&mut self, max: usize) {
+        self.max_bytes = max;
+    }
+
+    /// The bound of [`Scribe::set_max_bytes`].
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// The memory the trees take here, estimated (see [`TREE_BYTES`]).
+    pub fn state_bytes(&self) -> usize {
+        self.trees.len() * TREE_BYTES + self.refs * NEIGHBOUR_BYTES
+    }
+
+    /// Whether one more tree may be taken on; if not, it is refused for `group`, counted
+    /// and reported.
+    fn room_for_tree(&mut self, group: &Group) -> bool {
+        let memory = self.state_bytes() + TREE_BYTES + NEIGHBOUR_BYTES > self.max_bytes;
+        if self.trees.len() < self.cfg.max_trees && !memory {
+            return true;
+        }
         self.stats.refused += 1;
         self.stats.full += 1;
-        let n = self.full_since.as_ref().map_or(0, |(_, n)| *n);
-        self.full_since = Some((group.detached(), n + 1));
+        let count = self.full_since.as_ref().map_or(0, |r| r.count) + 1;
+        self.full_since = Some(TreesRefused {
+            group: group.detached(),
+            count,
+            memory,
+        });
+        false
     }
 
     /// The settings.
@@ -392,15 +453,30 @@ impl Scribe {
         }
     }
 
+    /// The group of a tree being created here, shared with its sibling trees here if any
+    /// (found by their keys), else in an allocation of its own.
+    fn group_of_siblings(&self, group: &Group, index: u8) -> Arc<Group> {
+        (0..self.cfg.splits)
+            .filter(|&i| i != index)
+            .find_map(|i| {
+                let t = self.trees.get(&group.tree_key(i))?;
+                (*t.group == *group).then(|| t.group.clone())
+            })
+            .unwrap_or_else(|| Arc::new(group.detached()))
+    }
+
     fn join(&mut self, now: Instant, group: &Group, router: &impl Router) {
+        let mut shared: Option<Arc<Group>> = None;
         for index in 0..self.cfg.splits {
             let key = group.tree_key(index);
             if !self.trees.contains_key(&key) {
-                if self.trees.len() >= self.cfg.max_trees {
-                    self.refuse_full(group);
+                if !self.room_for_tree(group) {
                     continue;
                 }
-                self.trees.insert(key, Tree::new(group.detached(), index));
+                let shared = shared
+                    .get_or_insert_with(|| self.group_of_siblings(group, index))
+                    .clone();
+                self.trees.insert(key, Tree::new(shared, index));
                 self.attach(now, key, None, false, router);
             }
             if let Some(t) = self.trees.get_mut(&key) {
@@ -431,7 +507,7 @@ impl Scribe {
 
     /// The group of the tree of `key`, if this node is in it.
     pub fn group_of(&self, key: NodeId) -> Option<&Group> {
-        self.trees.get(&key).map(|t| &t.group)
+        self.trees.get(&key).map(|t| &*t.group)
     }
 
     /// Whether `node` is this node's parent or child in the tree of `key`.
@@ -486,7 +562,7 @@ impl Scribe {
         {
             ways.push((Pick::Neighbour(p), t.parent_capacity));
         }
-        for (&id, c) in &t.children {
+        for (&id, c) in t.children.iter() {
             if Some(id) != from && c.capacity > 0 {
                 ways.push((Pick::Neighbour(c.contact), c.capacity));
             }
@@ -560,9 +636,10 @@ impl Scribe {
     /// A neighbour is gone (silent, unlinked, dead, left or restarted): its children
     /// entries go, the trees it was parent in subscribe again around it.
     fn lost(&mut self, now: Instant, node: NodeId, router: &impl Router) {
-        if self.neighbours.remove(&node).is_none() {
+        let Some(gone) = self.neighbours.remove(&node) else {
             return;
-        }
+        };
+        self.refs -= gone.trees as usize;
         self.stats.neighbours_lost += 1;
         // Its lingering entries held references to the entry just removed: released later,
         // they would take references a new subscription through it holds by then.
@@ -581,7 +658,7 @@ impl Scribe {
             if t.parent.is_some_and(|p| p.id == node) {
                 t.parent = None;
                 t.parent_capacity = 0;
-                t.avoid = Some(node);
+                self.avoided.insert(key, node);
                 // Once a beat at most: the next beat's root check attaches it otherwise.
                 let recent = t
                     .attached_at
@@ -625,7 +702,7 @@ impl Scribe {
     /// The next tree message to send.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<(Contact, ScribeMsg)> {
-        self.outbox.pop_front()
+        crate::queue::pop_front(&mut self.outbox)
     }
 
     fn tick(&mut self, now: Instant, router: &impl Router, capacity: &dyn Fn(&Group) -> u32) {
@@ -657,9 +734,10 @@ impl Scribe {
             .trees
             .iter()
             .filter(|(_, t)| t.parent.is_none())
-            .filter_map(|(&k, t)| {
-                if router.next_hop(k, t.avoid).is_some() {
-                    Some((k, t.avoid))
+            .filter_map(|(&k, _)| {
+                let avoid = self.avoided.get(&k).copied();
+                if router.next_hop(k, avoid).is_some() {
+                    Some((k, avoid))
                 } else {
                     router.next_hop(k, None).map(|_| (k, None))
                 }
@@ -702,13 +780,13 @@ impl Scribe {
         // The node routed around when a parent was lost is not avoided for good: it may
         // have been only slow (a probe unanswered), and a tree off the overlay's routes is
         // not covered by their being loop-free.
-        for t in self.trees.values_mut() {
-            if t.attached_at
-                .is_none_or(|at| now.saturating_duration_since(at) >= settled)
-            {
-                t.avoid = None;
-            }
-        }
+        let trees = &self.trees;
+        self.avoided.retain(|k, _| {
+            trees.get(k).is_some_and(|t| {
+                t.attached_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < settled)
+            })
+        });
         for key in moved {
             self.stats.rerouted += 1;
             self.attach(now, key, None, true, router);
@@ -765,7 +843,7 @@ impl Scribe {
             for (id, c) in t.children.iter_mut() {
                 let cap = total.saturating_sub(c.capacity);
                 if cap != c.told
-                    && let Some(b) = beats.get_mut(id)
+                    && let Some(b) = beats.get_mut(&id)
                 {
                     c.told = cap;
                     b.0.push((key, cap));
@@ -801,14 +879,16 @@ impl Scribe {
             return; // not a tree of that group: a confused or malicious peer
         }
         let fresh = !self.trees.contains_key(&key);
-        if fresh && self.trees.len() >= self.cfg.max_trees {
-            self.refuse_full(&group);
+        if fresh && !self.room_for_tree(&group) {
             return;
         }
-        let t = self
-            .trees
-            .entry(key)
-            .or_insert_with(|| Tree::new(group.detached(), index));
+        if fresh {
+            let shared = self.group_of_siblings(&group, index);
+            self.trees.insert(key, Tree::new(shared, index));
+        }
+        let Some(t) = self.trees.get_mut(&key) else {
+            return;
+        };
         if t.children.contains_key(&from.id) {
             self.send_heads(now, from, key);
             return;
@@ -823,14 +903,11 @@ impl Scribe {
         // A node subscribes only for members of its own or below it: until its first beat
         // says how many, it counts as one, so that requests reach a member that registered
         // a moment ago instead of finding the tree empty.
-        t.children.insert(
-            from.id,
-            Child {
-                contact: from,
-                capacity: 1,
-                told: u32::MAX,
-            },
-        );
+        t.children.insert(Child {
+            contact: from,
+            capacity: 1,
+            told: u32::MAX,
+        });
         self.add_ref(now, from);
         if fresh {
             self.attach(now, key, None, false, router);
@@ -929,7 +1006,7 @@ impl Scribe {
         t.parent = Some(h);
         let msg = ScribeMsg::Subscribe {
             key,
-            group: t.group.clone(),
+            group: (*t.group).clone(),
             index: t.index,
         };
         self.stats.subscribes += 1;
@@ -950,6 +1027,7 @@ impl Scribe {
         }
         let parent = t.parent;
         self.trees.remove(&key);
+        self.avoided.remove(&key);
         self.windows.forget_tree(key);
         if let Some(p) = parent {
             self.outbox.push_back((p, ScribeMsg::Unsubscribe { key }));
@@ -965,10 +1043,12 @@ impl Scribe {
             probed: None,
         });
         n.trees += 1;
+        self.refs += 1;
     }
 
     fn unref(&mut self, id: NodeId) {
         if let Some(n) = self.neighbours.get_mut(&id) {
+            self.refs -= usize::from(n.trees > 0);
             n.trees = n.trees.saturating_sub(1);
             if n.trees == 0 {
                 self.neighbours.remove(&id);

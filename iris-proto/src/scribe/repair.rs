@@ -78,7 +78,7 @@ impl Scribe {
             .map(|(key, n)| {
                 let group = self.trees.get(&key).map_or_else(
                     || Group::topic(crate::relay::Name::from("(a tree since left)")),
-                    |t| t.group.clone(),
+                    |t| (*t.group).clone(),
                 );
                 (group, n)
             })

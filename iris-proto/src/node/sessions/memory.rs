@@ -35,6 +35,9 @@ pub(crate) struct Memory {
     shared: Map<SharedId, (usize, usize)>,
     next_shared: u64,
     tight: bool,
+    /// Bytes of group and tree state, set by the node: not client data, but part of the
+    /// same budget, so that many groups make the node push back on clients sooner.
+    groups: usize,
 }
 
 impl Memory {
@@ -47,12 +50,24 @@ impl Memory {
             shared: Map::default(),
             next_shared: 0,
             tight: false,
+            groups: 0,
         }
     }
 
-    /// Bytes charged now.
+    /// Bytes charged now, group state included.
     pub(crate) fn used(&self) -> usize {
+        self.used + self.groups
+    }
+
+    /// Bytes charged for clients: [`Memory::used`] less the group state.
+    pub(crate) fn client_used(&self) -> usize {
         self.used
+    }
+
+    /// Sets the bytes of group and tree state.
+    pub(crate) fn set_groups(&mut self, bytes: usize) {
+        self.groups = bytes;
+        self.peak = self.peak.max(self.used());
     }
 
     /// The most ever charged.
@@ -62,7 +77,7 @@ impl Memory {
 
     pub(crate) fn charge(&mut self, n: usize) {
         self.used += n;
-        self.peak = self.peak.max(self.used);
+        self.peak = self.peak.max(self.used());
     }
 
     pub(crate) fn release(&mut self, n: usize) {
@@ -81,7 +96,7 @@ impl Memory {
 
     /// Whether a large packet of `n` bytes, `already` of them charged, fits now.
     pub(crate) fn fits_large(&self, n: usize, already: usize) -> bool {
-        self.large + n <= self.max / 2 && self.used + n.saturating_sub(already) <= self.max
+        self.large + n <= self.max / 2 && self.used() + n.saturating_sub(already) <= self.max
     }
 
     /// Tries to reserve `n` bytes for a large packet's input; false if they do not fit.
@@ -139,13 +154,14 @@ impl Memory {
 
     /// The pressure now, with hysteresis: tight from three quarters until back under half.
     pub(crate) fn pressure(&mut self) -> Pressure {
-        if self.used > self.max {
+        let used = self.used();
+        if used > self.max {
             self.tight = true;
             return Pressure::Exhausted;
         }
-        if self.used > self.max / 4 * 3 {
+        if used > self.max / 4 * 3 {
             self.tight = true;
-        } else if self.used < self.max / 2 {
+        } else if used < self.max / 2 {
             self.tight = false;
         }
         if self.tight {

@@ -130,9 +130,19 @@ impl Sessions {
         self.mem.used()
     }
 
+    /// The part of [`Sessions::memory_used`] held for clients.
+    pub(crate) fn client_memory_used(&self) -> usize {
+        self.mem.client_used()
+    }
+
+    /// Sets the bytes of group and tree state, counted in the memory budget.
+    pub(crate) fn set_group_bytes(&mut self, bytes: usize) {
+        self.mem.set_groups(bytes);
+    }
+
     /// The next thing for the driver to do for a client.
     pub(crate) fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        crate::queue::pop_front(&mut self.outputs)
     }
 
     /// When a handshake or a slow consumer's grace next runs out.

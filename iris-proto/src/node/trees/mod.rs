@@ -91,12 +91,12 @@ impl Trees {
         }
     }
 
-    /// The trees refused for `max_trees` since last asked (see [`Scribe::take_full`]),
-    /// counted in the node's stats.
-    pub(crate) fn take_full(&mut self) -> Option<(Group, u64)> {
+    /// The trees refused for `max_trees` or memory since last asked (see
+    /// [`Scribe::take_full`]), counted in the node's stats.
+    pub(crate) fn take_full(&mut self) -> Option<crate::scribe::TreesRefused> {
         let full = self.scribe.take_full();
-        if let Some((_, n)) = &full {
-            self.stats.trees_refused += n;
+        if let Some(r) = &full {
+            self.stats.trees_refused += r.count;
         }
         full
     }
@@ -104,6 +104,11 @@ impl Trees {
     /// Bytes of this node's multicasts kept for tree nodes that may ask for them.
     pub(crate) fn kept_bytes(&self) -> usize {
         self.sent.kept_bytes()
+    }
+
+    /// Bounds the tree state (see [`Scribe::set_max_bytes`]).
+    pub(crate) fn set_max_bytes(&mut self, max: usize) {
+        self.scribe.set_max_bytes(max);
     }
 
     /// The trees machine, for inspection.
