@@ -92,6 +92,6 @@ pub mod inspect {
         RoutingTable, next_hop,
     };
     pub use crate::scribe::{
-        Group, GroupKind, Pick, Router, Scribe, ScribeInput, ScribeMsg, TreesRefused,
+        Group, GroupKind, Listed, Pick, Router, Scribe, ScribeInput, ScribeMsg, TreesRefused,
     };
 }

@@ -46,6 +46,12 @@ const NODES: usize = 5;
 /// Topics every node subscribes to. 100,000 is the issue's figure; this many keeps the
 /// test quick in a debug build, and the cost per group does not depend on the count.
 const TOPICS: usize = 6000;
+fn topics() -> usize {
+    std::env::var("TOPICS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TOPICS)
+}
 /// Topics per subscribing connection (under `max_subscriptions_per_client`).
 const PER_CONN: usize = 3000;
 
@@ -61,7 +67,7 @@ fn topic(t: usize) -> String {
 fn subscribe(net: &mut Net, node: usize, conns: &[ConnId], on: bool) {
     for (c, &conn) in conns.iter().enumerate() {
         let mut b = BytesMut::new();
-        for t in c * PER_CONN..((c + 1) * PER_CONN).min(TOPICS) {
+        for t in c * PER_CONN..((c + 1) * PER_CONN).min(topics()) {
             let p = if on {
                 ClientPacket::Subscribe {
                     topic: topic(t).as_str().into(),
@@ -86,7 +92,7 @@ fn publish_sample(net: &mut Net, conns: &[Vec<ConnId>], sample: usize) {
             net.take(n, c);
         }
     }
-    let step = TOPICS / sample;
+    let step = topics() / sample;
     for s in 0..sample {
         net.send(
             0,
@@ -138,7 +144,7 @@ fn many_groups_cost_little_and_give_their_memory_back() {
     // The connections outlive the cycles: what is measured is the groups.
     let conns: Vec<Vec<ConnId>> = (0..NODES)
         .map(|n| {
-            (0..TOPICS.div_ceil(PER_CONN))
+            (0..topics().div_ceil(PER_CONN))
                 .map(|_| net.client(n, ""))
                 .collect()
         })
@@ -154,15 +160,16 @@ fn many_groups_cost_little_and_give_their_memory_back() {
         }
         net.secs(5);
         let trees: usize = (0..NODES).map(|n| net.node(n).status().trees).sum();
-        assert_eq!(trees, NODES * TOPICS * 5, "every node in every tree");
+        assert_eq!(trees, NODES * topics() * 5, "every node in every tree");
         let held = live() - base;
         // What the nodes charge to their memory budgets for it (idle clients hold nothing).
         let charged: usize = (0..NODES).map(|n| net.node(n).memory_used()).sum();
         eprintln!(
-            "cycle {cycle}: {held} bytes over {NODES} nodes for {TOPICS} topics \
+            "cycle {cycle}: {held} bytes over {NODES} nodes for {} topics \
              ({} trees): {} bytes a topic on each node, {} a tree; charged {charged} ({:.2}x)",
+            topics(),
             trees,
-            held / TOPICS / NODES,
+            held / topics() / NODES,
             held / trees,
             charged as f64 / held as f64
         );
@@ -174,9 +181,9 @@ fn many_groups_cost_little_and_give_their_memory_back() {
         // Within what a node of 5 may take for the issue's 100,000 groups in a quarter of
         // the default budget (256 MiB / 100,000 topics = 2684 bytes a topic).
         assert!(
-            held / TOPICS / NODES <= 2000,
+            held / topics() / NODES <= 2000,
             "{} bytes a topic",
-            held / TOPICS / NODES
+            held / topics() / NODES
         );
         publish_sample(&mut net, &conns, 200);
 
@@ -196,7 +203,7 @@ fn many_groups_cost_little_and_give_their_memory_back() {
     // What is left is small beside what the groups took (the connections' read buffers,
     // grown for thousands of subscriptions in one read, and the harness's own queue), and
     // does not grow with cycles.
-    assert!(left_after[0] < 2 << 20, "{left_after:?}");
+    assert!(left_after[0] < 100 * topics() + (1 << 20), "{left_after:?}");
     assert!(
         left_after[2] <= left_after[0] + (16 << 10),
         "{left_after:?}"

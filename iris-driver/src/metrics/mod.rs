@@ -248,6 +248,7 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                 ("reply_refused", st.replies_refused),
                 ("request_expired_queued", st.requests_expired_queued),
                 ("peer_message_bad", st.peer_messages_bad),
+                ("tree_message", st.tree_messages_dropped),
             ],
         ),
         Metric {

@@ -205,7 +205,14 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
                 .collect();
             let parents = match r.b() % 3 {
                 0 => None,
-                _ => Some((0..r.b() % 9).map(|_| key(r, p)).collect()),
+                1 => Some(crate::scribe::Listed::all(
+                    (0..r.b() % 9).map(|_| key(r, p)).collect(),
+                )),
+                _ => Some(crate::scribe::Listed {
+                    from: key(r, p),
+                    to: key(r, p),
+                    keys: (0..r.b() % 9).map(|_| key(r, p)).collect(),
+                }),
             };
             NodeMsg::Tree(ScribeMsg::Beat { caps, parents })
         }

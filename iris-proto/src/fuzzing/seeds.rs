@@ -316,7 +316,7 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
             "beat",
             NodeMsg::Tree(ScribeMsg::Beat {
                 caps: vec![(NodeId(1), 7), (g.tree_key(0), u32::MAX)],
-                parents: Some(vec![NodeId(3)]),
+                parents: Some(crate::scribe::Listed::all(vec![NodeId(3)])),
             }),
         ),
         (

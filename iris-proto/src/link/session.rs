@@ -22,9 +22,11 @@ use thiserror::Error;
 /// are numbered per tree and carry flags (tails, messages sent again), and tree nodes ask
 /// origins for what they missed (`scribe::window`). 7: tree neighbours probe each other
 /// under data (`scribe::probe`). 8: an ask for multicasts carries its sender's clock, for
-/// the time it was held up on the way (`NodeMsg::CastAsk`). A node speaking another
+/// the time it was held up on the way (`NodeMsg::CastAsk`). 9: refresh beats list a
+/// range of tree keys each (`scribe::Listed`), so that a node in many trees needs several.
+/// A node speaking another
 /// version is refused with both versions named.
-pub const HANDSHAKE_VERSION: u16 = 8;
+pub const HANDSHAKE_VERSION: u16 = 9;
 
 /// Bounds and timers of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]

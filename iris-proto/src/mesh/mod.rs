@@ -41,11 +41,12 @@ pub(crate) mod wire;
 mod tests;
 
 pub use config::{MeshConfig, Security};
+#[cfg(feature = "inspect")]
+pub use events::Undelivered;
 pub use events::{Incoming, MeshEvent, MeshOutput, MeshStats};
 pub use send::Class;
+pub use send::Refused;
 pub use status::PeerStatus;
-#[cfg(feature = "inspect")]
-pub use {events::Undelivered, send::Refused};
 
 use crate::link::{Link, LinkConfig};
 use crate::overlay::{Contact, NodeId, Overlay, OverlayEvent, OverlayOutput};

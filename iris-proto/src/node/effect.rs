@@ -107,6 +107,9 @@ pub(crate) enum Refusal {
     /// Nothing: the message was worth its moment only, or its loss is someone else's to
     /// notice (tree maintenance, tunnel traffic whose link loss ends the tunnel).
     Ignore,
+    /// Tree maintenance: never refused for a full link, kept until the link takes it (see
+    /// `trees::deferred`).
+    Defer,
     /// A multicast sent under credit: it is dropped, and its credit comes back.
     Cast {
         /// The peer.

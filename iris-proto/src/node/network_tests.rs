@@ -1463,6 +1463,124 @@ fn trees_past_max_trees_are_refused_loudly() {
 }
 
 #[test]
+fn subscriptions_past_what_a_link_queues_at_once_build_every_tree() {
+    use crate::testnet::mesh_config;
+    use crate::{Config, Security};
+    // 30,000 topics in one read: 150,000 trees, half of them rooted at the other node, whose
+    // SUBSCRIBEs overflow the link's control queue (1 MiB) while the link is slow.
+    const TOPICS: usize = 30_000;
+    let config = Config {
+        max_subscriptions_per_client: TOPICS,
+        ..Config::default()
+    };
+    let mut net = Net::new();
+    for i in 0..2 {
+        let seeds: &[usize] = if i == 0 { &[] } else { &[0] };
+        net.add_with(
+            config.clone(),
+            mesh_config(i, seeds),
+            crate::Security::Plain,
+        );
+    }
+    let _ = Security::Plain;
+    net.secs(20);
+    let sub = net.client(1, "");
+    let mut b = BytesMut::new();
+    for t in 0..TOPICS {
+        ClientPacket::Subscribe {
+            topic: format!("t{t}").as_str().into(),
+        }
+        .encode(&mut b);
+    }
+    // The link is slower than the burst: its socket takes nothing for a moment.
+    net.stall(1, 0);
+    net.send_bytes(1, sub, &b);
+    net.millis(100);
+    net.unstall(1, 0);
+    net.secs(2);
+    assert_eq!(net.node(1).status().trees, 5 * TOPICS);
+    // Every tree node 1 hangs from node 0 is one node 0 holds it in: none half-built.
+    let whole = |net: &Net| {
+        let (id0, id1) = (net.node(0).status().id, net.node(1).status().id);
+        let (s0, s1) = (net.node(0).scribe().unwrap(), net.node(1).scribe().unwrap());
+        let mut through_0 = 0;
+        for t in 0..TOPICS {
+            let group = crate::scribe::Group::topic(format!("t{t}").as_str().into());
+            for key in s1.keys(&group) {
+                if s1.parent(key).map(|p| p.id) == id0 {
+                    through_0 += 1;
+                    let children = s0.relations(key).map(|(_, c)| c).unwrap_or_default();
+                    assert!(children.contains(&id1.unwrap()), "tree {key} of topic t{t}");
+                }
+            }
+        }
+        assert!(through_0 > TOPICS, "{through_0} trees through node 0");
+    };
+    whole(&net);
+    // Refresh beats list those 75,000 trees in ranges of keys, many beats each: node 0
+    // keeps every one (a range read as the whole list would drop the rest).
+    net.secs(12);
+    whole(&net);
+    // One event to every topic from the other node: every one arrives.
+    let publisher = net.client(0, "");
+    let mut b = BytesMut::new();
+    for t in 0..TOPICS {
+        ClientPacket::Publish {
+            topic: format!("t{t}").as_str().into(),
+            event: Bytes::from_static(b"e"),
+        }
+        .encode(&mut b);
+    }
+    net.send_bytes(0, publisher, &b);
+    net.secs(2);
+    let got = net
+        .take(1, sub)
+        .into_iter()
+        .filter(|p| matches!(p, NodePacket::Publish { .. }))
+        .count();
+    assert_eq!(got, TOPICS);
+    for i in 0..2 {
+        let s = net.node(i).stats();
+        assert_eq!((s.tree_messages_dropped, s.casts_stray), (0, 0), "node {i}");
+    }
+}
+
+#[test]
+fn tails_after_the_last_subscriber_left_are_not_counted_as_lost() {
+    let mut net = Net::ready(3);
+    let sub = net.client(2, "");
+    net.send(2, sub, ClientPacket::Subscribe { topic: "t".into() });
+    net.secs(2);
+    let publisher = net.client(0, "");
+    for i in 0..5u8 {
+        net.send(
+            0,
+            publisher,
+            ClientPacket::Publish {
+                topic: "t".into(),
+                event: vec![i].into(),
+            },
+        );
+    }
+    net.secs(1);
+    let got = net
+        .take(2, sub)
+        .into_iter()
+        .filter(|p| matches!(p, NodePacket::Publish { .. }))
+        .count();
+    assert_eq!(got, 5);
+    // The subscriber goes; the origin's tails (numbered, carrying nothing) follow the
+    // burst for a minute, and find no tree: nothing was lost, and nothing is counted.
+    net.send(2, sub, ClientPacket::Close);
+    net.secs(60);
+    let tails: u64 = (0..3).map(|i| net.node(i).stats().cast_tails).sum();
+    assert!(tails > 0, "tails were sent");
+    for i in 0..3 {
+        assert_eq!(net.node(i).stats().casts_no_tree, 0, "node {i}");
+    }
+}
+
+#[test]
 fn trees_past_their_share_of_memory_are_refused_loudly_and_charged() {
     use crate::testnet::mesh_config;
     use crate::{Config, Event, Security};

@@ -116,6 +116,19 @@ impl Node {
                 to,
                 class,
                 bytes,
+                refused: Refusal::Defer,
+            } => {
+                if let Some(n) = self.net.as_mut() {
+                    n.trees.sent(bytes.len());
+                    let mesh = &mut n.mesh;
+                    n.trees
+                        .send_or_defer(to, bytes, |to, b| mesh.send(now, to, class, b));
+                }
+            }
+            Effect::ToPeer {
+                to,
+                class,
+                bytes,
                 refused,
             } => {
                 let sent = self.net.as_mut().is_some_and(|n| {
@@ -151,7 +164,7 @@ impl Node {
     /// A message no link took: what that means for the part that sent it.
     fn refused(&mut self, refused: Refusal) {
         match refused {
-            Refusal::Ignore => {}
+            Refusal::Ignore | Refusal::Defer => {}
             Refusal::Cast { to, group, len } => {
                 if let Some(n) = self.net.as_mut() {
                     n.casts.refused(to, group, len);
@@ -202,6 +215,11 @@ impl Node {
         while let Some(o) = self.sessions.poll_output() {
             self.outputs.push_back(o);
         }
+        if let Some(n) = self.net.as_mut() {
+            let (mesh, now) = (&mut n.mesh, self.now);
+            n.trees
+                .retry_deferred(|to, b| mesh.send(now, to, crate::mesh::Class::Control, b));
+        }
         self.drain_mesh();
         self.report_full_trees();
         if std::mem::take(&mut self.life.stopping) {
@@ -229,8 +247,8 @@ impl Node {
         (self.life.draining && self.requests.is_empty()).then_some(Effect::Drained)
     }
 
-    /// Says what was dropped, and when trees were refused for `max_trees`: never a silent
-    /// loss or refusal.
+    /// Says what was dropped, and when trees were refused (for `max_trees` or memory):
+    /// never a silent loss or refusal. And charges the trees' memory to the budget.
     fn report_full_trees(&mut self) {
         let Some(n) = self.net.as_mut() else {
             return;
@@ -258,9 +276,10 @@ impl Node {
                 memory: r.memory.then(|| scribe.max_bytes()),
             }));
         }
-        // Tree state counts against the memory budget, beside what clients hold.
-        self.sessions
-            .set_group_bytes(n.trees.scribe().state_bytes());
+        // Tree state, and tree messages waiting for room on their links, count against the
+        // memory budget beside what clients hold.
+        let trees = n.trees.scribe().state_bytes() + n.trees.deferred.bytes();
+        self.sessions.set_group_bytes(trees);
     }
 
     /// Moves the mesh's outputs to the node's, noting convergence.

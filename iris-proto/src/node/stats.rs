@@ -130,6 +130,9 @@ pub struct Stats {
     /// Messages for a peer that could not be reached (replies, tunnel traffic, tree
     /// maintenance): dropped.
     pub undelivered: u64,
+    /// Tree maintenance messages dropped because too many waited already for room on
+    /// their links (`trees::deferred`).
+    pub tree_messages_dropped: u64,
     /// Requests and tunnel builds whose time ran out on the way.
     pub anycasts_expired: u64,
     /// Node messages from peers that did not parse (a bug in the peer).

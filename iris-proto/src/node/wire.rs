@@ -7,7 +7,7 @@ use crate::overlay::wire::{WireError, put_contact, take_contact, take_u8, take_u
 use crate::overlay::{Contact, NodeId};
 use crate::relay::Name;
 use crate::relay::codec::{put_varint, take_varint};
-use crate::scribe::{Group, GroupKind, ScribeMsg};
+use crate::scribe::{Group, GroupKind, Listed, ScribeMsg};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Longest group name accepted from a peer (the relay protocol's default name bound).
@@ -519,17 +519,22 @@ fn decode_beat(r: &mut Reader<'_>) -> Result<ScribeMsg, WireError> {
         let cap = u32::try_from(r.varint()?).unwrap_or(u32::MAX);
         caps.push((key, cap));
     }
-    let parents = match r.u8()? {
+    let range = match r.u8()? {
         0 => None,
-        1 => {
+        1 => Some((NodeId(0), NodeId(u128::MAX))),
+        2 => Some((r.id()?, r.id()?)),
+        _ => return Err(WireError::Malformed("beat flag")),
+    };
+    let parents = match range {
+        None => None,
+        Some((from, to)) => {
             let n = r.count(16)?;
             let mut keys = Vec::with_capacity(n);
             for _ in 0..n {
                 keys.push(r.id()?);
             }
-            Some(keys)
+            Some(Listed { from, to, keys })
         }
-        _ => return Err(WireError::Malformed("beat flag")),
     };
     Ok(ScribeMsg::Beat { caps, parents })
 }
@@ -633,10 +638,17 @@ fn encode_tree(t: &ScribeMsg, out: &mut BytesMut) {
             }
             match parents {
                 None => out.put_u8(0),
-                Some(keys) => {
-                    out.put_u8(1);
-                    put_varint(out, keys.len() as u64);
-                    for k in keys {
+                Some(listed) => {
+                    // 1: every key; 2: a range of keys.
+                    if listed.is_all() {
+                        out.put_u8(1);
+                    } else {
+                        out.put_u8(2);
+                        out.put_u128(listed.from.0);
+                        out.put_u128(listed.to.0);
+                    }
+                    put_varint(out, listed.keys.len() as u64);
+                    for k in &listed.keys {
                         out.put_u128(k.0);
                     }
                 }
@@ -765,7 +777,15 @@ mod tests {
             }),
             NodeMsg::Tree(ScribeMsg::Beat {
                 caps: vec![(NodeId(1), 7), (NodeId(u128::MAX), u32::MAX)],
-                parents: Some(vec![NodeId(3)]),
+                parents: Some(Listed::all(vec![NodeId(3)])),
+            }),
+            NodeMsg::Tree(ScribeMsg::Beat {
+                caps: vec![],
+                parents: Some(Listed {
+                    from: NodeId(4),
+                    to: NodeId(9),
+                    keys: vec![NodeId(5), NodeId(9)],
+                }),
             }),
             NodeMsg::Tree(ScribeMsg::Beat {
                 caps: vec![],

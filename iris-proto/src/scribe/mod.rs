@@ -143,7 +143,7 @@ pub enum ScribeMsg {
         /// Capacity reachable through the sender, per tree, where it changed.
         caps: Vec<(NodeId, u32)>,
         /// Trees in which the receiver is the sender's parent (on refresh beats).
-        parents: Option<Vec<NodeId>>,
+        parents: Option<Listed>,
     },
     /// The sender has no such tree (or not the receiver as child in it): re-subscribe.
     NotInTree {
@@ -162,6 +162,76 @@ pub enum ScribeMsg {
     /// Say something at once: the sender passes multicasts through the receiver and has
     /// not heard from it lately (see `probe.rs`).
     Probe,
+}
+
+/// On refresh beats, the trees with keys in `from..=to` in which the receiver is the
+/// sender's parent. A node in many trees lists them over several beats, a range of keys
+/// each, so that every beat fits one link record (a control message is never cut into
+/// parts, and a list of 100,000 trees is 1.6 MB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The first key the list covers.
+    pub from: NodeId,
+    /// The last key the list covers.
+    pub to: NodeId,
+    /// The trees in that range in which the receiver is the sender's parent, in order.
+    pub keys: Vec<NodeId>,
+}
+
+impl Listed {
+    /// A list that covers every key.
+    pub fn all(keys: Vec<NodeId>) -> Listed {
+        Listed {
+            from: NodeId(0),
+            to: NodeId(u128::MAX),
+            keys,
+        }
+    }
+
+    /// Whether it covers every key.
+    pub fn is_all(&self) -> bool {
+        self.from == NodeId(0) && self.to == NodeId(u128::MAX)
+    }
+}
+
+/// Capacities one beat carries at most: with the keys below, a beat fits a 64 KiB record.
+const BEAT_CAPS: usize = 1400;
+/// Keys one refresh beat lists at most.
+const BEAT_KEYS: usize = 1800;
+
+/// The beats that carry `caps` and, on refresh, the sorted `parents` list: one if they
+/// fit, else several, the list cut into ranges of keys that together cover every key.
+fn beat_messages(caps: Vec<(NodeId, u32)>, parents: Option<Vec<NodeId>>) -> Vec<ScribeMsg> {
+    let mut lists: Vec<Listed> = Vec::new();
+    if let Some(keys) = parents {
+        let mut from = NodeId(0);
+        let mut chunks = keys.chunks(BEAT_KEYS).peekable();
+        while let Some(chunk) = chunks.next() {
+            let to = match chunks.peek() {
+                Some(_) => *chunk.last().expect("chunks are not empty"),
+                None => NodeId(u128::MAX),
+            };
+            lists.push(Listed {
+                from,
+                to,
+                keys: chunk.to_vec(),
+            });
+            from = NodeId(to.0.saturating_add(1));
+        }
+        if lists.is_empty() {
+            lists.push(Listed::all(Vec::new()));
+        }
+    }
+    let cap_chunks: Vec<Vec<(NodeId, u32)>> = caps.chunks(BEAT_CAPS).map(<[_]>::to_vec).collect();
+    let n = cap_chunks.len().max(lists.len()).max(1);
+    let mut cap_chunks = cap_chunks.into_iter();
+    let mut lists = lists.into_iter();
+    (0..n)
+        .map(|_| ScribeMsg::Beat {
+            caps: cap_chunks.next().unwrap_or_default(),
+            parents: lists.next(),
+        })
+        .collect()
 }
 
 /// What the trees are told.
@@ -860,9 +930,16 @@ impl Scribe {
             let Some(n) = self.neighbours.get(&id) else {
                 continue;
             };
-            let parents = refresh.then_some(parents);
-            self.outbox
-                .push_back((n.contact, ScribeMsg::Beat { caps, parents }));
+            let parents = refresh.then(|| {
+                let mut keys = parents;
+                // Lingering parents come after the trees: sorted, as ranges need.
+                keys.sort_unstable();
+                keys.dedup();
+                keys
+            });
+            for msg in beat_messages(caps, parents) {
+                self.outbox.push_back((n.contact, msg));
+            }
         }
     }
 
@@ -916,7 +993,7 @@ impl Scribe {
         }
     }
 
-    fn on_beat(&mut self, from: Contact, caps: Vec<(NodeId, u32)>, parents: Option<Vec<NodeId>>) {
+    fn on_beat(&mut self, from: Contact, caps: Vec<(NodeId, u32)>, parents: Option<Listed>) {
         for (key, cap) in caps {
             let Some(t) = self.trees.get_mut(&key) else {
                 continue;
@@ -927,11 +1004,16 @@ impl Scribe {
                 c.capacity = cap;
             }
         }
-        let Some(parents) = parents else {
+        let Some(listed) = parents else {
             return;
         };
-        // The sender lists the trees it is our child in: the ones we lost are told so, and
-        // the ones we hold it in that it no longer lists go.
+        let mut parents = listed.keys;
+        // Sorted, to look trees up in it: a neighbour may list thousands.
+        parents.sort_unstable();
+        parents.dedup();
+        // The sender lists the trees it is our child in, for a range of keys: the ones we
+        // lost are told so, and the ones in the range we hold it in that it no longer
+        // lists go.
         for &key in &parents {
             let known = self
                 .trees
@@ -941,10 +1023,13 @@ impl Scribe {
                 self.outbox.push_back((from, ScribeMsg::NotInTree { key }));
             }
         }
+        if listed.from > listed.to {
+            return;
+        }
         let stale: Vec<NodeId> = self
             .trees
-            .iter()
-            .filter(|(k, t)| t.children.contains_key(&from.id) && !parents.contains(k))
+            .range(listed.from..=listed.to)
+            .filter(|(k, t)| t.children.contains_key(&from.id) && parents.binary_search(k).is_err())
             .map(|(&k, _)| k)
             .collect();
         for key in stale {

@@ -526,3 +526,48 @@ fn heads_from_a_parent_being_left_are_taken_and_passed_on() {
         "what the origin sent is not asked for: {asks:?}"
     );
 }
+
+#[test]
+fn beats_of_a_node_in_many_trees_fit_a_record_and_their_lists_cover_every_key() {
+    use crate::node::wire::{NodeMsg, encode};
+    let keys: Vec<NodeId> = (0..5000u128).map(|i| NodeId(i * 7 + 3)).collect();
+    let caps: Vec<(NodeId, u32)> = (0..3000u128).map(|i| (NodeId(i), u32::MAX)).collect();
+    let msgs = beat_messages(caps.clone(), Some(keys.clone()));
+    assert!(msgs.len() > 2);
+    let record = crate::link::LinkConfig::default().max_record;
+    let (mut all_caps, mut all_keys, mut next) = (Vec::new(), Vec::new(), Some(0u128));
+    for m in msgs {
+        let len = encode(&NodeMsg::Tree(m.clone())).len();
+        assert!(len + 64 < record, "{len} bytes");
+        let ScribeMsg::Beat { caps, parents } = m else {
+            panic!("not a beat")
+        };
+        all_caps.extend(caps);
+        let l = parents.expect("every beat of a refresh lists a range");
+        // Ranges follow each other with no gap, from the first key to the last.
+        assert_eq!(Some(l.from.0), next);
+        assert!(l.keys.iter().all(|k| l.from <= *k && *k <= l.to));
+        next = l.to.0.checked_add(1);
+        all_keys.extend(l.keys);
+    }
+    assert_eq!(next, None, "the last range ends at the last key");
+    assert_eq!((all_caps, all_keys), (caps, keys));
+    // Few trees: one beat, its list the whole range (as older nodes sent it).
+    let one = beat_messages(vec![(NodeId(1), 2)], Some(vec![NodeId(5)]));
+    assert_eq!(
+        one,
+        vec![ScribeMsg::Beat {
+            caps: vec![(NodeId(1), 2)],
+            parents: Some(Listed::all(vec![NodeId(5)])),
+        }]
+    );
+    // Not a refresh: no list.
+    let plain = beat_messages(Vec::new(), None);
+    assert_eq!(
+        plain,
+        vec![ScribeMsg::Beat {
+            caps: Vec::new(),
+            parents: None,
+        }]
+    );
+}

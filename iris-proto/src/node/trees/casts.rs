@@ -144,8 +144,13 @@ impl Trees {
             .moved_at
             .is_some_and(|t| v.now.saturating_duration_since(t) < hold);
         let cast = matches!(msg, Parked::Cast(..));
+        // A tail carries nothing: with no tree (its last member went), nothing was lost.
+        let tail = msg.is_tail();
         let was_empty = self.held.is_empty();
         if !moving || !self.held.park(v.now, msg) {
+            if tail {
+                return;
+            }
             if cast {
                 self.stats.casts_no_tree += 1;
             } else {
@@ -172,7 +177,7 @@ impl Trees {
             let waited = v.now.saturating_duration_since(since);
             match msg {
                 msg if !ready && waited < hold => self.held.put_back(since, msg),
-                Parked::Cast(..) if !ready => self.stats.casts_no_tree += 1,
+                Parked::Cast(c, _) if !ready => self.stats.casts_no_tree += u64::from(!c.tail),
                 Parked::Anycast(..) if !ready => self.stats.anycasts_no_tree += 1,
                 Parked::Cast(c, from) => self.pass_cast(v, c, from, fx),
                 Parked::Anycast(mut a, from) => {

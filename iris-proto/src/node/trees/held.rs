@@ -31,6 +31,11 @@ impl Parked {
         }
     }
 
+    /// A multicast tail: numbered, carrying nothing (see `window`).
+    pub(crate) fn is_tail(&self) -> bool {
+        matches!(self, Parked::Cast(c, _) if c.tail)
+    }
+
     /// Bytes it holds (its payload; the rest is small and fixed).
     fn size(&self) -> usize {
         match self {

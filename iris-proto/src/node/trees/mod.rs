@@ -20,6 +20,7 @@
 
 mod anycasts;
 mod casts;
+mod deferred;
 mod held;
 mod repair;
 mod routes;
@@ -72,6 +73,8 @@ pub(crate) struct Trees {
     pub(crate) stats: Stats,
     /// Messages dropped since the node last reported them.
     pub(crate) losses: Losses,
+    /// Tree messages waiting for room on their peer's link.
+    pub(crate) deferred: deferred::Deferred,
 }
 
 impl Trees {
@@ -88,6 +91,45 @@ impl Trees {
             moved: false,
             stats: Stats::default(),
             losses: Losses::default(),
+            deferred: deferred::Deferred::default(),
+        }
+    }
+
+    /// A tree message for `to` that must not be lost to a full link: sent if its link
+    /// takes it and nothing waits before it, else kept for [`Trees::retry_deferred`].
+    pub(crate) fn send_or_defer(
+        &mut self,
+        to: Contact,
+        bytes: bytes::Bytes,
+        mut send: impl FnMut(Contact, bytes::Bytes) -> Result<(), crate::mesh::Refused>,
+    ) {
+        if !self.deferred.is_waiting(to.id) {
+            match send(to, bytes.clone()) {
+                Err(crate::mesh::Refused::Full) => {}
+                // Sent, or no link: the trees notice a lost link and repair.
+                _ => return,
+            }
+        }
+        if !self.deferred.defer(to, bytes) {
+            self.stats.tree_messages_dropped += 1;
+            self.losses.note("tree_message", || {
+                format!(
+                    "to node {}: {} bytes wait already",
+                    to.id,
+                    self.deferred.bytes()
+                )
+            });
+        }
+    }
+
+    /// Sends the tree messages that waited for room on their links, as far as the links
+    /// take them now.
+    pub(crate) fn retry_deferred(
+        &mut self,
+        send: impl FnMut(Contact, bytes::Bytes) -> Result<(), crate::mesh::Refused>,
+    ) {
+        if !self.deferred.is_empty() {
+            self.deferred.retry(send);
         }
     }
 
@@ -195,7 +237,7 @@ impl Trees {
             to,
             class: Class::Control,
             bytes,
-            refused: Refusal::Ignore,
+            refused: Refusal::Defer,
         })
     }
 
