@@ -14,6 +14,7 @@
 mod chart;
 mod embedded;
 mod flood;
+mod groups;
 mod iris;
 mod nats;
 mod overload;
@@ -43,9 +44,16 @@ struct Args {
     /// broadcast, publish, tunnel; or one of overload, ring (the whispers ring on `iris`
     /// processes), twonode (two `iris` processes against one), embedded (a node in this
     /// process, its clients through in-memory pipes against through its port), flood
-    /// (strangers at a networked node's peer port).
+    /// (strangers at a networked node's peer port), groups (many topics over five `iris`
+    /// processes, their memory before, with and after the groups).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Topics in the groups scenario (each subscribed on every one of 5 nodes).
+    #[arg(long, default_value_t = 100_000)]
+    groups: usize,
+    /// Subscribe-and-leave cycles in the groups scenario.
+    #[arg(long, default_value_t = 2)]
+    group_cycles: usize,
     /// Seconds of flooding per payload size in the overload scenario.
     #[arg(long, default_value_t = 60)]
     overload_secs: u64,
@@ -129,6 +137,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 chart::draw(path, &runs)?;
                 eprintln!("chart written to {}", path.display());
             }
+            return Ok(());
+        }
+        // Many groups over five iris processes, alone: it reads their memory.
+        if args.only.iter().any(|o| o == "groups") {
+            groups::run(&mut report, args.groups, args.group_cycles).await?;
             return Ok(());
         }
         // Strangers at a networked node's peer port, alone.

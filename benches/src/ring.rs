@@ -55,6 +55,26 @@ impl NodeProcess {
             .collect()
     }
 
+    /// The node's metrics, as Prometheus text (empty if unreachable).
+    pub(crate) fn metrics_text(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.metrics)) else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    }
+
+    /// The value of an unlabelled metric (`iris_trees`, ...), 0 if unreadable.
+    pub(crate) fn metric(&self, name: &str) -> u64 {
+        self.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Peak and current resident memory of the process, KiB.
     pub(crate) fn rss_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -102,7 +122,7 @@ impl Drop for NodeProcess {
 /// ports of their own) and returns once each serves and has converged with all the others.
 pub(crate) fn boot(iris: &Path, n: usize, key: &Path) -> Result<Vec<NodeProcess>, BoxError> {
     let name = format!("whispers bench {}", std::process::id());
-    let ports = "23601,23602,23603,23604";
+    let ports = "23601,23602,23603,23604,23605,23606,23607,23608";
     let mut nodes = Vec::new();
     let mut logs = Vec::new();
     for i in 0..n {
@@ -121,9 +141,13 @@ pub(crate) fn boot(iris: &Path, n: usize, key: &Path) -> Result<Vec<NodeProcess>
         let out = child.stdout.take().ok_or("no stdout")?;
         std::thread::spawn(move || {
             // Read to the end even once nobody listens: a node must never block (or fail)
-            // on a full log pipe.
+            // on a full log pipe. Once booted, its warnings and errors are shown.
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+                if let Err(e) = tx.send(line)
+                    && (e.0.contains("WARN") || e.0.contains("ERROR"))
+                {
+                    eprintln!("node {i}: {}", e.0);
+                }
             }
         });
         nodes.push(NodeProcess {
@@ -430,8 +454,12 @@ pub(crate) struct Plan {
     pub(crate) secs: f64,
 }
 
-/// The `iris` binary built beside this one (`target/release/iris` for a release bench).
+/// The `iris` binary built beside this one (`target/release/iris` for a release bench), or
+/// the one `IRIS_BIN` names (another build, to compare).
 pub(crate) fn iris_binary() -> Result<std::path::PathBuf, BoxError> {
+    if let Some(bin) = std::env::var_os("IRIS_BIN") {
+        return Ok(bin.into());
+    }
     let exe = std::env::current_exe()?;
     let iris = exe.with_file_name("iris");
     if iris.exists() {

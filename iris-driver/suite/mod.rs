@@ -42,9 +42,9 @@
 //! starts (flags and key files, `cli`) or by the core and the driver's common code, and
 //! what they use of a runtime is what the cases above already use. They are a crashed
 //! and a leaving node (`multinode`), a rolling restart (`restart`), key rotation
-//! (`rotation`), peers of another key or network and the default discovery ports
+//! (`rotation`), 100,000 groups over five processes (`groups`), peers of another key or network and the default discovery ports
 //! (`discovery`, `lifecycle`), the status page in a headless browser (`status_page`). Each
-//! boots networks of node processes (each waits out 3 s of overlay quiet): 15 cases. One
+//! boots networks of node processes (each waits out 3 s of overlay quiet): 16 cases. One
 //! runtime, tokio, runs them
 //! (`iris-tokio`'s `runtime_independent!` makes them tests); `iris-smol` lists them as
 //! ignored, and `cargo test -p iris-smol --test suite -- --include-ignored` runs them there
@@ -58,6 +58,7 @@ mod client;
 mod conformance;
 mod discovery;
 mod faults;
+mod groups;
 mod lifecycle;
 mod metrics;
 mod multinode;

@@ -1,0 +1,153 @@
+//! Many groups over five node processes: every node subscribes to the same 100,000 topics
+//! (2,500,000 trees in all, each node in 500,000), one event to each of 2,000 of them from
+//! one node reaches every node, and when the subscribers go, so do the trees and most of the
+//! memory. The same with the Rust client and release binaries, memory read per node through
+//! two cycles, is a benchmark (`benches/README.md`, "Groups").
+
+use super::common;
+
+use bytes::{Bytes, BytesMut};
+use common::{IrisProcess, RawClient, fixture, metrics_addr, sample, scrape};
+use iris_proto::relay::{ClientPacket, NodePacket};
+use std::time::{Duration, Instant};
+
+runtime_independent!(many_groups_reach_every_node_and_give_their_memory_back);
+
+const NODES: usize = 5;
+const TOPICS: usize = 100_000;
+/// Topics per subscribing connection (the node's default `--max-subscriptions` is 4096).
+const PER_CONN: usize = 4000;
+const SAMPLE: usize = 2000;
+
+fn topic(t: usize) -> String {
+    format!("g{t}")
+}
+
+/// Polls every node's `iris_trees` until each is `want`.
+fn await_trees(metrics: &[String], want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let trees: Vec<u64> = metrics
+            .iter()
+            .map(|m| sample(&scrape(m), "iris_trees"))
+            .collect();
+        if trees.iter().all(|&t| t == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trees {trees:?}, want {want} each"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn many_groups_reach_every_node_and_give_their_memory_back() {
+    let key = fixture("net-pkcs8.pem");
+    let ports = "23701,23702,23703,23704,23705";
+    let mut nodes: Vec<IrisProcess> = (0..NODES)
+        .map(|_| {
+            IrisProcess::launch(&[
+                "--net",
+                "groups test",
+                "--rsa",
+                &key,
+                "--discovery-ports",
+                ports,
+                "--metrics",
+                "127.0.0.1:0",
+            ])
+        })
+        .collect();
+    for n in &mut nodes {
+        n.wait_port();
+    }
+    for n in &nodes {
+        n.wait_line(&format!("converged with {} remote connections", NODES - 1));
+    }
+    let metrics: Vec<String> = nodes.iter().map(metrics_addr).collect();
+    let boot: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
+
+    // Every node's clients subscribe to every topic, 4000 SUBSCRIBEs in one write each.
+    let mut subscribers: Vec<Vec<RawClient>> = Vec::new();
+    for n in &nodes {
+        let mut conns = Vec::new();
+        for first in (0..TOPICS).step_by(PER_CONN) {
+            let mut c = n.connect("");
+            let mut b = BytesMut::new();
+            for t in first..first + PER_CONN {
+                ClientPacket::Subscribe {
+                    topic: topic(t).as_str().into(),
+                }
+                .encode(&mut b);
+            }
+            c.write(&b);
+            conns.push(c);
+        }
+        subscribers.push(conns);
+    }
+    await_trees(&metrics, 5 * TOPICS as u64);
+    let peak: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
+
+    // One event to each of 2000 topics, from a client of node 0: every node's subscribers
+    // get each once.
+    let mut publisher = nodes[0].connect("");
+    let mut b = BytesMut::new();
+    let step = TOPICS / SAMPLE;
+    for s in 0..SAMPLE {
+        ClientPacket::Publish {
+            topic: topic(s * step).as_str().into(),
+            event: Bytes::from_static(b"sampled"),
+        }
+        .encode(&mut b);
+    }
+    publisher.write(&b);
+    for (n, conns) in subscribers.iter_mut().enumerate() {
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got < SAMPLE && Instant::now() < deadline {
+            for c in conns.iter_mut() {
+                while let common::Got::Packet(p) = c.poll(Duration::from_millis(10)) {
+                    match p {
+                        NodePacket::Publish { .. } => got += 1,
+                        other => panic!("node {n} sent {other:?}"),
+                    }
+                }
+            }
+        }
+        assert_eq!(got, SAMPLE, "events at node {n}'s subscribers");
+    }
+    for m in &metrics {
+        let body = scrape(m);
+        assert_eq!(
+            sample(&body, "iris_dropped_total{reason=\"tree_message\"}"),
+            0
+        );
+        assert_eq!(
+            sample(&body, "iris_dropped_total{reason=\"cast_no_tree\"}"),
+            0
+        );
+    }
+
+    // The subscribers go: so do the trees, and (the allocator giving it back) most of the
+    // memory they took.
+    drop(subscribers);
+    await_trees(&metrics, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
+        let back = now
+            .iter()
+            .zip(&peak)
+            .zip(&boot)
+            .all(|((&now, &peak), &boot)| now < boot + (peak - boot.min(peak)) / 3);
+        if back {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS KiB at boot {boot:?}, with the groups {peak:?}, after {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
