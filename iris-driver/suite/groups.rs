@@ -129,24 +129,30 @@ fn many_groups_reach_every_node_and_give_their_memory_back() {
         );
     }
 
-    // The subscribers go: so do the trees, and (the allocator giving it back) most of the
-    // memory they took.
+    // The subscribers go: so do the trees, nothing stays charged for them, and (the
+    // allocator giving it back) at least half the memory they took goes back to the
+    // system. (How much and how soon is the allocator's: the benchmark measures it.)
     drop(subscribers);
     await_trees(&metrics, 0);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
+        let charged: Vec<u64> = metrics
+            .iter()
+            .map(|m| sample(&scrape(m), "iris_tree_memory_bytes"))
+            .collect();
         let now: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
         let back = now
             .iter()
             .zip(&peak)
             .zip(&boot)
-            .all(|((&now, &peak), &boot)| now < boot + (peak - boot.min(peak)) / 3);
-        if back {
+            .all(|((&now, &peak), &boot)| now < boot + (peak - boot.min(peak)) / 2);
+        if back && charged.iter().all(|&c| c == 0) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "RSS KiB at boot {boot:?}, with the groups {peak:?}, after {now:?}"
+            "RSS KiB at boot {boot:?}, with the groups {peak:?}, after {now:?}; \
+             tree memory charged {charged:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -418,6 +418,74 @@ fn requests_spread_over_nodes_by_capacity() {
     assert_eq!(net.take(0, c).len(), 400, "every request answered once");
 }
 
+/// Requests from a client of node 1 to members on nodes 0, 1 and 2: how many each member
+/// got. `burst`: all sent in one read before any is answered; else one at a time, each
+/// answered at once.
+fn local_shares(burst: bool) -> [usize; 3] {
+    let mut net = Net::ready(3);
+    let members: Vec<(usize, crate::ConnId)> = (0..3).map(|i| (i, net.client(i, "svc"))).collect();
+    let c = net.client(1, "");
+    net.secs(3);
+    let request = |id| ClientPacket::Request {
+        id,
+        cluster: "svc".into(),
+        request: b("q"),
+        timeout_ms: 60_000,
+    };
+    let mut got = [0usize; 3];
+    let mut serve = |net: &mut Net| {
+        for &(i, m) in &members {
+            for p in net.take(i, m) {
+                if let NodePacket::Request { id, .. } = p {
+                    got[i] += 1;
+                    let reply = ClientPacket::Reply {
+                        id,
+                        outcome: Ok(b("a")),
+                    };
+                    net.send(i, m, reply);
+                }
+            }
+        }
+    };
+    if burst {
+        let mut all = BytesMut::new();
+        for id in 0..600 {
+            request(id).encode(&mut all);
+        }
+        net.send_bytes(1, c, &all);
+        net.millis(100);
+        serve(&mut net);
+    } else {
+        for id in 0..600 {
+            net.send(1, c, request(id));
+            serve(&mut net);
+        }
+    }
+    net.secs(1);
+    serve(&mut net);
+    let answered = net
+        .take(1, c)
+        .into_iter()
+        .filter(|p| matches!(p, NodePacket::Reply { .. }))
+        .count();
+    assert_eq!(answered, 600, "every request answered once");
+    got
+}
+
+#[test]
+fn requests_prefer_the_member_on_the_requesters_own_node_while_it_has_room() {
+    // One at a time, each answered at once: the member beside the requester always has
+    // room, and takes them all (no hop, no link).
+    let paced = local_shares(false);
+    assert_eq!(paced, [0, 600, 0]);
+    // 600 at once: it takes its window first, then the tree spreads the rest over all
+    // three by the capacity they report.
+    let burst = local_shares(true);
+    assert_eq!(burst.iter().sum::<usize>(), 600);
+    assert!(burst[1] >= 8, "{burst:?}");
+    assert!(burst[0] >= 120 && burst[2] >= 120, "{burst:?}");
+}
+
 /// `n` nodes whose links queue at most `queue` bytes of data (so multicast windows of a
 /// quarter of it, producers held past half of it waiting), with the nodes' `config`, run
 /// until they have formed their network.

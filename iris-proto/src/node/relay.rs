@@ -307,6 +307,9 @@ fn new_anycast(
     }
 }
 
+/// Requests a member is given at once before others share them: a small window.
+const WINDOW: usize = 8;
+
 /// A node's capacity for `cluster`, as its trees report it: each local member counts for
 /// the requests it could take at once (a small window, less what it holds unanswered), at
 /// least one; congested members count one; no members, nothing.
@@ -316,7 +319,6 @@ pub(super) fn capacity(
     requests: &Requests,
     cluster: &Name,
 ) -> u32 {
-    const WINDOW: usize = 8;
     groups.members(cluster).map_or(0, |members| {
         members
             .iter()
@@ -327,6 +329,23 @@ pub(super) fn capacity(
                     WINDOW.saturating_sub(requests.delivered_to(m)).max(1) as u32
                 }
             })
+            .sum()
+    })
+}
+
+/// What of [`capacity`] is room now: the windows' free slots of the members that are not
+/// congested (no floor of one).
+pub(super) fn free_capacity(
+    groups: &Groups,
+    sessions: &Sessions,
+    requests: &Requests,
+    cluster: &Name,
+) -> u32 {
+    groups.members(cluster).map_or(0, |members| {
+        members
+            .iter()
+            .filter(|&&m| !sessions.is_congested(m))
+            .map(|&m| WINDOW.saturating_sub(requests.delivered_to(m)) as u32)
             .sum()
     })
 }

@@ -61,11 +61,14 @@ impl Node {
             return;
         };
         let capacity = |cluster: &Name| super::relay::capacity(groups, sessions, requests, cluster);
+        let free =
+            |cluster: &Name| super::relay::free_capacity(groups, sessions, requests, cluster);
         let v = View {
             now: *now,
             overlay: net.mesh.overlay(),
             mesh: &net.mesh,
             capacity: &capacity,
+            free: &free,
             stopped: life.stopped,
         };
         f(&mut net.trees, &v, rng, fx);

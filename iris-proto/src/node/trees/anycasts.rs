@@ -136,6 +136,12 @@ impl Trees {
             .map(|f| f.id)
             .filter(|&f| self.scribe.is_neighbour(a.key, f));
         let local = (v.capacity)(&a.cluster);
+        // The requester's own node is the cheapest place for a request: no hop, no link.
+        // Its members take it while they have room (as NATS prefers local queue
+        // subscribers); past that, the tree spreads it by the capacity reported.
+        if from.is_none() && !v.stopped && (v.free)(&a.cluster) > 0 {
+            return Pick::Local;
+        }
         let (offered, came) = if v.stopped { (0, None) } else { (local, came) };
         match self.scribe.anycast(a.key, came, offered, rng) {
             Pick::None if local > 0 => Pick::Local,

@@ -21,6 +21,9 @@ pub(crate) struct View<'a> {
     pub(crate) mesh: &'a crate::mesh::Mesh,
     /// Requests this node's members of a cluster could take now (0 with no member here).
     pub(crate) capacity: &'a dyn Fn(&Name) -> u32,
+    /// Requests this node's members of a cluster could take now without waiting behind
+    /// others (0 once each holds its window unanswered, or is congested).
+    pub(crate) free: &'a dyn Fn(&Name) -> u32,
     /// The node is shutting down: its members take nothing new while another member can.
     pub(crate) stopped: bool,
 }

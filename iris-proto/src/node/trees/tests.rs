@@ -57,6 +57,7 @@ fn an_ask_for_an_origin_this_node_knows_no_way_to_goes_up_the_tree() {
         overlay: mesh.overlay(),
         mesh: &mesh,
         capacity: &capacity,
+        free: &capacity,
         stopped: false,
     };
     let ask = NodeMsg::CastAsk {
