@@ -21,7 +21,7 @@ const PER_CONN: usize = 4000;
 /// Topics one event is published to, from node 0, per cycle.
 const SAMPLE: usize = 2000;
 
-struct Count(Arc<AtomicU64>);
+pub(crate) struct Count(pub(crate) Arc<AtomicU64>);
 
 impl TopicHandler for Count {
     async fn handle_event(&self, _event: Bytes) {

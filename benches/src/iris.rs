@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Handler limits that never drop in a benchmark: a drop would show as missing deliveries.
-fn roomy() -> Limits {
+pub(crate) fn roomy() -> Limits {
     Limits {
         concurrency: 1,
         memory: 1 << 30,
@@ -74,7 +74,7 @@ impl TopicHandler for CountingTopic {
 
 /// Waits until requests from `client` reach a member of `cluster` on every one of its
 /// trees (a member on another node is reachable only once its trees have formed).
-async fn settle(client: &Connection, cluster: &str) -> Result<(), BoxError> {
+pub(crate) async fn settle(client: &Connection, cluster: &str) -> Result<(), BoxError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut in_a_row = 0;
     while in_a_row < 10 {
@@ -157,7 +157,7 @@ pub(crate) async fn publish<R: Runtime>(
     Ok(rate)
 }
 
-struct Echo;
+pub(crate) struct Echo;
 
 impl ServiceHandler for Echo {
     async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {

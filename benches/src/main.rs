@@ -18,6 +18,7 @@ mod groups;
 mod iris;
 mod nats;
 mod overload;
+mod priority;
 mod raw;
 mod report;
 mod ring;
@@ -45,7 +46,8 @@ struct Args {
     /// processes), twonode (two `iris` processes against one), embedded (a node in this
     /// process, its clients through in-memory pipes against through its port), flood
     /// (strangers at a networked node's peer port), groups (many topics over five `iris`
-    /// processes, their memory before, with and after the groups).
+    /// processes, their memory before, with and after the groups), priority (requests
+    /// between two `iris` processes alone and beside a 64 KiB publish flood).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Topics in the groups scenario (each subscribed on every one of 5 nodes).
@@ -137,6 +139,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 chart::draw(path, &runs)?;
                 eprintln!("chart written to {}", path.display());
             }
+            return Ok(());
+        }
+        // Requests beside a flood across two iris processes, alone.
+        if args.only.iter().any(|o| o == "priority") {
+            priority::run(&mut report, args.quick).await?;
             return Ok(());
         }
         // Many groups over five iris processes, alone: it reads their memory.

@@ -234,6 +234,10 @@ pub struct Link {
     control_bytes: usize,
     data: VecDeque<Bytes>,
     data_bytes: usize,
+    /// Data messages that go ahead of bulk data (requests, large replies): each starts as
+    /// soon as the data message in progress is out, before anything queued in `data`.
+    urgent: VecDeque<Bytes>,
+    urgent_bytes: usize,
     /// Bytes of the front data message already sent as parts.
     data_offset: usize,
     /// A data message being reassembled from parts.
@@ -336,6 +340,8 @@ impl Link {
             control_bytes: 0,
             data: VecDeque::new(),
             data_bytes: 0,
+            urgent: VecDeque::new(),
+            urgent_bytes: 0,
             data_offset: 0,
             partial: BytesMut::new(),
             close: None,
@@ -494,6 +500,19 @@ impl Link {
         Ok(())
     }
 
+    /// Queues a data message ahead of bulk data: it goes once the data message in progress
+    /// is out (a request waits behind at most one broadcast, not behind 16 MiB of them).
+    /// Refused when more than `max_data_queue` bytes of such messages wait.
+    pub fn send_urgent(&mut self, msg: Bytes) -> Result<(), SendError> {
+        self.check_send(&msg)?;
+        if self.urgent_bytes + msg.len() > self.cfg.max_data_queue && !self.urgent.is_empty() {
+            return Err(SendError::Full);
+        }
+        self.urgent_bytes += msg.len();
+        self.urgent.push_back(msg);
+        Ok(())
+    }
+
     /// Queues a data message whatever waits already: for traffic whose sender is bounded
     /// by a window of its own (tunnels), which must never be dropped.
     pub fn send_data_unbounded(&mut self, msg: Bytes) -> Result<(), SendError> {
@@ -505,7 +524,7 @@ impl Link {
 
     /// Bytes of data queued and not yet sealed.
     pub fn data_queued(&self) -> usize {
-        self.data_bytes - self.data_offset
+        self.data_bytes - self.data_offset + self.urgent_bytes
     }
 
     /// Ends this side gracefully once what is queued has gone out; the link ends when the
@@ -555,13 +574,17 @@ impl Link {
         if !matches!(self.state, State::Open(_) | State::PlainOpen) || self.close_sent {
             return None;
         }
-        if self.control.is_empty() && self.data.is_empty() && self.close.is_none() {
+        if self.control.is_empty()
+            && self.data.is_empty()
+            && self.urgent.is_empty()
+            && self.close.is_none()
+        {
             return None;
         }
         // Sized by what is queued, so a record of three heartbeats is not a 64 KiB buffer.
         let queued = self.control_bytes
-            + (self.data_bytes - self.data_offset)
-            + 12 * (self.control.len() + self.data.len())
+            + self.data_queued()
+            + 12 * (self.control.len() + self.data.len() + self.urgent.len())
             + 64;
         let mut rec =
             BytesMut::with_capacity(HEADER_LEN + queued.min(self.cfg.max_record) + TAG_LEN);
@@ -572,6 +595,7 @@ impl Link {
         self.put_data(&mut rec, limit);
         release(&mut self.control);
         release(&mut self.data);
+        release(&mut self.urgent);
         let closing = self.put_close(&mut rec, limit);
         self.seal(&mut rec);
         if closing {
@@ -599,7 +623,19 @@ impl Link {
     /// Data messages into what room a record has left: whole while they fit, then a part
     /// of the next (unless the room is too small to bother).
     fn put_data(&mut self, rec: &mut BytesMut, limit: usize) {
-        while let Some(msg) = self.data.front() {
+        loop {
+            // Between data messages, an urgent one goes first (parts of two messages cannot
+            // interleave: the one in progress finishes first).
+            if self.data_offset == 0
+                && let Some(msg) = self.urgent.pop_front()
+            {
+                self.urgent_bytes -= msg.len();
+                self.data_bytes += msg.len();
+                self.data.push_front(msg);
+            }
+            let Some(msg) = self.data.front() else {
+                break;
+            };
             let room = limit - rec.len();
             if self.data_offset == 0 && item_len(msg.len()) <= room {
                 put_item(rec, tag::DATA, msg);
@@ -632,7 +668,8 @@ impl Link {
             return false;
         };
         let room = limit - rec.len();
-        if !self.control.is_empty() || !self.data.is_empty() || item_len(reason.len()) > room {
+        let queued = !self.control.is_empty() || !self.data.is_empty() || !self.urgent.is_empty();
+        if queued || item_len(reason.len()) > room {
             return false;
         }
         put_item(rec, tag::CLOSE, reason.as_bytes());
@@ -911,6 +948,7 @@ impl Link {
         self.out.clear();
         self.control.clear();
         self.data.clear();
+        self.urgent.clear();
         self.events.push_back(LinkEvent::Closed(e));
     }
 }

@@ -88,6 +88,32 @@ fn handshake_then_messages_both_ways() {
     assert_eq!(ea, vec![LinkEvent::Data(Bytes::from_static(b"back"))]);
 }
 
+#[test]
+fn an_urgent_message_goes_after_the_data_message_in_progress_not_after_all_data() {
+    let (mut a, mut b) = established();
+    let bulk: Vec<Bytes> = (0..10u8).map(|i| Bytes::from(vec![i; 100_000])).collect();
+    for m in &bulk {
+        a.send_data(m.clone()).unwrap();
+    }
+    // The first record carries the start of the first bulk message.
+    let first = a.poll_transmit().unwrap();
+    b.handle(Instant::ZERO, LinkInput::Bytes(&first));
+    let queued = a.data_queued();
+    a.send_urgent(Bytes::from_static(b"request")).unwrap();
+    assert_eq!(a.data_queued(), queued + 7);
+    let (_, eb) = run(&mut a, &mut b);
+    let got: Vec<Bytes> = eb
+        .into_iter()
+        .map(|e| match e {
+            LinkEvent::Data(d) => d,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut want = vec![bulk[0].clone(), Bytes::from_static(b"request")];
+    want.extend(bulk[1..].iter().cloned());
+    assert_eq!(got, want);
+}
+
 /// Runs a handshake that must fail with one of `want` on at least one end; the other end,
 /// whose peer then closes the socket, fails too.
 fn assert_handshake_fails(

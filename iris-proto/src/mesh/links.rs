@@ -437,7 +437,7 @@ impl Mesh {
             let waited = now.saturating_duration_since(since);
             // Control messages were tagged for the link: node messages are unwrapped.
             let bytes = match class {
-                Class::Data | Class::Stream => bytes,
+                Class::Data | Class::Urgent | Class::Stream => bytes,
                 Class::Control => match wire::decode_bytes(&bytes) {
                     Ok(PeerMsg::Node(b)) => b,
                     _ => {

@@ -15,9 +15,13 @@ pub enum Class {
     /// Small and urgent (tree maintenance, replies, window updates): ahead of all data, in
     /// the link's control queue, which refuses more when full.
     Control,
-    /// Bulk (broadcasts, events, requests): behind control, in the link's data queue, which
-    /// refuses more when it holds `max_data_queue` bytes.
+    /// Bulk (broadcasts, events): behind control, in the link's data queue, which refuses
+    /// more when it holds `max_data_queue` bytes.
     Data,
+    /// Requests, tunnel builds and large replies: data, but each goes ahead of bulk data
+    /// once the data message in progress is out; refused past `max_data_queue` bytes of
+    /// its own.
+    Urgent,
     /// Tunnel data: like data, but never refused; every tunnel's window bounds it.
     Stream,
 }
@@ -37,6 +41,7 @@ pub(super) fn put(link: &mut Link, class: Class, bytes: Bytes) -> Result<(), Ref
     let sent = match class {
         Class::Control => link.send_control(bytes),
         Class::Data => link.send_data(bytes),
+        Class::Urgent => link.send_urgent(bytes),
         Class::Stream => link.send_data_unbounded(bytes),
     };
     sent.map_err(|e| match e {
@@ -57,7 +62,7 @@ impl Mesh {
         // Control messages share their channel with IDENT and the overlay: tagged.
         let bytes = match class {
             Class::Control => wire::encode(&PeerMsg::Node(bytes)),
-            Class::Data | Class::Stream => bytes,
+            Class::Data | Class::Urgent | Class::Stream => bytes,
         };
         self.send_as(now, to, class, bytes)
     }
@@ -131,7 +136,7 @@ impl Mesh {
             let sent = put(&mut pl.link, class, bytes);
             self.mark(id);
             return sent.inspect_err(|_| {
-                if class == Class::Data {
+                if matches!(class, Class::Data | Class::Urgent) {
                     self.stats.data_refused += 1;
                 } else {
                     self.stats.messages_dropped += 1;

@@ -254,7 +254,7 @@ impl Requests {
             Endpoint::Local(origin, id) => self.answer(origin, id, outcome, fx),
             Endpoint::Remote(node, id) => {
                 let class = match &outcome {
-                    Ok(reply) if reply.len() > 1024 => Class::Data,
+                    Ok(reply) if reply.len() > 1024 => Class::Urgent,
                     _ => Class::Control,
                 };
                 let msg = NodeMsg::Reply { id: id.0, outcome };

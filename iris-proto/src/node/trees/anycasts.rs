@@ -97,7 +97,9 @@ impl Trees {
         }
         a.due_ms = one_way::stamp(v.now) + cost / 2;
         let msg = NodeMsg::Anycast(a);
-        fx.push(to_peer(next, Class::Data, &msg, Refusal::Anycast(start)));
+        // Ahead of bulk data on the link: a request does not wait behind a flood of
+        // broadcasts (issue 22).
+        fx.push(to_peer(next, Class::Urgent, &msg, Refusal::Anycast(start)));
     }
 
     /// Milliseconds an anycast from `from` arrived after it was due by the budget's plan

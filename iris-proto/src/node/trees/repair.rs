@@ -239,7 +239,7 @@ impl Trees {
             hops,
             inner,
         };
-        fx.push(to_peer(next, Class::Data, &msg, Refusal::Ignore));
+        fx.push(to_peer(next, Class::Urgent, &msg, Refusal::Ignore));
     }
 
     /// Sends an ask one hop on toward `origin`: straight to it over a link or where the
