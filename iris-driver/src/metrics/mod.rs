@@ -348,6 +348,7 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                 &[
                     ("no_link", mesh.messages_dropped),
                     ("data_queue_full", mesh.data_refused),
+                    ("control_queue_full", mesh.control_refused),
                     ("bad", mesh.bad_messages),
                 ],
             ),

@@ -625,10 +625,24 @@ impl Link {
     fn put_data(&mut self, rec: &mut BytesMut, limit: usize) {
         loop {
             // Between data messages, an urgent one goes first (parts of two messages cannot
-            // interleave: the one in progress finishes first).
+            // interleave: the one in progress finishes first). Whole if it fits; else it
+            // becomes the message in progress once its first part goes, not before (two
+            // urgent messages would otherwise swap places).
             if self.data_offset == 0
-                && let Some(msg) = self.urgent.pop_front()
+                && let Some(msg) = self.urgent.front()
             {
+                let room = limit - rec.len();
+                if item_len(msg.len()) <= room {
+                    put_item(rec, tag::DATA, msg);
+                    self.urgent_bytes -= msg.len();
+                    self.urgent.pop_front();
+                    self.stats.sent.1 += 1;
+                    continue;
+                }
+                if fits(room).min(msg.len()) < 64.min(msg.len()) {
+                    break;
+                }
+                let msg = self.urgent.pop_front().expect("the front is there");
                 self.urgent_bytes -= msg.len();
                 self.data_bytes += msg.len();
                 self.data.push_front(msg);

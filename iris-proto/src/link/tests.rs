@@ -114,6 +114,29 @@ fn an_urgent_message_goes_after_the_data_message_in_progress_not_after_all_data(
     assert_eq!(got, want);
 }
 
+#[test]
+fn urgent_messages_keep_their_order_when_records_are_full_of_control() {
+    let (mut a, mut b) = established();
+    let big = cfg().max_record - 36;
+    for i in 0..2u8 {
+        a.send_control(Bytes::from(vec![i; big])).unwrap();
+    }
+    // Each too large for the room a full record of control leaves.
+    let urgent: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![b'u' + i; 100])).collect();
+    for m in &urgent {
+        a.send_urgent(m.clone()).unwrap();
+    }
+    let (_, eb) = run(&mut a, &mut b);
+    let data: Vec<Bytes> = eb
+        .into_iter()
+        .filter_map(|e| match e {
+            LinkEvent::Data(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(data, urgent);
+}
+
 /// Runs a handshake that must fail with one of `want` on at least one end; the other end,
 /// whose peer then closes the socket, fails too.
 fn assert_handshake_fails(

@@ -170,10 +170,14 @@ pub struct MeshStats {
     pub signatures_closed_links: u64,
     /// Dials that failed.
     pub dials_failed: u64,
-    /// Messages dropped: queue full, dial failed, link limit, or another node answered.
+    /// Messages dropped: too large for a record, dial failed, link limit, too many waiting
+    /// for a dial, or another node answered.
     pub messages_dropped: u64,
     /// Node messages refused because the peer's data queue was full.
     pub data_refused: u64,
+    /// Control messages refused because the peer's control queue was full (tree messages
+    /// wait and are offered again: each offer counts).
+    pub control_refused: u64,
     /// Messages from peers that did not parse or broke the link protocol.
     pub bad_messages: u64,
     /// Discovery beacons sent (answers included).

@@ -135,12 +135,11 @@ impl Mesh {
             pl.last_used = now;
             let sent = put(&mut pl.link, class, bytes);
             self.mark(id);
-            return sent.inspect_err(|_| {
-                if matches!(class, Class::Data | Class::Urgent) {
-                    self.stats.data_refused += 1;
-                } else {
-                    self.stats.messages_dropped += 1;
-                }
+            return sent.inspect_err(|e| match (class, e) {
+                (Class::Data | Class::Urgent, _) => self.stats.data_refused += 1,
+                // The sender keeps it for later (tree maintenance) or counts its own loss.
+                (_, Refused::Full) => self.stats.control_refused += 1,
+                _ => self.stats.messages_dropped += 1,
             });
         }
         if self.leaving {

@@ -269,6 +269,17 @@ impl Node {
     /// `spare_congested` and any is not.
     pub(super) fn pick_member(&mut self, cluster: &Name, spare_congested: bool) -> Option<ConnId> {
         let members = self.groups.members(cluster)?;
+        // Members with room in their window first: a hung member must not take every
+        // other request this node keeps for its members (it prefers them while any has
+        // room, see `free_capacity`).
+        let roomy = |m: &&ConnId| {
+            !self.sessions.is_congested(**m) && self.requests.delivered_to(**m) < WINDOW
+        };
+        let with_room = members.iter().filter(roomy).count();
+        if with_room > 0 && with_room < members.len() {
+            let i = self.rng.random_range(0..with_room);
+            return members.iter().filter(roomy).nth(i).copied();
+        }
         let free = |m: &&ConnId| !self.sessions.is_congested(**m);
         let free_count = if spare_congested {
             members.iter().filter(free).count()

@@ -418,6 +418,29 @@ fn requests_are_balanced_uniformly_among_local_members() {
 }
 
 #[test]
+fn a_hung_member_takes_no_more_than_its_window_while_another_has_room() {
+    let mut h = Harness::new();
+    let hung = h.connect("svc");
+    let good = h.connect("svc");
+    let c = h.connect("");
+    for id in 0..200 {
+        request(&mut h, c, id, "svc", "x", 60_000);
+        // The good member answers at once; the hung one never does.
+        for p in h.take(good) {
+            if let NodePacket::Request { id, .. } = p {
+                let reply = ClientPacket::Reply {
+                    id,
+                    outcome: Ok(Bytes::from_static(b"a")),
+                };
+                h.send(good, reply);
+            }
+        }
+    }
+    // The hung member filled its window (8) and got nothing past it.
+    assert_eq!(h.take(hung).len(), 8);
+}
+
+#[test]
 fn member_leaving_makes_its_requests_time_out_and_origin_leaving_is_quiet() {
     let mut h = Harness::new();
     let m = h.connect("svc");
@@ -921,7 +944,9 @@ fn same_seed_same_outputs() {
         ms.iter().map(|&m| h.take(m)).collect()
     }
     assert_eq!(run([3; 32]), run([3; 32]));
-    assert_ne!(run([3; 32]), run([4; 32]));
+    // Members get what their windows leave room for first, so only the share past that is
+    // drawn: two seeds may by chance give the same counts, not every one of six.
+    assert!((4..10).any(|s| run([s; 32]) != run([3; 32])));
 }
 
 /// Cluster "svc" with one member that does not read, a producer, and a bystander pair

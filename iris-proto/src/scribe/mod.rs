@@ -683,9 +683,18 @@ impl Scribe {
                     self.prune(key);
                 } else if t.parent.is_some_and(|p| p.id == from.id) {
                     // The parent lost the tree (or us): subscribe again, maybe through it.
+                    // Once a beat at most, as for a lost parent: it says so for every
+                    // multicast that crosses our SUBSCRIBE (which may wait on a full link
+                    // while multicasts go ahead), and each SUBSCRIBE would queue behind
+                    // the last. The next beat's root check attaches it otherwise.
                     t.parent = None;
+                    let recent = t
+                        .attached_at
+                        .is_some_and(|at| now.saturating_duration_since(at) < self.cfg.beat);
                     self.unref(from.id);
-                    self.attach(now, key, None, false, router);
+                    if !recent {
+                        self.attach(now, key, None, false, router);
+                    }
                 }
             }
         }

@@ -4,8 +4,8 @@
 //! left half-built: a parent that never heard of its child sent it nothing (issue 22, 5
 //! processes, 12 % of events lost at two nodes). What a link refuses as full now waits
 //! here, per peer and in order (a beat must not overtake the SUBSCRIBE before it), and
-//! goes as the link drains. Bounded: past [`Deferred::MAX_BYTES`] a message is dropped,
-//! counted and reported.
+//! goes as the link drains. Bounded (a sixteenth of the memory budget, at most
+//! [`Deferred::MAX_BYTES`]): past that a message is dropped, counted and reported.
 
 use crate::mesh::Refused;
 use crate::overlay::{Contact, NodeId};
@@ -13,15 +13,39 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Tree messages waiting for their peer's link to take them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Deferred {
     by_peer: BTreeMap<NodeId, VecDeque<(Contact, Bytes)>>,
     bytes: usize,
+    max: usize,
+}
+
+impl Default for Deferred {
+    fn default() -> Deferred {
+        Deferred {
+            by_peer: BTreeMap::new(),
+            bytes: 0,
+            max: Self::MAX_BYTES,
+        }
+    }
 }
 
 impl Deferred {
-    /// Bytes waiting at most, over every peer.
+    /// Bytes waiting at most, over every peer, whatever the memory budget.
     pub(crate) const MAX_BYTES: usize = 64 << 20;
+
+    /// Bounds the bytes waiting (at most [`Deferred::MAX_BYTES`]).
+    pub(crate) fn set_max(&mut self, max: usize) {
+        self.max = max.min(Self::MAX_BYTES);
+    }
+
+    /// Forgets what waits for a peer the trees lost: it was for trees that repair around
+    /// it, and sent later it would mislead a peer that restarted.
+    pub(crate) fn forget(&mut self, peer: NodeId) {
+        if let Some(queue) = self.by_peer.remove(&peer) {
+            self.bytes -= queue.iter().map(|(_, m)| m.len()).sum::<usize>();
+        }
+    }
 
     /// Whether messages for `peer` wait already (a new one goes behind them).
     pub(crate) fn is_waiting(&self, peer: NodeId) -> bool {
@@ -40,7 +64,7 @@ impl Deferred {
 
     /// Keeps a message for later; false (it is dropped) past the bound.
     pub(crate) fn defer(&mut self, to: Contact, bytes: Bytes) -> bool {
-        if self.bytes + bytes.len() > Self::MAX_BYTES {
+        if self.bytes + bytes.len() > self.max {
             return false;
         }
         self.bytes += bytes.len();
@@ -51,9 +75,9 @@ impl Deferred {
         true
     }
 
-    /// Sends what waits, each peer's in order, until its link is full again. A peer with
-    /// no link loses what waited for it (its trees notice the link's loss and repair);
-    /// returns how many messages went that way.
+    /// Sends what waits, each peer's in order, until its link is full again. A message no
+    /// link takes (the link is gone, or it is too large) is dropped, and the next tried;
+    /// returns how many were dropped.
     pub(crate) fn retry(
         &mut self,
         mut send: impl FnMut(Contact, Bytes) -> Result<(), Refused>,
@@ -65,11 +89,7 @@ impl Deferred {
                 match send(*to, msg.clone()) {
                     Ok(()) => {}
                     Err(Refused::Full) => return true,
-                    Err(Refused::NoLink) => {
-                        lost += queue.len();
-                        *bytes -= queue.iter().map(|(_, m)| m.len()).sum::<usize>();
-                        return false;
-                    }
+                    Err(Refused::NoLink) => lost += 1,
                 }
                 *bytes -= msg.len();
                 queue.pop_front();
@@ -108,7 +128,11 @@ mod tests {
             sent.push(m[0]);
             Ok(())
         });
-        assert_eq!((sent.clone(), lost), (vec![0, 1], 1));
+        assert_eq!(
+            (sent.clone(), lost),
+            (vec![0, 1], 1),
+            "each refused message counted"
+        );
         assert!(d.is_waiting(NodeId(1)) && !d.is_waiting(NodeId(2)));
         assert_eq!(d.bytes(), 30);
         d.retry(|_, m| {
@@ -118,7 +142,11 @@ mod tests {
         assert_eq!(sent, vec![0, 1, 2, 3, 4]);
         assert!(d.is_empty() && d.bytes() == 0);
         // Past the bound, a message is refused.
-        assert!(d.defer(contact(1), Bytes::from(vec![0; Deferred::MAX_BYTES])));
+        d.set_max(100);
+        assert!(d.defer(contact(1), Bytes::from(vec![0; 100])));
         assert!(!d.defer(contact(1), Bytes::from_static(b"x")));
+        // A lost peer's messages go.
+        d.forget(NodeId(1));
+        assert!(d.is_empty() && d.bytes() == 0);
     }
 }

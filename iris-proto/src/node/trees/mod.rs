@@ -128,8 +128,14 @@ impl Trees {
         &mut self,
         send: impl FnMut(Contact, bytes::Bytes) -> Result<(), crate::mesh::Refused>,
     ) {
-        if !self.deferred.is_empty() {
-            self.deferred.retry(send);
+        if self.deferred.is_empty() {
+            return;
+        }
+        let dropped = self.deferred.retry(send);
+        if dropped > 0 {
+            self.stats.tree_messages_dropped += dropped as u64;
+            self.losses
+                .note("tree_message", || format!("{dropped} no link took"));
         }
     }
 
@@ -151,6 +157,8 @@ impl Trees {
     /// Bounds the tree state (see [`Scribe::set_max_bytes`]).
     pub(crate) fn set_max_bytes(&mut self, max: usize) {
         self.scribe.set_max_bytes(max);
+        // Tree messages waiting for room: a quarter of that (a sixteenth of the budget).
+        self.deferred.set_max(max / 4);
     }
 
     /// The trees machine, for inspection.
@@ -302,6 +310,7 @@ impl Trees {
     pub(crate) fn handle_lost(&mut self, v: &View<'_>, node: NodeId) {
         let routes = routes::Routes::new(v, &self.unreachable);
         self.scribe.handle(v.now, ScribeInput::Lost(node), &routes);
+        self.deferred.forget(node);
     }
 
     /// A peer's message of `len` bytes arrived (`ok`: it parsed; one that does not is a bug
