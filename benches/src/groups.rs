@@ -73,77 +73,7 @@ pub(crate) async fn run(report: &mut Report, topics: usize, cycles: usize) -> Re
     report.row(format!("| boot | {} |", rss_mib(&nodes)));
     let publisher = connect(nodes[0].port).await?;
     for cycle in 0..cycles {
-        let counts: Vec<Arc<AtomicU64>> = (0..NODES).map(|_| Arc::default()).collect();
-        let mut subscribers = Vec::new();
-        let start = Instant::now();
-        for (n, node) in nodes.iter().enumerate() {
-            for first in (0..topics).step_by(PER_CONN) {
-                let c = connect(node.port).await?;
-                for t in first..(first + PER_CONN).min(topics) {
-                    let limits = Limits {
-                        concurrency: 1,
-                        memory: 1 << 20,
-                    };
-                    c.subscribe(&topic(t), Count(counts[n].clone()), limits)
-                        .await?;
-                }
-                subscribers.push(c);
-            }
-        }
-        let subscribed = start.elapsed();
-        let formed = wait_trees(&nodes, 5 * topics as u64).await?;
-        report.row(format!(
-            "| cycle {cycle}: every tree formed ({:.1} s to subscribe, {:.1} s more for trees) | {} |",
-            subscribed.as_secs_f64(),
-            formed.as_secs_f64(),
-            rss_mib(&nodes)
-        ));
-        let step = topics / SAMPLE;
-        for s in 0..SAMPLE {
-            publisher
-                .publish(&topic(s * step), Bytes::from_static(b"sampled"))
-                .await?;
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let got = loop {
-            let got: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-            if got.iter().all(|&g| g >= SAMPLE as u64) || Instant::now() > deadline {
-                break got;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        report.row(format!(
-            "| cycle {cycle}: {SAMPLE} events from node 0, delivered per node | {got:?} |"
-        ));
-        if got.iter().any(|&g| g != SAMPLE as u64) {
-            let losses: Vec<Vec<String>> = nodes.iter().map(NodeProcess::losses).collect();
-            let trees: Vec<u64> = nodes.iter().map(|n| n.metric("iris_trees")).collect();
-            for n in &nodes {
-                eprintln!("{}", n.metrics_text());
-            }
-            return Err(format!(
-                "events delivered per node {got:?}, {SAMPLE} sent; trees {trees:?}; \
-                 losses counted {losses:?}"
-            )
-            .into());
-        }
-        for c in subscribers {
-            c.close().await?;
-        }
-        let left = wait_trees(&nodes, 0).await?;
-        // The allocator returns memory at its own pace; what origins keep for repair and
-        // the windows go after two minutes.
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        report.row(format!(
-            "| cycle {cycle}: every subscriber gone (trees gone in {:.1} s), 10 s later | {} |",
-            left.as_secs_f64(),
-            rss_mib(&nodes)
-        ));
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        report.row(format!(
-            "| cycle {cycle}: 130 s after the subscribers left | {} |",
-            rss_mib(&nodes)
-        ));
+        cycle_once(report, &nodes, &publisher, topics, cycle).await?;
     }
     publisher.close().await?;
     for n in &nodes {
@@ -152,5 +82,88 @@ pub(crate) async fn run(report: &mut Report, topics: usize, cycles: usize) -> Re
             report.row(format!("| losses counted by a node | {losses:?} |"));
         }
     }
+    Ok(())
+}
+
+/// One cycle: every node subscribes to every topic, the sample is published and counted,
+/// every subscriber leaves; RSS read along the way.
+async fn cycle_once(
+    report: &mut Report,
+    nodes: &[NodeProcess],
+    publisher: &Connection,
+    topics: usize,
+    cycle: usize,
+) -> Result<(), BoxError> {
+    let counts: Vec<Arc<AtomicU64>> = (0..NODES).map(|_| Arc::default()).collect();
+    let mut subscribers = Vec::new();
+    let start = Instant::now();
+    for (n, node) in nodes.iter().enumerate() {
+        for first in (0..topics).step_by(PER_CONN) {
+            let c = connect(node.port).await?;
+            for t in first..(first + PER_CONN).min(topics) {
+                let limits = Limits {
+                    concurrency: 1,
+                    memory: 1 << 20,
+                };
+                c.subscribe(&topic(t), Count(counts[n].clone()), limits)
+                    .await?;
+            }
+            subscribers.push(c);
+        }
+    }
+    let subscribed = start.elapsed();
+    let formed = wait_trees(nodes, 5 * topics as u64).await?;
+    report.row(format!(
+        "| cycle {cycle}: every tree formed ({:.1} s to subscribe, {:.1} s more for trees) | {} |",
+        subscribed.as_secs_f64(),
+        formed.as_secs_f64(),
+        rss_mib(nodes)
+    ));
+    let step = topics / SAMPLE;
+    for s in 0..SAMPLE {
+        publisher
+            .publish(&topic(s * step), Bytes::from_static(b"sampled"))
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        if got.iter().all(|&g| g >= SAMPLE as u64) || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    report.row(format!(
+        "| cycle {cycle}: {SAMPLE} events from node 0, delivered per node | {got:?} |"
+    ));
+    if got.iter().any(|&g| g != SAMPLE as u64) {
+        let losses: Vec<Vec<String>> = nodes.iter().map(NodeProcess::losses).collect();
+        let trees: Vec<u64> = nodes.iter().map(|n| n.metric("iris_trees")).collect();
+        for n in nodes {
+            eprintln!("{}", n.metrics_text());
+        }
+        return Err(format!(
+            "events delivered per node {got:?}, {SAMPLE} sent; trees {trees:?}; \
+             losses counted {losses:?}"
+        )
+        .into());
+    }
+    for c in subscribers {
+        c.close().await?;
+    }
+    let left = wait_trees(nodes, 0).await?;
+    // The allocator returns memory at its own pace; what origins keep for repair and
+    // the windows go after two minutes.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    report.row(format!(
+        "| cycle {cycle}: every subscriber gone (trees gone in {:.1} s), 10 s later | {} |",
+        left.as_secs_f64(),
+        rss_mib(nodes)
+    ));
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    report.row(format!(
+        "| cycle {cycle}: 130 s after the subscribers left | {} |",
+        rss_mib(nodes)
+    ));
     Ok(())
 }

@@ -378,10 +378,15 @@ pub fn fixture(name: &str) -> String {
 /// each other by host discovery on their own UDP `ports` (so that networks of tests running
 /// at once stay apart), returned once every one serves and has converged with all others.
 pub fn network(name: &str, n: usize, ports: &str) -> Vec<IrisProcess> {
+    network_with(name, n, ports, &[])
+}
+
+/// [`network`], each node started with the `extra` flags too.
+pub fn network_with(name: &str, n: usize, ports: &str, extra: &[&str]) -> Vec<IrisProcess> {
     let key = fixture("net-pkcs8.pem");
-    let mut nodes: Vec<IrisProcess> = (0..n)
-        .map(|_| IrisProcess::launch(&["--net", name, "--rsa", &key, "--discovery-ports", ports]))
-        .collect();
+    let mut flags = vec!["--net", name, "--rsa", &key, "--discovery-ports", ports];
+    flags.extend_from_slice(extra);
+    let mut nodes: Vec<IrisProcess> = (0..n).map(|_| IrisProcess::launch(&flags)).collect();
     for node in &mut nodes {
         node.wait_port();
     }

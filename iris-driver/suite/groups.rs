@@ -7,7 +7,7 @@
 use super::common;
 
 use bytes::{Bytes, BytesMut};
-use common::{IrisProcess, RawClient, fixture, metrics_addr, sample, scrape};
+use common::{IrisProcess, RawClient, metrics_addr, network_with, sample, scrape};
 use iris_proto::relay::{ClientPacket, NodePacket};
 use std::time::{Duration, Instant};
 
@@ -42,56 +42,34 @@ fn await_trees(metrics: &[String], want: u64) {
     }
 }
 
-fn many_groups_reach_every_node_and_give_their_memory_back() {
-    let key = fixture("net-pkcs8.pem");
-    let ports = "23701,23702,23703,23704,23705";
-    let mut nodes: Vec<IrisProcess> = (0..NODES)
-        .map(|_| {
-            IrisProcess::launch(&[
-                "--net",
-                "groups test",
-                "--rsa",
-                &key,
-                "--discovery-ports",
-                ports,
-                "--metrics",
-                "127.0.0.1:0",
-            ])
+/// Every node's clients subscribe to every topic, 4000 SUBSCRIBEs in one write each.
+fn subscribe_everywhere(nodes: &[IrisProcess]) -> Vec<Vec<RawClient>> {
+    nodes
+        .iter()
+        .map(|n| {
+            (0..TOPICS)
+                .step_by(PER_CONN)
+                .map(|first| {
+                    let mut c = n.connect("");
+                    let mut b = BytesMut::new();
+                    for t in first..first + PER_CONN {
+                        ClientPacket::Subscribe {
+                            topic: topic(t).as_str().into(),
+                        }
+                        .encode(&mut b);
+                    }
+                    c.write(&b);
+                    c
+                })
+                .collect()
         })
-        .collect();
-    for n in &mut nodes {
-        n.wait_port();
-    }
-    for n in &nodes {
-        n.wait_line(&format!("converged with {} remote connections", NODES - 1));
-    }
-    let metrics: Vec<String> = nodes.iter().map(metrics_addr).collect();
-    let boot: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
+        .collect()
+}
 
-    // Every node's clients subscribe to every topic, 4000 SUBSCRIBEs in one write each.
-    let mut subscribers: Vec<Vec<RawClient>> = Vec::new();
-    for n in &nodes {
-        let mut conns = Vec::new();
-        for first in (0..TOPICS).step_by(PER_CONN) {
-            let mut c = n.connect("");
-            let mut b = BytesMut::new();
-            for t in first..first + PER_CONN {
-                ClientPacket::Subscribe {
-                    topic: topic(t).as_str().into(),
-                }
-                .encode(&mut b);
-            }
-            c.write(&b);
-            conns.push(c);
-        }
-        subscribers.push(conns);
-    }
-    await_trees(&metrics, 5 * TOPICS as u64);
-    let peak: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
-
-    // One event to each of 2000 topics, from a client of node 0: every node's subscribers
-    // get each once.
-    let mut publisher = nodes[0].connect("");
+/// One event to each of `SAMPLE` topics from a client of `from`; asserts every node's
+/// subscribers get each once.
+fn publish_sample(from: &IrisProcess, subscribers: &mut [Vec<RawClient>]) {
+    let mut publisher = from.connect("");
     let mut b = BytesMut::new();
     let step = TOPICS / SAMPLE;
     for s in 0..SAMPLE {
@@ -117,6 +95,46 @@ fn many_groups_reach_every_node_and_give_their_memory_back() {
         }
         assert_eq!(got, SAMPLE, "events at node {n}'s subscribers");
     }
+}
+
+/// Waits until nothing stays charged for trees and every node's RSS is back below
+/// half of what the groups took over `boot`.
+fn await_memory_back(nodes: &[IrisProcess], metrics: &[String], boot: &[u64], peak: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let charged: Vec<u64> = metrics
+            .iter()
+            .map(|m| sample(&scrape(m), "iris_tree_memory_bytes"))
+            .collect();
+        let now: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
+        let back = now
+            .iter()
+            .zip(peak)
+            .zip(boot)
+            .all(|((&now, &peak), &boot)| now < boot + (peak - boot.min(peak)) / 2);
+        if back && charged.iter().all(|&c| c == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS KiB at boot {boot:?}, with the groups {peak:?}, after {now:?}; \
+             tree memory charged {charged:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn many_groups_reach_every_node_and_give_their_memory_back() {
+    let ports = "23701,23702,23703,23704,23705";
+    let nodes = network_with("groups test", NODES, ports, &["--metrics", "127.0.0.1:0"]);
+    let metrics: Vec<String> = nodes.iter().map(metrics_addr).collect();
+    let boot: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
+
+    let mut subscribers = subscribe_everywhere(&nodes);
+    await_trees(&metrics, 5 * TOPICS as u64);
+    let peak: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
+
+    publish_sample(&nodes[0], &mut subscribers);
     for m in &metrics {
         let body = scrape(m);
         assert_eq!(
@@ -134,26 +152,5 @@ fn many_groups_reach_every_node_and_give_their_memory_back() {
     // system. (How much and how soon is the allocator's: the benchmark measures it.)
     drop(subscribers);
     await_trees(&metrics, 0);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let charged: Vec<u64> = metrics
-            .iter()
-            .map(|m| sample(&scrape(m), "iris_tree_memory_bytes"))
-            .collect();
-        let now: Vec<u64> = nodes.iter().map(IrisProcess::rss_kib).collect();
-        let back = now
-            .iter()
-            .zip(&peak)
-            .zip(&boot)
-            .all(|((&now, &peak), &boot)| now < boot + (peak - boot.min(peak)) / 2);
-        if back && charged.iter().all(|&c| c == 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "RSS KiB at boot {boot:?}, with the groups {peak:?}, after {now:?}; \
-             tree memory charged {charged:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    await_memory_back(&nodes, &metrics, &boot, &peak);
 }

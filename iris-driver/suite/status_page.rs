@@ -5,7 +5,7 @@
 
 use super::common;
 
-use common::{IrisProcess, fixture, get, metrics_addr};
+use common::{get, metrics_addr, network_with};
 use iris_proto::relay::ClientPacket;
 use std::process::Command;
 use std::sync::Arc;
@@ -58,27 +58,12 @@ fn headless(browser: &str, url: &str, ms: u32, what: &[&str]) -> std::process::O
 }
 
 fn the_status_page_shows_a_three_node_network() {
-    let key = fixture("net-pkcs8.pem");
-    let mut nodes: Vec<IrisProcess> = (0..3)
-        .map(|_| {
-            IrisProcess::launch(&[
-                "--net",
-                "status page",
-                "--rsa",
-                &key,
-                "--discovery-ports",
-                "23411,23412,23413",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
-        })
-        .collect();
-    for n in &mut nodes {
-        n.wait_port();
-    }
-    for n in &nodes {
-        n.wait_line("converged with 2 remote connections");
-    }
+    let nodes = network_with(
+        "status page",
+        3,
+        "23411,23412,23413",
+        &["--metrics", "127.0.0.1:0"],
+    );
     let addrs: Vec<String> = nodes.iter().map(metrics_addr).collect();
     // Traffic while the page is looked at: a member on node 0, a subscriber on node 1,
     // broadcasts and publishes from node 2.

@@ -1253,6 +1253,25 @@ fn ask(net: &mut Net, i: usize, conn: ConnId, cluster: &str, id: u64, timeout_ms
     );
 }
 
+/// Packets sorted by their REPLY id (others first).
+fn by_id(mut replies: Vec<NodePacket>) -> Vec<NodePacket> {
+    replies.sort_by_key(|p| match p {
+        NodePacket::Reply { id, .. } => *id,
+        _ => 0,
+    });
+    replies
+}
+
+/// The replies `echo` gives to requests 1 to `n` (`r1`, `r2`, ...).
+fn echoed(n: u64) -> Vec<NodePacket> {
+    (1..=n)
+        .map(|id| NodePacket::Reply {
+            id,
+            outcome: ReplyOutcome::Success(b(&format!("r{id}"))),
+        })
+        .collect()
+}
+
 /// Member `member` of node `i` answers each of `requests` with the request itself.
 fn echo(net: &mut Net, i: usize, member: ConnId, requests: Vec<NodePacket>) {
     for p in requests {
@@ -1328,17 +1347,7 @@ fn requests_in_flight_through_a_leaving_node_are_all_answered() {
             net.millis(100);
             replies.extend(net.take(0, c));
         }
-        replies.sort_by_key(|p| match p {
-            NodePacket::Reply { id, .. } => *id,
-            _ => 0,
-        });
-        let want: Vec<NodePacket> = (1..=50)
-            .map(|id| NodePacket::Reply {
-                id,
-                outcome: ReplyOutcome::Success(b(&format!("r{id}"))),
-            })
-            .collect();
-        assert_eq!(replies, want, "node {victim} left");
+        assert_eq!(by_id(replies), echoed(50), "node {victim} left");
         parked += (0..5)
             .filter(|&i| i != victim)
             .map(|i| net.node(i).stats().held)
@@ -1544,13 +1553,8 @@ fn subscriptions_past_what_a_link_queues_at_once_build_every_tree() {
     let mut net = Net::new();
     for i in 0..2 {
         let seeds: &[usize] = if i == 0 { &[] } else { &[0] };
-        net.add_with(
-            config.clone(),
-            mesh_config(i, seeds),
-            crate::Security::Plain,
-        );
+        net.add_with(config.clone(), mesh_config(i, seeds), Security::Plain);
     }
-    let _ = Security::Plain;
     net.secs(20);
     let sub = net.client(1, "");
     let mut b = BytesMut::new();
@@ -1891,16 +1895,5 @@ fn a_reply_that_cannot_go_straight_back_goes_around() {
     net.fail_links_one_side(2, 0);
     echo(&mut net, 2, m, requests);
     net.secs(3);
-    let mut replies = net.take(0, c);
-    replies.sort_by_key(|p| match p {
-        NodePacket::Reply { id, .. } => *id,
-        _ => 0,
-    });
-    let want: Vec<NodePacket> = (1..=20)
-        .map(|id| NodePacket::Reply {
-            id,
-            outcome: ReplyOutcome::Success(b(&format!("r{id}"))),
-        })
-        .collect();
-    assert_eq!(replies, want);
+    assert_eq!(by_id(net.take(0, c)), echoed(20));
 }

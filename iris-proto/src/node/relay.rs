@@ -272,9 +272,7 @@ impl Node {
         // Members with room in their window first: a hung member must not take every
         // other request this node keeps for its members (it prefers them while any has
         // room, see `free_capacity`).
-        let roomy = |m: &&ConnId| {
-            !self.sessions.is_congested(**m) && self.requests.delivered_to(**m) < WINDOW
-        };
+        let roomy = |m: &&ConnId| room(&self.sessions, &self.requests, **m).is_some_and(|r| r > 0);
         let with_room = members.iter().filter(roomy).count();
         if with_room > 0 && with_room < members.len() {
             let i = self.rng.random_range(0..with_room);
@@ -321,6 +319,12 @@ fn new_anycast(
 /// Requests a member is given at once before others share them: a small window.
 const WINDOW: usize = 8;
 
+/// The free slots of a member's window; `None` while it is congested.
+fn room(sessions: &Sessions, requests: &Requests, member: ConnId) -> Option<u32> {
+    (!sessions.is_congested(member))
+        .then(|| WINDOW.saturating_sub(requests.delivered_to(member)) as u32)
+}
+
 /// A node's capacity for `cluster`, as its trees report it: each local member counts for
 /// the requests it could take at once (a small window, less what it holds unanswered), at
 /// least one; congested members count one; no members, nothing.
@@ -333,13 +337,7 @@ pub(super) fn capacity(
     groups.members(cluster).map_or(0, |members| {
         members
             .iter()
-            .map(|&m| {
-                if sessions.is_congested(m) {
-                    1
-                } else {
-                    WINDOW.saturating_sub(requests.delivered_to(m)).max(1) as u32
-                }
-            })
+            .map(|&m| room(sessions, requests, m).map_or(1, |r| r.max(1)))
             .sum()
     })
 }
@@ -355,8 +353,7 @@ pub(super) fn free_capacity(
     groups.members(cluster).map_or(0, |members| {
         members
             .iter()
-            .filter(|&&m| !sessions.is_congested(m))
-            .map(|&m| WINDOW.saturating_sub(requests.delivered_to(m)) as u32)
+            .filter_map(|&m| room(sessions, requests, m))
             .sum()
     })
 }

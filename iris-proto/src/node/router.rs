@@ -119,29 +119,8 @@ impl Node {
                 to,
                 class,
                 bytes,
-                refused: Refusal::Defer,
-            } => {
-                if let Some(n) = self.net.as_mut() {
-                    n.trees.sent(bytes.len());
-                    let mesh = &mut n.mesh;
-                    n.trees
-                        .send_or_defer(to, bytes, |to, b| mesh.send(now, to, class, b));
-                }
-            }
-            Effect::ToPeer {
-                to,
-                class,
-                bytes,
                 refused,
-            } => {
-                let sent = self.net.as_mut().is_some_and(|n| {
-                    n.trees.sent(bytes.len());
-                    n.mesh.send(now, to, class, bytes).is_ok()
-                });
-                if !sent {
-                    self.refused(refused);
-                }
-            }
+            } => self.send_to_peer(to, class, bytes, refused),
             Effect::Reach(peer) => {
                 if let Some(n) = self.net.as_mut() {
                     n.mesh.reach(now, peer);
@@ -161,6 +140,31 @@ impl Node {
             Effect::News(news) => self.on_news(news),
             Effect::ReleaseHeld => self.with_trees(|t, v, rng, fx| t.release_held(v, rng, fx)),
             Effect::Drained => self.finish_shutdown(),
+        }
+    }
+
+    /// A node message for a peer: on its link, or kept for later (tree maintenance), or
+    /// refused (what that means is the sending part's: `refused`).
+    fn send_to_peer(
+        &mut self,
+        to: crate::overlay::Contact,
+        class: crate::mesh::Class,
+        bytes: bytes::Bytes,
+        refused: Refusal,
+    ) {
+        let now = self.now;
+        let Some(n) = self.net.as_mut() else {
+            return self.refused(refused);
+        };
+        n.trees.sent(bytes.len());
+        if let Refusal::Defer = refused {
+            let mesh = &mut n.mesh;
+            return n
+                .trees
+                .send_or_defer(to, bytes, |to, b| mesh.send(now, to, class, b));
+        }
+        if n.mesh.send(now, to, class, bytes).is_err() {
+            self.refused(refused);
         }
     }
 
@@ -281,8 +285,7 @@ impl Node {
         }
         // Tree state, and tree messages waiting for room on their links, count against the
         // memory budget beside what clients hold.
-        let trees = n.trees.scribe().state_bytes() + n.trees.deferred.bytes();
-        self.sessions.set_group_bytes(trees);
+        self.sessions.set_group_bytes(n.trees.memory_bytes());
     }
 
     /// Moves the mesh's outputs to the node's, noting convergence.

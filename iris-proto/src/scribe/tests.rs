@@ -532,7 +532,7 @@ fn beats_of_a_node_in_many_trees_fit_a_record_and_their_lists_cover_every_key() 
     use crate::node::wire::{NodeMsg, encode};
     let keys: Vec<NodeId> = (0..5000u128).map(|i| NodeId(i * 7 + 3)).collect();
     let caps: Vec<(NodeId, u32)> = (0..3000u128).map(|i| (NodeId(i), u32::MAX)).collect();
-    let msgs = beat_messages(caps.clone(), Some(keys.clone()));
+    let msgs = beats::beat_messages(caps.clone(), Some(keys.clone()));
     assert!(msgs.len() > 2);
     let record = crate::link::LinkConfig::default().max_record;
     let (mut all_caps, mut all_keys, mut next) = (Vec::new(), Vec::new(), Some(0u128));
@@ -553,7 +553,7 @@ fn beats_of_a_node_in_many_trees_fit_a_record_and_their_lists_cover_every_key() 
     assert_eq!(next, None, "the last range ends at the last key");
     assert_eq!((all_caps, all_keys), (caps, keys));
     // Few trees: one beat, its list the whole range (as older nodes sent it).
-    let one = beat_messages(vec![(NodeId(1), 2)], Some(vec![NodeId(5)]));
+    let one = beats::beat_messages(vec![(NodeId(1), 2)], Some(vec![NodeId(5)]));
     assert_eq!(
         one,
         vec![ScribeMsg::Beat {
@@ -562,7 +562,7 @@ fn beats_of_a_node_in_many_trees_fit_a_record_and_their_lists_cover_every_key() 
         }]
     );
     // Not a refresh: no list.
-    let plain = beat_messages(Vec::new(), None);
+    let plain = beats::beat_messages(Vec::new(), None);
     assert_eq!(
         plain,
         vec![ScribeMsg::Beat {

@@ -74,7 +74,7 @@ pub(crate) struct Trees {
     /// Messages dropped since the node last reported them.
     pub(crate) losses: Losses,
     /// Tree messages waiting for room on their peer's link.
-    pub(crate) deferred: deferred::Deferred,
+    deferred: deferred::Deferred,
 }
 
 impl Trees {
@@ -152,6 +152,12 @@ impl Trees {
     /// Bytes of this node's multicasts kept for tree nodes that may ask for them.
     pub(crate) fn kept_bytes(&self) -> usize {
         self.sent.kept_bytes()
+    }
+
+    /// What the trees take of the memory budget: their state (estimated, see
+    /// [`Scribe::state_bytes`]) and the tree messages waiting for room on a link.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.scribe.state_bytes() + self.deferred.bytes()
     }
 
     /// Bounds the tree state (see [`Scribe::set_max_bytes`]).
