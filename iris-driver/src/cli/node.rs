@@ -94,6 +94,13 @@ pub(super) struct NodeArgs {
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub(super) slow_consumer_timeout_ms: u64,
 
+    /// Milliseconds a congested client may hold back a topic or cluster that has other
+    /// consumers; past it the others go on at their rate and what goes to it queues in its
+    /// own share until it drains or is cut. A group's only consumer always throttles its
+    /// producers instead.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub(super) slow_consumer_grace_ms: u64,
+
     /// Hard cap on unwritten bytes for one client (its share of the memory budget); beyond
     /// it the client is cut at once. Default: a quarter of --max-memory, at most 256 MiB.
     #[arg(long, value_name = "BYTES")]
@@ -190,6 +197,7 @@ pub(super) fn run<R: Runtime>(args: NodeArgs) -> ExitCode {
         .client_backlog_high
         .unwrap_or((c.max_client_backlog / 2).min(8 << 20));
     c.slow_consumer_timeout = std::time::Duration::from_millis(args.slow_consumer_timeout_ms);
+    c.slow_consumer_grace = std::time::Duration::from_millis(args.slow_consumer_grace_ms);
     c.shutdown_drain = std::time::Duration::from_millis(args.shutdown_drain_ms);
     if let Err(e) = opts.config.validate() {
         eprintln!("iris: {e}");

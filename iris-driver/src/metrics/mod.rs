@@ -311,6 +311,8 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
             "event",
             &[
                 ("producer_held", st.producers_held),
+                ("consumer_loosened", st.consumers_loosened),
+                ("untether_sent", st.cast_untethers_sent),
                 ("memory_wait", st.memory_waits),
                 ("memory_tight", st.memory_tight),
             ],

@@ -66,7 +66,9 @@ fn decoded_round_trip(data: &[u8]) {
         assert!(
             matches!(
                 msg,
-                NodeMsg::Tree(ScribeMsg::Beat { .. }) | NodeMsg::CastCredit { .. }
+                NodeMsg::Tree(ScribeMsg::Beat { .. })
+                    | NodeMsg::CastCredit { .. }
+                    | NodeMsg::CastUntether { .. }
             ),
             "{msg:?} re-encodes to other bytes of the same length"
         );
@@ -114,7 +116,8 @@ fn group_name_len(msg: &NodeMsg) -> usize {
     match msg {
         NodeMsg::Tree(ScribeMsg::Subscribe { group, .. })
         | NodeMsg::Cast(Cast { group, .. })
-        | NodeMsg::CastCredit { group, .. } => group.name.len(),
+        | NodeMsg::CastCredit { group, .. }
+        | NodeMsg::CastUntether { group } => group.name.len(),
         NodeMsg::Anycast(a) => a.cluster.len(),
         _ => 0,
     }
@@ -192,7 +195,7 @@ impl Pools {
 
 /// A node message of any kind, from the fuzzer's bytes.
 pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
-    match r.b() % 22 {
+    match r.b() % 23 {
         0 => {
             let (group, index, key) = group(r, p);
             NodeMsg::Tree(ScribeMsg::Subscribe { key, group, index })
@@ -262,6 +265,9 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
             to: node_id(r, p),
             hops: hops(r),
             inner: payload(r),
+        },
+        22 => NodeMsg::CastUntether {
+            group: group(r, p).0,
         },
         _ => NodeMsg::CastCredit {
             group: group(r, p).0,

@@ -391,6 +391,12 @@ fn wire_seeds() -> Vec<(&'static str, bytes::Bytes)> {
             },
         ),
         (
+            "cast-untether",
+            NodeMsg::CastUntether {
+                group: Group::topic("ring".into()),
+            },
+        ),
+        (
             "forward",
             NodeMsg::Forward {
                 from: c,

@@ -26,7 +26,7 @@ use thiserror::Error;
 /// range of tree keys each (`scribe::Listed`), so that a node in many trees needs several.
 /// A node speaking another
 /// version is refused with both versions named.
-pub const HANDSHAKE_VERSION: u16 = 9;
+pub const HANDSHAKE_VERSION: u16 = 10;
 
 /// Bounds and timers of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]

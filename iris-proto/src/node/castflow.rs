@@ -37,6 +37,16 @@
 //! back-pressure themselves (a held producer stops reading, its consumer congests, its
 //! node withholds that group's credit).
 //!
+//! **A slow consumer holds back its own share only.** Withheld credit throttles every
+//! consumer downstream of the sender, so it is withheld only for members that hold back
+//! their group (see `Sessions::holds_back`: within their grace, or past it when the group
+//! has no other consumer at their node). A node whose multicasts of a group have waited for
+//! one peer's credit for the grace while they went on elsewhere (other peers, local
+//! members) tells that peer so (`CastUntether`): its congested members of the group stop
+//! holding it back and queue what comes in their own share, and it tells its own peers the
+//! same where the group's multicasts wait for them. A group whose only consumer is slow
+//! still throttles its producers to that consumer's pace.
+//!
 //! Requests, replies, tunnels and the overlay's control traffic are not affected.
 
 use super::effect::{Effect, Effects, Refusal, to_peer};
@@ -47,8 +57,10 @@ use crate::mesh::Class;
 use crate::overlay::{Contact, NodeId};
 use crate::relay::ClientPacket;
 use crate::scribe::Group;
+use crate::time::Instant;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 /// Own multicasts waiting (in marks) past which every producer of multicasts is held.
 const OWN_TOTAL_MARKS: usize = 4;
@@ -68,6 +80,14 @@ pub(crate) struct CastFlow {
     /// Bytes of one group waiting for credit above which its producers are held (until
     /// half of it).
     mark: usize,
+    /// How long a peer may hold back a group that goes on elsewhere before it is told to
+    /// stop (`CastUntether`).
+    grace: Duration,
+    /// The node's time, as of its current input.
+    pub(crate) now: Instant,
+    /// Peers and groups blocked for credit, in the order their grace runs out (entries of
+    /// peers no longer blocked, or blocked again since, are skipped).
+    tethers: VecDeque<(Instant, NodeId, Group)>,
     /// Per peer and group: the credit left and what waits for more.
     out: BTreeMap<(NodeId, Group), Outbound>,
     /// Per peer and group: bytes received and not yet credited back.
@@ -105,6 +125,9 @@ struct GroupFlow {
     blockers: Vec<ConnId>,
     /// Producers held until less of the group waits.
     held: Vec<ConnId>,
+    /// Copies of the group's multicasts that went on without waiting (to a peer under
+    /// credit, or to local members not congested), while anything of it waited.
+    flowed: u64,
 }
 
 impl GroupFlow {
@@ -121,6 +144,19 @@ struct Outbound {
     to: Contact,
     credit: i64,
     waiting: VecDeque<Waiting>,
+    /// While something waits: since when the peer holds the group back.
+    blocked: Option<Blocked>,
+}
+
+/// A peer holding a group's multicasts back.
+#[derive(Debug, Clone, Copy)]
+struct Blocked {
+    /// When to look again whether the group goes on elsewhere meanwhile.
+    check_at: Instant,
+    /// The group's [`GroupFlow::flowed`] when the peer began to hold it back.
+    flowed: u64,
+    /// The peer was told to stop holding it back.
+    told: bool,
 }
 
 /// A multicast waiting for credit, with the credit owed upstream once it leaves (`None`
@@ -135,11 +171,13 @@ struct Waiting {
 
 impl CastFlow {
     /// Windows of `window` bytes per peer and group; producers held above `mark` bytes
-    /// of their group waiting.
-    pub(crate) fn new(window: u64, mark: usize) -> CastFlow {
+    /// of their group waiting; a peer holding a group back past `grace` while it goes on
+    /// elsewhere is told to stop.
+    pub(crate) fn new(window: u64, mark: usize, grace: Duration) -> CastFlow {
         CastFlow {
             window: window.max(4),
             mark,
+            grace,
             ..CastFlow::default()
         }
     }
@@ -160,21 +198,35 @@ impl CastFlow {
                 .is_some_and(|g| g.waiting_own > self.mark)
     }
 
-    /// Members of `group` that a multicast from a peer was just delivered to: those
-    /// congested hold the group's credit back until they drain.
+    /// Members of `group` that a multicast was just delivered to: those that hold the
+    /// group back (see `Sessions::holds_back`) hold its credit back until they no longer
+    /// do; if any did not, the group went on here.
     pub(crate) fn delivered_to(
         &mut self,
         group: &Group,
         members: &[ConnId],
-        congested: impl Fn(ConnId) -> bool,
+        holds_back: impl Fn(ConnId) -> bool,
     ) {
+        let mut flowed = false;
         for &m in members {
-            if congested(m) {
+            if holds_back(m) {
                 let g = group_flow(&mut self.groups, group);
                 if !g.blockers.contains(&m) {
                     g.blockers.push(m);
                 }
+            } else {
+                flowed = true;
             }
+        }
+        if flowed {
+            self.flowed(group);
+        }
+    }
+
+    /// A copy of a multicast of `group` went on without waiting.
+    pub(crate) fn flowed(&mut self, group: &Group) {
+        if let Some(g) = self.groups.get_mut(group) {
+            g.flowed += 1;
         }
     }
 
@@ -235,12 +287,24 @@ impl CastFlow {
             to,
             credit: window,
             waiting: VecDeque::new(),
+            blocked: None,
         });
         o.to = to;
         let len = bytes.len();
         if o.waiting.is_empty() && may_send(o.credit, window, step, len) {
             o.credit -= len as i64;
+            self.flowed(group);
             return send_under_credit(to, group, bytes, fx);
+        }
+        if o.blocked.is_none() {
+            let check_at = self.now + self.grace;
+            let flowed = self.groups.get(group).map_or(0, |g| g.flowed);
+            o.blocked = Some(Blocked {
+                check_at,
+                flowed,
+                told: false,
+            });
+            self.tethers.push_back((check_at, to.id, group.detached()));
         }
         // (Every copy of a peer's multicast is the peer's, whichever holds its credit.)
         let own = !self.passing_on;
@@ -335,21 +399,27 @@ impl CastFlow {
             self.left_waiting(&key.1, &w);
             send_under_credit(to, &key.1, w.bytes, fx);
         }
-        // Nothing outstanding and nothing waiting: a fresh entry would be the same.
-        if let Some(o) = self.out.get(&key)
+        if let Some(o) = self.out.get_mut(&key)
             && o.waiting.is_empty()
-            && o.credit >= window
         {
-            self.out.remove(&key);
+            o.blocked = None;
+            // Nothing outstanding and nothing waiting: a fresh entry would be the same.
+            if o.credit >= window {
+                self.out.remove(&key);
+            }
         }
         self.wake_producers(fx);
         self.tidy(&key.1);
     }
 
     /// Returns credit to the peers owed a step of it for a group, unless a member of that
-    /// group a multicast was delivered to is still congested. (A sender blocked for credit
+    /// group a multicast was delivered to still holds it back. (A sender blocked for credit
     /// always has at least a step outstanding, see [`may_send`].)
-    pub(crate) fn return_credit(&mut self, congested: impl Fn(ConnId) -> bool, fx: &mut Effects) {
+    pub(crate) fn return_credit(
+        &mut self,
+        holds_back: impl Fn(ConnId, &Group) -> bool,
+        fx: &mut Effects,
+    ) {
         let step = self.step();
         // Too many small debts: all of them go back (once each), so that both ends forget
         // the groups that are quiet.
@@ -365,7 +435,7 @@ impl CastFlow {
             .filter(|(_, (_, n))| *n >= due_at)
             .filter(|((_, group), _)| match flows.get_mut(group) {
                 Some(g) => {
-                    g.blockers.retain(|&c| congested(c));
+                    g.blockers.retain(|&c| holds_back(c, group));
                     g.blockers.is_empty()
                 }
                 None => true,
@@ -397,6 +467,7 @@ impl CastFlow {
                 continue;
             };
             let to = o.to;
+            o.blocked = None;
             for w in std::mem::take(&mut o.waiting) {
                 self.left_waiting(&key.1, &w);
                 send_under_credit(to, &key.1, w.bytes, fx);
@@ -433,6 +504,56 @@ impl CastFlow {
             self.tidy(&key.1);
         }
         self.wake_producers(fx);
+    }
+
+    /// When a peer's grace for holding a group back next runs out.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.tethers.front().map(|&(at, _, _)| at)
+    }
+
+    /// Peers that held a group back for their grace: those whose group went on elsewhere
+    /// meanwhile are told to stop holding it back; the others are looked at again a grace
+    /// later (a group whose only consumers are behind them stays throttled).
+    pub(crate) fn handle_timeout(&mut self, now: Instant, fx: &mut Effects) {
+        while let Some(&(at, peer, _)) = self.tethers.front() {
+            if at > now {
+                break;
+            }
+            let (_, _, group) = self.tethers.pop_front().expect("front exists");
+            let flowed = self.groups.get(&group).map_or(0, |g| g.flowed);
+            let key = (peer, group);
+            let Some(o) = self.out.get_mut(&key) else {
+                continue;
+            };
+            let Some(b) = o.blocked.as_mut().filter(|b| b.check_at == at && !b.told) else {
+                continue;
+            };
+            if flowed > b.flowed {
+                b.told = true;
+                let msg = NodeMsg::CastUntether { group: key.1 };
+                self.stats.cast_untethers_sent += 1;
+                fx.push(to_peer(o.to, Class::Control, &msg, Refusal::Ignore));
+            } else {
+                b.check_at = now + self.grace;
+                self.tethers.push_back((b.check_at, key.0, key.1));
+            }
+        }
+    }
+
+    /// The node that sends this one `group`'s multicasts has other consumers to feed: the
+    /// peers that hold the group back here are told the same.
+    pub(crate) fn untether(&mut self, group: &Group, fx: &mut Effects) {
+        for ((_, g), o) in self.out.iter_mut() {
+            if g != group {
+                continue;
+            }
+            if let Some(b) = o.blocked.as_mut().filter(|b| !b.told) {
+                b.told = true;
+                let msg = NodeMsg::CastUntether { group: g.clone() };
+                self.stats.cast_untethers_sent += 1;
+                fx.push(to_peer(o.to, Class::Control, &msg, Refusal::Ignore));
+            }
+        }
     }
 
     /// A multicast of `group` stopped waiting: its upstream is owed its credit now.
@@ -532,7 +653,7 @@ mod tests {
 
     #[test]
     fn a_multicast_that_found_no_link_is_noted_with_its_group() {
-        let mut flow = CastFlow::new(1 << 20, 1 << 20);
+        let mut flow = CastFlow::new(1 << 20, 1 << 20, Duration::from_millis(500));
         let group = Group::topic(Name::from("news"));
         flow.refused(NodeId(1 << 100), group.clone(), 10);
         flow.refused(NodeId(2 << 100), group, 10);

@@ -30,6 +30,12 @@ pub struct Config {
     /// A client congested for this long is cut as a slow consumer (`CLOSE` with the
     /// reason), so that one stuck reader cannot hold its producers for ever.
     pub slow_consumer_timeout: Duration,
+    /// How long a congested consumer may hold back a group that has other consumers (other
+    /// local members not congested, or other nodes the group's multicasts go on to). Past
+    /// it, what goes to it queues in its own share (up to `max_client_backlog`) while the
+    /// others go on at their rate, and it is cut if it has not drained by
+    /// `slow_consumer_timeout`. A group's only consumer keeps throttling its producers.
+    pub slow_consumer_grace: Duration,
     /// Hard cap on unwritten bytes for one client (its share of the memory budget); beyond
     /// it the client is cut at once.
     pub max_client_backlog: usize,
@@ -61,6 +67,7 @@ impl Default for Config {
             max_handshakes: 1024,
             client_backlog_high: 8 << 20,
             slow_consumer_timeout: Duration::from_secs(10),
+            slow_consumer_grace: Duration::from_millis(500),
             max_client_backlog: 256 << 20,
             max_memory: 1 << 30,
             max_pending_requests: 1 << 16,

@@ -39,6 +39,9 @@ impl Node {
         call!(self, |fx| self.tunnels.handle_timeout(now, fx));
         self.with_trees(|t, v, rng, fx| t.handle_held_timeout(v, rng, fx));
         self.with_trees(|t, v, _, fx| t.handle_repair_timeout(v, fx));
+        if let Some(n) = self.net.as_mut() {
+            call!(self, |fx| n.casts.handle_timeout(now, fx));
+        }
         if self.life.drain_until.is_some_and(|t| t <= now) {
             self.finish_shutdown();
         }

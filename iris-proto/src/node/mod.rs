@@ -29,6 +29,7 @@ mod requests;
 mod router;
 mod sessions;
 mod stats;
+mod tether;
 mod trees;
 mod tunnels;
 // Visible to the crate for the fuzz harnesses (`fuzzing/node_wire.rs`, `fuzzing/peer.rs`).
@@ -44,6 +45,8 @@ mod network_tests;
 mod repair_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tether_tests;
 
 pub use api::{CloseReason, Event, Input, Output};
 pub use config::{Config, ConfigError};
@@ -172,12 +175,13 @@ impl Node {
         // flow is bounded at a window per round trip: 1 GB/s at 1 ms). Producers wait once
         // half a queue's worth waits here.
         let queue = mesh.link.max_data_queue;
+        let grace = node.cfg.slow_consumer_grace;
         let mut trees = Trees::new(mesh.scribe.clone(), now);
         // Trees may take a quarter of the memory budget; clients keep the rest.
         trees.set_max_bytes(node.cfg.max_memory / 4);
         node.net = Some(Network {
             trees,
-            casts: CastFlow::new((queue / 16) as u64, queue / 2),
+            casts: CastFlow::new((queue / 16) as u64, queue / 2, grace),
             mesh: Mesh::new(mesh, security, mesh_seed, now),
         });
         node.settle();
@@ -188,6 +192,9 @@ impl Node {
     pub fn handle(&mut self, now: Instant, input: Input<'_>) {
         // Time never runs backwards inside the core, whatever the driver's clock does.
         self.now = self.now.max(now);
+        if let Some(n) = self.net.as_mut() {
+            n.casts.now = self.now;
+        }
         match input {
             Input::ClientConnected(conn) => self.on_connected(conn),
             Input::ClientData(conn, data) => self.on_client_data(conn, data),
@@ -215,8 +222,12 @@ impl Node {
             self.tunnels.poll_timeout(),
             self.life.poll_timeout(),
         ];
-        let net = self.net.as_ref().map_or([None, None], |n| {
-            [n.mesh.poll_timeout(), n.trees.poll_timeout()]
+        let net = self.net.as_ref().map_or([None, None, None], |n| {
+            [
+                n.mesh.poll_timeout(),
+                n.trees.poll_timeout(),
+                n.casts.poll_timeout(),
+            ]
         });
         parts.into_iter().chain(net).flatten().min()
     }

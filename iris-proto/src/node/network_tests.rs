@@ -489,7 +489,7 @@ fn requests_prefer_the_member_on_the_requesters_own_node_while_it_has_room() {
 /// `n` nodes whose links queue at most `queue` bytes of data (so multicast windows of a
 /// quarter of it, producers held past half of it waiting), with the nodes' `config`, run
 /// until they have formed their network.
-fn small_queues(n: usize, queue: usize, config: crate::Config) -> Net {
+pub(super) fn small_queues(n: usize, queue: usize, config: crate::Config) -> Net {
     use crate::mesh::Security;
     use crate::testnet::mesh_config;
     let mut net = Net::new();
@@ -505,7 +505,7 @@ fn small_queues(n: usize, queue: usize, config: crate::Config) -> Net {
 
 /// The indices (first four bytes) of the events a client received, sorted: multicasts take
 /// several trees, so their order across nodes is not kept.
-fn event_indices(got: Vec<NodePacket>) -> Vec<u32> {
+pub(super) fn event_indices(got: Vec<NodePacket>) -> Vec<u32> {
     let mut ids: Vec<u32> = got
         .into_iter()
         .filter_map(|p| match p {
@@ -530,7 +530,7 @@ fn congestible_pair() -> Net {
     small_queues(2, 256 << 10, config)
 }
 
-fn event(i: u32, size: usize) -> Bytes {
+pub(super) fn event(i: u32, size: usize) -> Bytes {
     let mut e = vec![1u8; size];
     e[..4].copy_from_slice(&i.to_be_bytes());
     e.into()

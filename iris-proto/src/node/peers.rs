@@ -4,6 +4,7 @@
 
 use super::ids::{ConnId, PeerReqKey, PeerTunKey, ReqKey, TunKey};
 use super::router::call;
+use super::tether;
 use super::wire::{self, Anycast, NodeMsg, Wanted};
 use super::{Input, Node, Output};
 use crate::mesh::{Incoming, MeshInput};
@@ -167,6 +168,7 @@ impl Node {
                     call!(self, |fx| n.casts.handle_credit(from.id, group, bytes, fx));
                 }
             }
+            NodeMsg::CastUntether { group } => self.on_untether(&group),
             msg @ NodeMsg::Forward { .. } => self.on_forward(msg),
         }
     }
@@ -230,9 +232,21 @@ impl Node {
         };
         self.sessions.fan_out(members, &packet);
         if let Some(n) = self.net.as_mut() {
-            let sessions = &self.sessions;
-            n.casts
-                .delivered_to(group, members, |c| sessions.is_congested(c));
+            let (sessions, groups, scribe) = (&self.sessions, &self.groups, n.trees.scribe());
+            let holds = |c| tether::holds_back(sessions, groups, Some(scribe), c, group, true);
+            n.casts.delivered_to(group, members, holds);
+        }
+    }
+
+    /// The node that sends this one `group`'s multicasts has other consumers to feed:
+    /// congested members of the group here stop holding it back, and so do the peers it
+    /// waits for here.
+    fn on_untether(&mut self, group: &Group) {
+        for &m in self.groups.of_group(group).unwrap_or_default() {
+            self.sessions.untether(m);
+        }
+        if let Some(n) = self.net.as_mut() {
+            call!(self, |fx| n.casts.untether(group, fx));
         }
     }
 

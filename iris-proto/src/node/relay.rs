@@ -8,6 +8,7 @@ use super::ids::{BuildId, ClientReqId, ClientTunId, ConnId, MemberReqId};
 use super::requests::Requests;
 use super::router::call;
 use super::sessions::{Blocker, Decoded, Sessions};
+use super::tether;
 use super::wire::{Anycast, Via, Wanted};
 use super::{CloseReason, Node};
 use crate::overlay::Contact;
@@ -76,13 +77,10 @@ impl Node {
             ClientPacket::Close => self.close_client(conn, CloseReason::Graceful),
             ClientPacket::Broadcast { cluster, message } => {
                 self.sessions.stats.broadcasts += 1;
-                if let Some(members) = self.groups.members(&cluster) {
-                    let packet = NodePacket::Broadcast {
-                        message: message.clone(),
-                    };
-                    self.sessions.fan_out(members, &packet);
-                }
-                self.multicast(Group::cluster(cluster), message);
+                let packet = NodePacket::Broadcast {
+                    message: message.clone(),
+                };
+                self.cast_own(Group::cluster(cluster), &packet, message);
             }
             ClientPacket::Request {
                 id,
@@ -102,14 +100,11 @@ impl Node {
             }
             ClientPacket::Publish { topic, event } => {
                 self.sessions.stats.publishes += 1;
-                if let Some(subscribers) = self.groups.subscribers(&topic) {
-                    let packet = NodePacket::Publish {
-                        topic: topic.clone(),
-                        event: event.clone(),
-                    };
-                    self.sessions.fan_out(subscribers, &packet);
-                }
-                self.multicast(Group::topic(topic), event);
+                let packet = NodePacket::Publish {
+                    topic: topic.clone(),
+                    event: event.clone(),
+                };
+                self.cast_own(Group::topic(topic), &packet, event);
             }
             tunnel => self.on_tunnel_packet(conn, tunnel),
         }
@@ -160,8 +155,15 @@ impl Node {
     /// (replies and tunnel traffic have their own bounds, and holding them could deadlock
     /// two clients serving each other).
     fn blocker(&self, conn: ConnId, packet: &ClientPacket) -> Option<Blocker> {
-        let congested = |c: &&ConnId| self.sessions.is_congested(**c);
-        let consumer = |m: &[ConnId]| m.iter().find(congested).map(|&c| Blocker::Consumer(c));
+        let scribe = self.net.as_ref().map(|n| n.trees.scribe());
+        let holds = |g: &Group, c: ConnId| {
+            tether::holds_back(&self.sessions, &self.groups, scribe, c, g, false)
+        };
+        let consumer = |m: &[ConnId], g: &Group| {
+            m.iter()
+                .find(|&&c| holds(g, c))
+                .map(|&c| Blocker::Consumer(c))
+        };
         // Multicasts to other nodes wait while too many of the group's wait for credit.
         let network = |group: Group| {
             let n = self.net.as_ref()?;
@@ -169,16 +171,20 @@ impl Node {
             congested.then_some(Blocker::Network)
         };
         match packet {
-            ClientPacket::Broadcast { cluster, .. } => self
-                .groups
-                .members(cluster)
-                .and_then(consumer)
-                .or_else(|| network(Group::cluster(cluster.clone()))),
-            ClientPacket::Publish { topic, .. } => self
-                .groups
-                .subscribers(topic)
-                .and_then(consumer)
-                .or_else(|| network(Group::topic(topic.clone()))),
+            ClientPacket::Broadcast { cluster, .. } => {
+                let group = Group::cluster(cluster.clone());
+                let members = self.groups.members(cluster);
+                members
+                    .and_then(|m| consumer(m, &group))
+                    .or_else(|| network(group))
+            }
+            ClientPacket::Publish { topic, .. } => {
+                let group = Group::topic(topic.clone());
+                let members = self.groups.subscribers(topic);
+                members
+                    .and_then(|m| consumer(m, &group))
+                    .or_else(|| network(group))
+            }
             ClientPacket::Request { cluster, .. } => {
                 let members = self.groups.members(cluster)?;
                 // A request the node would refuse at once waits for nobody.
@@ -203,8 +209,19 @@ impl Node {
         }
     }
 
-    /// Multicasts a client's broadcast or event to the other nodes with members.
-    fn multicast(&mut self, group: Group, payload: Bytes) {
+    /// A client's broadcast or event: to the local members of the group, then to the
+    /// other nodes with members. If a local member not congested took it, the group went
+    /// on here (a peer holding it back meanwhile holds back others: see `castflow`).
+    fn cast_own(&mut self, group: Group, packet: &NodePacket, payload: Bytes) {
+        if let Some(members) = self.groups.of_group(&group) {
+            self.sessions.fan_out(members, packet);
+            let sessions = &self.sessions;
+            if let Some(n) = self.net.as_mut()
+                && members.iter().any(|&c| !sessions.is_congested(c))
+            {
+                n.casts.flowed(&group);
+            }
+        }
         self.with_trees(|t, v, _, fx| t.multicast(v, group, payload, fx));
     }
 

@@ -10,6 +10,7 @@
 //! what the sockets may take.
 
 use super::effect::{Effect, Refusal, Start};
+use super::tether;
 use super::trees::{Trees, View};
 use super::{CloseReason, ConnId, Event, Node, Output};
 use crate::mesh::MeshOutput;
@@ -212,10 +213,9 @@ impl Node {
             self.route_from(mark);
         }
         if let Some(n) = self.net.as_mut() {
-            let sessions = &self.sessions;
-            call!(self, |fx| n
-                .casts
-                .return_credit(|c| sessions.is_congested(c), fx));
+            let (sessions, groups, scribe) = (&self.sessions, &self.groups, n.trees.scribe());
+            let holds = |c, g: &_| tether::holds_back(sessions, groups, Some(scribe), c, g, true);
+            call!(self, |fx| n.casts.return_credit(holds, fx));
         }
         self.sessions.tell_pauses();
         self.sessions.transmit(self.now);

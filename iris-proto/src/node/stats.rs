@@ -45,6 +45,10 @@ pub struct Stats {
     pub cut_memory: u64,
     /// Times a producer's packet waited for a congested consumer (the producer paused).
     pub producers_held: u64,
+    /// Congested consumers past their grace (`slow_consumer_grace`) or let go by the node
+    /// that feeds them: from then on they hold back only a group with no other consumer,
+    /// and what goes to them meanwhile queues in their own share.
+    pub consumers_loosened: u64,
     /// Times a client waited for memory to start a large message.
     pub memory_waits: u64,
     /// Times the memory budget went over three quarters (input paused).
@@ -90,6 +94,9 @@ pub struct Stats {
     pub casts_waited: u64,
     /// Credit messages returned to peers for the multicasts they sent.
     pub cast_credits_sent: u64,
+    /// Peers told that a group has other consumers here to feed, after their members held
+    /// its multicasts back past the grace (`slow_consumer_grace`).
+    pub cast_untethers_sent: u64,
     /// Broadcasts and events seen before (a second path while a tree repairs): dropped.
     pub casts_duplicate: u64,
     /// Asks sent to origins for multicasts missing here (a stalled or crashed tree node

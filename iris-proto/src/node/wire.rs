@@ -37,6 +37,7 @@ mod tag {
     pub(super) const CAST_ASK: u8 = 25;
     pub(super) const CAST_GONE: u8 = 26;
     pub(super) const FORWARD: u8 = 27;
+    pub(super) const CAST_UNTETHER: u8 = 28;
 }
 
 /// An inclusive range of multicast numbers.
@@ -181,6 +182,12 @@ pub(crate) enum NodeMsg {
         group: Group,
         bytes: u64,
     },
+    /// The sender's multicasts of `group` went on to others while they waited for the
+    /// receiver's credit for a grace: its members of the group that hold it back stop
+    /// doing so (see `castflow`).
+    CastUntether {
+        group: Group,
+    },
     /// Routed toward `origin`: the tree node `asker` misses numbers `ranges` of the
     /// origin's multicasts (at `epoch`) on tree `key` and asks for them again.
     CastAsk {
@@ -232,6 +239,7 @@ impl NodeMsg {
             NodeMsg::TunnelData { .. } | NodeMsg::TunnelAllow { .. } => "a tunnel's data".into(),
             NodeMsg::TunnelClose { .. } => "a tunnel's close".into(),
             NodeMsg::CastCredit { group, .. } => format!("multicast credit of {group}"),
+            NodeMsg::CastUntether { group } => format!("a slow consumers' release of {group}"),
             NodeMsg::CastAsk { key, .. } => format!("an ask for multicasts of tree {key}"),
             NodeMsg::CastGone { key, .. } => format!("an answer to an ask of tree {key}"),
             NodeMsg::Forward { to, .. } => format!("a message passed on for node {to}"),
@@ -397,6 +405,10 @@ fn encode_tunnel(msg: &NodeMsg, out: &mut BytesMut) {
             put_group(out, group, 0);
             put_varint(out, *bytes);
         }
+        NodeMsg::CastUntether { group } => {
+            out.put_u8(tag::CAST_UNTETHER);
+            put_group(out, group, 0);
+        }
         NodeMsg::Tree(_)
         | NodeMsg::Cast(_)
         | NodeMsg::Anycast(_)
@@ -461,6 +473,9 @@ pub(crate) fn decode(b: &Bytes) -> Result<NodeMsg, WireError> {
                 bytes: r.varint()?,
             }
         }
+        tag::CAST_UNTETHER => NodeMsg::CastUntether {
+            group: r.group()?.0,
+        },
         tag::CAST_ASK | tag::CAST_GONE => decode_repair(kind, &mut r)?,
         tag::FORWARD => NodeMsg::Forward {
             from: take_contact(&mut r.p)?,
@@ -858,6 +873,9 @@ mod tests {
             NodeMsg::CastCredit {
                 group: Group::cluster("ring".into()),
                 bytes: 1 << 22,
+            },
+            NodeMsg::CastUntether {
+                group: Group::topic("news".into()),
             },
             NodeMsg::CastAsk {
                 key: NodeId(9),

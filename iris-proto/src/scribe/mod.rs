@@ -524,6 +524,16 @@ impl Scribe {
                 .any(|&(_, k, old)| k == key && old.id == node)
     }
 
+    /// Whether this node has at least `min` neighbours on one of `group`'s trees: with one,
+    /// its own multicasts of the group go to other nodes; with two, so do those it receives.
+    pub fn has_neighbours(&self, group: &Group, min: usize) -> bool {
+        self.keys(group).any(|key| {
+            self.trees
+                .get(&key)
+                .is_some_and(|t| usize::from(t.parent.is_some()) + t.children.len() >= min)
+        })
+    }
+
     /// Where a multicast on the tree of `key` goes from here: every neighbour but `except`.
     pub fn flood_targets(&self, key: NodeId, except: Option<NodeId>) -> Vec<Contact> {
         let Some(t) = self.trees.get(&key) else {

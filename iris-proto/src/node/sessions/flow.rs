@@ -5,7 +5,7 @@
 //! reading new input, and out of memory it cuts its largest consumer.
 
 use super::memory::{LARGE_PACKET, Pressure};
-use super::{Cut, Session, Sessions, Timer};
+use super::{Cut, Session, Sessions, Tether, Timer};
 use crate::node::effect::{Effect, Effects};
 use crate::node::{ConnId, Output};
 use crate::relay::ClientPacket;
@@ -102,9 +102,49 @@ impl Sessions {
         };
         if s.congested.take().is_some() {
             self.timers.cancel(Timer::SlowConsumer(conn));
+            self.timers.cancel(Timer::Grace(conn));
         }
+        s.tether = Tether::Held;
         self.wakeups.extend(s.waiters.drain(..));
         fx.push(Effect::Decongested(conn));
+    }
+
+    /// Whether `conn` holds back the producers of a group now: it is congested, and within
+    /// its grace, or past it while `others` says the group has no other consumer that
+    /// takes more. (A consumer past its grace that holds others back for long would set
+    /// the pace of every consumer of the group by the slowest until the slowest is cut;
+    /// past the grace, what goes to it queues in its own share instead, bounded by
+    /// `max_client_backlog`, and its deadline stands.)
+    pub(crate) fn holds_back(&self, conn: ConnId, others: impl FnOnce() -> bool) -> bool {
+        match self.map.get(&conn) {
+            Some(s) if s.congested.is_some() => match s.tether {
+                Tether::Held => true,
+                Tether::Grace => !others(),
+                Tether::Loose => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The node that sends this node a group's multicasts has other consumers to feed: a
+    /// congested member of the group holds nobody back any more.
+    pub(crate) fn untether(&mut self, conn: ConnId) {
+        self.loosen(conn, Tether::Loose);
+    }
+
+    /// A congested consumer holds back fewer producers: those waiting for it try again.
+    pub(super) fn loosen(&mut self, conn: ConnId, to: Tether) {
+        let Some(s) = self.map.get_mut(&conn) else {
+            return;
+        };
+        if s.congested.is_none() || to <= s.tether {
+            return;
+        }
+        if s.tether == Tether::Held {
+            self.stats.consumers_loosened += 1;
+        }
+        s.tether = to;
+        self.wakeups.extend(s.waiters.drain(..));
     }
 
     /// Charges bytes other parts hold for clients (tunnel buffers).
@@ -194,6 +234,10 @@ impl Sessions {
                 let deadline = now + self.cfg.slow_consumer_timeout;
                 s.congested = Some(deadline);
                 self.timers.set(Timer::SlowConsumer(conn), deadline);
+                if self.cfg.slow_consumer_grace < self.cfg.slow_consumer_timeout {
+                    let grace = now + self.cfg.slow_consumer_grace;
+                    self.timers.set(Timer::Grace(conn), grace);
+                }
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::time::Instant;
 use crate::timer::Timers;
 use bytes::{Bytes, BytesMut};
 use memory::Memory;
-use session::{Phase, Session};
+use session::{Phase, Session, Tether};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Why the node cuts a consumer that does not keep up.
@@ -46,6 +46,8 @@ enum Timer {
     Handshake(ConnId),
     /// A congested consumer must have drained by then.
     SlowConsumer(ConnId),
+    /// A congested consumer's grace runs out (see `flow.rs`).
+    Grace(ConnId),
 }
 
 /// What decoding a connection's input gave.
@@ -160,6 +162,7 @@ impl Sessions {
                     self.close(conn, why, fx);
                 }
                 Timer::SlowConsumer(conn) => self.cut(conn, Cut::Lagging, fx),
+                Timer::Grace(conn) => self.loosen(conn, Tether::Grace),
             }
         }
     }
@@ -329,6 +332,7 @@ impl Sessions {
         }
         if s.congested.take().is_some() {
             self.timers.cancel(Timer::SlowConsumer(conn));
+            self.timers.cancel(Timer::Grace(conn));
         }
         let held_for_network = self.forget_flow(&mut s);
         fx.push(Effect::Closed {

@@ -18,6 +18,17 @@ pub(crate) enum Phase {
     Active,
 }
 
+/// Whom a congested consumer holds back, from the most to the fewest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Tether {
+    /// The producers of every group it is a member of (within its grace).
+    Held,
+    /// Past its grace: only the producers of a group that has no other consumer.
+    Grace,
+    /// Nobody: the node a group's multicasts come from has other consumers to feed.
+    Loose,
+}
+
 /// One relay client connection.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -39,6 +50,8 @@ pub(crate) struct Session {
     /// Unwritten bytes passed the congestion mark: until when it may stay so before it is
     /// cut as a slow consumer.
     pub(crate) congested: Option<Instant>,
+    /// While congested: whom it still holds back (see `flow.rs`).
+    pub(crate) tether: Tether,
     /// Producers whose next packet waits for this connection to drain.
     pub(crate) waiters: Vec<ConnId>,
     /// This producer's next packet, which could not be queued, and what it waits for.
@@ -59,6 +72,7 @@ impl Session {
             outbox: Outbox::default(),
             dirty: false,
             congested: None,
+            tether: Tether::Held,
             waiters: Vec::new(),
             held: None,
             told_paused: false,
