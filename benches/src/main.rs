@@ -22,6 +22,7 @@ mod priority;
 mod raw;
 mod report;
 mod ring;
+mod slowsub;
 mod tcp;
 mod twonode;
 
@@ -47,7 +48,8 @@ struct Args {
     /// process, its clients through in-memory pipes against through its port), flood
     /// (strangers at a networked node's peer port), groups (many topics over five `iris`
     /// processes, their memory before, with and after the groups), priority (requests
-    /// between two `iris` processes alone and beside a 64 KiB publish flood).
+    /// between two `iris` processes alone and beside a 64 KiB publish flood), slowsub (a
+    /// fast subscriber's rate beside a slow one on two `iris` processes).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Topics in the groups scenario (each subscribed on every one of 5 nodes).
@@ -144,6 +146,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         // Requests beside a flood across two iris processes, alone.
         if args.only.iter().any(|o| o == "priority") {
             priority::run(&mut report, args.quick).await?;
+            return Ok(());
+        }
+        // A slow subscriber beside a fast one across two iris processes, alone.
+        if args.only.iter().any(|o| o == "slowsub") {
+            slowsub::run(&mut report, args.quick).await?;
             return Ok(());
         }
         // Many groups over five iris processes, alone: it reads their memory.

@@ -121,6 +121,16 @@ impl Drop for NodeProcess {
 /// Starts `n` nodes of a fresh network (the `iris` binary at `iris`, host discovery on
 /// ports of their own) and returns once each serves and has converged with all the others.
 pub(crate) fn boot(iris: &Path, n: usize, key: &Path) -> Result<Vec<NodeProcess>, BoxError> {
+    boot_with(iris, n, key, &[])
+}
+
+/// [`boot`], each node with the flags `extra` besides.
+pub(crate) fn boot_with(
+    iris: &Path,
+    n: usize,
+    key: &Path,
+    extra: &[&str],
+) -> Result<Vec<NodeProcess>, BoxError> {
     let name = format!("whispers bench {}", std::process::id());
     let ports = "23601,23602,23603,23604,23605,23606,23607,23608";
     let mut nodes = Vec::new();
@@ -131,6 +141,7 @@ pub(crate) fn boot(iris: &Path, n: usize, key: &Path) -> Result<Vec<NodeProcess>
             .args(["--net", &name, "--rsa"])
             .arg(key)
             .args(["--port", "0", "--discovery-ports", ports, "--log", "info"])
+            .args(extra)
             .arg("--metrics")
             .arg(format!("127.0.0.1:{metrics}"))
             .stdout(Stdio::piped())

@@ -237,7 +237,6 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
             &[
                 ("cast_no_link", st.casts_dropped),
                 ("cast_duplicate", st.casts_duplicate),
-                ("cast_stray", st.casts_stray),
                 ("cast_no_tree", st.casts_no_tree),
                 ("cast_gone", st.casts_gone),
                 ("cast_unrepaired", st.casts_unrepaired),
@@ -302,6 +301,7 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                 ("sent", st.casts_sent),
                 ("delivered", st.casts_delivered),
                 ("rerouted", st.rerouted),
+                ("stray", st.casts_stray),
                 ("neighbour_suspected", st.tree_neighbours_suspected),
             ],
         ),

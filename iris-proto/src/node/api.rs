@@ -130,8 +130,8 @@ pub enum Event {
     /// reported after the input that dropped them, one event per reason, so that no loss
     /// is silent.
     Dropped {
-        /// Why: the reason label of the `dropped` counters (`cast_no_link`, `cast_stray`,
-        /// `peer_unreachable`).
+        /// Why: the reason label of the `dropped` counters (`cast_no_link`, `cast_gone`,
+        /// `peer_unreachable`, ...).
         reason: &'static str,
         /// What the last one was: its group or kind.
         what: String,

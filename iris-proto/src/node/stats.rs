@@ -112,8 +112,8 @@ pub struct Stats {
     pub casts_unrepaired: u64,
     /// Tails sent after bursts of this node's multicasts.
     pub cast_tails: u64,
-    /// Broadcasts and events from a node this one is not a tree neighbour of: dropped, and
-    /// the sender told to repair.
+    /// Broadcasts and events from a node this one is not a tree neighbour of: passed on
+    /// from here (toward the tree, or through it), and the sender told to repair.
     pub casts_stray: u64,
     /// Broadcasts and events routed to the key's closest nodes and finding no tree there
     /// (nobody is a member, or the tree was moving).

@@ -394,11 +394,11 @@ impl Trees {
     }
 
     /// Tells a peer that sent along a tree edge this node does not have that it must
-    /// repair.
+    /// repair. (What it sent goes on from here, toward the tree or through it: not a loss,
+    /// so it is counted but not reported as one; it is common when the last member of a
+    /// node leaves while multicasts are on their way to it.)
     fn not_in_tree(&mut self, to: Contact, key: NodeId, fx: &mut Effects) {
         self.stats.casts_stray += 1;
-        self.losses
-            .note("cast_stray", || format!("tree {key}, from node {}", to.id));
         let msg = NodeMsg::Tree(ScribeMsg::NotInTree { key });
         fx.push(to_peer(to, Class::Control, &msg, Refusal::Ignore));
     }
