@@ -85,8 +85,9 @@ pub(crate) struct CastFlow {
     grace: Duration,
     /// The node's time, as of its current input.
     pub(crate) now: Instant,
-    /// Peers and groups blocked for credit, in the order their grace runs out (entries of
-    /// peers no longer blocked, or blocked again since, are skipped).
+    /// Peers and groups blocked for credit, in the order their grace runs out: at most one
+    /// entry for each (see [`Outbound::pending`]), so that a peer blocked and freed many
+    /// times within a grace costs one.
     tethers: VecDeque<(Instant, NodeId, Group)>,
     /// Per peer and group: the credit left and what waits for more.
     out: BTreeMap<(NodeId, Group), Outbound>,
@@ -146,6 +147,8 @@ struct Outbound {
     waiting: VecDeque<Waiting>,
     /// While something waits: since when the peer holds the group back.
     blocked: Option<Blocked>,
+    /// An entry of [`CastFlow::tethers`] is due for it.
+    pending: bool,
 }
 
 /// A peer holding a group's multicasts back.
@@ -288,6 +291,7 @@ impl CastFlow {
             credit: window,
             waiting: VecDeque::new(),
             blocked: None,
+            pending: false,
         });
         o.to = to;
         let len = bytes.len();
@@ -304,7 +308,10 @@ impl CastFlow {
                 flowed,
                 told: false,
             });
-            self.tethers.push_back((check_at, to.id, group.detached()));
+            if !o.pending {
+                o.pending = true;
+                self.tethers.push_back((check_at, to.id, group.detached()));
+            }
         }
         // (Every copy of a peer's multicast is the peer's, whichever holds its credit.)
         let own = !self.passing_on;
@@ -525,18 +532,24 @@ impl CastFlow {
             let Some(o) = self.out.get_mut(&key) else {
                 continue;
             };
-            let Some(b) = o.blocked.as_mut().filter(|b| b.check_at == at && !b.told) else {
+            o.pending = false;
+            let Some(b) = o.blocked.as_mut().filter(|b| !b.told) else {
                 continue;
             };
-            if flowed > b.flowed {
-                b.told = true;
-                let msg = NodeMsg::CastUntether { group: key.1 };
-                self.stats.cast_untethers_sent += 1;
-                fx.push(to_peer(o.to, Class::Control, &msg, Refusal::Ignore));
-            } else {
+            if b.check_at <= now {
+                if flowed > b.flowed {
+                    b.told = true;
+                    let msg = NodeMsg::CastUntether { group: key.1 };
+                    self.stats.cast_untethers_sent += 1;
+                    fx.push(to_peer(o.to, Class::Control, &msg, Refusal::Ignore));
+                    continue;
+                }
+                // Nothing went on elsewhere: look again a grace later.
                 b.check_at = now + self.grace;
-                self.tethers.push_back((b.check_at, key.0, key.1));
             }
+            // (Blocked again since this entry was made: its own grace.)
+            o.pending = true;
+            self.tethers.push_back((b.check_at, key.0, key.1));
         }
     }
 
@@ -668,5 +681,58 @@ mod tests {
             )]
         );
         assert!(flow.losses.take().is_empty(), "reported once");
+    }
+
+    fn peer(n: u128) -> Contact {
+        Contact {
+            id: NodeId(n << 100),
+            addr: ([127, 0, 0, 1], 4000 + n as u16).into(),
+            epoch: 1,
+        }
+    }
+
+    /// A peer blocked and freed a thousand times within a grace costs one entry; it is
+    /// told to let go only if the group went on elsewhere meanwhile, and only once.
+    #[test]
+    fn a_blocked_peer_is_told_once_and_only_if_the_group_went_on_elsewhere() {
+        let grace = Duration::from_millis(500);
+        let mut flow = CastFlow::new(1000, 1 << 20, grace);
+        let (slow, fast) = (peer(1), peer(2));
+        let group = Group::topic(Name::from("news"));
+        let mut fx = Effects::default();
+        let msg = Bytes::from(vec![0u8; 1000]);
+        for _ in 0..1000 {
+            flow.send_cast(slow, &group, msg.clone(), &mut fx);
+            flow.send_cast(slow, &group, msg.clone(), &mut fx);
+            flow.handle_credit(slow.id, group.clone(), 1000, &mut fx);
+        }
+        assert_eq!(flow.tethers.len(), 1);
+        let untethers = |fx: &mut Effects| {
+            std::iter::from_fn(|| fx.pop_above(0))
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::ToPeer {
+                            class: Class::Control,
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        untethers(&mut fx);
+        // Still blocked a grace on, nothing went elsewhere: not told, looked at again.
+        flow.now = flow.now + grace;
+        flow.handle_timeout(flow.now, &mut fx);
+        assert_eq!(untethers(&mut fx), 0);
+        assert_eq!(flow.tethers.len(), 1);
+        // The group goes on to another peer meanwhile: told, once.
+        flow.send_cast(fast, &group, msg.clone(), &mut fx);
+        flow.now = flow.now + grace;
+        flow.handle_timeout(flow.now, &mut fx);
+        flow.handle_timeout(flow.now + grace, &mut fx);
+        assert_eq!(untethers(&mut fx), 1);
+        assert_eq!(flow.stats.cast_untethers_sent, 1);
+        assert!(flow.tethers.is_empty());
     }
 }
