@@ -38,6 +38,8 @@ pub(crate) mod wire;
 #[cfg(test)]
 mod discovery_tests;
 #[cfg(test)]
+mod fairness_tests;
+#[cfg(test)]
 mod join_tests;
 #[cfg(test)]
 mod network_tests;

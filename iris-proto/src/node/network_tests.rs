@@ -287,7 +287,7 @@ fn a_tunnel_between_nodes_carries_both_ways_in_order_and_closes_at_both_ends() {
 
 /// Opens a tunnel from client `from` (node, connection, tunnel id) to the member of
 /// "svc" at `to`, which confirms it as its tunnel id; what both clients were told is read.
-fn open_tunnel(net: &mut Net, from: (usize, ConnId, u64), to: (usize, ConnId, u64)) {
+pub(super) fn open_tunnel(net: &mut Net, from: (usize, ConnId, u64), to: (usize, ConnId, u64)) {
     net.send(
         from.0,
         from.1,
