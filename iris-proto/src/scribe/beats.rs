@@ -95,6 +95,7 @@ impl Scribe {
             .collect();
         for (&key, t) in self.trees.iter_mut() {
             let local = if t.local { capacity(&t.group) } else { 0 };
+            t.local_told = local;
             // What lies behind each neighbour is the total less its own share.
             let total = t.total_capacity(local);
             if let Some(p) = t.parent

@@ -550,6 +550,12 @@ impl Scribe {
     /// Where an anycast on the tree of `key` that came from `from` goes: to local members
     /// or a neighbour, at random in proportion to the capacity reachable that way (`local`
     /// here), never back to `from`.
+    ///
+    /// An anycast from a neighbour weighs this node's members by the capacity it reported
+    /// at its last beat, as stale as what it knows of the other ways: weighed by their
+    /// room now, which a burst uses up here long before the next beat tells of it
+    /// anywhere, they would send most of the burst on to the farthest member (a burst of
+    /// 600 over three equal members split 396 / 170 between the two remote ones).
     pub fn anycast(
         &self,
         key: NodeId,
@@ -559,6 +565,11 @@ impl Scribe {
     ) -> Pick {
         let Some(t) = self.trees.get(&key) else {
             return Pick::None;
+        };
+        // (Not before its first beat with members: a member that just came is reached.)
+        let local = match from {
+            Some(_) if local > 0 && t.local_told > 0 => t.local_told,
+            _ => local,
         };
         let mut ways: Vec<(Pick, u32)> = Vec::new();
         if t.local && local > 0 {

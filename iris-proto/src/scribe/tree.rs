@@ -28,6 +28,9 @@ pub(crate) struct Tree {
     pub(crate) parent_capacity: u32,
     /// Capacity last reported to the parent (this subtree).
     pub(crate) parent_told: u32,
+    /// This node's own capacity as of the last beat: what its neighbours' reports of it
+    /// were built from (see [`Scribe::anycast`](super::Scribe::anycast)).
+    pub(crate) local_told: u32,
     pub(crate) children: Children,
     /// This node has members (or subscribers) of the group.
     pub(crate) local: bool,
@@ -47,6 +50,7 @@ impl Tree {
             parent: None,
             parent_capacity: 0,
             parent_told: 0,
+            local_told: 0,
             children: Children::default(),
             local: false,
             local_since: None,
