@@ -11,6 +11,7 @@
 //! cargo run --release -p iris-benches -- --nats
 //! ```
 
+mod balance;
 mod chart;
 mod embedded;
 mod flood;
@@ -49,7 +50,8 @@ struct Args {
     /// (strangers at a networked node's peer port), groups (many topics over five `iris`
     /// processes, their memory before, with and after the groups), priority (requests
     /// between two `iris` processes alone and beside a 64 KiB publish flood), slowsub (a
-    /// fast subscriber's rate beside a slow one on two `iris` processes).
+    /// fast subscriber's rate beside a slow one on two `iris` processes), balance (requests'
+    /// shares over members on three `iris` processes).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Topics in the groups scenario (each subscribed on every one of 5 nodes).
@@ -146,6 +148,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         // Requests beside a flood across two iris processes, alone.
         if args.only.iter().any(|o| o == "priority") {
             priority::run(&mut report, args.quick).await?;
+            return Ok(());
+        }
+        // Requests balanced over three iris processes, alone.
+        if args.only.iter().any(|o| o == "balance") {
+            balance::run(&mut report).await?;
             return Ok(());
         }
         // A slow subscriber beside a fast one across two iris processes, alone.
