@@ -55,6 +55,13 @@ async fn members(
     Ok((conns, counts))
 }
 
+/// Capacities travel up the trees once a beat (1 s): a member that just registered is
+/// reachable at once but weighed only from its node's next beat on. Requests from a node
+/// with a member of its own go there first and cannot tell (`settle` is done at once).
+async fn beats() {
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+}
+
 /// What each counter holds, and resets them.
 fn take(counts: &[Arc<AtomicU64>]) -> Vec<u64> {
     counts
@@ -103,6 +110,7 @@ pub(crate) async fn run(report: &mut Report) -> Result<(), BoxError> {
     let requester: Dial<Tokio> = b.into();
     let requester = requester.connect().await?;
     settle(&requester, "balance").await?;
+    beats().await;
     take(&counts);
     ask(&requester, "balance", REQUESTS, None).await?;
     let paced = take(&counts);
@@ -130,6 +138,7 @@ pub(crate) async fn run(report: &mut Report) -> Result<(), BoxError> {
     let fast = Duration::from_millis(1);
     let (_uneven, counts) = members("balance-uneven", &[(a, fast), (c, slow)]).await?;
     settle(&requester, "balance-uneven").await?;
+    beats().await;
     take(&counts);
     ask(
         &requester,
