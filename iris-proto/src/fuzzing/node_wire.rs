@@ -266,11 +266,17 @@ pub(super) fn node_msg(r: &mut Reader<'_>, p: &PoolsView<'_>) -> NodeMsg {
             hops: hops(r),
             inner: payload(r),
         },
-        22 => NodeMsg::CastUntether {
-            group: group(r, p).0,
-        },
+        k => flow_msg(r, p, k),
+    }
+}
+
+/// A multicast group's credit (20) or a slow consumers' release (22).
+fn flow_msg(r: &mut Reader<'_>, p: &PoolsView<'_>, kind: u8) -> NodeMsg {
+    let group = group(r, p).0;
+    match kind {
+        22 => NodeMsg::CastUntether { group },
         _ => NodeMsg::CastCredit {
-            group: group(r, p).0,
+            group,
             bytes: r.wide(),
         },
     }

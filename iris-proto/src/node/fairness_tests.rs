@@ -4,22 +4,24 @@
 //! behind the whole flood.
 
 use super::network_tests::{event, open_tunnel, small_queues};
+use crate::ConnId;
 use crate::relay::{ClientPacket, NodePacket};
+use crate::testnet::Net;
 use bytes::{Bytes, BytesMut};
 
 const BULK: u32 = 1024;
 const FEW: u32 = 16;
 
-#[test]
-fn a_bulk_topic_holds_up_another_topic_and_a_tunnel_by_a_window_not_by_its_flood() {
+/// Two nodes with 256 KiB link queues (16 KiB multicast windows); one client of node 1
+/// subscribes to "bulk" and "small" and serves a tunnel from node 0, so that what it
+/// receives shows the order of everything. Returns the net, that client, and node 0's
+/// clients: a publisher of each topic and the tunnel's end (tunnel 1).
+fn one_reader_of_everything() -> (Net, [ConnId; 4]) {
     let config = crate::Config {
         client_backlog_high: 64 << 20,
         ..crate::Config::default()
     };
-    // 256 KiB link queues: 16 KiB multicast windows.
     let mut net = small_queues(2, 256 << 10, config);
-    // One client of node 1 subscribes to both topics and serves the tunnel, so that what
-    // it receives shows the order of everything.
     let both = net.client(1, "svc");
     for topic in ["bulk", "small"] {
         net.send(
@@ -40,6 +42,12 @@ fn a_bulk_topic_holds_up_another_topic_and_a_tunnel_by_a_window_not_by_its_flood
     net.send(1, both, allow);
     net.take(0, tunnel);
     net.take(1, both);
+    (net, [both, bulk, small, tunnel])
+}
+
+#[test]
+fn a_bulk_topic_holds_up_another_topic_and_a_tunnel_by_a_window_not_by_its_flood() {
+    let (mut net, [both, bulk, small, tunnel]) = one_reader_of_everything();
     // The link stalls while 4 MiB of the bulk topic, then a few events of the other and a
     // few chunks of the tunnel, are sent; then it drains.
     net.stall(0, 1);
