@@ -670,3 +670,15 @@ impl Drop for Bridged {
         }
     }
 }
+
+/// A client whose socket has a small receive buffer, so that what it has not read stays
+/// in the node rather than in the kernel.
+pub fn small_window_client(port: u16, cluster: &str) -> RawClient {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(64 << 10).unwrap();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    sock.connect(&addr.into()).unwrap();
+    let mut c = RawClient::from_stream(sock.into());
+    c.handshake(cluster);
+    c
+}

@@ -66,5 +66,6 @@ mod network;
 mod overload;
 mod restart;
 mod rotation;
+mod slowsub;
 mod status_page;
 mod tools;

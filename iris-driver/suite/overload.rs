@@ -5,7 +5,7 @@
 use super::common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Got, IrisProcess, PROMPT, RawClient, b};
+use common::{Got, IrisProcess, PROMPT, RawClient, b, small_window_client};
 use iris_proto::relay::{ClientPacket, NodePacket, ReplyOutcome};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,18 +140,6 @@ fn a_never_reading_subscriber_does_not_hold_up_a_third_partys_requests() {
     stop.store(true, Ordering::Relaxed);
     drop(iris);
     let _ = flood.join();
-}
-
-/// A client whose socket has a small receive buffer, so that what it has not read stays
-/// in the node rather than in the kernel.
-fn small_window_client(port: u16, cluster: &str) -> RawClient {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(64 << 10).unwrap();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    sock.connect(&addr.into()).unwrap();
-    let mut c = RawClient::from_stream(sock.into());
-    c.handshake(cluster);
-    c
 }
 
 #[test]
