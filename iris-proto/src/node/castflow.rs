@@ -201,18 +201,18 @@ impl CastFlow {
                 .is_some_and(|g| g.waiting_own > self.mark)
     }
 
-    /// Members of `group` that a multicast was just delivered to: those that hold the
-    /// group back (see `Sessions::holds_back`) hold its credit back until they no longer
-    /// do; if any did not, the group went on here.
+    /// Members of `group` that a multicast from a peer was just delivered to: those
+    /// congested may hold the group's credit back (while they hold the group back: see
+    /// [`CastFlow::return_credit`]); if any was not, the group went on here.
     pub(crate) fn delivered_to(
         &mut self,
         group: &Group,
         members: &[ConnId],
-        holds_back: impl Fn(ConnId) -> bool,
+        congested: impl Fn(ConnId) -> bool,
     ) {
         let mut flowed = false;
         for &m in members {
-            if holds_back(m) {
+            if congested(m) {
                 let g = group_flow(&mut self.groups, group);
                 if !g.blockers.contains(&m) {
                     g.blockers.push(m);
@@ -226,7 +226,10 @@ impl CastFlow {
         }
     }
 
-    /// A copy of a multicast of `group` went on without waiting.
+    /// A copy of a multicast of `group` went on without waiting, to local members or to a
+    /// child on one of its trees: to consumers. (Not to a parent: the way up may lead only
+    /// to a root without members, and a group whose only consumer is slow must stay
+    /// throttled.)
     pub(crate) fn flowed(&mut self, group: &Group) {
         if let Some(g) = self.groups.get_mut(group) {
             g.flowed += 1;
@@ -284,7 +287,15 @@ pub(crate) fn cast_group(packet: &ClientPacket) -> Option<Group> {
 impl CastFlow {
     /// Sends an encoded multicast of `group` to a peer under its window, or queues it for
     /// credit.
-    pub(crate) fn send_cast(&mut self, to: Contact, group: &Group, bytes: Bytes, fx: &mut Effects) {
+    /// (`down`: `to` is a child on one of the group's trees.)
+    pub(crate) fn send_cast(
+        &mut self,
+        to: Contact,
+        group: &Group,
+        bytes: Bytes,
+        down: bool,
+        fx: &mut Effects,
+    ) {
         let (window, step) = (self.window as i64, self.step() as i64);
         let o = slot(&mut self.out, to.id, group, || Outbound {
             to,
@@ -297,7 +308,9 @@ impl CastFlow {
         let len = bytes.len();
         if o.waiting.is_empty() && may_send(o.credit, window, step, len) {
             o.credit -= len as i64;
-            self.flowed(group);
+            if down {
+                self.flowed(group);
+            }
             return send_under_credit(to, group, bytes, fx);
         }
         if o.blocked.is_none() {
@@ -420,11 +433,13 @@ impl CastFlow {
     }
 
     /// Returns credit to the peers owed a step of it for a group, unless a member of that
-    /// group a multicast was delivered to still holds it back. (A sender blocked for credit
-    /// always has at least a step outstanding, see [`may_send`].)
+    /// group a multicast was delivered to still holds it back from that peer (`holds_back`:
+    /// member, group, peer); members `congested` no more are forgotten. (A sender blocked
+    /// for credit always has at least a step outstanding, see [`may_send`].)
     pub(crate) fn return_credit(
         &mut self,
-        holds_back: impl Fn(ConnId, &Group) -> bool,
+        congested: impl Fn(ConnId) -> bool,
+        holds_back: impl Fn(ConnId, &Group, NodeId) -> bool,
         fx: &mut Effects,
     ) {
         let step = self.step();
@@ -440,10 +455,10 @@ impl CastFlow {
             .owed
             .iter()
             .filter(|(_, (_, n))| *n >= due_at)
-            .filter(|((_, group), _)| match flows.get_mut(group) {
+            .filter(|((peer, group), _)| match flows.get_mut(group) {
                 Some(g) => {
-                    g.blockers.retain(|&c| holds_back(c, group));
-                    g.blockers.is_empty()
+                    g.blockers.retain(|&c| congested(c));
+                    !g.blockers.iter().any(|&c| holds_back(c, group, *peer))
                 }
                 None => true,
             })
@@ -692,7 +707,7 @@ mod tests {
     }
 
     /// A peer blocked and freed a thousand times within a grace costs one entry; it is
-    /// told to let go only if the group went on elsewhere meanwhile, and only once.
+    /// told to let go only if the group went on to a child meanwhile, and only once.
     #[test]
     fn a_blocked_peer_is_told_once_and_only_if_the_group_went_on_elsewhere() {
         let grace = Duration::from_millis(500);
@@ -702,8 +717,8 @@ mod tests {
         let mut fx = Effects::default();
         let msg = Bytes::from(vec![0u8; 1000]);
         for _ in 0..1000 {
-            flow.send_cast(slow, &group, msg.clone(), &mut fx);
-            flow.send_cast(slow, &group, msg.clone(), &mut fx);
+            flow.send_cast(slow, &group, msg.clone(), true, &mut fx);
+            flow.send_cast(slow, &group, msg.clone(), true, &mut fx);
             flow.handle_credit(slow.id, group.clone(), 1000, &mut fx);
         }
         assert_eq!(flow.tethers.len(), 1);
@@ -721,13 +736,15 @@ mod tests {
                 .count()
         };
         untethers(&mut fx);
-        // Still blocked a grace on, nothing went elsewhere: not told, looked at again.
+        // Still blocked a grace on, nothing went elsewhere but up the tree (which may lead
+        // to no member): not told, looked at again.
+        flow.send_cast(peer(3), &group, msg.clone(), false, &mut fx);
         flow.now = flow.now + grace;
         flow.handle_timeout(flow.now, &mut fx);
         assert_eq!(untethers(&mut fx), 0);
         assert_eq!(flow.tethers.len(), 1);
-        // The group goes on to another peer meanwhile: told, once.
-        flow.send_cast(fast, &group, msg.clone(), &mut fx);
+        // The group goes on to a child meanwhile: told, once.
+        flow.send_cast(fast, &group, msg.clone(), true, &mut fx);
         flow.now = flow.now + grace;
         flow.handle_timeout(flow.now, &mut fx);
         flow.handle_timeout(flow.now + grace, &mut fx);

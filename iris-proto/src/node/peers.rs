@@ -4,7 +4,6 @@
 
 use super::ids::{ConnId, PeerReqKey, PeerTunKey, ReqKey, TunKey};
 use super::router::call;
-use super::tether;
 use super::wire::{self, Anycast, NodeMsg, Wanted};
 use super::{Input, Node, Output};
 use crate::mesh::{Incoming, MeshInput};
@@ -232,9 +231,9 @@ impl Node {
         };
         self.sessions.fan_out(members, &packet);
         if let Some(n) = self.net.as_mut() {
-            let (sessions, groups, scribe) = (&self.sessions, &self.groups, n.trees.scribe());
-            let holds = |c| tether::holds_back(sessions, groups, Some(scribe), c, group, true);
-            n.casts.delivered_to(group, members, holds);
+            let sessions = &self.sessions;
+            n.casts
+                .delivered_to(group, members, |c| sessions.is_congested(c));
         }
     }
 

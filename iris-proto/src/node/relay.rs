@@ -157,7 +157,7 @@ impl Node {
     fn blocker(&self, conn: ConnId, packet: &ClientPacket) -> Option<Blocker> {
         let scribe = self.net.as_ref().map(|n| n.trees.scribe());
         let holds = |g: &Group, c: ConnId| {
-            tether::holds_back(&self.sessions, &self.groups, scribe, c, g, false)
+            tether::holds_back(&self.sessions, &self.groups, scribe, c, g, None)
         };
         let consumer = |m: &[ConnId], g: &Group| {
             m.iter()
@@ -199,10 +199,24 @@ impl Node {
     }
 
     /// Parks a producer's packet until `blocker` drains; the producer is not read meanwhile.
+    /// A multicast held for a consumer waits for every member of its group that holds it
+    /// back: one past its grace may hold it only because another is congested, and the
+    /// packet must go on when that other one drains.
     fn hold(&mut self, conn: ConnId, packet: ClientPacket, blocker: Blocker) {
-        let group = matches!(blocker, Blocker::Network)
-            .then(|| super::castflow::cast_group(&packet))
-            .flatten();
+        let group = super::castflow::cast_group(&packet);
+        if let (Blocker::Consumer(_), Some(g)) = (blocker, &group) {
+            let scribe = self.net.as_ref().map(|n| n.trees.scribe());
+            let (sessions, groups) = (&self.sessions, &self.groups);
+            let holders: Vec<ConnId> = groups
+                .of_group(g)
+                .unwrap_or_default()
+                .iter()
+                .copied()
+                .filter(|&c| tether::holds_back(sessions, groups, scribe, c, g, None))
+                .collect();
+            self.sessions.wait_also(conn, &holders);
+        }
+        let group = group.filter(|_| matches!(blocker, Blocker::Network));
         self.sessions.hold(conn, packet, blocker);
         if let (Some(group), Some(n)) = (group, self.net.as_mut()) {
             n.casts.hold(&group, conn);

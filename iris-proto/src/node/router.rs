@@ -111,7 +111,9 @@ impl Node {
             }),
             Effect::CastTo(to, group, bytes) => {
                 if let Some(net) = self.net.as_mut() {
-                    call!(self, |fx| net.casts.send_cast(to, &group, bytes, fx));
+                    // Only a child is sure to lead to members (see `castflow::flowed`).
+                    let down = net.trees.scribe().is_child(&group, to.id);
+                    call!(self, |fx| net.casts.send_cast(to, &group, bytes, down, fx));
                 }
             }
             Effect::Deliver(group, payload) => self.deliver(&group, payload),
@@ -214,8 +216,11 @@ impl Node {
         }
         if let Some(n) = self.net.as_mut() {
             let (sessions, groups, scribe) = (&self.sessions, &self.groups, n.trees.scribe());
-            let holds = |c, g: &_| tether::holds_back(sessions, groups, Some(scribe), c, g, true);
-            call!(self, |fx| n.casts.return_credit(holds, fx));
+            let congested = |c| sessions.is_congested(c);
+            let holds = |c, g: &_, from| {
+                tether::holds_back(sessions, groups, Some(scribe), c, g, Some(from))
+            };
+            call!(self, |fx| n.casts.return_credit(congested, holds, fx));
         }
         self.sessions.tell_pauses();
         self.sessions.transmit(self.now);

@@ -960,9 +960,12 @@ struct Congested {
 }
 
 fn congested() -> Congested {
+    // These cases are about throttling and the deadline: no grace (a consumer past it
+    // holds back only a group with no other consumer; see `tether_tests.rs`).
     let cfg = Config {
         client_backlog_high: 10_000,
         slow_consumer_timeout: Duration::from_secs(10),
+        slow_consumer_grace: Duration::from_secs(10),
         ..Config::default()
     };
     let mut h = Harness::with(cfg, [1; 32]);

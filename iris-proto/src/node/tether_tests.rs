@@ -124,6 +124,42 @@ fn a_topics_only_subscriber_throttles_its_publisher_past_its_grace() {
     assert!(!net.is_closed(1, stuck));
 }
 
+/// The same where the topic's trees pass nodes without members (roots, the nodes closest
+/// to their keys): multicasts flow freely to those, which proves nothing about other
+/// consumers, so the only subscriber still throttles its publisher.
+#[test]
+fn a_topics_only_subscriber_throttles_its_publisher_through_nodes_without_members() {
+    let mut net = congestible(5);
+    let stuck = subscriber(&mut net, 1);
+    let p = net.client(0, "");
+    net.secs(2);
+    let group = crate::scribe::Group::topic("t".into());
+    let memberless: Vec<usize> = (2..5)
+        .filter(|&i| {
+            let scribe = net.node(i).scribe().expect("networked");
+            scribe.keys(&group).any(|k| scribe.in_tree(k))
+        })
+        .collect();
+    assert!(
+        !memberless.is_empty(),
+        "no tree passes a node without members"
+    );
+    net.stall_client(1, stuck);
+    flood(&mut net, p);
+    net.secs(5);
+    assert!(net.is_paused(0, p), "the publisher went on");
+    let untethers: u64 = (0..5)
+        .map(|i| net.node(i).stats().cast_untethers_sent)
+        .sum();
+    assert_eq!(untethers, 0);
+    net.unstall_client(1, stuck);
+    assert_eq!(
+        event_indices(net.take(1, stuck)),
+        (0..EVENTS).collect::<Vec<_>>()
+    );
+    assert!(!net.is_closed(1, stuck));
+}
+
 /// What the multicasts of a stuck subscriber's node were not held back for anymore is
 /// visible as the node's events: a fast subscriber's events are all there, the stuck one
 /// gets what it reads before its cut, in order, then the node's CLOSE.

@@ -524,13 +524,24 @@ impl Scribe {
                 .any(|&(_, k, old)| k == key && old.id == node)
     }
 
-    /// Whether this node has at least `min` neighbours on one of `group`'s trees: with one,
-    /// its own multicasts of the group go to other nodes; with two, so do those it receives.
-    pub fn has_neighbours(&self, group: &Group, min: usize) -> bool {
+    /// Whether this node has a child other than `except` on one of `group`'s trees: a
+    /// way to members of the group elsewhere (a subtree without members is pruned; the
+    /// way up may lead only to a root without members).
+    pub fn has_child_besides(&self, group: &Group, except: Option<NodeId>) -> bool {
         self.keys(group).any(|key| {
             self.trees
                 .get(&key)
-                .is_some_and(|t| usize::from(t.parent.is_some()) + t.children.len() >= min)
+                .is_some_and(|t| t.children.keys().any(|&c| Some(c) != except))
+        })
+    }
+
+    /// Whether `node` is this node's child on one of `group`'s trees (what is sent to it
+    /// reaches members of the group).
+    pub fn is_child(&self, group: &Group, node: NodeId) -> bool {
+        self.keys(group).any(|key| {
+            self.trees
+                .get(&key)
+                .is_some_and(|t| t.children.contains_key(&node))
         })
     }
 

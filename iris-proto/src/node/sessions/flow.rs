@@ -73,11 +73,24 @@ impl Sessions {
         self.mem.charge(weight);
         if let Blocker::Consumer(b) = blocker
             && let Some(b) = self.map.get_mut(&b)
+            && !b.waiters.contains(&conn)
         {
             b.waiters.push(conn);
         }
         self.stats.producers_held += 1;
         self.pause_check.push(conn);
+    }
+
+    /// A producer held for a consumer is woken when any of `consumers` drains too (each
+    /// once). A stale entry, left when it was woken by another, only wakes it for nothing.
+    pub(crate) fn wait_also(&mut self, producer: ConnId, consumers: &[ConnId]) {
+        for c in consumers {
+            if let Some(s) = self.map.get_mut(c)
+                && !s.waiters.contains(&producer)
+            {
+                s.waiters.push(producer);
+            }
+        }
     }
 
     /// Takes a held producer's packet back, to be tried again.
