@@ -236,7 +236,6 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
             "reason",
             &[
                 ("cast_no_link", st.casts_dropped),
-                ("cast_duplicate", st.casts_duplicate),
                 ("cast_no_tree", st.casts_no_tree),
                 ("cast_gone", st.casts_gone),
                 ("cast_unrepaired", st.casts_unrepaired),
@@ -302,6 +301,7 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                 ("delivered", st.casts_delivered),
                 ("rerouted", st.rerouted),
                 ("stray", st.casts_stray),
+                ("duplicate", st.casts_duplicate),
                 ("neighbour_suspected", st.tree_neighbours_suspected),
             ],
         ),
