@@ -59,8 +59,10 @@ pub(crate) enum Effect {
     Reroute(Bytes),
 
     // ---- to the multicast flow ----
-    /// Pass a multicast of a group to a tree neighbour, under the group's credit.
-    CastTo(Contact, Group, Bytes),
+    /// Pass a multicast of a group to a tree neighbour, under the group's credit; `true`:
+    /// the neighbour is a child on the multicast's tree (so it leads to members: see
+    /// `castflow::flowed`).
+    CastTo(Contact, Group, Bytes, bool),
 
     // ---- pending work the router loop takes from the parts ----
     /// News from the mesh: a peer's message, a link up or down, a peer dead.

@@ -109,11 +109,9 @@ impl Node {
             Effect::Reroute(bytes) => self.with_trees(|t, v, rng, fx| {
                 t.reroute(v, rng, (&bytes, None), std::time::Duration::ZERO, fx)
             }),
-            Effect::CastTo(to, group, bytes) => {
+            Effect::CastTo(to, group, bytes, child) => {
                 if let Some(net) = self.net.as_mut() {
-                    // Only a child is sure to lead to members (see `castflow::flowed`).
-                    let down = net.trees.scribe().is_child(&group, to.id);
-                    call!(self, |fx| net.casts.send_cast(to, &group, bytes, down, fx));
+                    call!(self, |fx| net.casts.send_cast(to, &group, bytes, child, fx));
                 }
             }
             Effect::Deliver(group, payload) => self.deliver(&group, payload),

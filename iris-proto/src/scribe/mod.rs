@@ -535,16 +535,6 @@ impl Scribe {
         })
     }
 
-    /// Whether `node` is this node's child on one of `group`'s trees (what is sent to it
-    /// reaches members of the group).
-    pub fn is_child(&self, group: &Group, node: NodeId) -> bool {
-        self.keys(group).any(|key| {
-            self.trees
-                .get(&key)
-                .is_some_and(|t| t.children.contains_key(&node))
-        })
-    }
-
     /// Where a multicast on the tree of `key` goes from here: every neighbour but `except`.
     pub fn flood_targets(&self, key: NodeId, except: Option<NodeId>) -> Vec<Contact> {
         let Some(t) = self.trees.get(&key) else {

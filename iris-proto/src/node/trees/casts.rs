@@ -103,12 +103,14 @@ impl Trees {
             ..c
         };
         let group = out.group.clone();
+        let parent = self.scribe.parent(out.key).map(|p| p.id);
         let bytes = wire::encode(&NodeMsg::Cast(out));
         let routes = super::routes::Routes::new(v, &self.unreachable);
         for to in targets {
             // A neighbour silent lately is probed under the data (`scribe::probe`).
             self.scribe.sending_to(v.now, to.id, &routes);
-            fx.push(Effect::CastTo(to, group.clone(), bytes.clone()));
+            let child = parent != Some(to.id);
+            fx.push(Effect::CastTo(to, group.clone(), bytes.clone(), child));
         }
     }
 
@@ -133,6 +135,7 @@ impl Trees {
             next,
             group,
             wire::encode(&NodeMsg::Cast(out)),
+            false,
         ));
     }
 

@@ -197,7 +197,7 @@ impl Trees {
                 payload: payload.unwrap_or_default(),
             };
             let bytes = wire::encode(&NodeMsg::Cast(c));
-            fx.push(Effect::CastTo(asker, group.clone(), bytes));
+            fx.push(Effect::CastTo(asker, group.clone(), bytes, false));
         }
     }
 
