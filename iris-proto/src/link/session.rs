@@ -492,12 +492,8 @@ impl Link {
     /// Queues a data message; refused when more than `max_data_queue` bytes wait.
     pub fn send_data(&mut self, msg: Bytes) -> Result<(), SendError> {
         self.check_send(&msg)?;
-        if self.data_bytes + msg.len() > self.cfg.max_data_queue && !self.data.is_empty() {
-            return Err(SendError::Full);
-        }
-        self.data_bytes += msg.len();
-        self.data.push_back(msg);
-        Ok(())
+        let max = self.cfg.max_data_queue;
+        push_bounded(&mut self.data, &mut self.data_bytes, max, msg)
     }
 
     /// Queues a data message ahead of bulk data: it goes once the data message in progress
@@ -505,12 +501,8 @@ impl Link {
     /// Refused when more than `max_data_queue` bytes of such messages wait.
     pub fn send_urgent(&mut self, msg: Bytes) -> Result<(), SendError> {
         self.check_send(&msg)?;
-        if self.urgent_bytes + msg.len() > self.cfg.max_data_queue && !self.urgent.is_empty() {
-            return Err(SendError::Full);
-        }
-        self.urgent_bytes += msg.len();
-        self.urgent.push_back(msg);
-        Ok(())
+        let max = self.cfg.max_data_queue;
+        push_bounded(&mut self.urgent, &mut self.urgent_bytes, max, msg)
     }
 
     /// Queues a data message whatever waits already: for traffic whose sender is bounded
@@ -965,4 +957,20 @@ impl Link {
         self.urgent.clear();
         self.events.push_back(LinkEvent::Closed(e));
     }
+}
+
+/// Queues `msg` unless more than `max` bytes would wait (a message larger than `max` still
+/// goes into an empty queue, or it could never be sent).
+fn push_bounded(
+    queue: &mut VecDeque<Bytes>,
+    queued: &mut usize,
+    max: usize,
+    msg: Bytes,
+) -> Result<(), SendError> {
+    if *queued + msg.len() > max && !queue.is_empty() {
+        return Err(SendError::Full);
+    }
+    *queued += msg.len();
+    queue.push_back(msg);
+    Ok(())
 }

@@ -554,9 +554,8 @@ impl CastFlow {
             if b.check_at <= now {
                 if flowed > b.flowed {
                     b.told = true;
-                    let msg = NodeMsg::CastUntether { group: key.1 };
                     self.stats.cast_untethers_sent += 1;
-                    fx.push(to_peer(o.to, Class::Control, &msg, Refusal::Ignore));
+                    fx.push(untether_msg(o.to, key.1));
                     continue;
                 }
                 // Nothing went on elsewhere: look again a grace later.
@@ -577,10 +576,28 @@ impl CastFlow {
             }
             if let Some(b) = o.blocked.as_mut().filter(|b| !b.told) {
                 b.told = true;
-                let msg = NodeMsg::CastUntether { group: g.clone() };
                 self.stats.cast_untethers_sent += 1;
-                fx.push(to_peer(o.to, Class::Control, &msg, Refusal::Ignore));
+                fx.push(untether_msg(o.to, g.clone()));
             }
+        }
+    }
+
+    /// No link took a `CastUntether` for `to` (its control queue was full): it is told
+    /// again a grace later if it still holds the group back, rather than never.
+    pub(crate) fn untether_refused(&mut self, to: NodeId, group: Group) {
+        let key = (to, group);
+        let Some(o) = self.out.get_mut(&key) else {
+            return;
+        };
+        let Some(b) = o.blocked.as_mut().filter(|b| b.told) else {
+            return;
+        };
+        b.told = false;
+        b.check_at = self.now + self.grace;
+        if !o.pending {
+            o.pending = true;
+            self.tethers
+                .push_back((b.check_at, key.0, key.1.detached()));
         }
     }
 
@@ -623,6 +640,15 @@ impl CastFlow {
         }
         c.groups.retain(|_, g| !g.idle());
     }
+}
+
+/// A `CastUntether` for `group` to peer `to`, told again if no link takes it.
+fn untether_msg(to: Contact, group: Group) -> Effect {
+    let msg = NodeMsg::CastUntether {
+        group: group.clone(),
+    };
+    let refused = Refusal::Untether { to: to.id, group };
+    to_peer(to, Class::Control, &msg, refused)
 }
 
 /// Hands a multicast the window made room for to the link. The window bounds what it queues
@@ -704,6 +730,30 @@ mod tests {
             addr: ([127, 0, 0, 1], 4000 + n as u16).into(),
             epoch: 1,
         }
+    }
+
+    /// A `CastUntether` no link took is sent again a grace later, while the peer still
+    /// holds the group back.
+    #[test]
+    fn a_refused_untether_is_sent_again_a_grace_later() {
+        let grace = Duration::from_millis(500);
+        let mut flow = CastFlow::new(1000, 1 << 20, grace);
+        let (slow, fast) = (peer(1), peer(2));
+        let group = Group::topic(Name::from("news"));
+        let mut fx = Effects::default();
+        let msg = Bytes::from(vec![0u8; 1000]);
+        flow.send_cast(slow, &group, msg.clone(), true, &mut fx);
+        flow.send_cast(slow, &group, msg.clone(), true, &mut fx);
+        flow.send_cast(fast, &group, msg.clone(), true, &mut fx);
+        flow.now = flow.now + grace;
+        flow.handle_timeout(flow.now, &mut fx);
+        assert_eq!(flow.stats.cast_untethers_sent, 1);
+        flow.untether_refused(slow.id, group.clone());
+        flow.handle_timeout(flow.now, &mut fx);
+        assert_eq!(flow.stats.cast_untethers_sent, 1, "not before a grace");
+        flow.now = flow.now + grace;
+        flow.handle_timeout(flow.now, &mut fx);
+        assert_eq!(flow.stats.cast_untethers_sent, 2);
     }
 
     /// A peer blocked and freed a thousand times within a grace costs one entry; it is

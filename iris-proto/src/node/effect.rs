@@ -112,6 +112,14 @@ pub(crate) enum Refusal {
     /// Tree maintenance: never refused for a full link, kept until the link takes it (see
     /// `trees::deferred`).
     Defer,
+    /// A peer told to stop holding a group back (`CastUntether`): it is told again a grace
+    /// later if it still does.
+    Untether {
+        /// The peer.
+        to: NodeId,
+        /// Its group.
+        group: Group,
+    },
     /// A multicast sent under credit: it is dropped, and its credit comes back.
     Cast {
         /// The peer.

@@ -155,36 +155,16 @@ impl Node {
     /// (replies and tunnel traffic have their own bounds, and holding them could deadlock
     /// two clients serving each other).
     fn blocker(&self, conn: ConnId, packet: &ClientPacket) -> Option<Blocker> {
-        let scribe = self.net.as_ref().map(|n| n.trees.scribe());
-        let holds = |g: &Group, c: ConnId| {
-            tether::holds_back(&self.sessions, &self.groups, scribe, c, g, None)
-        };
-        let consumer = |m: &[ConnId], g: &Group| {
-            m.iter()
-                .find(|&&c| holds(g, c))
-                .map(|&c| Blocker::Consumer(c))
-        };
-        // Multicasts to other nodes wait while too many of the group's wait for credit.
-        let network = |group: Group| {
+        if let Some(group) = super::castflow::cast_group(packet) {
+            if let Some(c) = self.holders(&group).next() {
+                return Some(Blocker::Consumer(c));
+            }
+            // Multicasts to other nodes wait while too many of the group's wait for credit.
             let n = self.net.as_ref()?;
             let congested = n.casts.any_own_waiting() && n.casts.congested(&group);
-            congested.then_some(Blocker::Network)
-        };
+            return congested.then_some(Blocker::Network);
+        }
         match packet {
-            ClientPacket::Broadcast { cluster, .. } => {
-                let group = Group::cluster(cluster.clone());
-                let members = self.groups.members(cluster);
-                members
-                    .and_then(|m| consumer(m, &group))
-                    .or_else(|| network(group))
-            }
-            ClientPacket::Publish { topic, .. } => {
-                let group = Group::topic(topic.clone());
-                let members = self.groups.subscribers(topic);
-                members
-                    .and_then(|m| consumer(m, &group))
-                    .or_else(|| network(group))
-            }
             ClientPacket::Request { cluster, .. } => {
                 let members = self.groups.members(cluster)?;
                 // A request the node would refuse at once waits for nobody.
@@ -205,15 +185,7 @@ impl Node {
     fn hold(&mut self, conn: ConnId, packet: ClientPacket, blocker: Blocker) {
         let group = super::castflow::cast_group(&packet);
         if let (Blocker::Consumer(_), Some(g)) = (blocker, &group) {
-            let scribe = self.net.as_ref().map(|n| n.trees.scribe());
-            let (sessions, groups) = (&self.sessions, &self.groups);
-            let holders: Vec<ConnId> = groups
-                .of_group(g)
-                .unwrap_or_default()
-                .iter()
-                .copied()
-                .filter(|&c| tether::holds_back(sessions, groups, scribe, c, g, None))
-                .collect();
+            let holders: Vec<ConnId> = self.holders(g).collect();
             self.sessions.wait_also(conn, &holders);
         }
         let group = group.filter(|_| matches!(blocker, Blocker::Network));
@@ -221,6 +193,17 @@ impl Node {
         if let (Some(group), Some(n)) = (group, self.net.as_mut()) {
             n.casts.hold(&group, conn);
         }
+    }
+
+    /// The local members of `group` that hold back its producers now (see `tether`).
+    fn holders<'a>(&'a self, group: &'a Group) -> impl Iterator<Item = ConnId> + 'a {
+        let scribe = self.net.as_ref().map(|n| n.trees.scribe());
+        let (sessions, groups) = (&self.sessions, &self.groups);
+        let members = groups.of_group(group).unwrap_or_default();
+        members
+            .iter()
+            .copied()
+            .filter(move |&c| tether::holds_back(sessions, groups, scribe, c, group, None))
     }
 
     /// A client's broadcast or event: to the local members of the group, then to the

@@ -178,6 +178,11 @@ impl Node {
                     n.casts.refused(to, group, len);
                 }
             }
+            Refusal::Untether { to, group } => {
+                if let Some(n) = self.net.as_mut() {
+                    n.casts.untether_refused(to, group);
+                }
+            }
             Refusal::Anycast(start) => {
                 if let Some(n) = self.net.as_mut() {
                     n.trees.anycast_refused();
