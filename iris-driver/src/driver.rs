@@ -21,6 +21,7 @@ use crate::discovery::{Beacons, Discover};
 use crate::log_limit::LogLimit;
 use crate::runtime::{
     Datagrams, Listener, ReadBytes, Runtime, Task, WriteBytes, sleep, timeout, write_all_vectored,
+    yield_now,
 };
 use crate::wake::Wake;
 use bytes::{Bytes, BytesMut};
@@ -1041,6 +1042,10 @@ async fn reader_task<R: Runtime>(
                     Endpoint::Client(conn) => handle(&shared, Input::ClientData(conn, &buf)),
                     Endpoint::Peer(link) => handle(&shared, Input::PeerData(link, &buf)),
                 }
+                // A socket that always has more (a publisher's flood) would otherwise be
+                // read again at once, up to the runtime's budget (tokio's is 128 reads, 8 MiB
+                // here): other connections, a reply among them, wait behind that.
+                yield_now().await;
             }
         }
     }

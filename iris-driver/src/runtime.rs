@@ -190,6 +190,21 @@ pub async fn write_all_vectored(
     Ok(())
 }
 
+/// Lets the runtime run its other tasks before this one goes on: a future that is pending
+/// once, having woken itself.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// TCP keepalive: how half-open connections (a peer or client whose host vanished) are
 /// found, since relay clients may rightly stay silent for hours.
 const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
