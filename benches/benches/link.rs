@@ -1,11 +1,13 @@
-//! Criterion benchmarks of secure links: sealed-record throughput against the raw AEAD
-//! ceiling, and small messages with grouping against one record per message.
+//! Criterion benchmarks of secure links: the candidate ciphers side by side, sealed-record
+//! throughput against the raw AEAD ceiling, and small messages with grouping against one
+//! record per message.
 //!
 //! `cargo bench -p iris-benches --bench link`
 
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit, Nonce};
 use bytes::Bytes;
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use chacha20poly1305::ChaCha20Poly1305;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use iris_proto::Instant;
 use iris_proto::inspect::{Link, LinkEvent, LinkInput, Role};
@@ -67,39 +69,74 @@ fn transfer(a: &mut Link, b: &mut Link) -> usize {
     n
 }
 
-/// 64 KiB messages: raw ChaCha20-Poly1305 seal+open of the same bytes, against a link's
-/// seal, frame, open and reassembly.
+/// A counter nonce, as the link's records use.
+fn nonce<A: AeadInOut>(counter: u64) -> Nonce<A> {
+    let mut n = Nonce::<A>::default();
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    n
+}
+
+/// Seals `buf` in place under `cipher` with the next counter nonce.
+fn seal<A: AeadInOut>(cipher: &A, counter: &mut u64, buf: &mut [u8]) {
+    *counter += 1;
+    let tag = cipher
+        .encrypt_inout_detached(&nonce::<A>(*counter), b"header", buf.into())
+        .unwrap();
+    black_box(tag);
+}
+
+/// Seals then opens `buf` in place: what a record costs its two ends.
+fn seal_open<A: AeadInOut>(cipher: &A, counter: &mut u64, buf: &mut [u8]) {
+    *counter += 1;
+    let n = nonce::<A>(*counter);
+    let tag = cipher
+        .encrypt_inout_detached(&n, b"header", (&mut *buf).into())
+        .unwrap();
+    cipher
+        .decrypt_inout_detached(&n, b"header", buf.into(), &tag)
+        .unwrap();
+}
+
+/// The candidate ciphers (default builds, as the node is built): seal and seal+open of one
+/// record of each size. The link uses AES-256-GCM (`iris-proto/src/link/record.rs`).
+fn cipher(c: &mut Criterion) {
+    let aes = Aes256Gcm::new(&[7u8; 32].into());
+    let chacha = ChaCha20Poly1305::new(&[7u8; 32].into());
+    for size in [64usize, 1024, 16 << 10, 64 << 10] {
+        let mut g = c.benchmark_group(format!("cipher_{size}B"));
+        g.throughput(Throughput::Bytes(size as u64));
+        let mut buf = vec![0x5au8; size];
+        let mut counter = 0u64;
+        g.bench_function("aes256gcm_seal", |b| {
+            b.iter(|| seal(&aes, &mut counter, &mut buf))
+        });
+        g.bench_function("chacha20poly1305_seal", |b| {
+            b.iter(|| seal(&chacha, &mut counter, &mut buf))
+        });
+        g.bench_function("aes256gcm_seal_open", |b| {
+            b.iter(|| seal_open(&aes, &mut counter, &mut buf))
+        });
+        g.bench_function("chacha20poly1305_seal_open", |b| {
+            b.iter(|| seal_open(&chacha, &mut counter, &mut buf))
+        });
+        g.finish();
+    }
+}
+
+/// 64 KiB messages: raw AES-256-GCM (the links' cipher) seal+open of the same bytes,
+/// against a link's seal, frame, open and reassembly.
 fn bulk(c: &mut Criterion) {
     let size = 64 * 1024;
     let mut g = c.benchmark_group("link_bulk_64KiB");
     g.throughput(Throughput::Bytes(size as u64));
-    let cipher = ChaCha20Poly1305::new(&Key::from([7u8; 32]));
+    let cipher = Aes256Gcm::new(&[7u8; 32].into());
     let mut buf = vec![0x5au8; size];
     let mut counter = 0u64;
     g.bench_function("raw_aead_seal", |bench| {
-        bench.iter(|| {
-            counter += 1;
-            let mut n = [0u8; 12];
-            n[4..].copy_from_slice(&counter.to_be_bytes());
-            let tag = cipher
-                .encrypt_inout_detached(&Nonce::from(n), b"header", buf.as_mut_slice().into())
-                .unwrap();
-            black_box(tag);
-        })
+        bench.iter(|| seal(&cipher, &mut counter, &mut buf))
     });
     g.bench_function("raw_aead_seal_open", |bench| {
-        bench.iter(|| {
-            counter += 1;
-            let mut n = [0u8; 12];
-            n[4..].copy_from_slice(&counter.to_be_bytes());
-            let nonce = Nonce::from(n);
-            let tag = cipher
-                .encrypt_inout_detached(&nonce, b"header", buf.as_mut_slice().into())
-                .unwrap();
-            cipher
-                .decrypt_inout_detached(&nonce, b"header", buf.as_mut_slice().into(), &tag)
-                .unwrap();
-        })
+        bench.iter(|| seal_open(&cipher, &mut counter, &mut buf))
     });
     // Records of 16 KiB, and the default (large enough for the whole message).
     for record in [16 * 1024, LinkConfig::default().max_record] {
@@ -272,5 +309,5 @@ fn handshakes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bulk, small, handshakes);
+criterion_group!(benches, cipher, bulk, small, handshakes);
 criterion_main!(benches);

@@ -4,7 +4,7 @@
 //! - [`handshake`]: ephemeral X25519, both sides signing the transcript with the network key
 //!   (RSA-PSS, SHA-256), session keys from HKDF-SHA256;
 //! - [`frame`]: `version | kind | length` framing, bounded before buffering;
-//! - [`record`]: ChaCha20-Poly1305 records with per-direction keys and counter nonces, keys
+//! - [`record`]: AES-256-GCM records with per-direction keys and counter nonces, keys
 //!   ratcheted before a record or byte limit;
 //! - grouping: queued small messages share one record, large ones are cut into bounded parts;
 //! - [`Link`]: all of it as one state machine, with control messages always sealed before

@@ -24,9 +24,11 @@ use thiserror::Error;
 /// under data (`scribe::probe`). 8: an ask for multicasts carries its sender's clock, for
 /// the time it was held up on the way (`NodeMsg::CastAsk`). 9: refresh beats list a
 /// range of tree keys each (`scribe::Listed`), so that a node in many trees needs several.
-/// A node speaking another
-/// version is refused with both versions named.
-pub const HANDSHAKE_VERSION: u16 = 10;
+/// 10: a node tells a peer its multicasts of a group went on elsewhere while they waited
+/// for that peer (`NodeMsg::CastUntether`). 11: records are sealed with AES-256-GCM instead
+/// of ChaCha20-Poly1305 (`record`). A node speaking another version is refused with both
+/// versions named.
+pub const HANDSHAKE_VERSION: u16 = 11;
 
 /// Bounds and timers of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
