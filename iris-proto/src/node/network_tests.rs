@@ -890,14 +890,23 @@ fn shares(fast_ms: u64, slow_ms: u64) -> (f64, f64) {
 
 #[test]
 fn requests_follow_the_capacity_members_report() {
-    // Equal members share evenly; a member that takes 200 ms per request (and so holds
-    // requests unanswered, which lowers the capacity its node reports) gets fewer.
+    // Equal members share evenly. A slower member gets fewer: it holds requests unanswered
+    // (less room), and its node weighs its room by how fast it answers (issue 22; the
+    // harness answers on 20 ms steps, so the fast member is measured at about 20 ms, not
+    // 1). Before the weighing by reply time: 1 ms against 50 ms shared 56 / 44, against
+    // 200 ms 66 / 34.
     let (even_a, even_b) = shares(1, 1);
-    let (fast, slow) = shares(1, 200);
     assert!((0.4..0.6).contains(&even_a), "{even_a}");
     assert!((even_a + even_b - 1.0).abs() < 1e-9, "{even_a} + {even_b}");
-    assert!(slow < 0.42 && slow > 0.1, "the slow member took {slow}");
-    assert!(fast > even_a + 0.08, "fast {fast} vs even {even_a}");
+    for slow_ms in [50, 200] {
+        let (fast, slow) = shares(1, slow_ms);
+        assert!(
+            fast > 0.75,
+            "the fast member took {fast} against {slow_ms} ms"
+        );
+        // Still tried, so that a member that became fast is seen to be.
+        assert!(slow > 0.02, "the {slow_ms} ms member took {slow}");
+    }
 }
 
 #[test]

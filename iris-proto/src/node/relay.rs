@@ -16,6 +16,7 @@ use crate::relay::{ClientPacket, Name, NodePacket};
 use crate::scribe::Group;
 use bytes::Bytes;
 use rand::RngExt;
+use std::time::Duration;
 
 impl Node {
     pub(super) fn on_connected(&mut self, conn: ConnId) {
@@ -90,7 +91,10 @@ impl Node {
             } => self.on_request(conn, ClientReqId(id), cluster, request, timeout_ms),
             ClientPacket::Reply { id, outcome } => {
                 let id = MemberReqId(id);
-                call!(self, |fx| self.requests.handle_reply(conn, id, outcome, fx));
+                let now = self.now;
+                call!(self, |fx| self
+                    .requests
+                    .handle_reply(now, conn, id, outcome, fx));
             }
             ClientPacket::Subscribe { topic } => {
                 call!(self, |fx| self.groups.handle_subscribe(conn, topic, fx));
@@ -279,18 +283,30 @@ impl Node {
         self.net.as_ref().map(|n| n.mesh.overlay().contact())
     }
 
-    /// A member of `cluster` chosen uniformly at random, among those not congested if
-    /// `spare_congested` and any is not.
+    /// A member of `cluster` chosen at random: among those with room in their window, by
+    /// what each can take (its free slots times how fast it answers, as in [`capacity`]);
+    /// with none, uniformly, among those not congested if `spare_congested` and any is not.
     pub(super) fn pick_member(&mut self, cluster: &Name, spare_congested: bool) -> Option<ConnId> {
         let members = self.groups.members(cluster)?;
         // Members with room in their window first: a hung member must not take every
         // other request this node keeps for its members (it prefers them while any has
         // room, see `free_capacity`).
-        let roomy = |m: &&ConnId| room(&self.sessions, &self.requests, **m).is_some_and(|r| r > 0);
-        let with_room = members.iter().filter(roomy).count();
-        if with_room > 0 && with_room < members.len() {
-            let i = self.rng.random_range(0..with_room);
-            return members.iter().filter(roomy).nth(i).copied();
+        let (sessions, requests) = (&self.sessions, &self.requests);
+        let weight = |m: ConnId| {
+            room(sessions, requests, m).map_or(0, |r| {
+                u64::from(r) * u64::from(speed(requests.reply_time(m)))
+            })
+        };
+        let total: u64 = members.iter().map(|&m| weight(m)).sum();
+        if total > 0 {
+            let mut r = self.rng.random_range(0..total);
+            for &m in members {
+                let w = weight(m);
+                if r < w {
+                    return Some(m);
+                }
+                r -= w;
+            }
         }
         let free = |m: &&ConnId| !self.sessions.is_congested(**m);
         let free_count = if spare_congested {
@@ -339,9 +355,33 @@ fn room(sessions: &Sessions, requests: &Requests, member: ConnId) -> Option<u32>
         .then(|| WINDOW.saturating_sub(requests.delivered_to(member)) as u32)
 }
 
+/// The reply time against which members are weighed: one answering in this time counts
+/// its free slots once, a faster one more (up to [`MAX_SPEEDUP`] times), a slower one no
+/// less than once.
+const REFERENCE_REPLY: Duration = Duration::from_millis(100);
+
+/// How many times a fast member's free slots count at most (replies in 1 ms or less).
+const MAX_SPEEDUP: u32 = 100;
+
+/// How many times a member's free slots count, by how fast it answers: requests it could
+/// take within [`REFERENCE_REPLY`] per slot. A member not yet measured counts as fast,
+/// so that it is tried and measured.
+fn speed(reply_time: Option<Duration>) -> u32 {
+    match reply_time {
+        None => MAX_SPEEDUP,
+        Some(t) => {
+            let t = t.as_micros().max(1);
+            (REFERENCE_REPLY.as_micros() / t).clamp(1, u128::from(MAX_SPEEDUP)) as u32
+        }
+    }
+}
+
 /// A node's capacity for `cluster`, as its trees report it: each local member counts for
-/// the requests it could take at once (a small window, less what it holds unanswered), at
-/// least one; congested members count one; no members, nothing.
+/// the requests it could take within [`REFERENCE_REPLY`] (its free slots in a small window,
+/// times how many answers it gives in that time: a member answering in 1 ms counts 50 times
+/// one answering in 50 ms), at least one; congested members count one; no members,
+/// nothing. So the trees spread requests by what members can take, not only by how many
+/// are free (issue 22).
 pub(super) fn capacity(
     groups: &Groups,
     sessions: &Sessions,
@@ -351,8 +391,12 @@ pub(super) fn capacity(
     groups.members(cluster).map_or(0, |members| {
         members
             .iter()
-            .map(|&m| room(sessions, requests, m).map_or(1, |r| r.max(1)))
-            .sum()
+            .map(|&m| {
+                room(sessions, requests, m).map_or(1, |r| {
+                    r.saturating_mul(speed(requests.reply_time(m))).max(1)
+                })
+            })
+            .fold(0u32, u32::saturating_add)
     })
 }
 

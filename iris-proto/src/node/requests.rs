@@ -37,8 +37,11 @@ struct Pending {
 struct OfConn {
     /// Requests this client made that await an outcome.
     requested: BTreeMap<ClientReqId, ReqKey>,
-    /// Requests delivered to this member and awaiting its REPLY.
-    delivered: BTreeMap<MemberReqId, ReqKey>,
+    /// Requests delivered to this member and awaiting its REPLY, with when each went.
+    delivered: BTreeMap<MemberReqId, (ReqKey, Instant)>,
+    /// How long this member takes to answer, smoothed over its successful replies (`None`
+    /// before the first).
+    reply_time: Option<Duration>,
     /// The next id for a REQUEST delivered to this member (counts from 0).
     next_member_id: u64,
 }
@@ -77,6 +80,11 @@ impl Requests {
     /// Whether request `key` of this node is still waiting for its outcome.
     pub(crate) fn is_pending(&self, key: ReqKey) -> bool {
         self.pending.contains_key(&key)
+    }
+
+    /// How long member `conn` takes to answer, smoothed (`None` before its first reply).
+    pub(crate) fn reply_time(&self, conn: ConnId) -> Option<Duration> {
+        self.of.get(&conn).and_then(|o| o.reply_time)
     }
 
     /// Requests delivered to member `conn` and not yet answered.
@@ -164,13 +172,15 @@ impl Requests {
             .timers
             .get(key)
             .unwrap_or(now + Duration::from_millis(timeout_ms));
-        self.deliver_until(key, member, request, timeout_ms, expires, fx);
+        self.deliver_until(now, key, member, request, timeout_ms, expires, fx);
     }
 
     /// Hands a request to `member`, unless it still waits for the member's socket at
     /// `expires`.
+    #[allow(clippy::too_many_arguments)]
     fn deliver_until(
         &mut self,
+        now: Instant,
         key: ReqKey,
         member: ConnId,
         request: Bytes,
@@ -181,7 +191,7 @@ impl Requests {
         let o = self.of.entry(member).or_default();
         let id = MemberReqId(o.next_member_id);
         o.next_member_id += 1;
-        o.delivered.insert(id, key);
+        o.delivered.insert(id, (key, now));
         if let Some(req) = self.pending.get_mut(&key) {
             req.member = Some((member, id));
         }
@@ -228,13 +238,14 @@ impl Requests {
         // while the member thinks (it cost a tenth of the answers of slow members on
         // requests with half a second to live).
         fx.push(Effect::Reach(origin));
-        self.deliver_until(key, member, request, timeout_ms, now + budget, fx);
+        self.deliver_until(now, key, member, request, timeout_ms, now + budget, fx);
     }
 
     /// A member's REPLY. A failure with no text means "no reply": the requester times out
     /// instead. A late or unknown id is ignored, as the protocol says.
     pub(crate) fn handle_reply(
         &mut self,
+        now: Instant,
         conn: ConnId,
         id: MemberReqId,
         outcome: Result<Bytes, Name>,
@@ -243,9 +254,17 @@ impl Requests {
         if matches!(&outcome, Err(fault) if fault.is_empty()) {
             return;
         }
-        let Some(key) = self.of.get_mut(&conn).and_then(|o| o.delivered.remove(&id)) else {
+        let Some(o) = self.of.get_mut(&conn) else {
             return;
         };
+        let Some((key, sent)) = o.delivered.remove(&id) else {
+            return;
+        };
+        // A failure says nothing of what the member can take: one that fails fast must not
+        // draw more requests for it.
+        if outcome.is_ok() {
+            o.reply_time = Some(smoothed(o.reply_time, now.saturating_duration_since(sent)));
+        }
         let Some(req) = self.pending.remove(&key) else {
             return;
         };
@@ -346,7 +365,7 @@ impl Requests {
                 }
             }
         }
-        for (_, key) in o.delivered {
+        for (_, (key, _)) in o.delivered {
             if let Some(req) = self.pending.get_mut(&key) {
                 req.member = None;
             }
@@ -376,6 +395,16 @@ impl Requests {
 }
 
 /// The timed-out REPLY of a client's request.
+/// A reply time folded into the smoothed one: a quarter of the way from the old value, so
+/// that one slow answer does not swing a member's share.
+fn smoothed(old: Option<Duration>, sample: Duration) -> Duration {
+    match old {
+        None => sample,
+        Some(old) if sample >= old => old + (sample - old) / 4,
+        Some(old) => old - (old - sample) / 4,
+    }
+}
+
 fn timed_out(conn: ConnId, id: ClientReqId) -> Effect {
     Effect::Send(
         conn,
@@ -402,6 +431,7 @@ mod tests {
 
     #[test]
     fn one_reply_per_request_whatever_the_member_does() {
+        let ms = Duration::from_millis;
         let (origin, member) = (ConnId(1), ConnId(2));
         let mut r = Requests::new(8);
         let mut keys = KeyCounter::default();
@@ -419,17 +449,53 @@ mod tests {
         assert_eq!(r.delivered_to(member), 1);
         // The member answers: the origin gets its REPLY under its own id...
         let ok = Ok(Bytes::from_static(b"a"));
-        r.handle_reply(member, MemberReqId(*id), ok.clone(), &mut fx);
+        r.handle_reply(t0 + ms(3), member, MemberReqId(*id), ok.clone(), &mut fx);
         let got = sent(&mut fx);
         assert!(matches!(
             got.as_slice(),
             [(o, NodePacket::Reply { id: 7, outcome: ReplyOutcome::Success(_) })] if *o == origin
         ));
+        // The member's reply time is measured from the delivery.
+        assert_eq!(r.reply_time(member), Some(ms(3)));
         // ...once: a second answer, and the deadline, are nothing.
-        r.handle_reply(member, MemberReqId(*id), ok, &mut fx);
+        r.handle_reply(t0 + ms(4), member, MemberReqId(*id), ok, &mut fx);
         r.handle_timeout(t0 + Duration::from_secs(1), &mut fx);
         assert!(sent(&mut fx).is_empty());
         assert!(r.is_empty() && r.delivered_to(member) == 0);
+    }
+
+    #[test]
+    fn a_members_reply_time_is_smoothed_and_failures_do_not_count() {
+        let ms = Duration::from_millis;
+        let (origin, member) = (ConnId(1), ConnId(2));
+        let mut r = Requests::new(8);
+        let mut keys = KeyCounter::default();
+        let mut fx = Effects::default();
+        // Each request is delivered at `at` and answered `took` later.
+        let mut ask = |r: &mut Requests, at: u64, took: u64, outcome: Result<Bytes, Name>| {
+            let t = Instant::ZERO + ms(at);
+            let key = r
+                .handle_request(t, origin, ClientReqId(at), 1000, &mut keys, &mut fx)
+                .expect("to be delivered");
+            r.deliver(t, key, member, Bytes::new(), 1000, &mut fx);
+            let got = sent(&mut fx);
+            let [(_, NodePacket::Request { id, .. })] = got.as_slice() else {
+                panic!("{got:?}");
+            };
+            r.handle_reply(t + ms(took), member, MemberReqId(*id), outcome, &mut fx);
+            sent(&mut fx);
+        };
+        assert_eq!(r.reply_time(member), None);
+        ask(&mut r, 0, 40, Ok(Bytes::new()));
+        assert_eq!(r.reply_time(member), Some(ms(40)));
+        // One slow answer moves it a quarter of the way.
+        ask(&mut r, 100, 120, Ok(Bytes::new()));
+        assert_eq!(r.reply_time(member), Some(ms(60)));
+        // A fast failure is no sign of room: unchanged.
+        ask(&mut r, 300, 1, Err("no".into()));
+        assert_eq!(r.reply_time(member), Some(ms(60)));
+        ask(&mut r, 400, 20, Ok(Bytes::new()));
+        assert_eq!(r.reply_time(member), Some(ms(50)));
     }
 
     /// A request served for another node: the member must have it within the budget, but
@@ -476,7 +542,13 @@ mod tests {
         // Past the budget, within the timeout: passed on to the origin's node.
         r.handle_timeout(t0 + ms(300), &mut fx);
         assert!(fx.drain().next().is_none());
-        r.handle_reply(member, first, Ok(Bytes::from_static(b"a")), &mut fx);
+        r.handle_reply(
+            t0 + ms(300),
+            member,
+            first,
+            Ok(Bytes::from_static(b"a")),
+            &mut fx,
+        );
         let effects: Vec<Effect> = fx.drain().collect();
         assert!(
             matches!(effects.as_slice(), [Effect::ToPeer { to, .. }] if *to == origin),
@@ -484,7 +556,13 @@ mod tests {
         );
         // Past the timeout the origin has given up: forgotten, and the answer goes nowhere.
         r.handle_timeout(t0 + ms(500), &mut fx);
-        r.handle_reply(member, second, Ok(Bytes::from_static(b"a")), &mut fx);
+        r.handle_reply(
+            t0 + ms(500),
+            member,
+            second,
+            Ok(Bytes::from_static(b"a")),
+            &mut fx,
+        );
         assert!(fx.drain().next().is_none());
         assert!(r.is_empty());
     }

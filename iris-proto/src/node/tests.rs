@@ -441,6 +441,53 @@ fn a_hung_member_takes_no_more_than_its_window_while_another_has_room() {
 }
 
 #[test]
+fn local_members_share_requests_by_how_fast_they_answer() {
+    // Two members of one node: one answers after 1 ms, the other after 50 ms. Requests
+    // come one every 2 ms, so both always have room; the share follows what each can
+    // take (uniform before: 50 / 50).
+    let mut h = Harness::new();
+    let fast = h.connect("svc");
+    let slow = h.connect("svc");
+    let c = h.connect("");
+    let mut due: Vec<(Duration, ConnId, u64)> = Vec::new();
+    let (mut to_fast, mut to_slow) = (0u32, 0u32);
+    let mut now = Duration::ZERO;
+    for id in 0..2000u64 {
+        request(&mut h, c, id, "svc", "x", 60_000);
+        for (m, delay) in [(fast, 1), (slow, 50)] {
+            for p in h.take(m) {
+                if let NodePacket::Request { id, .. } = p {
+                    *(if m == fast {
+                        &mut to_fast
+                    } else {
+                        &mut to_slow
+                    }) += 1;
+                    due.push((now + Duration::from_millis(delay), m, id));
+                }
+            }
+        }
+        h.advance(Duration::from_millis(2));
+        now += Duration::from_millis(2);
+        let (ready, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|d| d.0 <= now);
+        due = later;
+        for (_, m, id) in ready {
+            let reply = ClientPacket::Reply {
+                id,
+                outcome: Ok(Bytes::from_static(b"a")),
+            };
+            h.send(m, reply);
+        }
+        h.take(c);
+    }
+    // Reply times measured as 2 ms and 50 ms: weights 50 and 2 per free slot.
+    let slow_share = f64::from(to_slow) / f64::from(to_fast + to_slow);
+    assert!(
+        (0.01..0.15).contains(&slow_share),
+        "the slow member took {to_slow}, the fast one {to_fast}"
+    );
+}
+
+#[test]
 fn member_leaving_makes_its_requests_time_out_and_origin_leaving_is_quiet() {
     let mut h = Harness::new();
     let m = h.connect("svc");
