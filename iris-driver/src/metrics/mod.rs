@@ -313,6 +313,7 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                 ("producer_held", st.producers_held),
                 ("consumer_loosened", st.consumers_loosened),
                 ("untether_sent", st.cast_untethers_sent),
+                ("credit_refused", st.cast_credits_refused),
                 ("memory_wait", st.memory_waits),
                 ("memory_tight", st.memory_tight),
             ],

@@ -89,6 +89,9 @@ pub(crate) struct CastFlow {
     /// entry for each (see [`Outbound::pending`]), so that a peer blocked and freed many
     /// times within a grace costs one.
     tethers: VecDeque<(Instant, NodeId, Group)>,
+    /// Credit no link took, owed again once its time comes (a grace later): else the
+    /// sender's window for that group would stay short by it for as long as both live.
+    credit_retries: VecDeque<(Instant, Contact, Group, u64)>,
     /// Per peer and group: the credit left and what waits for more.
     out: BTreeMap<(NodeId, Group), Outbound>,
     /// Per peer and group: bytes received and not yet credited back.
@@ -472,10 +475,15 @@ impl CastFlow {
             self.tidy(&key.1);
             self.stats.cast_credits_sent += 1;
             let msg = NodeMsg::CastCredit {
+                group: key.1.clone(),
+                bytes,
+            };
+            let refused = Refusal::Credit {
+                to: peer,
                 group: key.1,
                 bytes,
             };
-            fx.push(to_peer(peer, Class::Control, &msg, Refusal::Ignore));
+            fx.push(to_peer(peer, Class::Control, &msg, refused));
         }
     }
 
@@ -500,6 +508,7 @@ impl CastFlow {
     /// A peer is gone: what waited for it is routed around it if it can be, and neither
     /// side owes the other anything (a new link starts with fresh windows).
     pub(crate) fn handle_peer_lost(&mut self, node: NodeId, fx: &mut Effects) {
+        self.credit_retries.retain(|(_, to, ..)| to.id != node);
         let step = self.step();
         let (owed, due) = (&mut self.owed, &mut self.owed_due);
         owed.retain(|(peer, _), (_, n)| {
@@ -528,15 +537,34 @@ impl CastFlow {
         self.wake_producers(fx);
     }
 
-    /// When a peer's grace for holding a group back next runs out.
+    /// Credit for `group` that no link to `to` took: owed again a grace later (unless the
+    /// peer is lost meanwhile, which clears both ends' windows).
+    pub(crate) fn credit_refused(&mut self, to: Contact, group: Group, bytes: u64) {
+        self.stats.cast_credits_refused += 1;
+        self.credit_retries
+            .push_back((self.now + self.grace, to, group.detached(), bytes));
+    }
+
+    /// When a peer's grace for holding a group back next runs out, or refused credit is
+    /// owed again.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.tethers.front().map(|&(at, _, _)| at)
+        let tether = self.tethers.front().map(|&(at, _, _)| at);
+        let retry = self.credit_retries.front().map(|&(at, ..)| at);
+        tether.into_iter().chain(retry).min()
     }
 
     /// Peers that held a group back for their grace: those whose group went on elsewhere
     /// meanwhile are told to stop holding it back; the others are looked at again a grace
     /// later (a group whose only consumers are behind them stays throttled).
     pub(crate) fn handle_timeout(&mut self, now: Instant, fx: &mut Effects) {
+        while self
+            .credit_retries
+            .front()
+            .is_some_and(|&(at, ..)| at <= now)
+        {
+            let (_, to, group, bytes) = self.credit_retries.pop_front().expect("front exists");
+            self.owe(to, &group, bytes);
+        }
         while let Some(&(at, peer, _)) = self.tethers.front() {
             if at > now {
                 break;
@@ -754,6 +782,50 @@ mod tests {
         flow.now = flow.now + grace;
         flow.handle_timeout(flow.now, &mut fx);
         assert_eq!(flow.stats.cast_untethers_sent, 2);
+    }
+
+    /// Credit that no link took (the sender unreachable for a moment) is returned again a
+    /// grace later, whole: else that sender's window for the group stayed short by it for
+    /// as long as both nodes lived. A peer lost meanwhile is owed nothing.
+    #[test]
+    fn refused_credit_is_returned_again_a_grace_later() {
+        let grace = Duration::from_millis(500);
+        let mut flow = CastFlow::new(1000, 1 << 20, grace);
+        let (sender, gone) = (peer(1), peer(2));
+        let group = Group::topic(Name::from("news"));
+        let mut fx = Effects::default();
+        let credits = |flow: &mut CastFlow, fx: &mut Effects| -> Vec<(NodeId, u64)> {
+            flow.return_credit(|_| false, |_, _, _| false, fx);
+            std::iter::from_fn(|| fx.pop_above(0))
+                .filter_map(|e| match e {
+                    Effect::ToPeer {
+                        to,
+                        refused: Refusal::Credit { bytes, .. },
+                        ..
+                    } => Some((to.id, bytes)),
+                    _ => None,
+                })
+                .collect()
+        };
+        for from in [sender, gone] {
+            flow.begin_transit(from, 600);
+            flow.end_transit(&group);
+        }
+        let mut sent = credits(&mut flow, &mut fx);
+        sent.sort();
+        assert_eq!(sent, vec![(sender.id, 600), (gone.id, 600)]);
+        // Neither link took it.
+        flow.credit_refused(sender, group.clone(), 600);
+        flow.credit_refused(gone, group.clone(), 600);
+        assert_eq!(flow.stats.cast_credits_refused, 2);
+        flow.handle_timeout(flow.now, &mut fx);
+        assert!(credits(&mut flow, &mut fx).is_empty(), "not before a grace");
+        flow.handle_peer_lost(gone.id, &mut fx);
+        flow.now = flow.now + grace;
+        assert_eq!(flow.poll_timeout(), Some(flow.now));
+        flow.handle_timeout(flow.now, &mut fx);
+        assert_eq!(credits(&mut flow, &mut fx), vec![(sender.id, 600)]);
+        assert_eq!(flow.poll_timeout(), None);
     }
 
     /// A peer blocked and freed a thousand times within a grace costs one entry; it is

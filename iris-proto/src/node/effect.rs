@@ -120,6 +120,15 @@ pub(crate) enum Refusal {
         /// Its group.
         group: Group,
     },
+    /// Credit returned to a peer (`CastCredit`): owed again, and sent a grace later.
+    Credit {
+        /// The peer.
+        to: Contact,
+        /// Its group.
+        group: Group,
+        /// The credit.
+        bytes: u64,
+    },
     /// A multicast sent under credit: it is dropped, and its credit comes back.
     Cast {
         /// The peer.

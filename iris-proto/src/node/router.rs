@@ -178,6 +178,11 @@ impl Node {
                     n.casts.refused(to, group, len);
                 }
             }
+            Refusal::Credit { to, group, bytes } => {
+                if let Some(n) = self.net.as_mut() {
+                    n.casts.credit_refused(to, group, bytes);
+                }
+            }
             Refusal::Untether { to, group } => {
                 if let Some(n) = self.net.as_mut() {
                     n.casts.untether_refused(to, group);

@@ -94,6 +94,9 @@ pub struct Stats {
     pub casts_waited: u64,
     /// Credit messages returned to peers for the multicasts they sent.
     pub cast_credits_sent: u64,
+    /// Credit messages no link took (the peer unreachable for now): sent again a grace
+    /// later.
+    pub cast_credits_refused: u64,
     /// Peers told that a group has other consumers here to feed, after their members held
     /// its multicasts back past the grace (`slow_consumer_grace`).
     pub cast_untethers_sent: u64,
