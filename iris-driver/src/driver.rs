@@ -5,8 +5,9 @@
 //! single-threaded runtime with local tasks): every connection (a relay client or a link
 //! to another node) has a reader task that feeds bytes into the node and a writer task that
 //! drains what the node queued for it, and no channel sits between them and the node. Each
-//! wake-up handles at most one read of [`READ_CHUNK`] bytes, so one busy connection cannot
-//! starve the others. A client's reader stops while the node says so (its next message
+//! wake-up handles at most one read (of [`READ_CHUNK`] bytes, or the rest of a client's
+//! large message in progress), so one busy connection cannot starve the others. A client is
+//! read into its own input buffer, lent by the node ([`Node::lend_input`]): no copy. A client's reader stops while the node says so (its next message
 //! cannot be queued yet: TCP pushes back on that client alone); its writer reports every
 //! batch written, which is when the node hands it the next (pulled writes). A networked
 //! node binds its peer listener first, dials what the node asks for, and opens the relay
@@ -1030,17 +1031,29 @@ async fn reader_task<R: Runtime>(
         while io.borrow().paused {
             read_wake.wait().await;
         }
-        buf.clear();
-        buf.reserve(READ_CHUNK);
-        match rd.read_buf(&mut buf).await {
+        let (read, input) = match ep {
+            // A client's bytes are read into its own input buffer, lent by the node, so
+            // that they are not copied on their way in.
+            Endpoint::Client(conn) => {
+                let mut input = shared.borrow_mut().node.lend_input(conn, READ_CHUNK);
+                (rd.read_buf(&mut input).await, Some((conn, input)))
+            }
+            Endpoint::Peer(_) => {
+                buf.clear();
+                buf.reserve(READ_CHUNK);
+                (rd.read_buf(&mut buf).await, None)
+            }
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 if !shared.borrow().ios.contains_key(&ep) {
                     return;
                 }
-                match ep {
-                    Endpoint::Client(conn) => handle(&shared, Input::ClientData(conn, &buf)),
-                    Endpoint::Peer(link) => handle(&shared, Input::PeerData(link, &buf)),
+                if let Some((conn, input)) = input {
+                    handle(&shared, Input::ClientRead(conn, input));
+                } else if let Endpoint::Peer(link) = ep {
+                    handle(&shared, Input::PeerData(link, &buf));
                 }
                 // A socket that always has more (a publisher's flood) would otherwise be
                 // read again at once, up to the runtime's budget (tokio's is 128 reads, 8 MiB

@@ -4,7 +4,7 @@
 use super::ids::ConnId;
 use crate::mesh::{DialId, LinkId, MeshEvent};
 use crate::relay::Name;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 
 /// Something the driver tells the node.
@@ -14,6 +14,10 @@ pub enum Input<'a> {
     ClientConnected(ConnId),
     /// Bytes arrived from a client, in order.
     ClientData(ConnId, &'a [u8]),
+    /// The buffer [`crate::Node::lend_input`] lent for a client, given back with the bytes
+    /// read from its socket appended: the same as [`Input::ClientData`] with those bytes,
+    /// without copying them.
+    ClientRead(ConnId, BytesMut),
     /// The driver wrote this many bytes of earlier transmits to the client's socket.
     ClientFlushed(ConnId, usize),
     /// The client's socket closed or failed; the node forgets it without writing to it.

@@ -59,6 +59,7 @@ pub(crate) use wire::MAX_OVERHEAD;
 
 use crate::mesh::{Mesh, MeshConfig, Security};
 use crate::time::Instant;
+use bytes::BytesMut;
 use castflow::CastFlow;
 use effect::Effects;
 use groups::Groups;
@@ -200,6 +201,7 @@ impl Node {
         match input {
             Input::ClientConnected(conn) => self.on_connected(conn),
             Input::ClientData(conn, data) => self.on_client_data(conn, data),
+            Input::ClientRead(conn, buf) => self.on_client_read(conn, buf),
             Input::ClientFlushed(conn, n) => self.on_client_flushed(conn, n),
             Input::ClientGone(conn) => self.close_client(conn, CloseReason::Gone),
             Input::Timeout => self.on_timeout(),
@@ -232,6 +234,15 @@ impl Node {
             ]
         });
         parts.into_iter().chain(net).flatten().min()
+    }
+
+    /// A buffer to read client `conn`'s next bytes into, with room for `room` more at least:
+    /// the client's own input buffer, lent (what waits undecoded stays at its front), so
+    /// that bytes read into it are never copied on their way in. Give it back with
+    /// [`Input::ClientRead`] once read into (also if nothing was read), before lending the
+    /// same client's again. Meanwhile the client's input is charged as it was.
+    pub fn lend_input(&mut self, conn: ConnId, room: usize) -> BytesMut {
+        self.sessions.lend_input(conn, room)
     }
 
     /// Counters since the node started.

@@ -35,6 +35,7 @@ impl Node {
             Input::Signed(link, signature) => MeshInput::Signed(link, signature),
             Input::ClientConnected(_)
             | Input::ClientData(..)
+            | Input::ClientRead(..)
             | Input::ClientFlushed(..)
             | Input::ClientGone(_)
             | Input::Timeout

@@ -14,7 +14,7 @@ use super::{CloseReason, Node};
 use crate::overlay::Contact;
 use crate::relay::{ClientPacket, Name, NodePacket};
 use crate::scribe::Group;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::RngExt;
 use std::time::Duration;
 
@@ -28,6 +28,11 @@ impl Node {
 
     pub(super) fn on_client_data(&mut self, conn: ConnId, data: &[u8]) {
         self.sessions.handle_data(conn, data);
+        self.process(conn);
+    }
+
+    pub(super) fn on_client_read(&mut self, conn: ConnId, buf: BytesMut) {
+        self.sessions.give_back_input(conn, buf);
         self.process(conn);
     }
 

@@ -1439,3 +1439,78 @@ fn kept_names_do_not_pin_the_read_buffer_they_came_in() {
     );
     assert!(!read.contains(&at(topic)), "the topic name pins the read");
 }
+
+/// A client read through its lent input buffer (`Node::lend_input`, `Input::ClientRead`)
+/// in pieces of any size: the same packets as through `Input::ClientData`, its bytes
+/// counted, its memory charged as it was while the buffer is out, and a large message
+/// read into the one allocation reserved for it, without moving.
+#[test]
+fn a_clients_input_read_into_its_lent_buffer_is_decoded_in_place() {
+    let mut h = Harness::new();
+    let member = h.connect("svc");
+    let c = h.connect("");
+    let messages: Vec<Bytes> = [100usize, 70_000, 3, 2 << 20]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Bytes::from(vec![i as u8 + 1; n]))
+        .collect();
+    let mut wire = BytesMut::new();
+    for m in &messages {
+        ClientPacket::Broadcast {
+            cluster: "svc".into(),
+            message: m.clone(),
+        }
+        .encode(&mut wire);
+    }
+    let bytes_in = h.node.stats().bytes_in;
+    let large_at = wire.len() - (2 << 20);
+    let mut fed = 0;
+    let mut large_buffer: Option<*const u8> = None;
+    while fed < wire.len() {
+        let piece = 40_000.min(wire.len() - fed);
+        let charged = h.node.memory_used();
+        let mut input = h.node.lend_input(c, 1 << 16);
+        // Lent: charged as before, and nothing decoded from an empty stand-in.
+        assert_eq!(h.node.memory_used(), charged);
+        let waiting = input.len();
+        assert!(
+            input.capacity() - waiting >= piece.min(1 << 16),
+            "room to read into"
+        );
+        if fed > large_at + piece {
+            // Well into the large message: its whole size is allocated, and it stays put.
+            let at = input.as_ptr();
+            assert_eq!(
+                *large_buffer.get_or_insert(at),
+                at,
+                "the large message moved"
+            );
+            assert!(input.capacity() >= (2 << 20));
+        }
+        input.extend_from_slice(&wire[fed..fed + piece]);
+        fed += piece;
+        h.node.handle(h.now, Input::ClientRead(c, input));
+        h.drain();
+    }
+    assert!(large_buffer.is_some());
+    assert_eq!(h.node.stats().bytes_in - bytes_in, wire.len() as u64);
+    let got: Vec<Bytes> = h
+        .take(member)
+        .into_iter()
+        .filter_map(|p| match p {
+            NodePacket::Broadcast { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, messages);
+    // A buffer given back that was never lent is taken as plain data.
+    let mut stray = BytesMut::new();
+    ClientPacket::Broadcast {
+        cluster: "svc".into(),
+        message: Bytes::from_static(b"x"),
+    }
+    .encode(&mut stray);
+    h.node.handle(h.now, Input::ClientRead(c, stray));
+    h.drain();
+    assert_eq!(h.take(member).len(), 1);
+}

@@ -27,7 +27,7 @@ impl Sessions {
     /// size when it starts, so that once begun it can always finish; if the reservation
     /// does not fit, the client is not read until it does.
     pub(crate) fn charge_input(&mut self, conn: ConnId) {
-        let Some(s) = self.map.get_mut(&conn) else {
+        let Some(s) = self.map.get_mut(&conn).filter(|s| s.lent.is_none()) else {
             return;
         };
         let mem = &mut self.mem;

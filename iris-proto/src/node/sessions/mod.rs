@@ -214,6 +214,44 @@ impl Sessions {
         s.rbuf.extend_from_slice(data);
     }
 
+    /// Lends a client's input buffer to the driver to read into, with room for `room` more
+    /// bytes at least (for all of a large packet in progress, if it was reserved): what
+    /// is read lands after what waits, and no byte is copied on its way in. While lent,
+    /// the buffer counts as it was; lending twice hands out an empty buffer.
+    pub(crate) fn lend_input(&mut self, conn: ConnId, room: usize) -> BytesMut {
+        let Some(s) = self.map.get_mut(&conn).filter(|s| s.lent.is_none()) else {
+            return BytesMut::with_capacity(room);
+        };
+        s.lent = Some(s.rbuf.len());
+        let mut buf = std::mem::take(&mut s.rbuf);
+        // A large packet in progress has its whole size allocated already: read only the
+        // rest of it into that, rather than moving it all to a larger buffer.
+        let room = match s.reserved.checked_sub(buf.len()) {
+            Some(rest) if rest > 0 => rest,
+            _ => room,
+        };
+        buf.reserve(room);
+        buf
+    }
+
+    /// A lent input buffer comes back with the bytes read appended.
+    pub(crate) fn give_back_input(&mut self, conn: ConnId, buf: BytesMut) {
+        let Some(s) = self.map.get_mut(&conn) else {
+            return;
+        };
+        match s.lent.take() {
+            Some(had) if had <= buf.len() => {
+                self.stats.bytes_in += (buf.len() - had) as u64;
+                s.rbuf = buf;
+            }
+            // Not lent (or not this buffer): taken as plain data.
+            _ => {
+                self.stats.bytes_in += buf.len() as u64;
+                s.rbuf.extend_from_slice(&buf);
+            }
+        }
+    }
+
     /// The next packet of an active client, if it may go on. A handshake (INIT) is carried
     /// out here; a client that breaks the protocol is closed here, with the reason.
     pub(crate) fn decode(&mut self, conn: ConnId, fx: &mut Effects) -> Decoded {
@@ -221,7 +259,7 @@ impl Sessions {
             let Some(s) = self.map.get_mut(&conn) else {
                 return Decoded::Wait;
             };
-            if s.held.is_some() || s.wants_memory {
+            if s.held.is_some() || s.wants_memory || s.lent.is_some() {
                 return Decoded::Wait;
             }
             let phase = s.phase;

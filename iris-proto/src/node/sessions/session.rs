@@ -36,6 +36,9 @@ pub(crate) struct Session {
     pub(crate) phase: Phase,
     /// Bytes received and not yet decoded (at most one incomplete packet after decoding).
     pub(crate) rbuf: BytesMut,
+    /// While `rbuf` is lent to the driver to read into (`Node::lend_input`), its length
+    /// then: it is charged as it was until it comes back.
+    pub(crate) lent: Option<usize>,
     /// Bytes charged to the memory budget for `rbuf`: its length, or the whole announced
     /// size of a large packet in progress (reserved when it starts).
     pub(crate) in_charge: usize,
@@ -66,6 +69,7 @@ impl Session {
             id,
             phase: Phase::Handshake { deadline },
             rbuf: BytesMut::new(),
+            lent: None,
             in_charge: 0,
             reserved: 0,
             wants_memory: false,
