@@ -567,16 +567,12 @@ impl Scribe {
         let Some(t) = self.trees.get(&key) else {
             return Pick::None;
         };
-        // Its own members weigh what this node last told its neighbours, as theirs weigh
-        // what they were told (room since taken on the way is no more seen there than
-        // here): else a burst's origin, its members' windows just filled, would send every
-        // further request away. (Not before its first beat with members: a member that
-        // just came is reached.)
-        let local = if local > 0 && t.local_told > 0 {
-            t.local_told
-        } else {
-            local
-        };
+        // Its own members weigh what it last told its neighbours, as theirs weigh what they
+        // told (else a burst's origin, its members' windows just filled, would send all the
+        // rest away). Not before its first beat with members: a new member is reached.
+        let local = Some(t.local_told)
+            .filter(|&told| told > 0 && local > 0)
+            .unwrap_or(local);
         let mut ways: Vec<(Pick, u32)> = Vec::new();
         if t.local && local > 0 {
             ways.push((Pick::Local, local));
