@@ -7,7 +7,8 @@
 //! drains what the node queued for it, and no channel sits between them and the node. Each
 //! wake-up handles at most one read (of [`READ_CHUNK`] bytes, or the rest of a client's
 //! large message in progress), so one busy connection cannot starve the others. A client is
-//! read into its own input buffer, lent by the node ([`Node::lend_input`]): no copy. A client's reader stops while the node says so (its next message
+//! read into its own input buffer, lent by the node ([`Node::lend_input`]): no copy. A
+//! client's reader stops while the node says so (its next message
 //! cannot be queued yet: TCP pushes back on that client alone); its writer reports every
 //! batch written, which is when the node hands it the next (pulled writes). A networked
 //! node binds its peer listener first, dials what the node asks for, and opens the relay
