@@ -51,15 +51,24 @@ pub(super) trait Drive {
     fn advance(&mut self, by: Duration);
     /// The node's clients.
     fn clients(&mut self) -> &mut Clients;
+    /// The node's input buffer for client `c`, lent ([`crate::Node::lend_input`]).
+    fn lend(&mut self, c: ConnId, room: usize) -> BytesMut;
 
-    /// Client `c` sends `bytes` (nothing for a closed connection).
+    /// Client `c` sends `bytes` (nothing for a closed connection): as a driver copies them
+    /// in, or, for an odd count, read into the buffer the node lends.
     fn data(&mut self, c: ConnId, bytes: &[u8]) {
         let clients = self.clients();
         if clients.conns[c.0 as usize].closed || bytes.is_empty() {
             return;
         }
         clients.note_sent(c, bytes);
-        self.handle(Input::ClientData(c, bytes));
+        if bytes.len() % 2 == 1 {
+            let mut input = self.lend(c, bytes.len());
+            input.extend_from_slice(bytes);
+            self.handle(Input::ClientRead(c, input));
+        } else {
+            self.handle(Input::ClientData(c, bytes));
+        }
     }
 }
 

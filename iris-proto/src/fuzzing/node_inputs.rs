@@ -11,10 +11,10 @@
 
 use super::clients::{Clients, Drive, MAX_CONNS, client_op};
 use super::reader::Reader;
-use crate::node::{Config, Input, Node};
+use crate::node::{Config, ConnId, Input, Node};
 use crate::relay::codec::Limits;
 use crate::time::Instant;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 
 /// Limits small enough for the fuzzer to reach every bound.
@@ -87,6 +87,10 @@ impl Drive for Driver {
     fn handle(&mut self, input: Input<'_>) {
         self.node.handle(self.now, input);
         self.drain();
+    }
+
+    fn lend(&mut self, c: ConnId, room: usize) -> BytesMut {
+        self.node.lend_input(c, room)
     }
 
     fn advance(&mut self, by: Duration) {

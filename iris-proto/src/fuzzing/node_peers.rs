@@ -36,11 +36,11 @@ use crate::mesh::one_way;
 use crate::mesh::wire::PeerMsg;
 use crate::mesh::{DialId, LinkId, MeshConfig, Security};
 use crate::node::wire::{NodeMsg, Wanted};
-use crate::node::{Event, Input, Node, Output};
+use crate::node::{ConnId, Event, Input, Node, Output};
 use crate::overlay::{Contact, NodeId, OverlayMsg};
 use crate::scribe::{Group, ScribeConfig};
 use crate::time::Instant;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -255,6 +255,10 @@ impl Drive for Driver {
     fn handle(&mut self, input: Input<'_>) {
         self.node.handle(self.now, input);
         self.settle();
+    }
+
+    fn lend(&mut self, c: ConnId, room: usize) -> BytesMut {
+        self.node.lend_input(c, room)
     }
 
     /// Wakes the node at each deadline up to `by` from now; a day passes in one step (a
