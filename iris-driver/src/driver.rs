@@ -6,10 +6,11 @@
 //! to another node) has a reader task that feeds bytes into the node and a writer task that
 //! drains what the node queued for it, and no channel sits between them and the node. Each
 //! wake-up handles at most one read (of [`READ_CHUNK`] bytes, or the rest of a client's
-//! large message in progress), so one busy connection cannot starve the others. A client is
-//! read into its own input buffer, lent by the node ([`Node::lend_input`]): no copy. A
-//! client's reader stops while the node says so (its next message
-//! cannot be queued yet: TCP pushes back on that client alone); its writer reports every
+//! large message in progress), so one busy connection cannot starve the others. A
+//! connection is read into its own input buffer in the node, lent for the read
+//! ([`Node::lend_input`], [`Node::lend_peer_input`]): no copy. A client's reader stops
+//! while the node says so (its next message cannot be queued yet: TCP pushes back on that
+//! client alone); its writer reports every
 //! batch written, which is when the node hands it the next (pulled writes). A networked
 //! node binds its peer listener first, dials what the node asks for, and opens the relay
 //! port only once the overlay has converged; a shutdown asked for before that still leaves
@@ -26,7 +27,7 @@ use crate::runtime::{
     yield_now,
 };
 use crate::wake::Wake;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use iris_proto::NetworkKey;
 use iris_proto::{
     CloseReason, Config, ConnId, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig,
@@ -1024,7 +1025,6 @@ async fn reader_task<R: Runtime>(
     io: Rc<RefCell<ConnIo<R>>>,
     mut rd: impl ReadBytes,
 ) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let read_wake = io.borrow().read_wake.clone();
     loop {
         // While the node cannot queue this client's next message, it is not read: TCP
@@ -1032,29 +1032,21 @@ async fn reader_task<R: Runtime>(
         while io.borrow().paused {
             read_wake.wait().await;
         }
-        let (read, input) = match ep {
-            // A client's bytes are read into its own input buffer, lent by the node, so
-            // that they are not copied on their way in.
-            Endpoint::Client(conn) => {
-                let mut input = shared.borrow_mut().node.lend_input(conn, READ_CHUNK);
-                (rd.read_buf(&mut input).await, Some((conn, input)))
-            }
-            Endpoint::Peer(_) => {
-                buf.clear();
-                buf.reserve(READ_CHUNK);
-                (rd.read_buf(&mut buf).await, None)
-            }
+        // Bytes are read into the connection's own input buffer in the node (a client's or
+        // a link's), lent for the read, so that they are not copied on their way in.
+        let mut input = match ep {
+            Endpoint::Client(conn) => shared.borrow_mut().node.lend_input(conn, READ_CHUNK),
+            Endpoint::Peer(link) => shared.borrow_mut().node.lend_peer_input(link, READ_CHUNK),
         };
-        match read {
+        match rd.read_buf(&mut input).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 if !shared.borrow().ios.contains_key(&ep) {
                     return;
                 }
-                if let Some((conn, input)) = input {
-                    handle(&shared, Input::ClientRead(conn, input));
-                } else if let Endpoint::Peer(link) = ep {
-                    handle(&shared, Input::PeerData(link, &buf));
+                match ep {
+                    Endpoint::Client(conn) => handle(&shared, Input::ClientRead(conn, input)),
+                    Endpoint::Peer(link) => handle(&shared, Input::PeerRead(link, input)),
                 }
                 // A socket that always has more (a publisher's flood) would otherwise be
                 // read again at once, up to the runtime's budget (tokio's is 128 reads, 8 MiB

@@ -425,6 +425,16 @@ impl Link {
         self.process();
     }
 
+    /// The link's read buffer, lent to the driver to read into with room for `room` more
+    /// bytes: what waits undecoded (the start of a record) stays at its front, so that bytes
+    /// read are neither copied in nor moved, and records are opened where they were read.
+    /// It comes back as [`LinkInput::Buf`], before any other input of bytes.
+    pub fn lend_input(&mut self, room: usize) -> BytesMut {
+        let mut buf = std::mem::take(&mut self.rbuf);
+        buf.reserve(room);
+        buf
+    }
+
     fn handle_buf(&mut self, data: BytesMut) {
         if self.is_closed() || self.peer_closed {
             return;

@@ -88,6 +88,41 @@ fn handshake_then_messages_both_ways() {
     assert_eq!(ea, vec![LinkEvent::Data(Bytes::from_static(b"back"))]);
 }
 
+/// Bytes read into the buffer the link lends (`Link::lend_input`, given back as
+/// `LinkInput::Buf`) in pieces that cut records anywhere: the same messages, in order, and
+/// a record is opened where it was read (its message is a slice of the lent buffer).
+#[test]
+fn records_read_into_the_lent_buffer_are_opened_in_place() {
+    let (mut a, mut b) = established();
+    let messages: Vec<Bytes> = [5usize, 60_000, 1, 3000, 65_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Bytes::from(vec![i as u8; n]))
+        .collect();
+    let mut wire = Vec::new();
+    for m in &messages {
+        a.send_data(m.clone()).unwrap();
+        while let Some(f) = a.poll_transmit() {
+            wire.extend_from_slice(&f);
+        }
+    }
+    let (mut got, mut in_place) = (Vec::new(), 0);
+    for piece in wire.chunks(10_007) {
+        let mut input = b.lend_input(1 << 16);
+        let range = input.as_ptr() as usize..input.as_ptr() as usize + input.capacity();
+        input.extend_from_slice(piece);
+        b.handle(Instant::ZERO, LinkInput::Buf(input));
+        while let Some(e) = b.poll_output() {
+            if let LinkEvent::Data(m) = e {
+                in_place += usize::from(range.contains(&(m.as_ptr() as usize)));
+                got.push(m);
+            }
+        }
+    }
+    assert_eq!(got, messages);
+    assert!(in_place >= 3, "{in_place} of 5 opened where they were read");
+}
+
 #[test]
 fn an_urgent_message_goes_after_the_data_message_in_progress_not_after_all_data() {
     let (mut a, mut b) = established();

@@ -9,7 +9,7 @@ use super::{DialId, LinkId, Mesh, MeshTimer};
 use crate::link::{Link, LinkError, LinkEvent, LinkInput, Role};
 use crate::overlay::{Contact, NodeId, OverlayInput, OverlayMsg};
 use crate::time::Instant;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 
 /// One link and what the mesh knows of it.
@@ -111,6 +111,23 @@ impl Mesh {
             pl.silent = false;
         }
         self.feed_link(now, id, LinkInput::Bytes(data));
+    }
+
+    /// A link's lent read buffer, back with bytes from its socket.
+    pub(super) fn on_read(&mut self, now: Instant, id: LinkId, buf: BytesMut) {
+        if let Some(pl) = self.links.get_mut(&id) {
+            pl.silent = false;
+        }
+        self.feed_link(now, id, LinkInput::Buf(buf));
+    }
+
+    /// Link `id`'s read buffer, lent to the driver to read into (see [`Link::lend_input`]);
+    /// a fresh one for a link it does not know.
+    pub fn lend_input(&mut self, id: LinkId, room: usize) -> BytesMut {
+        match self.links.get_mut(&id) {
+            Some(pl) => pl.link.lend_input(room),
+            None => BytesMut::with_capacity(room),
+        }
     }
 
     /// The signature a link asked for ([`MeshOutput::Sign`]).

@@ -53,6 +53,7 @@ use crate::overlay::{Contact, NodeId, Overlay, OverlayEvent, OverlayOutput};
 use crate::time::Instant;
 use crate::timer::Timers;
 use admission::Admission;
+use bytes::BytesMut;
 use dials::Dials;
 use discovery::Discovery;
 use links::PeerLink;
@@ -91,6 +92,9 @@ pub enum MeshInput<'a> {
     },
     /// Bytes from a link's socket, in order.
     Data(LinkId, &'a [u8]),
+    /// The buffer [`Mesh::lend_input`] lent for a link, given back with the bytes read from
+    /// its socket appended.
+    Read(LinkId, BytesMut),
     /// The driver wrote this many bytes of a link's frames: it may be handed more.
     Flushed(LinkId, usize),
     /// A link's socket closed under us.
@@ -243,6 +247,7 @@ impl Mesh {
         match input {
             MeshInput::Connected { link, dial, from } => self.on_connected(now, link, dial, from),
             MeshInput::Data(link, data) => self.on_data(now, link, data),
+            MeshInput::Read(link, buf) => self.on_read(now, link, buf),
             MeshInput::Flushed(link, n) => self.on_flushed(link, n),
             MeshInput::Gone(link) => self.on_gone(now, link),
             MeshInput::DialFailed(dial) => self.on_dial_failed(now, dial),

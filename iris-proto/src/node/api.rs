@@ -41,6 +41,9 @@ pub enum Input<'a> {
     },
     /// Bytes arrived from a peer link, in order.
     PeerData(LinkId, &'a [u8]),
+    /// The buffer [`crate::Node::lend_peer_input`] lent for a link, given back with the
+    /// bytes read from its socket appended: [`Input::PeerData`] without copying them.
+    PeerRead(LinkId, BytesMut),
     /// The driver wrote this many bytes of earlier transmits to the peer link's socket (the
     /// link's frames are handed out as the socket takes them, so that control messages
     /// keep their priority over queued data on a slow link).

@@ -57,7 +57,7 @@ pub use stats::Stats;
 
 pub(crate) use wire::MAX_OVERHEAD;
 
-use crate::mesh::{Mesh, MeshConfig, Security};
+use crate::mesh::{LinkId, Mesh, MeshConfig, Security};
 use crate::time::Instant;
 use bytes::BytesMut;
 use castflow::CastFlow;
@@ -243,6 +243,18 @@ impl Node {
     /// same client's again. Meanwhile the client's input is charged as it was.
     pub fn lend_input(&mut self, conn: ConnId, room: usize) -> BytesMut {
         self.sessions.lend_input(conn, room)
+    }
+
+    /// A buffer to read peer link `link`'s next bytes into, with room for `room` more at
+    /// least: the link's own read buffer, lent (what waits undecoded stays at its front),
+    /// so that records are opened where they were read. Give it back with
+    /// [`Input::PeerRead`] once read into (also if nothing was read), before any other
+    /// bytes of that link.
+    pub fn lend_peer_input(&mut self, link: LinkId, room: usize) -> BytesMut {
+        match self.net.as_mut() {
+            Some(n) => n.mesh.lend_input(link, room),
+            None => BytesMut::with_capacity(room),
+        }
     }
 
     /// Counters since the node started.

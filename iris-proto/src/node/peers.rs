@@ -27,6 +27,7 @@ impl Node {
         let input = match input {
             Input::PeerConnected { link, dial, from } => MeshInput::Connected { link, dial, from },
             Input::PeerData(link, data) => MeshInput::Data(link, data),
+            Input::PeerRead(link, buf) => MeshInput::Read(link, buf),
             Input::PeerFlushed(link, n) => MeshInput::Flushed(link, n),
             Input::PeerGone(link) => MeshInput::Gone(link),
             Input::DialFailed(dial) => MeshInput::DialFailed(dial),
