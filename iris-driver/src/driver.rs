@@ -1055,6 +1055,11 @@ async fn reader_task<R: Runtime>(
             }
         }
     }
+    report_gone(&shared, ep);
+}
+
+/// A connection's socket failed or ended: its other half stops, and the node forgets it.
+fn report_gone<R: Runtime>(shared: &SharedRc<R>, ep: Endpoint) {
     let known = shared.borrow_mut().ios.remove(&ep);
     if let Some(io) = known {
         let mut io = io.borrow_mut();
@@ -1062,11 +1067,11 @@ async fn reader_task<R: Runtime>(
         io.wake.notify();
     }
     match ep {
-        Endpoint::Client(conn) => handle(&shared, Input::ClientGone(conn)),
+        Endpoint::Client(conn) => handle(shared, Input::ClientGone(conn)),
         Endpoint::Peer(link) => {
             // The node may name the link in what it reports about its end: forget its
             // address after.
-            handle(&shared, Input::PeerGone(link));
+            handle(shared, Input::PeerGone(link));
             shared.borrow_mut().addrs.remove(&Endpoint::Peer(link));
         }
     }
@@ -1139,8 +1144,19 @@ async fn writer_task<R: Runtime>(
             write.await
         };
         if result.is_err() {
-            // The reader sees the socket fail too and reports it gone.
+            // Reported here, not left to the reader: this task's end aborts the reader,
+            // which may not have seen the failure yet, and the node would keep a dead
+            // client (a member drawing requests) until its deadline. Unless the node
+            // already let it go (a close whose last bytes were not taken).
+            let known = shared
+                .borrow()
+                .ios
+                .get(&ep)
+                .is_some_and(|known| Rc::ptr_eq(known, &io));
             io.borrow_mut().gone = true;
+            if known {
+                report_gone(&shared, ep);
+            }
             return;
         }
         // The node hands over the next batch in answer (pulled writes).
