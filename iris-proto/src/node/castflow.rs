@@ -760,26 +760,31 @@ mod tests {
         }
     }
 
+    /// The grace of the tests below, and a flow with windows of 1000 bytes under it.
+    const GRACE: Duration = Duration::from_millis(500);
+
+    fn flow() -> (CastFlow, Group, Effects) {
+        let flow = CastFlow::new(1000, 1 << 20, GRACE);
+        (flow, Group::topic(Name::from("news")), Effects::default())
+    }
+
     /// A `CastUntether` no link took is sent again a grace later, while the peer still
     /// holds the group back.
     #[test]
     fn a_refused_untether_is_sent_again_a_grace_later() {
-        let grace = Duration::from_millis(500);
-        let mut flow = CastFlow::new(1000, 1 << 20, grace);
+        let (mut flow, group, mut fx) = flow();
         let (slow, fast) = (peer(1), peer(2));
-        let group = Group::topic(Name::from("news"));
-        let mut fx = Effects::default();
         let msg = Bytes::from(vec![0u8; 1000]);
         flow.send_cast(slow, &group, msg.clone(), true, &mut fx);
         flow.send_cast(slow, &group, msg.clone(), true, &mut fx);
         flow.send_cast(fast, &group, msg.clone(), true, &mut fx);
-        flow.now = flow.now + grace;
+        flow.now = flow.now + GRACE;
         flow.handle_timeout(flow.now, &mut fx);
         assert_eq!(flow.stats.cast_untethers_sent, 1);
         flow.untether_refused(slow.id, group.clone());
         flow.handle_timeout(flow.now, &mut fx);
         assert_eq!(flow.stats.cast_untethers_sent, 1, "not before a grace");
-        flow.now = flow.now + grace;
+        flow.now = flow.now + GRACE;
         flow.handle_timeout(flow.now, &mut fx);
         assert_eq!(flow.stats.cast_untethers_sent, 2);
     }
@@ -789,11 +794,8 @@ mod tests {
     /// as long as both nodes lived. A peer lost meanwhile is owed nothing.
     #[test]
     fn refused_credit_is_returned_again_a_grace_later() {
-        let grace = Duration::from_millis(500);
-        let mut flow = CastFlow::new(1000, 1 << 20, grace);
+        let (mut flow, group, mut fx) = flow();
         let (sender, gone) = (peer(1), peer(2));
-        let group = Group::topic(Name::from("news"));
-        let mut fx = Effects::default();
         let credits = |flow: &mut CastFlow, fx: &mut Effects| -> Vec<(NodeId, u64)> {
             flow.return_credit(|_| false, |_, _, _| false, fx);
             std::iter::from_fn(|| fx.pop_above(0))
@@ -821,7 +823,7 @@ mod tests {
         flow.handle_timeout(flow.now, &mut fx);
         assert!(credits(&mut flow, &mut fx).is_empty(), "not before a grace");
         flow.handle_peer_lost(gone.id, &mut fx);
-        flow.now = flow.now + grace;
+        flow.now = flow.now + GRACE;
         assert_eq!(flow.poll_timeout(), Some(flow.now));
         flow.handle_timeout(flow.now, &mut fx);
         assert_eq!(credits(&mut flow, &mut fx), vec![(sender.id, 600)]);
@@ -832,11 +834,8 @@ mod tests {
     /// told to let go only if the group went on to a child meanwhile, and only once.
     #[test]
     fn a_blocked_peer_is_told_once_and_only_if_the_group_went_on_elsewhere() {
-        let grace = Duration::from_millis(500);
-        let mut flow = CastFlow::new(1000, 1 << 20, grace);
+        let (mut flow, group, mut fx) = flow();
         let (slow, fast) = (peer(1), peer(2));
-        let group = Group::topic(Name::from("news"));
-        let mut fx = Effects::default();
         let msg = Bytes::from(vec![0u8; 1000]);
         for _ in 0..1000 {
             flow.send_cast(slow, &group, msg.clone(), true, &mut fx);
@@ -861,15 +860,15 @@ mod tests {
         // Still blocked a grace on, nothing went elsewhere but up the tree (which may lead
         // to no member): not told, looked at again.
         flow.send_cast(peer(3), &group, msg.clone(), false, &mut fx);
-        flow.now = flow.now + grace;
+        flow.now = flow.now + GRACE;
         flow.handle_timeout(flow.now, &mut fx);
         assert_eq!(untethers(&mut fx), 0);
         assert_eq!(flow.tethers.len(), 1);
         // The group goes on to a child meanwhile: told, once.
         flow.send_cast(fast, &group, msg.clone(), true, &mut fx);
-        flow.now = flow.now + grace;
+        flow.now = flow.now + GRACE;
         flow.handle_timeout(flow.now, &mut fx);
-        flow.handle_timeout(flow.now + grace, &mut fx);
+        flow.handle_timeout(flow.now + GRACE, &mut fx);
         assert_eq!(untethers(&mut fx), 1);
         assert_eq!(flow.stats.cast_untethers_sent, 1);
         assert!(flow.tethers.is_empty());

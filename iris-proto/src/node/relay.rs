@@ -297,11 +297,7 @@ impl Node {
         // other request this node keeps for its members (it prefers them while any has
         // room, see `free_capacity`).
         let (sessions, requests) = (&self.sessions, &self.requests);
-        let weight = |m: ConnId| {
-            room(sessions, requests, m).map_or(0, |r| {
-                u64::from(r) * u64::from(speed(requests.reply_time(m)))
-            })
-        };
+        let weight = |m: ConnId| u64::from(can_take(sessions, requests, m).unwrap_or(0));
         let total: u64 = members.iter().map(|&m| weight(m)).sum();
         if total > 0 {
             let mut r = self.rng.random_range(0..total);
@@ -381,6 +377,13 @@ fn speed(reply_time: Option<Duration>) -> u32 {
     }
 }
 
+/// What a member can take: its free slots times how fast it answers ([`speed`]); `None`
+/// while it is congested. Weighs the member both in its node's [`capacity`] and in the
+/// choice among the node's own members ([`Node::pick_member`]).
+fn can_take(sessions: &Sessions, requests: &Requests, member: ConnId) -> Option<u32> {
+    room(sessions, requests, member).map(|r| r.saturating_mul(speed(requests.reply_time(member))))
+}
+
 /// A node's capacity for `cluster`, as its trees report it: each local member counts for
 /// the requests it could take within [`REFERENCE_REPLY`] (its free slots in a small window,
 /// times how many answers it gives in that time: a member answering in 1 ms counts 50 times
@@ -396,11 +399,7 @@ pub(super) fn capacity(
     groups.members(cluster).map_or(0, |members| {
         members
             .iter()
-            .map(|&m| {
-                room(sessions, requests, m).map_or(1, |r| {
-                    r.saturating_mul(speed(requests.reply_time(m))).max(1)
-                })
-            })
+            .map(|&m| can_take(sessions, requests, m).map_or(1, |w| w.max(1)))
             .fold(0u32, u32::saturating_add)
     })
 }

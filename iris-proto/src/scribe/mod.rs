@@ -552,11 +552,12 @@ impl Scribe {
     /// or a neighbour, at random in proportion to the capacity reachable that way (`local`
     /// here), never back to `from`.
     ///
-    /// An anycast from a neighbour weighs this node's members by the capacity it reported
-    /// at its last beat, as stale as what it knows of the other ways: weighed by their
-    /// room now, which a burst uses up here long before the next beat tells of it
-    /// anywhere, they would send most of the burst on to the farthest member (a burst of
-    /// 600 over three equal members split 396 / 170 between the two remote ones).
+    /// An anycast weighs this node's members by the capacity it reported at its last beat,
+    /// as stale as what it knows of the other ways: weighed by their room now, which a
+    /// burst uses up here long before the next beat tells of it anywhere, a node on the
+    /// way would send most of the burst on to the farthest member (a burst of 600 over
+    /// three equal members split 396 / 170 between the two remote ones), and the burst's
+    /// origin would keep only its members' windows (34 of 600).
     pub fn anycast(
         &self,
         key: NodeId,
