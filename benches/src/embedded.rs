@@ -45,6 +45,62 @@ fn node<R: Runtime>() -> Result<Arc<iris_driver::driver::NodeHandle<R>>, BoxErro
     )?))
 }
 
+/// Request round trips with the node, its member and the requester all on one thread: the
+/// node run with `run` inside `R`'s single-threaded runtime, its clients attached there.
+/// The floor of any path that crosses threads: a bare message to a task on another thread
+/// (a current-thread tokio runtime, as a node's) and its answer back, through channels,
+/// with nothing else done. A request to a node on its own thread makes at least this trip.
+async fn thread_round_trip(rounds: usize) -> Result<Vec<std::time::Duration>, BoxError> {
+    let (to_thread, asked) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>(1);
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        rt.block_on(async move {
+            let mut asked = asked;
+            while let Some(answer) = asked.recv().await {
+                let _ = answer.send(());
+            }
+        });
+        Ok::<_, std::io::Error>(())
+    });
+    let mut samples = Vec::with_capacity(rounds);
+    for i in 0..rounds + rounds / 10 {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let t = std::time::Instant::now();
+        to_thread.send(answer).await?;
+        answered.await?;
+        // The first tenth warms up.
+        if i >= rounds / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    drop(to_thread);
+    thread.join().map_err(|_| "the echo thread panicked")??;
+    Ok(samples)
+}
+
+fn in_thread_latency<R: Runtime>(
+    size: usize,
+    rounds: usize,
+) -> Result<Vec<std::time::Duration>, BoxError> {
+    std::thread::spawn(move || {
+        let opts = iris_driver::driver::NodeOptions {
+            port: 0,
+            relay: false,
+            ..Default::default()
+        };
+        let (latency, _stats) = R::block_on(iris_driver::driver::run_with::<R, _, _, _>(
+            opts,
+            |node| async move {
+                let dial = Dial::Attached(node);
+                iris::request_latency::<R>(dial.clone(), dial, size, rounds).await
+            },
+        ))??;
+        latency
+    })
+    .join()
+    .map_err(|_| "the in-thread node panicked")?
+}
+
 pub(crate) async fn run(
     report: &mut Report,
     quick: bool,
@@ -73,6 +129,20 @@ pub(crate) async fn run(
     }
     // Each way twice, alternating, so that a noisy moment hits all.
     for round in 1..=2 {
+        report.latency(
+            &format!("a bare round trip to another thread (baseline, round {round})"),
+            thread_round_trip(rounds).await?,
+        );
+        let latency = in_thread_latency::<Tokio>(64, rounds)?;
+        report.latency(
+            &format!("request 64 B, tokio in-thread (round {round})"),
+            latency,
+        );
+        let latency = in_thread_latency::<Smol>(64, rounds)?;
+        report.latency(
+            &format!("request 64 B, smol in-thread (round {round})"),
+            latency,
+        );
         for (name, way) in &ways {
             let latency = on!(twice way, request_latency(64, rounds))?;
             report.latency(&format!("request 64 B, {name} (round {round})"), latency);

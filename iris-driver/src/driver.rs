@@ -156,8 +156,54 @@ pub struct Ready<R: Runtime> {
     pub port: u16,
     /// The address peers dial (networked nodes only).
     pub peer_addr: Option<SocketAddr>,
-    /// Where in-process clients are handed to the node (see [`NodeHandle::attach`]).
-    pub attach: async_channel::Sender<PipeEnd<R>>,
+    /// Where in-process clients are handed to the node (see [`Attach`]).
+    pub attach: Attach<R>,
+}
+
+/// Where clients in this process are handed to a running node: cheap to clone, usable
+/// from any thread. A client attached from a task on the node's own thread (the node run
+/// with [`run`] inside the application's single-threaded runtime) reaches it with no
+/// thread hop at all, which is the fastest way to a node (see `benches/README.md`).
+pub struct Attach<R: Runtime> {
+    tx: async_channel::Sender<PipeEnd<R>>,
+    port: u16,
+}
+
+impl<R: Runtime> Clone for Attach<R> {
+    fn clone(&self) -> Self {
+        Attach {
+            tx: self.tx.clone(),
+            port: self.port,
+        }
+    }
+}
+
+impl<R: Runtime> std::fmt::Debug for Attach<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attach")
+            .field("runtime", &R::NAME)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Attach<R> {
+    /// The node's relay port (0 if it opened none).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A new client connection to the node: the client's end of an in-memory pipe that
+    /// speaks the relay protocol, with no socket or system call in between
+    /// ([`Attach::connect`] uses it). Fails once the node has stopped.
+    pub async fn pipe(&self) -> io::Result<PipeEnd<R>> {
+        let (client, node) = R::pipe(EMBEDDED_PIPE);
+        self.tx
+            .send(node)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the node has stopped"))?;
+        Ok(client)
+    }
 }
 
 impl<R: Runtime> std::fmt::Debug for Ready<R> {
@@ -184,11 +230,46 @@ pub async fn run<R: Runtime>(
     run_local::<R>(opts, ready, shutdown).await
 }
 
+/// Runs a node and an application together on this thread (inside
+/// [`Runtime::block_on`]): `app` is given the node's [`Attach`] once the node serves, and
+/// the node stops (gracefully, as [`run`] does) once `app` has finished. Returns what `app`
+/// returned and the node's counters.
+///
+/// The application's clients, their handlers and the node then share one thread: a
+/// request round trip between two of them is a few microseconds, where crossing threads
+/// costs tens (see `benches/README.md`). Fails if the node stops before it serves (it
+/// cannot bind its ports, say); `app` is not run then.
+pub async fn run_with<R, T, F, Fut>(opts: NodeOptions, app: F) -> io::Result<(T, Stats)>
+where
+    R: Runtime,
+    F: FnOnce(Attach<R>) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let (ready_tx, ready_rx) = async_channel::bounded::<Ready<R>>(1);
+    // Dropped when the application ends, which is the node's signal to stop.
+    let (app_alive, app_ended) = async_channel::bounded::<()>(1);
+    let node = run::<R>(opts, Some(ready_tx), async move {
+        let _ = app_ended.recv().await;
+        "the application ended".to_string()
+    });
+    let app = async move {
+        // No Ready: the node ended before serving (its error is `run`'s).
+        let ready = ready_rx.recv().await.ok()?;
+        let out = app(ready.attach).await;
+        drop(app_alive);
+        Some(out)
+    };
+    let (stats, out) = futures_lite::future::zip(node, app).await;
+    let stats = stats?;
+    let out = out.ok_or_else(|| io::Error::other("the node stopped before it served"))?;
+    Ok((out, stats))
+}
+
 /// A node running on its own thread, for tests, benchmarks and embedding.
 pub struct NodeHandle<R: Runtime> {
     port: u16,
     peer_addr: Option<SocketAddr>,
-    attach: async_channel::Sender<PipeEnd<R>>,
+    attach: Attach<R>,
     stop: Option<async_channel::Sender<String>>,
     thread: Option<std::thread::JoinHandle<io::Result<Stats>>>,
 }
@@ -260,17 +341,14 @@ impl<R: Runtime> NodeHandle<R> {
         self.port
     }
 
-    /// A new client connection to this node inside this process: the client's end of an
-    /// in-memory pipe that speaks the relay protocol, with no socket or system call in
-    /// between ([`NodeHandle::connect`] uses it). Fails once the
-    /// node has stopped.
+    /// A new client connection to this node inside this process ([`Attach::pipe`]).
     pub async fn attach(&self) -> io::Result<PipeEnd<R>> {
-        let (client, node) = R::pipe(EMBEDDED_PIPE);
-        self.attach
-            .send(node)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the node has stopped"))?;
-        Ok(client)
+        self.attach.pipe().await
+    }
+
+    /// Where clients are handed to this node, to keep apart from the handle.
+    pub fn attacher(&self) -> Attach<R> {
+        self.attach.clone()
     }
 
     /// The address peers dial to reach this node (networked nodes only).
@@ -498,7 +576,7 @@ async fn run_local<R: Runtime>(
                 let _ = ready.try_send(Ready {
                     port,
                     peer_addr,
-                    attach,
+                    attach: Attach { tx: attach, port },
                 });
             }
             for listener in listeners {

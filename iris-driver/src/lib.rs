@@ -46,6 +46,9 @@ macro_rules! runtime_crate {
             /// What a node reports once it serves.
             pub type Ready = $crate::driver::Ready<super::$rt>;
 
+            /// Where clients in this process are handed to a running node.
+            pub type Attach = $crate::driver::Attach<super::$rt>;
+
             /// Runs a node until `shutdown` completes ([`iris_driver::driver::run`]), inside
             /// the runtime's `block_on` (`iris_driver::runtime::Runtime::block_on`).
             pub async fn run(
@@ -54,6 +57,20 @@ macro_rules! runtime_crate {
                 shutdown: impl ::std::future::Future<Output = String>,
             ) -> ::std::io::Result<$crate::iris_proto::Stats> {
                 $crate::driver::run::<super::$rt>(opts, ready, shutdown).await
+            }
+
+            /// Runs a node and `app` together on this thread, inside the runtime's
+            /// `block_on` ([`iris_driver::driver::run_with`]): `app` gets the node's
+            /// [`Attach`] once it serves, and the node stops once `app` is done.
+            pub async fn run_with<T, F, Fut>(
+                opts: NodeOptions,
+                app: F,
+            ) -> ::std::io::Result<(T, $crate::iris_proto::Stats)>
+            where
+                F: FnOnce(Attach) -> Fut,
+                Fut: ::std::future::Future<Output = T>,
+            {
+                $crate::driver::run_with::<super::$rt, T, F, Fut>(opts, app).await
             }
         }
 

@@ -1,14 +1,15 @@
-//! The Rust client, one suite run twice per runtime: against the node binary over its
-//! relay port (`process::`), and against a node embedded in the test's process over an
-//! in-memory pipe (`embedded::`). `cargo test -p iris-tokio --test suite client::embedded::`
-//! runs one.
+//! The Rust client, one suite run three times per runtime: against the node binary over
+//! its relay port (`process::`), against a node embedded in the test's process on a thread
+//! of its own over an in-memory pipe (`embedded::`), and against a node on the case's own
+//! thread (`in_thread::`, the node run inside the runtime's `block_on` beside the case).
+//! `cargo test -p iris-tokio --test suite client::embedded::` runs one.
 
 use super::common;
 
 use crate::rt::client::{
     Connection, Dial, Error, Limits, ServiceHandler, ServiceLimits, TopicHandler, Tunnel,
 };
-use crate::rt::driver::{NodeHandle, NodeOptions};
+use crate::rt::driver::{NodeHandle, NodeOptions, run};
 use crate::rt::{Rt, block_on, unblock};
 use async_channel::{Receiver, Sender, unbounded};
 use bytes::Bytes;
@@ -24,6 +25,8 @@ const SECOND: Duration = Duration::from_secs(1);
 struct Target {
     dial: Dial,
     process: Option<IrisProcess>,
+    /// An in-thread node's stop (its reason), and its end (whether it ended well).
+    stop: Option<(Sender<String>, Receiver<bool>)>,
 }
 
 impl Target {
@@ -34,6 +37,7 @@ impl Target {
         Target {
             dial: Dial::Port(process.port),
             process: Some(process),
+            stop: None,
         }
     }
 
@@ -50,7 +54,41 @@ impl Target {
         Target {
             dial: Dial::Embedded(Arc::new(node)),
             process: None,
+            stop: None,
         }
+    }
+
+    /// Runs `case` against a dev-mode node on this thread: the node and the case inside
+    /// one `block_on` of the runtime, the clients attached to the node there. The node
+    /// stops when the case shuts it down or ends.
+    fn in_thread<F: std::future::Future<Output = ()>>(case: impl FnOnce(Target) -> F) {
+        Rt::block_on(async move {
+            let (ready_tx, ready_rx) = async_channel::bounded(1);
+            let (stop_tx, stop_rx) = async_channel::bounded::<String>(1);
+            let (done_tx, done_rx) = async_channel::bounded(1);
+            let opts = NodeOptions {
+                port: 0,
+                ..NodeOptions::default()
+            };
+            let node = async move {
+                let stop = async move { stop_rx.recv().await.unwrap_or("the case ended".into()) };
+                let stats = run(opts, Some(ready_tx), stop).await;
+                let _ = done_tx.try_send(stats.is_ok());
+            };
+            let case = async move {
+                let ready = ready_rx.recv().await.expect("the node serves");
+                // The whole target goes to the case (its stop included): a case that used
+                // only its dial would otherwise stop the node at once.
+                case(Target {
+                    dial: Dial::Attached(ready.attach),
+                    process: None,
+                    stop: Some((stop_tx, done_rx)),
+                })
+                .await
+            };
+            futures_lite::future::zip(node, case).await;
+        })
+        .expect("the runtime")
     }
 
     /// Shuts the node down as its operator would (SIGTERM, or the embedding application's
@@ -68,12 +106,19 @@ impl Target {
                 unblock(move || node.stop(reason)).await.unwrap();
                 reason.into()
             }
+            (None, Dial::Attached(_)) => {
+                let (stop, done) = self.stop.expect("an in-thread node's stop");
+                let reason = "node shutting down (the application stops)";
+                stop.send(reason.into()).await.unwrap();
+                assert!(done.recv().await.unwrap(), "the node ended well");
+                reason.into()
+            }
             (None, Dial::Port(_)) => unreachable!("a port is a process's"),
         }
     }
 }
 
-/// Each case once per target, as `process::case` and `embedded::case`.
+/// Each case once per target, as `process::case`, `embedded::case` and `in_thread::case`.
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod process {
@@ -89,6 +134,14 @@ macro_rules! suite {
                 #[test]
                 fn $case() {
                     super::block_on(async { super::$case(super::Target::embedded().await).await })
+                }
+            )*
+        }
+        mod in_thread {
+            $(
+                #[test]
+                fn $case() {
+                    super::Target::in_thread(super::$case)
                 }
             )*
         }
@@ -528,6 +581,57 @@ async fn embedded_without_relay_port() {
     assert_eq!(&c.request("svc", "hi", SECOND).await.unwrap()[..], b"hi");
     c.close().await.unwrap();
     unblock(move || node.stop("done")).await.unwrap();
+}
+
+/// A node run beside the application on its thread (`run_with`) keeps the application's
+/// clients, their handlers and itself on that one thread: nothing crosses threads on the
+/// way of a request and its reply (what makes this path fast). The node stops once the
+/// application is done.
+#[test]
+fn an_in_thread_nodes_clients_and_handlers_stay_on_its_thread() {
+    let opts = NodeOptions {
+        relay: false,
+        ..NodeOptions::default()
+    };
+    let app = |node: crate::rt::driver::Attach| async move {
+        let here = std::thread::current().id();
+        let (seen_tx, seen) = unbounded();
+        let svc = node
+            .register("where", Where(seen_tx), ServiceLimits::default())
+            .await
+            .unwrap();
+        let c = node.connect().await.unwrap();
+        for _ in 0..20 {
+            let reply = c.request("where", "?", SECOND).await.unwrap();
+            assert_eq!(&reply[..], b"?");
+            assert_eq!(std::thread::current().id(), here, "the requester moved");
+        }
+        let threads: Vec<_> = std::iter::from_fn(|| seen.try_recv().ok()).collect();
+        assert_eq!(threads.len(), 20, "one handler run per request");
+        assert!(
+            threads.iter().all(|t| *t == here),
+            "a handler ran elsewhere"
+        );
+        c.close().await.unwrap();
+        svc.close().await.unwrap();
+        node.port()
+    };
+    let (port, stats) = Rt::block_on(crate::rt::driver::run_with(opts, app))
+        .expect("the runtime")
+        .expect("the node");
+    assert_eq!(port, 0, "no relay port was asked for");
+    assert_eq!(stats.requests, 20, "the node counted the requests");
+    assert_eq!(stats.requests_timed_out, 0);
+}
+
+/// A service that reports the thread each request is handled on.
+struct Where(Sender<std::thread::ThreadId>);
+
+impl ServiceHandler for Where {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        let _ = self.0.try_send(std::thread::current().id());
+        Ok(request)
+    }
 }
 
 /// Runs `fut` as a task of the runtime under test; its output once it ends.

@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The smol runtime, as the driver and the client use it. The node runs on a
-/// `LocalExecutor` driven by `async_io::block_on` on its thread; clients spawn their tasks
-/// on smol's global executor, so they work from any thread.
+/// `LocalExecutor` driven by `async_io::block_on` on its thread. Clients spawn their tasks
+/// where they are called from: on that executor when on a [`Smol::block_on`] thread (as
+/// tokio's current-thread runtime keeps its tasks), so that clients of a node on their
+/// own thread never cross threads; on smol's global executor anywhere else.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;
 
@@ -185,7 +187,10 @@ impl Runtime for Smol {
     }
 
     fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
-        smol::spawn(fut).detach();
+        match LOCAL.with(|l| l.borrow().clone()) {
+            Some(ex) => ex.spawn(fut).detach(),
+            None => smol::spawn(fut).detach(),
+        }
     }
 
     fn unblock<T: Send + 'static>(

@@ -10,7 +10,7 @@ use super::pool::{Limits, Pool};
 use super::spawner::Spawner;
 use super::tunnel::{TUNNEL_WINDOW, Tunnel, TunnelSlot};
 use super::{Error, Result};
-use crate::driver::NodeHandle;
+use crate::driver::{Attach, NodeHandle};
 use crate::runtime::{ReadBytes, Runtime, WriteBytes};
 use bytes::Bytes;
 use event_listener::Event;
@@ -149,6 +149,26 @@ impl<R: Runtime> NodeHandle<R> {
         limits: ServiceLimits,
     ) -> Result<Connection> {
         let pipe = self.attach().await?;
+        register_over::<R, H>(Transport::Pipe(pipe), cluster, handler, limits).await
+    }
+}
+
+impl<R: Runtime> Attach<R> {
+    /// Connects as a plain client to the node, which runs in this process, through an
+    /// in-memory pipe: no socket and no system call between them.
+    pub async fn connect(&self) -> Result<Connection> {
+        open::<R>(Transport::Pipe(self.pipe().await?), "", None).await
+    }
+
+    /// Registers a member of `cluster` with the node, as [`Attach::connect`] connects
+    /// ([`register`] over a relay port).
+    pub async fn register<H: ServiceHandler>(
+        &self,
+        cluster: &str,
+        handler: H,
+        limits: ServiceLimits,
+    ) -> Result<Connection> {
+        let pipe = self.pipe().await?;
         register_over::<R, H>(Transport::Pipe(pipe), cluster, handler, limits).await
     }
 }

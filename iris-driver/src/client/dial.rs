@@ -1,7 +1,7 @@
 //! Where a client's node is: its relay port, or a node running in this process.
 
 use super::{Connection, Result, ServiceHandler, ServiceLimits};
-use crate::driver::NodeHandle;
+use crate::driver::{Attach, NodeHandle};
 use crate::runtime::Runtime;
 use std::sync::Arc;
 
@@ -13,6 +13,9 @@ pub enum Dial<R: Runtime> {
     Port(u16),
     /// A node running in this process, reached through in-memory pipes.
     Embedded(Arc<NodeHandle<R>>),
+    /// A node running in this process, reached through its [`Attach`] (a node run with
+    /// [`crate::driver::run`] on the application's own runtime).
+    Attached(Attach<R>),
 }
 
 impl<R: Runtime> Clone for Dial<R> {
@@ -20,6 +23,7 @@ impl<R: Runtime> Clone for Dial<R> {
         match self {
             Dial::Port(p) => Dial::Port(*p),
             Dial::Embedded(n) => Dial::Embedded(n.clone()),
+            Dial::Attached(a) => Dial::Attached(a.clone()),
         }
     }
 }
@@ -43,6 +47,9 @@ impl<R: Runtime> std::fmt::Display for Dial<R> {
             Dial::Embedded(node) => {
                 write!(f, "embedded {} node (relay port {})", R::NAME, node.port())
             }
+            Dial::Attached(a) => {
+                write!(f, "attached {} node (relay port {})", R::NAME, a.port())
+            }
         }
     }
 }
@@ -53,6 +60,7 @@ impl<R: Runtime> Dial<R> {
         match self {
             Dial::Port(port) => super::connect::<R>(*port).await,
             Dial::Embedded(node) => node.connect().await,
+            Dial::Attached(a) => a.connect().await,
         }
     }
 
@@ -66,6 +74,7 @@ impl<R: Runtime> Dial<R> {
         match self {
             Dial::Port(port) => super::register::<R, H>(*port, cluster, handler, limits).await,
             Dial::Embedded(node) => node.register(cluster, handler, limits).await,
+            Dial::Attached(a) => a.register(cluster, handler, limits).await,
         }
     }
 }
