@@ -17,8 +17,10 @@
 //! the network gracefully.
 //!
 //! An application can also attach clients to a node it runs in its own process
-//! ([`NodeHandle::attach`]): an in-memory pipe instead of a socket, the same relay protocol
-//! and the same reader and writer tasks on the node's side.
+//! ([`Attach`], [`NodeHandle::attach`]): an in-memory pipe instead of a socket, the same
+//! relay protocol and the same reader and writer tasks on the node's side. The node may run
+//! on a thread of its own ([`NodeHandle`]) or beside the application on the application's
+//! thread ([`run_with`]), where nothing between a client and the node crosses threads.
 
 use crate::discovery::{Beacons, Discover};
 use crate::log_limit::LogLimit;
