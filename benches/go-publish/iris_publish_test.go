@@ -130,6 +130,7 @@ func benchmarkRelayPublish(threads int, b *testing.B) {
 	}
 	done.Wait()
 	b.StopTimer()
+	reportDelivered(b, r.delivers)
 }
 
 func BenchmarkRelayPublish1Threads(b *testing.B) { benchmarkRelayPublish(1, b) }
