@@ -17,7 +17,9 @@ use std::time::Instant;
 /// `LocalExecutor` driven by `async_io::block_on` on its thread. Clients spawn their tasks
 /// where they are called from: on that executor when on a [`Smol::block_on`] thread (as
 /// tokio's current-thread runtime keeps its tasks), so that clients of a node on their
-/// own thread never cross threads; on smol's global executor anywhere else.
+/// own thread never cross threads; on smol's global executor anywhere else. As on tokio,
+/// a connection made inside a `Smol::block_on` lives as long as that `block_on`: its tasks
+/// end with it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;
 
