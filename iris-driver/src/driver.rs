@@ -22,7 +22,7 @@
 //! on a thread of its own ([`NodeHandle`]) or beside the application on the application's
 //! thread ([`run_with`]), where nothing between a client and the node crosses threads.
 
-use crate::discovery::{Beacons, Discover};
+use crate::discovery::Beacons;
 use crate::log_limit::LogLimit;
 use crate::runtime::{
     Datagrams, Listener, ReadBytes, Runtime, Task, WriteBytes, sleep, timeout, write_all_vectored,
@@ -32,8 +32,8 @@ use crate::wake::Wake;
 use bytes::Bytes;
 use iris_proto::NetworkKey;
 use iris_proto::{
-    CloseReason, Config, ConnId, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshConfig,
-    MeshEvent, Node, Output, Security, Stats,
+    CloseReason, ConnId, DialId, Event as NodeEvent, Input, Instant, LinkId, MeshEvent, Node,
+    Output, Security, Stats,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -45,85 +45,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
+mod embedded;
+mod options;
+
+pub use embedded::{Attach, EMBEDDED_PIPE, NodeHandle, PipeEnd, run_with};
+pub use options::{NetworkOptions, NodeOptions, random_seed};
+
 /// Most bytes read from one client per wake-up.
 pub const READ_CHUNK: usize = 64 * 1024;
 /// How long shutdown waits for clients to take their CLOSE before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(2500);
 /// A dial that has not connected by then has failed.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How a node joins a network of nodes.
-#[derive(Debug, Clone)]
-pub struct NetworkOptions {
-    /// Where the peer listener binds; port 0 picks a free one. Loopback by default, so a
-    /// node reaches beyond its host only when told to.
-    pub bind: SocketAddr,
-    /// The address peers are told to dial; `None`: the bound address (which must then not
-    /// be a wildcard like 0.0.0.0).
-    pub advertise: Option<SocketAddr>,
-    /// The mesh's settings (network name, seeds, overlay timers); its `listen` is replaced
-    /// by the advertised address.
-    pub mesh: MeshConfig,
-    /// How links authenticate: the network key.
-    pub security: Security,
-    /// Mesh events (convergence, peers down) are copied here too, for embedding and tests.
-    pub events: Option<std::sync::mpsc::Sender<MeshEvent>>,
-    /// Where to look for other nodes besides the seeds (the `iris` command's default is
-    /// [`Discover::Host`]).
-    pub discover: Discover,
-    /// The well-known discovery ports ([`crate::discovery::DEFAULT_PORTS`] unless a test
-    /// or an operator keeps a group of nodes apart).
-    pub discovery_ports: Vec<u16>,
-    /// Seeds by host name, resolved again on every retry (see [`crate::seeds`]); set
-    /// `mesh.seeds_to_come` with them.
-    pub seed_names: Vec<crate::seeds::SeedName>,
-}
-
-/// How to run a node.
-#[derive(Debug, Clone)]
-pub struct NodeOptions {
-    /// Relay port on 127.0.0.1 and `[::1]`; 0 picks a free one (reported by [`NodeHandle::port`]).
-    pub port: u16,
-    /// Whether to open the relay port at all. An embedded node that serves only clients of
-    /// its own process ([`NodeHandle::attach`]) can go without; its port then reads 0.
-    pub relay: bool,
-    /// The core's bounds and timeouts.
-    pub config: Config,
-    /// Seed of the node's randomness.
-    pub seed: [u8; 32],
-    /// `None`: a lone node (dev mode). `Some`: a node of a network.
-    pub network: Option<NetworkOptions>,
-    /// Serve the node's counters to Prometheus at `http://ADDR/metrics`.
-    pub metrics: Option<SocketAddr>,
-}
-
-impl Default for NodeOptions {
-    fn default() -> NodeOptions {
-        NodeOptions {
-            port: 55555,
-            relay: true,
-            config: Config::default(),
-            seed: random_seed(),
-            network: None,
-            metrics: None,
-        }
-    }
-}
-
-/// A seed from the operating system (the driver may read OS randomness; the core may not).
-pub fn random_seed() -> [u8; 32] {
-    use rand::TryRng;
-    let mut seed = [0u8; 32];
-    if rand::rngs::SysRng.try_fill_bytes(&mut seed).is_err() {
-        // No OS randomness: fall back to the clock, which still differs between runs.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        seed[..16].copy_from_slice(&t.to_le_bytes());
-    }
-    seed
-}
 
 /// Binds the relay listeners: 127.0.0.1 and `[::1]` on one port. Fails only if both fail.
 pub async fn bind_relay<R: Runtime>(port: u16) -> io::Result<(Vec<R::Listener>, u16)> {
@@ -149,9 +82,6 @@ pub async fn bind_relay<R: Runtime>(port: u16) -> io::Result<(Vec<R::Listener>, 
     }
 }
 
-/// The node's end of an in-process client's pipe.
-pub type PipeEnd<R> = (<R as Runtime>::PipeReader, <R as Runtime>::PipeWriter);
-
 /// What a node reports once it serves.
 pub struct Ready<R: Runtime> {
     /// The relay port.
@@ -160,52 +90,6 @@ pub struct Ready<R: Runtime> {
     pub peer_addr: Option<SocketAddr>,
     /// Where in-process clients are handed to the node (see [`Attach`]).
     pub attach: Attach<R>,
-}
-
-/// Where clients in this process are handed to a running node: cheap to clone, usable
-/// from any thread. A client attached from a task on the node's own thread (the node run
-/// with [`run`] inside the application's single-threaded runtime) reaches it with no
-/// thread hop at all, which is the fastest way to a node (see `benches/README.md`).
-pub struct Attach<R: Runtime> {
-    tx: async_channel::Sender<PipeEnd<R>>,
-    port: u16,
-}
-
-impl<R: Runtime> Clone for Attach<R> {
-    fn clone(&self) -> Self {
-        Attach {
-            tx: self.tx.clone(),
-            port: self.port,
-        }
-    }
-}
-
-impl<R: Runtime> std::fmt::Debug for Attach<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Attach")
-            .field("runtime", &R::NAME)
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Runtime> Attach<R> {
-    /// The node's relay port (0 if it opened none).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// A new client connection to the node: the client's end of an in-memory pipe that
-    /// speaks the relay protocol, with no socket or system call in between
-    /// ([`Attach::connect`] uses it). Fails once the node has stopped.
-    pub async fn pipe(&self) -> io::Result<PipeEnd<R>> {
-        let (client, node) = R::pipe(EMBEDDED_PIPE);
-        self.tx
-            .send(node)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the node has stopped"))?;
-        Ok(client)
-    }
 }
 
 impl<R: Runtime> std::fmt::Debug for Ready<R> {
@@ -217,10 +101,6 @@ impl<R: Runtime> std::fmt::Debug for Ready<R> {
     }
 }
 
-/// Bytes an in-process client's pipe holds each way: as much as a loopback socket's
-/// buffers, so that back-pressure behaves alike.
-pub const EMBEDDED_PIPE: usize = 256 << 10;
-
 /// Runs a node until `shutdown` completes, then closes every client (with `CLOSE
 /// "<reason>"`), tells its peers it leaves, and returns the node's counters. Must run inside
 /// [`Runtime::block_on`]; `ready` is told the relay port once it is open.
@@ -230,156 +110,6 @@ pub async fn run<R: Runtime>(
     shutdown: impl Future<Output = String>,
 ) -> io::Result<Stats> {
     run_local::<R>(opts, ready, shutdown).await
-}
-
-/// Runs a node and an application together on this thread (inside
-/// [`Runtime::block_on`]): `app` is given the node's [`Attach`] once the node serves, and
-/// the node stops (gracefully, as [`run`] does) once `app` has finished. Returns what `app`
-/// returned and the node's counters.
-///
-/// The application's clients, their handlers and the node then share one thread: a
-/// request round trip between two of them is a few microseconds, where crossing threads
-/// costs tens (see `benches/README.md`). Fails if the node stops before it serves (it
-/// cannot bind its ports, say); `app` is not run then.
-pub async fn run_with<R, T, F, Fut>(opts: NodeOptions, app: F) -> io::Result<(T, Stats)>
-where
-    R: Runtime,
-    F: FnOnce(Attach<R>) -> Fut,
-    Fut: Future<Output = T>,
-{
-    let (ready_tx, ready_rx) = async_channel::bounded::<Ready<R>>(1);
-    // Dropped when the application ends, which is the node's signal to stop.
-    let (app_alive, app_ended) = async_channel::bounded::<()>(1);
-    let node = run::<R>(opts, Some(ready_tx), async move {
-        let _ = app_ended.recv().await;
-        "the application ended".to_string()
-    });
-    let app = async move {
-        // No Ready: the node ended before serving (its error is `run`'s).
-        let ready = ready_rx.recv().await.ok()?;
-        let out = app(ready.attach).await;
-        drop(app_alive);
-        Some(out)
-    };
-    let (stats, out) = futures_lite::future::zip(node, app).await;
-    let stats = stats?;
-    let out = out.ok_or_else(|| io::Error::other("the node stopped before it served"))?;
-    Ok((out, stats))
-}
-
-/// A node running on its own thread, for tests, benchmarks and embedding.
-pub struct NodeHandle<R: Runtime> {
-    port: u16,
-    peer_addr: Option<SocketAddr>,
-    attach: Attach<R>,
-    stop: Option<async_channel::Sender<String>>,
-    thread: Option<std::thread::JoinHandle<io::Result<Stats>>>,
-}
-
-impl<R: Runtime> std::fmt::Debug for NodeHandle<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeHandle")
-            .field("runtime", &R::NAME)
-            .field("port", &self.port)
-            .field("peer_addr", &self.peer_addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Runtime> NodeHandle<R> {
-    /// Starts a node on a new thread and waits until its relay port is open (for a
-    /// networked node: until the overlay has converged; a node whose seeds all refuse it
-    /// never opens it, so run such a node with [`run`] to watch its events instead).
-    pub fn spawn(opts: NodeOptions) -> io::Result<NodeHandle<R>> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = async_channel::bounded::<String>(1);
-        let thread = std::thread::Builder::new()
-            .name("iris-node".into())
-            .spawn(move || {
-                let (tx, rx) = async_channel::bounded(1);
-                let ready_ok = ready_tx.clone();
-                let result = R::block_on(async move {
-                    let forward = async move {
-                        if let Ok(ready) = rx.recv().await {
-                            let _ = ready_ok.send(Ok(ready));
-                        }
-                    };
-                    let stop = async move {
-                        stop_rx
-                            .recv()
-                            .await
-                            .unwrap_or_else(|_| "node handle dropped".into())
-                    };
-                    let (result, ()) =
-                        futures_lite::future::zip(run::<R>(opts, Some(tx), stop), forward).await;
-                    result
-                })
-                .and_then(|r| r);
-                if let Err(e) = &result {
-                    let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
-                }
-                result
-            })?;
-        let Ready {
-            port,
-            peer_addr,
-            attach,
-        } = match ready_rx.recv() {
-            Ok(Ok(ready)) => ready,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(io::Error::other("node thread ended before it was ready")),
-        };
-        Ok(NodeHandle {
-            port,
-            peer_addr,
-            attach,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// The relay port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// A new client connection to this node inside this process ([`Attach::pipe`]).
-    pub async fn attach(&self) -> io::Result<PipeEnd<R>> {
-        self.attach.pipe().await
-    }
-
-    /// Where clients are handed to this node, to keep apart from the handle.
-    pub fn attacher(&self) -> Attach<R> {
-        self.attach.clone()
-    }
-
-    /// The address peers dial to reach this node (networked nodes only).
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer_addr
-    }
-
-    /// Shuts the node down gracefully and returns its counters.
-    pub fn stop(mut self, reason: &str) -> io::Result<Stats> {
-        self.stop_inner(reason)
-    }
-
-    fn stop_inner(&mut self, reason: &str) -> io::Result<Stats> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.try_send(reason.to_string());
-        }
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .map_err(|_| io::Error::other("node thread panicked"))?,
-            None => Ok(Stats::default()),
-        }
-    }
-}
-
-impl<R: Runtime> Drop for NodeHandle<R> {
-    fn drop(&mut self) {
-        let _ = self.stop_inner("node handle dropped");
-    }
 }
 
 /// What the tasks of one node share. Never borrowed across an await.
@@ -578,7 +308,7 @@ async fn run_local<R: Runtime>(
                 let _ = ready.try_send(Ready {
                     port,
                     peer_addr,
-                    attach: Attach { tx: attach, port },
+                    attach: Attach::new(attach, port),
                 });
             }
             for listener in listeners {
@@ -612,12 +342,12 @@ async fn run_local<R: Runtime>(
     Ok(stats)
 }
 
-/// Feeds one input and carries out everything the node asks for.
 /// Peers the node knows.
 pub(crate) fn peers<R: Runtime>(shared: &SharedRc<R>) -> usize {
     shared.borrow().node.status().peers
 }
 
+/// Feeds one input and carries out everything the node asks for.
 pub(crate) fn handle<R: Runtime>(shared: &SharedRc<R>, input: Input<'_>) {
     {
         let mut s = shared.borrow_mut();

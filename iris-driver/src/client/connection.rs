@@ -137,7 +137,7 @@ impl<R: Runtime> NodeHandle<R> {
     /// Connects as a plain client to this node, which runs in this process, through an
     /// in-memory pipe: no socket and no system call between them.
     pub async fn connect(&self) -> Result<Connection> {
-        open::<R>(Transport::Pipe(self.attach().await?), "", None).await
+        self.attacher().connect().await
     }
 
     /// Registers a member of `cluster` with this node, as [`NodeHandle::connect`]
@@ -148,8 +148,7 @@ impl<R: Runtime> NodeHandle<R> {
         handler: H,
         limits: ServiceLimits,
     ) -> Result<Connection> {
-        let pipe = self.attach().await?;
-        register_over::<R, H>(Transport::Pipe(pipe), cluster, handler, limits).await
+        self.attacher().register(cluster, handler, limits).await
     }
 }
 
