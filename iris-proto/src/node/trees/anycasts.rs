@@ -64,6 +64,15 @@ impl Trees {
         let next = if self.scribe.in_tree(a.key) {
             match self.pick(v, rng, &a, from) {
                 Pick::Local => return fx.push(Effect::Landed(a)),
+                // A node that is leaving dials nobody: a neighbour it has no link to any
+                // more (its links close once its peers have closed their sides; an anycast
+                // can still come by a link dialed to it since) would drop the anycast. Its
+                // own members, still draining, take it rather.
+                Pick::Neighbour(c)
+                    if v.stopped && !v.mesh.is_linked(c.id) && (v.capacity)(&a.cluster) > 0 =>
+                {
+                    return fx.push(Effect::Landed(a));
+                }
                 Pick::Neighbour(c) => {
                     a.via = Via::Tree;
                     c

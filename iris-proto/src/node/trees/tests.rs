@@ -4,8 +4,11 @@
 use super::*;
 use crate::mesh::{Mesh, MeshConfig, Security};
 use crate::node::effect::Effect;
+use crate::node::wire::{Anycast, Via, Wanted};
 use crate::relay::Name;
 use crate::scribe::{Router, ScribeInput};
+use bytes::Bytes;
+use rand::SeedableRng;
 use std::net::SocketAddr;
 
 /// A router whose next hop toward every key is one fixed node.
@@ -86,4 +89,75 @@ fn an_ask_for_an_origin_this_node_knows_no_way_to_goes_up_the_tree() {
         vec![],
         "sent back where it came from"
     );
+}
+
+/// Found by the rolling-restart test: a request reached a leaving node after it had closed
+/// its links (by a link its requester's node dialed to it since), and the tree neighbour
+/// it picked had no link any more, which a leaving node does not dial: the request was
+/// dropped, though the node's own member was still draining. Such an anycast lands on that
+/// member.
+#[test]
+fn a_leaving_node_lands_an_anycast_on_its_member_rather_than_a_neighbour_it_has_no_link_to() {
+    let now = Instant::ZERO;
+    let listen = SocketAddr::from(([127, 0, 0, 1], 7000));
+    let mesh = Mesh::new(
+        MeshConfig::new("test-net", listen),
+        Security::Plain,
+        [1; 32],
+        now,
+    );
+    let (parent, requester) = (contact(7), contact(8));
+    let mut trees = Trees::new(ScribeConfig::default(), now);
+    let cluster: Name = "svc".into();
+    let group = Group::cluster(cluster.clone());
+    let router = Through(mesh.overlay().contact(), parent);
+    trees.scribe.handle(now, ScribeInput::Join(&group), &router);
+    let key = trees.scribe.keys(&group).next().expect("a tree");
+    // The parent's side of the tree can take requests.
+    let beat = ScribeMsg::Beat {
+        caps: vec![(key, 50)],
+        parents: None,
+    };
+    trees
+        .scribe
+        .handle(now, ScribeInput::Message(parent, beat), &router);
+    let anycast = Anycast {
+        key,
+        cluster: cluster.clone(),
+        index: 0,
+        origin: requester,
+        id: 1,
+        timeout_ms: 5000,
+        budget_ms: 5000,
+        due_ms: 0,
+        via: Via::Routed,
+        hops: 0,
+        wanted: Wanted::Request(Bytes::from_static(b"x")),
+    };
+    let mut rng = ChaCha8Rng::from_seed([3; 32]);
+    let mut goes = |stopped: bool, members: u32| {
+        let capacity = move |_: &Name| members;
+        let free = |_: &Name| 0;
+        let v = View {
+            now,
+            overlay: mesh.overlay(),
+            mesh: &mesh,
+            capacity: &capacity,
+            free: &free,
+            stopped,
+        };
+        let mut fx = Effects::default();
+        trees.handle_anycast(&v, &mut rng, requester, anycast.clone(), &mut fx);
+        fx.drain()
+            .map(|e| match e {
+                Effect::Landed(_) => "landed".to_string(),
+                Effect::ToPeer { to, .. } => format!("to {}", to.id.0),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    // Shutting down, its member draining: here, not to the unlinked parent.
+    assert_eq!(goes(true, 3), vec!["landed"]);
+    // Leaving with no member left, the parent is the only way.
+    assert_eq!(goes(true, 0), vec!["to 7"]);
 }
