@@ -32,6 +32,17 @@ fn contact(i: u16) -> Contact {
     )
 }
 
+/// A mesh that knows nobody and has no link.
+fn lone_mesh(now: Instant) -> Mesh {
+    let listen = SocketAddr::from(([127, 0, 0, 1], 7000));
+    Mesh::new(
+        MeshConfig::new("test-net", listen),
+        Security::Plain,
+        [1; 32],
+        now,
+    )
+}
+
 /// Found by swarm testing: a node that joined on one side of a partition, seconds after
 /// the heal, learned from its tree the head of an origin on the other side, but its
 /// overlay knew no node there: it routed asks for that origin's messages nowhere, for 8 s,
@@ -40,13 +51,7 @@ fn contact(i: u16) -> Contact {
 #[test]
 fn an_ask_for_an_origin_this_node_knows_no_way_to_goes_up_the_tree() {
     let now = Instant::ZERO;
-    let listen = SocketAddr::from(([127, 0, 0, 1], 7000));
-    let mesh = Mesh::new(
-        MeshConfig::new("test-net", listen),
-        Security::Plain,
-        [1; 32],
-        now,
-    );
+    let mesh = lone_mesh(now);
     let (parent, child) = (contact(7), contact(8));
     let mut trees = Trees::new(ScribeConfig::default(), now);
     let group = Group::topic("t".into());
@@ -99,13 +104,7 @@ fn an_ask_for_an_origin_this_node_knows_no_way_to_goes_up_the_tree() {
 #[test]
 fn a_leaving_node_lands_an_anycast_on_its_member_rather_than_a_neighbour_it_has_no_link_to() {
     let now = Instant::ZERO;
-    let listen = SocketAddr::from(([127, 0, 0, 1], 7000));
-    let mesh = Mesh::new(
-        MeshConfig::new("test-net", listen),
-        Security::Plain,
-        [1; 32],
-        now,
-    );
+    let mesh = lone_mesh(now);
     let (parent, requester) = (contact(7), contact(8));
     let mut trees = Trees::new(ScribeConfig::default(), now);
     let cluster: Name = "svc".into();
