@@ -45,8 +45,6 @@ fn node<R: Runtime>() -> Result<Arc<iris_driver::driver::NodeHandle<R>>, BoxErro
     )?))
 }
 
-/// Request round trips with the node, its member and the requester all on one thread: the
-/// node run with `run` inside `R`'s single-threaded runtime, its clients attached there.
 /// The floor of any path that crosses threads: a bare message to a task on another thread
 /// (a current-thread tokio runtime, as a node's) and its answer back, through channels,
 /// with nothing else done. A request to a node on its own thread makes at least this trip.
@@ -78,6 +76,9 @@ async fn thread_round_trip(rounds: usize) -> Result<Vec<std::time::Duration>, Bo
     Ok(samples)
 }
 
+/// Request round trips with the node, its member and the requester all on one thread: the
+/// node run with `run_with` inside `R`'s single-threaded runtime, its clients attached
+/// there.
 fn in_thread_latency<R: Runtime>(
     size: usize,
     rounds: usize,

@@ -14,7 +14,8 @@ pub enum Dial<R: Runtime> {
     /// A node running in this process, reached through in-memory pipes.
     Embedded(Arc<NodeHandle<R>>),
     /// A node running in this process, reached through its [`Attach`] (a node run with
-    /// [`crate::driver::run`] on the application's own runtime).
+    /// [`crate::driver::run_with`] or [`crate::driver::run`] on the application's own
+    /// runtime).
     Attached(Attach<R>),
 }
 

@@ -14,8 +14,8 @@ pub type PipeEnd<R> = (<R as Runtime>::PipeReader, <R as Runtime>::PipeWriter);
 
 /// Where clients in this process are handed to a running node: cheap to clone, usable
 /// from any thread. A client attached from a task on the node's own thread (the node run
-/// with [`run`] inside the application's single-threaded runtime) reaches it with no
-/// thread hop at all, which is the fastest way to a node (see `benches/README.md`).
+/// with [`run_with`] or [`run`] inside the application's single-threaded runtime) reaches
+/// it with no thread hop at all, which is the fastest way to a node (see `benches/README.md`).
 pub struct Attach<R: Runtime> {
     tx: async_channel::Sender<PipeEnd<R>>,
     port: u16,
@@ -104,7 +104,6 @@ where
 
 /// A node running on its own thread, for tests, benchmarks and embedding.
 pub struct NodeHandle<R: Runtime> {
-    port: u16,
     peer_addr: Option<SocketAddr>,
     attach: Attach<R>,
     stop: Option<async_channel::Sender<String>>,
@@ -115,7 +114,7 @@ impl<R: Runtime> std::fmt::Debug for NodeHandle<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeHandle")
             .field("runtime", &R::NAME)
-            .field("port", &self.port)
+            .field("port", &self.port())
             .field("peer_addr", &self.peer_addr)
             .finish_non_exhaustive()
     }
@@ -156,16 +155,13 @@ impl<R: Runtime> NodeHandle<R> {
                 result
             })?;
         let Ready {
-            port,
-            peer_addr,
-            attach,
+            peer_addr, attach, ..
         } = match ready_rx.recv() {
             Ok(Ok(ready)) => ready,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(io::Error::other("node thread ended before it was ready")),
         };
         Ok(NodeHandle {
-            port,
             peer_addr,
             attach,
             stop: Some(stop_tx),
@@ -173,9 +169,9 @@ impl<R: Runtime> NodeHandle<R> {
         })
     }
 
-    /// The relay port.
+    /// The relay port (0 if it opened none).
     pub fn port(&self) -> u16 {
-        self.port
+        self.attach.port()
     }
 
     /// A new client connection to this node inside this process ([`Attach::pipe`]).

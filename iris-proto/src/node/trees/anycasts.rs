@@ -64,15 +64,6 @@ impl Trees {
         let next = if self.scribe.in_tree(a.key) {
             match self.pick(v, rng, &a, from) {
                 Pick::Local => return fx.push(Effect::Landed(a)),
-                // A node that is leaving dials nobody: a neighbour it has no link to any
-                // more (its links close once its peers have closed their sides; an anycast
-                // can still come by a link dialed to it since) would drop the anycast. Its
-                // own members, still draining, take it rather.
-                Pick::Neighbour(c)
-                    if v.stopped && !v.mesh.is_linked(c.id) && (v.capacity)(&a.cluster) > 0 =>
-                {
-                    return fx.push(Effect::Landed(a));
-                }
                 Pick::Neighbour(c) => {
                     a.via = Via::Tree;
                     c
@@ -140,7 +131,10 @@ impl Trees {
     /// the capacity each way reports, never back to a neighbour it came from. A node
     /// shutting down gives its members nothing new while another can take it: what its
     /// neighbours sent before they heard (see `Trees::stop_offering`), or before they heard
-    /// it left, may go back where it came from.
+    /// it left, may go back where it came from. But a leaving node dials nobody: to a
+    /// neighbour it has no link to any more (its links close once its peers have closed
+    /// their sides; an anycast can still come by a link dialed to it since) the anycast
+    /// would be dropped, and its own members, still draining, take it rather.
     fn pick(&self, v: &View<'_>, rng: &mut ChaCha8Rng, a: &Anycast, from: Option<Contact>) -> Pick {
         // From a node that is no tree neighbour, it enters the tree here.
         let came = from
@@ -156,6 +150,7 @@ impl Trees {
         let (offered, came) = if v.stopped { (0, None) } else { (local, came) };
         match self.scribe.anycast(a.key, came, offered, rng) {
             Pick::None if local > 0 => Pick::Local,
+            Pick::Neighbour(c) if v.stopped && local > 0 && !v.mesh.is_linked(c.id) => Pick::Local,
             pick => pick,
         }
     }
