@@ -129,6 +129,9 @@ enum MeshTimer {
     Linger(LinkId),
     /// A leaving node stops waiting for its peers to close their sides.
     Left,
+    /// A leaving node's peers have all closed, and the node has passed on what they sent
+    /// last: its own sides close.
+    Passed,
     /// The next discovery beacon.
     Beacon,
 }
@@ -386,6 +389,7 @@ impl Mesh {
                 MeshTimer::Sweep => self.sweep(now),
                 MeshTimer::Linger(id) => self.linger_over(now, id),
                 MeshTimer::Left => self.left_timeout(),
+                MeshTimer::Passed => self.passed_timeout(now),
                 MeshTimer::Beacon => self.send_beacon(now, None),
             }
         }

@@ -799,6 +799,68 @@ impl Bare {
     }
 }
 
+/// Found in a rolling restart on real processes (a request lost, the leaving node warning
+/// "its next hop took nothing"): a peer's last message came in the same read as its close,
+/// the last close the leaving node waited for, and the node closed its own sides before it
+/// had passed the message on.
+#[test]
+fn a_leaving_node_passes_on_what_came_with_its_last_peers_close() {
+    let mut m = Bare::new();
+    let (p, q) = (
+        crate::overlay::Contact::new(NodeId(42), addr(9), 1),
+        crate::overlay::Contact::new(NodeId(43), addr(10), 1),
+    );
+    let (lp, lq) = (LinkId(1), LinkId(2));
+    let mut from_p = m.open(lp);
+    from_p
+        .send_control(wire::encode(&PeerMsg::Ident(0, p)))
+        .unwrap();
+    m.carry_in(lp, &mut from_p);
+    let mut from_q = m.open(lq);
+    from_q
+        .send_control(wire::encode(&PeerMsg::Ident(0, q)))
+        .unwrap();
+    m.carry_in(lq, &mut from_q);
+    m.incoming();
+    m.mesh.handle(m.now, MeshInput::Leave);
+    // q read the farewell and closed its side.
+    from_q.close("you left");
+    m.carry_in(lq, &mut from_q);
+    // p sent a request for q's side before it read the farewell, then its close: one read.
+    from_p.send_urgent(Bytes::from_static(b"for q")).unwrap();
+    from_p.close("you left");
+    let read: Vec<u8> = std::iter::from_fn(|| from_p.poll_transmit())
+        .flat_map(|b| b.to_vec())
+        .collect();
+    m.mesh.handle(m.now, MeshInput::Data(lp, &read));
+    let got: Vec<Bytes> = m
+        .incoming()
+        .into_iter()
+        .filter_map(|i| match i {
+            Incoming::Message(c, b) if c == p => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, [Bytes::from_static(b"for q")]);
+    // The node passes it on: q's side still takes it, and q reads it before our CLOSE.
+    m.mesh
+        .send(m.now, q, Class::Urgent, got[0].clone())
+        .expect("the leaving node's link to q is still open");
+    m.carry_out(lq, &mut from_q);
+    let events: Vec<LinkEvent> = std::iter::from_fn(|| from_q.poll_output()).collect();
+    assert!(
+        events.contains(&LinkEvent::Data(Bytes::from_static(b"for q"))),
+        "{events:?}"
+    );
+    // Then the leave is done: every side closes.
+    let due = m.mesh.poll_timeout().expect("the close is due");
+    assert_eq!(due, m.now, "right away");
+    m.mesh.handle(m.now, MeshInput::Timeout);
+    m.carry_out(lp, &mut from_p);
+    m.carry_out(lq, &mut from_q);
+    assert_eq!(m.mesh.link_count(), 0, "the leaver closed its links");
+}
+
 #[test]
 fn a_link_its_peer_closed_as_a_duplicate_does_not_unlink_the_peer() {
     for (reason, unlinked) in [("duplicate link", false), ("idle", true)] {
