@@ -211,11 +211,11 @@ fn a_rolling_restart_of_a_services_nodes_fails_no_request() {
     );
     // None lost. (Until the dial and link fixes of 2026-12-07 about one run in 20 lost one
     // request sent within 5 ms of the first SIGTERM. Two rarer losses since, each a request
-    // that reached the leaving node just as it finished: it had no link left to pass it on
-    // by, once because its member had gone (a760ba8), once because the close that came with
-    // it closed the node's last links (`mesh/leave.rs`).) The message names when each lost
-    // request went and what the nodes warned of. Without the drain every restart loses what its member holds
-    // (~6 here).
+    // that reached the leaving node as it finished, with no link left to pass it on by:
+    // once as it chose an unlinked neighbour over its own member (a760ba8), once as the
+    // close that came with it closed the node's last links (`mesh/leave.rs`).) The message
+    // names when each lost request went and what the nodes warned of. Without the drain
+    // every restart loses what its member holds (~6 here).
     assert!(
         timed_out.is_empty(),
         "{} of {sent} timed out: {timed_out:?}\n{}",
