@@ -298,6 +298,12 @@ impl Mesh {
         &self.overlay
     }
 
+    /// Whether the node has said farewell ([`MeshInput::Leave`]): it dials nobody now, and
+    /// its peers, having read the farewell, route nothing to it.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
     /// Whether a link to `peer` is up and it said who it is: a message for a peer without
     /// one waits for a dial and a handshake first.
     pub fn is_linked(&self, peer: NodeId) -> bool {

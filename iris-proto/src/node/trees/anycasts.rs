@@ -68,6 +68,10 @@ impl Trees {
                     a.via = Via::Tree;
                     c
                 }
+                Pick::None if let Some(back) = bounce(v, from) => {
+                    a.via = Via::Routed;
+                    back
+                }
                 Pick::None => {
                     self.stats.anycasts_lost += 1;
                     self.losses.note("anycast_lost", || {
@@ -89,6 +93,15 @@ impl Trees {
                 // is moving.
                 None => return self.park(v, Parked::Anycast(a, from), fx),
             }
+        };
+        // A leaving node dials nobody: to a next hop it has no link to, the anycast would
+        // be dropped.
+        let next = match bounce(v, from) {
+            Some(back) if !v.mesh.is_linked(next.id) => {
+                a.via = Via::Routed;
+                back
+            }
+            _ => next,
         };
         let cost = self.hop_cost(v, next.id);
         a.budget_ms = a.budget_ms.saturating_sub(cost);
@@ -174,4 +187,14 @@ impl Trees {
             )
         });
     }
+}
+
+/// Where a node that has left (said farewell: its members are gone, and it dials nobody)
+/// sends an anycast it has no way on for: back to the peer it came from, by the link it came
+/// on. That peer read the farewell before it (it went first on the same link, and control
+/// goes ahead of data), so it no longer counts this node as a way to the tree: it sends the
+/// anycast on another way, or to a member of its own. `None`: not left, or the anycast is
+/// this node's own.
+fn bounce(v: &View<'_>, from: Option<Contact>) -> Option<Contact> {
+    from.filter(|_| v.mesh.is_leaving())
 }

@@ -100,11 +100,12 @@ fn an_ask_for_an_origin_this_node_knows_no_way_to_goes_up_the_tree() {
 /// its links (by a link its requester's node dialed to it since), and the tree neighbour
 /// it picked had no link any more, which a leaving node does not dial: the request was
 /// dropped, though the node's own member was still draining. Such an anycast lands on that
-/// member.
+/// member; and once the node has left (its members gone), it goes back where it came from,
+/// rather than to a neighbour it has no link to, or nowhere.
 #[test]
-fn a_leaving_node_lands_an_anycast_on_its_member_rather_than_a_neighbour_it_has_no_link_to() {
+fn a_leaving_node_lands_an_anycast_on_its_member_or_sends_it_back_rather_than_drop_it() {
     let now = Instant::ZERO;
-    let mesh = lone_mesh(now);
+    let mut mesh = lone_mesh(now);
     let (parent, requester) = (contact(7), contact(8));
     let mut trees = Trees::new(ScribeConfig::default(), now);
     let cluster: Name = "svc".into();
@@ -134,19 +135,19 @@ fn a_leaving_node_lands_an_anycast_on_its_member_rather_than_a_neighbour_it_has_
         wanted: Wanted::Request(Bytes::from_static(b"x")),
     };
     let mut rng = ChaCha8Rng::from_seed([3; 32]);
-    let mut goes = |stopped: bool, members: u32| {
+    let mut goes = |mesh: &Mesh, stopped: bool, members: u32, from: Contact| {
         let capacity = move |_: &Name| members;
         let free = |_: &Name| 0;
         let v = View {
             now,
             overlay: mesh.overlay(),
-            mesh: &mesh,
+            mesh,
             capacity: &capacity,
             free: &free,
             stopped,
         };
         let mut fx = Effects::default();
-        trees.handle_anycast(&v, &mut rng, requester, anycast.clone(), &mut fx);
+        trees.handle_anycast(&v, &mut rng, from, anycast.clone(), &mut fx);
         fx.drain()
             .map(|e| match e {
                 Effect::Landed(_) => "landed".to_string(),
@@ -156,7 +157,12 @@ fn a_leaving_node_lands_an_anycast_on_its_member_rather_than_a_neighbour_it_has_
             .collect::<Vec<_>>()
     };
     // Shutting down, its member draining: here, not to the unlinked parent.
-    assert_eq!(goes(true, 3), vec!["landed"]);
-    // Leaving with no member left, the parent is the only way.
-    assert_eq!(goes(true, 0), vec!["to 7"]);
+    assert_eq!(goes(&mesh, true, 3, requester), vec!["landed"]);
+    // Draining with no member of the cluster: the node still dials, the parent is the way.
+    assert_eq!(goes(&mesh, true, 0, requester), vec!["to 7"]);
+    // Left: not to the parent it has no link to (and may not dial), but back.
+    mesh.handle(now, crate::mesh::MeshInput::Leave);
+    assert_eq!(goes(&mesh, true, 0, requester), vec!["to 8"]);
+    // From the parent, its only tree neighbour (no way on at all): back too.
+    assert_eq!(goes(&mesh, true, 0, parent), vec!["to 7"]);
 }
