@@ -8,5 +8,11 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // mimalloc returns what was freed when it collects; an idle node would not ask it to.
+    #[cfg(feature = "mimalloc")]
+    iris_driver::cli::return_freed_memory(|| {
+        // SAFETY: mi_collect has no preconditions; it may be called from any thread.
+        unsafe { libmimalloc_sys::mi_collect(false) }
+    });
     iris_driver::cli::main::<iris_smol::Smol>()
 }
