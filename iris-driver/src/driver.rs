@@ -49,7 +49,7 @@ mod embedded;
 mod options;
 
 pub use embedded::{Attach, EMBEDDED_PIPE, NodeHandle, PipeEnd, run_with};
-pub use options::{NetworkOptions, NodeOptions, random_seed};
+pub use options::{DEFAULT_LINK_BUFFER, NetworkOptions, NodeOptions, random_seed};
 
 /// Most bytes read from one client per wake-up.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -57,6 +57,9 @@ pub const READ_CHUNK: usize = 64 * 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(2500);
 /// A dial that has not connected by then has failed.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The kernel buffers of a relay connection, each way ([`crate::runtime::bound_buffers`]):
+/// what a client has in flight waits where the node's budget and back-pressure see it.
+pub const RELAY_BUFFER: usize = 64 << 10;
 
 /// Binds the relay listeners: 127.0.0.1 and `[::1]` on one port. Fails only if both fail.
 pub async fn bind_relay<R: Runtime>(port: u16) -> io::Result<(Vec<R::Listener>, u16)> {
@@ -143,6 +146,8 @@ pub(crate) struct Shared<R: Runtime> {
     /// The network keys (current, then previous), for the handshakes' signatures, which
     /// run on the runtime's blocking pool.
     keys: Vec<Arc<NetworkKey>>,
+    /// Each peer link's kernel buffers (`NetworkOptions::link_buffer`; 0: the kernel's).
+    link_buffer: usize,
 }
 
 /// The driver's side of one connection (a client's or a peer link's).
@@ -171,6 +176,7 @@ async fn run_local<R: Runtime>(
     let invalid = |e: iris_proto::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e);
     let mut keys = Vec::new();
     let mut seed_names = (Vec::new(), Duration::ZERO);
+    let mut link_buffer = 0;
     let (node, peer_listener, events, beacons) = match opts.network {
         None => (
             Node::new(opts.config, opts.seed, Instant::ZERO).map_err(invalid)?,
@@ -217,6 +223,7 @@ async fn run_local<R: Runtime>(
                     .map_or(1, |d| d.as_millis() as u64);
             }
             let network = mesh.link.network.clone();
+            link_buffer = net.link_buffer;
             mesh.seeds_to_come |= !net.seed_names.is_empty();
             seed_names = (net.seed_names, mesh.overlay.heartbeat_period);
             let node = Node::networked(opts.config, mesh, net.security, opts.seed, Instant::ZERO)
@@ -247,6 +254,7 @@ async fn run_local<R: Runtime>(
         handshakes: LogLimit::new(),
         beacons,
         keys,
+        link_buffer,
     }));
     pump(&shared);
     let timer = R::spawn_local(timer_task(shared.clone()));
@@ -626,6 +634,10 @@ async fn accept_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener) {
                 continue;
             }
         };
+        // Relay connections are on loopback, where small buffers cost no throughput.
+        if let Err(e) = R::bound_buffers(&rd, RELAY_BUFFER) {
+            debug!("relay connection buffers stay the kernel's: {e}");
+        }
         // Two listeners share one id space: even ids for IPv4, odd for IPv6.
         let conn = ConnId(next * 2 + base);
         next += 1;
@@ -737,6 +749,7 @@ async fn peer_accept_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener
         match listener.accept().await {
             Ok((rd, wr, from)) => {
                 debug!("peer connection from {from}");
+                bound_link_buffers(&shared, &rd);
                 let link = new_link(&shared);
                 start_io(&shared, Endpoint::Peer(link), rd, wr, Some(from), None);
             }
@@ -748,10 +761,22 @@ async fn peer_accept_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener
     }
 }
 
+/// Bounds a peer link's kernel buffers as the options say (see
+/// [`crate::runtime::bound_buffers`]); a socket that refuses keeps the kernel's sizing.
+fn bound_link_buffers<R: Runtime>(shared: &SharedRc<R>, rd: &R::Reader) {
+    let bytes = shared.borrow().link_buffer;
+    if bytes > 0
+        && let Err(e) = R::bound_buffers(rd, bytes)
+    {
+        debug!("peer link buffers stay the kernel's: {e}");
+    }
+}
+
 /// Connects to another node for the core, and reports the link or the failure.
 async fn dial_task<R: Runtime>(shared: SharedRc<R>, dial: DialId, addr: SocketAddr) {
     match timeout::<R, _>(DIAL_TIMEOUT, R::connect(addr)).await {
         Some(Ok((rd, wr))) => {
+            bound_link_buffers(&shared, &rd);
             let link = new_link(&shared);
             start_io(
                 &shared,

@@ -35,8 +35,8 @@ macro_rules! runtime_crate {
         /// The node's driver on this crate's runtime.
         pub mod driver {
             pub use $crate::driver::{
-                DIAL_TIMEOUT, EMBEDDED_PIPE, NetworkOptions, NodeOptions, READ_CHUNK,
-                SHUTDOWN_GRACE, random_seed,
+                DEFAULT_LINK_BUFFER, DIAL_TIMEOUT, EMBEDDED_PIPE, NetworkOptions, NodeOptions,
+                READ_CHUNK, SHUTDOWN_GRACE, random_seed,
             };
 
             /// A node running on a thread of its own (its own single-threaded runtime), for

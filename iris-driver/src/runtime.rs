@@ -118,6 +118,10 @@ pub trait Runtime: Sized + Send + Sync + 'static {
     /// Binds a TCP listener.
     fn listen(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>>;
 
+    /// Bounds the kernel's buffers of a TCP stream to `bytes` each way (see
+    /// [`bound_buffers`]), given its read half.
+    fn bound_buffers(reader: &Self::Reader, bytes: usize) -> io::Result<()>;
+
     /// Connects a TCP stream, tuned like accepted ones.
     fn connect(
         addr: SocketAddr,
@@ -211,6 +215,19 @@ const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
     .with_time(Duration::from_secs(60))
     .with_interval(Duration::from_secs(10))
     .with_retries(6);
+
+/// Bounds a TCP socket's kernel buffers to `bytes` each way (`SO_SNDBUF`, `SO_RCVBUF`;
+/// Linux doubles both), which bounds the bytes in flight on it. What the kernel holds is a
+/// queue the node cannot reorder or schedule: a request written on a peer link behind
+/// megabytes of a flood waits for all of them, and a flood's relay connections, whose
+/// sockets always have more to read or room to write, keep the node's thread busy in long
+/// runs (issue 22: request p99 beside a 64 KiB flood 17-18 ms with the kernel's autotuned
+/// buffers, 9-11 ms with relay connections at 64 KiB; `benches/README.md`, "Requests beside
+/// a flood").
+pub fn bound_buffers(socket: socket2::SockRef<'_>, bytes: usize) -> io::Result<()> {
+    socket.set_send_buffer_size(bytes)?;
+    socket.set_recv_buffer_size(bytes)
+}
 
 /// Tunes a TCP socket for messaging: no Nagle delay, keepalive. Failures are logged only.
 pub fn tune_tcp(socket: socket2::SockRef<'_>) {

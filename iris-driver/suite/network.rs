@@ -35,6 +35,7 @@ fn options(seeds: &[SocketAddr], key: Arc<NetworkKey>) -> NodeOptions {
             discover: crate::rt::discovery::Discover::None,
             discovery_ports: Vec::new(),
             seed_names: Vec::new(),
+            link_buffer: crate::rt::driver::DEFAULT_LINK_BUFFER,
         }),
         ..NodeOptions::default()
     }

@@ -212,6 +212,10 @@ impl Runtime for Smol {
         Async::<TcpListener>::bind(addr).map(SmolListener)
     }
 
+    fn bound_buffers(reader: &TcpRead, bytes: usize) -> io::Result<()> {
+        iris_driver::runtime::bound_buffers(socket2::SockRef::from(reader.0.get_ref()), bytes)
+    }
+
     async fn connect(addr: SocketAddr) -> io::Result<(TcpRead, TcpWrite)> {
         Async::<TcpStream>::connect(addr).await.map(split)
     }

@@ -143,6 +143,10 @@ impl Runtime for Tokio {
         TcpListener::bind(addr).await.map(TokioListener)
     }
 
+    fn bound_buffers(reader: &TcpRead, bytes: usize) -> io::Result<()> {
+        iris_driver::runtime::bound_buffers(socket2::SockRef::from(reader.0.as_ref()), bytes)
+    }
+
     async fn connect(addr: SocketAddr) -> io::Result<(TcpRead, TcpWrite)> {
         TcpStream::connect(addr).await.map(split)
     }

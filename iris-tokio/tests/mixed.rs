@@ -42,6 +42,7 @@ fn node<R: Runtime>(seeds: &[SocketAddr]) -> (NodeHandle<R>, Receiver<MeshEvent>
             discover: iris_driver::discovery::Discover::None,
             discovery_ports: Vec::new(),
             seed_names: Vec::new(),
+            link_buffer: iris_driver::driver::DEFAULT_LINK_BUFFER,
         }),
         ..NodeOptions::default()
     };

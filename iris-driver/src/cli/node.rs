@@ -112,6 +112,13 @@ pub(super) struct NodeArgs {
     #[arg(long, default_value = "1G", value_name = "SIZE", value_parser = parse_size)]
     pub(super) max_memory: usize,
 
+    /// Each peer link's kernel socket buffers, each way, e.g. `64K` or bytes; 0 (the
+    /// default) for the kernel's own sizing. Small buffers keep requests from waiting
+    /// behind bulk multicasts in the kernel, at some cost to the bulk; never on links across
+    /// a WAN, which need about their bandwidth times their round trip.
+    #[arg(long, default_value = "0", value_name = "SIZE", value_parser = parse_link_buffer)]
+    pub(super) link_buffer: usize,
+
     /// Serve the node's counters (Prometheus text) at http://ADDR/metrics, e.g.
     /// `127.0.0.1:9100`.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -263,6 +270,7 @@ fn network_options(args: &NodeArgs) -> Result<NetworkOptions, String> {
         discover: args.discover,
         discovery_ports: args.discovery_ports.clone(),
         seed_names,
+        link_buffer: args.link_buffer,
     })
 }
 
@@ -293,6 +301,17 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 /// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+/// A `--link-buffer` size: the kernel takes at most 2 GiB (and caps it lower itself).
+fn parse_link_buffer(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n > 1 << 30 {
+        return Err(format!(
+            "{s:?} is more than a socket buffer can be (at most 1G)"
+        ));
+    }
+    Ok(n)
+}
+
 fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let (digits, shift) = match t.char_indices().last() {

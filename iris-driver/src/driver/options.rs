@@ -29,7 +29,17 @@ pub struct NetworkOptions {
     /// Seeds by host name, resolved again on every retry (see [`crate::seeds`]); set
     /// `mesh.seeds_to_come` with them.
     pub seed_names: Vec<crate::seeds::SeedName>,
+    /// Each peer link's kernel buffers, each way ([`crate::runtime::bound_buffers`]);
+    /// 0 ([`DEFAULT_LINK_BUFFER`]): the kernel's own sizing. Small buffers keep a request
+    /// from waiting behind a bulk flow in the kernel, at some cost to the flow (64 KiB:
+    /// request p99 beside a 64 KiB flood 6.7-8.3 ms against 8.0-9.6, the flood 364-386
+    /// MB/s against 434-467, `benches/README.md`); a link with a large bandwidth-delay
+    /// product (a WAN) must not have them: its window is about twice this.
+    pub link_buffer: usize,
 }
+
+/// The default of [`NetworkOptions::link_buffer`]: the kernel's own sizing.
+pub const DEFAULT_LINK_BUFFER: usize = 0;
 
 /// How to run a node.
 #[derive(Debug, Clone)]
