@@ -25,8 +25,8 @@
 use crate::discovery::Beacons;
 use crate::log_limit::LogLimit;
 use crate::runtime::{
-    Datagrams, Listener, ReadBytes, Runtime, Task, WriteBytes, sleep, timeout, write_all_vectored,
-    yield_now,
+    Datagrams, Listener, ReadBytes, Runtime, Task, WriteBytes, limit_buffers, sleep, timeout,
+    write_all_vectored, yield_now,
 };
 use crate::wake::Wake;
 use bytes::Bytes;
@@ -635,9 +635,7 @@ async fn accept_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener) {
             }
         };
         // Relay connections are on loopback, where small buffers cost no throughput.
-        if let Err(e) = R::bound_buffers(&rd, RELAY_BUFFER) {
-            debug!("relay connection buffers stay the kernel's: {e}");
-        }
+        limit_buffers::<R>(&rd, RELAY_BUFFER);
         // Two listeners share one id space: even ids for IPv4, odd for IPv6.
         let conn = ConnId(next * 2 + base);
         next += 1;
@@ -749,7 +747,7 @@ async fn peer_accept_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener
         match listener.accept().await {
             Ok((rd, wr, from)) => {
                 debug!("peer connection from {from}");
-                bound_link_buffers(&shared, &rd);
+                limit_buffers::<R>(&rd, shared.borrow().link_buffer);
                 let link = new_link(&shared);
                 start_io(&shared, Endpoint::Peer(link), rd, wr, Some(from), None);
             }
@@ -761,22 +759,11 @@ async fn peer_accept_task<R: Runtime>(shared: SharedRc<R>, listener: R::Listener
     }
 }
 
-/// Bounds a peer link's kernel buffers as the options say (see
-/// [`crate::runtime::bound_buffers`]); a socket that refuses keeps the kernel's sizing.
-fn bound_link_buffers<R: Runtime>(shared: &SharedRc<R>, rd: &R::Reader) {
-    let bytes = shared.borrow().link_buffer;
-    if bytes > 0
-        && let Err(e) = R::bound_buffers(rd, bytes)
-    {
-        debug!("peer link buffers stay the kernel's: {e}");
-    }
-}
-
 /// Connects to another node for the core, and reports the link or the failure.
 async fn dial_task<R: Runtime>(shared: SharedRc<R>, dial: DialId, addr: SocketAddr) {
     match timeout::<R, _>(DIAL_TIMEOUT, R::connect(addr)).await {
         Some(Ok((rd, wr))) => {
-            bound_link_buffers(&shared, &rd);
+            limit_buffers::<R>(&rd, shared.borrow().link_buffer);
             let link = new_link(&shared);
             start_io(
                 &shared,

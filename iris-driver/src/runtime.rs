@@ -229,6 +229,16 @@ pub fn bound_buffers(socket: socket2::SockRef<'_>, bytes: usize) -> io::Result<(
     socket.set_recv_buffer_size(bytes)
 }
 
+/// [`Runtime::bound_buffers`] unless `bytes` is 0 (the kernel's own sizing); a socket
+/// that refuses keeps the kernel's sizing, logged.
+pub(crate) fn limit_buffers<R: Runtime>(reader: &R::Reader, bytes: usize) {
+    if bytes > 0
+        && let Err(e) = R::bound_buffers(reader, bytes)
+    {
+        tracing::debug!("socket buffers stay the kernel's: {e}");
+    }
+}
+
 /// Tunes a TCP socket for messaging: no Nagle delay, keepalive. Failures are logged only.
 pub fn tune_tcp(socket: socket2::SockRef<'_>) {
     if let Err(e) = socket.set_tcp_nodelay(true) {
