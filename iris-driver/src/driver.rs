@@ -176,7 +176,7 @@ async fn run_local<R: Runtime>(
     let invalid = |e: iris_proto::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e);
     let mut keys = Vec::new();
     let mut seed_names = (Vec::new(), Duration::ZERO);
-    let mut link_buffer = 0;
+    let link_buffer = opts.network.as_ref().map_or(0, |n| n.link_buffer);
     let (node, peer_listener, events, beacons) = match opts.network {
         None => (
             Node::new(opts.config, opts.seed, Instant::ZERO).map_err(invalid)?,
@@ -223,7 +223,6 @@ async fn run_local<R: Runtime>(
                     .map_or(1, |d| d.as_millis() as u64);
             }
             let network = mesh.link.network.clone();
-            link_buffer = net.link_buffer;
             mesh.seeds_to_come |= !net.seed_names.is_empty();
             seed_names = (net.seed_names, mesh.overlay.heartbeat_period);
             let node = Node::networked(opts.config, mesh, net.security, opts.seed, Instant::ZERO)

@@ -61,48 +61,40 @@ impl Trees {
         if a.budget_ms == 0 || a.hops >= MAX_HOPS {
             return self.expired(&a);
         }
-        let next = if self.scribe.in_tree(a.key) {
+        let in_tree = self.scribe.in_tree(a.key);
+        let way = if in_tree {
             match self.pick(v, rng, &a, from) {
                 Pick::Local => return fx.push(Effect::Landed(a)),
-                Pick::Neighbour(c) => {
-                    a.via = Via::Tree;
-                    c
-                }
-                Pick::None if let Some(back) = bounce(v, from) => {
-                    a.via = Via::Routed;
-                    back
-                }
-                Pick::None => {
-                    self.stats.anycasts_lost += 1;
-                    self.losses.note("anycast_lost", || {
-                        format!(
-                            "a request or tunnel of {}: no member reachable from here",
-                            a.cluster
-                        )
-                    });
-                    return;
-                }
+                Pick::Neighbour(c) => Some((c, Via::Tree)),
+                Pick::None => None,
             }
         } else {
-            match self.toward(v, a.key, a.via) {
-                Some((c, via)) => {
-                    a.via = via;
-                    c
-                }
+            self.toward(v, a.key, a.via)
+        };
+        // A node that has left dials nobody: with no way on, or one it has no link to, the
+        // anycast would be dropped here; it goes back where it came from (see `bounce`).
+        let way = match bounce(v, from) {
+            Some(back) if way.is_none_or(|(c, _)| !v.mesh.is_linked(c.id)) => {
+                Some((back, Via::Routed))
+            }
+            _ => way,
+        };
+        let Some((next, via)) = way else {
+            if !in_tree {
                 // No tree at the key's closest nodes: no member anywhere, unless the tree
                 // is moving.
-                None => return self.park(v, Parked::Anycast(a, from), fx),
+                return self.park(v, Parked::Anycast(a, from), fx);
             }
+            self.stats.anycasts_lost += 1;
+            self.losses.note("anycast_lost", || {
+                format!(
+                    "a request or tunnel of {}: no member reachable from here",
+                    a.cluster
+                )
+            });
+            return;
         };
-        // A leaving node dials nobody: to a next hop it has no link to, the anycast would
-        // be dropped.
-        let next = match bounce(v, from) {
-            Some(back) if !v.mesh.is_linked(next.id) => {
-                a.via = Via::Routed;
-                back
-            }
-            _ => next,
-        };
+        a.via = via;
         let cost = self.hop_cost(v, next.id);
         a.budget_ms = a.budget_ms.saturating_sub(cost);
         if a.budget_ms == 0 {
