@@ -380,8 +380,15 @@ impl Mesh {
             self.overlay
                 .handle(now, OverlayInput::Replaced { id: e, addr });
         }
+        // A dial toward the peer may still be in flight, begun before this link came the
+        // other way (after a partition heals, both ends dial): what waits for it goes out
+        // on this link now, and the dial is no longer the peer's, so that its end, a
+        // timeout seconds later, says nothing of a peer that is linked. Found by swarm
+        // testing: such a timeout made the node take a linked tree child for
+        // unreachable, let it go, and a multicast missed the child's members.
+        let mut pending = self.dials.supersede(c.id);
         let pl = self.links.get_mut(&keep).expect("live");
-        let pending = std::mem::take(&mut pl.pending);
+        pending.append(&mut pl.pending);
         pl.last_used = now;
         let join = std::mem::take(&mut pl.join);
         for Waiting { class, bytes, .. } in pending {

@@ -1055,3 +1055,50 @@ fn a_peer_whose_dials_hang_is_unreachable_with_all_that_waited() {
     let got = m.data_through(LinkId(1), fresh[0], peer);
     assert_eq!(got, vec![msg("next")]);
 }
+
+/// Found by swarm testing (a multicast lost to a tree child after a partition healed): a
+/// dial begun during the partition was still in flight when the peer linked in from its
+/// side, and timed out seconds later; the mesh said the peer was unreachable although its
+/// link was up, and the trees let the child go. The link that came the other way takes
+/// what waited for the dial, whose end then says nothing of the peer.
+#[test]
+fn a_dial_outrun_by_the_peers_own_link_says_nothing_when_it_fails() {
+    let mut m = Bare::new();
+    let peer = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
+    let msg = |s: &'static str| Bytes::from_static(s.as_bytes());
+    m.mesh
+        .send(m.now, peer, Class::Data, msg("waited"))
+        .unwrap();
+    let dial = m.dials();
+    assert_eq!(dial.len(), 1);
+    // The peer links in from its side while the dial hangs.
+    let link = LinkId(1);
+    let mut theirs = m.open(link);
+    theirs
+        .send_control(wire::encode(&PeerMsg::Ident(0, peer)))
+        .unwrap();
+    m.carry_in(link, &mut theirs);
+    assert!(m.mesh.is_linked(NodeId(42)));
+    let got: Vec<Bytes> = std::iter::from_fn(|| theirs.poll_output())
+        .filter_map(|e| match e {
+            LinkEvent::Data(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![msg("waited")],
+        "what waited went on the link at once"
+    );
+    m.incoming();
+    // The dial times out: the peer is linked, nothing is said of it.
+    m.now = m.now + Duration::from_secs(5);
+    m.mesh.handle(m.now, MeshInput::DialFailed(dial[0]));
+    let news = m.incoming();
+    assert!(
+        news.iter()
+            .all(|i| !matches!(i, Incoming::Unreachable(..) | Incoming::Unlinked { .. })),
+        "{news:?}"
+    );
+    assert!(m.mesh.is_linked(NodeId(42)));
+}
