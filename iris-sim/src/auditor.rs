@@ -413,9 +413,17 @@ impl Auditor {
             .map(|((c, _), r)| (c, r))
             .collect();
         for (c, r) in &requests {
-            // Owed an outcome: the requester lived a second past the deadline, within the run.
-            let lived = self.alive_through(*c, r.sent, r.deadline + 1_000_000_000);
-            if lived && r.deadline + 1_000_000_000 <= end && r.replies != 1 {
+            // Owed an outcome: the requester lived a second past the deadline, within the
+            // run; past the end of a stall its node was in at the deadline (a stopped node
+            // times nothing out: a swarm run's requester's node stopped 0.2 s after the
+            // request and was killed while stopped, its client 4 s past the deadline).
+            let acts = self
+                .clients
+                .get(c)
+                .map_or(r.deadline, |l| self.acts_on(l.node, r.deadline));
+            let due = acts + 1_000_000_000;
+            let lived = self.alive_through(*c, r.sent, due);
+            if lived && due <= end && r.replies != 1 {
                 without_one += 1;
                 note(
                     &mut self.violations,
@@ -602,6 +610,16 @@ impl Auditor {
             .any(|&(slot, a, b)| slot == l.node && a <= to && b >= from)
     }
 
+    /// When the node in `slot` acts on a deadline at `t`: then, or when a stall it was in
+    /// at `t` ended.
+    fn acts_on(&self, slot: usize, t: u64) -> u64 {
+        self.stalls
+            .iter()
+            .filter(|&&(s, a, b)| s == slot && a <= t && t < b)
+            .map(|&(_, _, b)| b)
+            .fold(t, u64::max)
+    }
+
     /// Joined `settle` before `t` and alive until `horizon` after.
     fn stable(&self, l: &ClientLife, t: u64) -> bool {
         l.joined + self.w.settle <= t && l.left.is_none_or(|left| left >= t + self.w.horizon)
@@ -701,6 +719,24 @@ mod tests {
         assert_eq!(audit.requests_without_one_outcome, 1);
         assert_eq!(audit.late_requests, 1);
         assert_eq!(audit.requests_answered, 0.0);
+    }
+
+    /// A stopped node times nothing out: a requester whose node stopped before the
+    /// deadline and died stopped is owed no outcome; one whose node resumed is.
+    #[test]
+    fn a_request_is_owed_its_outcome_only_once_the_requesters_node_could_act() {
+        let audit = |left: u64| {
+            let mut a = auditor();
+            a.joined(1, 0, None, vec![], 0);
+            a.sent_request(1, 5, 0, 20, 500_000_000);
+            a.stalled(0, 100_000_000, 9_000_000_000);
+            a.left(1, left);
+            a.finish(20_000_000_000).requests_without_one_outcome
+        };
+        // Died stopped, 4 s past the deadline: nothing owed.
+        assert_eq!(audit(4_500_000_000), 0);
+        // Lived a second past the stall's end: its timed-out REPLY was owed.
+        assert_eq!(audit(10_500_000_000), 1);
     }
 
     #[test]
