@@ -47,6 +47,8 @@ pub(super) struct PeerLink {
 
 /// The reason a link closed as a duplicate carries: its peer keeps another link.
 const DUPLICATE: &str = "duplicate link";
+/// The reason a link to an earlier start of a peer carries once a later start is known.
+pub(super) const EARLIER_START: &str = "the node has started again since";
 
 impl Mesh {
     /// The driver opened a connection: accepted (`dial` is `None`) or answering a dial.
@@ -419,6 +421,28 @@ impl Mesh {
         };
         let (mine, theirs) = (self.links.get(&id), self.links.get(&other));
         let (mine, theirs) = (mine.expect("live"), theirs.expect("live"));
+        let start = |pl: &PeerLink| pl.peer.map_or(0, |c| c.epoch);
+        if start(mine) != start(theirs) {
+            // One link is to an earlier start of the peer: it restarted while a link to its
+            // old process lingered (stopped, or leaving and not yet closed). The later
+            // start's link is the peer's, whoever dialed: by the rule below the old one
+            // could be kept and the new one closed, and everything for the peer went to a
+            // process that was gone (found by swarm testing: a restarted node's asks for a
+            // broadcast were answered for 50 s, into its old self's link). What the node
+            // had with the earlier start ends with it (unlinked, then linked again).
+            let newer = start(mine) > start(theirs);
+            let (keep, drop) = if newer { (id, other) } else { (other, id) };
+            self.by_id.insert(peer, keep);
+            self.stats.links_replaced += 1;
+            if newer {
+                self.inbox.push_back(Incoming::Unlinked {
+                    node: peer,
+                    failed: false,
+                });
+            }
+            self.close_link(now, drop, EARLIER_START);
+            return keep;
+        }
         if theirs.silent && !mine.silent {
             self.by_id.insert(peer, id);
             self.stats.links_replaced += 1;

@@ -120,6 +120,19 @@ impl Mesh {
         class: Class,
         bytes: Bytes,
     ) -> Result<(), Refused> {
+        // `to` is a later start of the linked peer: the link is to its earlier process
+        // (stopped, or leaving and not yet closed), where what is sent is lost. It goes;
+        // the later start is dialed at its address.
+        if let Some(&id) = self.by_id.get(&to.id)
+            && self
+                .links
+                .get(&id)
+                .and_then(|pl| pl.peer)
+                .is_some_and(|c| c.epoch < to.epoch)
+        {
+            self.stats.links_replaced += 1;
+            self.close_link(now, id, super::links::EARLIER_START);
+        }
         let trusted = self
             .by_id
             .get(&to.id)

@@ -1102,3 +1102,88 @@ fn a_dial_outrun_by_the_peers_own_link_says_nothing_when_it_fails() {
     );
     assert!(m.mesh.is_linked(NodeId(42)));
 }
+
+/// Found by swarm testing (a restarted node's asks for a broadcast answered for 50 s, and
+/// every answer lost): a node restarted under its id while a link to its old process
+/// lingered (stopped, its close not sent). The later start's link is the peer's whoever
+/// dialed, and what the node had with the earlier start ends (unlinked, linked again); an
+/// earlier start linking in late takes nothing over.
+#[test]
+fn a_later_start_of_a_peer_takes_its_link_over_whoever_dialed() {
+    let mut m = Bare::new();
+    let old = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
+    let new = crate::overlay::Contact::new(NodeId(42), addr(8), 2);
+    let ident = |link: &mut Link, c| {
+        link.send_control(wire::encode(&PeerMsg::Ident(0, c)))
+            .unwrap()
+    };
+    let (l1, l2, l3) = (LinkId(1), LinkId(2), LinkId(3));
+    let mut first = m.open(l1);
+    ident(&mut first, old);
+    m.carry_in(l1, &mut first);
+    m.incoming();
+    // The later start links in; by the dialer rule (both inbound) the first would stay.
+    let mut second = m.open(l2);
+    ident(&mut second, new);
+    m.carry_in(l2, &mut second);
+    let news = m.incoming();
+    assert_eq!(
+        news,
+        vec![
+            Incoming::Unlinked {
+                node: NodeId(42),
+                failed: false
+            },
+            Incoming::Linked(NodeId(42))
+        ]
+    );
+    assert_eq!(m.mesh.linked_contact(NodeId(42)), Some(new));
+    // An earlier start linking in now takes nothing over.
+    let mut third = m.open(l3);
+    ident(&mut third, old);
+    m.carry_in(l3, &mut third);
+    assert_eq!(m.mesh.linked_contact(NodeId(42)), Some(new));
+    // What is sent goes to the later start.
+    let msg = Bytes::from_static(b"hello");
+    m.mesh.send(m.now, new, Class::Data, msg.clone()).unwrap();
+    m.carry_out(l2, &mut second);
+    let got: Vec<Bytes> = std::iter::from_fn(|| second.poll_output())
+        .filter_map(|e| match e {
+            LinkEvent::Data(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![msg]);
+}
+
+/// The same restart, the later start not linked yet: a message for it does not go to the
+/// earlier start's link, which closes; the later start is dialed at its address.
+#[test]
+fn a_message_for_a_later_start_of_a_peer_does_not_go_to_its_earlier_self() {
+    let mut m = Bare::new();
+    let old = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
+    let new = crate::overlay::Contact::new(NodeId(42), addr(8), 2);
+    let l1 = LinkId(1);
+    let mut first = m.open(l1);
+    first
+        .send_control(wire::encode(&PeerMsg::Ident(0, old)))
+        .unwrap();
+    m.carry_in(l1, &mut first);
+    m.incoming();
+    let msg = Bytes::from_static(b"for the later start");
+    m.mesh.send(m.now, new, Class::Data, msg.clone()).unwrap();
+    assert!(
+        !m.mesh.is_linked(NodeId(42)),
+        "the earlier start's link closed"
+    );
+    assert_eq!(
+        m.incoming(),
+        vec![Incoming::Unlinked {
+            node: NodeId(42),
+            failed: false
+        }]
+    );
+    let dials = m.dials();
+    assert_eq!(dials.len(), 1);
+    assert_eq!(m.data_through(LinkId(2), dials[0], new), vec![msg]);
+}
