@@ -1726,6 +1726,37 @@ fn trees_past_their_share_of_memory_are_refused_loudly_and_charged() {
     assert_eq!(net.node(1).memory_used(), 0);
 }
 
+/// Found by swarm testing: a node stopped a moment after it joined, before its first
+/// heartbeat, had no earlier heartbeat to tell its stall by, and took every peer it had
+/// learned for dead when it resumed.
+#[test]
+fn a_node_stopped_before_its_first_heartbeat_keeps_its_peers() {
+    use crate::MeshEvent;
+    let mut net = Net::ready(4);
+    let new = net.add(crate::testnet::mesh_config(4, &[0]), crate::Security::Plain);
+    net.millis(500);
+    assert!(
+        net.node(new).status().peers >= 3,
+        "it joined and learned its peers"
+    );
+    net.freeze(new);
+    net.secs(12);
+    net.thaw(new);
+    net.secs(1);
+    let downs: Vec<_> = net
+        .events_of(new)
+        .iter()
+        .filter(|e| matches!(e, Event::Mesh(MeshEvent::PeerDown(_))))
+        .map(|e| format!("{e:?}"))
+        .collect();
+    assert!(
+        downs.is_empty(),
+        "its own stall taken for its peers' deaths: {downs:?}"
+    );
+    net.secs(5);
+    assert_eq!(net.node(new).status().peers, 4);
+}
+
 #[test]
 fn a_node_resuming_from_a_stall_keeps_its_peers_and_trees() {
     use crate::MeshEvent;

@@ -309,7 +309,7 @@ impl Overlay {
             rtts: RttSpread::default(),
             suspects: BTreeMap::new(),
             misplaced: 0,
-            lateness: crate::time::Lateness::default(),
+            lateness: crate::time::Lateness::new(now),
             resumed: 0,
             cfg,
         }

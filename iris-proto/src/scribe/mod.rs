@@ -358,7 +358,7 @@ impl Scribe {
             max_bytes: usize::MAX,
             refs: 0,
             avoided: BTreeMap::new(),
-            lateness: crate::time::Lateness::default(),
+            lateness: crate::time::Lateness::new(now),
             refresh_due: false,
             heads_passed: BTreeMap::new(),
         }
