@@ -303,6 +303,7 @@ pub fn metrics(s: &Snapshot) -> Vec<Metric> {
                 ("stray", st.casts_stray),
                 ("duplicate", st.casts_duplicate),
                 ("neighbour_suspected", st.tree_neighbours_suspected),
+                ("hop_suspected", st.routed_hops_suspected),
             ],
         ),
         family(

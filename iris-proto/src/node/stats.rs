@@ -156,6 +156,9 @@ pub struct Stats {
     /// Tree neighbours routed around because they did not answer a probe under data
     /// (stalled, or slow: `scribe::probe`).
     pub tree_neighbours_suspected: u64,
+    /// Peers on the way to a tree (or an origin) routed around because they did not
+    /// answer a probe under data (`scribe::probe`).
+    pub routed_hops_suspected: u64,
     /// Relay bytes received.
     pub bytes_in: u64,
     /// Relay bytes handed to the driver.

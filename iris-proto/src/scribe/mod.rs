@@ -261,6 +261,9 @@ pub struct ScribeStats {
     pub full: u64,
     /// Neighbours routed around because they did not answer a probe under data.
     pub suspected: u64,
+    /// Next hops toward a tree (or an origin) routed around because they did not answer
+    /// a probe under data.
+    pub hops_suspected: u64,
 }
 
 /// Bytes one tree takes in a node's memory, on average: its entry in the map of trees
@@ -328,6 +331,8 @@ pub struct Scribe {
     avoided: BTreeMap<NodeId, NodeId>,
     /// Beats that came late: the node itself was stopped.
     lateness: crate::time::Lateness,
+    /// The peers tree traffic is routed through, probed under the data (`probe.rs`).
+    hops: probe::Hops,
     /// Per (tree, origin): the furthest head passed on to children (see `on_heads`),
     /// at most `max_windows` of them.
     heads_passed: BTreeMap<(NodeId, NodeId), (u64, u64)>,
@@ -359,6 +364,7 @@ impl Scribe {
             refs: 0,
             avoided: BTreeMap::new(),
             lateness: crate::time::Lateness::new(now),
+            hops: probe::Hops::default(),
             refresh_due: false,
             heads_passed: BTreeMap::new(),
         }
@@ -652,56 +658,6 @@ impl Scribe {
         }
     }
 
-    fn heard_from(&mut self, now: Instant, from: Contact, router: &impl Router) {
-        let Some(n) = self.neighbours.get_mut(&from.id) else {
-            return;
-        };
-        if n.contact.epoch != from.epoch {
-            self.lost(now, from.id, router);
-            return;
-        }
-        n.last_heard = now;
-        n.probed = None;
-    }
-
-    /// A neighbour is gone (silent, unlinked, dead, left or restarted): its children
-    /// entries go, the trees it was parent in subscribe again around it.
-    fn lost(&mut self, now: Instant, node: NodeId, router: &impl Router) {
-        let Some(gone) = self.neighbours.remove(&node) else {
-            return;
-        };
-        self.refs -= gone.trees as usize;
-        self.stats.neighbours_lost += 1;
-        // Its lingering entries held references to the entry just removed: released later,
-        // they would take references a new subscription through it holds by then.
-        self.lingering.retain(|&(_, _, old)| old.id != node);
-        let keys: Vec<NodeId> = self
-            .trees
-            .iter()
-            .filter(|(_, t)| t.is_neighbour(node))
-            .map(|(&k, _)| k)
-            .collect();
-        for key in keys {
-            let Some(t) = self.trees.get_mut(&key) else {
-                continue;
-            };
-            t.children.remove(&node);
-            if t.parent.is_some_and(|p| p.id == node) {
-                t.parent = None;
-                t.parent_capacity = 0;
-                self.avoided.insert(key, node);
-                // Once a beat at most: the next beat's root check attaches it otherwise.
-                let recent = t
-                    .attached_at
-                    .is_some_and(|at| now.saturating_duration_since(at) < self.cfg.beat);
-                if !recent {
-                    self.attach(now, key, Some(node), false, router);
-                }
-            }
-            self.prune(key);
-        }
-    }
-
     /// Beats, liveness, root moves; `capacity` is this node's own capacity for a group.
     fn handle_timeout(
         &mut self,
@@ -724,7 +680,7 @@ impl Scribe {
     /// has nothing to beat for).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.trees.is_empty() && self.neighbours.is_empty() {
+        if self.trees.is_empty() && self.neighbours.is_empty() && self.hops.is_empty() {
             return None;
         }
         self.timers.next()
@@ -748,6 +704,7 @@ impl Scribe {
             self.refresh_due = true;
         }
         self.release_lingering(now);
+        self.hops.forget_unused(now);
         let limit = self.cfg.beat * self.cfg.misses;
         let silent: Vec<NodeId> = self
             .neighbours

@@ -21,10 +21,64 @@
 //! subscription through it, which then hung from a parent this node no longer beat to
 //! (`a_parent_lost_while_being_left_and_taken_again_keeps_its_child`); and a tree that
 //! routed around a suspected neighbour kept avoiding it for good, off the overlay's routes.
+//!
+//! **Hops.** The same holds for the peers a message is routed through on its way to its
+//! tree (or an ask on its way to an origin): a node passing one to a peer it has not heard
+//! from lately probes it, and a peer that does not answer in time is taken as suspect; the
+//! node's routes go around it (see `node::trees::routes`) until it speaks again. Found by
+//! swarm testing: an origin routed a broadcast, and its tails 1, 4 and 11 s later, into its
+//! next hop, stopped 3 s before, a routing-table peer that the overlay pings only every 9 s;
+//! nothing reached the tree until the hop resumed, 16 s later, after a member had left.
 
 use super::{Router, Scribe, ScribeMsg, Timer};
-use crate::overlay::NodeId;
+use crate::overlay::{Contact, NodeId};
 use crate::time::Instant;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Hops remembered at most: past it, a new one is not probed (they are peers with links,
+/// which the mesh bounds well below this).
+const MAX_HOPS: usize = 4096;
+/// A hop nothing was routed through for this long is forgotten.
+const HOP_KEPT: Duration = Duration::from_secs(10);
+
+/// The peers this node routes tree traffic through without being their tree neighbour.
+#[derive(Debug, Default)]
+pub(super) struct Hops {
+    hops: BTreeMap<NodeId, Hop>,
+    /// Hops that did not answer their probe, until [`Scribe::take_suspected_hops`].
+    suspected: Vec<NodeId>,
+}
+
+/// One such peer.
+#[derive(Debug, Clone, Copy)]
+struct Hop {
+    /// When it was last heard from (`None`: not since it became a hop).
+    last_heard: Option<Instant>,
+    /// When it was probed, until it answers.
+    probed: Option<Instant>,
+    /// When a message was last routed through it.
+    used: Instant,
+}
+
+impl Hops {
+    pub(super) fn is_empty(&self) -> bool {
+        self.hops.is_empty()
+    }
+
+    /// Forgets the hops unused for [`HOP_KEPT`] (unless a probe is out).
+    pub(super) fn forget_unused(&mut self, now: Instant) {
+        self.hops
+            .retain(|_, h| h.probed.is_some() || now.saturating_duration_since(h.used) < HOP_KEPT);
+    }
+
+    fn heard(&mut self, now: Instant, id: NodeId) {
+        if let Some(h) = self.hops.get_mut(&id) {
+            h.last_heard = Some(now);
+            h.probed = None;
+        }
+    }
+}
 
 impl Scribe {
     /// This node passes tree data to `to`: a neighbour silent for `probe_after` is probed
@@ -48,18 +102,74 @@ impl Scribe {
         self.timers.set(Timer::Probe(to), now + wait);
     }
 
+    /// This node routes tree traffic (a multicast toward its tree, an ask toward an
+    /// origin) through `to`: a neighbour as in [`Scribe::sending_to`]; another peer not
+    /// heard from for `probe_after` (or not since it became a hop) is probed likewise, and
+    /// is suspect if it does not answer in time (see [`Scribe::take_suspected_hops`]).
+    pub(crate) fn routing_via(&mut self, now: Instant, to: Contact, router: &impl Router) {
+        let after = self.cfg.probe_after;
+        if after.is_zero() {
+            return;
+        }
+        if self.neighbours.contains_key(&to.id) {
+            return self.sending_to(now, to.id, router);
+        }
+        let hops = &mut self.hops.hops;
+        if hops.len() >= MAX_HOPS && !hops.contains_key(&to.id) {
+            return;
+        }
+        let h = hops.entry(to.id).or_insert(Hop {
+            last_heard: None,
+            probed: None,
+            used: now,
+        });
+        h.used = now;
+        let heard = h
+            .last_heard
+            .is_some_and(|t| now.saturating_duration_since(t) < after);
+        if h.probed.is_some() || heard {
+            return;
+        }
+        h.probed = Some(now);
+        let wait = self.cfg.probe_wait + router.planned_rtt(to.id).unwrap_or_default();
+        self.outbox.push_back((to, ScribeMsg::Probe));
+        self.timers.set(Timer::Probe(to.id), now + wait);
+    }
+
+    /// The hops that did not answer a probe since the last call: the trees route around
+    /// them until they speak again.
+    pub(crate) fn take_suspected_hops(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.hops.suspected)
+    }
+
     /// The wait for `id`'s answer is over: it is suspect unless it spoke since the probe.
     pub(super) fn probe_over(&mut self, now: Instant, id: NodeId, router: &impl Router) {
-        let Some(n) = self.neighbours.get_mut(&id) else {
-            return;
-        };
-        let Some(at) = n.probed.take() else {
-            return;
+        let probed = self.neighbours.get_mut(&id).and_then(|n| {
+            let at = n.probed.take()?;
+            Some((n, at))
+        });
+        let Some((n, at)) = probed else {
+            return self.hop_probe_over(id);
         };
         if n.last_heard < at {
             self.stats.suspected += 1;
             self.tell_suspect(id);
             self.lost(now, id, router);
+        }
+    }
+
+    /// The wait for hop `id`'s answer is over: suspect unless it spoke since the probe.
+    fn hop_probe_over(&mut self, id: NodeId) {
+        let Some(h) = self.hops.hops.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = h.probed.take() else {
+            return;
+        };
+        if h.last_heard.is_none_or(|t| t < at) {
+            self.stats.hops_suspected += 1;
+            self.hops.hops.remove(&id);
+            self.hops.suspected.push(id);
         }
     }
 
@@ -95,5 +205,56 @@ impl Scribe {
                 parents: None,
             },
         ));
+    }
+
+    pub(super) fn heard_from(&mut self, now: Instant, from: Contact, router: &impl Router) {
+        self.hops.heard(now, from.id);
+        let Some(n) = self.neighbours.get_mut(&from.id) else {
+            return;
+        };
+        if n.contact.epoch != from.epoch {
+            self.lost(now, from.id, router);
+            return;
+        }
+        n.last_heard = now;
+        n.probed = None;
+    }
+
+    /// A neighbour is gone (silent, unlinked, dead, left or restarted): its children
+    /// entries go, the trees it was parent in subscribe again around it.
+    pub(super) fn lost(&mut self, now: Instant, node: NodeId, router: &impl Router) {
+        let Some(gone) = self.neighbours.remove(&node) else {
+            return;
+        };
+        self.refs -= gone.trees as usize;
+        self.stats.neighbours_lost += 1;
+        // Its lingering entries held references to the entry just removed: released later,
+        // they would take references a new subscription through it holds by then.
+        self.lingering.retain(|&(_, _, old)| old.id != node);
+        let keys: Vec<NodeId> = self
+            .trees
+            .iter()
+            .filter(|(_, t)| t.is_neighbour(node))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in keys {
+            let Some(t) = self.trees.get_mut(&key) else {
+                continue;
+            };
+            t.children.remove(&node);
+            if t.parent.is_some_and(|p| p.id == node) {
+                t.parent = None;
+                t.parent_capacity = 0;
+                self.avoided.insert(key, node);
+                // Once a beat at most: the next beat's root check attaches it otherwise.
+                let recent = t
+                    .attached_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < self.cfg.beat);
+                if !recent {
+                    self.attach(now, key, Some(node), false, router);
+                }
+            }
+            self.prune(key);
+        }
     }
 }

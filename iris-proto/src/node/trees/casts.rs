@@ -129,6 +129,9 @@ impl Trees {
         if c.hops >= MAX_HOPS {
             return;
         }
+        // A hop silent lately is probed under the data (`scribe::probe`).
+        let routes = super::routes::Routes::new(v, &self.unreachable);
+        self.scribe.routing_via(v.now, next, &routes);
         let group = c.group.clone();
         let out = Cast { via, ..c };
         fx.push(Effect::CastTo(

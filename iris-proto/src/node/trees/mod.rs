@@ -46,8 +46,9 @@ use std::time::Duration;
 /// repair in progress could make wander.
 const MAX_HOPS: u8 = 64;
 
-/// How long a peer whose link failed (or whom a dial failed to reach) is routed around:
-/// long enough for the overlay's heartbeats to find it dead, if it is.
+/// How long a peer whose link failed (or whom a dial failed to reach, or that did not
+/// answer a probe) is routed around unless it speaks first: long enough for the overlay's
+/// heartbeats to find it dead, if it is.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 
 /// The trees of a node of a network, and what travels on them.
@@ -212,6 +213,9 @@ impl Trees {
             self.scribe
                 .handle(now, ScribeInput::Timeout(&capacity), &routes);
         }
+        for hop in self.scribe.take_suspected_hops() {
+            self.unreachable.insert(hop, now + UNREACHABLE_FOR);
+        }
     }
 
     /// Local members of a group appeared or all left: join or leave its trees.
@@ -237,6 +241,7 @@ impl Trees {
     pub(crate) fn counters(&self) -> Stats {
         Stats {
             tree_neighbours_suspected: self.scribe.stats().suspected,
+            routed_hops_suspected: self.scribe.stats().hops_suspected,
             ..self.stats.clone()
         }
     }
@@ -261,8 +266,10 @@ impl Trees {
         std::mem::take(&mut self.moved)
     }
 
-    /// Any message from a peer: a tree neighbour is alive (or restarted).
+    /// Any message from a peer: a tree neighbour is alive (or restarted), and a peer routed
+    /// around (its link failed, or it did not answer a probe) is reachable again.
     pub(crate) fn heard_from(&mut self, v: &View<'_>, from: Contact) {
+        self.unreachable.remove(&from.id);
         let routes = routes::Routes::new(v, &self.unreachable);
         self.scribe.handle(v.now, ScribeInput::Heard(from), &routes);
     }

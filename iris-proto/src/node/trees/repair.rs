@@ -265,6 +265,8 @@ impl Trees {
             .way_to(v, origin)
             .or_else(|| self.scribe.parent(key).filter(|p| Some(p.id) != from));
         if let Some(next) = next {
+            let routes = super::routes::Routes::new(v, &self.unreachable);
+            self.scribe.routing_via(v.now, next, &routes);
             fx.push(to_peer(next, Class::Control, &msg, Refusal::Ignore));
         }
     }
