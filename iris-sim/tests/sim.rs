@@ -139,8 +139,11 @@ fn a_thousand_nodes_join_and_churn() {
         "mean hops {}",
         s.mean_hops
     );
+    // About 1 KiB/s a node: 972, 1004 and 1043 B/s with seeds 1, 2 and 7 at 513f37a (981,
+    // 981 and 1016 before messages waiting for a dial went out on a link that came up the
+    // other way, instead of waiting for the dial's end).
     assert!(
-        s.maintenance_bytes_per_node_per_sec <= 1024.0,
+        s.maintenance_bytes_per_node_per_sec <= 1100.0,
         "{} B/s",
         s.maintenance_bytes_per_node_per_sec
     );
@@ -176,7 +179,15 @@ fn faulty(seed: u64) -> SimConfig {
 fn a_partition_heals_into_one_ring() {
     use iris_sim::Partition;
     use std::time::Duration;
-    for seed in [1, 2] {
+    // Forgotten neighbours are pinged every few seconds however long the partition
+    // lasted (`overlay::graveyard`): the rings are one again within seconds of the heal
+    // (13 s with seed 1 when the pings backed off to every 30 s). How many seconds
+    // depends on the trace (whose timers line up with the heal, churn just after it): over
+    // eight seeds, each within 10 s and most within 5 s (1 to 9 s, six within 5, at
+    // 513f37a; 1 to 13 s, five within 5, before the mesh let a link that came up the
+    // other way take over a dial in flight).
+    let mut quick = 0;
+    for seed in 1..=8 {
         let cfg = SimConfig {
             partition: Some(Partition {
                 start: Duration::from_secs(20),
@@ -192,11 +203,10 @@ fn a_partition_heals_into_one_ring() {
             &s.violations[..s.violations.len().min(5)]
         );
         assert!(s.nodes >= 55, "seed {seed}");
-        // Forgotten neighbours are pinged every few seconds however long the partition
-        // lasted (`overlay::graveyard`): the rings are one again within seconds of the
-        // heal (13 s with seed 1 when the pings backed off to every 30 s).
-        assert!(s.convergence_secs <= 5.0, "seed {seed}: {}", s.to_json());
+        assert!(s.convergence_secs <= 10.0, "seed {seed}: {}", s.to_json());
+        quick += usize::from(s.convergence_secs <= 5.0);
     }
+    assert!(quick >= 6, "{quick} of 8 within 5 s");
 }
 
 #[test]
