@@ -1726,12 +1726,30 @@ fn trees_past_their_share_of_memory_are_refused_loudly_and_charged() {
     assert_eq!(net.node(1).memory_used(), 0);
 }
 
+/// Stops node `i` for 12 s and resumes it: a second later it has taken none of its peers
+/// for dead (its own stall is not their silence).
+fn stop_and_resume_without_deaths(net: &mut Net, i: usize) {
+    let before = net.events_of(i).len();
+    net.freeze(i);
+    net.secs(12);
+    net.thaw(i);
+    net.secs(1);
+    let downs: Vec<_> = net.events_of(i)[before..]
+        .iter()
+        .filter(|e| matches!(e, Event::Mesh(crate::MeshEvent::PeerDown(_))))
+        .map(|e| format!("{e:?}"))
+        .collect();
+    assert!(
+        downs.is_empty(),
+        "its own stall taken for its peers' deaths: {downs:?}"
+    );
+}
+
 /// Found by swarm testing: a node stopped a moment after it joined, before its first
 /// heartbeat, had no earlier heartbeat to tell its stall by, and took every peer it had
 /// learned for dead when it resumed.
 #[test]
 fn a_node_stopped_before_its_first_heartbeat_keeps_its_peers() {
-    use crate::MeshEvent;
     let mut net = Net::ready(4);
     let new = net.add(crate::testnet::mesh_config(4, &[0]), crate::Security::Plain);
     net.millis(500);
@@ -1739,20 +1757,7 @@ fn a_node_stopped_before_its_first_heartbeat_keeps_its_peers() {
         net.node(new).status().peers >= 3,
         "it joined and learned its peers"
     );
-    net.freeze(new);
-    net.secs(12);
-    net.thaw(new);
-    net.secs(1);
-    let downs: Vec<_> = net
-        .events_of(new)
-        .iter()
-        .filter(|e| matches!(e, Event::Mesh(MeshEvent::PeerDown(_))))
-        .map(|e| format!("{e:?}"))
-        .collect();
-    assert!(
-        downs.is_empty(),
-        "its own stall taken for its peers' deaths: {downs:?}"
-    );
+    stop_and_resume_without_deaths(&mut net, new);
     net.secs(5);
     assert_eq!(net.node(new).status().peers, 4);
 }
@@ -1770,19 +1775,7 @@ fn a_node_resuming_from_a_stall_keeps_its_peers_and_trees() {
     let events_before = net.events_of(3).len();
     // Node 3 stops for 12 s (SIGSTOP): its peers see it silent, and its own timers are
     // all late when it resumes.
-    net.freeze(3);
-    net.secs(12);
-    net.thaw(3);
-    net.secs(1);
-    let downs: Vec<_> = net.events_of(3)[events_before..]
-        .iter()
-        .filter(|e| matches!(e, Event::Mesh(MeshEvent::PeerDown(_))))
-        .map(|e| format!("{e:?}"))
-        .collect();
-    assert!(
-        downs.is_empty(),
-        "its own stall taken for its peers' deaths: {downs:?}"
-    );
+    stop_and_resume_without_deaths(&mut net, 3);
     // It says it was stopped, and for about how long.
     let resumed: Vec<_> = net.events_of(3)[events_before..]
         .iter()
