@@ -406,39 +406,11 @@ impl Auditor {
     pub(crate) fn finish(mut self, end: u64) -> Audit {
         let (b_owed, b_got) = self.settle(true, end);
         let (p_owed, p_got) = self.settle(false, end);
-        let mut without_one = 0;
-        let (mut answerable, mut answered) = (0u64, 0u64);
         let requests: Vec<(ClientKey, Request)> = std::mem::take(&mut self.requests)
             .into_iter()
             .map(|((c, _), r)| (c, r))
             .collect();
-        for (c, r) in &requests {
-            // Owed an outcome: the requester lived a second past the deadline, within the
-            // run; past the end of a stall its node was in at the deadline (a stopped node
-            // times nothing out: a swarm run's requester's node stopped 0.2 s after the
-            // request and was killed while stopped, its client 4 s past the deadline).
-            let acts = self
-                .clients
-                .get(c)
-                .map_or(r.deadline, |l| self.acts_on(l.node, r.deadline));
-            let due = acts + 1_000_000_000;
-            let lived = self.alive_through(*c, r.sent, due);
-            if lived && due <= end && r.replies != 1 {
-                without_one += 1;
-                note(
-                    &mut self.violations,
-                    format!(
-                        "client {c}'s request sent at {} ms got {} REPLYs",
-                        r.sent / 1_000_000,
-                        r.replies
-                    ),
-                );
-            }
-            if lived && self.stable_member(r.cluster, r.sent, r.deadline) {
-                answerable += 1;
-                answered += u64::from(r.success);
-            }
-        }
+        let (without_one, answerable, answered) = self.settle_requests(&requests, end);
         let mut tunnels_completed = 0;
         let tunnels_broken = self
             .tunnels
@@ -511,6 +483,41 @@ impl Auditor {
             requests_timed_out,
             violations: self.violations,
         }
+    }
+
+    /// Checks each request's outcomes at `end`: (requests without exactly one REPLY
+    /// although owed one, requests a stable member could answer, those answered).
+    fn settle_requests(&mut self, requests: &[(ClientKey, Request)], end: u64) -> (u64, u64, u64) {
+        let mut without_one = 0;
+        let (mut answerable, mut answered) = (0u64, 0u64);
+        for (c, r) in requests {
+            // Owed an outcome: the requester lived a second past the deadline, within the
+            // run; past the end of a stall its node was in at the deadline (a stopped node
+            // times nothing out: a swarm run's requester's node stopped 0.2 s after the
+            // request and was killed while stopped, its client 4 s past the deadline).
+            let acts = self
+                .clients
+                .get(c)
+                .map_or(r.deadline, |l| self.acts_on(l.node, r.deadline));
+            let due = acts + 1_000_000_000;
+            let lived = self.alive_through(*c, r.sent, due);
+            if lived && due <= end && r.replies != 1 {
+                without_one += 1;
+                note(
+                    &mut self.violations,
+                    format!(
+                        "client {c}'s request sent at {} ms got {} REPLYs",
+                        r.sent / 1_000_000,
+                        r.replies
+                    ),
+                );
+            }
+            if lived && self.stable_member(r.cluster, r.sent, r.deadline) {
+                answerable += 1;
+                answered += u64::from(r.success);
+            }
+        }
+        (without_one, answerable, answered)
     }
 
     /// (owed, delivered) over the broadcasts or the events.

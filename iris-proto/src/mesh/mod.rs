@@ -38,6 +38,8 @@ mod sweep;
 pub(crate) mod wire;
 
 #[cfg(test)]
+mod bare_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{MeshConfig, Security};

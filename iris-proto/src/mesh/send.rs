@@ -120,19 +120,7 @@ impl Mesh {
         class: Class,
         bytes: Bytes,
     ) -> Result<(), Refused> {
-        // `to` is a later start of the linked peer: the link is to its earlier process
-        // (stopped, or leaving and not yet closed), where what is sent is lost. It goes;
-        // the later start is dialed at its address.
-        if let Some(&id) = self.by_id.get(&to.id)
-            && self
-                .links
-                .get(&id)
-                .and_then(|pl| pl.peer)
-                .is_some_and(|c| c.epoch < to.epoch)
-        {
-            self.stats.links_replaced += 1;
-            self.close_link(now, id, super::links::EARLIER_START);
-        }
+        self.close_earlier_start(now, to);
         let trusted = self
             .by_id
             .get(&to.id)
@@ -206,6 +194,22 @@ impl Mesh {
             false,
         );
         Ok(())
+    }
+
+    /// Closes the link to `to`'s id if it is to an earlier start of that node: its process
+    /// is gone or going (stopped, or leaving and not yet closed), and what is sent there is
+    /// lost; the later start is dialed at its address instead.
+    fn close_earlier_start(&mut self, now: Instant, to: Contact) {
+        if let Some(&id) = self.by_id.get(&to.id)
+            && self
+                .links
+                .get(&id)
+                .and_then(|pl| pl.peer)
+                .is_some_and(|c| c.epoch < to.epoch)
+        {
+            self.stats.links_replaced += 1;
+            self.close_link(now, id, super::links::EARLIER_START);
+        }
     }
 
     /// Notes that a link may have frames to transmit.
