@@ -62,6 +62,7 @@ struct Hop {
 }
 
 impl Hops {
+    /// Whether no hop is remembered (the trees need no timer for them).
     pub(super) fn is_empty(&self) -> bool {
         self.hops.is_empty()
     }
@@ -72,6 +73,7 @@ impl Hops {
             .retain(|_, h| h.probed.is_some() || now.saturating_duration_since(h.used) < HOP_KEPT);
     }
 
+    /// A message from `id`: a hop that answers (or speaks of itself) is not suspect.
     fn heard(&mut self, now: Instant, id: NodeId) {
         if let Some(h) = self.hops.get_mut(&id) {
             h.last_heard = Some(now);
@@ -207,6 +209,8 @@ impl Scribe {
         ));
     }
 
+    /// Any message from a peer: a neighbour or hop is alive; a neighbour of another epoch
+    /// restarted, and what this node had with its earlier start is lost.
     pub(super) fn heard_from(&mut self, now: Instant, from: Contact, router: &impl Router) {
         self.hops.heard(now, from.id);
         let Some(n) = self.neighbours.get_mut(&from.id) else {
