@@ -46,7 +46,8 @@ const HOP_KEPT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub(super) struct Hops {
     hops: BTreeMap<NodeId, Hop>,
-    /// Hops that did not answer their probe, until [`Scribe::take_suspected_hops`].
+    /// Hops (and neighbours) that did not answer their probe, until
+    /// [`Scribe::take_suspected_hops`].
     suspected: Vec<NodeId>,
 }
 
@@ -138,8 +139,8 @@ impl Scribe {
         self.timers.set(Timer::Probe(to.id), now + wait);
     }
 
-    /// The hops that did not answer a probe since the last call: the trees route around
-    /// them until they speak again.
+    /// The hops and neighbours that did not answer a probe since the last call: the trees
+    /// route around them until they speak again.
     pub(crate) fn take_suspected_hops(&mut self) -> Vec<NodeId> {
         std::mem::take(&mut self.hops.suspected)
     }
@@ -157,6 +158,9 @@ impl Scribe {
             self.stats.suspected += 1;
             self.tell_suspect(id);
             self.lost(now, id, router);
+            // Routed around too, as a hop is: a swarm run's origin routed a broadcast's
+            // tails into a stopped node it had just given up as a neighbour on another tree.
+            self.hops.suspected.push(id);
         }
     }
 
