@@ -2,10 +2,10 @@
 //! outputs: what it tells its node (`poll_incoming`) can be looked at, and races a whole
 //! node would hide can be staged message by message.
 
-use super::tests::{addr, mesh_config};
+use super::tests::{addr, mesh_config, plain_end};
 use super::wire::{self, PeerMsg};
 use super::*;
-use crate::link::{Link, LinkConfig, LinkEvent, LinkInput, Role};
+use crate::link::{Link, LinkEvent, LinkInput, Role};
 use crate::overlay::OverlayMsg;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -56,11 +56,7 @@ impl Bare {
                 from: None,
             },
         );
-        let cfg = LinkConfig {
-            network: "test-net".into(),
-            ..LinkConfig::default()
-        };
-        let mut ours = Link::plain(Role::Initiator, cfg, self.now);
+        let mut ours = plain_end(Role::Initiator, self.now);
         self.carry_in(link, &mut ours);
         self.carry_in(link, &mut ours);
         assert_eq!(ours.poll_output(), Some(LinkEvent::Established));
@@ -91,11 +87,7 @@ impl Bare {
                 from: None,
             },
         );
-        let cfg = LinkConfig {
-            network: "test-net".into(),
-            ..LinkConfig::default()
-        };
-        let mut ours = Link::plain(Role::Responder, cfg, self.now);
+        let mut ours = plain_end(Role::Responder, self.now);
         for _ in 0..3 {
             self.carry_out(link, &mut ours);
             self.carry_in(link, &mut ours);
@@ -119,21 +111,31 @@ impl Bare {
         peer: crate::overlay::Contact,
     ) -> Vec<Bytes> {
         let mut ours = self.connect(link, dial);
+        self.ident(link, &mut ours, peer);
+        self.carry_out(link, &mut ours);
+        data(&mut ours)
+    }
+
+    /// The peer at the test's end `ours` of `link` says who it is.
+    fn ident(&mut self, link: LinkId, ours: &mut Link, peer: crate::overlay::Contact) {
         ours.send_control(wire::encode(&PeerMsg::Ident(0, peer)))
             .unwrap();
-        self.carry_in(link, &mut ours);
-        self.carry_out(link, &mut ours);
-        std::iter::from_fn(|| ours.poll_output())
-            .filter_map(|e| match e {
-                LinkEvent::Data(b) => Some(b),
-                _ => None,
-            })
-            .collect()
+        self.carry_in(link, ours);
     }
 
     fn incoming(&mut self) -> Vec<Incoming> {
         std::iter::from_fn(|| self.mesh.poll_incoming()).collect()
     }
+}
+
+/// The data messages that reached the test's end `ours` of a link.
+fn data(ours: &mut Link) -> Vec<Bytes> {
+    std::iter::from_fn(|| ours.poll_output())
+        .filter_map(|e| match e {
+            LinkEvent::Data(b) => Some(b),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Found in a rolling restart on real processes (a request lost, the leaving node warning
@@ -149,15 +151,9 @@ fn a_leaving_node_passes_on_what_came_with_its_last_peers_close() {
     );
     let (lp, lq) = (LinkId(1), LinkId(2));
     let mut from_p = m.open(lp);
-    from_p
-        .send_control(wire::encode(&PeerMsg::Ident(0, p)))
-        .unwrap();
-    m.carry_in(lp, &mut from_p);
+    m.ident(lp, &mut from_p, p);
     let mut from_q = m.open(lq);
-    from_q
-        .send_control(wire::encode(&PeerMsg::Ident(0, q)))
-        .unwrap();
-    m.carry_in(lq, &mut from_q);
+    m.ident(lq, &mut from_q, q);
     m.incoming();
     m.mesh.handle(m.now, MeshInput::Leave);
     // q read the farewell and closed its side.
@@ -205,10 +201,7 @@ fn a_link_its_peer_closed_as_a_duplicate_does_not_unlink_the_peer() {
         let peer = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
         let (l1, l2) = (LinkId(1), LinkId(2));
         let mut first = m.open(l1);
-        first
-            .send_control(wire::encode(&PeerMsg::Ident(0, peer)))
-            .unwrap();
-        m.carry_in(l1, &mut first);
+        m.ident(l1, &mut first, peer);
         assert!(m.mesh.is_linked(NodeId(42)));
         // The peer's second link is up, its IDENT not here yet, when the peer keeps it
         // and closes the first.
@@ -222,10 +215,7 @@ fn a_link_its_peer_closed_as_a_duplicate_does_not_unlink_the_peer() {
             .any(|i| matches!(i, Incoming::Unlinked { node, .. } if *node == NodeId(42)));
         assert_eq!(lost, unlinked, "closed as {reason:?}");
         // The second link's IDENT: linked again.
-        second
-            .send_control(wire::encode(&PeerMsg::Ident(0, peer)))
-            .unwrap();
-        m.carry_in(l2, &mut second);
+        m.ident(l2, &mut second, peer);
         assert!(m.mesh.is_linked(NodeId(42)), "closed as {reason:?}");
     }
 }
@@ -284,10 +274,7 @@ fn a_stale_address_answered_by_another_node_says_so_once_and_for_the_right_node(
     // Dialed for 41 (a stale contact); 42 lives at that address now.
     m.mesh.reach(m.now, there(41));
     let mut first = m.answer_dial(LinkId(1));
-    first
-        .send_control(wire::encode(&PeerMsg::Ident(0, there(42))))
-        .unwrap();
-    m.carry_in(LinkId(1), &mut first);
+    m.ident(LinkId(1), &mut first, there(42));
     assert_eq!(unreachable(&m.incoming()), vec![(NodeId(41), 0)]);
     assert!(m.mesh.is_linked(NodeId(42)));
     // A node message and an overlay ping for 43, another stale contact at that address:
@@ -304,10 +291,7 @@ fn a_stale_address_answered_by_another_node_says_so_once_and_for_the_right_node(
         .send_as(m.now, there(43), Class::Control, ping)
         .unwrap();
     let mut second = m.answer_dial(LinkId(2));
-    second
-        .send_control(wire::encode(&PeerMsg::Ident(0, there(42))))
-        .unwrap();
-    m.carry_in(LinkId(2), &mut second);
+    m.ident(LinkId(2), &mut second, there(42));
     assert_eq!(unreachable(&m.incoming()), vec![(NodeId(43), 1)]);
     assert!(m.mesh.is_linked(NodeId(42)));
     // (On the link to 42 that is kept: the first.)
@@ -411,17 +395,9 @@ fn a_dial_outrun_by_the_peers_own_link_says_nothing_when_it_fails() {
     // The peer links in from its side while the dial hangs.
     let link = LinkId(1);
     let mut theirs = m.open(link);
-    theirs
-        .send_control(wire::encode(&PeerMsg::Ident(0, peer)))
-        .unwrap();
-    m.carry_in(link, &mut theirs);
+    m.ident(link, &mut theirs, peer);
     assert!(m.mesh.is_linked(NodeId(42)));
-    let got: Vec<Bytes> = std::iter::from_fn(|| theirs.poll_output())
-        .filter_map(|e| match e {
-            LinkEvent::Data(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let got: Vec<Bytes> = data(&mut theirs);
     assert_eq!(
         got,
         vec![msg("waited")],
@@ -450,19 +426,13 @@ fn a_later_start_of_a_peer_takes_its_link_over_whoever_dialed() {
     let mut m = Bare::new();
     let old = crate::overlay::Contact::new(NodeId(42), addr(9), 1);
     let new = crate::overlay::Contact::new(NodeId(42), addr(8), 2);
-    let ident = |link: &mut Link, c| {
-        link.send_control(wire::encode(&PeerMsg::Ident(0, c)))
-            .unwrap()
-    };
     let (l1, l2, l3) = (LinkId(1), LinkId(2), LinkId(3));
     let mut first = m.open(l1);
-    ident(&mut first, old);
-    m.carry_in(l1, &mut first);
+    m.ident(l1, &mut first, old);
     m.incoming();
     // The later start links in; by the dialer rule (both inbound) the first would stay.
     let mut second = m.open(l2);
-    ident(&mut second, new);
-    m.carry_in(l2, &mut second);
+    m.ident(l2, &mut second, new);
     let news = m.incoming();
     assert_eq!(
         news,
@@ -477,19 +447,13 @@ fn a_later_start_of_a_peer_takes_its_link_over_whoever_dialed() {
     assert_eq!(m.mesh.linked_contact(NodeId(42)), Some(new));
     // An earlier start linking in now takes nothing over.
     let mut third = m.open(l3);
-    ident(&mut third, old);
-    m.carry_in(l3, &mut third);
+    m.ident(l3, &mut third, old);
     assert_eq!(m.mesh.linked_contact(NodeId(42)), Some(new));
     // What is sent goes to the later start.
     let msg = Bytes::from_static(b"hello");
     m.mesh.send(m.now, new, Class::Data, msg.clone()).unwrap();
     m.carry_out(l2, &mut second);
-    let got: Vec<Bytes> = std::iter::from_fn(|| second.poll_output())
-        .filter_map(|e| match e {
-            LinkEvent::Data(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let got: Vec<Bytes> = data(&mut second);
     assert_eq!(got, vec![msg]);
 }
 
@@ -502,10 +466,7 @@ fn a_message_for_a_later_start_of_a_peer_does_not_go_to_its_earlier_self() {
     let new = crate::overlay::Contact::new(NodeId(42), addr(8), 2);
     let l1 = LinkId(1);
     let mut first = m.open(l1);
-    first
-        .send_control(wire::encode(&PeerMsg::Ident(0, old)))
-        .unwrap();
-    m.carry_in(l1, &mut first);
+    m.ident(l1, &mut first, old);
     m.incoming();
     let msg = Bytes::from_static(b"for the later start");
     m.mesh.send(m.now, new, Class::Data, msg.clone()).unwrap();

@@ -338,6 +338,15 @@ fn garbage_on_one_link_closes_that_link_and_nothing_else() {
     assert_eq!(net.mesh(c).stats().links_failed, 0);
 }
 
+/// A test's own end of a plain link of the tests' network.
+pub(super) fn plain_end(role: Role, now: Instant) -> Link {
+    let cfg = LinkConfig {
+        network: "test-net".into(),
+        ..LinkConfig::default()
+    };
+    Link::plain(role, cfg, now)
+}
+
 /// A test's own end of a plain link to node `to`, opened as if dialed from elsewhere.
 fn raw_link(net: &mut Net, to: usize) -> (LinkId, Link) {
     let link = net.new_link();
@@ -349,11 +358,7 @@ fn raw_link(net: &mut Net, to: usize) -> (LinkId, Link) {
             from: None,
         },
     );
-    let cfg = LinkConfig {
-        network: "test-net".into(),
-        ..LinkConfig::default()
-    };
-    let mut ours = Link::plain(Role::Initiator, cfg, net.now);
+    let mut ours = plain_end(Role::Initiator, net.now);
     while let Some(frame) = ours.poll_transmit() {
         net.handle(to, Input::PeerData(link, &frame));
     }

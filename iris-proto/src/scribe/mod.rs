@@ -333,6 +333,9 @@ pub struct Scribe {
     lateness: crate::time::Lateness,
     /// The peers tree traffic is routed through, probed under the data (`probe.rs`).
     hops: probe::Hops,
+    /// Hops and neighbours that did not answer a probe, until [`Scribe::take_unanswered`]
+    /// (drained at every timeout: at most one entry per probe out).
+    unanswered: Vec<NodeId>,
     /// Per (tree, origin): the furthest head passed on to children (see `on_heads`),
     /// at most `max_windows` of them.
     heads_passed: BTreeMap<(NodeId, NodeId), (u64, u64)>,
@@ -365,6 +368,7 @@ impl Scribe {
             avoided: BTreeMap::new(),
             lateness: crate::time::Lateness::new(now),
             hops: probe::Hops::default(),
+            unanswered: Vec::new(),
             refresh_due: false,
             heads_passed: BTreeMap::new(),
         }

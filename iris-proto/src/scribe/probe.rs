@@ -46,9 +46,6 @@ const HOP_KEPT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub(super) struct Hops {
     hops: BTreeMap<NodeId, Hop>,
-    /// Hops (and neighbours) that did not answer their probe, until
-    /// [`Scribe::take_suspected_hops`].
-    suspected: Vec<NodeId>,
 }
 
 /// One such peer.
@@ -108,7 +105,7 @@ impl Scribe {
     /// This node routes tree traffic (a multicast toward its tree, an ask toward an
     /// origin) through `to`: a neighbour as in [`Scribe::sending_to`]; another peer not
     /// heard from for `probe_after` (or not since it became a hop) is probed likewise, and
-    /// is suspect if it does not answer in time (see [`Scribe::take_suspected_hops`]).
+    /// is suspect if it does not answer in time (see [`Scribe::take_unanswered`]).
     pub(crate) fn routing_via(&mut self, now: Instant, to: Contact, router: &impl Router) {
         let after = self.cfg.probe_after;
         if after.is_zero() {
@@ -141,8 +138,8 @@ impl Scribe {
 
     /// The hops and neighbours that did not answer a probe since the last call: the trees
     /// route around them until they speak again.
-    pub(crate) fn take_suspected_hops(&mut self) -> Vec<NodeId> {
-        std::mem::take(&mut self.hops.suspected)
+    pub(crate) fn take_unanswered(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.unanswered)
     }
 
     /// The wait for `id`'s answer is over: it is suspect unless it spoke since the probe.
@@ -160,7 +157,7 @@ impl Scribe {
             self.lost(now, id, router);
             // Routed around too, as a hop is: a swarm run's origin routed a broadcast's
             // tails into a stopped node it had just given up as a neighbour on another tree.
-            self.hops.suspected.push(id);
+            self.unanswered.push(id);
         }
     }
 
@@ -175,7 +172,7 @@ impl Scribe {
         if h.last_heard.is_none_or(|t| t < at) {
             self.stats.hops_suspected += 1;
             self.hops.hops.remove(&id);
-            self.hops.suspected.push(id);
+            self.unanswered.push(id);
         }
     }
 

@@ -213,7 +213,7 @@ impl Trees {
             self.scribe
                 .handle(now, ScribeInput::Timeout(&capacity), &routes);
         }
-        for hop in self.scribe.take_suspected_hops() {
+        for hop in self.scribe.take_unanswered() {
             self.unreachable.insert(hop, now + UNREACHABLE_FOR);
         }
     }
