@@ -168,6 +168,9 @@ struct Sim {
     addrs: Map<SocketAddr, usize>,
     by_id: BTreeMap<NodeId, usize>,
     conns: Map<u64, Conn>,
+    /// The connections each slot has an end of, whichever incarnation: a process that exits
+    /// closes its own without a walk over every connection of the network.
+    slot_conns: Vec<Vec<u64>>,
     next_conn: u64,
     events: u64,
     bytes_sent: u64,
@@ -434,6 +437,7 @@ impl Sim {
     fn new(cfg: SimConfig) -> Sim {
         let o = &cfg.overlay;
         let detect = o.heartbeat_period * (o.heartbeat_misses * o.table_ping_every.max(1) + 2);
+        let nodes = cfg.nodes;
         Sim {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             slots: (0..cfg.nodes).map(|_| None).collect(),
@@ -452,6 +456,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             by_id: BTreeMap::new(),
             conns: Map::default(),
+            slot_conns: vec![Vec::new(); nodes],
             next_conn: 0,
             events: 0,
             bytes_sent: 0,
@@ -667,6 +672,8 @@ impl Sim {
                 let conn = to_inc.map(|to_inc| {
                     let id = self.next_conn;
                     self.next_conn += 1;
+                    self.slot_conns[from].push(id);
+                    self.slot_conns[to].push(id);
                     self.conns.insert(
                         id,
                         Conn {
@@ -756,7 +763,7 @@ impl Sim {
                 let (slot, inc) = c.ends[side];
                 let was_open = std::mem::replace(&mut c.open[side], false);
                 if !c.open[0] && !c.open[1] {
-                    self.conns.remove(&conn);
+                    self.forget_conn(conn);
                 }
                 self.trace(6, slot);
                 if was_open && let Some(n) = self.node(slot, inc) {
@@ -942,10 +949,10 @@ impl Sim {
         if let Some(n) = self.slots[slot].take() {
             self.tree_bytes_gone += n.node.stats().tree_bytes_out;
         }
-        let mut held: Vec<(u64, usize)> = self
-            .conns
-            .iter_unordered()
-            .flat_map(|(&id, c)| {
+        let mut held: Vec<(u64, usize)> = self.slot_conns[slot]
+            .iter()
+            .filter_map(|id| self.conns.get(id).map(|c| (*id, c)))
+            .flat_map(|(id, c)| {
                 (0..2)
                     .filter(move |&s| c.ends[s].0 == slot && c.open[s])
                     .map(move |s| (id, s))
@@ -965,11 +972,24 @@ impl Sim {
         c.open[side] = false;
         let other = 1 - side;
         if !c.open[other] {
-            self.conns.remove(&conn);
+            self.forget_conn(conn);
             return;
         }
         let at = self.arrival(conn, other, 0);
         self.push(at, Event::Fin { conn, side: other });
+    }
+
+    /// A connection both ends have closed is gone.
+    fn forget_conn(&mut self, conn: u64) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        for (slot, _) in c.ends {
+            let held = &mut self.slot_conns[slot];
+            if let Some(i) = held.iter().position(|&id| id == conn) {
+                held.swap_remove(i);
+            }
+        }
     }
 
     /// Connections across a cut die: both ends hear of it at once (a reset after the
