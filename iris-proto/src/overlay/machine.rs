@@ -603,15 +603,20 @@ impl Overlay {
             self.forget(now, id, 0, true);
         }
         let table_turn = self.ticks.is_multiple_of(every);
-        // A peer that pinged us within half a period covers this pair: its ping proved
-        // it alive, and our pong will prove us. With any phase between the two nodes'
-        // timers exactly one of them ends up pinging, once per period.
-        let covered = self.cfg.heartbeat_period / 2;
+        // A peer that pinged us within half of our period for it covers this pair: its
+        // ping proved it alive, and our pong will prove us. With any phase between the two
+        // nodes' timers exactly one of them ends up pinging, once per period: for leaves
+        // (every period) as for table entries (every `table_ping_every` periods), which
+        // are often each other's entries too.
+        let leaf_covered = self.cfg.heartbeat_period / 2;
+        let table_covered = leaf_covered * self.cfg.table_ping_every.max(1);
         let peers: Vec<Contact> = self
             .peers
             .iter()
             .filter(|(id, p)| {
-                (table_turn || self.leaves.contains(**id))
+                let leaf = self.leaves.contains(**id);
+                let covered = if leaf { leaf_covered } else { table_covered };
+                (table_turn || leaf)
                     && p.pinged_at
                         .is_none_or(|t| now.saturating_duration_since(t) >= covered)
             })

@@ -420,6 +420,87 @@ mod versions {
         );
     }
 
+    /// Two nodes far apart on the ring, each in the other's routing table (row 0) and not
+    /// in its leaf set, ping each other every `table_ping_every` periods; the one whose
+    /// turn comes second finds the pair covered by the other's ping and stays quiet, as
+    /// two leaves do every period, whatever the phase between their timers. Before, a
+    /// ping covered only half a period: both pinged unless their turns fell within 1.5 s.
+    #[test]
+    fn two_table_entries_of_each_other_ping_one_way_per_table_period() {
+        // B starts this long after A: its table turns fall 0.4 to 8.2 s after A's.
+        for ms in [400, 1300, 2200, 3100, 4300, 5200, 6100, 7300, 8200] {
+            let pings = table_pings_between(Duration::from_millis(ms));
+            assert!(
+                pings <= 11,
+                "{pings} pings in 10 table periods, B {ms} ms after A"
+            );
+        }
+    }
+
+    /// Pings between two nodes that are each other's table entries, over ten table
+    /// periods, with B's timer `offset` after A's.
+    fn table_pings_between(offset: Duration) -> usize {
+        let t0 = Instant::ZERO;
+        let id = |hi: u128| hi << 112;
+        let cfg = OverlayConfig {
+            leaf_set_size: 2,
+            ..OverlayConfig::default()
+        };
+        let (period, every) = (cfg.heartbeat_period, cfg.table_ping_every);
+        let mut a = Overlay::new(contact(id(0x1000), 1), cfg.clone(), t0, true);
+        let mut b = Overlay::new(contact(id(0x9000), 1), cfg, t0 + offset, true);
+        // Each has a neighbour on either side: its leaf set is full, and the other is not in it.
+        let near = |o: &Overlay| [o.id().0 - id(1), o.id().0 + id(1)].map(|n| contact(n, 1));
+        let (near_a, near_b) = (near(&a), near(&b));
+        for n in near_a {
+            a.handle(t0, OverlayInput::Message(n, ping()));
+        }
+        for n in near_b {
+            b.handle(t0 + offset, OverlayInput::Message(n, ping()));
+        }
+        b.handle(t0 + offset, OverlayInput::Message(a.contact(), ping()));
+        a.handle(t0 + offset, OverlayInput::Message(b.contact(), ping()));
+        assert!(!a.leaves().contains(b.id()) && a.peer_addr(b.id()).is_some());
+        assert!(!b.leaves().contains(a.id()) && b.peer_addr(a.id()).is_some());
+        // The neighbours answer every ping at once; A and B hear each other 20 ms later.
+        let one_way = Duration::from_millis(20);
+        let step = |o: &mut Overlay, other: &mut Overlay, near: &[Contact], at: Instant| {
+            o.handle(at, OverlayInput::Timeout);
+            let mut pings = 0;
+            while let Some(x) = o.poll_output() {
+                let OverlayOutput::Send(to, m) = x else {
+                    continue;
+                };
+                if near.contains(&to) {
+                    if matches!(m, OverlayMsg::Ping { .. }) {
+                        let pong = OverlayMsg::Pong { leaves: None };
+                        o.handle(at, OverlayInput::Message(to, pong));
+                    }
+                } else if to.id == other.id() {
+                    pings += usize::from(matches!(m, OverlayMsg::Ping { .. }));
+                    other.handle(at + one_way, OverlayInput::Message(o.contact(), m));
+                    for back in sent_to(other, o.id().0) {
+                        o.handle(
+                            at + one_way * 2,
+                            OverlayInput::Message(other.contact(), back),
+                        );
+                    }
+                }
+            }
+            pings
+        };
+        let mut t = t0;
+        let mut pings = 0;
+        for _ in 0..10 * every {
+            t = t + period;
+            pings += step(&mut a, &mut b, &near_a, t);
+            pings += step(&mut b, &mut a, &near_b, t + offset);
+        }
+        // Neither took the other for dead meanwhile.
+        assert!(a.peer_addr(b.id()).is_some() && b.peer_addr(a.id()).is_some());
+        pings
+    }
+
     /// Delivers what `from` sends to `to` at `at`; returns what was delivered.
     fn pass(from: &mut Overlay, to: &mut Overlay, at: Instant) -> Vec<OverlayMsg> {
         let msgs = sent_to(from, to.id().0);
