@@ -58,7 +58,8 @@ pub struct MeshConfig {
     pub max_inbound_handshakes_per_addr: usize,
     /// Messages held for a peer while its link comes up; more are dropped.
     pub max_pending: usize,
-    /// A link with no message either way for this long is closed.
+    /// A link with no message either way for this long is closed; one whose peer the
+    /// overlay does not track (neither a leaf nor a table entry) for a third of it.
     pub link_idle: Duration,
     /// A side of a link that closed reads on for at most this long, until the peer closes
     /// its own (what the peer sent before it heard of the close is not lost); a leaving

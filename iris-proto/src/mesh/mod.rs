@@ -218,7 +218,7 @@ impl Mesh {
         let founder = cfg.seeds.is_empty() && !cfg.seeds_to_come;
         let overlay = Overlay::new(own, cfg.overlay.clone(), now, founder);
         let mut timers = Timers::default();
-        timers.set(MeshTimer::Sweep, now + cfg.link_idle / 2);
+        timers.set(MeshTimer::Sweep, now + cfg.link_idle / 6);
         if cfg.discovery.is_some() {
             timers.set(MeshTimer::Beacon, now);
         }
