@@ -351,6 +351,42 @@ fn what_an_origin_cannot_send_straight_back_goes_around() {
     t.assert_whole("node 4 cut off, then from node 0 only");
 }
 
+/// A broken pair: two neighbours on the ring cannot reach each other (a route that stays
+/// broken between them) while every other node reaches both. Each gives the other up,
+/// and the one farther from a key between them took itself for the closest node to it: it
+/// rooted a second tree of that key, and what was published on one side of the split tree
+/// missed the members on the other (a tenth of one node's messages; found by swarm
+/// testing, where a link break between neighbours split trees the same way). Each now
+/// routes such keys through a neighbour that still lists the other in its leaf set.
+#[test]
+fn a_broken_pair_of_neighbours_keeps_one_tree_per_key() {
+    let mut t = Traffic::new(Net::ready(5), 5);
+    let id = |t: &Traffic, n: usize| t.net.node(n).mesh().unwrap().overlay().id();
+    let cut = 4;
+    let own = id(&t, cut);
+    let neighbour = (0..4)
+        .min_by_key(|&n| {
+            own.0
+                .abs_diff(id(&t, n).0)
+                .min(u128::MAX - own.0.abs_diff(id(&t, n).0))
+        })
+        .expect("four others");
+    let all: Vec<usize> = (0..5).collect();
+    for round in 0..400 {
+        if round == 50 {
+            t.net.cut.insert((neighbour, cut));
+            t.net.fail_links_one_side(cut, neighbour);
+            t.net.fail_links_one_side(neighbour, cut);
+        }
+        t.send_round(&all, round);
+        t.net.millis(100);
+        t.collect();
+    }
+    t.net.secs(15);
+    t.collect();
+    t.assert_whole("nodes 4 and its nearest neighbour cut from each other");
+}
+
 /// Found by swarm testing: an origin outside a topic's trees routed an event, and its
 /// tails, into the tree's root, stopped a moment before; nothing told the origin (the
 /// overlay finds a stopped leaf dead only after three silent heartbeats, 9 s), and the

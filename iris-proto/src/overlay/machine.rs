@@ -31,6 +31,7 @@
 use super::graveyard::Graveyard;
 use super::routing_table::Offer;
 use super::rtt::{RttSpread, smoothed_rtt};
+use super::vouch::Vouches;
 use super::{Contact, LeafSet, NodeId, RoutingTable, next_hop};
 use crate::time::Instant;
 use crate::timer::Timers;
@@ -267,6 +268,8 @@ pub struct Overlay {
     /// Peers whose leaf set seemed to be from another part of the ring (see `doubt`):
     /// when first seen so, and whether they were asked for it again since (bounded).
     suspects: BTreeMap<NodeId, Suspect>,
+    /// Nodes a neighbour lists that this node cannot reach itself (`vouch.rs`).
+    vouches: Vouches,
     /// Peers looked up for that reason.
     misplaced: u64,
     /// Heartbeat periods that came late: the node itself was stopped.
@@ -308,6 +311,7 @@ impl Overlay {
             seeded: founder,
             rtts: RttSpread::default(),
             suspects: BTreeMap::new(),
+            vouches: Vouches::default(),
             misplaced: 0,
             lateness: crate::time::Lateness::new(now),
             resumed: 0,
@@ -411,7 +415,9 @@ impl Overlay {
                     .chain(self.table.entries())
                     .filter(|&id| usable(id))
                     .reduce(|best, id| if key.prefers(id, best) { id } else { best })?,
-                None => return None,
+                // Closest here, as far as this node knows first-hand: but a neighbour may
+                // list a closer node this one cannot reach (a broken pair, `vouch.rs`).
+                None => self.vouches.hop(self.own.id, key, &usable)?,
             };
         let p = self.peers.get(&hop)?;
         Some(Contact::new(hop, p.addr, p.epoch))
@@ -501,6 +507,7 @@ impl Overlay {
                     && let Some(leaves) = leaves
                 {
                     self.doubt(now, from, &leaves);
+                    self.note_vouches(now, from, &leaves);
                     for c in leaves {
                         self.hear_of(now, c);
                     }
@@ -521,6 +528,7 @@ impl Overlay {
                     && let Some(leaves) = leaves
                 {
                     self.doubt(now, from, &leaves);
+                    self.note_vouches(now, from, &leaves);
                     for id in leaves {
                         self.hear_of(now, id);
                     }
@@ -532,6 +540,7 @@ impl Overlay {
             }
             OverlayMsg::LeafReply { leaves } => {
                 self.doubt(now, from, &leaves);
+                self.note_vouches(now, from, &leaves);
                 for id in leaves {
                     self.hear_of(now, id);
                 }
@@ -639,6 +648,7 @@ impl Overlay {
             self.send(contact, OverlayMsg::Join { joiner: self.own });
         }
         self.ask_suspects(now);
+        self.ask_vouchers(now);
         let lookup = u64::from(self.cfg.self_lookup_every.max(1));
         self.probe_graveyard(now, self.ticks % lookup == lookup / 2);
         // Self-lookups wait until the node is part of its network: until then the joins
@@ -815,6 +825,33 @@ impl Overlay {
         }
     }
 
+    /// `from` listed `leaves` as its leaf set: it vouches for the nodes in it that this
+    /// node wants as leaves and does not know (`vouch.rs`).
+    fn note_vouches(&mut self, now: Instant, from: Contact, leaves: &[Contact]) {
+        if !self.peers.contains_key(&from.id) {
+            return; // a suspect's or a stranger's list: no neighbour of ours vouches
+        }
+        let (own, peers, ls) = (self.own.id, &self.peers, &self.leaves);
+        self.vouches.note(now, from.id, leaves, |id| {
+            id != own && !peers.contains_key(&id) && ls.wants(id)
+        });
+    }
+
+    /// Asks each voucher for its leaf set again (once a period, only while a node is
+    /// vouched for), dropping the vouches its last answers did not renew.
+    fn ask_vouchers(&mut self, now: Instant) {
+        let stale = self.cfg.heartbeat_period * 2;
+        let peers = &self.peers;
+        let vouchers = self
+            .vouches
+            .refresh(now, stale, |id| peers.contains_key(&id));
+        for via in vouchers {
+            if let Some(c) = self.contact_of(via) {
+                self.send(c, OverlayMsg::LeafRequest);
+            }
+        }
+    }
+
     /// Someone mentioned `id`: if it would be useful, ask it directly; it is learned when
     /// it answers.
     fn hear_of(&mut self, now: Instant, c: Contact) {
@@ -862,6 +899,7 @@ impl Overlay {
             self.leaf_version += 1;
         }
         if leaf || table {
+            self.vouches.remove(id);
             self.peers.entry(id).or_insert(Peer {
                 addr: c.addr,
                 epoch: c.epoch,

@@ -15,6 +15,7 @@ pub(crate) mod wire;
 mod rtt;
 #[cfg(test)]
 mod tests;
+mod vouch;
 
 pub use id::{Contact, NodeId};
 pub use leaf_set::LeafSet;

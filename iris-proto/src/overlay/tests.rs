@@ -501,6 +501,69 @@ mod versions {
         pings
     }
 
+    /// A neighbour lists a node this one wants as a leaf but cannot reach (its probes go
+    /// unanswered: a broken pair). Once the neighbour has listed it for `vouch::HELD`,
+    /// a key closer to that node than to this one goes to the neighbour; not before (a
+    /// node that crashed is dropped by its neighbours within that time), and no longer
+    /// once the neighbour stops listing it.
+    #[test]
+    fn a_key_of_a_node_only_a_neighbour_reaches_goes_through_that_neighbour() {
+        let t0 = Instant::ZERO;
+        let id = |hi: u128| hi << 112;
+        let cfg = OverlayConfig {
+            leaf_set_size: 4,
+            ..OverlayConfig::default()
+        };
+        let period = cfg.heartbeat_period;
+        let mut a = Overlay::new(contact(id(0x5000), 1), cfg, t0, true);
+        let (below, above) = (contact(id(0x4000), 1), contact(id(0x7000), 1));
+        for n in [below, above] {
+            a.handle(t0, OverlayInput::Message(n, ping()));
+        }
+        // B lies between A and `above`; the key is closer to B than to A or `above`.
+        let b = contact(id(0x6000), 1);
+        let key = NodeId(id(0x5c00));
+        assert_eq!(a.route(key, None), None, "A is the closest it knows");
+        let own = a.contact();
+        let listing = |with_b: bool| OverlayMsg::LeafReply {
+            leaves: [below, own, b, above]
+                .into_iter()
+                .filter(|c| with_b || *c != b)
+                .collect(),
+        };
+        let mut t = t0;
+        let mut routed = Vec::new();
+        for tick in 1..=6 {
+            let with_b = tick <= 5;
+            let reply = listing(with_b);
+            a.handle(t, OverlayInput::Message(below, reply));
+            t = t + period;
+            a.handle(t, OverlayInput::Timeout);
+            // The neighbours answer pings (B never does) and `below` its leaf requests.
+            while let Some(x) = a.poll_output() {
+                if let OverlayOutput::Send(to, m) = x
+                    && to != b
+                {
+                    match m {
+                        OverlayMsg::Ping { .. } => {
+                            let pong = OverlayMsg::Pong { leaves: None };
+                            a.handle(t, OverlayInput::Message(to, pong));
+                        }
+                        OverlayMsg::LeafRequest if to == below => {
+                            a.handle(t, OverlayInput::Message(below, listing(with_b)));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            routed.push(a.route(key, None).map(|c| c.id));
+        }
+        assert!(a.peer_addr(b.id).is_none(), "B was never reached");
+        // Listed from 0 s: held at the tick of 12 s (the fourth), gone once unlisted.
+        let via = Some(below.id);
+        assert_eq!(routed, [None, None, None, via, via, None], "{routed:?}");
+    }
+
     /// Delivers what `from` sends to `to` at `at`; returns what was delivered.
     fn pass(from: &mut Overlay, to: &mut Overlay, at: Instant) -> Vec<OverlayMsg> {
         let msgs = sent_to(from, to.id().0);
