@@ -23,6 +23,13 @@ struct Traffic {
 }
 
 impl Traffic {
+    /// Nodes `a` and `b` cannot reach each other (their links fail, dials time out).
+    fn cut_pair(&mut self, a: usize, b: usize) {
+        self.net.cut.insert((a, b));
+        self.net.fail_links_one_side(b, a);
+        self.net.fail_links_one_side(a, b);
+    }
+
     fn new(net: Net, n: usize) -> Traffic {
         let mut t = Traffic {
             net,
@@ -332,9 +339,7 @@ fn what_an_origin_cannot_send_straight_back_goes_around() {
     for round in 0..400 {
         if round == 50 {
             for j in 0..4 {
-                t.net.cut.insert((j, cut));
-                t.net.fail_links_one_side(cut, j);
-                t.net.fail_links_one_side(j, cut);
+                t.cut_pair(j, cut);
             }
         }
         if round == 150 {
@@ -365,18 +370,18 @@ fn a_broken_pair_of_neighbours_keeps_one_tree_per_key() {
     let cut = 4;
     let own = id(&t, cut);
     let neighbour = (0..4)
-        .min_by_key(|&n| {
-            own.0
-                .abs_diff(id(&t, n).0)
-                .min(u128::MAX - own.0.abs_diff(id(&t, n).0))
+        .reduce(|best, n| {
+            if own.prefers(id(&t, n), id(&t, best)) {
+                n
+            } else {
+                best
+            }
         })
         .expect("four others");
     let all: Vec<usize> = (0..5).collect();
     for round in 0..400 {
         if round == 50 {
-            t.net.cut.insert((neighbour, cut));
-            t.net.fail_links_one_side(cut, neighbour);
-            t.net.fail_links_one_side(neighbour, cut);
+            t.cut_pair(neighbour, cut);
         }
         t.send_round(&all, round);
         t.net.millis(100);
