@@ -18,6 +18,7 @@ pub(crate) mod frame;
 mod grouping;
 pub(crate) mod handshake;
 pub(crate) mod key;
+mod outbox;
 pub(crate) mod record;
 mod session;
 

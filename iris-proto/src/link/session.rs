@@ -1,9 +1,10 @@
 //! [`Link`]: one authenticated, encrypted connection to a peer node, as a state machine.
 
 use super::frame::{FrameKind, HEADER_LEN, decode_frame, put_header};
-use super::grouping::{fits, item_len, parse_items, put_item, tag};
+use super::grouping::{item_len, parse_items, put_item, tag};
 use super::handshake::{Handshake, HandshakeError, Hello, Keyring, MAX_AUTH_LEN, Role, ToSign};
 use super::key::NetworkKey;
+use super::outbox::Outbox;
 use super::record::{BadRecord, Opener, RekeyLimits, Sealer, TAG_LEN};
 use crate::time::Instant;
 use bytes::{Bytes, BytesMut};
@@ -212,35 +213,6 @@ struct Ciphers {
 
 /// The keys a handshake yields: what this side seals with, what it opens with.
 type SessionKeys = ([u8; 32], [u8; 32]);
-
-/// The messages a link has queued and not yet put into records. Boxed, and only while
-/// something waits: most links of a large network are idle between heartbeats, and the
-/// queues inline made every link a fifth larger (a simulation of 10,000 nodes holds 1.5
-/// million links).
-#[derive(Default)]
-struct Outbox {
-    control: VecDeque<Bytes>,
-    control_bytes: usize,
-    data: VecDeque<Bytes>,
-    data_bytes: usize,
-    /// Data messages that go ahead of bulk data (requests, large replies): each starts as
-    /// soon as the data message in progress is out, before anything queued in `data`.
-    urgent: VecDeque<Bytes>,
-    urgent_bytes: usize,
-    /// Bytes of the front data message already sent as parts.
-    data_offset: usize,
-}
-
-impl Outbox {
-    fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.data.is_empty() && self.urgent.is_empty()
-    }
-
-    /// Bytes of data queued and not yet sealed.
-    fn data_queued(&self) -> usize {
-        self.data_bytes - self.data_offset + self.urgent_bytes
-    }
-}
 
 /// One link to a peer node. Feed it the socket's bytes, drain [`Link::poll_transmit`] when
 /// the socket can take more (pull, so control messages never wait behind a deep queue of
@@ -509,21 +481,14 @@ impl Link {
             return Err(SendError::TooLarge);
         }
         let max = self.cfg.max_control_queue;
-        let q = self.outbox();
-        if q.control_bytes + msg.len() > max {
-            return Err(SendError::Full);
-        }
-        q.control_bytes += msg.len();
-        q.control.push_back(msg);
-        Ok(())
+        self.outbox().push_control(max, msg)
     }
 
     /// Queues a data message; refused when more than `max_data_queue` bytes wait.
     pub fn send_data(&mut self, msg: Bytes) -> Result<(), SendError> {
         self.check_send(&msg)?;
         let max = self.cfg.max_data_queue;
-        let q = self.outbox();
-        push_bounded(&mut q.data, &mut q.data_bytes, max, msg)
+        self.outbox().push_data(max, msg)
     }
 
     /// Queues a data message ahead of bulk data: it goes once the data message in progress
@@ -532,17 +497,14 @@ impl Link {
     pub fn send_urgent(&mut self, msg: Bytes) -> Result<(), SendError> {
         self.check_send(&msg)?;
         let max = self.cfg.max_data_queue;
-        let q = self.outbox();
-        push_bounded(&mut q.urgent, &mut q.urgent_bytes, max, msg)
+        self.outbox().push_urgent(max, msg)
     }
 
     /// Queues a data message whatever waits already: for traffic whose sender is bounded
     /// by a window of its own (tunnels), which must never be dropped.
     pub fn send_data_unbounded(&mut self, msg: Bytes) -> Result<(), SendError> {
         self.check_send(&msg)?;
-        let q = self.outbox();
-        q.data_bytes += msg.len();
-        q.data.push_back(msg);
+        self.outbox().push_unbounded(msg);
         Ok(())
     }
 
@@ -610,17 +572,14 @@ impl Link {
             .filter(|q| !q.is_empty())
             .or_else(|| self.close.is_some().then(Box::default))?;
         // Sized by what is queued, so a record of three heartbeats is not a 64 KiB buffer.
-        let queued = q.control_bytes
-            + q.data_queued()
-            + 12 * (q.control.len() + q.data.len() + q.urgent.len())
-            + 64;
+        let queued = q.record_len();
         let mut rec =
             BytesMut::with_capacity(HEADER_LEN + queued.min(self.cfg.max_record) + TAG_LEN);
         rec.extend_from_slice(&[0; HEADER_LEN]);
         // Two bytes stay free for a rekey marker.
         let limit = HEADER_LEN + self.cfg.max_record - 2;
-        put_control(&mut q, &mut self.stats, &mut rec, limit);
-        put_data(&mut q, &mut self.stats, &mut rec, limit);
+        self.stats.sent.0 += q.put_control(&mut rec, limit);
+        self.stats.sent.1 += q.put_data(&mut rec, limit);
         if !q.is_empty() {
             self.outbox = Some(q);
         }
@@ -921,89 +880,4 @@ impl Link {
         self.outbox = None;
         self.events.push_back(LinkEvent::Closed(e));
     }
-}
-
-/// Control messages into a record, as many as fit.
-fn put_control(q: &mut Outbox, stats: &mut LinkStats, rec: &mut BytesMut, limit: usize) {
-    while let Some(msg) = q.control.front() {
-        if rec.len() + item_len(msg.len()) > limit {
-            break;
-        }
-        put_item(rec, tag::CONTROL, msg);
-        q.control_bytes -= msg.len();
-        q.control.pop_front();
-        stats.sent.0 += 1;
-    }
-}
-
-/// Data messages into what room a record has left: whole while they fit, then a part
-/// of the next (unless the room is too small to bother).
-fn put_data(q: &mut Outbox, stats: &mut LinkStats, rec: &mut BytesMut, limit: usize) {
-    loop {
-        // Between data messages, an urgent one goes first (parts of two messages cannot
-        // interleave: the one in progress finishes first). Whole if it fits; else it
-        // becomes the message in progress once its first part goes, not before (two
-        // urgent messages would otherwise swap places).
-        if q.data_offset == 0
-            && let Some(msg) = q.urgent.front()
-        {
-            let room = limit - rec.len();
-            if item_len(msg.len()) <= room {
-                put_item(rec, tag::DATA, msg);
-                q.urgent_bytes -= msg.len();
-                q.urgent.pop_front();
-                stats.sent.1 += 1;
-                continue;
-            }
-            if fits(room).min(msg.len()) < 64.min(msg.len()) {
-                break;
-            }
-            let msg = q.urgent.pop_front().expect("the front is there");
-            q.urgent_bytes -= msg.len();
-            q.data_bytes += msg.len();
-            q.data.push_front(msg);
-        }
-        let Some(msg) = q.data.front() else {
-            break;
-        };
-        let room = limit - rec.len();
-        if q.data_offset == 0 && item_len(msg.len()) <= room {
-            put_item(rec, tag::DATA, msg);
-            q.data_bytes -= msg.len();
-            q.data.pop_front();
-            stats.sent.1 += 1;
-            continue;
-        }
-        let n = fits(room).min(msg.len() - q.data_offset);
-        if n < 64.min(msg.len() - q.data_offset) {
-            break;
-        }
-        let last = q.data_offset + n == msg.len();
-        let part = &msg[q.data_offset..q.data_offset + n];
-        put_item(rec, if last { tag::DATA_END } else { tag::DATA_PART }, part);
-        if !last {
-            q.data_offset += n;
-            break;
-        }
-        q.data_bytes -= msg.len();
-        q.data_offset = 0;
-        q.data.pop_front();
-        stats.sent.1 += 1;
-    }
-}
-
-/// Queues `msg` unless more than `max` bytes would wait (a message larger than `max` still
-/// goes into an empty queue, or it could never be sent).
-fn push_bounded(
-    queue: &mut VecDeque<Bytes>,
-    queued: &mut usize,
-    max: usize,
-    msg: Bytes,
-) -> Result<(), SendError> {
-    if *queued + msg.len() > max && !queue.is_empty() {
-        return Err(SendError::Full);
-    }
-    *queued += msg.len();
-    queue.push_back(msg);
-    Ok(())
 }
