@@ -1,6 +1,6 @@
 //! The idle sweep: links nobody used for `link_idle` are closed (a third of it for peers
-//! the overlay does not track), unless a tunnel keeps them ([`Mesh::pin`]); and what is known of the clocks of
-//! peers unlinked and silent for long is forgotten.
+//! the overlay does not track), unless a tunnel keeps them ([`Mesh::pin`]); and what is
+//! known of the clocks of peers unlinked and silent for long is forgotten.
 
 use super::{LinkId, Mesh, MeshTimer};
 use crate::time::Instant;
