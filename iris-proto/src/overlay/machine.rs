@@ -589,7 +589,37 @@ impl Overlay {
         for id in silent {
             self.forget(now, id, 0, true);
         }
-        let table_turn = self.ticks.is_multiple_of(every);
+        self.ping_peers(now, self.ticks.is_multiple_of(every));
+        // Knowing nobody, retry the last join's contact (the mesh tells its driver,
+        // which may offer another).
+        if self.peers.is_empty()
+            && let Some(contact) = self.contact
+        {
+            self.send(contact, OverlayMsg::Join { joiner: self.own });
+        }
+        self.ask_suspects(now);
+        self.ask_vouchers(now);
+        let lookup = u64::from(self.cfg.self_lookup_every.max(1));
+        self.probe_graveyard(now, self.ticks % lookup == lookup / 2);
+        // Self-lookups wait until the node is part of its network: until then the joins
+        // through its seeds are its only ones, so their answer tells it it joined.
+        if self.seeded
+            && self.cfg.repair
+            && self.ticks.is_multiple_of(lookup)
+            && !self.peers.is_empty()
+        {
+            // Rotate through the peers so that lookups start from all over the ring.
+            let i = (self.ticks / lookup) as usize % self.peers.len();
+            if let Some((&id, p)) = self.peers.iter().nth(i) {
+                let via = Contact::new(id, p.addr, p.epoch);
+                self.send(via, OverlayMsg::Join { joiner: self.own });
+            }
+        }
+    }
+
+    /// This period's pings: every leaf, and on a `table_turn` every table entry, unless
+    /// the peer's own ping covers the pair.
+    fn ping_peers(&mut self, now: Instant, table_turn: bool) {
         // A peer that pinged us within half of our period for it covers this pair: its
         // ping proved it alive, and our pong will prove us. With any phase between the two
         // nodes' timers exactly one of them ends up pinging, once per period: for leaves
@@ -617,31 +647,6 @@ impl Overlay {
                 rtt = peer.rtt;
             }
             self.send(p, OverlayMsg::Ping { leaves, rtt });
-        }
-        // Knowing nobody, retry the last join's contact (the mesh tells its driver,
-        // which may offer another).
-        if self.peers.is_empty()
-            && let Some(contact) = self.contact
-        {
-            self.send(contact, OverlayMsg::Join { joiner: self.own });
-        }
-        self.ask_suspects(now);
-        self.ask_vouchers(now);
-        let lookup = u64::from(self.cfg.self_lookup_every.max(1));
-        self.probe_graveyard(now, self.ticks % lookup == lookup / 2);
-        // Self-lookups wait until the node is part of its network: until then the joins
-        // through its seeds are its only ones, so their answer tells it it joined.
-        if self.seeded
-            && self.cfg.repair
-            && self.ticks.is_multiple_of(lookup)
-            && !self.peers.is_empty()
-        {
-            // Rotate through the peers so that lookups start from all over the ring.
-            let i = (self.ticks / lookup) as usize % self.peers.len();
-            if let Some((&id, p)) = self.peers.iter().nth(i) {
-                let via = Contact::new(id, p.addr, p.epoch);
-                self.send(via, OverlayMsg::Join { joiner: self.own });
-            }
         }
     }
 
